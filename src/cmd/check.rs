@@ -1,0 +1,44 @@
+//! `sonde check`: validate a config and list its targets.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use sonde::config::Config;
+
+/// Arguments of `sonde check`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The config file.
+    #[arg(long, short, default_value = "sonde.toml")]
+    config: PathBuf,
+}
+
+/// Validates the config; prints one line per target. Exit 2 when invalid.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&args.config)?;
+    println!(
+        "{}: {} providers, {} targets",
+        config.file.display(),
+        config.providers.len(),
+        config.targets.len()
+    );
+    for target in &config.targets {
+        let key = match &target.provider.api_key_env {
+            None => "no key".to_owned(),
+            Some(var) if std::env::var_os(var).is_some_and(|v| !v.is_empty()) => {
+                format!("{var} (set)")
+            }
+            Some(var) => format!("{var} (NOT SET)"),
+        };
+        println!(
+            "  {}  kind={}  group={}  probes={}  url={}  key={}",
+            target.id,
+            target.provider.kind.as_str(),
+            target.model.group,
+            target.probes.join(","),
+            target.provider.base_url,
+            key
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

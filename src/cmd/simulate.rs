@@ -1,0 +1,72 @@
+//! `sonde simulate`: serve the built-in provider simulator until interrupted.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use sonde::simulator::{Scenario, Simulator};
+
+/// Arguments of `sonde simulate`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8787")]
+    listen: SocketAddr,
+    /// Scenario file (TOML); the built-in scenario (examples/scenario.toml) when absent.
+    #[arg(long)]
+    scenario: Option<PathBuf>,
+    /// Seed of the per-request randomness; a fixed seed replays the same errors and delays.
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+/// Serves until Ctrl-C or SIGTERM.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    super::init_logging("info");
+    let scenario = match &args.scenario {
+        Some(path) => Scenario::load(path)?,
+        None => Scenario::builtin(),
+    };
+    let seed = args.seed.unwrap_or_else(rand::random);
+    let models = scenario
+        .models
+        .keys()
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    let default = if scenario.default.is_some() {
+        "any other model: [default]"
+    } else {
+        "other models: 404"
+    };
+    super::runtime()?.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let addr = listener.local_addr()?;
+        println!("sonde simulator: http://{addr}/v1 (OpenAI-compatible), seed {seed}");
+        println!("  models: {models}; {default}");
+        let server = Simulator::new(scenario, seed).serve(listener);
+        tokio::select! {
+            served = server => served.context("the simulator stopped")?,
+            _ = shutdown_signal() => {}
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Ctrl-C, or SIGTERM where there is one.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,512 @@
+//! `sonde.toml`: providers, their models, and which probes run on them.
+//!
+//! Loading is two steps: serde reads the file into raw structs (unknown keys, missing keys and
+//! wrong types are errors with file, line and key), then [`Config::load`] checks what serde
+//! cannot (URLs, duplicate targets, probe names, header names) and builds the validated
+//! types the rest of sonde uses. API keys appear only as the names of environment variables.
+
+pub mod error;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::Url;
+use reqwest::header::{HeaderName, HeaderValue};
+use serde::Deserialize;
+use toml::Spanned;
+
+pub use error::ConfigError;
+use error::Source;
+
+use crate::probe::ProbeSet;
+
+/// Default deadline for a whole run.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default longest silence once a response has begun.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(20);
+/// Default cap on a response body: probe answers are a few KiB.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
+/// Probes run on a model when neither it nor its provider lists any.
+pub const DEFAULT_PROBES: &[&str] = &["ping", "stream"];
+
+/// Header names that carry credentials: those come from `api_key_env`, never from the file.
+const CREDENTIAL_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "x-api-key",
+    "api-key",
+    "x-goog-api-key",
+];
+
+/// The wire format a provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// OpenAI-compatible `/chat/completions` (OpenAI, OpenRouter, vLLM, LiteLLM, DeepSeek, …).
+    OpenAi,
+}
+
+impl ProviderKind {
+    /// The name used in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::OpenAi => "openai",
+        }
+    }
+}
+
+/// The request field that carries the token limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MaxTokensField {
+    /// `max_tokens`: what most OpenAI-compatible servers read.
+    #[default]
+    MaxTokens,
+    /// `max_completion_tokens`: required by OpenAI's reasoning models.
+    MaxCompletionTokens,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    probes_dir: Option<Spanned<String>>,
+    #[serde(default)]
+    providers: Vec<RawProvider>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvider {
+    name: Spanned<String>,
+    kind: ProviderKind,
+    base_url: Spanned<String>,
+    #[serde(default)]
+    api_key_env: Option<Spanned<String>>,
+    #[serde(default)]
+    headers: BTreeMap<String, Spanned<String>>,
+    #[serde(default, with = "humantime_serde")]
+    timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    stall_timeout: Option<Duration>,
+    #[serde(default)]
+    max_body_bytes: Option<u64>,
+    #[serde(default)]
+    probes: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    extra_body: Option<toml::Table>,
+    models: Vec<RawModel>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModel {
+    id: Spanned<String>,
+    #[serde(default)]
+    group: Option<String>,
+    #[serde(default)]
+    input_price: Option<Spanned<f64>>,
+    #[serde(default)]
+    output_price: Option<Spanned<f64>>,
+    #[serde(default)]
+    reasoning_budget: u32,
+    #[serde(default)]
+    max_tokens_field: MaxTokensField,
+    #[serde(default)]
+    probes: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    extra_body: Option<toml::Table>,
+}
+
+/// One API endpoint family with one credential.
+#[derive(Debug, Clone)]
+pub struct Provider {
+    /// Unique name.
+    pub name: String,
+    /// Wire format.
+    pub kind: ProviderKind,
+    /// Base URL, ending in `/` so relative paths join under it.
+    pub base_url: Url,
+    /// Environment variable holding the API key; `None` for endpoints that need none.
+    pub api_key_env: Option<String>,
+    /// Extra headers sent with every request.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Deadline for a whole run.
+    pub timeout: Duration,
+    /// Longest silence once the response has begun.
+    pub stall_timeout: Duration,
+    /// Cap on a response body.
+    pub max_body_bytes: u64,
+}
+
+/// A model id served by a provider.
+#[derive(Debug, Clone)]
+pub struct Model {
+    /// The id sent in requests.
+    pub id: String,
+    /// The route group (logical model); the id when not given.
+    pub group: String,
+    /// USD per million input tokens.
+    pub input_price: Option<f64>,
+    /// USD per million output tokens.
+    pub output_price: Option<f64>,
+    /// Tokens added to every probe's `max_tokens`, for reasoning models that think first.
+    pub reasoning_budget: u32,
+    /// Which field carries the token limit.
+    pub max_tokens_field: MaxTokensField,
+    /// JSON merged into every request body (provider's, then the model's).
+    pub extra_body: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Provider × model: the unit that is probed, scored and weighted.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// `provider/model`.
+    pub id: String,
+    /// The provider.
+    pub provider: Arc<Provider>,
+    /// The model.
+    pub model: Model,
+    /// Probes that run on this target.
+    pub probes: Vec<String>,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from.
+    pub file: PathBuf,
+    /// Providers, in file order.
+    pub providers: Vec<Arc<Provider>>,
+    /// Targets, in file order.
+    pub targets: Vec<Target>,
+    /// The probes targets may name.
+    pub probes: ProbeSet,
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = error::read(path)?;
+        Config::parse(path, &text)
+    }
+
+    /// Validates `text` as if read from `file` (relative paths resolve against its folder).
+    pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
+        let source = Source { file, text };
+        let raw: RawConfig = source.parse()?;
+        let mut probes = ProbeSet::builtin();
+        if let Some(dir) = &raw.probes_dir {
+            let base = file.parent().unwrap_or(Path::new("."));
+            let dir_path = base.join(dir.get_ref());
+            if !dir_path.is_dir() {
+                return Err(source.error(
+                    Some(dir.span()),
+                    "probes_dir",
+                    format!("{} is not a directory", dir_path.display()),
+                ));
+            }
+            probes.load_dir(&dir_path)?;
+        }
+        let mut providers = Vec::new();
+        let mut targets = Vec::new();
+        let mut provider_names: HashMap<String, usize> = HashMap::new();
+        for (p, raw_provider) in raw.providers.into_iter().enumerate() {
+            let key = format!("providers[{p}]");
+            let name = &raw_provider.name;
+            if let Some(first_line) = provider_names.get(name.get_ref()) {
+                return Err(source.error(
+                    Some(name.span()),
+                    format!("{key}.name"),
+                    format!(
+                        "provider {:?} is already defined on line {first_line}",
+                        name.get_ref()
+                    ),
+                ));
+            }
+            let line = line_of(text, name.span().start);
+            provider_names.insert(name.get_ref().clone(), line);
+            let (provider, models) = build_provider(&source, &key, raw_provider, &probes)?;
+            let provider = Arc::new(provider);
+            let mut model_lines: HashMap<String, usize> = HashMap::new();
+            for (m, model) in models {
+                if let Some(first_line) = model_lines.get(&model.model.id) {
+                    return Err(source.error(
+                        Some(model.span),
+                        format!("{key}.models[{m}].id"),
+                        format!(
+                            "duplicate target {}/{}: already defined on line {first_line}",
+                            provider.name, model.model.id
+                        ),
+                    ));
+                }
+                model_lines.insert(model.model.id.clone(), line_of(text, model.span.start));
+                targets.push(Target {
+                    id: format!("{}/{}", provider.name, model.model.id),
+                    provider: Arc::clone(&provider),
+                    model: model.model,
+                    probes: model.probes,
+                });
+            }
+            providers.push(provider);
+        }
+        Ok(Config {
+            file: file.to_path_buf(),
+            providers,
+            targets,
+            probes,
+        })
+    }
+}
+
+/// A model with the span of its id, for duplicate errors.
+struct PendingModel {
+    model: Model,
+    probes: Vec<String>,
+    span: std::ops::Range<usize>,
+}
+
+fn build_provider(
+    source: &Source<'_>,
+    key: &str,
+    raw: RawProvider,
+    probes: &ProbeSet,
+) -> Result<(Provider, Vec<(usize, PendingModel)>), ConfigError> {
+    let name = raw.name.get_ref();
+    if name.is_empty() || name.contains('/') || name.chars().any(char::is_whitespace) {
+        return Err(source.error(
+            Some(raw.name.span()),
+            format!("{key}.name"),
+            "a provider name must be non-empty, without spaces or `/` (it forms target ids)",
+        ));
+    }
+    let base_url = parse_base_url(raw.base_url.get_ref()).map_err(|message| {
+        source.error(
+            Some(raw.base_url.span()),
+            format!("{key}.base_url"),
+            message,
+        )
+    })?;
+    let api_key_env = match raw.api_key_env {
+        Some(var) if is_env_name(var.get_ref()) => Some(var.into_inner()),
+        Some(var) => {
+            return Err(source.error(
+                Some(var.span()),
+                format!("{key}.api_key_env"),
+                "this must be the NAME of an environment variable (letters, digits, `_`), \
+                 not the key itself",
+            ));
+        }
+        None => None,
+    };
+    let mut headers = Vec::new();
+    for (header, value) in &raw.headers {
+        let header_key = format!("{key}.headers.{header}");
+        let header_name = HeaderName::from_bytes(header.as_bytes()).map_err(|_| {
+            source.error(
+                Some(value.span()),
+                &header_key,
+                "not a valid HTTP header name",
+            )
+        })?;
+        if CREDENTIAL_HEADERS.contains(&header_name.as_str()) {
+            return Err(source.error(
+                Some(value.span()),
+                &header_key,
+                "credentials are never written in the config: set `api_key_env` instead",
+            ));
+        }
+        let header_value = HeaderValue::from_str(value.get_ref()).map_err(|_| {
+            source.error(
+                Some(value.span()),
+                &header_key,
+                "not a valid HTTP header value",
+            )
+        })?;
+        headers.push((header_name, header_value));
+    }
+    let provider_probes = check_probes(source, &format!("{key}.probes"), raw.probes, probes)?;
+    let provider_extra = to_json(raw.extra_body);
+    if raw.models.is_empty() {
+        return Err(source.error(
+            Some(raw.name.span()),
+            format!("{key}.models"),
+            "a provider needs at least one [[providers.models]] entry",
+        ));
+    }
+    let mut models = Vec::new();
+    for (m, raw_model) in raw.models.into_iter().enumerate() {
+        let model_key = format!("{key}.models[{m}]");
+        if raw_model.id.get_ref().trim().is_empty() {
+            return Err(source.error(
+                Some(raw_model.id.span()),
+                format!("{model_key}.id"),
+                "a model id must not be empty",
+            ));
+        }
+        let input_price = check_price(source, &model_key, "input_price", raw_model.input_price)?;
+        let output_price = check_price(source, &model_key, "output_price", raw_model.output_price)?;
+        let model_probes = check_probes(
+            source,
+            &format!("{model_key}.probes"),
+            raw_model.probes,
+            probes,
+        )?;
+        let mut extra_body = provider_extra.clone();
+        extra_body.extend(to_json(raw_model.extra_body));
+        let span = raw_model.id.span();
+        let id = raw_model.id.into_inner();
+        models.push((
+            m,
+            PendingModel {
+                model: Model {
+                    group: raw_model.group.unwrap_or_else(|| id.clone()),
+                    id,
+                    input_price,
+                    output_price,
+                    reasoning_budget: raw_model.reasoning_budget,
+                    max_tokens_field: raw_model.max_tokens_field,
+                    extra_body,
+                },
+                probes: model_probes
+                    .or_else(|| provider_probes.clone())
+                    .unwrap_or_else(|| DEFAULT_PROBES.iter().map(|p| p.to_string()).collect()),
+                span,
+            },
+        ));
+    }
+    let name_span = raw.name.span();
+    let provider = Provider {
+        name: raw.name.into_inner(),
+        kind: raw.kind,
+        base_url,
+        api_key_env,
+        headers,
+        timeout: raw.timeout.unwrap_or(DEFAULT_TIMEOUT),
+        stall_timeout: raw.stall_timeout.unwrap_or(DEFAULT_STALL_TIMEOUT),
+        max_body_bytes: raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
+    };
+    if provider.timeout.is_zero() || provider.stall_timeout.is_zero() {
+        return Err(source.error(
+            Some(name_span),
+            format!("{key}.timeout"),
+            "timeouts must be longer than zero",
+        ));
+    }
+    Ok((provider, models))
+}
+
+fn check_price(
+    source: &Source<'_>,
+    model_key: &str,
+    field: &str,
+    price: Option<Spanned<f64>>,
+) -> Result<Option<f64>, ConfigError> {
+    match price {
+        Some(price) if !price.get_ref().is_finite() || *price.get_ref() < 0.0 => Err(source.error(
+            Some(price.span()),
+            format!("{model_key}.{field}"),
+            "a price is USD per million tokens: a finite number, zero or more",
+        )),
+        Some(price) => Ok(Some(price.into_inner())),
+        None => Ok(None),
+    }
+}
+
+fn check_probes(
+    source: &Source<'_>,
+    key: &str,
+    names: Option<Vec<Spanned<String>>>,
+    probes: &ProbeSet,
+) -> Result<Option<Vec<String>>, ConfigError> {
+    let Some(names) = names else {
+        return Ok(None);
+    };
+    for (i, name) in names.iter().enumerate() {
+        if probes.get(name.get_ref()).is_none() {
+            let known: Vec<_> = probes.names().collect();
+            return Err(source.error(
+                Some(name.span()),
+                format!("{key}[{i}]"),
+                format!(
+                    "no probe named {:?} (known: {})",
+                    name.get_ref(),
+                    known.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(Some(names.into_iter().map(Spanned::into_inner).collect()))
+}
+
+/// Parses a base URL and makes it end in `/`, so `chat/completions` joins under its path.
+fn parse_base_url(text: &str) -> Result<Url, String> {
+    let mut url = Url::parse(text).map_err(|err| format!("not a valid URL: {err}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "the scheme must be http or https, not {:?}",
+            url.scheme()
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("the URL has no host".into());
+    }
+    if url.query().is_some() || !url.username().is_empty() || url.password().is_some() {
+        return Err(
+            "the URL must not carry a query string or credentials: use `api_key_env`".into(),
+        );
+    }
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok(url)
+}
+
+fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|first| first.is_ascii_alphabetic() || first == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn to_json(table: Option<toml::Table>) -> serde_json::Map<String, serde_json::Value> {
+    table
+        .and_then(|table| serde_json::to_value(table).ok())
+        .and_then(|value| match value {
+            serde_json::Value::Object(map) => Some(map),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls_gain_a_trailing_slash() {
+        assert_eq!(
+            parse_base_url("https://api.example.com/v1")
+                .unwrap()
+                .as_str(),
+            "https://api.example.com/v1/"
+        );
+        assert!(parse_base_url("ftp://x/v1").is_err());
+        assert!(parse_base_url("https://user:pw@x/v1").is_err());
+    }
+
+    #[test]
+    fn env_names() {
+        assert!(is_env_name("OPENAI_API_KEY"));
+        assert!(!is_env_name("sk-abc"));
+        assert!(!is_env_name("1X"));
+    }
+}

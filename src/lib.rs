@@ -1,0 +1,18 @@
+//! sonde probes LLM APIs and measures, minute by minute, which provider of a model is up,
+//! fast, really streaming, within rate limits and within budget.
+//!
+//! The modules follow the data flow of DESIGN.md: [`config`] and [`probe`] say what to run,
+//! [`runner`] runs it through a [`provider`] adapter, [`measurement`] turns timestamped
+//! events into timings, [`result`] is the record every later stage reads, [`printer`]
+//! presents records, and [`simulator`] stands in for real providers. ARCHITECTURE.md has the
+//! map and the invariants.
+
+pub mod config;
+pub mod measurement;
+pub mod printer;
+pub mod probe;
+pub mod provider;
+pub mod redact;
+pub mod result;
+pub mod runner;
+pub mod simulator;

@@ -1,0 +1,48 @@
+//! The `sonde` command line: parses arguments and hands each command to its module in
+//! `cmd/`. Errors become a message and an exit code here, nowhere else.
+
+mod cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sonde::config::ConfigError;
+
+/// Probes LLM APIs: which provider of a model is up, fast, really streaming, within rate
+/// limits and within budget.
+#[derive(Debug, Parser)]
+#[command(name = "sonde", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run every selected probe once against every selected target and print the results.
+    Probe(cmd::probe::Args),
+    /// Validate a config file and list the targets it defines.
+    Check(cmd::check::Args),
+    /// Serve the built-in provider simulator.
+    Simulate(cmd::simulate::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Probe(args) => cmd::probe::run(args),
+        Command::Check(args) => cmd::check::run(args),
+        Command::Simulate(args) => cmd::simulate::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            if err.downcast_ref::<ConfigError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}

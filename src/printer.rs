@@ -1,0 +1,113 @@
+//! Presents result records: JSON lines for programs, CSV for spreadsheets, an aligned table
+//! for people. JSON and CSV carry every field of [`ResultRecord`] under its stable name.
+
+use std::io::{self, Write};
+
+use crate::result::ResultRecord;
+
+/// Output formats of `sonde probe`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// An aligned table for a terminal.
+    Table,
+    /// One JSON object per line.
+    Json,
+    /// A header and one row per run.
+    Csv,
+}
+
+/// Longest error text shown in a table cell; JSON and CSV keep it whole.
+const TABLE_ERROR_CHARS: usize = 70;
+
+/// Writes `records` to `out` in `format`.
+pub fn write(out: &mut dyn Write, format: Format, records: &[ResultRecord]) -> io::Result<()> {
+    match format {
+        Format::Json => {
+            for record in records {
+                serde_json::to_writer(&mut *out, record)?;
+                out.write_all(b"\n")?;
+            }
+            Ok(())
+        }
+        Format::Csv => {
+            let mut writer = csv::Writer::from_writer(out);
+            for record in records {
+                writer.serialize(record).map_err(io::Error::other)?;
+            }
+            writer.flush()
+        }
+        Format::Table => write_table(out, records),
+    }
+}
+
+fn write_table(out: &mut dyn Write, records: &[ResultRecord]) -> io::Result<()> {
+    const HEADER: [&str; 12] = [
+        "target", "probe", "outcome", "http", "ttfb ms", "ttft ms", "e2e ms", "itl p50", "tok/s",
+        "tokens", "streamed", "error",
+    ];
+    let rows: Vec<[String; 12]> = records.iter().map(row).collect();
+    let mut widths = HEADER.map(str::len);
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut line = |cells: &[String]| -> io::Result<()> {
+        let mut text = String::new();
+        for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
+            let numeric = (3..=9).contains(&i);
+            let pad = width.saturating_sub(cell.chars().count());
+            if i > 0 {
+                text.push_str("  ");
+            }
+            if numeric {
+                text.push_str(&" ".repeat(pad));
+                text.push_str(cell);
+            } else {
+                text.push_str(cell);
+                if i + 1 < cells.len() {
+                    text.push_str(&" ".repeat(pad));
+                }
+            }
+        }
+        writeln!(out, "{}", text.trim_end())
+    };
+    line(&HEADER.map(str::to_owned))?;
+    for row in &rows {
+        line(row)?;
+    }
+    Ok(())
+}
+
+fn row(record: &ResultRecord) -> [String; 12] {
+    let ms = |value: Option<f64>| value.map_or("-".to_owned(), |v| format!("{v:.1}"));
+    let tokens = match (record.output_tokens, record.tokens_estimated) {
+        (Some(tokens), true) => format!("~{tokens}"),
+        (Some(tokens), false) => tokens.to_string(),
+        (None, _) => "-".to_owned(),
+    };
+    let mut error = record.error.clone().unwrap_or_default();
+    if error.chars().count() > TABLE_ERROR_CHARS {
+        error = error
+            .chars()
+            .take(TABLE_ERROR_CHARS - 1)
+            .collect::<String>()
+            + "…";
+    }
+    [
+        record.target.clone(),
+        record.probe.clone(),
+        record.outcome.to_string(),
+        record.http_status.map_or("-".to_owned(), |s| s.to_string()),
+        ms(record.ttfb_ms),
+        ms(record.ttft_ms),
+        ms(record.e2e_ms),
+        ms(record.itl_p50_ms),
+        record
+            .tokens_per_s
+            .map_or("-".to_owned(), |v| format!("{v:.1}")),
+        tokens,
+        if record.streamed { "yes" } else { "no" }.to_owned(),
+        error,
+    ]
+}

@@ -1,0 +1,194 @@
+//! The result record: one run of one probe against one target, as measured.
+//!
+//! Kept apart from the I/O that produces it (the runner) and from the code that presents it
+//! (the printer), so that every later stage — store, aggregation, publish — reads the same
+//! record. The field names are stable: gateways and scripts read them from JSON and CSV.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// What happened to a run: `ok`, or exactly one class of failure.
+///
+/// The classes are the ones of DESIGN.md, plus `cut_off`: the answer was ended by the token
+/// limit before it passed validation. That is the probe's sizing (a reasoning model spent
+/// `max_tokens` on thinking), not a provider fault, so it is kept apart from
+/// `content_mismatch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The answer arrived whole and passed the probe's validation.
+    Ok,
+    /// The run's deadline passed before the answer was complete.
+    Timeout,
+    /// The TCP connection could not be made, or broke before the response headers.
+    Connect,
+    /// The host name did not resolve.
+    Dns,
+    /// The TLS handshake failed.
+    Tls,
+    /// HTTP 429, or a rate-limit error inside the stream.
+    RateLimited,
+    /// HTTP 401/403, or no API key to send.
+    Auth,
+    /// HTTP 404, or the provider does not know the model.
+    NotFound,
+    /// Any other 4xx.
+    ClientError,
+    /// 5xx, or a server-side error inside the stream.
+    ServerError,
+    /// No byte for longer than the stall timeout after the response began.
+    Stalled,
+    /// The body was not parseable SSE or JSON.
+    Malformed,
+    /// The stream ended without its terminal event.
+    Truncated,
+    /// The answer failed the probe's validation.
+    ContentMismatch,
+    /// The token limit ended the answer before it passed validation.
+    CutOff,
+    /// The body grew past the provider's `max_body_bytes`.
+    TooLarge,
+    /// Not sent: the provider's budget would have been exceeded.
+    SkippedBudget,
+}
+
+impl Outcome {
+    /// Every outcome, in the order reports list them.
+    pub const ALL: [Outcome; 17] = [
+        Outcome::Ok,
+        Outcome::Timeout,
+        Outcome::Connect,
+        Outcome::Dns,
+        Outcome::Tls,
+        Outcome::RateLimited,
+        Outcome::Auth,
+        Outcome::NotFound,
+        Outcome::ClientError,
+        Outcome::ServerError,
+        Outcome::Stalled,
+        Outcome::Malformed,
+        Outcome::Truncated,
+        Outcome::ContentMismatch,
+        Outcome::CutOff,
+        Outcome::TooLarge,
+        Outcome::SkippedBudget,
+    ];
+
+    /// The stable snake_case name used in every output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Timeout => "timeout",
+            Outcome::Connect => "connect",
+            Outcome::Dns => "dns",
+            Outcome::Tls => "tls",
+            Outcome::RateLimited => "rate_limited",
+            Outcome::Auth => "auth",
+            Outcome::NotFound => "not_found",
+            Outcome::ClientError => "client_error",
+            Outcome::ServerError => "server_error",
+            Outcome::Stalled => "stalled",
+            Outcome::Malformed => "malformed",
+            Outcome::Truncated => "truncated",
+            Outcome::ContentMismatch => "content_mismatch",
+            Outcome::CutOff => "cut_off",
+            Outcome::TooLarge => "too_large",
+            Outcome::SkippedBudget => "skipped_budget",
+        }
+    }
+
+    /// The class an HTTP error status falls in.
+    pub fn from_status(status: u16) -> Outcome {
+        match status {
+            429 => Outcome::RateLimited,
+            401 | 403 => Outcome::Auth,
+            404 => Outcome::NotFound,
+            400..=499 => Outcome::ClientError,
+            _ => Outcome::ServerError,
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One run's measured record.
+///
+/// Times are milliseconds from `t0` (just before the request was written) with microsecond
+/// resolution; `None` (null in JSON, empty in CSV) means the run never reached that point or
+/// the figure is undefined (TTFT of a non-streamed answer). The field order is the column
+/// order of the CSV: DESIGN.md's fields first, then the ones added since.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultRecord {
+    /// Wall-clock time the run was scheduled for, RFC 3339 UTC.
+    pub ts: String,
+    /// `provider/model`.
+    pub target: String,
+    /// Provider name from the config.
+    pub provider: String,
+    /// Model id as configured (what was asked for).
+    pub model: String,
+    /// Route group: the logical model several providers serve.
+    pub group: String,
+    /// Probe name.
+    pub probe: String,
+    /// The run's single outcome.
+    pub outcome: Outcome,
+    /// HTTP status of the response, when one arrived.
+    pub http_status: Option<u16>,
+    /// Scheduled time → `t0`: how late the run started.
+    pub queue_lag_ms: f64,
+    /// `t0` → response headers.
+    pub ttfb_ms: Option<f64>,
+    /// `t0` → first generated content of any kind (answer, reasoning, tool call).
+    pub ttft_ms: Option<f64>,
+    /// `t0` → first visible answer content.
+    pub ttfat_ms: Option<f64>,
+    /// `t0` → last content event.
+    pub e2e_ms: Option<f64>,
+    /// Median gap between content arrivals.
+    pub itl_p50_ms: Option<f64>,
+    /// Longest gap between content arrivals: the worst stall that did not end the run.
+    pub itl_max_ms: Option<f64>,
+    /// Prompt tokens (reported, or estimated when `tokens_estimated`).
+    pub input_tokens: Option<u32>,
+    /// Completion tokens including reasoning (reported, or estimated).
+    pub output_tokens: Option<u32>,
+    /// Reasoning tokens, when the provider reports them.
+    pub reasoning_tokens: Option<u32>,
+    /// True when the token counts are sonde's estimate, not the provider's report.
+    pub tokens_estimated: bool,
+    /// Decode speed: (output_tokens − 1) / (E2E − TTFT).
+    pub tokens_per_s: Option<f64>,
+    /// Number of content events received.
+    pub chunks: u32,
+    /// True only when content arrived in ≥ 2 events at least 1 ms apart.
+    pub streamed: bool,
+    /// Model id the provider says answered, when it says one.
+    pub served_model: Option<String>,
+    /// Tokens × the model's configured prices, in USD.
+    pub cost_usd: Option<f64>,
+    /// The provider's `Retry-After`, in seconds.
+    pub retry_after_s: Option<f64>,
+    /// What went wrong, in words (never containing a credential).
+    pub error: Option<String>,
+    /// `t0` → connection set up (DNS, TCP, TLS), when this run opened a new connection.
+    pub connect_ms: Option<f64>,
+    /// `t0` → the stream's terminal event (`[DONE]`) or its end.
+    pub close_ms: Option<f64>,
+    /// The provider's finish reason (`stop`, `length`, …).
+    pub finish_reason: Option<String>,
+    /// Every gap between content arrivals in µs, for the target's ITL histogram. Not part of
+    /// the printed record: a run carries a few dozen of them, and only aggregation needs them.
+    #[serde(skip)]
+    pub itl_gaps_us: Vec<u32>,
+}
+
+/// Converts microseconds to the record's milliseconds.
+pub fn us_to_ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}

@@ -1,0 +1,174 @@
+//! The HTTP client of a provider: how it is built, how it times new connections, and how its
+//! failures before a response are classified.
+//!
+//! Connection setup (DNS, TCP, TLS) is measured apart from the request: a tower layer around
+//! reqwest's connector stamps the start and end of every new connection into a slot that the
+//! run installs as a task-local. A run that reuses a pooled connection finds its slot empty.
+
+use std::error::Error as StdError;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Once};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use reqwest::header::{HeaderMap, USER_AGENT};
+use tower::{Layer, Service};
+
+use crate::config::Provider;
+use crate::result::Outcome;
+
+tokio::task_local! {
+    /// The connection-timing slot of the run being polled.
+    static CONNECT_SLOT: Arc<ConnectSlot>;
+}
+
+/// Where a run learns whether, and how long, it spent opening a connection.
+#[derive(Debug, Default)]
+pub struct ConnectSlot {
+    span: Mutex<Option<(Instant, Instant)>>,
+}
+
+impl ConnectSlot {
+    /// Start and end of the connection this run opened, if it opened one.
+    pub fn get(&self) -> Option<(Instant, Instant)> {
+        *self
+            .span
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    fn set(&self, start: Instant, end: Instant) {
+        *self
+            .span
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner()) = Some((start, end));
+    }
+
+    /// Runs `future` with this slot as the one new connections report to.
+    pub async fn scope<F: Future>(self: &Arc<Self>, future: F) -> F::Output {
+        CONNECT_SLOT.scope(Arc::clone(self), future).await
+    }
+}
+
+/// Wraps the connector so each new connection reports its setup time.
+#[derive(Debug, Clone, Copy)]
+struct ConnectTimingLayer;
+
+impl<S> Layer<S> for ConnectTimingLayer {
+    type Service = ConnectTiming<S>;
+
+    fn layer(&self, inner: S) -> ConnectTiming<S> {
+        ConnectTiming { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct ConnectTiming<S> {
+    inner: S,
+}
+
+impl<S, R> Service<R> for ConnectTiming<S>
+where
+    S: Service<R>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: R) -> Self::Future {
+        // Read the slot now: `call` runs inside the request's task, the returned future may
+        // finish in a background task when a pooled connection wins the race.
+        let slot = CONNECT_SLOT.try_with(Arc::clone).ok();
+        let start = Instant::now();
+        let connecting = self.inner.call(request);
+        Box::pin(async move {
+            let connection = connecting.await;
+            if let (Some(slot), Ok(_)) = (slot, &connection) {
+                slot.set(start, Instant::now());
+            }
+            connection
+        })
+    }
+}
+
+/// Builds the HTTP client for one provider: its headers, no compression (it would delay
+/// chunks), Nagle off, connection timing on.
+pub fn client(provider: &Provider) -> Result<reqwest::Client, reqwest::Error> {
+    install_crypto();
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        USER_AGENT,
+        concat!("sonde/", env!("CARGO_PKG_VERSION"))
+            .parse()
+            .expect("static user agent is a valid header"),
+    );
+    for (name, value) in &provider.headers {
+        headers.insert(name.clone(), value.clone());
+    }
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .tcp_nodelay(true)
+        .connect_timeout(provider.timeout)
+        .connector_layer(ConnectTimingLayer)
+        .build()
+}
+
+/// rustls is built with ring (no C toolchain beyond cc); install it as the process default.
+fn install_crypto() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // Another part of the process may have installed one first; either is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// Classifies a failure to get response headers: DNS, TLS, or the connection.
+pub fn classify(err: &reqwest::Error) -> Outcome {
+    if err.is_timeout() {
+        return Outcome::Timeout;
+    }
+    let mut source: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(current) = source {
+        if is_tls(current) {
+            return Outcome::Tls;
+        }
+        if current.to_string().starts_with("dns error") {
+            return Outcome::Dns;
+        }
+        source = current.source();
+    }
+    Outcome::Connect
+}
+
+fn is_tls(err: &(dyn StdError + 'static)) -> bool {
+    if err.downcast_ref::<rustls::Error>().is_some() {
+        return true;
+    }
+    err.downcast_ref::<std::io::Error>()
+        .and_then(std::io::Error::get_ref)
+        .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+}
+
+/// The whole error chain in one line, for the result's `error` field.
+pub fn describe(err: &reqwest::Error) -> String {
+    let mut text = err.to_string();
+    if let Some(url) = err.url() {
+        text = text.replace(&format!(" for url ({url})"), "");
+    }
+    let mut source = err.source();
+    while let Some(current) = source {
+        let part = current.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = current.source();
+    }
+    text
+}
