@@ -38,6 +38,9 @@ use transport::ConnectSlot;
 /// An error body is read only this far: enough for the provider's message.
 const ERROR_BODY_CAP: u64 = 64 * 1024;
 
+/// How long to wait for the end of a body after its terminal event.
+const DRAIN_GRACE: Duration = Duration::from_millis(250);
+
 /// When a run was meant to start.
 #[derive(Debug, Clone, Copy)]
 pub struct Scheduled {
@@ -403,6 +406,7 @@ where
                     .decode_event(&event, &mut |decoded| recorder.event(at, decoded))
                     .map_err(|err| (Outcome::Malformed, err.0))?;
                 if recorder.is_finished() {
+                    drain(&mut events, deadline).await;
                     return Ok(());
                 }
             }
@@ -420,6 +424,14 @@ where
             }
         }
     }
+}
+
+/// Reads what follows the terminal event (the chunked-encoding end, usually already in
+/// flight) so the connection goes back to the pool instead of being closed. Bounded by
+/// [`DRAIN_GRACE`], the deadline and the body cap; whatever it finds is ignored.
+async fn drain<S: Stream + Unpin>(events: &mut S, deadline: Instant) {
+    let until = deadline.min(Instant::now() + DRAIN_GRACE);
+    while let Ok(Some(_)) = tokio::time::timeout_at(until.into(), events.next()).await {}
 }
 
 /// Reads a whole JSON body (stamped chunk by chunk as it arrives), then decodes it.
@@ -569,7 +581,7 @@ fn cost(
     input: Option<u32>,
     output: Option<u32>,
 ) -> Option<f64> {
-    if input_price.is_none() && output_price.is_none() {
+    if (input_price.is_none() && output_price.is_none()) || (input.is_none() && output.is_none()) {
         return None;
     }
     let part = |price: Option<f64>, tokens: Option<u32>| {
@@ -648,5 +660,10 @@ mod tests {
             Some(2.0)
         );
         assert_eq!(cost(Some(0.0), Some(0.0), Some(5), None), Some(0.0));
+        assert_eq!(
+            cost(Some(1.0), Some(1.0), None, None),
+            None,
+            "no tokens, no cost"
+        );
     }
 }

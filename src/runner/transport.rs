@@ -146,13 +146,23 @@ pub fn classify(err: &reqwest::Error) -> Outcome {
     Outcome::Connect
 }
 
+/// Whether `err` is, or wraps, a rustls error. The TLS stream reports it inside an
+/// `io::Error`, which hyper wraps in another; `io::Error::source` skips the wrapped error, so
+/// unwrap by hand.
 fn is_tls(err: &(dyn StdError + 'static)) -> bool {
-    if err.downcast_ref::<rustls::Error>().is_some() {
-        return true;
+    let mut current = err;
+    loop {
+        if current.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        match current
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+        {
+            Some(inner) => current = inner,
+            None => return false,
+        }
     }
-    err.downcast_ref::<std::io::Error>()
-        .and_then(std::io::Error::get_ref)
-        .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
 }
 
 /// The whole error chain in one line, for the result's `error` field.

@@ -1,0 +1,186 @@
+//! Helpers shared by the integration tests: a simulator on 127.0.0.1, configs pointing at it,
+//! one-run execution, and a raw fault server that sends exact bytes at exact times.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use sonde::config::Config;
+use sonde::result::ResultRecord;
+use sonde::runner::{Runner, Scheduled};
+use sonde::simulator::{RunningSimulator, Scenario, Simulator};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Starts the simulator with scenario text on a free loopback port.
+pub async fn simulator(scenario: &str) -> RunningSimulator {
+    let scenario = Scenario::parse(Path::new("scenario.toml"), scenario).expect("test scenario");
+    Simulator::new(scenario, 42)
+        .spawn("127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("bind simulator")
+}
+
+/// A config with one provider `sim` at `base_url` (extra provider keys in `provider_extra`)
+/// serving `models`, each with every built-in probe.
+pub fn config(base_url: &str, provider_extra: &str, models: &[&str]) -> Config {
+    Config::parse(
+        Path::new("test.toml"),
+        &config_text(base_url, provider_extra, models),
+    )
+    .expect("test config")
+}
+
+/// The text of [`config`].
+pub fn config_text(base_url: &str, provider_extra: &str, models: &[&str]) -> String {
+    let mut text = format!(
+        "[[providers]]\nname = \"sim\"\nkind = \"openai\"\nbase_url = \"{base_url}\"\n{provider_extra}\n"
+    );
+    for model in models {
+        text.push_str(&format!(
+            "[[providers.models]]\nid = \"{model}\"\ninput_price = 1.0\noutput_price = 2.0\nprobes = [\"ping\", \"stream\"]\n"
+        ));
+    }
+    text
+}
+
+/// Runs `probe` once against `sim/model`.
+pub async fn run(config: &Config, model: &str, probe: &str) -> ResultRecord {
+    let runner = Runner::new(config).expect("runner");
+    let target = config
+        .targets
+        .iter()
+        .find(|target| target.model.id == model)
+        .expect("target in config");
+    let probe = config.probes.get(probe).expect("probe");
+    runner.run(target, probe, Scheduled::now()).await
+}
+
+/// One step of a raw response: wait `delay_ms` after the previous step, then write `bytes`.
+pub type Step = (u64, Vec<u8>);
+
+/// What the raw server does after its script.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    /// Close the connection.
+    Close,
+    /// Keep it open, silent, for a minute.
+    Hold,
+}
+
+/// Serves the same scripted bytes to every connection, after reading the request.
+pub async fn raw_server(script: Vec<Step>, after: After) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let script = script.clone();
+            tokio::spawn(serve_script(stream, script, after));
+        }
+    });
+    addr
+}
+
+async fn serve_script(mut stream: TcpStream, script: Vec<Step>, after: After) {
+    let _ = stream.set_nodelay(true);
+    read_request(&mut stream).await;
+    for (delay_ms, bytes) in script {
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        if stream.write_all(&bytes).await.is_err() {
+            return;
+        }
+    }
+    if after == After::Hold {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
+}
+
+/// Writes `bytes` to every connection as soon as it is accepted, without reading, then
+/// closes it: a server that does not speak the protocol the client expects.
+pub async fn greeting_server(bytes: &'static [u8]) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let _ = stream.write_all(bytes).await;
+        }
+    });
+    addr
+}
+
+/// Reads request headers and a Content-Length body, so the client is done writing.
+async fn read_request(stream: &mut TcpStream) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let Ok(n) = stream.read(&mut chunk).await else {
+            return;
+        };
+        if n == 0 {
+            return;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = find(&buf, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length:"))
+                .and_then(|value| value.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            while buf.len() < end + 4 + length {
+                match stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            return;
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
+}
+
+/// A response head for a body that ends when the connection closes.
+pub fn head(status: &str, content_type: &str) -> Vec<u8> {
+    format!("HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nConnection: close\r\n\r\n")
+        .into_bytes()
+}
+
+/// An OpenAI streaming chunk carrying `delta`.
+pub fn chunk(delta: &str) -> String {
+    format!(
+        "data: {{\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"model\":\"m\",\"choices\":[{{\"index\":0,\"delta\":{delta},\"finish_reason\":null}}]}}\n\n"
+    )
+}
+
+/// An OpenAI finish chunk.
+pub fn finish(reason: &str) -> String {
+    format!(
+        "data: {{\"choices\":[{{\"index\":0,\"delta\":{{}},\"finish_reason\":\"{reason}\"}}]}}\n\n"
+    )
+}
+
+/// The usage tail with empty `choices`.
+pub fn usage(prompt: u32, completion: u32) -> String {
+    format!(
+        "data: {{\"choices\":[],\"usage\":{{\"prompt_tokens\":{prompt},\"completion_tokens\":{completion},\"total_tokens\":{}}}}}\n\n",
+        prompt + completion
+    )
+}
+
+/// The terminal event.
+pub const DONE: &str = "data: [DONE]\n\n";
+
+/// A config for a raw server at `addr` with model `m` and the `ping` probe.
+pub fn raw_config(addr: SocketAddr, provider_extra: &str) -> Config {
+    config(&format!("http://{addr}/v1"), provider_extra, &["m"])
+}
