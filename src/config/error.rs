@@ -112,9 +112,19 @@ pub fn read(path: &Path) -> Result<String, ConfigError> {
     })
 }
 
-/// The full key path: serde names the table for a missing field, so append the field.
+/// The full key path: serde names the table for a missing field, so append the field; the
+/// private field of `toml::Spanned` is not the user's business, so drop it.
 fn key_of(path: &str, message: &str) -> String {
-    let path = if path == "." { "" } else { path };
+    let cleaned: Vec<&str> = path
+        .split('.')
+        .filter(|segment| !segment.starts_with("$__"))
+        .collect();
+    let cleaned = cleaned.join(".");
+    let path = if cleaned.is_empty() || cleaned == "." {
+        ""
+    } else {
+        cleaned.as_str()
+    };
     let field = ["missing field `", "unknown field `"]
         .iter()
         .find_map(|prefix| message.strip_prefix(prefix))

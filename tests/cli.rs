@@ -1,0 +1,185 @@
+//! The `sonde` binary as a user runs it: `probe` in every format against a simulator on
+//! 127.0.0.1, `check`, exit codes, and the API key absent from every byte it prints.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// A key nobody could mistake: its head and tail are both distinctive.
+const KEY: &str = "sk-sonde-test-HEADPART0123456789-tailpart-abcdefghijklmnop";
+
+const SCENARIO: &str = r#"
+[models.good]
+token_ms = 1
+api_key = "sk-sonde-test-HEADPART0123456789-tailpart-abcdefghijklmnop"
+
+[models.wrong-key]
+api_key = "a-different-key"
+
+[models.echo]
+error_rate = 1.0
+error = "auth"
+"#;
+
+fn sonde(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sonde"))
+        .args(args)
+        .current_dir(dir)
+        .env("SONDE_TEST_KEY", KEY)
+        .env("RUST_LOG", "trace")
+        .output()
+        .expect("run sonde")
+}
+
+async fn sonde_async(args: Vec<&'static str>, dir: std::path::PathBuf) -> Output {
+    tokio::task::spawn_blocking(move || sonde(&args, &dir))
+        .await
+        .unwrap()
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn assert_no_key(output: &Output) {
+    let all = text(output);
+    assert!(!all.contains(KEY), "the key leaked:\n{all}");
+    assert!(
+        !all.contains("HEADPART0123456789"),
+        "a fragment of the key leaked:\n{all}"
+    );
+    assert!(
+        !all.contains("tailpart-abcdefghijklmnop"),
+        "a fragment of the key leaked:\n{all}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_never_appears_in_any_format_and_exit_codes_follow_outcomes() {
+    let sim = common::simulator(SCENARIO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::config_text(
+        &sim.base_url(),
+        "api_key_env = \"SONDE_TEST_KEY\"",
+        &["good", "wrong-key", "echo"],
+    );
+    std::fs::write(dir.path().join("sonde.toml"), config).unwrap();
+    for format in ["table", "json", "csv"] {
+        let output = sonde_async(vec!["probe", "--format", format], dir.path().to_owned()).await;
+        assert_no_key(&output);
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "some runs fail: {}",
+            text(&output)
+        );
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(stdout.contains("auth"), "{stdout}");
+        if format == "json" {
+            let records: Vec<serde_json::Value> = stdout
+                .lines()
+                .map(|line| serde_json::from_str(line).unwrap())
+                .collect();
+            assert_eq!(records.len(), 6);
+            let echo = records.iter().find(|r| r["model"] == "echo").unwrap();
+            assert_eq!(echo["outcome"], "auth");
+            assert_eq!(echo["http_status"], 401);
+            assert!(
+                echo["error"].as_str().unwrap().contains("[REDACTED]"),
+                "{echo}"
+            );
+            let good: Vec<_> = records.iter().filter(|r| r["model"] == "good").collect();
+            assert!(good.iter().all(|r| r["outcome"] == "ok"), "{good:?}");
+        }
+        if format == "csv" {
+            let mut reader = csv::Reader::from_reader(stdout.as_bytes());
+            let header = reader.headers().unwrap().clone();
+            assert_eq!(&header[0], "ts");
+            assert!(
+                header.iter().any(|h| h == "ttft_ms") && header.iter().any(|h| h == "streamed")
+            );
+            assert_eq!(reader.records().count(), 6);
+        }
+    }
+    let only_good = sonde_async(
+        vec!["probe", "--target", "sim/good", "--format", "json"],
+        dir.path().to_owned(),
+    )
+    .await;
+    assert_eq!(
+        only_good.status.code(),
+        Some(0),
+        "all ok: {}",
+        text(&only_good)
+    );
+    assert_no_key(&only_good);
+    assert_eq!(
+        String::from_utf8_lossy(&only_good.stdout).lines().count(),
+        2
+    );
+    let one_probe = sonde_async(
+        vec![
+            "probe", "--target", "sim/good", "--probe", "stream", "--format", "json",
+        ],
+        dir.path().to_owned(),
+    )
+    .await;
+    let line = String::from_utf8_lossy(&one_probe.stdout).to_string();
+    assert_eq!(line.lines().count(), 1);
+    assert!(line.contains("\"probe\":\"stream\""));
+    let check = sonde_async(vec!["check"], dir.path().to_owned()).await;
+    assert_eq!(check.status.code(), Some(0));
+    assert_no_key(&check);
+    assert!(String::from_utf8_lossy(&check.stdout).contains("SONDE_TEST_KEY (set)"));
+}
+
+#[test]
+fn bad_config_exits_2_naming_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("sonde.toml"),
+        "[[providers]]\nname = \"x\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:1/v1\"\nmodel = []\n",
+    )
+    .unwrap();
+    for command in ["probe", "check"] {
+        let output = sonde(&[command], dir.path());
+        assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("sonde.toml:5: key `providers[0].model`: unknown field"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn unknown_filters_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("sonde.toml"),
+        common::config_text("http://127.0.0.1:9/v1", "", &["m"]),
+    )
+    .unwrap();
+    let output = sonde(&["probe", "--target", "nope"], dir.path());
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("no target matches --target \"nope\"")
+    );
+}
+
+#[test]
+fn every_command_has_help() {
+    for command in ["probe", "check", "simulate"] {
+        let output = Command::new(env!("CARGO_BIN_EXE_sonde"))
+            .args([command, "--help"])
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        assert!(String::from_utf8_lossy(&output.stdout).contains("Usage: sonde"));
+    }
+}
