@@ -375,10 +375,13 @@ impl<'a> Attempt<'a> {
     }
 }
 
-type ReadResult = Result<(), (Outcome, String)>;
+/// How reading a body ended: at its end, or with a classified failure and its description.
+pub type ReadResult = Result<(), (Outcome, String)>;
 
-/// Reads an SSE body event by event, each stamped with the arrival of its last chunk.
-async fn read_sse<S>(
+/// Reads an SSE body event by event, each stamped with the arrival of its last chunk, until
+/// the terminal event, an error event, the end of the body or `deadline`. The measurement
+/// hot path: `benches/measurement.rs` drives it with recorded streams.
+pub async fn read_sse<S, E>(
     body: TimedBody<S>,
     clock: &ArrivalClock,
     adapter: &dyn Adapter,
@@ -386,7 +389,8 @@ async fn read_sse<S>(
     deadline: Instant,
 ) -> ReadResult
 where
-    S: Stream<Item = reqwest::Result<Bytes>> + Unpin,
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
 {
     let mut events = SseByteStream::new(body);
     loop {
