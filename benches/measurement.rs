@@ -57,7 +57,14 @@ async fn measure(reads: &[Bytes]) -> u32 {
     );
     let mut recorder = Recorder::new(t0);
     let adapter = provider::adapter(ProviderKind::OpenAi);
-    let read = read_sse(body, &clock, adapter, &mut recorder, t0 + Duration::from_secs(60)).await;
+    let read = read_sse(
+        body,
+        &clock,
+        adapter,
+        &mut recorder,
+        t0 + Duration::from_secs(60),
+    )
+    .await;
     assert!(read.is_ok());
     let measured = recorder.finish(true, None);
     assert!(measured.done);
@@ -78,9 +85,14 @@ fn bench(c: &mut Criterion) {
         group.throughput(throughput);
         for per_read in [1, 16] {
             let data = reads(per_read);
-            group.bench_with_input(BenchmarkId::new("events_per_read", per_read), &data, |b, data| {
-                b.to_async(&runtime).iter(|| async { black_box(measure(black_box(data)).await) });
-            });
+            group.bench_with_input(
+                BenchmarkId::new("events_per_read", per_read),
+                &data,
+                |b, data| {
+                    b.to_async(&runtime)
+                        .iter(|| async { black_box(measure(black_box(data)).await) });
+                },
+            );
         }
         group.finish();
     }
