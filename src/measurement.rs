@@ -54,6 +54,10 @@ pub enum Event<'a> {
     Finish(&'a str),
     /// The model id the provider says is answering.
     Model(&'a str),
+    /// The name of a called tool (its arguments come as [`ContentKind::ToolCall`] content).
+    ToolName(&'a str),
+    /// The upstream a gateway says served the request (OpenRouter's `provider`).
+    Upstream(&'a str),
     /// An error reported inside an otherwise successful response.
     Error {
         /// The class the adapter gave it.
@@ -79,11 +83,13 @@ pub struct Recorder {
     content_events: u32,
     streamed: bool,
     answer: String,
-    tool_calls: String,
+    tool_name: Option<String>,
+    tool_arguments: String,
     content_chars: usize,
     usage: Usage,
     finish_reason: Option<String>,
     served_model: Option<String>,
+    upstream: Option<String>,
     error: Option<(Outcome, String)>,
 }
 
@@ -112,8 +118,10 @@ pub struct Measured {
     pub streamed: bool,
     /// Visible answer text, for validation.
     pub answer: String,
-    /// Tool-call text (names and arguments), for validation.
-    pub tool_calls: String,
+    /// Name of the first tool called, for validation.
+    pub tool_name: Option<String>,
+    /// Tool-call arguments as streamed (JSON text), for validation.
+    pub tool_arguments: String,
     /// Characters of content of every kind, for token estimates.
     pub content_chars: usize,
     /// Reported usage.
@@ -122,6 +130,8 @@ pub struct Measured {
     pub finish_reason: Option<String>,
     /// Model id the provider reported.
     pub served_model: Option<String>,
+    /// Upstream a gateway reported.
+    pub upstream: Option<String>,
     /// Whether the terminal event arrived.
     pub done: bool,
     /// The first error reported inside the response.
@@ -142,11 +152,13 @@ impl Recorder {
             content_events: 0,
             streamed: false,
             answer: String::new(),
-            tool_calls: String::new(),
+            tool_name: None,
+            tool_arguments: String::new(),
             content_chars: 0,
             usage: Usage::default(),
             finish_reason: None,
             served_model: None,
+            upstream: None,
             error: None,
         }
     }
@@ -177,11 +189,9 @@ impl Recorder {
                     self.finish_reason = Some(reason.to_owned());
                 }
             }
-            Event::Model(model) => {
-                if self.served_model.is_none() && !model.is_empty() {
-                    self.served_model = Some(model.to_owned());
-                }
-            }
+            Event::Model(model) => set_once(&mut self.served_model, model),
+            Event::ToolName(name) => set_once(&mut self.tool_name, name),
+            Event::Upstream(upstream) => set_once(&mut self.upstream, upstream),
             Event::Error { outcome, message } => {
                 self.error.get_or_insert((outcome, message));
             }
@@ -203,7 +213,7 @@ impl Recorder {
                 self.first_answer_us.get_or_insert(us);
             }
             ContentKind::Reasoning => {}
-            ContentKind::ToolCall => self.tool_calls.push_str(text),
+            ContentKind::ToolCall => self.tool_arguments.push_str(text),
         }
         self.first_content_us.get_or_insert(us);
         if let Some(prev) = self.last_content_us
@@ -237,15 +247,30 @@ impl Recorder {
             chunks: self.content_events,
             streamed: self.streamed,
             answer: self.answer,
-            tool_calls: self.tool_calls,
+            tool_name: self.tool_name,
+            tool_arguments: self.tool_arguments,
             content_chars: self.content_chars,
             usage: self.usage,
             finish_reason: self.finish_reason,
             served_model: self.served_model,
+            upstream: self.upstream,
             done,
             error: self.error,
         }
     }
+}
+
+/// Keeps the first non-empty value a response reports.
+fn set_once(slot: &mut Option<String>, value: &str) {
+    if slot.is_none() && !value.is_empty() {
+        *slot = Some(value.to_owned());
+    }
+}
+
+/// Whether a finish reason says the token limit ended the answer, in any format's words
+/// (`length`, Anthropic's `max_tokens`, Gemini's `MAX_TOKENS`).
+pub fn finish_is_token_limit(reason: &str) -> bool {
+    reason.eq_ignore_ascii_case("length") || reason.eq_ignore_ascii_case("max_tokens")
 }
 
 /// Keeps each count a later report gives; a usage tail may carry only part of them.

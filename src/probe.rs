@@ -20,6 +20,9 @@ use crate::config::error::{ConfigError, Source, read};
 const BUILTIN: &[(&str, &str)] = &[
     ("ping", include_str!("../probes/ping.toml")),
     ("stream", include_str!("../probes/stream.toml")),
+    ("tools", include_str!("../probes/tools.toml")),
+    ("json", include_str!("../probes/json.toml")),
+    ("models", include_str!("../probes/models.toml")),
 ];
 
 /// The placeholder replaced by each run's nonce.
@@ -65,21 +68,103 @@ enum OneOrMany {
     Many(Vec<String>),
 }
 
+/// What a probe asks of the provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeKind {
+    /// A chat completion in the provider's format.
+    #[default]
+    Chat,
+    /// The provider's model list (`GET …/models`): costs no tokens; `not_found` when the
+    /// target's model is not listed.
+    Models,
+}
+
+/// A capability a probe's results establish for a target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Capability {
+    /// Content really streams (the `streamed` rule).
+    Streaming,
+    /// Token usage arrives inside a stream.
+    UsageInStream,
+    /// Function calling: a well-formed call with the expected arguments.
+    Tools,
+    /// JSON mode: the answer parses and has the requested keys.
+    Json,
+}
+
+impl Capability {
+    /// Every capability, in display order.
+    pub const ALL: [Capability; 4] = [
+        Capability::Streaming,
+        Capability::UsageInStream,
+        Capability::Tools,
+        Capability::Json,
+    ];
+
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Capability::Streaming => "streaming",
+            Capability::UsageInStream => "usage_in_stream",
+            Capability::Tools => "tools",
+            Capability::Json => "json",
+        }
+    }
+}
+
+/// A function the model is asked to call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tool {
+    /// Function name.
+    pub name: String,
+    /// What it does, for the model.
+    pub description: String,
+    /// JSON Schema of its arguments.
+    pub parameters: serde_json::Value,
+    /// Arguments the call must carry (strings compared without case or surrounding space).
+    pub expect_arguments: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTool {
+    name: String,
+    #[serde(default)]
+    description: String,
+    parameters: toml::Table,
+    #[serde(default)]
+    expect_arguments: toml::Table,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawProbe {
     #[serde(default)]
     description: String,
+    #[serde(default)]
+    kind: ProbeKind,
+    #[serde(default)]
+    capabilities: Vec<Capability>,
     #[serde(default = "default_stream")]
     stream: bool,
-    max_tokens: u32,
+    #[serde(default)]
+    max_tokens: Option<u32>,
     #[serde(default)]
     temperature: Option<f64>,
+    #[serde(default)]
     messages: Vec<Message>,
+    #[serde(default)]
+    json_mode: bool,
+    #[serde(default)]
+    tool: Option<RawTool>,
     #[serde(default)]
     expect_contains: Option<OneOrMany>,
     #[serde(default)]
     expect_regex: Option<toml::Spanned<String>>,
+    #[serde(default)]
+    expect_json_keys: Vec<String>,
 }
 
 fn default_stream() -> bool {
@@ -93,6 +178,10 @@ pub struct Probe {
     pub name: String,
     /// One line on what it measures.
     pub description: String,
+    /// A chat completion or the model list.
+    pub kind: ProbeKind,
+    /// Capabilities its results establish.
+    pub capabilities: Vec<Capability>,
     /// Whether to ask for a streamed answer.
     pub stream: bool,
     /// Token limit for the answer (a model's `reasoning_budget` is added).
@@ -101,21 +190,45 @@ pub struct Probe {
     pub temperature: Option<f64>,
     /// The conversation sent.
     pub messages: Vec<Message>,
+    /// Ask for JSON output (the format's JSON mode).
+    pub json_mode: bool,
+    /// A function the model must call.
+    pub tool: Option<Tool>,
     /// Substrings the answer must contain, all of them.
     pub expect_contains: Vec<String>,
     /// A pattern the answer must match.
     pub expect_regex: Option<Regex>,
+    /// Keys the answer, parsed as a JSON object, must have.
+    pub expect_json_keys: Vec<String>,
+}
+
+/// What a run's answer was, for validation.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Answer<'a> {
+    /// The visible answer text.
+    pub text: &'a str,
+    /// The tool called, if any.
+    pub tool_name: Option<&'a str>,
+    /// The call's arguments (JSON text).
+    pub tool_arguments: &'a str,
 }
 
 impl Probe {
     /// Parses a probe file's text.
     pub fn parse(name: &str, source: Source<'_>) -> Result<Probe, ConfigError> {
         let raw: RawProbe = source.parse()?;
-        if raw.messages.is_empty() {
+        let max_tokens = match (raw.kind, raw.max_tokens) {
+            (ProbeKind::Models, _) => 0,
+            (ProbeKind::Chat, Some(0)) => {
+                return Err(source.error(None, "max_tokens", "must be at least 1"));
+            }
+            (ProbeKind::Chat, Some(limit)) => limit,
+            (ProbeKind::Chat, None) => {
+                return Err(source.error(None, "max_tokens", "missing field `max_tokens`"));
+            }
+        };
+        if raw.kind == ProbeKind::Chat && raw.messages.is_empty() {
             return Err(source.error(None, "messages", "a probe needs at least one message"));
-        }
-        if raw.max_tokens == 0 {
-            return Err(source.error(None, "max_tokens", "must be at least 1"));
         }
         let expect_regex = match raw.expect_regex {
             Some(pattern) => Some(Regex::new(pattern.get_ref()).map_err(|err| {
@@ -128,15 +241,29 @@ impl Probe {
             Some(OneOrMany::One(one)) => vec![one],
             Some(OneOrMany::Many(many)) => many,
         };
+        let tool = raw.tool.map(|tool| Tool {
+            name: tool.name,
+            description: tool.description,
+            parameters: toml_to_json(tool.parameters),
+            expect_arguments: match toml_to_json(tool.expect_arguments) {
+                serde_json::Value::Object(map) => map,
+                _ => serde_json::Map::new(),
+            },
+        });
         Ok(Probe {
             name: name.to_owned(),
             description: raw.description,
-            stream: raw.stream,
-            max_tokens: raw.max_tokens,
+            kind: raw.kind,
+            capabilities: raw.capabilities,
+            stream: raw.stream && raw.kind == ProbeKind::Chat,
+            max_tokens,
             temperature: raw.temperature,
             messages: raw.messages,
+            json_mode: raw.json_mode,
+            tool,
             expect_contains,
             expect_regex,
+            expect_json_keys: raw.expect_json_keys,
         })
     }
 
@@ -165,22 +292,84 @@ impl Probe {
             .collect()
     }
 
-    /// Checks an answer against the probe's expectations; the error says what was missing.
-    pub fn check(&self, answer: &str) -> Result<(), String> {
+    /// Checks an answer against the probe's expectations; the error says what was wrong.
+    pub fn check(&self, answer: &Answer<'_>) -> Result<(), String> {
+        if let Some(tool) = &self.tool {
+            check_tool_call(tool, answer)?;
+        }
+        if self.json_mode || !self.expect_json_keys.is_empty() {
+            check_json(answer.text, &self.expect_json_keys)?;
+        }
         if let Some(missing) = self
             .expect_contains
             .iter()
-            .find(|needle| !answer.contains(needle.as_str()))
+            .find(|needle| !answer.text.contains(needle.as_str()))
         {
             return Err(format!("answer lacks {missing:?}"));
         }
         match &self.expect_regex {
-            Some(regex) if !regex.is_match(answer) => {
+            Some(regex) if !regex.is_match(answer.text) => {
                 Err(format!("answer does not match /{}/", regex.as_str()))
             }
             _ => Ok(()),
         }
     }
+}
+
+fn check_tool_call(tool: &Tool, answer: &Answer<'_>) -> Result<(), String> {
+    match answer.tool_name {
+        None => {
+            return Err(format!(
+                "no call to tool {}: the model answered in text",
+                tool.name
+            ));
+        }
+        Some(name) if name != tool.name => {
+            return Err(format!("called tool {name:?}, not {:?}", tool.name));
+        }
+        Some(_) => {}
+    }
+    let arguments: serde_json::Value = serde_json::from_str(answer.tool_arguments)
+        .map_err(|err| format!("tool arguments are not valid JSON ({err})"))?;
+    for (key, expected) in &tool.expect_arguments {
+        let actual = arguments.get(key);
+        let matches = match (actual, expected) {
+            (Some(serde_json::Value::String(actual)), serde_json::Value::String(expected)) => {
+                actual.trim().eq_ignore_ascii_case(expected.trim())
+            }
+            (Some(actual), expected) => actual == expected,
+            (None, _) => false,
+        };
+        if !matches {
+            return Err(format!(
+                "tool argument {key:?} is {}, expected {expected}",
+                actual.map_or("missing".to_owned(), ToString::to_string)
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_json(text: &str, keys: &[String]) -> Result<(), String> {
+    let trimmed = text.trim();
+    let value: serde_json::Value = serde_json::from_str(trimmed).map_err(|err| {
+        if trimmed.starts_with("```") {
+            "answer is JSON in a code fence, not JSON mode output".to_owned()
+        } else {
+            format!("answer is not JSON ({err})")
+        }
+    })?;
+    let object = value
+        .as_object()
+        .ok_or_else(|| "answer is JSON but not an object".to_owned())?;
+    match keys.iter().find(|key| !object.contains_key(key.as_str())) {
+        Some(key) => Err(format!("answer JSON lacks the key {key:?}")),
+        None => Ok(()),
+    }
+}
+
+fn toml_to_json(table: toml::Table) -> serde_json::Value {
+    serde_json::to_value(table).unwrap_or(serde_json::Value::Null)
 }
 
 /// A fresh run nonce: 64 random bits in hex.
@@ -256,13 +445,70 @@ mod tests {
     #[test]
     fn builtin_probes_parse_and_accept_their_own_answers() {
         let set = ProbeSet::builtin();
+        fn text(text: &str) -> Answer<'_> {
+            Answer {
+                text,
+                ..Answer::default()
+            }
+        }
         let ping = set.get("ping").unwrap();
-        assert!(ping.check("Pong.").is_ok());
-        assert!(ping.check("ping").is_err());
+        assert!(ping.check(&text("Pong.")).is_ok());
+        assert!(ping.check(&text("ping")).is_err());
         let stream = set.get("stream").unwrap();
         let counted: Vec<String> = (1..=40).map(|n| n.to_string()).collect();
-        assert!(stream.check(&counted.join(" ")).is_ok());
-        assert!(stream.check("1 2 3").is_err());
+        let counted = counted.join(" ");
+        assert!(stream.check(&text(&counted)).is_ok());
+        assert!(stream.check(&text("1 2 3")).is_err());
+        let json = set.get("json").unwrap();
+        assert!(json.json_mode);
+        assert!(
+            json.check(&text(
+                r#"{"city":"Paris","country":"France","population":2100000}"#
+            ))
+            .is_ok()
+        );
+        assert_eq!(
+            json.check(&text("```json\n{}\n```")).unwrap_err(),
+            "answer is JSON in a code fence, not JSON mode output"
+        );
+        assert!(
+            json.check(&text(r#"{"city":"Paris"}"#))
+                .unwrap_err()
+                .contains("country")
+        );
+        let tools = set.get("tools").unwrap();
+        let call = |name, arguments| Answer {
+            text: "",
+            tool_name: Some(name),
+            tool_arguments: arguments,
+        };
+        assert!(
+            tools
+                .check(&call("get_weather", r#"{"city": " paris "}"#))
+                .is_ok()
+        );
+        assert!(
+            tools
+                .check(&call("get_weather", r#"{"city": "Lyon"}"#))
+                .is_err()
+        );
+        assert!(
+            tools
+                .check(&call("get_time", r#"{"city": "Paris"}"#))
+                .is_err()
+        );
+        assert!(
+            tools
+                .check(&call("get_weather", r#"{"city": "Par"#))
+                .is_err()
+        );
+        assert!(
+            tools
+                .check(&text("It is sunny in Paris."))
+                .unwrap_err()
+                .contains("no call")
+        );
+        assert_eq!(set.get("models").unwrap().kind, ProbeKind::Models);
     }
 
     #[test]

@@ -182,6 +182,15 @@ pub struct ResultRecord {
     pub close_ms: Option<f64>,
     /// The provider's finish reason (`stop`, `length`, …).
     pub finish_reason: Option<String>,
+    /// Requests left in the provider's rate-limit window, when it says.
+    pub ratelimit_remaining_requests: Option<u64>,
+    /// Tokens left in the provider's rate-limit window, when it says.
+    pub ratelimit_remaining_tokens: Option<u64>,
+    /// True when the provider answered with another model than the one asked for (a dated
+    /// version or namespace of the same id is not a substitution).
+    pub model_substituted: bool,
+    /// The upstream a gateway says served the request (OpenRouter's `provider`).
+    pub upstream: Option<String>,
     /// Every gap between content arrivals in µs, for the target's ITL histogram. Not part of
     /// the printed record: a run carries a few dozen of them, and only aggregation needs them.
     #[serde(skip)]

@@ -45,7 +45,7 @@ fn the_good_config_loads() {
         "https://api.deepseek.com/v1/"
     );
     assert_eq!(target.provider.timeout.as_secs(), 30);
-    assert_eq!(target.probes, ["ping", "stream"]);
+    assert_eq!(target.probes, ["ping", "stream", "models"]);
 }
 
 #[test]

@@ -29,7 +29,7 @@ pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(20);
 /// Default cap on a response body: probe answers are a few KiB.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
 /// Probes run on a model when neither it nor its provider lists any.
-pub const DEFAULT_PROBES: &[&str] = &["ping", "stream"];
+pub const DEFAULT_PROBES: &[&str] = &["ping", "stream", "models"];
 
 /// Header names that carry credentials: those come from `api_key_env`, never from the file.
 const CREDENTIAL_HEADERS: &[&str] = &[
@@ -46,6 +46,10 @@ const CREDENTIAL_HEADERS: &[&str] = &[
 pub enum ProviderKind {
     /// OpenAI-compatible `/chat/completions` (OpenAI, OpenRouter, vLLM, LiteLLM, DeepSeek, …).
     OpenAi,
+    /// Anthropic Messages (`/v1/messages`).
+    Anthropic,
+    /// Google Gemini (`models/{model}:streamGenerateContent`).
+    Gemini,
 }
 
 impl ProviderKind {
@@ -53,6 +57,8 @@ impl ProviderKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ProviderKind::OpenAi => "openai",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Gemini => "gemini",
         }
     }
 }

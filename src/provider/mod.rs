@@ -5,15 +5,18 @@
 //! consumes. It never touches clocks or sockets: the runner does I/O and timing. Adding a
 //! wire format is one new file here and one arm in [`adapter`].
 
+pub mod anthropic;
+pub mod gemini;
 pub mod openai;
 
+use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{RequestBuilder, Url};
 use sse_stream::Sse;
 use thiserror::Error;
 
 use crate::config::{MaxTokensField, ProviderKind};
 use crate::measurement::Event;
-use crate::probe::Message;
+use crate::probe::{Message, Role, Tool};
 use crate::redact::Secret;
 use crate::result::Outcome;
 
@@ -38,6 +41,30 @@ pub struct Call<'a> {
     pub extra_body: &'a serde_json::Map<String, serde_json::Value>,
     /// The API key, if the provider has one.
     pub key: Option<&'a Secret>,
+    /// A function the model must call.
+    pub tool: Option<&'a Tool>,
+    /// Ask for JSON output.
+    pub json_mode: bool,
+}
+
+impl Call<'_> {
+    /// The system messages joined, for formats that take the system prompt apart.
+    pub fn system_text(&self) -> Option<String> {
+        let parts: Vec<&str> = self
+            .messages
+            .iter()
+            .filter(|message| message.role == Role::System)
+            .map(|message| message.content.as_str())
+            .collect();
+        (!parts.is_empty()).then(|| parts.join("\n\n"))
+    }
+
+    /// The non-system messages.
+    pub fn turns(&self) -> impl Iterator<Item = &Message> {
+        self.messages
+            .iter()
+            .filter(|message| message.role != Role::System)
+    }
 }
 
 /// A response that is not what its format promises.
@@ -73,12 +100,104 @@ pub trait Adapter: Send + Sync {
 
     /// Classifies an error response from its status and (capped) body.
     fn decode_error(&self, status: u16, body: &[u8]) -> Failure;
+
+    /// Builds the request for the provider's model list.
+    fn models_request(
+        &self,
+        http: &reqwest::Client,
+        base_url: &Url,
+        key: Option<&Secret>,
+    ) -> Result<RequestBuilder, DecodeError>;
+
+    /// The model ids of a model-list body, without any `models/` prefix.
+    fn decode_models(&self, body: &[u8]) -> Result<Vec<String>, DecodeError>;
 }
 
 /// The adapter for a provider kind.
 pub fn adapter(kind: ProviderKind) -> &'static dyn Adapter {
     match kind {
         ProviderKind::OpenAi => &openai::OpenAi,
+        ProviderKind::Anthropic => &anthropic::Anthropic,
+        ProviderKind::Gemini => &gemini::Gemini,
+    }
+}
+
+/// A key as a header value that `Debug` and logs will not show.
+pub fn sensitive_header(value: &str) -> Result<HeaderValue, DecodeError> {
+    let mut header = HeaderValue::from_str(value).map_err(|_| {
+        DecodeError("the API key has characters an HTTP header cannot carry".into())
+    })?;
+    header.set_sensitive(true);
+    Ok(header)
+}
+
+/// Merges the config's `extra_body` into a request body: objects merge key by key (so
+/// `generationConfig.thinkingConfig` adds to sonde's `generationConfig`), anything else
+/// replaces.
+pub fn merge_json(
+    into: &mut serde_json::Map<String, serde_json::Value>,
+    from: &serde_json::Map<String, serde_json::Value>,
+) {
+    for (key, value) in from {
+        match (into.get_mut(key), value) {
+            (Some(serde_json::Value::Object(existing)), serde_json::Value::Object(extra)) => {
+                merge_json(existing, extra);
+            }
+            _ => {
+                into.insert(key.clone(), value.clone());
+            }
+        }
+    }
+}
+
+/// `base_url` joined with a relative `path` (the base ends in `/`).
+pub fn join(base_url: &Url, path: &str) -> Url {
+    base_url.join(path).unwrap_or_else(|_| base_url.clone())
+}
+
+/// Parses a JSON body for `decode_models`, naming what it expected on failure.
+pub fn parse_models_body<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, DecodeError> {
+    serde_json::from_slice(body).map_err(|err| {
+        DecodeError(format!(
+            "model list is not the expected JSON ({err}): {}",
+            body_excerpt(body, 200)
+        ))
+    })
+}
+
+/// What a provider said about its rate limits, from whichever family of headers it sends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RateLimits {
+    /// Requests left in the current window.
+    pub remaining_requests: Option<u64>,
+    /// Tokens left in the current window.
+    pub remaining_tokens: Option<u64>,
+}
+
+impl RateLimits {
+    /// Reads OpenAI-style (`x-ratelimit-remaining-requests`, also forwarded by gateways such
+    /// as LiteLLM and OpenRouter) and Anthropic-style (`anthropic-ratelimit-requests-remaining`)
+    /// headers.
+    pub fn from_headers(headers: &HeaderMap) -> RateLimits {
+        let number = |names: &[&str]| {
+            names.iter().find_map(|name| {
+                headers
+                    .get(*name)
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(|value| value.trim().parse::<u64>().ok())
+            })
+        };
+        RateLimits {
+            remaining_requests: number(&[
+                "x-ratelimit-remaining-requests",
+                "anthropic-ratelimit-requests-remaining",
+            ]),
+            remaining_tokens: number(&[
+                "x-ratelimit-remaining-tokens",
+                "anthropic-ratelimit-tokens-remaining",
+                "anthropic-ratelimit-output-tokens-remaining",
+            ]),
+        }
     }
 }
 
@@ -101,8 +220,11 @@ pub fn classify_error(code: Option<u16>, words: &[&str]) -> Outcome {
         Outcome::NotFound
     } else if has(&[
         "invalid_api_key",
+        "api key not valid",
+        "api_key_invalid",
         "authentication",
         "permission",
+        "unauthenticated",
         "unauthorized",
     ]) {
         Outcome::Auth
@@ -114,11 +236,18 @@ pub fn classify_error(code: Option<u16>, words: &[&str]) -> Outcome {
 }
 
 /// The status class, sharpened by the body: a 400 that says the model does not exist is
-/// `not_found`, as real providers disagree on which status that gets.
+/// `not_found`, and Gemini's 400 "API key not valid" is `auth`, as real providers disagree
+/// on which status those get.
 pub fn classify_status(status: u16, words: &[&str]) -> Outcome {
     let by_status = Outcome::from_status(status);
-    if by_status == Outcome::ClientError && classify_error(None, words) == Outcome::NotFound {
-        Outcome::NotFound
+    let by_words = classify_error(None, words);
+    if by_status == Outcome::ClientError
+        && matches!(
+            by_words,
+            Outcome::NotFound | Outcome::Auth | Outcome::RateLimited
+        )
+    {
+        by_words
     } else {
         by_status
     }
@@ -165,6 +294,51 @@ mod tests {
         assert_eq!(
             classify_status(503, &["model_not_found"]),
             Outcome::ServerError
+        );
+    }
+
+    #[test]
+    fn rate_limit_headers_of_both_families() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-ratelimit-remaining-requests",
+            HeaderValue::from_static("59"),
+        );
+        headers.insert(
+            "x-ratelimit-remaining-tokens",
+            HeaderValue::from_static("149000"),
+        );
+        assert_eq!(
+            RateLimits::from_headers(&headers),
+            RateLimits {
+                remaining_requests: Some(59),
+                remaining_tokens: Some(149000)
+            }
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "anthropic-ratelimit-requests-remaining",
+            HeaderValue::from_static("3"),
+        );
+        assert_eq!(
+            RateLimits::from_headers(&headers).remaining_requests,
+            Some(3)
+        );
+        assert_eq!(
+            RateLimits::from_headers(&HeaderMap::new()),
+            RateLimits::default()
+        );
+    }
+
+    #[test]
+    fn extra_body_merges_objects_and_replaces_the_rest() {
+        let mut body =
+            serde_json::json!({"generationConfig": {"maxOutputTokens": 16}, "stream": true});
+        let extra = serde_json::json!({"generationConfig": {"thinkingConfig": {"thinkingBudget": 0}}, "stream": false});
+        merge_json(body.as_object_mut().unwrap(), extra.as_object().unwrap());
+        assert_eq!(
+            body,
+            serde_json::json!({"generationConfig": {"maxOutputTokens": 16, "thinkingConfig": {"thinkingBudget": 0}}, "stream": false})
         );
     }
 

@@ -8,20 +8,25 @@
 //! - the usage tail (`choices: []` with `usage`, asked for by `stream_options.include_usage`)
 //!   gives token counts;
 //! - an `error` object inside the stream (OpenRouter does this after a 200) is an error event;
+//! - a chunk's `provider` (OpenRouter) names the upstream that served the request;
 //! - `data: [DONE]` is the terminal event;
 //! - comments (`: OPENROUTER PROCESSING`) and CRLF line ends are the SSE parser's business.
 
 use std::borrow::Cow;
 
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{RequestBuilder, Url};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use sse_stream::Sse;
 
-use super::{Adapter, Call, DecodeError, Failure, body_excerpt, classify_error, classify_status};
+use super::{
+    Adapter, Call, DecodeError, Failure, body_excerpt, classify_error, classify_status, join,
+    merge_json, parse_models_body, sensitive_header,
+};
 use crate::config::MaxTokensField;
 use crate::measurement::{ContentKind, Event, Usage};
+use crate::redact::Secret;
 
 /// The OpenAI-compatible adapter.
 #[derive(Debug, Clone, Copy, Default)]
@@ -34,6 +39,8 @@ const EXCERPT_CHARS: usize = 200;
 struct Chunk<'a> {
     #[serde(borrow, default)]
     model: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    provider: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     choices: Option<Vec<Choice<'a>>>,
     #[serde(default)]
@@ -183,6 +190,9 @@ fn emit_chunk(chunk: Chunk<'_>, emit: &mut dyn FnMut(Event<'_>)) {
     if let Some(model) = &chunk.model {
         emit(Event::Model(model));
     }
+    if let Some(provider) = &chunk.provider {
+        emit(Event::Upstream(provider));
+    }
     for choice in chunk.choices.iter().flatten() {
         if let Some(delta) = choice.delta.as_ref().or(choice.message.as_ref()) {
             emit_delta(delta, emit);
@@ -216,10 +226,13 @@ fn emit_delta(delta: &Delta<'_>, emit: &mut dyn FnMut(Event<'_>)) {
         let Some(function) = &call.function else {
             continue;
         };
-        for text in [&function.name, &function.arguments].into_iter().flatten() {
+        if let Some(name) = &function.name {
+            emit(Event::ToolName(name));
+        }
+        if let Some(arguments) = &function.arguments {
             emit(Event::Content {
                 kind: ContentKind::ToolCall,
-                text,
+                text: arguments,
             });
         }
     }
@@ -272,28 +285,36 @@ impl Adapter for OpenAi {
                 serde_json::json!({"include_usage": true}),
             );
         }
-        for (key, value) in call.extra_body {
-            body.insert(key.clone(), value.clone());
+        if let Some(tool) = call.tool {
+            body.insert(
+                "tools".into(),
+                serde_json::json!([{"type": "function", "function": {
+                    "name": tool.name, "description": tool.description, "parameters": tool.parameters,
+                }}]),
+            );
+            body.insert(
+                "tool_choice".into(),
+                serde_json::json!({"type": "function", "function": {"name": tool.name}}),
+            );
         }
+        if call.json_mode {
+            body.insert(
+                "response_format".into(),
+                serde_json::json!({"type": "json_object"}),
+            );
+        }
+        merge_json(&mut body, call.extra_body);
         let accept = if call.stream {
             "text/event-stream"
         } else {
             "application/json"
         };
-        let mut request = http
+        let request = http
             .post(url)
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, accept)
             .body(Value::Object(body).to_string());
-        if let Some(key) = call.key {
-            let mut value =
-                HeaderValue::from_str(&format!("Bearer {}", key.expose())).map_err(|_| {
-                    DecodeError("the API key has characters an HTTP header cannot carry".into())
-                })?;
-            value.set_sensitive(true);
-            request = request.header(AUTHORIZATION, value);
-        }
-        Ok(request)
+        authorize(request, call.key)
     }
 
     fn decode_event(
@@ -364,13 +385,44 @@ impl Adapter for OpenAi {
             },
         }
     }
+
+    fn models_request(
+        &self,
+        http: &reqwest::Client,
+        base_url: &Url,
+        key: Option<&Secret>,
+    ) -> Result<RequestBuilder, DecodeError> {
+        authorize(http.get(join(base_url, "models")), key)
+    }
+
+    fn decode_models(&self, body: &[u8]) -> Result<Vec<String>, DecodeError> {
+        #[derive(Deserialize)]
+        struct List {
+            data: Vec<Entry>,
+        }
+        #[derive(Deserialize)]
+        struct Entry {
+            id: String,
+        }
+        let list: List = parse_models_body(body)?;
+        Ok(list.data.into_iter().map(|entry| entry.id).collect())
+    }
+}
+
+/// Adds `Authorization: Bearer <key>`, marked sensitive.
+fn authorize(request: RequestBuilder, key: Option<&Secret>) -> Result<RequestBuilder, DecodeError> {
+    match key {
+        Some(key) => Ok(request.header(
+            AUTHORIZATION,
+            sensitive_header(&format!("Bearer {}", key.expose()))?,
+        )),
+        None => Ok(request),
+    }
 }
 
 /// `{base_url}chat/completions`.
 pub fn endpoint(base_url: &Url) -> Url {
-    base_url
-        .join("chat/completions")
-        .unwrap_or_else(|_| base_url.clone())
+    join(base_url, "chat/completions")
 }
 
 #[cfg(test)]
@@ -412,6 +464,17 @@ mod tests {
             vec![
                 r#"Content { kind: Reasoning, text: "think" }"#,
                 r#"Content { kind: ToolCall, text: "{\"a\"" }"#
+            ]
+        );
+        let named = decode(
+            r#"{"provider":"DeepInfra","choices":[{"delta":{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"get_weather","arguments":""}}]}}]}"#,
+        );
+        assert_eq!(
+            named,
+            vec![
+                r#"Upstream("DeepInfra")"#,
+                r#"ToolName("get_weather")"#,
+                r#"Content { kind: ToolCall, text: "" }"#
             ]
         );
     }

@@ -27,9 +27,11 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::config::{Config, Target};
-use crate::measurement::{Measured, Recorder, estimate_tokens, tokens_per_second};
-use crate::probe::{Probe, nonce};
-use crate::provider::{self, Adapter, Call};
+use crate::measurement::{
+    Measured, Recorder, estimate_tokens, finish_is_token_limit, tokens_per_second,
+};
+use crate::probe::{Answer, Probe, ProbeKind, nonce};
+use crate::provider::{self, Adapter, Call, RateLimits};
 use crate::redact::{Secret, redact_opt};
 use crate::result::{Outcome, ResultRecord, us_to_ms};
 use body::{ArrivalClock, BodyError, TimedBody};
@@ -157,10 +159,16 @@ impl Runner {
             stream: probe.stream,
             extra_body: &target.model.extra_body,
             key,
+            tool: probe.tool.as_ref(),
+            json_mode: probe.json_mode,
         };
         let attempt = Attempt::new(target, probe, scheduled, started, key, prompt_chars);
         let adapter = provider::adapter(target.provider.kind);
-        let request = match adapter.request(&http.http, &call) {
+        let request = match probe.kind {
+            ProbeKind::Chat => adapter.request(&http.http, &call),
+            ProbeKind::Models => adapter.models_request(&http.http, &target.provider.base_url, key),
+        };
+        let request = match request {
             Ok(request) => request,
             Err(err) => return attempt.failed(Recorder::new(started), Outcome::Auth, err.0),
         };
@@ -188,6 +196,7 @@ struct Attempt<'a> {
     connect_us: Option<u64>,
     http_status: Option<u16>,
     retry_after_s: Option<f64>,
+    rate_limits: RateLimits,
 }
 
 impl<'a> Attempt<'a> {
@@ -210,6 +219,7 @@ impl<'a> Attempt<'a> {
             connect_us: None,
             http_status: None,
             retry_after_s: None,
+            rate_limits: RateLimits::default(),
         }
     }
 
@@ -258,6 +268,7 @@ impl<'a> Attempt<'a> {
         let status = response.status().as_u16();
         self.http_status = Some(status);
         self.retry_after_s = retry_after(response.headers());
+        self.rate_limits = RateLimits::from_headers(response.headers());
         let clock = ArrivalClock::new(t0);
         if !response.status().is_success() {
             let cap = ERROR_BODY_CAP.min(provider.max_body_bytes);
@@ -271,6 +282,21 @@ impl<'a> Attempt<'a> {
             let failure = adapter.decode_error(status, &bytes);
             let measured = recorder.finish(self.probe.stream, Some(clock.latest()));
             return self.record(measured, failure.outcome, Some(failure.message));
+        }
+        if self.probe.kind == ProbeKind::Models {
+            let body = TimedBody::new(
+                response.bytes_stream(),
+                Arc::clone(&clock),
+                provider.max_body_bytes,
+                provider.stall_timeout,
+            );
+            let (bytes, failure) = collect(body, self.deadline).await;
+            let measured = recorder.finish(false, Some(clock.latest()));
+            let (outcome, error) = match failure {
+                Some((outcome, message)) => (outcome, Some(message)),
+                None => judge_model_list(adapter.decode_models(&bytes), &self.target.model.id),
+            };
+            return self.record(measured, outcome, error);
         }
         let as_sse = self.probe.stream && !is_json(response.headers());
         let body = TimedBody::new(
@@ -335,6 +361,10 @@ impl<'a> Attempt<'a> {
             input_tokens,
             output_tokens,
         );
+        let model_substituted = measured
+            .served_model
+            .as_deref()
+            .is_some_and(|served| !same_model(&model.id, served));
         let ms = |us: Option<u64>| us.map(us_to_ms);
         ResultRecord {
             ts: humantime::format_rfc3339_millis(self.scheduled.wall).to_string(),
@@ -370,6 +400,12 @@ impl<'a> Attempt<'a> {
             connect_ms: ms(self.connect_us),
             close_ms: ms(measured.close_us),
             finish_reason: measured.finish_reason,
+            ratelimit_remaining_requests: self.rate_limits.remaining_requests,
+            ratelimit_remaining_tokens: self.rate_limits.remaining_tokens,
+            model_substituted,
+            upstream: measured
+                .upstream
+                .map(|upstream| redact_opt(self.key, &upstream).into_owned()),
             itl_gaps_us: measured.gaps_us,
         }
     }
@@ -518,19 +554,30 @@ fn judge(read: ReadResult, measured: &Measured, probe: &Probe) -> (Outcome, Opti
             )),
         );
     }
-    let cut_off = measured.finish_reason.as_deref() == Some("length");
-    let verdict = if measured.answer.is_empty() && measured.tool_calls.is_empty() {
-        Err("the answer is empty".to_owned())
-    } else {
-        probe.check(&measured.answer)
+    let cut_off = measured
+        .finish_reason
+        .as_deref()
+        .is_some_and(finish_is_token_limit);
+    let answer = Answer {
+        text: &measured.answer,
+        tool_name: measured.tool_name.as_deref(),
+        tool_arguments: &measured.tool_arguments,
     };
+    let verdict =
+        if answer.text.is_empty() && answer.tool_name.is_none() && answer.tool_arguments.is_empty()
+        {
+            Err("the answer is empty".to_owned())
+        } else {
+            probe.check(&answer)
+        };
     match verdict {
         Ok(()) => (Outcome::Ok, None),
         Err(why) if cut_off => (
             Outcome::CutOff,
             Some(format!(
-                "{why}: the token limit ended it (finish_reason length){}; raise the probe's \
+                "{why}: the token limit ended it (finish_reason {}){}; raise the probe's \
                  max_tokens or the model's reasoning_budget",
+                measured.finish_reason.as_deref().unwrap_or_default(),
                 measured
                     .usage
                     .reasoning_tokens
@@ -541,6 +588,36 @@ fn judge(read: ReadResult, measured: &Measured, probe: &Probe) -> (Outcome, Opti
         ),
         Err(why) => (Outcome::ContentMismatch, Some(why)),
     }
+}
+
+/// The outcome of a model-list run: ok when the target's model is listed.
+fn judge_model_list(
+    models: Result<Vec<String>, provider::DecodeError>,
+    model: &str,
+) -> (Outcome, Option<String>) {
+    match models {
+        Err(err) => (Outcome::Malformed, Some(err.0)),
+        Ok(models) if models.iter().any(|listed| listed == model) => (Outcome::Ok, None),
+        Ok(models) => (
+            Outcome::NotFound,
+            Some(format!(
+                "model {model} is not in the provider's model list ({} models listed)",
+                models.len()
+            )),
+        ),
+    }
+}
+
+/// Whether `served` is the model asked for: the same id, or a dated version or alias of it
+/// (`gpt-4o` answered as `gpt-4o-2024-08-06`), ignoring case, a `models/` prefix and an
+/// `org/` namespace. Anything else is a substitution.
+pub fn same_model(requested: &str, served: &str) -> bool {
+    let bare = |id: &str| {
+        let id = id.strip_prefix("models/").unwrap_or(id);
+        id.rsplit('/').next().unwrap_or(id).to_ascii_lowercase()
+    };
+    let (requested, served) = (bare(requested), bare(served));
+    served.starts_with(&requested) || requested.starts_with(&served)
 }
 
 /// The provider's wait hint: `retry-after-ms` (OpenAI, Azure) or `retry-after` in seconds or
@@ -654,6 +731,19 @@ mod tests {
         assert!((28.0..=31.0).contains(&secs), "{secs}");
         headers.insert("retry-after", HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&headers), None);
+    }
+
+    #[test]
+    fn substitution_ignores_versions_and_namespaces() {
+        assert!(same_model("gpt-4o", "gpt-4o-2024-08-06"));
+        assert!(same_model("openai/gpt-4o", "gpt-4o"));
+        assert!(same_model("gemini-2.5-flash", "models/gemini-2.5-flash"));
+        assert!(same_model(
+            "claude-sonnet-4-5",
+            "claude-sonnet-4-5-20250929"
+        ));
+        assert!(!same_model("llama-3.3-70b", "llama-3.1-8b"));
+        assert!(!same_model("deepseek-chat", "deepseek-reasoner"));
     }
 
     #[test]

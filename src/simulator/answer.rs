@@ -1,10 +1,13 @@
 //! What a simulated model says: enough understanding of a prompt to pass sonde's own probes
 //! and users' simple ones, and a token plan with the time each token is due.
 //!
-//! The answer is chosen, in order: the behaviour's fixed `reply`; the numbers of a prompt
-//! that asks to "count from A to B"; the word of a prompt that asks to "reply with the single
-//! word: W" (or "reply with exactly: W"); otherwise `output_tokens` words of filler. A token
-//! is a word with its leading space, as real tokenizers mostly split English.
+//! The answer is chosen, in order: a call to the offered tool, with the arguments the prompt
+//! spells out (`city set to "Paris"`); a JSON object with the keys the prompt names, when
+//! JSON mode is asked (in a code fence when the model "lacks" JSON mode); the behaviour's
+//! fixed `reply`; the numbers of a prompt that asks to "count from A to B"; the word of a
+//! prompt that asks to "reply with the single word: W"; otherwise `output_tokens` words of
+//! filler. A token is a word with its leading space, as real tokenizers mostly split English;
+//! tool arguments stream in pieces of four characters.
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -24,6 +27,31 @@ static WORD: LazyLock<Regex> = LazyLock::new(|| {
         .expect("valid regex")
 });
 static PIECE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\s*\S+").expect("valid regex"));
+static ARGUMENT: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r#"(\w+) set to "([^"]*)""#).expect("valid regex"));
+static KEYS: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r#"(?i)keys?\s+((?:"\w+"[\s,]*(?:and\s+)?)+)"#).expect("valid regex")
+});
+static QUOTED: LazyLock<Regex> = LazyLock::new(|| Regex::new(r#""(\w+)""#).expect("valid regex"));
+
+/// What a simulated model is asked, whatever the wire format.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ask {
+    /// The model asked for.
+    pub model: String,
+    /// All message text, system included.
+    pub prompt: String,
+    /// Whether a stream was asked for.
+    pub stream: bool,
+    /// Whether usage was asked for inside the stream (OpenAI's `include_usage`).
+    pub include_usage: bool,
+    /// The token limit.
+    pub max_tokens: Option<u32>,
+    /// The tool the model is offered, by name.
+    pub tool: Option<String>,
+    /// Whether JSON mode was asked for.
+    pub json_mode: bool,
+}
 
 const FILLER: &[&str] = &[
     "The", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog", "while", "a", "probe",
@@ -56,6 +84,38 @@ pub fn answer_tokens(behaviour: &Behaviour, prompt: &str) -> Vec<String> {
     filler(behaviour.output_tokens as usize, 0)
 }
 
+/// The arguments a prompt spells out (`name set to "value"`), as JSON text.
+fn tool_arguments(prompt: &str) -> String {
+    let arguments: serde_json::Map<String, serde_json::Value> = ARGUMENT
+        .captures_iter(prompt)
+        .map(|caps| (caps[1].to_owned(), serde_json::Value::from(&caps[2])))
+        .collect();
+    serde_json::Value::Object(arguments).to_string()
+}
+
+/// A JSON object with the keys the prompt names, each with a placeholder value.
+fn json_answer(prompt: &str) -> String {
+    let object: serde_json::Map<String, serde_json::Value> = KEYS
+        .captures(prompt)
+        .map(|caps| {
+            QUOTED
+                .captures_iter(&caps[1])
+                .map(|key| (key[1].to_owned(), serde_json::Value::from("sample")))
+                .collect()
+        })
+        .unwrap_or_default();
+    serde_json::Value::Object(object).to_string()
+}
+
+/// Text in pieces of at most four characters, as tool arguments stream.
+fn pieces(text: &str) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    chars
+        .chunks(4)
+        .map(|piece| piece.iter().collect())
+        .collect()
+}
+
 /// `count` words of reasoning.
 pub fn reasoning_tokens(count: u32) -> Vec<String> {
     filler(count as usize, 5)
@@ -86,8 +146,10 @@ fn split(text: &str) -> Vec<String> {
 pub struct Plan {
     /// Reasoning tokens, sent first.
     pub reasoning: Vec<String>,
-    /// Answer tokens.
+    /// Answer tokens: text, or the pieces of a tool call's arguments.
     pub answer: Vec<String>,
+    /// The tool called, when the answer is a tool call.
+    pub tool_name: Option<String>,
     /// Due time of every token, reasoning then answer.
     pub due: Vec<Duration>,
     /// `stop`, or `length` when the token limit cut the answer.
@@ -95,16 +157,24 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Plans the answer to `prompt` under the limit `max_tokens`, drawing delays from `rng`.
-    pub fn new(
-        behaviour: &Behaviour,
-        prompt: &str,
-        max_tokens: Option<u32>,
-        rng: &mut SmallRng,
-    ) -> Plan {
+    /// Plans the answer to `ask` under its token limit, drawing delays from `rng`.
+    pub fn new(behaviour: &Behaviour, ask: &Ask, rng: &mut SmallRng) -> Plan {
         let mut reasoning = reasoning_tokens(behaviour.reasoning_tokens);
-        let mut answer = answer_tokens(behaviour, prompt);
-        let limit = max_tokens.map_or(usize::MAX, |limit| limit as usize);
+        let tool_name = ask.tool.clone().filter(|_| behaviour.tools);
+        let mut answer = if tool_name.is_some() {
+            pieces(&tool_arguments(&ask.prompt))
+        } else if ask.json_mode {
+            let json = json_answer(&ask.prompt);
+            let text = if behaviour.json_mode {
+                json
+            } else {
+                format!("```json\n{json}\n```")
+            };
+            split(&text)
+        } else {
+            answer_tokens(behaviour, &ask.prompt)
+        };
+        let limit = ask.max_tokens.map_or(usize::MAX, |limit| limit as usize);
         let mut finish_reason = "stop";
         if reasoning.len() + answer.len() > limit {
             finish_reason = "length";
@@ -122,6 +192,7 @@ impl Plan {
         Plan {
             reasoning,
             answer,
+            tool_name,
             due,
             finish_reason,
         }
@@ -187,14 +258,55 @@ mod tests {
             ..Behaviour::default()
         };
         let mut rng = SmallRng::seed_from_u64(1);
-        let plan = Plan::new(&behaviour, "count from 1 to 5", None, &mut rng);
+        let mut ask = Ask {
+            prompt: "count from 1 to 5".into(),
+            ..Ask::default()
+        };
+        let plan = Plan::new(&behaviour, &ask, &mut rng);
         assert_eq!(plan.len(), 8);
         assert_eq!(plan.due[0], Duration::from_millis(200));
         assert_eq!(plan.end(), Duration::from_millis(340));
         assert_eq!(plan.finish_reason, "stop");
-        let cut = Plan::new(&behaviour, "count from 1 to 5", Some(3), &mut rng);
+        ask.max_tokens = Some(3);
+        let cut = Plan::new(&behaviour, &ask, &mut rng);
         assert_eq!(cut.reasoning.len(), 3);
         assert!(cut.answer.is_empty());
         assert_eq!(cut.finish_reason, "length");
+    }
+
+    #[test]
+    fn tool_calls_and_json_mode() {
+        let mut rng = SmallRng::seed_from_u64(1);
+        let ask = Ask {
+            prompt: "Call get_weather with city set to \"Paris\".".into(),
+            tool: Some("get_weather".into()),
+            ..Ask::default()
+        };
+        let plan = Plan::new(&Behaviour::default(), &ask, &mut rng);
+        assert_eq!(plan.tool_name.as_deref(), Some("get_weather"));
+        assert_eq!(plan.answer_text(), r#"{"city":"Paris"}"#);
+        let without = Behaviour {
+            tools: false,
+            ..Behaviour::default()
+        };
+        assert_eq!(Plan::new(&without, &ask, &mut rng).tool_name, None);
+        let ask = Ask {
+            prompt: "Return a JSON object with the keys \"city\", \"country\" and \"population\"."
+                .into(),
+            json_mode: true,
+            ..Ask::default()
+        };
+        let json = Plan::new(&Behaviour::default(), &ask, &mut rng).answer_text();
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(value.as_object().unwrap().len(), 3, "{json}");
+        let fenced = Behaviour {
+            json_mode: false,
+            ..Behaviour::default()
+        };
+        assert!(
+            Plan::new(&fenced, &ask, &mut rng)
+                .answer_text()
+                .starts_with("```json")
+        );
     }
 }

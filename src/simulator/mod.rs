@@ -1,13 +1,19 @@
-//! The built-in provider simulator: an HTTP server that speaks the providers' wire formats
-//! and behaves, per model name, as a [`Scenario`] says — delays, errors, and the ways real
-//! endpoints misbehave. Users test gateway configs against it; sonde's tests use it as the
-//! server that injects known delays.
+//! The built-in provider simulator: an HTTP server that speaks the three wire formats
+//! (OpenAI, Anthropic, Gemini — by path, on one port) and behaves, per model name, as a
+//! [`Scenario`] says — delays, errors, and the ways real endpoints misbehave. Users test
+//! gateway configs against it; sonde's tests use it as the server that injects known delays.
+//!
+//! `reply.rs` decides what is sent and when; `openai.rs`, `anthropic.rs` and `gemini.rs`
+//! parse their requests and encode their frames.
 //!
 //! Randomness is seeded per request (`seed` + request number), so a scenario with error or
 //! fault rates replays the same sequence for the same order of requests.
 
 mod answer;
+mod anthropic;
+mod gemini;
 mod openai;
+mod reply;
 pub mod scenario;
 
 use std::collections::VecDeque;
@@ -16,9 +22,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use axum::Router;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Json};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
+use axum::{Router, response::Response};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use tokio::net::TcpListener;
@@ -36,6 +45,8 @@ pub struct LoggedRequest {
     pub at: Instant,
     /// The model it asked for.
     pub model: String,
+    /// The request's path and query, as received.
+    pub uri: String,
 }
 
 /// Shared by every request handler.
@@ -49,7 +60,7 @@ struct SimState {
 
 impl SimState {
     /// Logs a request and returns its sequence number.
-    fn log_request(&self, model: &str) -> u64 {
+    fn log_request(&self, model: &str, uri: &str) -> u64 {
         let seq = self.next.fetch_add(1, Ordering::Relaxed);
         let mut log = self.log.lock().unwrap_or_else(|poison| poison.into_inner());
         if log.len() == LOG_CAPACITY {
@@ -58,8 +69,20 @@ impl SimState {
         log.push_back(LoggedRequest {
             at: Instant::now(),
             model: model.to_owned(),
+            uri: uri.to_owned(),
         });
         seq
+    }
+
+    /// Requests for `model` within the last `window`, this one included.
+    fn requests_within(&self, model: &str, window: std::time::Duration) -> usize {
+        let since = Instant::now().checked_sub(window);
+        let log = self.log.lock().unwrap_or_else(|poison| poison.into_inner());
+        log.iter()
+            .rev()
+            .take_while(|request| since.is_none_or(|since| request.at >= since))
+            .filter(|request| request.model == model)
+            .count()
     }
 
     /// The random source of request `seq`.
@@ -87,13 +110,17 @@ impl Simulator {
         }
     }
 
-    /// The HTTP routes: OpenAI's paths with and without the `/v1` prefix.
+    /// The HTTP routes of the three formats (OpenAI and Anthropic also without `/v1`).
     pub fn router(&self) -> Router {
         Router::new()
             .route("/v1/chat/completions", post(openai::chat_completions))
             .route("/chat/completions", post(openai::chat_completions))
-            .route("/v1/models", get(openai::models))
-            .route("/models", get(openai::models))
+            .route("/v1/messages", post(anthropic::messages))
+            .route("/messages", post(anthropic::messages))
+            .route("/v1beta/models/{target}", post(gemini::generate))
+            .route("/v1/models", get(models))
+            .route("/models", get(models))
+            .route("/v1beta/models", get(gemini_models))
             .route("/healthz", get(|| async { "ok" }))
             .with_state(Arc::clone(&self.state))
     }
@@ -122,6 +149,24 @@ impl Simulator {
     }
 }
 
+/// `GET /v1/models`: Anthropic's shape when the request carries `anthropic-version`, else
+/// OpenAI's.
+async fn models(State(state): State<Arc<SimState>>, headers: HeaderMap) -> Response {
+    let names: Vec<&String> = state.scenario.models.keys().collect();
+    let body = if headers.contains_key("anthropic-version") {
+        anthropic::model_list(&names)
+    } else {
+        openai::model_list(&names)
+    };
+    Json(body).into_response()
+}
+
+/// `GET /v1beta/models`.
+async fn gemini_models(State(state): State<Arc<SimState>>) -> Response {
+    let names: Vec<&String> = state.scenario.models.keys().collect();
+    Json(gemini::model_list(&names)).into_response()
+}
+
 /// A simulator serving in the background; stops when dropped.
 #[derive(Debug)]
 pub struct RunningSimulator {
@@ -136,9 +181,14 @@ impl RunningSimulator {
         self.addr
     }
 
-    /// The OpenAI-style base URL (`http://ADDR/v1`).
+    /// The OpenAI-style base URL (`http://ADDR/v1`), also Anthropic's.
     pub fn base_url(&self) -> String {
         format!("http://{}/v1", self.addr)
+    }
+
+    /// The Gemini-style base URL (`http://ADDR/v1beta`).
+    pub fn gemini_base_url(&self) -> String {
+        format!("http://{}/v1beta", self.addr)
     }
 
     /// The requests received so far (the latest 100 000).

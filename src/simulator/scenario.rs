@@ -188,8 +188,17 @@ pub struct Behaviour {
     pub ignore_stream: bool,
     /// Honour `stream_options.include_usage`.
     pub include_usage: bool,
-    /// The key requests must carry (`Authorization: Bearer …`); none checked when absent.
+    /// The key requests must carry (each format's key header); none checked when absent.
     pub api_key: Option<String>,
+    /// Whether the model can call tools; without, a request with tools gets a 400.
+    pub tools: bool,
+    /// Whether the model honours JSON mode; without, JSON comes wrapped in a code fence.
+    pub json_mode: bool,
+    /// The upstream a gateway reports (OpenRouter's `provider` field, OpenAI format).
+    pub upstream: Option<String>,
+    /// Requests per minute the model advertises in rate-limit headers (remaining = this minus
+    /// the requests of the last 60 s).
+    pub rate_limit_requests: Option<u64>,
 }
 
 fn delay<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Dist, D::Error> {
@@ -229,6 +238,10 @@ impl Default for Behaviour {
             ignore_stream: false,
             include_usage: true,
             api_key: None,
+            tools: true,
+            json_mode: true,
+            upstream: None,
+            rate_limit_requests: None,
         }
     }
 }
