@@ -3,10 +3,12 @@
 //!
 //! The modules follow the data flow of DESIGN.md: [`config`] and [`probe`] say what to run,
 //! [`runner`] runs it through a [`provider`] adapter, [`measurement`] turns timestamped
-//! events into timings, [`result`] is the record every later stage reads, [`printer`]
+//! events into timings, [`result`] is the record every later stage reads, [`capability`] says what a
+//! target can do, [`printer`]
 //! presents records, and [`simulator`] stands in for real providers. ARCHITECTURE.md has the
 //! map and the invariants.
 
+pub mod capability;
 pub mod config;
 pub mod measurement;
 pub mod printer;

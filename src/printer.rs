@@ -1,8 +1,9 @@
 //! Presents result records: JSON lines for programs, CSV for spreadsheets, an aligned table
-//! for people. JSON and CSV carry every field of [`ResultRecord`] under its stable name.
+//! for people, followed by each target's capability flags. JSON and CSV carry every field of [`ResultRecord`] under its stable name.
 
 use std::io::{self, Write};
 
+use crate::capability::Capabilities;
 use crate::result::ResultRecord;
 
 /// Output formats of `sonde probe`.
@@ -75,6 +76,38 @@ fn write_table(out: &mut dyn Write, records: &[ResultRecord]) -> io::Result<()> 
     line(&HEADER.map(str::to_owned))?;
     for row in &rows {
         line(row)?;
+    }
+    write_capabilities(out, records)
+}
+
+/// Below the table: per target, what this round showed it can do (targets whose probes claim
+/// no capability are left out).
+fn write_capabilities(out: &mut dyn Write, records: &[ResultRecord]) -> io::Result<()> {
+    let mut targets: Vec<&str> = Vec::new();
+    for record in records {
+        if !targets.contains(&record.target.as_str()) {
+            targets.push(&record.target);
+        }
+    }
+    let summaries: Vec<(&str, Capabilities)> = targets
+        .into_iter()
+        .map(|target| {
+            let flags = Capabilities::over(records.iter().filter(|r| r.target == target));
+            (target, flags)
+        })
+        .filter(|(_, flags)| !flags.is_unknown())
+        .collect();
+    if summaries.is_empty() {
+        return Ok(());
+    }
+    let width = summaries
+        .iter()
+        .map(|(t, _)| t.chars().count())
+        .max()
+        .unwrap_or(0);
+    writeln!(out, "\ncapabilities")?;
+    for (target, flags) in summaries {
+        writeln!(out, "{target:<width$}  {}", flags.describe())?;
     }
     Ok(())
 }

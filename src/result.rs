@@ -191,6 +191,14 @@ pub struct ResultRecord {
     pub model_substituted: bool,
     /// The upstream a gateway says served the request (OpenRouter's `provider`).
     pub upstream: Option<String>,
+    /// What this run showed about streaming (null: nothing; see `capability::observe`).
+    pub cap_streaming: Option<bool>,
+    /// What this run showed about usage arriving in a stream.
+    pub cap_usage_in_stream: Option<bool>,
+    /// What this run showed about function calling.
+    pub cap_tools: Option<bool>,
+    /// What this run showed about JSON mode.
+    pub cap_json: Option<bool>,
     /// Every gap between content arrivals in µs, for the target's ITL histogram. Not part of
     /// the printed record: a run carries a few dozen of them, and only aggregation needs them.
     #[serde(skip)]

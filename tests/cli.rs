@@ -63,11 +63,18 @@ fn assert_no_key(output: &Output) {
 async fn the_key_never_appears_in_any_format_and_exit_codes_follow_outcomes() {
     let sim = common::simulator(SCENARIO).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = common::config_text(
-        &sim.base_url(),
-        "api_key_env = \"SONDE_TEST_KEY\"",
-        &["good", "wrong-key", "echo"],
-    );
+    let config: String = common::KINDS
+        .iter()
+        .map(|kind| {
+            common::provider_text(
+                kind,
+                kind,
+                &common::base_url(&sim, kind),
+                "api_key_env = \"SONDE_TEST_KEY\"",
+                &["good", "wrong-key", "echo"],
+            )
+        })
+        .collect();
     std::fs::write(dir.path().join("sonde.toml"), config).unwrap();
     for format in ["table", "json", "csv"] {
         let output = sonde_async(vec!["probe", "--format", format], dir.path().to_owned()).await;
@@ -80,19 +87,35 @@ async fn the_key_never_appears_in_any_format_and_exit_codes_follow_outcomes() {
         );
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(stdout.contains("auth"), "{stdout}");
+        if format == "table" {
+            let (_, capabilities) = stdout.split_once("\ncapabilities\n").expect("summary");
+            for kind in common::KINDS {
+                let line = capabilities
+                    .lines()
+                    .find(|line| line.starts_with(&format!("{kind}/good ")))
+                    .expect("a line per answering target");
+                assert!(
+                    line.ends_with("streaming yes  usage_in_stream yes  tools -  json -"),
+                    "{line}"
+                );
+            }
+        }
         if format == "json" {
             let records: Vec<serde_json::Value> = stdout
                 .lines()
                 .map(|line| serde_json::from_str(line).unwrap())
                 .collect();
-            assert_eq!(records.len(), 6);
-            let echo = records.iter().find(|r| r["model"] == "echo").unwrap();
-            assert_eq!(echo["outcome"], "auth");
-            assert_eq!(echo["http_status"], 401);
-            assert!(
-                echo["error"].as_str().unwrap().contains("[REDACTED]"),
-                "{echo}"
-            );
+            assert_eq!(records.len(), 18);
+            for echo in records.iter().filter(|r| r["model"] == "echo") {
+                assert_eq!(echo["outcome"], "auth");
+                if echo["provider"] == "openai" {
+                    // OpenAI echoes the key it was given; only the redacted form may show.
+                    assert!(
+                        echo["error"].as_str().unwrap().contains("[REDACTED]"),
+                        "{echo}"
+                    );
+                }
+            }
             let good: Vec<_> = records.iter().filter(|r| r["model"] == "good").collect();
             assert!(good.iter().all(|r| r["outcome"] == "ok"), "{good:?}");
         }
@@ -103,11 +126,11 @@ async fn the_key_never_appears_in_any_format_and_exit_codes_follow_outcomes() {
             assert!(
                 header.iter().any(|h| h == "ttft_ms") && header.iter().any(|h| h == "streamed")
             );
-            assert_eq!(reader.records().count(), 6);
+            assert_eq!(reader.records().count(), 18);
         }
     }
     let only_good = sonde_async(
-        vec!["probe", "--target", "sim/good", "--format", "json"],
+        vec!["probe", "--target", "openai/good", "--format", "json"],
         dir.path().to_owned(),
     )
     .await;
@@ -124,7 +147,13 @@ async fn the_key_never_appears_in_any_format_and_exit_codes_follow_outcomes() {
     );
     let one_probe = sonde_async(
         vec![
-            "probe", "--target", "sim/good", "--probe", "stream", "--format", "json",
+            "probe",
+            "--target",
+            "openai/good",
+            "--probe",
+            "stream",
+            "--format",
+            "json",
         ],
         dir.path().to_owned(),
     )
@@ -136,6 +165,20 @@ async fn the_key_never_appears_in_any_format_and_exit_codes_follow_outcomes() {
     assert_eq!(check.status.code(), Some(0));
     assert_no_key(&check);
     assert!(String::from_utf8_lossy(&check.stdout).contains("SONDE_TEST_KEY (set)"));
+    let requests = sim.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.uri == "/v1beta/models/good:streamGenerateContent?alt=sse"),
+        "Gemini was called in its own format"
+    );
+    for request in requests {
+        assert!(
+            !request.uri.contains(KEY) && !request.uri.contains("key="),
+            "a key in a URL: {}",
+            request.uri
+        );
+    }
 }
 
 #[test]

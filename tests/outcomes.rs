@@ -9,69 +9,8 @@ use std::time::{Duration, Instant};
 use common::{After, DONE, chunk, head, raw_config, raw_server};
 use sonde::result::Outcome;
 
-const SCENARIO: &str = r#"
-[models.limited]
-error_rate = 1.0
-error = "rate_limited"
-retry_after_s = 2
-
-[models.broken]
-error_rate = 1.0
-error = "server_error"
-
-[models.overloaded]
-error_rate = 1.0
-error = "unavailable"
-retry_after_s = 7
-
-[models.forbidden]
-error_rate = 1.0
-error = "auth"
-
-[models.invalid]
-error_rate = 1.0
-error = "bad_request"
-
-[models.hanging]
-fault = "hang"
-
-[models.stalling]
-token_ms = 5
-fault = "stall"
-fault_after_tokens = 5
-
-[models.garbled]
-token_ms = 2
-fault = "malformed"
-fault_after_tokens = 3
-
-[models.cut]
-token_ms = 2
-fault = "truncate"
-
-[models.dropped-json]
-token_ms = 1
-fault = "truncate"
-ignore_stream = true
-
-[models.erroring]
-token_ms = 2
-fault = "mid_stream_error"
-fault_after_tokens = 4
-
-[models.wrong]
-reply = "I would rather not."
-
-[models.overthinker]
-reasoning_tokens = 50
-
-[models.huge]
-fault = "oversized"
-oversized_bytes = 4_000_000
-"#;
-
 async fn outcome_of(model: &str, provider_extra: &str) -> sonde::result::ResultRecord {
-    let sim = common::simulator(SCENARIO).await;
+    let sim = common::simulator(common::SCENARIO).await;
     let config = common::config(&sim.base_url(), provider_extra, &[model]);
     common::run(&config, model, "ping").await
 }
@@ -121,7 +60,7 @@ async fn auth_client_error_and_not_found() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_key_is_auth_and_nothing_is_sent() {
-    let sim = common::simulator(SCENARIO).await;
+    let sim = common::simulator(common::SCENARIO).await;
     let config = common::config(
         &sim.base_url(),
         "api_key_env = \"SONDE_TEST_UNSET_KEY_VAR\"",
@@ -161,7 +100,7 @@ async fn a_hung_server_ends_at_the_deadline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stall_ends_at_the_stall_timeout() {
     let started = Instant::now();
-    let sim = common::simulator(SCENARIO).await;
+    let sim = common::simulator(common::SCENARIO).await;
     let config = common::config(
         &sim.base_url(),
         "stall_timeout = \"1s\"\ntimeout = \"30s\"",
@@ -198,7 +137,7 @@ async fn malformed_truncated_and_mid_stream_errors() {
     let r = outcome_of("garbled", "").await;
     assert_eq!(r.outcome, Outcome::Malformed, "{r:?}");
     assert!(r.error.as_deref().unwrap().contains("not valid JSON"));
-    let sim = common::simulator(SCENARIO).await;
+    let sim = common::simulator(common::SCENARIO).await;
     let config = common::config(&sim.base_url(), "", &["cut", "dropped-json", "erroring"]);
     let r = common::run(&config, "cut", "stream").await;
     assert_eq!(r.outcome, Outcome::Truncated, "{r:?}");

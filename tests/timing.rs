@@ -8,34 +8,13 @@ use std::time::{Duration, Instant, SystemTime};
 use sonde::result::Outcome;
 use sonde::runner::{Runner, Scheduled};
 
-const INJECTED: &str = r#"
-[models.steady]
-ttft_ms = 200
-token_ms = 20
-
-[models.thinker]
-ttft_ms = 100
-token_ms = 10
-reasoning_tokens = 20
-
-[models.faker]
-ttft_ms = 100
-token_ms = 10
-fault = "fake_stream"
-
-[models.json-only]
-ttft_ms = 50
-token_ms = 5
-ignore_stream = true
-"#;
-
 fn within(value: Option<f64>, expected: f64, tolerance: f64) -> bool {
     value.is_some_and(|v| (v - expected).abs() <= tolerance)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streaming_probe_measures_injected_ttft_itl_and_speed() {
-    let sim = common::simulator(INJECTED).await;
+    let sim = common::simulator(common::SCENARIO).await;
     let config = common::config(&sim.base_url(), "", &["steady"]);
     for _ in 0..3 {
         let r = common::run(&config, "steady", "stream").await;
@@ -78,7 +57,7 @@ async fn streaming_probe_measures_injected_ttft_itl_and_speed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reasoning_counts_for_ttft_but_not_ttfat() {
-    let sim = common::simulator(INJECTED).await;
+    let sim = common::simulator(common::SCENARIO).await;
     let config = common::config(&sim.base_url(), "", &["thinker"]);
     let r = common::run(&config, "thinker", "stream").await;
     assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
@@ -94,7 +73,7 @@ async fn reasoning_counts_for_ttft_but_not_ttfat() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fake_streaming_is_not_streamed() {
-    let sim = common::simulator(INJECTED).await;
+    let sim = common::simulator(common::SCENARIO).await;
     let config = common::config(&sim.base_url(), "", &["faker", "steady"]);
     let fake = common::run(&config, "faker", "stream").await;
     assert_eq!(fake.outcome, Outcome::Ok, "{fake:?}");
@@ -113,7 +92,7 @@ async fn fake_streaming_is_not_streamed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_json_answer_to_a_stream_request_is_read_whole() {
-    let sim = common::simulator(INJECTED).await;
+    let sim = common::simulator(common::SCENARIO).await;
     let config = common::config(&sim.base_url(), "", &["json-only"]);
     let r = common::run(&config, "json-only", "stream").await;
     assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
@@ -125,7 +104,7 @@ async fn a_json_answer_to_a_stream_request_is_read_whole() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_streamed_probe_has_no_ttft() {
-    let sim = common::simulator(INJECTED).await;
+    let sim = common::simulator(common::SCENARIO).await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("whole.toml"),
@@ -158,7 +137,7 @@ async fn non_streamed_probe_has_no_ttft() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_setup_and_queue_lag_are_apart_from_latency() {
-    let sim = common::simulator(INJECTED).await;
+    let sim = common::simulator(common::SCENARIO).await;
     let config = common::config(&sim.base_url(), "", &["steady"]);
     let runner = Runner::new(&config).unwrap();
     let target = &config.targets[0];

@@ -26,6 +26,7 @@ use thiserror::Error;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use crate::capability::{self, Evidence};
 use crate::config::{Config, Target};
 use crate::measurement::{
     Measured, Recorder, estimate_tokens, finish_is_token_limit, tokens_per_second,
@@ -197,6 +198,8 @@ struct Attempt<'a> {
     http_status: Option<u16>,
     retry_after_s: Option<f64>,
     rate_limits: RateLimits,
+    /// The answer came as an event stream.
+    sse: bool,
 }
 
 impl<'a> Attempt<'a> {
@@ -220,6 +223,7 @@ impl<'a> Attempt<'a> {
             http_status: None,
             retry_after_s: None,
             rate_limits: RateLimits::default(),
+            sse: false,
         }
     }
 
@@ -299,6 +303,7 @@ impl<'a> Attempt<'a> {
             return self.record(measured, outcome, error);
         }
         let as_sse = self.probe.stream && !is_json(response.headers());
+        self.sse = as_sse;
         let body = TimedBody::new(
             response.bytes_stream(),
             Arc::clone(&clock),
@@ -366,6 +371,15 @@ impl<'a> Attempt<'a> {
             .as_deref()
             .is_some_and(|served| !same_model(&model.id, served));
         let ms = |us: Option<u64>| us.map(us_to_ms);
+        let flags = capability::observe(
+            &self.probe.capabilities,
+            Evidence {
+                outcome,
+                streamed: measured.streamed,
+                sse: self.sse,
+                usage_reported: reported,
+            },
+        );
         ResultRecord {
             ts: humantime::format_rfc3339_millis(self.scheduled.wall).to_string(),
             target: self.target.id.clone(),
@@ -406,6 +420,10 @@ impl<'a> Attempt<'a> {
             upstream: measured
                 .upstream
                 .map(|upstream| redact_opt(self.key, &upstream).into_owned()),
+            cap_streaming: flags.streaming,
+            cap_usage_in_stream: flags.usage_in_stream,
+            cap_tools: flags.tools,
+            cap_json: flags.json,
             itl_gaps_us: measured.gaps_us,
         }
     }

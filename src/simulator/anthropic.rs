@@ -53,6 +53,9 @@ impl MessagesRequest {
         for message in &self.messages {
             content_text(&message.content, &mut prompt);
         }
+        // No JSON switch in this API: a model asked for JSON in words answers JSON (bare
+        // when its `json_mode` is on, fenced in Markdown when off, as chat models tend to).
+        let json_mode = prompt.contains("JSON");
         Ask {
             model: self.model,
             prompt,
@@ -60,7 +63,7 @@ impl MessagesRequest {
             include_usage: true,
             max_tokens: self.max_tokens,
             tool: self.tools.into_iter().next().map(|tool| tool.name),
-            json_mode: false,
+            json_mode,
         }
     }
 }

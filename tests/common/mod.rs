@@ -35,8 +35,42 @@ pub fn config(base_url: &str, provider_extra: &str, models: &[&str]) -> Config {
 
 /// The text of [`config`].
 pub fn config_text(base_url: &str, provider_extra: &str, models: &[&str]) -> String {
+    provider_text("sim", "openai", base_url, provider_extra, models)
+}
+
+/// The wire formats every behavioural test runs against.
+pub const KINDS: [&str; 3] = ["openai", "anthropic", "gemini"];
+
+/// The base URL under which the simulator serves `kind`.
+pub fn base_url(sim: &RunningSimulator, kind: &str) -> String {
+    if kind == "gemini" {
+        sim.gemini_base_url()
+    } else {
+        sim.base_url()
+    }
+}
+
+/// Like [`config`], for a provider of `kind` served by `sim`.
+pub fn kind_config(
+    sim: &RunningSimulator,
+    kind: &str,
+    provider_extra: &str,
+    models: &[&str],
+) -> Config {
+    let text = provider_text("sim", kind, &base_url(sim, kind), provider_extra, models);
+    Config::parse(Path::new("test.toml"), &text).expect("test config")
+}
+
+/// A `[[providers]]` table named `name` of `kind` serving `models` with `ping` and `stream`.
+pub fn provider_text(
+    name: &str,
+    kind: &str,
+    base_url: &str,
+    provider_extra: &str,
+    models: &[&str],
+) -> String {
     let mut text = format!(
-        "[[providers]]\nname = \"sim\"\nkind = \"openai\"\nbase_url = \"{base_url}\"\n{provider_extra}\n"
+        "[[providers]]\nname = \"{name}\"\nkind = \"{kind}\"\nbase_url = \"{base_url}\"\n{provider_extra}\n"
     );
     for model in models {
         text.push_str(&format!(
@@ -48,14 +82,8 @@ pub fn config_text(base_url: &str, provider_extra: &str, models: &[&str]) -> Str
 
 /// Runs `probe` once against `sim/model`.
 pub async fn run(config: &Config, model: &str, probe: &str) -> ResultRecord {
-    let runner = Runner::new(config).expect("runner");
-    let target = config
-        .targets
-        .iter()
-        .find(|target| target.model.id == model)
-        .expect("target in config");
     let probe = config.probes.get(probe).expect("probe");
-    runner.run(target, probe, Scheduled::now()).await
+    run_probe(config, model, probe).await
 }
 
 /// One step of a raw response: wait `delay_ms` after the previous step, then write `bytes`.
@@ -184,3 +212,17 @@ pub const DONE: &str = "data: [DONE]\n\n";
 pub fn raw_config(addr: SocketAddr, provider_extra: &str) -> Config {
     config(&format!("http://{addr}/v1"), provider_extra, &["m"])
 }
+
+/// Runs `probe` once against `sim/model`, as given (a built-in probe changed by the test).
+pub async fn run_probe(config: &Config, model: &str, probe: &sonde::probe::Probe) -> ResultRecord {
+    let runner = Runner::new(config).expect("runner");
+    let target = config
+        .targets
+        .iter()
+        .find(|target| target.model.id == model)
+        .expect("target in config");
+    runner.run(target, probe, Scheduled::now()).await
+}
+
+/// The scenario the integration tests serve (`tests/common/scenario.toml`).
+pub const SCENARIO: &str = include_str!("scenario.toml");
