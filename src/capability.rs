@@ -5,7 +5,7 @@
 //! run failed for another reason (a 500 says nothing about tool calling), so one outage does
 //! not erase what a target is known to do.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::probe::Capability;
 use crate::result::{Outcome, ResultRecord};
@@ -34,7 +34,7 @@ impl Evidence {
 }
 
 /// Yes / no / unknown for each capability.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Capabilities {
     /// Content really streams.
     pub streaming: Option<bool>,

@@ -8,8 +8,12 @@
 //! presents records, and [`simulator`] stands in for real providers. ARCHITECTURE.md has the
 //! map and the invariants.
 
+pub mod aggregate;
+pub mod budget;
 pub mod capability;
 pub mod config;
+pub mod daemon;
+pub mod limiter;
 pub mod measurement;
 pub mod printer;
 pub mod probe;
@@ -17,4 +21,6 @@ pub mod provider;
 pub mod redact;
 pub mod result;
 pub mod runner;
+pub mod scheduler;
 pub mod simulator;
+pub mod store;

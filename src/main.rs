@@ -23,6 +23,11 @@ enum Command {
     Probe(cmd::probe::Args),
     /// Validate a config file and list the targets it defines.
     Check(cmd::check::Args),
+    /// The daemon: probe every target on schedule, within rate limits and budgets, into
+    /// the store.
+    Run(cmd::run::Args),
+    /// Print raw results from the store as CSV or JSON lines.
+    Export(cmd::export::Args),
     /// Serve the built-in provider simulator.
     Simulate(cmd::simulate::Args),
 }
@@ -32,6 +37,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Probe(args) => cmd::probe::run(args),
         Command::Check(args) => cmd::check::run(args),
+        Command::Run(args) => cmd::run::run(args),
+        Command::Export(args) => cmd::export::run(args),
         Command::Simulate(args) => cmd::simulate::run(args),
     };
     match result {

@@ -199,6 +199,9 @@ pub struct ResultRecord {
     pub cap_tools: Option<bool>,
     /// What this run showed about JSON mode.
     pub cap_json: Option<bool>,
+    /// The run's unique id: the nonce in its prompt, so a run can be found in a provider's
+    /// logs; the store's key against duplicates.
+    pub run_id: String,
     /// Every gap between content arrivals in µs, for the target's ITL histogram. Not part of
     /// the printed record: a run carries a few dozen of them, and only aggregation needs them.
     #[serde(skip)]
@@ -208,4 +211,23 @@ pub struct ResultRecord {
 /// Converts microseconds to the record's milliseconds.
 pub fn us_to_ms(us: u64) -> f64 {
     us as f64 / 1000.0
+}
+
+/// A record with every optional field empty, for unit tests.
+#[cfg(test)]
+pub fn sample(outcome: Outcome) -> ResultRecord {
+    let json = serde_json::json!({
+        "ts": "2026-01-01T00:00:00Z", "target": "p/m", "provider": "p", "model": "m",
+        "group": "m", "probe": "ping", "outcome": outcome, "http_status": null,
+        "queue_lag_ms": 0.0, "ttfb_ms": null, "ttft_ms": null, "ttfat_ms": null,
+        "e2e_ms": null, "itl_p50_ms": null, "itl_max_ms": null, "input_tokens": null,
+        "output_tokens": null, "reasoning_tokens": null, "tokens_estimated": false,
+        "tokens_per_s": null, "chunks": 0, "streamed": false, "served_model": null,
+        "cost_usd": null, "retry_after_s": null, "error": "boom", "connect_ms": null,
+        "close_ms": null, "finish_reason": null, "ratelimit_remaining_requests": null,
+        "ratelimit_remaining_tokens": null, "model_substituted": false, "upstream": null,
+        "cap_streaming": null, "cap_usage_in_stream": null, "cap_tools": null,
+        "cap_json": null, "run_id": "x"
+    });
+    serde_json::from_value(json).unwrap()
 }

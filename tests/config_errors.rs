@@ -208,3 +208,54 @@ fn bad_probe_files_are_named_too() {
         "{message}"
     );
 }
+
+#[test]
+fn daemon_settings_have_safe_defaults_and_resolve_schedules() {
+    let text = format!(
+        "[schedules]\nping = \"every 30s\"\nstream = \"*/10 * * * *\"\n\n{}",
+        GOOD.replace(
+            "timeout = \"30s\"",
+            "timeout = \"30s\"\nschedules = { ping = \"2m\" }\nbudget = { monthly_usd = 5.0 }"
+        )
+    );
+    let config = Config::parse(Path::new("conf/sonde.toml"), &text).unwrap();
+    let target = &config.targets[0];
+    assert_eq!(target.provider.rate.requests, 10, "free-tier safe default");
+    assert_eq!(target.provider.rate.per.as_secs(), 60);
+    assert_eq!(target.provider.max_concurrency, 2);
+    assert_eq!(target.provider.budget.monthly_usd, Some(5.0));
+    use sonde::scheduler::Schedule;
+    use std::time::Duration;
+    assert_eq!(
+        target.schedules["ping"],
+        Schedule::Every(Duration::from_secs(120)),
+        "the provider's schedule wins"
+    );
+    assert!(matches!(target.schedules["stream"], Schedule::Cron(_)));
+    assert_eq!(
+        target.schedules["models"],
+        Schedule::Every(Duration::from_secs(3600))
+    );
+    assert_eq!(config.store.path, Path::new("conf/sonde.db"));
+    assert_eq!(config.store.retention_days, 30);
+    assert_eq!(config.health.down_after, 3);
+}
+
+#[test]
+fn bad_daemon_settings_name_line_and_key() {
+    let err = error_of(&format!("[schedules]\nping = \"every tuesday\"\n{GOOD}"));
+    assert_names(&err, 2, "schedules.ping", "cron expression");
+    let err = error_of(&format!("[schedules]\nfly = \"1m\"\n{GOOD}"));
+    assert_names(&err, 2, "schedules.fly", "no probe named");
+    let err = error_of(&GOOD.replace("timeout = \"30s\"", "timeout = \"30s\"\nrpm = 0"));
+    assert_names(&err, 7, "providers[0].rpm", "at least 1");
+    let err = error_of(&GOOD.replace(
+        "timeout = \"30s\"",
+        "timeout = \"30s\"\nbudget = { monthly_usd = -1.0 }",
+    ));
+    assert_names(&err, 7, "providers[0].budget.monthly_usd", "budget");
+    let err = error_of(&format!("[health]\ndegraded_below = 1.5\n{GOOD}"));
+    assert_names(&err, 2, "health.degraded_below", "between 0 and 1");
+    let err = error_of(&format!("[store]\nretention = 3\n{GOOD}"));
+    assert_names(&err, 2, "store.retention", "unknown field");
+}

@@ -45,28 +45,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let addr = listener.local_addr()?;
-        println!("sonde simulator: http://{addr}/v1 (OpenAI-compatible), seed {seed}");
+        println!(
+            "sonde simulator: http://{addr}/v1 (kind openai or anthropic), \
+             http://{addr}/v1beta (kind gemini), seed {seed}"
+        );
         println!("  models: {models}; {default}");
         let server = Simulator::new(scenario, seed).serve(listener);
         tokio::select! {
             served = server => served.context("the simulator stopped")?,
-            _ = shutdown_signal() => {}
+            _ = super::shutdown_signal() => {}
         }
         Ok(ExitCode::SUCCESS)
     })
-}
-
-/// Ctrl-C, or SIGTERM where there is one.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
 }

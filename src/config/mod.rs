@@ -5,6 +5,7 @@
 //! cannot (URLs, duplicate targets, probe names, header names) and builds the validated
 //! types the rest of sonde uses. API keys appear only as the names of environment variables.
 
+mod daemon;
 pub mod error;
 
 use std::collections::{BTreeMap, HashMap};
@@ -17,10 +18,12 @@ use reqwest::header::{HeaderName, HeaderValue};
 use serde::Deserialize;
 use toml::Spanned;
 
+pub use daemon::{Budget, HealthConfig, RateLimit, StoreConfig};
 pub use error::ConfigError;
 use error::Source;
 
 use crate::probe::ProbeSet;
+use crate::scheduler::Schedule;
 
 /// Default deadline for a whole run.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -80,6 +83,12 @@ struct RawConfig {
     #[serde(default)]
     probes_dir: Option<Spanned<String>>,
     #[serde(default)]
+    store: daemon::RawStore,
+    #[serde(default)]
+    health: daemon::RawHealth,
+    #[serde(default)]
+    schedules: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
     providers: Vec<RawProvider>,
 }
 
@@ -103,6 +112,16 @@ struct RawProvider {
     probes: Option<Vec<Spanned<String>>>,
     #[serde(default)]
     extra_body: Option<toml::Table>,
+    #[serde(default)]
+    rpm: Option<Spanned<u32>>,
+    #[serde(default, with = "humantime_serde")]
+    rate_window: Option<Duration>,
+    #[serde(default)]
+    max_concurrency: Option<Spanned<u32>>,
+    #[serde(default)]
+    budget: daemon::RawBudget,
+    #[serde(default)]
+    schedules: BTreeMap<String, Spanned<String>>,
     models: Vec<RawModel>,
 }
 
@@ -145,6 +164,12 @@ pub struct Provider {
     pub stall_timeout: Duration,
     /// Cap on a response body.
     pub max_body_bytes: u64,
+    /// Requests allowed per window, shared by every probe on this provider.
+    pub rate: RateLimit,
+    /// Runs in flight at once on this provider.
+    pub max_concurrency: u32,
+    /// Monthly spending caps.
+    pub budget: Budget,
 }
 
 /// A model id served by a provider.
@@ -177,6 +202,8 @@ pub struct Target {
     pub model: Model,
     /// Probes that run on this target.
     pub probes: Vec<String>,
+    /// When each of `probes` runs, by probe name (the daemon's schedule).
+    pub schedules: BTreeMap<String, Schedule>,
 }
 
 /// A validated configuration.
@@ -190,6 +217,10 @@ pub struct Config {
     pub targets: Vec<Target>,
     /// The probes targets may name.
     pub probes: ProbeSet,
+    /// Where results are kept.
+    pub store: StoreConfig,
+    /// How target states are decided.
+    pub health: HealthConfig,
 }
 
 impl Config {
@@ -216,6 +247,9 @@ impl Config {
             }
             probes.load_dir(&dir_path)?;
         }
+        let global_schedules = daemon::schedules(&source, "schedules", &raw.schedules, &probes)?;
+        let store = daemon::store(&source, file, raw.store)?;
+        let health = daemon::health(&source, raw.health)?;
         let mut providers = Vec::new();
         let mut targets = Vec::new();
         let mut provider_names: HashMap<String, usize> = HashMap::new();
@@ -234,6 +268,12 @@ impl Config {
             }
             let line = line_of(text, name.span().start);
             provider_names.insert(name.get_ref().clone(), line);
+            let provider_schedules = daemon::schedules(
+                &source,
+                &format!("{key}.schedules"),
+                &raw_provider.schedules,
+                &probes,
+            )?;
             let (provider, models) = build_provider(&source, &key, raw_provider, &probes)?;
             let provider = Arc::new(provider);
             let mut model_lines: HashMap<String, usize> = HashMap::new();
@@ -249,11 +289,24 @@ impl Config {
                     ));
                 }
                 model_lines.insert(model.model.id.clone(), line_of(text, model.span.start));
+                let schedules = model
+                    .probes
+                    .iter()
+                    .map(|probe| {
+                        let schedule = provider_schedules
+                            .get(probe)
+                            .or_else(|| global_schedules.get(probe))
+                            .cloned()
+                            .unwrap_or_else(|| crate::scheduler::default_for(probe));
+                        (probe.clone(), schedule)
+                    })
+                    .collect();
                 targets.push(Target {
                     id: format!("{}/{}", provider.name, model.model.id),
                     provider: Arc::clone(&provider),
                     model: model.model,
                     probes: model.probes,
+                    schedules,
                 });
             }
             providers.push(provider);
@@ -263,6 +316,8 @@ impl Config {
             providers,
             targets,
             probes,
+            store,
+            health,
         })
     }
 }
@@ -384,6 +439,9 @@ fn build_provider(
         ));
     }
     let name_span = raw.name.span();
+    let rate = daemon::rate(source, key, raw.rpm, raw.rate_window, name_span.clone())?;
+    let max_concurrency = daemon::concurrency(source, key, raw.max_concurrency)?;
+    let budget = daemon::budget(source, key, raw.budget)?;
     let provider = Provider {
         name: raw.name.into_inner(),
         kind: raw.kind,
@@ -393,6 +451,9 @@ fn build_provider(
         timeout: raw.timeout.unwrap_or(DEFAULT_TIMEOUT),
         stall_timeout: raw.stall_timeout.unwrap_or(DEFAULT_STALL_TIMEOUT),
         max_body_bytes: raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
+        rate,
+        max_concurrency,
+        budget,
     };
     if provider.timeout.is_zero() || provider.stall_timeout.is_zero() {
         return Err(source.error(

@@ -123,8 +123,9 @@ impl Runner {
     /// Runs `probe` once against `target`. Never fails: every failure is a record.
     pub async fn run(&self, target: &Target, probe: &Probe, scheduled: Scheduled) -> ResultRecord {
         let started = Instant::now();
+        let run_id = nonce();
         let Some(http) = self.providers.get(&target.provider.name) else {
-            let attempt = Attempt::new(target, probe, scheduled, started, None, 0);
+            let attempt = Attempt::new(target, probe, scheduled, started, &run_id, None, 0);
             return attempt.failed(
                 Recorder::new(started),
                 Outcome::ClientError,
@@ -138,7 +139,7 @@ impl Runner {
             Key::NotNeeded => None,
             Key::Present(secret) => Some(secret),
             Key::Missing(var) => {
-                let attempt = Attempt::new(target, probe, scheduled, started, None, 0);
+                let attempt = Attempt::new(target, probe, scheduled, started, &run_id, None, 0);
                 return attempt.failed(
                     Recorder::new(started),
                     Outcome::Auth,
@@ -146,7 +147,7 @@ impl Runner {
                 );
             }
         };
-        let messages = probe.render(&nonce());
+        let messages = probe.render(&run_id);
         let prompt_chars = messages.iter().map(|m| m.content.chars().count()).sum();
         let call = Call {
             base_url: &target.provider.base_url,
@@ -163,7 +164,15 @@ impl Runner {
             tool: probe.tool.as_ref(),
             json_mode: probe.json_mode,
         };
-        let attempt = Attempt::new(target, probe, scheduled, started, key, prompt_chars);
+        let attempt = Attempt::new(
+            target,
+            probe,
+            scheduled,
+            started,
+            &run_id,
+            key,
+            prompt_chars,
+        );
         let adapter = provider::adapter(target.provider.kind);
         let request = match probe.kind {
             ProbeKind::Chat => adapter.request(&http.http, &call),
@@ -175,7 +184,7 @@ impl Runner {
         };
         let record = attempt.execute(adapter, request).await;
         tracing::debug!(
-            target = %record.target,
+            target_id = %record.target,
             probe = %record.probe,
             outcome = %record.outcome,
             ttft_ms = ?record.ttft_ms,
@@ -185,12 +194,31 @@ impl Runner {
     }
 }
 
+/// The record of a run that was not sent (`skipped_budget`): no timings, `message` as its
+/// error.
+pub fn not_sent(
+    target: &Target,
+    probe: &Probe,
+    scheduled: Scheduled,
+    outcome: Outcome,
+    message: String,
+) -> ResultRecord {
+    let started = Instant::now();
+    let run_id = nonce();
+    Attempt::new(target, probe, scheduled, started, &run_id, None, 0).failed(
+        Recorder::new(started),
+        outcome,
+        message,
+    )
+}
+
 /// One run in progress: what the record needs beyond the measurements.
 struct Attempt<'a> {
     target: &'a Target,
     probe: &'a Probe,
     scheduled: Scheduled,
     started: Instant,
+    run_id: &'a str,
     deadline: Instant,
     key: Option<&'a Secret>,
     prompt_chars: usize,
@@ -208,6 +236,7 @@ impl<'a> Attempt<'a> {
         probe: &'a Probe,
         scheduled: Scheduled,
         started: Instant,
+        run_id: &'a str,
         key: Option<&'a Secret>,
         prompt_chars: usize,
     ) -> Self {
@@ -216,6 +245,7 @@ impl<'a> Attempt<'a> {
             probe,
             scheduled,
             started,
+            run_id,
             deadline: started + target.provider.timeout,
             key,
             prompt_chars,
@@ -424,6 +454,7 @@ impl<'a> Attempt<'a> {
             cap_usage_in_stream: flags.usage_in_stream,
             cap_tools: flags.tools,
             cap_json: flags.json,
+            run_id: self.run_id.to_owned(),
             itl_gaps_us: measured.gaps_us,
         }
     }

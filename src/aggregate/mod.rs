@@ -1,0 +1,307 @@
+//! Aggregation: rollups, target states, and the windows the status page, feed and reports
+//! read.
+//!
+//! Windows: `5m` and `1h` are computed from raw results; `24h` from the hourly rollups of the
+//! current hour and the 23 before it; `7d` and `30d` from the daily rollups of the current
+//! day and the 6 / 29 before it. Whole buckets keep every window a merge of at most 30
+//! histograms per target and probe, which is what makes all windows of all targets fast.
+
+pub mod health;
+pub mod rollup;
+
+use std::collections::{BTreeMap, HashMap};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::capability::Capabilities;
+use crate::result::Outcome;
+use crate::store::{RollupRow, Span, Store, StoreError};
+use health::State;
+use rollup::{Rollup, TPS_SCALE};
+
+/// The windows every figure is published for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum Window {
+    /// The last five minutes (raw results).
+    #[serde(rename = "5m")]
+    M5,
+    /// The last hour (raw results).
+    #[serde(rename = "1h")]
+    H1,
+    /// The current hour and the 23 before it.
+    #[serde(rename = "24h")]
+    H24,
+    /// The current day and the 6 before it.
+    #[serde(rename = "7d")]
+    D7,
+    /// The current day and the 29 before it.
+    #[serde(rename = "30d")]
+    D30,
+}
+
+impl Window {
+    /// Every window, shortest first.
+    pub const ALL: [Window; 5] = [Window::M5, Window::H1, Window::H24, Window::D7, Window::D30];
+
+    /// Its name (`5m`, `1h`, `24h`, `7d`, `30d`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Window::M5 => "5m",
+            Window::H1 => "1h",
+            Window::H24 => "24h",
+            Window::D7 => "7d",
+            Window::D30 => "30d",
+        }
+    }
+
+    /// Parses [`Window::as_str`]'s names.
+    pub fn from_name(name: &str) -> Option<Window> {
+        Window::ALL.into_iter().find(|w| w.as_str() == name)
+    }
+
+    /// Where its runs begin, for `now_ms`.
+    fn start(self, now_ms: i64) -> i64 {
+        match self {
+            Window::M5 => now_ms - 300_000,
+            Window::H1 => now_ms - Span::Hour.ms(),
+            Window::H24 => Span::Hour.bucket_of(now_ms) - 23 * Span::Hour.ms(),
+            Window::D7 => Span::Day.bucket_of(now_ms) - 6 * Span::Day.ms(),
+            Window::D30 => Span::Day.bucket_of(now_ms) - 29 * Span::Day.ms(),
+        }
+    }
+}
+
+/// Percentiles of one distribution, each shown only when the sample count supports it:
+/// a pq needs at least 1 / (1 − q) samples (p99 needs 100), else it is `None`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Percentiles {
+    /// Samples.
+    pub count: u64,
+    /// Median.
+    pub p50: Option<f64>,
+    /// 90th percentile.
+    pub p90: Option<f64>,
+    /// 95th percentile.
+    pub p95: Option<f64>,
+    /// 99th percentile.
+    pub p99: Option<f64>,
+    /// Largest sample.
+    pub max: Option<f64>,
+}
+
+impl Percentiles {
+    /// The percentiles of `histogram`, each value divided by `per_unit`.
+    pub fn of(histogram: &Histogram<u64>, per_unit: f64) -> Percentiles {
+        let count = histogram.len();
+        let at = |q: f64| {
+            let needed = (1.0 / (1.0 - q)).round() as u64;
+            (count >= needed.max(1))
+                .then(|| round3(histogram.value_at_quantile(q) as f64 / per_unit))
+        };
+        Percentiles {
+            count,
+            p50: at(0.5),
+            p90: at(0.9),
+            p95: at(0.95),
+            p99: at(0.99),
+            max: (count > 0).then(|| round3(histogram.max() as f64 / per_unit)),
+        }
+    }
+}
+
+fn round3(value: f64) -> f64 {
+    (value * 1000.0).round() / 1000.0
+}
+
+/// Latency and speed percentiles of some runs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Latency {
+    /// TTFT, ms.
+    pub ttft_ms: Percentiles,
+    /// E2E, ms.
+    pub e2e_ms: Percentiles,
+    /// Gaps between content arrivals, ms.
+    pub itl_ms: Percentiles,
+    /// Output speed, tokens/s.
+    pub tokens_per_s: Percentiles,
+}
+
+impl Latency {
+    fn of(rollup: &Rollup) -> Latency {
+        let h = &rollup.histograms;
+        Latency {
+            ttft_ms: Percentiles::of(&h.ttft_us, 1000.0),
+            e2e_ms: Percentiles::of(&h.e2e_us, 1000.0),
+            itl_ms: Percentiles::of(&h.itl_us, 1000.0),
+            tokens_per_s: Percentiles::of(&h.tps, TPS_SCALE),
+        }
+    }
+}
+
+/// One target over one window.
+#[derive(Debug, Clone, Serialize)]
+pub struct WindowStats {
+    /// The window.
+    pub window: Window,
+    /// Runs of every outcome.
+    pub attempts: u64,
+    /// `ok` runs.
+    pub ok: u64,
+    /// Provider faults.
+    pub failures: u64,
+    /// ok ÷ (ok + faults); `None` without runs that count.
+    pub availability: Option<f64>,
+    /// `rate_limited` runs (shown apart from availability).
+    pub rate_limited: u64,
+    /// Runs per outcome.
+    pub outcomes: BTreeMap<Outcome, u64>,
+    /// TTFT, ITL and speed over every probe; E2E is only comparable per probe.
+    pub latency: Latency,
+    /// The same per probe.
+    pub by_probe: BTreeMap<String, Latency>,
+    /// Latest capability evidence in the window.
+    pub capabilities: Capabilities,
+    /// USD spent.
+    pub cost_usd: f64,
+    /// Tokens spent.
+    pub tokens: u64,
+    /// Unix ms of the latest ok run.
+    pub last_ok_ms: Option<i64>,
+    /// Unix ms and text of the latest failure.
+    pub last_error: Option<(i64, String)>,
+}
+
+impl WindowStats {
+    fn of(window: Window, per_probe: &BTreeMap<String, Rollup>) -> WindowStats {
+        let mut all = Rollup::default();
+        for rollup in per_probe.values() {
+            all.merge(rollup);
+        }
+        let mut latency = Latency::of(&all);
+        latency.e2e_ms = Percentiles::default();
+        WindowStats {
+            window,
+            attempts: all.attempts(),
+            ok: all.count(Outcome::Ok),
+            failures: all.failures,
+            availability: all.availability(),
+            rate_limited: all.count(Outcome::RateLimited),
+            outcomes: all.outcomes.clone(),
+            latency,
+            by_probe: per_probe
+                .iter()
+                .map(|(probe, rollup)| (probe.clone(), Latency::of(rollup)))
+                .collect(),
+            capabilities: all.capabilities,
+            cost_usd: all.cost_usd,
+            tokens: all.tokens,
+            last_ok_ms: all.last_ok_ms,
+            last_error: all.last_error,
+        }
+    }
+}
+
+/// One target: its state and its windows.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetStats {
+    /// Target id.
+    pub target: String,
+    /// Current state.
+    pub state: State,
+    /// Unix ms the state began (0 when never set).
+    pub state_since_ms: i64,
+    /// One entry per [`Window::ALL`].
+    pub windows: Vec<WindowStats>,
+}
+
+impl TargetStats {
+    /// The stats of `window`.
+    pub fn window(&self, window: Window) -> Option<&WindowStats> {
+        self.windows.iter().find(|w| w.window == window)
+    }
+}
+
+/// Per window, per target, per probe: the merged rollup.
+type Merged = HashMap<Window, HashMap<String, BTreeMap<String, Rollup>>>;
+
+fn merge_into(merged: &mut Merged, window: Window, target: &str, probe: &str, rollup: &Rollup) {
+    merged
+        .entry(window)
+        .or_default()
+        .entry(target.to_owned())
+        .or_default()
+        .entry(probe.to_owned())
+        .or_default()
+        .merge(rollup);
+}
+
+/// Every window of every target in the store (and of each of `targets`, with no runs yet),
+/// at `now_ms`.
+pub fn summarize(
+    store: &Store,
+    targets: &[String],
+    now_ms: i64,
+) -> Result<Vec<TargetStats>, StoreError> {
+    let mut merged: Merged = HashMap::new();
+    for (record, at) in store.results_since(Window::H1.start(now_ms), None)? {
+        let mut single = Rollup::default();
+        single.add(&record, at);
+        for window in [Window::M5, Window::H1] {
+            if at >= window.start(now_ms) {
+                merge_into(&mut merged, window, &record.target, &record.probe, &single);
+            }
+        }
+    }
+    let hourly: Vec<RollupRow> = store.rollups_since(Span::Hour, Window::H24.start(now_ms))?;
+    for row in &hourly {
+        merge_into(
+            &mut merged,
+            Window::H24,
+            &row.target,
+            &row.probe,
+            &row.rollup,
+        );
+    }
+    for row in store.rollups_since(Span::Day, Window::D30.start(now_ms))? {
+        for window in [Window::D7, Window::D30] {
+            if row.bucket >= window.start(now_ms) {
+                merge_into(&mut merged, window, &row.target, &row.probe, &row.rollup);
+            }
+        }
+    }
+    let health = store.health()?;
+    let mut names: Vec<String> = targets.to_vec();
+    for per_target in merged.values() {
+        for target in per_target.keys() {
+            if !names.contains(target) {
+                names.push(target.clone());
+            }
+        }
+    }
+    let empty = BTreeMap::new();
+    Ok(names
+        .into_iter()
+        .map(|target| {
+            let windows = Window::ALL
+                .iter()
+                .map(|&window| {
+                    let per_probe = merged
+                        .get(&window)
+                        .and_then(|targets| targets.get(&target))
+                        .unwrap_or(&empty);
+                    WindowStats::of(window, per_probe)
+                })
+                .collect();
+            let (state, state_since_ms) = health
+                .get(&target)
+                .map_or((State::Unknown, 0), |h| (h.state, h.since_ms));
+            TargetStats {
+                target,
+                state,
+                state_since_ms,
+                windows,
+            }
+        })
+        .collect())
+}

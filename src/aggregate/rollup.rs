@@ -1,0 +1,272 @@
+//! A rollup: everything the windows need about the runs of one target × probe in one time
+//! bucket (an hour or a day), mergeable with any other rollup.
+//!
+//! Latency distributions are HdrHistograms at 3 significant digits (0.1 % relative error),
+//! auto-resizing from 1 µs, so a bucket of fast runs stays small; they are stored as V2
+//! compressed (deflate) blobs, the format every HdrHistogram implementation reads. The
+//! memory trade-off: a decoded histogram of values up to a minute holds about 14 k counters
+//! (110 KiB), which is why windows merge rollups (24 hourly, 30 daily) and not raw runs.
+
+use std::collections::BTreeMap;
+
+use hdrhistogram::Histogram;
+use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use super::health::{Verdict, verdict};
+use crate::capability::Capabilities;
+use crate::result::{Outcome, ResultRecord};
+
+/// Tokens per second are recorded in hundredths, so 0.01 tok/s is the resolution.
+pub const TPS_SCALE: f64 = 100.0;
+
+/// A rollup blob that does not decode.
+#[derive(Debug, Error)]
+#[error("a stored histogram does not decode: {0}")]
+pub struct DecodeError(String);
+
+/// The four distributions a rollup keeps.
+#[derive(Debug, Clone)]
+pub struct Histograms {
+    /// TTFT in µs (streamed runs that reached content).
+    pub ttft_us: Histogram<u64>,
+    /// E2E in µs.
+    pub e2e_us: Histogram<u64>,
+    /// Every gap between content arrivals, in µs.
+    pub itl_us: Histogram<u64>,
+    /// Output speed in hundredths of a token per second.
+    pub tps: Histogram<u64>,
+}
+
+impl Default for Histograms {
+    fn default() -> Self {
+        let new = || Histogram::new(3).expect("3 significant digits is a valid histogram");
+        Histograms {
+            ttft_us: new(),
+            e2e_us: new(),
+            itl_us: new(),
+            tps: new(),
+        }
+    }
+}
+
+/// Counts, spend and distributions of the runs in one bucket.
+#[derive(Debug, Clone, Default)]
+pub struct Rollup {
+    /// Runs per outcome.
+    pub outcomes: BTreeMap<Outcome, u64>,
+    /// Runs that count against availability (provider faults, see `health::verdict`).
+    pub failures: u64,
+    /// Latency and speed distributions of successful runs.
+    pub histograms: Histograms,
+    /// USD spent.
+    pub cost_usd: f64,
+    /// Input + output tokens spent.
+    pub tokens: u64,
+    /// The latest capability evidence.
+    pub capabilities: Capabilities,
+    /// Unix ms of the latest `ok` run.
+    pub last_ok_ms: Option<i64>,
+    /// Unix ms and text of the latest failed run.
+    pub last_error: Option<(i64, String)>,
+}
+
+/// The rollup's scalar part, stored as JSON next to the histogram blobs.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Scalars {
+    /// Runs per outcome.
+    pub outcomes: BTreeMap<Outcome, u64>,
+    /// Provider faults.
+    #[serde(default)]
+    pub failures: u64,
+    /// USD spent.
+    pub cost_usd: f64,
+    /// Tokens spent.
+    pub tokens: u64,
+    /// Capability evidence.
+    pub capabilities: Capabilities,
+    /// Latest ok.
+    pub last_ok_ms: Option<i64>,
+    /// Latest failure.
+    pub last_error: Option<(i64, String)>,
+}
+
+impl Rollup {
+    /// Adds one run, finished at unix ms `at_ms`.
+    pub fn add(&mut self, record: &ResultRecord, at_ms: i64) {
+        *self.outcomes.entry(record.outcome).or_default() += 1;
+        if verdict(record) == Verdict::Failure {
+            self.failures += 1;
+        }
+        self.cost_usd += record.cost_usd.unwrap_or(0.0);
+        self.tokens += u64::from(record.input_tokens.unwrap_or(0))
+            + u64::from(record.output_tokens.unwrap_or(0));
+        self.capabilities.update(Capabilities::of(record));
+        if record.outcome == Outcome::Ok {
+            self.last_ok_ms = self.last_ok_ms.max(Some(at_ms));
+            let h = &mut self.histograms;
+            record_ms(&mut h.ttft_us, record.ttft_ms);
+            record_ms(&mut h.e2e_us, record.e2e_ms);
+            for &gap in &record.itl_gaps_us {
+                put(&mut h.itl_us, u64::from(gap));
+            }
+            if let Some(tps) = record.tokens_per_s {
+                h.tps
+                    .saturating_record(((tps * TPS_SCALE).round() as u64).max(1));
+            }
+        } else if record.outcome != Outcome::SkippedBudget
+            && self.last_error.as_ref().is_none_or(|(ms, _)| *ms <= at_ms)
+        {
+            let text = record
+                .error
+                .clone()
+                .unwrap_or_else(|| record.outcome.to_string());
+            self.last_error = Some((at_ms, format!("{}: {text}", record.outcome)));
+        }
+    }
+
+    /// Adds another rollup (another bucket, or another prober's).
+    pub fn merge(&mut self, other: &Rollup) {
+        for (outcome, count) in &other.outcomes {
+            *self.outcomes.entry(*outcome).or_default() += count;
+        }
+        self.failures += other.failures;
+        self.cost_usd += other.cost_usd;
+        self.tokens += other.tokens;
+        self.capabilities.update(other.capabilities);
+        self.last_ok_ms = self.last_ok_ms.max(other.last_ok_ms);
+        if let Some((ms, _)) = &other.last_error
+            && self.last_error.as_ref().is_none_or(|(mine, _)| mine <= ms)
+        {
+            self.last_error = other.last_error.clone();
+        }
+        let (mine, theirs) = (&mut self.histograms, &other.histograms);
+        for (into, from) in [
+            (&mut mine.ttft_us, &theirs.ttft_us),
+            (&mut mine.e2e_us, &theirs.e2e_us),
+            (&mut mine.itl_us, &theirs.itl_us),
+            (&mut mine.tps, &theirs.tps),
+        ] {
+            // Both auto-resize, so adding cannot run out of range.
+            let _ = into.add(from);
+        }
+    }
+
+    /// Runs counted, of every outcome.
+    pub fn attempts(&self) -> u64 {
+        self.outcomes.values().sum()
+    }
+
+    /// Runs of `outcome`.
+    pub fn count(&self, outcome: Outcome) -> u64 {
+        self.outcomes.get(&outcome).copied().unwrap_or(0)
+    }
+
+    /// ok ÷ (ok + provider faults); `None` when no run counted.
+    pub fn availability(&self) -> Option<f64> {
+        let ok = self.count(Outcome::Ok);
+        let counted = ok + self.failures;
+        (counted > 0).then(|| ok as f64 / counted as f64)
+    }
+
+    /// The scalar part for storage.
+    pub fn scalars(&self) -> Scalars {
+        Scalars {
+            outcomes: self.outcomes.clone(),
+            failures: self.failures,
+            cost_usd: self.cost_usd,
+            tokens: self.tokens,
+            capabilities: self.capabilities,
+            last_ok_ms: self.last_ok_ms,
+            last_error: self.last_error.clone(),
+        }
+    }
+
+    /// Rebuilds a rollup from its stored parts.
+    pub fn from_parts(scalars: Scalars, blobs: [&[u8]; 4]) -> Result<Rollup, DecodeError> {
+        let [ttft, e2e, itl, tps] = blobs.map(decode);
+        Ok(Rollup {
+            outcomes: scalars.outcomes,
+            failures: scalars.failures,
+            histograms: Histograms {
+                ttft_us: ttft?,
+                e2e_us: e2e?,
+                itl_us: itl?,
+                tps: tps?,
+            },
+            cost_usd: scalars.cost_usd,
+            tokens: scalars.tokens,
+            capabilities: scalars.capabilities,
+            last_ok_ms: scalars.last_ok_ms,
+            last_error: scalars.last_error,
+        })
+    }
+
+    /// The four histograms as V2 deflate blobs (TTFT, E2E, ITL, tokens/s).
+    pub fn blobs(&self) -> [Vec<u8>; 4] {
+        let h = &self.histograms;
+        [&h.ttft_us, &h.e2e_us, &h.itl_us, &h.tps].map(encode)
+    }
+}
+
+fn record_ms(histogram: &mut Histogram<u64>, ms: Option<f64>) {
+    if let Some(ms) = ms {
+        put(histogram, (ms * 1000.0).round() as u64);
+    }
+}
+
+/// Records `value` (at least 1), growing the histogram as needed; a value past what any
+/// histogram can hold is clamped rather than lost.
+fn put(histogram: &mut Histogram<u64>, value: u64) {
+    let value = value.max(1);
+    if histogram.record(value).is_err() {
+        histogram.saturating_record(value);
+    }
+}
+
+/// A histogram as a V2 deflate blob.
+pub fn encode(histogram: &Histogram<u64>) -> Vec<u8> {
+    let mut out = Vec::new();
+    // Serializing into a Vec cannot fail for an in-range histogram.
+    let _ = V2DeflateSerializer::new().serialize(histogram, &mut out);
+    out
+}
+
+/// A histogram from a V2 (deflate or plain) blob; empty bytes are an empty histogram.
+pub fn decode(bytes: &[u8]) -> Result<Histogram<u64>, DecodeError> {
+    if bytes.is_empty() {
+        return Ok(Histograms::default().ttft_us);
+    }
+    let mut histogram: Histogram<u64> = Deserializer::new()
+        .deserialize(&mut &bytes[..])
+        .map_err(|err| DecodeError(format!("{err:?}")))?;
+    histogram.auto(true);
+    Ok(histogram)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blobs_round_trip_and_merge_like_the_runs_together() {
+        let mut a = Histograms::default().ttft_us;
+        let mut b = Histograms::default().ttft_us;
+        let mut both = Histograms::default().ttft_us;
+        for v in 1..=1000u64 {
+            let value = v * 997;
+            if v % 2 == 0 { &mut a } else { &mut b }
+                .record(value)
+                .unwrap();
+            both.record(value).unwrap();
+        }
+        let mut merged = decode(&encode(&a)).unwrap();
+        merged.add(decode(&encode(&b)).unwrap()).unwrap();
+        for q in [0.5, 0.9, 0.95, 0.99] {
+            assert_eq!(merged.value_at_quantile(q), both.value_at_quantile(q));
+        }
+        assert_eq!(merged.len(), 1000);
+        assert!(decode(b"not a histogram").is_err());
+    }
+}

@@ -1,0 +1,159 @@
+//! Monthly budgets per provider, in USD and tokens, checked before a run is sent.
+//!
+//! A run reserves its worst case (the prompt, its tool schema and every token `max_tokens`
+//! allows, at the model's prices) before it is sent; if this month's spend plus what is
+//! reserved plus that would pass a cap, it is not sent and is recorded as `skipped_budget`.
+//! When it finishes, the reservation is replaced by what it really cost. Spend is loaded from
+//! the store at start, so it survives restarts; the month is the calendar month in UTC.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::config::{Budget, Config, Target};
+use crate::probe::{Probe, ProbeKind};
+use crate::result::ResultRecord;
+
+/// Tokens charged per message on top of its text (role markers, separators) and for the
+/// nonce sonde adds: generous, since this is a worst case.
+const TOKENS_PER_MESSAGE: u64 = 8;
+
+/// Spend of one provider this month, and what runs in flight may still add.
+#[derive(Debug, Default)]
+struct Account {
+    cap: Budget,
+    month: String,
+    spent_usd: f64,
+    spent_tokens: u64,
+    reserved_usd: f64,
+    reserved_tokens: u64,
+}
+
+/// What a run reserved; give it back to [`Budgets::settle`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reservation {
+    provider: String,
+    month: String,
+    usd: f64,
+    tokens: u64,
+}
+
+/// Every provider's account.
+#[derive(Debug, Default)]
+pub struct Budgets {
+    accounts: HashMap<String, Mutex<Account>>,
+}
+
+/// A run's worst case: USD (0 without prices) and tokens.
+pub fn worst_case(target: &Target, probe: &Probe) -> (f64, u64) {
+    if probe.kind == ProbeKind::Models {
+        return (0.0, 0);
+    }
+    // A conservative 3 characters per token (English averages about 4).
+    let prompt_chars: usize = probe
+        .messages
+        .iter()
+        .map(|m| m.content.len())
+        .sum::<usize>()
+        + probe.tool.as_ref().map_or(0, |tool| {
+            tool.parameters.to_string().len() + tool.description.len()
+        });
+    let input =
+        (prompt_chars as u64).div_ceil(3) + TOKENS_PER_MESSAGE * (probe.messages.len() as u64 + 1);
+    let output = u64::from(probe.max_tokens) + u64::from(target.model.reasoning_budget);
+    let usd = (input as f64 * target.model.input_price.unwrap_or(0.0)
+        + output as f64 * target.model.output_price.unwrap_or(0.0))
+        / 1e6;
+    (usd, input + output)
+}
+
+impl Budgets {
+    /// Accounts for every provider of `config`, starting from `spent` (USD, tokens by
+    /// provider) in `month` (`YYYY-MM`).
+    pub fn new(config: &Config, spent: &HashMap<String, (f64, u64)>, month: &str) -> Budgets {
+        let accounts = config
+            .providers
+            .iter()
+            .map(|provider| {
+                let (usd, tokens) = spent.get(&provider.name).copied().unwrap_or_default();
+                let account = Account {
+                    cap: provider.budget,
+                    month: month.to_owned(),
+                    spent_usd: usd,
+                    spent_tokens: tokens,
+                    ..Account::default()
+                };
+                (provider.name.clone(), Mutex::new(account))
+            })
+            .collect();
+        Budgets { accounts }
+    }
+
+    /// Reserves the worst case of `probe` on `target` in `month`, or says which cap it
+    /// would pass.
+    pub fn reserve(
+        &self,
+        target: &Target,
+        probe: &Probe,
+        month: &str,
+    ) -> Result<Reservation, String> {
+        let (usd, tokens) = worst_case(target, probe);
+        let reservation = Reservation {
+            provider: target.provider.name.clone(),
+            month: month.to_owned(),
+            usd,
+            tokens,
+        };
+        let Some(account) = self.accounts.get(&target.provider.name) else {
+            return Ok(reservation);
+        };
+        let Ok(mut account) = account.lock() else {
+            return Ok(reservation);
+        };
+        if account.month != month {
+            *account = Account {
+                cap: account.cap,
+                month: month.to_owned(),
+                ..Account::default()
+            };
+        }
+        if let Some(cap) = account.cap.monthly_usd {
+            let would = account.spent_usd + account.reserved_usd + usd;
+            if would > cap {
+                return Err(format!(
+                    "not sent: {} has spent ${:.4} of its ${cap} monthly budget in {month} \
+                     (${:.4} more in flight), and this run could cost up to ${usd:.4}",
+                    target.provider.name, account.spent_usd, account.reserved_usd
+                ));
+            }
+        }
+        if let Some(cap) = account.cap.monthly_tokens {
+            let would = account.spent_tokens + account.reserved_tokens + tokens;
+            if would > cap {
+                return Err(format!(
+                    "not sent: {} has spent {} of its {cap} monthly tokens in {month} \
+                     ({} more in flight), and this run could use up to {tokens}",
+                    target.provider.name, account.spent_tokens, account.reserved_tokens
+                ));
+            }
+        }
+        account.reserved_usd += usd;
+        account.reserved_tokens += tokens;
+        Ok(reservation)
+    }
+
+    /// Replaces a reservation by what the run really spent.
+    pub fn settle(&self, reservation: Reservation, record: &ResultRecord) {
+        let Some(Ok(mut account)) = self.accounts.get(&reservation.provider).map(Mutex::lock)
+        else {
+            return;
+        };
+        if account.month != reservation.month {
+            return;
+        }
+        account.reserved_usd = (account.reserved_usd - reservation.usd).max(0.0);
+        account.reserved_tokens = account.reserved_tokens.saturating_sub(reservation.tokens);
+        account.spent_usd += record.cost_usd.unwrap_or(0.0);
+        account.spent_tokens += u64::from(record.input_tokens.unwrap_or(0))
+            + u64::from(record.output_tokens.unwrap_or(0));
+    }
+}

@@ -1,0 +1,244 @@
+//! The probing daemon: one scheduling loop per (target, probe), each run admitted by its
+//! provider's gate and budget, measured by the runner, and handed to the store's writer.
+//!
+//! Stopping: when `shutdown` fires, no new run starts (runs still waiting for admission are
+//! dropped unsent), runs in flight get until `grace` to finish, the writer flushes what it
+//! was given, and [`run`] returns. A run cut by the grace deadline is not recorded: it has no
+//! honest outcome.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use chrono::Utc;
+use thiserror::Error;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::budget::Budgets;
+use crate::config::{Config, Target};
+use crate::limiter::Gate;
+use crate::probe::Probe;
+use crate::result::Outcome;
+use crate::runner::{self, Runner, RunnerError, Scheduled};
+use crate::scheduler::Schedule;
+use crate::store::writer::{RecordSender, Writer, month_of, now_ms};
+use crate::store::{Store, StoreError};
+
+/// Why the daemon could not start.
+#[derive(Debug, Error)]
+pub enum DaemonError {
+    /// The store could not be opened (or is held by another daemon).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The HTTP clients could not be built.
+    #[error(transparent)]
+    Runner(#[from] RunnerError),
+}
+
+/// Counters of a daemon's life, logged when it stops.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Runs sent and recorded.
+    pub runs: AtomicU64,
+    /// Ticks skipped because the previous run of the same job was still going.
+    pub skipped_overlap: AtomicU64,
+    /// Runs not sent because of a budget.
+    pub skipped_budget: AtomicU64,
+    /// Pauses imposed by 429s.
+    pub rate_limit_pauses: AtomicU64,
+    /// Runs abandoned at shutdown (still waiting for admission, or past the grace period).
+    pub abandoned: AtomicU64,
+}
+
+/// What every job shares.
+struct Shared {
+    runner: Runner,
+    gates: HashMap<String, Gate>,
+    budgets: Budgets,
+    records: RecordSender,
+    stats: Arc<Stats>,
+    shutdown: CancellationToken,
+    abort: CancellationToken,
+    runs: TaskTracker,
+}
+
+/// Runs the daemon until `shutdown` fires; returns its counters once everything it recorded
+/// is on disk.
+pub async fn run(
+    config: Config,
+    shutdown: CancellationToken,
+    grace: Duration,
+) -> Result<Arc<Stats>, DaemonError> {
+    let store = Store::open(&config.store.path)?;
+    let spent = store.month_spend(&month_of(now_ms()))?;
+    let budgets = Budgets::new(&config, &spent, &month_of(now_ms()));
+    let (writer, records) = Writer::spawn(store, config.store.clone(), config.health)?;
+    let stats = Arc::new(Stats::default());
+    let shared = Arc::new(Shared {
+        runner: Runner::new(&config)?,
+        gates: config
+            .providers
+            .iter()
+            .map(|provider| (provider.name.clone(), Gate::new(provider)))
+            .collect(),
+        budgets,
+        records,
+        stats: Arc::clone(&stats),
+        shutdown: shutdown.clone(),
+        abort: CancellationToken::new(),
+        runs: TaskTracker::new(),
+    });
+    let jobs = TaskTracker::new();
+    let mut count = 0;
+    for target in &config.targets {
+        for (name, schedule) in &target.schedules {
+            let Some(probe) = config.probes.get(name) else {
+                continue;
+            };
+            count += 1;
+            jobs.spawn(job(
+                Arc::clone(&shared),
+                target.clone(),
+                probe.clone(),
+                schedule.clone(),
+            ));
+        }
+    }
+    tracing::info!(
+        jobs = count,
+        targets = config.targets.len(),
+        store = %config.store.path.display(),
+        "sonde daemon started"
+    );
+    shutdown.cancelled().await;
+    jobs.close();
+    jobs.wait().await;
+    shared.runs.close();
+    let in_flight = shared.runs.len();
+    tracing::info!(in_flight, grace = ?grace, "stopping: waiting for runs in flight");
+    if tokio::time::timeout(grace, shared.runs.wait())
+        .await
+        .is_err()
+    {
+        shared.abort.cancel();
+        shared.runs.wait().await;
+    }
+    // The last sender goes with `shared`; the writer then flushes and stops.
+    drop(shared);
+    tokio::task::spawn_blocking(move || writer.join())
+        .await
+        .unwrap_or_default();
+    tracing::info!(
+        runs = stats.runs.load(Ordering::Relaxed),
+        skipped_overlap = stats.skipped_overlap.load(Ordering::Relaxed),
+        skipped_budget = stats.skipped_budget.load(Ordering::Relaxed),
+        rate_limit_pauses = stats.rate_limit_pauses.load(Ordering::Relaxed),
+        abandoned = stats.abandoned.load(Ordering::Relaxed),
+        "sonde daemon stopped; every recorded run is on disk"
+    );
+    Ok(stats)
+}
+
+/// One (target, probe): sleeps to each fire time and starts a run unless the last one is
+/// still going.
+async fn job(shared: Arc<Shared>, target: Target, probe: Probe, schedule: Schedule) {
+    let key = format!("{}#{}", target.id, probe.name);
+    let busy = Arc::new(AtomicBool::new(false));
+    let target = Arc::new(target);
+    let probe = Arc::new(probe);
+    loop {
+        let now = Utc::now();
+        let Some(next) = schedule.next_after(now, &key) else {
+            tracing::warn!(job = %key, "the schedule has no future fire time; the job ends");
+            return;
+        };
+        let wait = (next - now).to_std().unwrap_or_default();
+        let deadline = tokio::time::Instant::now() + wait;
+        tokio::select! {
+            () = shared.shutdown.cancelled() => return,
+            () = tokio::time::sleep_until(deadline) => {}
+        }
+        if busy.swap(true, Ordering::AcqRel) {
+            shared.stats.skipped_overlap.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(job = %key, "skipped: the previous run is still going");
+            continue;
+        }
+        let scheduled = Scheduled {
+            at: deadline.into_std(),
+            wall: SystemTime::from(next),
+        };
+        shared.runs.spawn(one_run(
+            Arc::clone(&shared),
+            Arc::clone(&target),
+            Arc::clone(&probe),
+            scheduled,
+            Arc::clone(&busy),
+        ));
+    }
+}
+
+/// Budget, admission, the run itself, and the hand-off to the writer.
+async fn one_run(
+    shared: Arc<Shared>,
+    target: Arc<Target>,
+    probe: Arc<Probe>,
+    scheduled: Scheduled,
+    busy: Arc<AtomicBool>,
+) {
+    let _free = Release(busy);
+    let month = month_of(now_ms());
+    let reservation = match shared.budgets.reserve(&target, &probe, &month) {
+        Ok(reservation) => reservation,
+        Err(reason) => {
+            shared.stats.skipped_budget.fetch_add(1, Ordering::Relaxed);
+            let record =
+                runner::not_sent(&target, &probe, scheduled, Outcome::SkippedBudget, reason);
+            let _ = shared.records.send(record);
+            return;
+        }
+    };
+    let Some(gate) = shared.gates.get(&target.provider.name) else {
+        return;
+    };
+    let admitted = tokio::select! {
+        () = shared.shutdown.cancelled() => None,
+        admission = gate.admit() => Some(admission),
+    };
+    let Some(_admission) = admitted else {
+        shared.stats.abandoned.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    let record = tokio::select! {
+        () = shared.abort.cancelled() => None,
+        record = shared.runner.run(&target, &probe, scheduled) => Some(record),
+    };
+    let Some(record) = record else {
+        shared.stats.abandoned.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    if let Some(pause) = gate.learn(&record) {
+        shared
+            .stats
+            .rate_limit_pauses
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            provider = %target.provider.name,
+            pause = ?pause,
+            "rate limited: pausing every probe on this provider"
+        );
+    }
+    shared.budgets.settle(reservation, &record);
+    shared.stats.runs.fetch_add(1, Ordering::Relaxed);
+    let _ = shared.records.send(record);
+}
+
+/// Marks a job free when its run ends, however it ends.
+struct Release(Arc<AtomicBool>);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}

@@ -1,0 +1,146 @@
+//! The store's schema, as versioned migrations (SQLite `user_version`). A migration is never
+//! edited once released: a change is a new entry at the end.
+
+use rusqlite_migration::{M, Migrations};
+
+/// The record fields stored as columns, in `ResultRecord` order (`run_id` is the key).
+/// `store::tests` checks this list against the record's serialized fields.
+pub const RESULT_COLUMNS: &[&str] = &[
+    "ts",
+    "target",
+    "provider",
+    "model",
+    "group",
+    "probe",
+    "outcome",
+    "http_status",
+    "queue_lag_ms",
+    "ttfb_ms",
+    "ttft_ms",
+    "ttfat_ms",
+    "e2e_ms",
+    "itl_p50_ms",
+    "itl_max_ms",
+    "input_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "tokens_estimated",
+    "tokens_per_s",
+    "chunks",
+    "streamed",
+    "served_model",
+    "cost_usd",
+    "retry_after_s",
+    "error",
+    "connect_ms",
+    "close_ms",
+    "finish_reason",
+    "ratelimit_remaining_requests",
+    "ratelimit_remaining_tokens",
+    "model_substituted",
+    "upstream",
+    "cap_streaming",
+    "cap_usage_in_stream",
+    "cap_tools",
+    "cap_json",
+    "run_id",
+];
+
+const V1: &str = r#"
+CREATE TABLE results (
+    id INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL UNIQUE,
+    ts_ms INTEGER NOT NULL,
+    ts TEXT NOT NULL,
+    target TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    model TEXT NOT NULL,
+    "group" TEXT NOT NULL,
+    probe TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    http_status INTEGER,
+    queue_lag_ms REAL NOT NULL,
+    ttfb_ms REAL,
+    ttft_ms REAL,
+    ttfat_ms REAL,
+    e2e_ms REAL,
+    itl_p50_ms REAL,
+    itl_max_ms REAL,
+    input_tokens INTEGER,
+    output_tokens INTEGER,
+    reasoning_tokens INTEGER,
+    tokens_estimated INTEGER NOT NULL,
+    tokens_per_s REAL,
+    chunks INTEGER NOT NULL,
+    streamed INTEGER NOT NULL,
+    served_model TEXT,
+    cost_usd REAL,
+    retry_after_s REAL,
+    error TEXT,
+    connect_ms REAL,
+    close_ms REAL,
+    finish_reason TEXT,
+    ratelimit_remaining_requests INTEGER,
+    ratelimit_remaining_tokens INTEGER,
+    model_substituted INTEGER NOT NULL,
+    upstream TEXT,
+    cap_streaming INTEGER,
+    cap_usage_in_stream INTEGER,
+    cap_tools INTEGER,
+    cap_json INTEGER,
+    itl_gaps BLOB
+);
+CREATE INDEX results_by_time ON results (ts_ms);
+CREATE INDEX results_by_target ON results (target, ts_ms);
+
+-- span: 'hour' or 'day'; bucket: unix ms of its start (UTC).
+CREATE TABLE rollups (
+    span TEXT NOT NULL,
+    bucket INTEGER NOT NULL,
+    target TEXT NOT NULL,
+    probe TEXT NOT NULL,
+    scalars TEXT NOT NULL,
+    ttft BLOB NOT NULL,
+    e2e BLOB NOT NULL,
+    itl BLOB NOT NULL,
+    tps BLOB NOT NULL,
+    PRIMARY KEY (span, bucket, target, probe)
+) WITHOUT ROWID;
+
+-- month: 'YYYY-MM' (UTC).
+CREATE TABLE spend (
+    provider TEXT NOT NULL,
+    month TEXT NOT NULL,
+    usd REAL NOT NULL,
+    tokens INTEGER NOT NULL,
+    PRIMARY KEY (provider, month)
+) WITHOUT ROWID;
+
+CREATE TABLE target_state (
+    target TEXT PRIMARY KEY,
+    health TEXT NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE incidents (
+    id INTEGER PRIMARY KEY,
+    target TEXT NOT NULL,
+    state TEXT NOT NULL,
+    cause TEXT NOT NULL,
+    start_ms INTEGER NOT NULL,
+    end_ms INTEGER
+);
+CREATE INDEX incidents_by_target ON incidents (target, start_ms);
+"#;
+
+/// Every migration, oldest first.
+pub fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![M::up(V1)])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn migrations_are_valid() {
+        assert!(super::migrations().validate().is_ok());
+    }
+}

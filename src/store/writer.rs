@@ -1,0 +1,268 @@
+//! The store's single writer: a thread that takes finished runs from a channel, batches them
+//! (up to 500, or what arrived within 100 ms), folds them into rollups, spend and target
+//! states, writes each batch in one transaction, and only then logs each run as `recorded`.
+//!
+//! A thread, not a task: SQLite calls block, and keeping them off the runtime keeps them off
+//! the measurement path. A batch that fails to write is kept and retried, never dropped.
+
+use std::collections::HashMap;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::aggregate::health::TargetHealth;
+use crate::aggregate::rollup::Rollup;
+use crate::config::{HealthConfig, StoreConfig};
+use crate::result::ResultRecord;
+use crate::store::{Batch, RollupRow, Span, Store, StoreError, ts_ms};
+
+/// Most runs in one transaction.
+const MAX_BATCH: usize = 500;
+/// Longest a run waits for its batch to fill.
+const MAX_WAIT: Duration = Duration::from_millis(100);
+/// How often old results and rollups are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Sends finished runs to the writer; dropping every sender lets the writer flush and stop.
+pub type RecordSender = Sender<ResultRecord>;
+
+/// The running writer.
+#[derive(Debug)]
+pub struct Writer {
+    thread: JoinHandle<()>,
+}
+
+impl Writer {
+    /// Starts the writer over `store`; returns it and the sender runs go to.
+    pub fn spawn(
+        store: Store,
+        store_config: StoreConfig,
+        health: HealthConfig,
+    ) -> Result<(Writer, RecordSender), StoreError> {
+        let state = State::load(store, store_config, health)?;
+        let (sender, receiver) = channel();
+        let thread = std::thread::Builder::new()
+            .name("sonde-store".into())
+            .spawn(move || state.run(receiver))
+            .map_err(|source| StoreError::Io {
+                path: "sonde-store thread".into(),
+                source,
+            })?;
+        Ok((Writer { thread }, sender))
+    }
+
+    /// Waits until every run sent has been written (all senders must be dropped first).
+    pub fn join(self) {
+        let _ = self.thread.join();
+    }
+}
+
+type RollupKey = (Span, i64, String, String);
+
+struct State {
+    store: Store,
+    store_config: StoreConfig,
+    health_config: HealthConfig,
+    rollups: HashMap<RollupKey, Rollup>,
+    health: HashMap<String, TargetHealth>,
+    last_prune: Option<Instant>,
+}
+
+impl State {
+    fn load(
+        store: Store,
+        store_config: StoreConfig,
+        health_config: HealthConfig,
+    ) -> Result<State, StoreError> {
+        let mut health = store.health()?;
+        let hour_ago = now_ms() - Span::Hour.ms();
+        for (record, at) in store.results_since(hour_ago, None)? {
+            health
+                .entry(record.target.clone())
+                .or_default()
+                .remember(crate::aggregate::health::verdict(&record), at);
+        }
+        Ok(State {
+            store,
+            store_config,
+            health_config,
+            rollups: HashMap::new(),
+            health,
+            last_prune: None,
+        })
+    }
+
+    fn run(mut self, receiver: Receiver<ResultRecord>) {
+        loop {
+            let Ok(first) = receiver.recv() else {
+                return;
+            };
+            let mut records = vec![first];
+            let until = Instant::now() + MAX_WAIT;
+            let mut closed = false;
+            while records.len() < MAX_BATCH {
+                match receiver.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                    Ok(record) => records.push(record),
+                    Err(RecvTimeoutError::Timeout) => break,
+                    Err(RecvTimeoutError::Disconnected) => {
+                        closed = true;
+                        break;
+                    }
+                }
+            }
+            self.write(records, closed);
+            self.prune_if_due();
+            if closed {
+                return;
+            }
+        }
+    }
+
+    /// Folds `records` into a batch and writes it, retrying until it lands (or, once the
+    /// daemon is stopping, a few times before reporting the loss).
+    fn write(&mut self, records: Vec<ResultRecord>, stopping: bool) {
+        let batch = self.fold(records);
+        let mut attempt = 0u32;
+        loop {
+            match self.store.write(&batch) {
+                Ok(()) => break,
+                Err(err) => {
+                    attempt += 1;
+                    if stopping && attempt >= 5 {
+                        tracing::error!(error = %err, runs = batch.results.len(), "could not record runs while stopping; they are lost");
+                        return;
+                    }
+                    tracing::error!(error = %err, attempt, "writing to the store failed; retrying in 1s");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        }
+        for (record, _) in &batch.results {
+            tracing::info!(
+                run_id = %record.run_id,
+                target_id = %record.target,
+                probe = %record.probe,
+                outcome = %record.outcome,
+                ttft_ms = record.ttft_ms,
+                "recorded"
+            );
+        }
+        for transition in &batch.transitions {
+            tracing::warn!(
+                target_id = %transition.target,
+                from = transition.from.as_str(),
+                to = transition.to.as_str(),
+                cause = %transition.cause,
+                "state changed"
+            );
+        }
+    }
+
+    fn fold(&mut self, records: Vec<ResultRecord>) -> Batch {
+        let mut batch = Batch::default();
+        let mut touched: Vec<RollupKey> = Vec::new();
+        let mut health_touched: Vec<String> = Vec::new();
+        for record in records {
+            let at = ts_ms(&record);
+            for span in [Span::Hour, Span::Day] {
+                let key = (
+                    span,
+                    span.bucket_of(at),
+                    record.target.clone(),
+                    record.probe.clone(),
+                );
+                if !self.rollups.contains_key(&key) {
+                    let stored = match self.store.rollup(span, key.1, &key.2, &key.3) {
+                        Ok(stored) => stored.unwrap_or_default(),
+                        Err(err) => {
+                            tracing::error!(error = %err, "a stored rollup does not read; starting it afresh");
+                            Rollup::default()
+                        }
+                    };
+                    self.rollups.insert(key.clone(), stored);
+                }
+                if let Some(rollup) = self.rollups.get_mut(&key) {
+                    rollup.add(&record, at);
+                }
+                if !touched.contains(&key) {
+                    touched.push(key);
+                }
+            }
+            let tokens = u64::from(record.input_tokens.unwrap_or(0))
+                + u64::from(record.output_tokens.unwrap_or(0));
+            if record.cost_usd.is_some() || tokens > 0 {
+                batch.spend.push((
+                    record.provider.clone(),
+                    month_of(at),
+                    record.cost_usd.unwrap_or(0.0),
+                    tokens,
+                ));
+            }
+            let health = self.health.entry(record.target.clone()).or_default();
+            if let Some(transition) =
+                health.observe(&record.target, &record, at, &self.health_config)
+            {
+                batch.transitions.push(transition);
+            }
+            if !health_touched.contains(&record.target) {
+                health_touched.push(record.target.clone());
+            }
+            batch.results.push((record, at));
+        }
+        for key in touched {
+            if let Some(rollup) = self.rollups.get(&key) {
+                batch.rollups.push(RollupRow {
+                    span: key.0,
+                    bucket: key.1,
+                    target: key.2.clone(),
+                    probe: key.3.clone(),
+                    rollup: rollup.clone(),
+                });
+            }
+        }
+        for target in health_touched {
+            if let Some(health) = self.health.get(&target) {
+                batch.health.push((target, health.clone()));
+            }
+        }
+        // Keep only the current and previous bucket of each span in memory.
+        let now = now_ms();
+        self.rollups
+            .retain(|(span, bucket, _, _), _| *bucket >= span.bucket_of(now) - span.ms());
+        batch
+    }
+
+    fn prune_if_due(&mut self) {
+        if self
+            .last_prune
+            .is_some_and(|last| last.elapsed() < PRUNE_EVERY)
+        {
+            return;
+        }
+        self.last_prune = Some(Instant::now());
+        let day = Span::Day.ms();
+        let now = now_ms();
+        let results_before = now - i64::from(self.store_config.retention_days) * day;
+        let rollups_before = now - i64::from(self.store_config.rollup_retention_days) * day;
+        match self.store.prune(results_before, rollups_before) {
+            Ok((results, rollups)) if results + rollups > 0 => {
+                tracing::info!(results, rollups, "pruned past retention");
+            }
+            Ok(_) => {}
+            Err(err) => tracing::error!(error = %err, "pruning the store failed"),
+        }
+    }
+}
+
+/// Unix ms now.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// `YYYY-MM` (UTC) of unix ms `at`.
+pub fn month_of(at: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(at)
+        .unwrap_or_default()
+        .format("%Y-%m")
+        .to_string()
+}

@@ -1,0 +1,220 @@
+//! Aggregation through the real writer and store: window membership, percentiles from
+//! rollups against the exact percentiles of the raw values, availability, and incidents from
+//! a scripted outcome series.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sonde::aggregate::health::State;
+use sonde::aggregate::{Window, summarize};
+use sonde::config::{Config, HealthConfig, StoreConfig};
+use sonde::result::{Outcome, ResultRecord};
+use sonde::runner::{Scheduled, not_sent};
+use sonde::store::Store;
+use sonde::store::writer::Writer;
+
+fn config() -> Config {
+    Config::parse(
+        Path::new("t.toml"),
+        "[[providers]]\nname = \"p\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\n\
+         [[providers.models]]\nid = \"a\"\n[[providers.models]]\nid = \"b\"\n",
+    )
+    .unwrap()
+}
+
+/// A finished run of `probe` on target `index` at unix ms `at`.
+fn run_at(config: &Config, index: usize, probe: &str, at: i64, outcome: Outcome) -> ResultRecord {
+    let scheduled = Scheduled {
+        at: std::time::Instant::now(),
+        wall: UNIX_EPOCH + Duration::from_millis(at as u64),
+    };
+    let probe = config.probes.get(probe).unwrap();
+    let mut record = not_sent(
+        &config.targets[index],
+        probe,
+        scheduled,
+        outcome,
+        String::new(),
+    );
+    record.error = (outcome != Outcome::Ok).then(|| "scripted".to_owned());
+    record
+}
+
+fn write_all(dir: &Path, records: Vec<ResultRecord>) -> Store {
+    let path = dir.join("sonde.db");
+    let store = Store::open(&path).unwrap();
+    let store_config = StoreConfig {
+        path: path.clone(),
+        retention_days: 400,
+        rollup_retention_days: 400,
+    };
+    let (writer, sender) = Writer::spawn(store, store_config, HealthConfig::default()).unwrap();
+    for record in records {
+        sender.send(record).unwrap();
+    }
+    drop(sender);
+    writer.join();
+    Store::open_read_only(&path).unwrap()
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// The nearest-rank percentile of `values`.
+fn exact(values: &mut [f64], q: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
+    values[rank - 1]
+}
+
+#[test]
+fn rollup_percentiles_match_the_raw_values_and_windows_hold_their_runs() {
+    let config = config();
+    let dir = tempfile::tempdir().unwrap();
+    let now = now_ms();
+    let minute = 60_000;
+    let mut records = Vec::new();
+    let mut ttfts = Vec::new();
+    // 1200 ok runs over the last 40 minutes, TTFT spread over three orders of magnitude.
+    for i in 0..1200i64 {
+        let mut r = run_at(
+            &config,
+            0,
+            "stream",
+            now - 40 * minute + i * 2000,
+            Outcome::Ok,
+        );
+        let ttft = 20.0 + ((i * 7919) % 1200) as f64 * 1.37 + (i % 7) as f64 * 0.311;
+        r.ttft_ms = Some(ttft);
+        r.e2e_ms = Some(ttft + 400.0);
+        r.tokens_per_s = Some(50.0 + (i % 50) as f64);
+        r.itl_gaps_us = vec![10_000 + (i % 10) as u32 * 1000; 39];
+        ttfts.push(ttft);
+        records.push(r);
+    }
+    // Failures and rate limits in the last hour, and runs further back.
+    for i in 0..100 {
+        records.push(run_at(
+            &config,
+            0,
+            "ping",
+            now - 30 * minute + i * 100,
+            Outcome::ServerError,
+        ));
+        records.push(run_at(
+            &config,
+            0,
+            "ping",
+            now - 30 * minute + i * 100 + 50,
+            Outcome::RateLimited,
+        ));
+    }
+    let hours_ago = |h: i64| now - h * 3_600_000;
+    records.push(run_at(&config, 0, "ping", hours_ago(3), Outcome::Ok));
+    records.push(run_at(&config, 0, "ping", hours_ago(3 * 24), Outcome::Ok));
+    records.push(run_at(&config, 0, "ping", hours_ago(20 * 24), Outcome::Ok));
+    records.push(run_at(&config, 0, "ping", hours_ago(45 * 24), Outcome::Ok));
+    // Target b: only recent.
+    records.push(run_at(&config, 1, "ping", now - 1000, Outcome::Ok));
+
+    let store = write_all(dir.path(), records);
+    let stats = summarize(&store, &["p/a".into(), "p/b".into()], now).unwrap();
+    let a = stats.iter().find(|s| s.target == "p/a").unwrap();
+    let attempts = |w| a.window(w).unwrap().attempts;
+    // The 45-day-old run is in no window; 5m holds the last 150 stream runs (every 2 s).
+    assert_eq!(attempts(Window::H1), 1400);
+    assert_eq!(attempts(Window::M5), 150);
+    assert_eq!(attempts(Window::H24), 1401);
+    assert!(attempts(Window::D7) == 1402, "{}", attempts(Window::D7));
+    assert_eq!(attempts(Window::D30), 1403);
+
+    let hour = a.window(Window::H1).unwrap();
+    assert_eq!(
+        (hour.ok, hour.failures, hour.rate_limited),
+        (1200, 100, 100)
+    );
+    let availability = hour.availability.unwrap();
+    assert!(
+        (availability - 1200.0 / 1300.0).abs() < 1e-12,
+        "rate limits are apart"
+    );
+
+    // Rollups (24h) and raw (1h) give the same distribution, within 0.1 % of the exact one.
+    let rolled = &a.window(Window::H24).unwrap().by_probe["stream"].ttft_ms;
+    let raw = &hour.by_probe["stream"].ttft_ms;
+    assert_eq!(rolled, raw);
+    assert_eq!(rolled.count, 1200);
+    for (q, got) in [
+        (0.5, rolled.p50),
+        (0.9, rolled.p90),
+        (0.95, rolled.p95),
+        (0.99, rolled.p99),
+    ] {
+        let want = exact(&mut ttfts, q);
+        let got = got.unwrap();
+        assert!(
+            (got - want).abs() <= want * 0.001 + 0.001,
+            "p{}: {got} from the histogram vs {want} exact",
+            q * 100.0
+        );
+    }
+    let itl = &hour.latency.itl_ms;
+    assert_eq!(itl.count, 1200 * 39);
+    assert!((itl.p50.unwrap() - 14.0).abs() <= 0.02, "{itl:?}");
+
+    // Percentiles the samples cannot support are not shown.
+    let b = stats.iter().find(|s| s.target == "p/b").unwrap();
+    let ping = &b.window(Window::H1).unwrap().by_probe["ping"].ttft_ms;
+    assert_eq!(ping.count, 0);
+    let five = &a.window(Window::M5).unwrap().latency.ttft_ms;
+    assert!(
+        five.p95.is_some() && five.p99.is_some(),
+        "150 samples support p99"
+    );
+}
+
+#[test]
+fn a_scripted_outage_becomes_one_closed_incident() {
+    let config = config();
+    let dir = tempfile::tempdir().unwrap();
+    let start = now_ms() - 20 * 60_000;
+    let script = "ooooxxxxxoooo";
+    let records = script
+        .chars()
+        .enumerate()
+        .map(|(i, c)| {
+            let outcome = if c == 'o' {
+                Outcome::Ok
+            } else {
+                Outcome::Timeout
+            };
+            run_at(&config, 0, "ping", start + i as i64 * 60_000, outcome)
+        })
+        .collect();
+    let store = write_all(dir.path(), records);
+    let incidents = store.incidents(0).unwrap();
+    let down: Vec<_> = incidents
+        .iter()
+        .filter(|i| i.state == State::Down)
+        .collect();
+    assert_eq!(down.len(), 1, "{incidents:?}");
+    assert_eq!(
+        down[0].start_ms,
+        start + 6 * 60_000,
+        "down at the third failure"
+    );
+    assert_eq!(
+        down[0].end_ms,
+        Some(start + 10 * 60_000),
+        "up at the second success"
+    );
+    assert!(down[0].cause.starts_with("timeout"), "{:?}", down[0].cause);
+    let health = store.health().unwrap();
+    assert_ne!(health["p/a"].state, State::Down);
+}

@@ -1,0 +1,322 @@
+//! The daemon against the simulator: rate limits seen from the provider's side, pauses on
+//! 429, budgets, overlap skipping, durability across `kill -9`, and the single-writer lock.
+//! Rate windows are scaled down (`rate_window`) so a test of seconds checks the real limiter.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use sonde::config::Config;
+use sonde::daemon;
+use sonde::result::Outcome;
+use sonde::store::Store;
+use tokio_util::sync::CancellationToken;
+
+const SCENARIO: &str = r#"
+[default]
+token_ms = 1
+
+[models.always-429]
+error_rate = 1.0
+error = "rate_limited"
+retry_after_s = 2
+
+[models.slow]
+ttft_ms = 2500
+"#;
+
+/// A config in `dir` for a provider at `base_url` with `provider_extra`, models `models`
+/// (each on `probes`), `[schedules]` and `[store]` in the same dir.
+fn write_config(
+    dir: &Path,
+    base_url: &str,
+    provider_extra: &str,
+    models: &[&str],
+    schedules: &str,
+) -> Config {
+    let mut text = format!(
+        "[store]\npath = \"sonde.db\"\n\n[schedules]\n{schedules}\n\n[[providers]]\nname = \"sim\"\nkind = \"openai\"\nbase_url = \"{base_url}\"\n{provider_extra}\n"
+    );
+    for model in models {
+        text.push_str(&format!(
+            "[[providers.models]]\nid = \"{model}\"\ninput_price = 1000.0\noutput_price = 1000.0\nprobes = [\"ping\"]\n"
+        ));
+    }
+    let path = dir.join("sonde.toml");
+    std::fs::write(&path, text).unwrap();
+    Config::load(&path).unwrap()
+}
+
+/// Runs the daemon in-process for `duration`, then stops it.
+async fn run_for(config: Config, duration: Duration) -> std::sync::Arc<daemon::Stats> {
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(duration).await;
+        stop.cancel();
+    });
+    daemon::run(config, shutdown, Duration::from_secs(5))
+        .await
+        .expect("daemon runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_targets_never_pass_the_providers_rate_limit() {
+    let sim = common::simulator(SCENARIO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let models: Vec<String> = (0..50).map(|i| format!("m{i}")).collect();
+    let names: Vec<&str> = models.iter().map(String::as_str).collect();
+    // rpm = 30 over a 6 s window: the limit of a 30 rpm free tier, ten times faster.
+    let config = write_config(
+        dir.path(),
+        &sim.base_url(),
+        "rpm = 30\nrate_window = \"6s\"\nmax_concurrency = 4",
+        &names,
+        "ping = \"every 1s\"",
+    );
+    let started = Instant::now();
+    let stats = run_for(config, Duration::from_secs(14)).await;
+    let arrivals: Vec<Instant> = sim.requests().iter().map(|r| r.at).collect();
+    assert!(
+        arrivals.len() >= 60,
+        "the limiter lets the allowed rate through: {} requests in {:?}",
+        arrivals.len(),
+        started.elapsed()
+    );
+    for (i, first) in arrivals.iter().enumerate() {
+        let in_window = arrivals[i..]
+            .iter()
+            .take_while(|at| at.duration_since(*first) < Duration::from_secs(6))
+            .count();
+        assert!(
+            in_window <= 30,
+            "{in_window} requests within 6 s of request {i}"
+        );
+    }
+    assert!(
+        stats.skipped_overlap.load(Ordering::Relaxed) > 0,
+        "runs waiting for the limiter make later ticks skip, not queue"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_with_retry_after_pauses_the_whole_provider() {
+    let sim = common::simulator(SCENARIO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &sim.base_url(),
+        "rpm = 600\nmax_concurrency = 1",
+        &["always-429", "fine"],
+        "ping = \"every 1s\"",
+    );
+    let stats = run_for(config, Duration::from_secs(7)).await;
+    let requests = sim.requests();
+    let limited: Vec<Instant> = requests
+        .iter()
+        .filter(|r| r.model == "always-429")
+        .map(|r| r.at)
+        .collect();
+    assert!(!limited.is_empty());
+    assert!(stats.rate_limit_pauses.load(Ordering::Relaxed) >= 1);
+    for at in &limited {
+        let too_soon: Vec<_> = requests
+            .iter()
+            .filter(|r| r.at > *at && r.at.duration_since(*at) < Duration::from_secs(2))
+            .collect();
+        assert!(
+            too_soon.is_empty(),
+            "requests within 2 s of a 429: {too_soon:?}"
+        );
+    }
+    // Unpaused, two jobs every second would send 14; each 2 s pause lets at most one
+    // request per job through.
+    assert!(
+        requests.len() <= 8,
+        "7 s with a 2 s pause after every 429: {}",
+        requests.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_cap_stops_sending_and_survives_a_restart() {
+    let sim = common::simulator(SCENARIO).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Each ping costs about $0.03 at $1000 per million tokens; its worst case is about
+    // $0.09. A $0.2 cap allows a handful.
+    let config = write_config(
+        dir.path(),
+        &sim.base_url(),
+        "rpm = 600\nmax_concurrency = 1\nbudget = { monthly_usd = 0.2 }",
+        &["fine"],
+        "ping = \"every 1s\"",
+    );
+    let stats = run_for(config.clone(), Duration::from_secs(8)).await;
+    assert!(stats.skipped_budget.load(Ordering::Relaxed) >= 2);
+    let store = Store::open_read_only(&config.store.path).unwrap();
+    let results = store.results_since(0, None).unwrap();
+    let sent: Vec<_> = results
+        .iter()
+        .filter(|(r, _)| r.outcome != Outcome::SkippedBudget)
+        .collect();
+    let spent: f64 = sent.iter().filter_map(|(r, _)| r.cost_usd).sum();
+    assert!(spent <= 0.2, "spent ${spent} of a $0.2 cap");
+    assert_eq!(
+        sim.requests().len(),
+        sent.len(),
+        "a skipped run sends nothing"
+    );
+    let first_skip = results
+        .iter()
+        .position(|(r, _)| r.outcome == Outcome::SkippedBudget)
+        .expect("the cap was reached");
+    assert!(
+        results[first_skip..]
+            .iter()
+            .all(|(r, _)| r.outcome == Outcome::SkippedBudget),
+        "no run is sent once the cap is reached"
+    );
+    let skipped = &results[first_skip].0;
+    assert!(
+        skipped.error.as_deref().unwrap().contains("monthly budget"),
+        "{skipped:?}"
+    );
+    drop(store);
+
+    let before = sim.requests().len();
+    let stats = run_for(config, Duration::from_secs(3)).await;
+    assert_eq!(sim.requests().len(), before, "spend survived the restart");
+    assert!(stats.skipped_budget.load(Ordering::Relaxed) >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_longer_than_its_period_skips_ticks_instead_of_piling_up() {
+    let sim = common::simulator(SCENARIO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &sim.base_url(),
+        "rpm = 600\nmax_concurrency = 4",
+        &["slow"],
+        "ping = \"every 1s\"",
+    );
+    let stats = run_for(config, Duration::from_secs(6)).await;
+    let requests = sim.requests();
+    assert!(
+        (2..=3).contains(&requests.len()),
+        "one 2.5 s run at a time: {}",
+        requests.len()
+    );
+    for pair in requests.windows(2) {
+        assert!(pair[1].at.duration_since(pair[0].at) >= Duration::from_millis(2500));
+    }
+    assert!(stats.skipped_overlap.load(Ordering::Relaxed) >= 3);
+}
+
+fn sonde_run(dir: &Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_sonde"))
+        .args(["run", "--log-format", "json"])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start sonde run")
+}
+
+/// The run ids a daemon's JSON log says were recorded.
+fn recorded_ids(log: &str) -> Vec<String> {
+    log.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line["message"] == "recorded")
+        .filter_map(|line| line["run_id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_loses_no_recorded_result_and_a_second_daemon_is_refused() {
+    use std::io::Read;
+
+    let sim = common::simulator(SCENARIO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &sim.base_url(),
+        "rpm = 6000\nmax_concurrency = 8",
+        &["a", "b", "c", "d"],
+        "ping = \"every 1s\"",
+    );
+    let mut first = sonde_run(dir.path());
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    let second = tokio::task::spawn_blocking({
+        let dir = dir.path().to_owned();
+        move || {
+            Command::new(env!("CARGO_BIN_EXE_sonde"))
+                .args(["run"])
+                .current_dir(dir)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    let message = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        message.contains("in use by another sonde daemon"),
+        "{message}"
+    );
+
+    first.kill().unwrap(); // SIGKILL: no chance to flush.
+    first.wait().unwrap();
+    let mut log = String::new();
+    first
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    let logged = recorded_ids(&log);
+    assert!(logged.len() >= 8, "recorded runs: {}", logged.len());
+
+    let store = Store::open_read_only(&config.store.path).unwrap();
+    let stored: Vec<String> = store
+        .results_since(0, None)
+        .unwrap()
+        .into_iter()
+        .map(|(r, _)| r.run_id)
+        .collect();
+    for id in &logged {
+        assert!(
+            stored.contains(id),
+            "run {id} was logged as recorded but is not stored"
+        );
+    }
+    drop(store);
+
+    // A restart opens the store cleanly, keeps going, and stops cleanly on SIGTERM.
+    let restarted = sonde_run(dir.path());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pid = restarted.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let output = tokio::task::spawn_blocking(move || restarted.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "a clean stop exits 0");
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(log.contains("every recorded run is on disk"), "{log}");
+    let store = Store::open_read_only(&config.store.path).unwrap();
+    let stored = store.results_since(0, None).unwrap();
+    let mut ids: Vec<&str> = stored.iter().map(|(r, _)| r.run_id.as_str()).collect();
+    let total = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), total, "no duplicates");
+    assert!(total > logged.len(), "the restarted daemon recorded more");
+    for id in recorded_ids(&log) {
+        assert!(ids.contains(&id.as_str()));
+    }
+}
