@@ -23,6 +23,7 @@ use crate::probe::Probe;
 use crate::result::Outcome;
 use crate::runner::{self, Runner, RunnerError, Scheduled};
 use crate::scheduler::Schedule;
+use crate::server::{self, Site};
 use crate::store::writer::{RecordSender, Writer, month_of, now_ms};
 use crate::store::{Store, StoreError};
 
@@ -35,6 +36,14 @@ pub enum DaemonError {
     /// The HTTP clients could not be built.
     #[error(transparent)]
     Runner(#[from] RunnerError),
+    /// The server's address could not be bound.
+    #[error("cannot listen on {addr}: {source} (set another [server] listen)")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
 }
 
 /// Counters of a daemon's life, logged when it stops.
@@ -90,6 +99,7 @@ pub async fn run(
         abort: CancellationToken::new(),
         runs: TaskTracker::new(),
     });
+    let publishing = start_publishing(&config, &shutdown).await?;
     let jobs = TaskTracker::new();
     let mut count = 0;
     for target in &config.targets {
@@ -130,6 +140,8 @@ pub async fn run(
     tokio::task::spawn_blocking(move || writer.join())
         .await
         .unwrap_or_default();
+    publishing.close();
+    publishing.wait().await;
     tracing::info!(
         runs = stats.runs.load(Ordering::Relaxed),
         skipped_overlap = stats.skipped_overlap.load(Ordering::Relaxed),
@@ -139,6 +151,34 @@ pub async fn run(
         "sonde daemon stopped; every recorded run is on disk"
     );
     Ok(stats)
+}
+
+/// Starts the publish loop and the server when the config asks for them; both stop with
+/// `shutdown`.
+async fn start_publishing(
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> Result<TaskTracker, DaemonError> {
+    let tasks = TaskTracker::new();
+    if config.publish.out.is_none() && config.server.listen.is_none() {
+        return Ok(tasks);
+    }
+    let site = Site::new(Arc::new(config.clone()));
+    if let Some(addr) = config.server.listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| DaemonError::Listen { addr, source })?;
+        let local = listener.local_addr().unwrap_or(addr);
+        tracing::info!(url = %format!("http://{local}/"), "serving the status page");
+        let (site, stop) = (Arc::clone(&site), shutdown.clone());
+        tasks.spawn(async move {
+            if let Err(err) = server::serve(listener, site, stop).await {
+                tracing::error!(error = %err, "the server stopped");
+            }
+        });
+    }
+    tasks.spawn(server::publish_loop(site, shutdown.clone()));
+    Ok(tasks)
 }
 
 /// One (target, probe): sleeps to each fire time and starts a run unless the last one is

@@ -19,6 +19,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The zero-config demo: simulated providers, the daemon, and the status page on
+    /// 127.0.0.1:8080.
+    Demo(cmd::demo::Args),
     /// Run every selected probe once against every selected target and print the results.
     Probe(cmd::probe::Args),
     /// Validate a config file and list the targets it defines.
@@ -28,6 +31,10 @@ enum Command {
     Run(cmd::run::Args),
     /// Print raw results from the store as CSV or JSON lines.
     Export(cmd::export::Args),
+    /// Render the status site, or a gateway export, from the store.
+    Publish(cmd::publish::Args),
+    /// Serve the status page, feed.json and /metrics from the store.
+    Serve(cmd::serve::Args),
     /// Serve the built-in provider simulator.
     Simulate(cmd::simulate::Args),
 }
@@ -39,6 +46,9 @@ fn main() -> ExitCode {
         Command::Check(args) => cmd::check::run(args),
         Command::Run(args) => cmd::run::run(args),
         Command::Export(args) => cmd::export::run(args),
+        Command::Publish(args) => cmd::publish::run(args),
+        Command::Serve(args) => cmd::serve::run(args),
+        Command::Demo(args) => cmd::demo::run(args),
         Command::Simulate(args) => cmd::simulate::run(args),
     };
     match result {

@@ -78,7 +78,7 @@ impl Schedule {
 
 /// FNV-1a: stable across builds and platforms (std's hasher is not), so a target keeps its
 /// offset across restarts and upgrades.
-fn stable_hash(key: &str) -> u64 {
+pub fn stable_hash(key: &str) -> u64 {
     key.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
         (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
     })

@@ -6,6 +6,7 @@ cd "$(dirname "$0")/../.."
 targets=${1:-200}
 port=${SONDE_BENCH_PORT:-18787}
 work=$(mktemp -d)
+sim_pid=""
 trap 'kill "$sim_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 
 cargo build --release --quiet

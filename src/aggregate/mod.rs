@@ -88,11 +88,25 @@ pub struct Percentiles {
     pub p99: Option<f64>,
     /// Largest sample.
     pub max: Option<f64>,
+    /// Sum of the samples (from the histogram's mean), for `/metrics`.
+    #[serde(skip)]
+    pub sum: f64,
+    /// Samples at or below each of `bounds`, for `/metrics` histogram buckets.
+    #[serde(skip)]
+    pub buckets: Vec<(f64, u64)>,
 }
 
+/// Bucket bounds of latency histograms on `/metrics`, ms.
+pub const LATENCY_BOUNDS_MS: [f64; 11] = [
+    50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0, 60000.0, 120000.0,
+];
+/// Bucket bounds of speed histograms on `/metrics`, tokens/s.
+pub const SPEED_BOUNDS: [f64; 9] = [5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 5000.0];
+
 impl Percentiles {
-    /// The percentiles of `histogram`, each value divided by `per_unit`.
-    pub fn of(histogram: &Histogram<u64>, per_unit: f64) -> Percentiles {
+    /// The percentiles of `histogram`, each value divided by `per_unit`, with cumulative
+    /// counts at `bounds` (in the divided unit).
+    pub fn of(histogram: &Histogram<u64>, per_unit: f64, bounds: &[f64]) -> Percentiles {
         let count = histogram.len();
         let at = |q: f64| {
             let needed = (1.0 / (1.0 - q)).round() as u64;
@@ -106,6 +120,19 @@ impl Percentiles {
             p95: at(0.95),
             p99: at(0.99),
             max: (count > 0).then(|| round3(histogram.max() as f64 / per_unit)),
+            sum: histogram.mean() * count as f64 / per_unit,
+            buckets: bounds
+                .iter()
+                .map(|&bound| {
+                    let raw = (bound * per_unit) as u64;
+                    let below = if count == 0 {
+                        0
+                    } else {
+                        histogram.count_between(0, raw)
+                    };
+                    (bound, below)
+                })
+                .collect(),
         }
     }
 }
@@ -131,10 +158,10 @@ impl Latency {
     fn of(rollup: &Rollup) -> Latency {
         let h = &rollup.histograms;
         Latency {
-            ttft_ms: Percentiles::of(&h.ttft_us, 1000.0),
-            e2e_ms: Percentiles::of(&h.e2e_us, 1000.0),
-            itl_ms: Percentiles::of(&h.itl_us, 1000.0),
-            tokens_per_s: Percentiles::of(&h.tps, TPS_SCALE),
+            ttft_ms: Percentiles::of(&h.ttft_us, 1000.0, &LATENCY_BOUNDS_MS),
+            e2e_ms: Percentiles::of(&h.e2e_us, 1000.0, &LATENCY_BOUNDS_MS),
+            itl_ms: Percentiles::of(&h.itl_us, 1000.0, &[]),
+            tokens_per_s: Percentiles::of(&h.tps, TPS_SCALE, &SPEED_BOUNDS),
         }
     }
 }

@@ -90,6 +90,21 @@ pub struct Scalars {
     pub last_ok_ms: Option<i64>,
     /// Latest failure.
     pub last_error: Option<(i64, String)>,
+    /// TTFT median of the bucket, ms: read by charts without decoding the histograms.
+    #[serde(default)]
+    pub ttft_p50_ms: Option<f64>,
+    /// TTFT 95th percentile of the bucket, ms.
+    #[serde(default)]
+    pub ttft_p95_ms: Option<f64>,
+}
+
+impl Scalars {
+    /// ok ÷ (ok + provider faults) of the bucket.
+    pub fn availability(&self) -> Option<f64> {
+        let ok = self.outcomes.get(&Outcome::Ok).copied().unwrap_or(0);
+        let counted = ok + self.failures;
+        (counted > 0).then(|| ok as f64 / counted as f64)
+    }
 }
 
 impl Rollup {
@@ -112,8 +127,7 @@ impl Rollup {
                 put(&mut h.itl_us, u64::from(gap));
             }
             if let Some(tps) = record.tokens_per_s {
-                h.tps
-                    .saturating_record(((tps * TPS_SCALE).round() as u64).max(1));
+                put(&mut h.tps, (tps * TPS_SCALE).round() as u64);
             }
         } else if record.outcome != Outcome::SkippedBudget
             && self.last_error.as_ref().is_none_or(|(ms, _)| *ms <= at_ms)
@@ -165,9 +179,15 @@ impl Rollup {
 
     /// ok ÷ (ok + provider faults); `None` when no run counted.
     pub fn availability(&self) -> Option<f64> {
-        let ok = self.count(Outcome::Ok);
-        let counted = ok + self.failures;
-        (counted > 0).then(|| ok as f64 / counted as f64)
+        self.scalars_only().availability()
+    }
+
+    fn scalars_only(&self) -> Scalars {
+        Scalars {
+            outcomes: self.outcomes.clone(),
+            failures: self.failures,
+            ..Scalars::default()
+        }
     }
 
     /// The scalar part for storage.
@@ -180,6 +200,8 @@ impl Rollup {
             capabilities: self.capabilities,
             last_ok_ms: self.last_ok_ms,
             last_error: self.last_error.clone(),
+            ttft_p50_ms: quantile_ms(&self.histograms.ttft_us, 0.5),
+            ttft_p95_ms: quantile_ms(&self.histograms.ttft_us, 0.95),
         }
     }
 
@@ -208,6 +230,10 @@ impl Rollup {
         let h = &self.histograms;
         [&h.ttft_us, &h.e2e_us, &h.itl_us, &h.tps].map(encode)
     }
+}
+
+fn quantile_ms(histogram: &Histogram<u64>, q: f64) -> Option<f64> {
+    (!histogram.is_empty()).then(|| histogram.value_at_quantile(q) as f64 / 1000.0)
 }
 
 fn record_ms(histogram: &mut Histogram<u64>, ms: Option<f64>) {
@@ -268,5 +294,22 @@ mod tests {
         }
         assert_eq!(merged.len(), 1000);
         assert!(decode(b"not a histogram").is_err());
+    }
+
+    #[test]
+    fn a_run_lands_in_every_histogram_at_its_value() {
+        let mut record = crate::result::sample(Outcome::Ok);
+        record.ttft_ms = Some(812.5);
+        record.e2e_ms = Some(2400.0);
+        record.tokens_per_s = Some(68.06);
+        record.itl_gaps_us = vec![15_000, 90_000];
+        let mut rollup = Rollup::default();
+        rollup.add(&record, 0);
+        let h = &rollup.histograms;
+        let near = |value: u64, want: u64| value.abs_diff(want) <= want / 1000;
+        assert!(near(h.ttft_us.max(), 812_500), "{}", h.ttft_us.max());
+        assert!(near(h.e2e_us.max(), 2_400_000));
+        assert!(near(h.itl_us.max(), 90_000));
+        assert!(near(h.tps.max(), 6806), "{}", h.tps.max());
     }
 }

@@ -2,9 +2,12 @@
 //! are thin over the library and the only place `anyhow` is used.
 
 pub mod check;
+pub mod demo;
 pub mod export;
 pub mod probe;
+pub mod publish;
 pub mod run;
+pub mod serve;
 pub mod simulate;
 
 use tracing_subscriber::EnvFilter;

@@ -44,6 +44,76 @@ pub(super) struct RawHealth {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub(super) struct RawPublish {
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    out: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    every: Option<Duration>,
+    #[serde(default)]
+    window: Option<Spanned<String>>,
+    #[serde(default)]
+    weights: Option<WeightParams>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawServer {
+    #[serde(default)]
+    listen: Option<Spanned<String>>,
+}
+
+/// The routing-weight formula's exponents (see the README): weight ∝ availability^a ×
+/// (fastest TTFT / TTFT)^l × (cheapest price / price)^p × (1 − rate-limited share)^r.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WeightParams {
+    /// Exponent of availability.
+    pub availability: f64,
+    /// Exponent of relative speed (TTFT p50).
+    pub latency: f64,
+    /// Exponent of relative cheapness.
+    pub price: f64,
+    /// Exponent of the share of runs not rate limited.
+    pub rate_limit: f64,
+}
+
+impl Default for WeightParams {
+    fn default() -> Self {
+        WeightParams {
+            availability: 4.0,
+            latency: 1.0,
+            price: 0.5,
+            rate_limit: 1.0,
+        }
+    }
+}
+
+/// What `sonde publish` and the daemon write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PublishConfig {
+    /// The page title.
+    pub title: String,
+    /// Where the daemon writes the site (relative to the config file); none when absent.
+    pub out: Option<PathBuf>,
+    /// How often the daemon publishes.
+    pub every: Duration,
+    /// The window the feed's weights and figures use (`5m`, `1h`, `24h`, `7d`, `30d`).
+    pub window: String,
+    /// The weight formula's exponents.
+    pub weights: WeightParams,
+}
+
+/// The live server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    /// Where it listens; none: no server.
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct RawBudget {
     #[serde(default)]
     monthly_usd: Option<Spanned<f64>>,
@@ -247,4 +317,49 @@ fn positive(
         Some(value) => Ok(value.into_inner()),
         None => Ok(default),
     }
+}
+
+pub(super) fn publish(
+    source: &Source<'_>,
+    file: &Path,
+    raw: RawPublish,
+) -> Result<PublishConfig, ConfigError> {
+    let window = match raw.window {
+        Some(window) if !["5m", "1h", "24h", "7d", "30d"].contains(&window.get_ref().as_str()) => {
+            return Err(source.error(
+                Some(window.span()),
+                "publish.window",
+                "one of 5m, 1h, 24h, 7d, 30d",
+            ));
+        }
+        Some(window) => window.into_inner(),
+        None => "1h".to_owned(),
+    };
+    let base = file.parent().unwrap_or(Path::new("."));
+    Ok(PublishConfig {
+        title: raw
+            .title
+            .unwrap_or_else(|| "LLM provider status".to_owned()),
+        out: raw.out.map(|out| base.join(out)),
+        every: raw
+            .every
+            .unwrap_or(Duration::from_secs(60))
+            .max(Duration::from_secs(1)),
+        window,
+        weights: raw.weights.unwrap_or_default(),
+    })
+}
+
+pub(super) fn server(source: &Source<'_>, raw: RawServer) -> Result<ServerConfig, ConfigError> {
+    let listen = match raw.listen {
+        Some(listen) => Some(listen.get_ref().parse().map_err(|_| {
+            source.error(
+                Some(listen.span()),
+                "server.listen",
+                "an address with a port, e.g. \"127.0.0.1:8080\"",
+            )
+        })?),
+        None => None,
+    };
+    Ok(ServerConfig { listen })
 }

@@ -18,7 +18,9 @@ use reqwest::header::{HeaderName, HeaderValue};
 use serde::Deserialize;
 use toml::Spanned;
 
-pub use daemon::{Budget, HealthConfig, RateLimit, StoreConfig};
+pub use daemon::{
+    Budget, HealthConfig, PublishConfig, RateLimit, ServerConfig, StoreConfig, WeightParams,
+};
 pub use error::ConfigError;
 use error::Source;
 
@@ -86,6 +88,10 @@ struct RawConfig {
     store: daemon::RawStore,
     #[serde(default)]
     health: daemon::RawHealth,
+    #[serde(default)]
+    publish: daemon::RawPublish,
+    #[serde(default)]
+    server: daemon::RawServer,
     #[serde(default)]
     schedules: BTreeMap<String, Spanned<String>>,
     #[serde(default)]
@@ -221,6 +227,10 @@ pub struct Config {
     pub store: StoreConfig,
     /// How target states are decided.
     pub health: HealthConfig,
+    /// What is published, where and how often.
+    pub publish: PublishConfig,
+    /// The live server.
+    pub server: ServerConfig,
 }
 
 impl Config {
@@ -250,6 +260,8 @@ impl Config {
         let global_schedules = daemon::schedules(&source, "schedules", &raw.schedules, &probes)?;
         let store = daemon::store(&source, file, raw.store)?;
         let health = daemon::health(&source, raw.health)?;
+        let publish = daemon::publish(&source, file, raw.publish)?;
+        let server = daemon::server(&source, raw.server)?;
         let mut providers = Vec::new();
         let mut targets = Vec::new();
         let mut provider_names: HashMap<String, usize> = HashMap::new();
@@ -318,6 +330,8 @@ impl Config {
             probes,
             store,
             health,
+            publish,
+            server,
         })
     }
 }

@@ -157,6 +157,15 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Multiplies every due time by `factor` (a model at its peak hour).
+    pub fn stretch(&mut self, factor: f64) {
+        if factor > 0.0 && factor != 1.0 {
+            for due in &mut self.due {
+                *due = due.mul_f64(factor);
+            }
+        }
+    }
+
     /// Plans the answer to `ask` under its token limit, drawing delays from `rng`.
     pub fn new(behaviour: &Behaviour, ask: &Ask, rng: &mut SmallRng) -> Plan {
         let mut reasoning = reasoning_tokens(behaviour.reasoning_tokens);

@@ -131,7 +131,8 @@ pub(super) async fn respond(
         let (_, body) = wire.error(ErrorKind::ServerError, "The simulated hang ended.");
         return (StatusCode::GATEWAY_TIMEOUT, Json(body)).into_response();
     }
-    let plan = Plan::new(&behaviour, &ask, &mut rng);
+    let mut plan = Plan::new(&behaviour, &ask, &mut rng);
+    plan.stretch(behaviour.peak_factor_at(SystemTime::now()));
     let streaming = ask.stream && !behaviour.ignore_stream;
     let rate_limit = behaviour.rate_limit_requests.map(|limit| {
         let used = state.requests_within(&ask.model, Duration::from_secs(60)) as u64;

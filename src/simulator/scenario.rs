@@ -199,6 +199,30 @@ pub struct Behaviour {
     /// Requests per minute the model advertises in rate-limit headers (remaining = this minus
     /// the requests of the last 60 s).
     pub rate_limit_requests: Option<u64>,
+    /// Delays are multiplied by this during the busy part of each peak period.
+    pub peak_factor: f64,
+    /// The peak cycle, seconds (of the wall clock, so every simulator agrees).
+    pub peak_period_s: u64,
+    /// The busy part at the start of each cycle, seconds.
+    pub peak_busy_s: u64,
+}
+
+impl Behaviour {
+    /// The delay factor at wall-clock time `now`: `peak_factor` in the busy part of the
+    /// cycle, 1 otherwise.
+    pub fn peak_factor_at(&self, now: std::time::SystemTime) -> f64 {
+        if self.peak_period_s == 0 || self.peak_factor <= 0.0 {
+            return 1.0;
+        }
+        let seconds = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if seconds % self.peak_period_s < self.peak_busy_s {
+            self.peak_factor
+        } else {
+            1.0
+        }
+    }
 }
 
 fn delay<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Dist, D::Error> {
@@ -242,6 +266,9 @@ impl Default for Behaviour {
             json_mode: true,
             upstream: None,
             rate_limit_requests: None,
+            peak_factor: 1.0,
+            peak_period_s: 0,
+            peak_busy_s: 0,
         }
     }
 }

@@ -354,17 +354,7 @@ impl Store {
             .map_err(|source| self.err(source))?;
         let mut out = Vec::new();
         while let Some(row) = rows.next().map_err(|source| self.err(source))? {
-            let mut record: ResultRecord =
-                serde_rusqlite::from_row(row).map_err(|err| StoreError::Corrupt {
-                    path: self.path.clone(),
-                    message: format!("a stored result does not decode: {err}"),
-                })?;
-            let gaps: Option<Vec<u8>> = row.get("itl_gaps").map_err(|source| self.err(source))?;
-            record.itl_gaps_us = gaps
-                .unwrap_or_default()
-                .chunks_exact(4)
-                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
+            let record = self.record_of(row)?;
             let ts_ms: i64 = row.get("ts_ms").map_err(|source| self.err(source))?;
             out.push((record, ts_ms));
         }
@@ -429,6 +419,79 @@ impl Store {
             out.push(decode().map_err(|source| self.err(source))?);
         }
         Ok(out)
+    }
+
+    /// The scalar part of the rollups of `span` with `bucket >= since_bucket` (cheap: no
+    /// histogram is decoded): bucket, target, probe, scalars.
+    pub fn rollup_scalars_since(
+        &self,
+        span: Span,
+        since_bucket: i64,
+    ) -> Result<Vec<(i64, String, String, Scalars)>, StoreError> {
+        let mut statement = self
+            .conn
+            .prepare_cached(
+                "SELECT bucket, target, probe, scalars FROM rollups
+                 WHERE span = ?1 AND bucket >= ?2 ORDER BY bucket",
+            )
+            .map_err(|source| self.err(source))?;
+        let rows = statement
+            .query_map(params![span.as_str(), since_bucket], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, String>(3)?,
+                ))
+            })
+            .map_err(|source| self.err(source))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (bucket, target, probe, json) = row.map_err(|source| self.err(source))?;
+            let scalars = serde_json::from_str(&json).map_err(|err| StoreError::Corrupt {
+                path: self.path.clone(),
+                message: format!("rollup scalars do not decode: {err}"),
+            })?;
+            out.push((bucket, target, probe, scalars));
+        }
+        Ok(out)
+    }
+
+    /// The latest `limit` results of `target`, newest first.
+    pub fn latest_results(
+        &self,
+        target: &str,
+        limit: usize,
+    ) -> Result<Vec<ResultRecord>, StoreError> {
+        let mut statement = self
+            .conn
+            .prepare_cached(
+                "SELECT * FROM results WHERE target = ?1 ORDER BY ts_ms DESC, id DESC LIMIT ?2",
+            )
+            .map_err(|source| self.err(source))?;
+        let mut rows = statement
+            .query(params![target, limit as i64])
+            .map_err(|source| self.err(source))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(|source| self.err(source))? {
+            out.push(self.record_of(row)?);
+        }
+        Ok(out)
+    }
+
+    fn record_of(&self, row: &rusqlite::Row<'_>) -> Result<ResultRecord, StoreError> {
+        let mut record: ResultRecord =
+            serde_rusqlite::from_row(row).map_err(|err| StoreError::Corrupt {
+                path: self.path.clone(),
+                message: format!("a stored result does not decode: {err}"),
+            })?;
+        let gaps: Option<Vec<u8>> = row.get("itl_gaps").map_err(|source| self.err(source))?;
+        record.itl_gaps_us = gaps
+            .unwrap_or_default()
+            .chunks_exact(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        Ok(record)
     }
 
     /// One stored rollup.

@@ -57,6 +57,32 @@ impl Writer {
     }
 }
 
+/// Writes `records` through the same folding as the daemon's writer, synchronously, in
+/// batches: for importing results (another prober's, or generated ones for benchmarks).
+/// Returns how many were written.
+pub fn import(
+    store: Store,
+    store_config: StoreConfig,
+    health: HealthConfig,
+    records: impl IntoIterator<Item = ResultRecord>,
+) -> Result<u64, StoreError> {
+    let mut state = State::load(store, store_config, health)?;
+    let mut count = 0;
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    for record in records {
+        batch.push(record);
+        if batch.len() == MAX_BATCH {
+            count += batch.len() as u64;
+            let folded = state.fold(std::mem::take(&mut batch));
+            state.store.write(&folded)?;
+        }
+    }
+    count += batch.len() as u64;
+    let folded = state.fold(batch);
+    state.store.write(&folded)?;
+    Ok(count)
+}
+
 type RollupKey = (Span, i64, String, String);
 
 struct State {
@@ -162,8 +188,10 @@ impl State {
         let mut batch = Batch::default();
         let mut touched: Vec<RollupKey> = Vec::new();
         let mut health_touched: Vec<String> = Vec::new();
+        let mut latest = i64::MIN;
         for record in records {
             let at = ts_ms(&record);
+            latest = latest.max(at);
             for span in [Span::Hour, Span::Day] {
                 let key = (
                     span,
@@ -225,10 +253,9 @@ impl State {
                 batch.health.push((target, health.clone()));
             }
         }
-        // Keep only the current and previous bucket of each span in memory.
-        let now = now_ms();
+        // Keep only the latest and previous bucket of each span in memory.
         self.rollups
-            .retain(|(span, bucket, _, _), _| *bucket >= span.bucket_of(now) - span.ms());
+            .retain(|(span, bucket, _, _), _| *bucket >= span.bucket_of(latest) - span.ms());
         batch
     }
 

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# `sonde run` probing 1,000 targets every minute on the simulator (zero injected delay) for
+# DURATION seconds (default 300): CPU seconds per 1,000 probes and peak RSS of the daemon
+# (GNU time). Usage: benches/scripts/daemon_1000_targets.sh [TARGETS] [DURATION]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+targets=${1:-1000}
+duration=${2:-300}
+port=${SONDE_BENCH_PORT:-18788}
+work=$(mktemp -d)
+sim_pid=""
+trap 'kill "$sim_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+
+cargo build --release --quiet
+printf '[default]\noutput_tokens = 16\n' > "$work/zero.toml"
+# Ten providers of 100 targets each, limits high enough that every minute's ping is sent.
+{
+  printf '[store]\npath = "sonde.db"\n\n[schedules]\nping = "every 1m"\n\n'
+  per=$(( (targets + 9) / 10 ))
+  for p in $(seq 1 10); do
+    printf '[[providers]]\nname = "sim%02d"\nkind = "openai"\nbase_url = "http://127.0.0.1:%s/v1"\nrpm = %d\nmax_concurrency = 8\nprobes = ["ping"]\n' "$p" "$port" $(( per * 2 ))
+    for i in $(seq 1 "$per"); do
+      printf '[[providers.models]]\nid = "model-%02d-%03d"\ninput_price = 0.1\noutput_price = 0.2\n' "$p" "$i"
+    done
+  done
+} > "$work/sonde.toml"
+
+target/release/sonde simulate --listen "127.0.0.1:$port" --scenario "$work/zero.toml" --seed 1 > "$work/sim.log" 2>&1 &
+sim_pid=$!
+for _ in $(seq 1 50); do
+  if curl -sf "http://127.0.0.1:$port/healthz" > /dev/null 2>&1; then break; fi
+  sleep 0.1
+done
+
+/usr/bin/time -v timeout -s INT "$duration" target/release/sonde run --config "$work/sonde.toml" \
+  > /dev/null 2> "$work/daemon.log" || true
+grep -E 'Maximum resident|User time|System time|Elapsed' "$work/daemon.log" > "$work/time.txt" || true
+runs=$(target/release/sonde export --config "$work/sonde.toml" --since 1h --format json | wc -l)
+ok=$(target/release/sonde export --config "$work/sonde.toml" --since 1h --format json | grep -c '"outcome":"ok"' || true)
+rss=$(grep 'Maximum resident set size' "$work/time.txt" | awk '{print $NF}')
+user=$(grep 'User time' "$work/time.txt" | awk '{print $NF}')
+sys=$(grep 'System time' "$work/time.txt" | awk '{print $NF}')
+cpu_per_1000=$(echo "($user + $sys) * 1000 / $runs" | bc -l)
+db_kib=$(du -k "$work/sonde.db" | awk '{print $1}')
+printf 'targets=%s duration_s=%s runs=%s ok=%s user_s=%s sys_s=%s cpu_s_per_1000_probes=%.3f peak_rss_kib=%s db_kib=%s\n' \
+  "$targets" "$duration" "$runs" "$ok" "$user" "$sys" "$cpu_per_1000" "$rss" "$db_kib"

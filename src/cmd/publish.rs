@@ -1,0 +1,77 @@
+//! `sonde publish`: the site, or a gateway export, from the store.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use sonde::config::Config;
+use sonde::publish::{self, Snapshot, feed, gateway};
+use sonde::store::Store;
+
+/// What to publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// The static site: index.html, a page per target, feed.json, results.csv.
+    Site,
+    /// A LiteLLM proxy config (`model_list` with per-deployment weights), YAML.
+    Litellm,
+    /// OpenRouter `provider.order` per route group, JSON.
+    Openrouter,
+}
+
+/// Arguments of `sonde publish`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The config file.
+    #[arg(long, short, default_value = "sonde.toml")]
+    config: PathBuf,
+    /// Where to write: the site's folder (default: `[publish] out`, else `site`), or the
+    /// export's file (default: standard output).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// What to write.
+    #[arg(long, value_enum, default_value = "site")]
+    format: Format,
+}
+
+/// Writes the site or the export; exit 0.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    super::init_logging("warn");
+    let config = Config::load(&args.config)?;
+    let store = Store::open_read_only(&config.store.path)?;
+    let now = chrono::Utc::now().timestamp_millis();
+    if args.format == Format::Site {
+        let out = args
+            .out
+            .or_else(|| config.publish.out.clone())
+            .unwrap_or_else(|| PathBuf::from("site"));
+        let started = std::time::Instant::now();
+        let snapshot = Snapshot::load(&config, &store, now)?;
+        let files = publish::build(&config, &snapshot)?;
+        publish::write_site(&out, &files)?;
+        let bytes: usize = files.values().map(Vec::len).sum();
+        println!(
+            "published {} files ({} KiB, index.html {} KiB) to {} in {:.0} ms",
+            files.len(),
+            bytes / 1024,
+            files.get("index.html").map_or(0, Vec::len) / 1024,
+            out.display(),
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let ids: Vec<String> = config.targets.iter().map(|t| t.id.clone()).collect();
+    let stats = sonde::aggregate::summarize(&store, &ids, now)?;
+    let feed = feed::build(&config, &stats, now);
+    let text = match args.format {
+        Format::Litellm => gateway::litellm(&config, &feed),
+        _ => serde_json::to_string_pretty(&gateway::openrouter(&feed))? + "\n",
+    };
+    match args.out {
+        Some(path) => std::fs::write(&path, text)
+            .with_context(|| format!("cannot write {}", path.display()))?,
+        None => std::io::stdout().lock().write_all(text.as_bytes())?,
+    }
+    Ok(ExitCode::SUCCESS)
+}

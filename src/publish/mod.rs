@@ -1,0 +1,199 @@
+//! Publishing: the static status site, the routing feed and the gateway exports, built from
+//! the store, and written so that a reader never sees half a site.
+//!
+//! [`Snapshot::load`] reads everything once (windows, daily and hourly rollup scalars,
+//! incidents, the latest runs); [`build`] renders every file in memory; [`write_site`]
+//! writes them into a fresh folder next to the target and swaps it in with renames.
+
+pub mod feed;
+pub mod gateway;
+pub mod metrics;
+mod page;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+use crate::aggregate::rollup::Scalars;
+use crate::aggregate::{TargetStats, summarize};
+use crate::config::Config;
+use crate::result::ResultRecord;
+use crate::store::{Incident, Span, Store, StoreError};
+
+/// Days the uptime bar covers.
+pub const BAR_DAYS: i64 = 90;
+/// Days the hourly charts and the heatmap cover.
+pub const HEATMAP_DAYS: i64 = 28;
+/// Runs listed on a target's page.
+pub const LAST_RUNS: usize = 50;
+
+/// Why publishing failed.
+#[derive(Debug, Error)]
+pub enum PublishError {
+    /// Reading the store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A template failed to render.
+    #[error("rendering {page}: {source}")]
+    Render {
+        /// The page.
+        page: String,
+        /// The cause.
+        source: askama::Error,
+    },
+    /// Writing the site failed.
+    #[error("writing the site to {path}: {source}")]
+    Io {
+        /// Where.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// Everything the site is made from, read from the store at one instant.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// When it was read (unix ms).
+    pub now_ms: i64,
+    /// Windows and states of every configured target.
+    pub stats: Vec<TargetStats>,
+    /// Per target: daily scalars merged over probes, oldest first.
+    pub daily: HashMap<String, Vec<(i64, Scalars)>>,
+    /// Per target: hourly scalars of its busiest probe per hour, oldest first.
+    pub hourly: HashMap<String, Vec<(i64, Scalars)>>,
+    /// Incidents of the bar's period, newest first.
+    pub incidents: Vec<Incident>,
+    /// Per target: its latest runs, newest first.
+    pub latest: HashMap<String, Vec<ResultRecord>>,
+    /// Every run of the last 24 hours, oldest first (`results.csv`).
+    pub recent: Vec<ResultRecord>,
+}
+
+impl Snapshot {
+    /// Reads what the site needs for every target of `config`.
+    pub fn load(config: &Config, store: &Store, now_ms: i64) -> Result<Snapshot, StoreError> {
+        let ids: Vec<String> = config.targets.iter().map(|t| t.id.clone()).collect();
+        let stats = summarize(store, &ids, now_ms)?;
+        let day = Span::Day;
+        let mut daily: HashMap<String, BTreeMap<i64, Scalars>> = HashMap::new();
+        for (bucket, target, _, scalars) in
+            store.rollup_scalars_since(day, day.bucket_of(now_ms) - (BAR_DAYS - 1) * day.ms())?
+        {
+            let merged = daily.entry(target).or_default().entry(bucket).or_default();
+            merge_scalars(merged, &scalars);
+        }
+        let hour = Span::Hour;
+        let mut hourly: HashMap<String, BTreeMap<i64, Scalars>> = HashMap::new();
+        for (bucket, target, _, scalars) in
+            store.rollup_scalars_since(hour, hour.bucket_of(now_ms) - HEATMAP_DAYS * day.ms())?
+        {
+            let slot = hourly.entry(target).or_default().entry(bucket).or_default();
+            let ok = |s: &Scalars| {
+                s.outcomes
+                    .get(&crate::result::Outcome::Ok)
+                    .copied()
+                    .unwrap_or(0)
+            };
+            if scalars.ttft_p50_ms.is_some() && ok(&scalars) >= ok(slot) {
+                *slot = scalars;
+            }
+        }
+        let mut latest = HashMap::new();
+        for id in &ids {
+            latest.insert(id.clone(), store.latest_results(id, LAST_RUNS)?);
+        }
+        Ok(Snapshot {
+            now_ms,
+            stats,
+            daily: daily
+                .into_iter()
+                .map(|(k, v)| (k, v.into_iter().collect()))
+                .collect(),
+            hourly: hourly
+                .into_iter()
+                .map(|(k, v)| (k, v.into_iter().collect()))
+                .collect(),
+            incidents: store.incidents(now_ms - BAR_DAYS * day.ms())?,
+            latest,
+            recent: store
+                .results_since(now_ms - day.ms(), None)?
+                .into_iter()
+                .map(|(record, _)| record)
+                .collect(),
+        })
+    }
+
+    /// The stats of `target`.
+    pub fn stats_of(&self, target: &str) -> Option<&TargetStats> {
+        self.stats.iter().find(|s| s.target == target)
+    }
+}
+
+/// Adds the counts of `other` into `into` (percentile fields are not mergeable and are left
+/// as they were).
+fn merge_scalars(into: &mut Scalars, other: &Scalars) {
+    for (outcome, count) in &other.outcomes {
+        *into.outcomes.entry(*outcome).or_default() += count;
+    }
+    into.failures += other.failures;
+    into.cost_usd += other.cost_usd;
+    into.tokens += other.tokens;
+}
+
+/// The published files: relative path → bytes.
+pub type Files = BTreeMap<String, Vec<u8>>;
+
+/// Renders the whole site (pages, `feed.json`, `results.csv`) from `snapshot`.
+pub fn build(config: &Config, snapshot: &Snapshot) -> Result<Files, PublishError> {
+    let feed = feed::build(config, &snapshot.stats, snapshot.now_ms);
+    let mut files = page::render(config, snapshot, &feed)?;
+    files.insert(
+        "feed.json".into(),
+        serde_json::to_vec_pretty(&feed).unwrap_or_default(),
+    );
+    let mut csv = Vec::new();
+    crate::printer::write(&mut csv, crate::printer::Format::Csv, &snapshot.recent).map_err(
+        |source| PublishError::Io {
+            path: "results.csv".into(),
+            source,
+        },
+    )?;
+    files.insert("results.csv".into(), csv);
+    Ok(files)
+}
+
+/// Writes `files` as the folder `out`, atomically: into `out.tmp-…`, then `out` is moved
+/// aside and the new folder renamed into place, then the old one removed.
+pub fn write_site(out: &Path, files: &Files) -> Result<(), PublishError> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| PublishError::Io { path, source }
+    };
+    let name = out
+        .file_name()
+        .map_or_else(|| "site".into(), |n| n.to_string_lossy().into_owned());
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(io(parent))?;
+    let fresh = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+    let old = parent.join(format!(".{name}.old-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&fresh);
+    for (relative, bytes) in files {
+        let path = fresh.join(relative);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
+        }
+        std::fs::write(&path, bytes).map_err(io(&path))?;
+    }
+    let _ = std::fs::remove_dir_all(&old);
+    if out.exists() {
+        std::fs::rename(out, &old).map_err(io(out))?;
+    }
+    std::fs::rename(&fresh, out).map_err(io(out))?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
+}

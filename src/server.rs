@@ -1,0 +1,244 @@
+//! The live server (axum): the published site from memory, `/feed.json` and `/metrics`
+//! fresh from the store (recomputed at most once a second however many clients ask),
+//! `/healthz`. Read-only: it opens the store read-only and never writes.
+//!
+//! [`publish_loop`] re-renders the site every `publish.every` (and writes it to
+//! `publish.out` when set), for the daemon, `sonde serve` and `sonde demo` alike.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::publish::{self, Files, PublishError, Snapshot, feed, metrics};
+use crate::store::Store;
+
+/// How long `/feed.json` and `/metrics` may be reused.
+const FRESH_FOR: Duration = Duration::from_secs(1);
+
+/// A computed response body and when it was computed.
+type Cached = Option<(Instant, Arc<Vec<u8>>)>;
+
+/// What the server serves.
+pub struct Site {
+    config: Arc<Config>,
+    files: RwLock<Arc<Files>>,
+    feed: Mutex<Cached>,
+    metrics: Mutex<Cached>,
+}
+
+impl std::fmt::Debug for Site {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Site").finish_non_exhaustive()
+    }
+}
+
+impl Site {
+    /// An empty site for `config` (pages appear at the first [`Site::refresh`]).
+    pub fn new(config: Arc<Config>) -> Arc<Site> {
+        Arc::new(Site {
+            config,
+            files: RwLock::new(Arc::new(Files::new())),
+            feed: Mutex::new(None),
+            metrics: Mutex::new(None),
+        })
+    }
+
+    /// Renders the site from the store and swaps it in; writes it to `publish.out` too.
+    pub async fn refresh(self: &Arc<Site>) -> Result<(), PublishError> {
+        let site = Arc::clone(self);
+        let files = tokio::task::spawn_blocking(move || -> Result<Files, PublishError> {
+            let store = Store::open_read_only(&site.config.store.path)?;
+            let snapshot = Snapshot::load(&site.config, &store, now_ms())?;
+            let files = publish::build(&site.config, &snapshot)?;
+            if let Some(out) = &site.config.publish.out {
+                publish::write_site(out, &files)?;
+            }
+            Ok(files)
+        })
+        .await
+        .map_err(|err| PublishError::Io {
+            path: PathBuf::from("render task"),
+            source: std::io::Error::other(err.to_string()),
+        })??;
+        if let Ok(mut current) = self.files.write() {
+            *current = Arc::new(files);
+        }
+        Ok(())
+    }
+
+    fn file(&self, path: &str) -> Option<Vec<u8>> {
+        self.files.read().ok()?.get(path).cloned()
+    }
+
+    /// `/feed.json` or `/metrics`, from `cache` when computed within a second.
+    async fn fresh(self: &Arc<Site>, which: Fresh) -> Result<Arc<Vec<u8>>, PublishError> {
+        let cache = match which {
+            Fresh::Feed => &self.feed,
+            Fresh::Metrics => &self.metrics,
+        };
+        if let Ok(cached) = cache.lock()
+            && let Some((at, body)) = cached.as_ref()
+            && at.elapsed() < FRESH_FOR
+        {
+            return Ok(Arc::clone(body));
+        }
+        let site = Arc::clone(self);
+        let body = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, PublishError> {
+            let store = Store::open_read_only(&site.config.store.path)?;
+            let ids: Vec<String> = site.config.targets.iter().map(|t| t.id.clone()).collect();
+            let now = now_ms();
+            let stats = crate::aggregate::summarize(&store, &ids, now)?;
+            let feed = feed::build(&site.config, &stats, now);
+            Ok(match which {
+                Fresh::Feed => serde_json::to_vec_pretty(&feed).unwrap_or_default(),
+                Fresh::Metrics => metrics::render(&stats, &feed).into_bytes(),
+            })
+        })
+        .await
+        .map_err(|err| PublishError::Io {
+            path: PathBuf::from("feed task"),
+            source: std::io::Error::other(err.to_string()),
+        })??;
+        let body = Arc::new(body);
+        if let Ok(mut cached) = cache.lock() {
+            *cached = Some((Instant::now(), Arc::clone(&body)));
+        }
+        Ok(body)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Fresh {
+    Feed,
+    Metrics,
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// The routes.
+pub fn router(site: Arc<Site>) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/feed.json", get(feed_json))
+        .route("/metrics", get(metrics_text))
+        .route("/{*path}", get(static_file))
+        .with_state(site)
+}
+
+async fn index(State(site): State<Arc<Site>>, headers: HeaderMap) -> Response {
+    serve_file(&site, "index.html", &headers)
+}
+
+async fn static_file(
+    State(site): State<Arc<Site>>,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    serve_file(&site, &path, &headers)
+}
+
+fn content_type(path: &str) -> &'static str {
+    match path.rsplit('.').next() {
+        Some("html") => "text/html; charset=utf-8",
+        Some("json") => "application/json",
+        Some("csv") => "text/csv; charset=utf-8",
+        _ => "application/octet-stream",
+    }
+}
+
+/// A static file with an ETag (304 when the client has it) and a short max-age.
+fn serve_file(site: &Site, path: &str, headers: &HeaderMap) -> Response {
+    let Some(body) = site.file(path) else {
+        return (
+            StatusCode::NOT_FOUND,
+            "not found (the site appears after the first publish)",
+        )
+            .into_response();
+    };
+    let mut hasher = DefaultHasher::new();
+    body.hash(&mut hasher);
+    let etag = format!("\"{:016x}\"", hasher.finish());
+    let cache = [(CACHE_CONTROL, "public, max-age=30")];
+    if headers
+        .get(IF_NONE_MATCH)
+        .is_some_and(|value| value.as_bytes() == etag.as_bytes())
+    {
+        return (StatusCode::NOT_MODIFIED, [(ETAG, etag)], cache).into_response();
+    }
+    (
+        [(CONTENT_TYPE, content_type(path))],
+        [(ETAG, etag)],
+        cache,
+        body,
+    )
+        .into_response()
+}
+
+async fn feed_json(State(site): State<Arc<Site>>) -> Response {
+    fresh_response(&site, Fresh::Feed, "application/json").await
+}
+
+async fn metrics_text(State(site): State<Arc<Site>>) -> Response {
+    fresh_response(&site, Fresh::Metrics, metrics::CONTENT_TYPE).await
+}
+
+async fn fresh_response(site: &Arc<Site>, which: Fresh, content_type: &'static str) -> Response {
+    match site.fresh(which).await {
+        Ok(body) => (
+            [
+                (CONTENT_TYPE, HeaderValue::from_static(content_type)),
+                (CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+            ],
+            body.as_ref().clone(),
+        )
+            .into_response(),
+        Err(err) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the store cannot be read: {err}"),
+        )
+            .into_response(),
+    }
+}
+
+/// Serves `site` on `listener` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    site: Arc<Site>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(site))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+/// Refreshes `site` now and every `publish.every` until `shutdown`; failures are logged and
+/// retried at the next tick (the store may not exist before the first run is recorded).
+pub async fn publish_loop(site: Arc<Site>, shutdown: CancellationToken) {
+    let every = site.config.publish.every;
+    loop {
+        let started = Instant::now();
+        match site.refresh().await {
+            Ok(()) => tracing::debug!(took = ?started.elapsed(), "published"),
+            Err(err) => tracing::warn!(error = %err, "publishing failed; retrying next tick"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+}
