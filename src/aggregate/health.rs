@@ -202,19 +202,24 @@ impl TargetHealth {
         if next == self.state {
             return None;
         }
-        let cause = match verdict {
-            Verdict::Failure => format!(
-                "{}{}",
+        let availability = self.recent_availability(at_ms).unwrap_or(1.0) * 100.0;
+        let cause = match next {
+            State::Down | State::Unknown => format!(
+                "{} failures in a row; last: {}{}",
+                self.failures,
                 record.outcome,
                 record
                     .error
                     .as_deref()
                     .map_or(String::new(), |error| format!(": {error}"))
             ),
-            _ => format!(
-                "{} successes in a row, availability {:.1} % over the last hour",
-                self.successes,
-                self.recent_availability(at_ms).unwrap_or(1.0) * 100.0
+            State::Degraded => format!(
+                "availability {availability:.1} % over the last hour, below {:.1} %",
+                config.degraded_below * 100.0
+            ),
+            State::Healthy => format!(
+                "{} successes in a row, availability {availability:.1} % over the last hour",
+                self.successes
             ),
         };
         let transition = Transition {

@@ -3,7 +3,7 @@
 //! Within each route group, every target that is not down gets
 //!
 //! ```text
-//! score = availability^a × (fastest TTFT p50 / TTFT p50)^l × (cheapest price / price)^p
+//! score = availability^a × (fastest TTFT p50 / TTFT p50)^l × ((cheapest + 0.1) / (price + 0.1))^p
 //!         × (1 − rate-limited share)^r
 //! weight = score / Σ scores of the group
 //! ```
@@ -21,6 +21,9 @@ use crate::aggregate::health::State;
 use crate::aggregate::{Percentiles, TargetStats, Window};
 use crate::capability::Capabilities;
 use crate::config::{Config, Target, WeightParams};
+
+/// USD per million tokens added to every price before prices are compared.
+pub const PRICE_FLOOR: f64 = 0.1;
 
 /// The feed's format version; a change that breaks readers bumps it.
 pub const FEED_VERSION: u32 = 1;
@@ -179,8 +182,8 @@ pub fn build(config: &Config, stats: &[TargetStats], generated_ms: i64) -> Feed 
         window: window.as_str().to_owned(),
         weight_formula: WeightFormula {
             expression: "weight = score / sum(scores in group); score = availability^availability \
-                         × (fastest ttft_p50 in group / ttft_p50)^latency × (cheapest price in \
-                         group / price)^price × (1 − rate_limited_rate)^rate_limit; price = \
+                         × (fastest ttft_p50 in group / ttft_p50)^latency × ((cheapest price in \
+                         group + 0.1) / (price + 0.1))^price × (1 − rate_limited_rate)^rate_limit; price = \
                          (3 × input + output) / 4; a missing figure counts 0.5 (a missing price \
                          1); down targets get 0; all-zero groups share equally"
                 .to_owned(),
@@ -221,8 +224,9 @@ fn assign_weights(rows: &mut [(FeedTarget, f64)], params: &WeightParams) {
                     .p50
                     .filter(|p| *p > 0.0)
                     .map_or(0.5, |p| fastest / p);
-                let cheapness = if price.is_finite() && *price > 0.0 {
-                    cheapest / price
+                // A small floor keeps a free endpoint from taking every share.
+                let cheapness = if price.is_finite() {
+                    (cheapest + PRICE_FLOOR) / (price + PRICE_FLOOR)
                 } else {
                     1.0
                 };

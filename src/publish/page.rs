@@ -239,7 +239,7 @@ fn uptime_bar(snapshot: &Snapshot, target: &str) -> String {
 
 /// TTFT p50 and p95 per hour over the last 7 days, as an inline SVG.
 fn latency_chart(snapshot: &Snapshot, target: &str) -> String {
-    let (width, height, pad) = (720.0, 200.0, 40.0);
+    let (width, height, pad) = (720.0, 200.0, 60.0);
     let hour = Span::Hour.ms();
     let end = Span::Hour.bucket_of(snapshot.now_ms);
     let start = end - 7 * 24 * hour;
@@ -291,10 +291,22 @@ fn latency_chart(snapshot: &Snapshot, target: &str) -> String {
     }
     let _ = write!(
         svg,
-        "<polyline class=\"p95\" points=\"{}\"/><polyline class=\"p50\" points=\"{}\"/></svg>",
+        "<polyline class=\"p95\" points=\"{}\"/><polyline class=\"p50\" points=\"{}\"/>",
         line(|p| p.2),
         line(|p| p.1)
     );
+    for p in &points {
+        let _ = write!(
+            svg,
+            "<circle class=\"p50\" cx=\"{:.1}\" cy=\"{:.1}\" r=\"2\"><title>{} p50 {} · p95 {}</title></circle>",
+            x(p.0),
+            y(p.1),
+            when(p.0),
+            ms(Some(p.1)),
+            ms(Some(p.2))
+        );
+    }
+    svg.push_str("</svg>");
     svg
 }
 

@@ -119,8 +119,9 @@ pub fn client(provider: &Provider) -> Result<reqwest::Client, reqwest::Error> {
         .build()
 }
 
-/// rustls is built with ring (no C toolchain beyond cc); install it as the process default.
-fn install_crypto() {
+/// rustls is built with ring (no C toolchain beyond cc); installs it as the process default
+/// (once; any client built afterwards, sonde's or not, uses it).
+pub fn install_crypto() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         // Another part of the process may have installed one first; either is fine.

@@ -226,3 +226,9 @@ pub async fn run_probe(config: &Config, model: &str, probe: &sonde::probe::Probe
 
 /// The scenario the integration tests serve (`tests/common/scenario.toml`).
 pub const SCENARIO: &str = include_str!("scenario.toml");
+
+/// A plain HTTP client for talking to servers under test.
+pub fn http() -> reqwest::Client {
+    sonde::runner::transport::install_crypto();
+    reqwest::Client::new()
+}

@@ -1,0 +1,92 @@
+//! `sonde demo`, the README's first command, as a user runs it: within a minute its page
+//! and feed show measured data from the eight simulated providers.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_shows_measured_data_within_a_minute() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sonde"))
+        .args([
+            "demo",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--duration",
+            "120s",
+            "--store",
+        ])
+        .arg(dir.path().join("demo.db"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start sonde demo");
+    let base = format!("http://127.0.0.1:{port}");
+    let http = common::http();
+    let started = Instant::now();
+    let mut feed = serde_json::Value::Null;
+    while started.elapsed() < Duration::from_secs(45) {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let Ok(response) = http.get(format!("{base}/feed.json")).send().await else {
+            continue;
+        };
+        let Ok(value) =
+            serde_json::from_slice::<serde_json::Value>(&response.bytes().await.unwrap())
+        else {
+            continue;
+        };
+        let targets = value["targets"].as_array().cloned().unwrap_or_default();
+        let measured = targets
+            .iter()
+            .filter(|t| t["samples"].as_u64() > Some(0))
+            .count();
+        let down = targets
+            .iter()
+            .any(|t| t["id"] == "deadhost/dead-qwen" && t["state"] == "down");
+        feed = value;
+        if measured == 8 && down {
+            break;
+        }
+    }
+    let targets = feed["targets"].as_array().expect("a feed");
+    assert_eq!(targets.len(), 8, "{feed:#}");
+    assert!(
+        targets.iter().all(|t| t["samples"].as_u64() > Some(0)),
+        "every provider measured within 45 s: {feed:#}"
+    );
+    let state = |id: &str| targets.iter().find(|t| t["id"] == id).unwrap()["state"].clone();
+    assert_eq!(state("deadhost/dead-qwen"), "down");
+    let fake = targets
+        .iter()
+        .find(|t| t["id"] == "fakestream/fake-qwen")
+        .unwrap();
+    assert_eq!(
+        fake["capabilities"]["streaming"], false,
+        "fake streaming is detected"
+    );
+    let index = http
+        .get(format!("{base}/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(index.contains("sonde demo: simulated LLM providers"));
+    assert!(index.contains("steady/steady-llama"));
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "the demo stops cleanly on SIGTERM");
+}

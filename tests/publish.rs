@@ -1,0 +1,510 @@
+//! Publishing from a store with scripted history: the page's figures equal the aggregates,
+//! hostile names are escaped, no key is published, the feed validates against its schema
+//! with weights that sum to 1, the gateway exports parse in their documented shapes, the
+//! server answers with ETags and fresh feeds, and `/metrics` parses as Prometheus text.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sonde::aggregate::{Window, summarize};
+use sonde::config::Config;
+use sonde::publish::{self, Snapshot, feed, gateway, metrics};
+use sonde::result::{Outcome, ResultRecord};
+use sonde::runner::{Runner, Scheduled, not_sent};
+use sonde::server::{self, Site};
+use sonde::store::Store;
+use sonde::store::writer::import;
+use tokio_util::sync::CancellationToken;
+
+const EVIL: &str = "<script>alert(1)</script>";
+const KEY: &str = "sk-publish-test-KEYHEAD0123456789-keytail-zyxwvu";
+const KEY_VAR: &str = "SONDE_PUBLISH_TEST_KEY";
+
+fn config_text(base_url: &str, store: &Path) -> String {
+    format!(
+        r#"[store]
+path = "{store}"
+
+[publish]
+title = "Status {EVIL}"
+window = "24h"
+
+[[providers]]
+name = "evil<b>&'x"
+kind = "openai"
+base_url = "{base_url}"
+api_key_env = "{KEY_VAR}"
+  [[providers.models]]
+  id = "{EVIL}"
+  group = "{EVIL}"
+  input_price = 1.0
+  output_price = 2.0
+  [[providers.models]]
+  id = "half"
+  group = "{EVIL}"
+  input_price = 0.5
+  output_price = 0.5
+
+[[providers]]
+name = "dead"
+kind = "openai"
+base_url = "{base_url}"
+  [[providers.models]]
+  id = "gone"
+  group = "{EVIL}"
+"#,
+        store = store.display()
+    )
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn scripted(config: &Config, index: usize, at: i64, outcome: Outcome, ttft: f64) -> ResultRecord {
+    let scheduled = Scheduled {
+        at: std::time::Instant::now(),
+        wall: UNIX_EPOCH + Duration::from_millis(at as u64),
+    };
+    let probe = config.probes.get("stream").unwrap();
+    let mut r = not_sent(
+        &config.targets[index],
+        probe,
+        scheduled,
+        outcome,
+        String::new(),
+    );
+    if outcome == Outcome::Ok {
+        r.error = None;
+        r.ttft_ms = Some(ttft);
+        r.e2e_ms = Some(ttft + 300.0);
+        r.tokens_per_s = Some(80.0);
+        r.streamed = true;
+        r.cap_streaming = Some(true);
+    } else {
+        r.error = Some(format!("scripted {outcome}"));
+    }
+    r
+}
+
+/// A store with scripted history for the three targets, plus one real auth failure (whose
+/// provider echoed the key) from the simulator. Returns the config.
+async fn scripted_store(dir: &Path) -> Config {
+    // SAFETY: every test of this binary sets the same value, before any reads it.
+    unsafe { std::env::set_var(KEY_VAR, KEY) };
+    let sim = common::simulator("[models.\"half\"]\nerror_rate = 1.0\nerror = \"auth\"\n").await;
+    let store_path = dir.join("sonde.db");
+    let config = Config::parse(
+        &dir.join("sonde.toml"),
+        &config_text(&sim.base_url(), &store_path),
+    )
+    .unwrap();
+    let now = now_ms();
+    let mut records = Vec::new();
+    for i in 0..40 {
+        records.push(scripted(
+            &config,
+            0,
+            now - 3_000_000 + i * 60_000,
+            Outcome::Ok,
+            100.0 + i as f64 * 5.0,
+        ));
+    }
+    for i in 0..20 {
+        let outcome = if i % 2 == 0 {
+            Outcome::Ok
+        } else {
+            Outcome::ServerError
+        };
+        records.push(scripted(
+            &config,
+            1,
+            now - 2_000_000 + i * 60_000,
+            outcome,
+            300.0,
+        ));
+    }
+    for i in 0..5 {
+        records.push(scripted(
+            &config,
+            2,
+            now - 600_000 + i * 60_000,
+            Outcome::Timeout,
+            0.0,
+        ));
+    }
+    let runner = Runner::new(&config).unwrap();
+    let echoed = runner
+        .run(
+            &config.targets[1],
+            config.probes.get("ping").unwrap(),
+            Scheduled::now(),
+        )
+        .await;
+    assert_eq!(echoed.outcome, Outcome::Auth);
+    assert!(echoed.error.as_deref().unwrap().contains("[REDACTED]"));
+    records.push(echoed);
+    let store = Store::open(&store_path).unwrap();
+    import(store, config.store.clone(), config.health, records).unwrap();
+    config
+}
+
+fn build(config: &Config) -> (Snapshot, publish::Files) {
+    let store = Store::open_read_only(&config.store.path).unwrap();
+    let snapshot = Snapshot::load(config, &store, now_ms()).unwrap();
+    let files = publish::build(config, &snapshot).unwrap();
+    (snapshot, files)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pages_show_the_aggregates_escape_names_and_never_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = scripted_store(dir.path()).await;
+    let (snapshot, files) = build(&config);
+    let ids: Vec<String> = config.targets.iter().map(|t| t.id.clone()).collect();
+    let store = Store::open_read_only(&config.store.path).unwrap();
+    let stats = summarize(&store, &ids, snapshot.now_ms).unwrap();
+
+    for (name, bytes) in &files {
+        let text = String::from_utf8_lossy(bytes);
+        assert!(
+            !text.contains(KEY) && !text.contains("KEYHEAD0123456789"),
+            "the key is in {name}"
+        );
+        if name.ends_with(".html") {
+            assert!(!text.contains(EVIL), "{name} has the raw script tag");
+            assert!(!text.contains("evil<b>"), "{name} has a raw provider name");
+        }
+    }
+    let index = String::from_utf8_lossy(&files["index.html"]);
+    assert!(
+        index.contains("&#60;script&#62;alert(1)&#60;/script&#62;")
+            || index.contains("&lt;script&gt;"),
+        "escaped group name"
+    );
+
+    // The target page's window table carries the aggregates, formatted.
+    for (i, target) in config.targets.iter().enumerate() {
+        let page_name = files
+            .keys()
+            .find(|name| {
+                name.starts_with("t/") && {
+                    let page = String::from_utf8_lossy(&files[*name]);
+                    page.contains(&format!("model {}", html_escape(&target.model.id)))
+                        && page
+                            .contains(&format!("provider {}", html_escape(&target.provider.name)))
+                }
+            })
+            .unwrap_or_else(|| panic!("a page for target {i}"));
+        let page = String::from_utf8_lossy(&files[page_name]);
+        let s = stats.iter().find(|s| s.target == target.id).unwrap();
+        let day = s.window(Window::H24).unwrap();
+        let availability = day
+            .availability
+            .map_or("–".into(), |a| format!("{:.1}%", a * 100.0));
+        let ttft = day
+            .latency
+            .ttft_ms
+            .p50
+            .map_or("–".into(), |v| format!("{v:.0} ms"));
+        let row = format!(
+            "<td>24h</td><td class=\"n\">{}</td><td class=\"n\">{availability}</td><td class=\"n\">{ttft}</td>",
+            day.attempts
+        );
+        assert!(page.contains(&row), "{page_name} lacks {row}");
+    }
+    let evil = stats.iter().find(|s| s.target.ends_with(EVIL)).unwrap();
+    assert_eq!(evil.window(Window::H24).unwrap().attempts, 40);
+    let p50 = evil
+        .window(Window::H24)
+        .unwrap()
+        .latency
+        .ttft_ms
+        .p50
+        .unwrap();
+    assert!((p50 - 195.0).abs() <= 0.2, "{p50}");
+    let half = stats.iter().find(|s| s.target.ends_with("/half")).unwrap();
+    assert_eq!(half.window(Window::H1).unwrap().availability, Some(0.5));
+
+    // The down target is an open incident on top of the index.
+    let incidents = index
+        .split("<h2>Current incidents</h2>")
+        .nth(1)
+        .expect("incidents section");
+    assert!(incidents.contains("dead/gone"));
+    assert!(files.contains_key("results.csv") && files.contains_key("feed.json"));
+    assert!(index.contains("href=\"t/"), "relative links only");
+    assert!(!index.contains("href=\"/"), "no absolute links");
+}
+
+fn html_escape(text: &str) -> String {
+    askama_escape(text)
+}
+
+/// What askama's HTML escaping produces, for comparison.
+fn askama_escape(text: &str) -> String {
+    text.replace('&', "&#38;")
+        .replace('<', "&#60;")
+        .replace('>', "&#62;")
+        .replace('"', "&#34;")
+        .replace('\'', "&#39;")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_feed_validates_and_its_weights_add_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = scripted_store(dir.path()).await;
+    let (_, files) = build(&config);
+    let feed: serde_json::Value = serde_json::from_slice(&files["feed.json"]).unwrap();
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/feed.v1.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("a valid schema");
+    let errors: Vec<String> = validator
+        .iter_errors(&feed)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+
+    let targets = feed["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 3);
+    let mut sums = std::collections::BTreeMap::<String, f64>::new();
+    for t in targets {
+        *sums.entry(t["group"].as_str().unwrap().into()).or_default() +=
+            t["weight"].as_f64().unwrap();
+        if t["state"] == "down" {
+            assert_eq!(t["weight"], 0.0, "{t}");
+        }
+    }
+    for (group, sum) in sums {
+        assert!((sum - 1.0).abs() < 1e-9, "group {group} sums to {sum}");
+    }
+    let gone = targets.iter().find(|t| t["id"] == "dead/gone").unwrap();
+    assert_eq!(gone["state"], "down");
+    let evil = targets.iter().find(|t| t["model"] == EVIL).unwrap();
+    assert_eq!(evil["rank"], 1, "the available, fast one ranks first");
+    assert_eq!(
+        evil["ttft_ms"]["p99"],
+        serde_json::Value::Null,
+        "40 runs cannot support p99"
+    );
+    let p95 = evil["ttft_ms"]["p95"].as_f64().unwrap();
+    assert!((p95 - 285.0).abs() <= 0.3, "{p95}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_exports_parse_in_their_documented_shapes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = scripted_store(dir.path()).await;
+    let store = Store::open_read_only(&config.store.path).unwrap();
+    let ids: Vec<String> = config.targets.iter().map(|t| t.id.clone()).collect();
+    let now = now_ms();
+    let stats = summarize(&store, &ids, now).unwrap();
+    let feed = feed::build(&config, &stats, now);
+
+    let yaml = gateway::litellm(&config, &feed);
+    assert!(!yaml.contains(KEY));
+    let parsed: serde_yaml_ng::Value = serde_yaml_ng::from_str(&yaml).expect("valid YAML");
+    let list = parsed["model_list"].as_sequence().unwrap();
+    assert_eq!(list.len(), 2, "the down target is left out");
+    let mut total = 0.0;
+    for deployment in list {
+        assert_eq!(deployment["model_name"].as_str(), Some(EVIL));
+        let params = &deployment["litellm_params"];
+        assert!(params["model"].as_str().unwrap().starts_with("openai/"));
+        assert_eq!(
+            params["api_key"].as_str(),
+            Some(format!("os.environ/{KEY_VAR}").as_str())
+        );
+        assert!(
+            params["api_base"]
+                .as_str()
+                .unwrap()
+                .starts_with("http://127.0.0.1:")
+        );
+        total += params["weight"].as_f64().unwrap();
+        assert!(
+            deployment["model_info"]["id"]
+                .as_str()
+                .unwrap()
+                .starts_with("evil<b>&'x/")
+        );
+    }
+    assert!((total - 1.0).abs() < 1e-5);
+    assert_eq!(
+        parsed["router_settings"]["routing_strategy"].as_str(),
+        Some("simple-shuffle")
+    );
+
+    let openrouter = gateway::openrouter(&feed);
+    let order = openrouter["models"][EVIL]["provider"]["order"]
+        .as_array()
+        .unwrap();
+    assert_eq!(
+        order,
+        &vec![serde_json::json!("evil<b>&'x")],
+        "down providers are left out"
+    );
+    assert_eq!(
+        openrouter["models"][EVIL]["provider"]["allow_fallbacks"],
+        true
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_serves_the_site_fresh_feeds_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = scripted_store(dir.path()).await;
+    let site = Site::new(Arc::new(config.clone()));
+    site.refresh().await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(server::serve(listener, Arc::clone(&site), shutdown.clone()));
+    let http = common::http();
+    let base = format!("http://{addr}");
+
+    let index = http.get(format!("{base}/")).send().await.unwrap();
+    assert_eq!(index.status(), 200);
+    assert_eq!(index.headers()["content-type"], "text/html; charset=utf-8");
+    assert!(
+        index.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("max-age")
+    );
+    let etag = index.headers()["etag"].clone();
+    let again = http
+        .get(format!("{base}/index.html"))
+        .header("if-none-match", etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 304);
+    assert_eq!(
+        http.get(format!("{base}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "ok"
+    );
+    assert_eq!(
+        http.get(format!("{base}/nope.html"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+
+    let feed: serde_json::Value = http
+        .get(format!("{base}/feed.json"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .map(|b| serde_json::from_slice(&b).unwrap())
+        .unwrap();
+    assert_eq!(feed["version"], 1);
+    // A new run is in the next feed (after the one-second cache).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let record = scripted(&config, 2, now_ms(), Outcome::Ok, 50.0);
+    {
+        let store = Store::open(&config.store.path).unwrap();
+        import(store, config.store.clone(), config.health, vec![record]).unwrap();
+    }
+    let fresh: serde_json::Value = http
+        .get(format!("{base}/feed.json"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .map(|b| serde_json::from_slice(&b).unwrap())
+        .unwrap();
+    let samples = |feed: &serde_json::Value| {
+        feed["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["id"] == "dead/gone")
+            .unwrap()["samples"]
+            .as_u64()
+    };
+    assert_eq!(
+        samples(&fresh),
+        samples(&feed).map(|n| n + 1),
+        "the feed is fresh"
+    );
+
+    let response = http.get(format!("{base}/metrics")).send().await.unwrap();
+    assert_eq!(response.headers()["content-type"], metrics::CONTENT_TYPE);
+    let text = response.text().await.unwrap();
+    let lines = text.lines().map(|l| Ok(l.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("Prometheus text exposition");
+    let state = scrape
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == "sonde_target_state"
+                && s.labels.get("target") == Some("dead/gone")
+                && s.labels.get("state") == Some("down")
+        })
+        .expect("a state gauge");
+    assert!(matches!(state.value, prometheus_parse::Value::Gauge(v) if v == 1.0));
+    let count = scrape
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == "sonde_ttft_seconds_count"
+                && s.labels.get("target").is_some_and(|t| t.ends_with(EVIL))
+        })
+        .expect("a TTFT histogram with the escaped label");
+    assert!(
+        matches!(count.value, prometheus_parse::Value::Untyped(v) | prometheus_parse::Value::Counter(v) if v == 40.0),
+        "{:?}",
+        count.value
+    );
+    assert!(text.contains("# TYPE sonde_ttft_seconds histogram"));
+    assert!(!text.contains(KEY));
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_site_is_swapped_in_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = scripted_store(dir.path()).await;
+    let (_, files) = build(&config);
+    let out = dir.path().join("site");
+    publish::write_site(&out, &files).unwrap();
+    std::fs::write(out.join("stale.html"), "old").unwrap();
+    publish::write_site(&out, &files).unwrap();
+    assert!(
+        !out.join("stale.html").exists(),
+        "the old folder was replaced, not patched"
+    );
+    assert_eq!(
+        std::fs::read(out.join("index.html")).unwrap(),
+        files["index.html"]
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".site"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
