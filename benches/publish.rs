@@ -1,0 +1,134 @@
+//! Publishing at scale: 200 targets with 30 days of history (one result every 10 minutes
+//! per target, 864 k rows, generated through the real write path), then the time to read
+//! the snapshot and render the whole site, and the size of `index.html` (goal: < 300 KB).
+//!
+//! `cargo bench --bench publish`. The store is kept in `target/sonde-bench-publish.db`.
+
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use sonde::config::{Config, HealthConfig, StoreConfig};
+use sonde::publish::{self, Snapshot};
+use sonde::result::Outcome;
+use sonde::runner::{Scheduled, not_sent};
+use sonde::store::Store;
+use sonde::store::writer::import;
+
+const TARGETS: usize = 200;
+const EVERY_MIN: i64 = 10;
+const RUNS: i64 = 30 * 24 * 60 / EVERY_MIN;
+
+fn config() -> Config {
+    let mut text = String::new();
+    for p in 0..20 {
+        text.push_str(&format!(
+            "[[providers]]\nname = \"provider-{p:02}\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\nprobes = [\"stream\"]\n"
+        ));
+        for m in 0..TARGETS / 20 {
+            text.push_str(&format!(
+                "[[providers.models]]\nid = \"model-{m:02}\"\ngroup = \"group-{m:02}\"\ninput_price = 0.5\noutput_price = 1.5\n"
+            ));
+        }
+    }
+    Config::parse(Path::new("bench.toml"), &text).expect("bench config")
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn prepare(config: &Config) -> std::path::PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/sonde-bench-publish.db");
+    let expected = TARGETS as u64 * RUNS as u64;
+    if let Ok(store) = Store::open_read_only(&path)
+        && store.result_count().unwrap_or(0) == expected
+    {
+        return path;
+    }
+    for suffix in ["", "-wal", "-shm", ".lock"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    let started = Instant::now();
+    let store = Store::open(&path).expect("open bench store");
+    let store_config = StoreConfig {
+        path: path.clone(),
+        retention_days: 400,
+        rollup_retention_days: 400,
+    };
+    let probe = config.probes.get("stream").unwrap();
+    let start = now_ms() - RUNS * EVERY_MIN * 60_000;
+    let records = (0..RUNS).flat_map(|slot| {
+        config.targets.iter().enumerate().map(move |(t, target)| {
+            let at = start + slot * EVERY_MIN * 60_000 + t as i64 * 1000;
+            let scheduled = Scheduled {
+                at: Instant::now(),
+                wall: UNIX_EPOCH + Duration::from_millis(at as u64),
+            };
+            let wobble = ((slot * 7919 + t as i64 * 104_729) % 1000) as f64;
+            let outcome = if wobble < 10.0 {
+                Outcome::ServerError
+            } else {
+                Outcome::Ok
+            };
+            let mut r = not_sent(target, probe, scheduled, outcome, "simulated 500".into());
+            if outcome == Outcome::Ok {
+                r.error = None;
+                r.ttft_ms = Some(80.0 + wobble * 0.9 + t as f64);
+                r.e2e_ms = Some(500.0 + wobble);
+                r.tokens_per_s = Some(90.0 + wobble * 0.01);
+                r.input_tokens = Some(33);
+                r.output_tokens = Some(40);
+                r.cost_usd = Some(7.6e-5);
+                r.cap_streaming = Some(true);
+                r.itl_gaps_us = vec![10_000; 39];
+            }
+            r
+        })
+    });
+    let written = import(store, store_config, HealthConfig::default(), records).expect("import");
+    println!(
+        "generated {written} results for {TARGETS} targets over 30 days in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    path
+}
+
+fn render(c: &mut Criterion) {
+    let config = config();
+    let path = prepare(&config);
+    let store = Store::open_read_only(&path).expect("bench store");
+    let now = now_ms();
+    let started = Instant::now();
+    let snapshot = Snapshot::load(&config, &store, now).expect("snapshot");
+    let loaded = started.elapsed();
+    let files = publish::build(&config, &snapshot).expect("build");
+    let total = started.elapsed();
+    let index = files["index.html"].len();
+    let bytes: usize = files.values().map(Vec::len).sum();
+    println!(
+        "200 targets, 30 days: snapshot {:.0} ms + render {:.0} ms = {:.0} ms; {} files, {} KiB; index.html {} bytes ({:.0} KB)",
+        loaded.as_secs_f64() * 1000.0,
+        (total - loaded).as_secs_f64() * 1000.0,
+        total.as_secs_f64() * 1000.0,
+        files.len(),
+        bytes / 1024,
+        index,
+        index as f64 / 1000.0
+    );
+    let mut group = c.benchmark_group("publish_200_targets_30d");
+    group.sample_size(10);
+    group.bench_function("snapshot_and_render", |b| {
+        b.iter(|| {
+            let snapshot = Snapshot::load(&config, &store, now).expect("snapshot");
+            publish::build(&config, &snapshot).expect("build")
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, render);
+criterion_main!(benches);
