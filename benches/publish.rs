@@ -108,6 +108,8 @@ fn render(c: &mut Criterion) {
     let files = publish::build(&config, &snapshot).expect("build");
     let total = started.elapsed();
     let index = files["index.html"].len();
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/publish-bench-index.html");
+    let _ = std::fs::write(&sample, &files["index.html"]);
     let bytes: usize = files.values().map(Vec::len).sum();
     println!(
         "200 targets, 30 days: snapshot {:.0} ms + render {:.0} ms = {:.0} ms; {} files, {} KiB; index.html {} bytes ({:.0} KB)",

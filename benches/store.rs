@@ -131,6 +131,26 @@ fn windows(c: &mut Criterion) {
         stats.len(),
         once.elapsed().as_secs_f64() * 1000.0
     );
+    let parts = Instant::now();
+    let raw = store.results_since(now - 3_600_000, None).expect("raw");
+    let t_raw = parts.elapsed();
+    let hourly = store
+        .rollups_since(sonde::store::Span::Hour, now - 25 * 3_600_000)
+        .expect("hourly");
+    let t_hourly = parts.elapsed() - t_raw;
+    let daily = store
+        .rollups_since(sonde::store::Span::Day, now - 31 * 86_400_000)
+        .expect("daily");
+    let t_daily = parts.elapsed() - t_raw - t_hourly;
+    println!(
+        "parts: {} raw rows {:.0} ms, {} hourly rollups {:.0} ms, {} daily rollups {:.0} ms",
+        raw.len(),
+        t_raw.as_secs_f64() * 1000.0,
+        hourly.len(),
+        t_hourly.as_secs_f64() * 1000.0,
+        daily.len(),
+        t_daily.as_secs_f64() * 1000.0
+    );
     let mut group = c.benchmark_group("store_30d");
     group.sample_size(10);
     group.bench_function("summarize_all_windows_100_targets", |b| {

@@ -1,10 +1,11 @@
 //! The live server (axum): the published site from memory, `/feed.json` and `/metrics`
-//! fresh from the store (recomputed at most once a second however many clients ask),
-//! `/healthz`. Read-only: it opens the store read-only and never writes.
+//! fresh from the store (recomputed at most once a second however many clients ask, the
+//! previous body served while a recomputation runs), `/healthz`. Read-only: it opens the store read-only and never writes.
 //!
 //! [`publish_loop`] re-renders the site every `publish.every` (and writes it to
 //! `publish.out` when set), for the daemon, `sonde serve` and `sonde demo` alike.
 
+use std::collections::BTreeMap;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
@@ -17,6 +18,7 @@ use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use bytes::Bytes;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -27,15 +29,18 @@ use crate::store::Store;
 /// How long `/feed.json` and `/metrics` may be reused.
 const FRESH_FOR: Duration = Duration::from_secs(1);
 
-/// A computed response body and when it was computed.
-type Cached = Option<(Instant, Arc<Vec<u8>>)>;
+/// A computed response body and when it was computed (`Bytes`: a response shares it, no
+/// copy).
+type Cached = Option<(Instant, Bytes)>;
 
 /// What the server serves.
 pub struct Site {
     config: Arc<Config>,
-    files: RwLock<Arc<Files>>,
+    files: RwLock<Arc<BTreeMap<String, Bytes>>>,
     feed: Mutex<Cached>,
     metrics: Mutex<Cached>,
+    /// One computation at a time, however many requests find the body stale.
+    computing: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Site {
@@ -49,9 +54,10 @@ impl Site {
     pub fn new(config: Arc<Config>) -> Arc<Site> {
         Arc::new(Site {
             config,
-            files: RwLock::new(Arc::new(Files::new())),
+            files: RwLock::new(Arc::new(BTreeMap::new())),
             feed: Mutex::new(None),
             metrics: Mutex::new(None),
+            computing: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 
@@ -72,28 +78,64 @@ impl Site {
             path: PathBuf::from("render task"),
             source: std::io::Error::other(err.to_string()),
         })??;
+        let files = files
+            .into_iter()
+            .map(|(k, v)| (k, Bytes::from(v)))
+            .collect();
         if let Ok(mut current) = self.files.write() {
             *current = Arc::new(files);
         }
         Ok(())
     }
 
-    fn file(&self, path: &str) -> Option<Vec<u8>> {
+    fn file(&self, path: &str) -> Option<Bytes> {
         self.files.read().ok()?.get(path).cloned()
     }
 
-    /// `/feed.json` or `/metrics`, from `cache` when computed within a second.
-    async fn fresh(self: &Arc<Site>, which: Fresh) -> Result<Arc<Vec<u8>>, PublishError> {
-        let cache = match which {
+    fn cache(&self, which: Fresh) -> &Mutex<Cached> {
+        match which {
             Fresh::Feed => &self.feed,
             Fresh::Metrics => &self.metrics,
-        };
-        if let Ok(cached) = cache.lock()
-            && let Some((at, body)) = cached.as_ref()
-            && at.elapsed() < FRESH_FOR
-        {
-            return Ok(Arc::clone(body));
         }
+    }
+
+    /// The cached body of `which`, and whether it is younger than [`FRESH_FOR`].
+    fn cached(&self, which: Fresh) -> Option<(Bytes, bool)> {
+        let cache = self.cache(which).lock().ok()?;
+        let (at, body) = cache.as_ref()?;
+        Some((body.clone(), at.elapsed() < FRESH_FOR))
+    }
+
+    /// `/feed.json` or `/metrics`: the cached body when computed within a second; else the
+    /// previous body while one task recomputes it (stale-while-revalidate, so a computation
+    /// that takes a second for hundreds of targets never stalls clients); the first request
+    /// waits for the first computation.
+    async fn fresh(self: &Arc<Site>, which: Fresh) -> Result<Bytes, PublishError> {
+        match self.cached(which) {
+            Some((body, true)) => return Ok(body),
+            Some((stale, false)) => {
+                if let Ok(guard) = Arc::clone(&self.computing).try_lock_owned() {
+                    let site = Arc::clone(self);
+                    tokio::spawn(async move {
+                        let _computing = guard;
+                        if let Err(err) = site.compute(which).await {
+                            tracing::warn!(error = %err, "recomputing the feed failed");
+                        }
+                    });
+                }
+                return Ok(stale);
+            }
+            None => {}
+        }
+        let _computing = self.computing.lock().await;
+        if let Some((body, _)) = self.cached(which) {
+            return Ok(body);
+        }
+        self.compute(which).await
+    }
+
+    /// Computes `which` from the store and caches it.
+    async fn compute(self: &Arc<Site>, which: Fresh) -> Result<Bytes, PublishError> {
         let site = Arc::clone(self);
         let body = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, PublishError> {
             let store = Store::open_read_only(&site.config.store.path)?;
@@ -111,9 +153,9 @@ impl Site {
             path: PathBuf::from("feed task"),
             source: std::io::Error::other(err.to_string()),
         })??;
-        let body = Arc::new(body);
-        if let Ok(mut cached) = cache.lock() {
-            *cached = Some((Instant::now(), Arc::clone(&body)));
+        let body = Bytes::from(body);
+        if let Ok(mut cached) = self.cache(which).lock() {
+            *cached = Some((Instant::now(), body.clone()));
         }
         Ok(body)
     }
@@ -204,7 +246,7 @@ async fn fresh_response(site: &Arc<Site>, which: Fresh, content_type: &'static s
                 (CONTENT_TYPE, HeaderValue::from_static(content_type)),
                 (CACHE_CONTROL, HeaderValue::from_static("no-cache")),
             ],
-            body.as_ref().clone(),
+            body,
         )
             .into_response(),
         Err(err) => (

@@ -107,32 +107,45 @@ impl Percentiles {
     /// The percentiles of `histogram`, each value divided by `per_unit`, with cumulative
     /// counts at `bounds` (in the divided unit).
     pub fn of(histogram: &Histogram<u64>, per_unit: f64, bounds: &[f64]) -> Percentiles {
+        const QUANTILES: [f64; 4] = [0.5, 0.9, 0.95, 0.99];
         let count = histogram.len();
-        let at = |q: f64| {
-            let needed = (1.0 / (1.0 - q)).round() as u64;
-            (count >= needed.max(1))
-                .then(|| round3(histogram.value_at_quantile(q) as f64 / per_unit))
+        // One pass over the recorded values for every quantile and bucket: the same values
+        // as `value_at_quantile` (the highest equivalent value where the cumulative count
+        // first reaches ⌈q·n⌉), without a scan per figure.
+        let ranks = QUANTILES.map(|q| ((q * count as f64).ceil() as u64).max(1));
+        let mut found: [Option<u64>; 4] = [None; 4];
+        let mut buckets: Vec<(f64, u64)> = bounds.iter().map(|&b| (b, 0)).collect();
+        let mut cumulative = 0u64;
+        for value in histogram.iter_recorded() {
+            let at = value.value_iterated_to();
+            let here = value.count_at_value();
+            cumulative += here;
+            for (slot, rank) in found.iter_mut().zip(ranks) {
+                if slot.is_none() && cumulative >= rank {
+                    *slot = Some(at);
+                }
+            }
+            for (bound, below) in &mut buckets {
+                if (histogram.lowest_equivalent(at) as f64) <= *bound * per_unit {
+                    *below += here;
+                }
+            }
+        }
+        let shown = |i: usize| {
+            let needed = (1.0 / (1.0 - QUANTILES[i])).round() as u64;
+            found[i]
+                .filter(|_| count >= needed.max(1))
+                .map(|v| round3(v as f64 / per_unit))
         };
         Percentiles {
             count,
-            p50: at(0.5),
-            p90: at(0.9),
-            p95: at(0.95),
-            p99: at(0.99),
+            p50: shown(0),
+            p90: shown(1),
+            p95: shown(2),
+            p99: shown(3),
             max: (count > 0).then(|| round3(histogram.max() as f64 / per_unit)),
             sum: histogram.mean() * count as f64 / per_unit,
-            buckets: bounds
-                .iter()
-                .map(|&bound| {
-                    let raw = (bound * per_unit) as u64;
-                    let below = if count == 0 {
-                        0
-                    } else {
-                        histogram.count_between(0, raw)
-                    };
-                    (bound, below)
-                })
-                .collect(),
+            buckets,
         }
     }
 }
@@ -252,7 +265,7 @@ impl TargetStats {
 /// Per window, per target, per probe: the merged rollup.
 type Merged = HashMap<Window, HashMap<String, BTreeMap<String, Rollup>>>;
 
-fn merge_into(merged: &mut Merged, window: Window, target: &str, probe: &str, rollup: &Rollup) {
+fn slot<'a>(merged: &'a mut Merged, window: Window, target: &str, probe: &str) -> &'a mut Rollup {
     merged
         .entry(window)
         .or_default()
@@ -260,7 +273,10 @@ fn merge_into(merged: &mut Merged, window: Window, target: &str, probe: &str, ro
         .or_default()
         .entry(probe.to_owned())
         .or_default()
-        .merge(rollup);
+}
+
+fn merge_into(merged: &mut Merged, window: Window, target: &str, probe: &str, rollup: &Rollup) {
+    slot(merged, window, target, probe).merge(rollup);
 }
 
 /// Every window of every target in the store (and of each of `targets`, with no runs yet),
@@ -272,11 +288,9 @@ pub fn summarize(
 ) -> Result<Vec<TargetStats>, StoreError> {
     let mut merged: Merged = HashMap::new();
     for (record, at) in store.results_since(Window::H1.start(now_ms), None)? {
-        let mut single = Rollup::default();
-        single.add(&record, at);
         for window in [Window::M5, Window::H1] {
             if at >= window.start(now_ms) {
-                merge_into(&mut merged, window, &record.target, &record.probe, &single);
+                slot(&mut merged, window, &record.target, &record.probe).add(&record, at);
             }
         }
     }

@@ -232,3 +232,16 @@ pub fn http() -> reqwest::Client {
     sonde::runner::transport::install_crypto();
     reqwest::Client::new()
 }
+
+/// GETs `url` and parses its body as JSON.
+pub async fn get_json(http: &reqwest::Client, url: &str) -> serde_json::Value {
+    let body = http
+        .get(url)
+        .send()
+        .await
+        .expect("GET")
+        .bytes()
+        .await
+        .expect("body");
+    serde_json::from_slice(&body).expect("a JSON body")
+}
