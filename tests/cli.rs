@@ -226,3 +226,29 @@ fn every_command_has_help() {
         assert!(String::from_utf8_lossy(&output.stdout).contains("Usage: sonde"));
     }
 }
+
+#[test]
+fn a_reader_that_goes_away_is_not_a_panic() {
+    // 2,000 targets print more than a pipe holds, so the write after `head` exits fails.
+    let dir = tempfile::tempdir().unwrap();
+    let models: Vec<String> = (0..2000).map(|i| format!("model-{i}")).collect();
+    let names: Vec<&str> = models.iter().map(String::as_str).collect();
+    let config = dir.path().join("sonde.toml");
+    std::fs::write(
+        &config,
+        common::config_text("http://127.0.0.1:9/v1", "", &names),
+    )
+    .unwrap();
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "'{}' check --config '{}' | head -c 1 > /dev/null",
+            env!("CARGO_BIN_EXE_sonde"),
+            config.display()
+        ))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!stderr.contains("error"), "{stderr}");
+}

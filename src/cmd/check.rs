@@ -1,5 +1,6 @@
 //! `sonde check`: validate a config and list its targets.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -16,12 +17,14 @@ pub struct Args {
 /// Validates the config; prints one line per target. Exit 2 when invalid.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
-    println!(
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
         "{}: {} providers, {} targets",
         config.file.display(),
         config.providers.len(),
         config.targets.len()
-    );
+    )?;
     for target in &config.targets {
         let key = match &target.provider.api_key_env {
             None => "no key".to_owned(),
@@ -30,7 +33,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             Some(var) => format!("{var} (NOT SET)"),
         };
-        println!(
+        writeln!(
+            out,
             "  {}  kind={}  group={}  probes={}  url={}  key={}",
             target.id,
             target.provider.kind.as_str(),
@@ -38,7 +42,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             target.probes.join(","),
             target.provider.base_url,
             key
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
