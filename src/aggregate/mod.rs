@@ -18,7 +18,7 @@ use crate::capability::Capabilities;
 use crate::result::Outcome;
 use crate::store::{RollupRow, Span, Store, StoreError};
 use health::State;
-use rollup::{Rollup, TPS_SCALE};
+use rollup::{Count, Rollup, TPS_SCALE};
 
 /// The windows every figure is published for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -106,7 +106,7 @@ pub const SPEED_BOUNDS: [f64; 9] = [5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 
 impl Percentiles {
     /// The percentiles of `histogram`, each value divided by `per_unit`, with cumulative
     /// counts at `bounds` (in the divided unit).
-    pub fn of(histogram: &Histogram<u64>, per_unit: f64, bounds: &[f64]) -> Percentiles {
+    pub fn of(histogram: &Histogram<Count>, per_unit: f64, bounds: &[f64]) -> Percentiles {
         const QUANTILES: [f64; 4] = [0.5, 0.9, 0.95, 0.99];
         let count = histogram.len();
         // One pass over the recorded values for every quantile and bucket: the same values
@@ -118,7 +118,7 @@ impl Percentiles {
         let mut cumulative = 0u64;
         for value in histogram.iter_recorded() {
             let at = value.value_iterated_to();
-            let here = value.count_at_value();
+            let here = u64::from(value.count_at_value());
             cumulative += here;
             for (slot, rank) in found.iter_mut().zip(ranks) {
                 if slot.is_none() && cumulative >= rank {

@@ -4,8 +4,9 @@
 //! Latency distributions are HdrHistograms at 3 significant digits (0.1 % relative error),
 //! auto-resizing from 1 µs, so a bucket of fast runs stays small; they are stored as V2
 //! compressed (deflate) blobs, the format every HdrHistogram implementation reads. The
-//! memory trade-off: a decoded histogram of values up to a minute holds about 14 k counters
-//! (110 KiB), which is why windows merge rollups (24 hourly, 30 daily) and not raw runs.
+//! memory trade-off: a decoded histogram of values up to a minute holds about 17 k 32-bit
+//! counters (70 KiB), which is why windows merge rollups (24 hourly, 30 daily) and not raw
+//! runs, and why the writer keeps only the current and previous bucket of each decoded.
 
 use std::collections::BTreeMap;
 
@@ -17,6 +18,10 @@ use thiserror::Error;
 use super::health::{Verdict, verdict};
 use crate::capability::Capabilities;
 use crate::result::{Outcome, ResultRecord};
+
+/// A histogram counter. 32 bits halve the memory of the writer's rollup cache and the work
+/// of merging windows; a bucket would need 4 billion runs of one value to overflow.
+pub type Count = u32;
 
 /// Tokens per second are recorded in hundredths, so 0.01 tok/s is the resolution.
 pub const TPS_SCALE: f64 = 100.0;
@@ -30,13 +35,13 @@ pub struct DecodeError(String);
 #[derive(Debug, Clone)]
 pub struct Histograms {
     /// TTFT in µs (streamed runs that reached content).
-    pub ttft_us: Histogram<u64>,
+    pub ttft_us: Histogram<Count>,
     /// E2E in µs.
-    pub e2e_us: Histogram<u64>,
+    pub e2e_us: Histogram<Count>,
     /// Every gap between content arrivals, in µs.
-    pub itl_us: Histogram<u64>,
+    pub itl_us: Histogram<Count>,
     /// Output speed in hundredths of a token per second.
-    pub tps: Histogram<u64>,
+    pub tps: Histogram<Count>,
 }
 
 impl Default for Histograms {
@@ -232,11 +237,11 @@ impl Rollup {
     }
 }
 
-fn quantile_ms(histogram: &Histogram<u64>, q: f64) -> Option<f64> {
+fn quantile_ms(histogram: &Histogram<Count>, q: f64) -> Option<f64> {
     (!histogram.is_empty()).then(|| histogram.value_at_quantile(q) as f64 / 1000.0)
 }
 
-fn record_ms(histogram: &mut Histogram<u64>, ms: Option<f64>) {
+fn record_ms(histogram: &mut Histogram<Count>, ms: Option<f64>) {
     if let Some(ms) = ms {
         put(histogram, (ms * 1000.0).round() as u64);
     }
@@ -244,7 +249,7 @@ fn record_ms(histogram: &mut Histogram<u64>, ms: Option<f64>) {
 
 /// Records `value` (at least 1), growing the histogram as needed; a value past what any
 /// histogram can hold is clamped rather than lost.
-fn put(histogram: &mut Histogram<u64>, value: u64) {
+fn put(histogram: &mut Histogram<Count>, value: u64) {
     let value = value.max(1);
     if histogram.record(value).is_err() {
         histogram.saturating_record(value);
@@ -252,7 +257,7 @@ fn put(histogram: &mut Histogram<u64>, value: u64) {
 }
 
 /// A histogram as a V2 deflate blob.
-pub fn encode(histogram: &Histogram<u64>) -> Vec<u8> {
+pub fn encode(histogram: &Histogram<Count>) -> Vec<u8> {
     let mut out = Vec::new();
     // Serializing into a Vec cannot fail for an in-range histogram.
     let _ = V2DeflateSerializer::new().serialize(histogram, &mut out);
@@ -260,11 +265,11 @@ pub fn encode(histogram: &Histogram<u64>) -> Vec<u8> {
 }
 
 /// A histogram from a V2 (deflate or plain) blob; empty bytes are an empty histogram.
-pub fn decode(bytes: &[u8]) -> Result<Histogram<u64>, DecodeError> {
+pub fn decode(bytes: &[u8]) -> Result<Histogram<Count>, DecodeError> {
     if bytes.is_empty() {
         return Ok(Histograms::default().ttft_us);
     }
-    let mut histogram: Histogram<u64> = Deserializer::new()
+    let mut histogram: Histogram<Count> = Deserializer::new()
         .deserialize(&mut &bytes[..])
         .map_err(|err| DecodeError(format!("{err:?}")))?;
     histogram.auto(true);
