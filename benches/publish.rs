@@ -2,18 +2,20 @@
 //! per target, 864 k rows, generated through the real write path), then the time to read
 //! the snapshot and render the whole site, and the size of `index.html` (goal: < 300 KB).
 //!
-//! `cargo bench --bench publish`. The store is kept in `target/sonde-bench-publish.db`.
+//! `cargo bench --bench publish`. The store is kept in `target/sonde-bench-publish.db`
+//! and reused while it holds the expected rows.
+
+mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use sonde::config::{Config, HealthConfig, StoreConfig};
+use sonde::config::Config;
 use sonde::publish::{self, Snapshot};
 use sonde::result::Outcome;
 use sonde::runner::{Scheduled, not_sent};
 use sonde::store::Store;
-use sonde::store::writer::import;
 
 const TARGETS: usize = 200;
 const EVERY_MIN: i64 = 10;
@@ -34,74 +36,51 @@ fn config() -> Config {
     Config::parse(Path::new("bench.toml"), &text).expect("bench config")
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
 fn prepare(config: &Config) -> std::path::PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/sonde-bench-publish.db");
-    let expected = TARGETS as u64 * RUNS as u64;
-    if let Ok(store) = Store::open_read_only(&path)
-        && store.result_count().unwrap_or(0) == expected
-    {
-        return path;
-    }
-    for suffix in ["", "-wal", "-shm", ".lock"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-    }
-    let started = Instant::now();
-    let store = Store::open(&path).expect("open bench store");
-    let store_config = StoreConfig {
-        path: path.clone(),
-        retention_days: 400,
-        rollup_retention_days: 400,
-    };
     let probe = config.probes.get("stream").unwrap();
-    let start = now_ms() - RUNS * EVERY_MIN * 60_000;
-    let records = (0..RUNS).flat_map(|slot| {
-        config.targets.iter().enumerate().map(move |(t, target)| {
-            let at = start + slot * EVERY_MIN * 60_000 + t as i64 * 1000;
-            let scheduled = Scheduled {
-                at: Instant::now(),
-                wall: UNIX_EPOCH + Duration::from_millis(at as u64),
-            };
-            let wobble = ((slot * 7919 + t as i64 * 104_729) % 1000) as f64;
-            let outcome = if wobble < 10.0 {
-                Outcome::ServerError
-            } else {
-                Outcome::Ok
-            };
-            let mut r = not_sent(target, probe, scheduled, outcome, "simulated 500".into());
-            if outcome == Outcome::Ok {
-                r.error = None;
-                r.ttft_ms = Some(80.0 + wobble * 0.9 + t as f64);
-                r.e2e_ms = Some(500.0 + wobble);
-                r.tokens_per_s = Some(90.0 + wobble * 0.01);
-                r.input_tokens = Some(33);
-                r.output_tokens = Some(40);
-                r.cost_usd = Some(7.6e-5);
-                r.cap_streaming = Some(true);
-                r.itl_gaps_us = vec![10_000; 39];
-            }
-            r
+    let start = common::now_ms() - RUNS * EVERY_MIN * 60_000;
+    let records = || {
+        (0..RUNS).flat_map(move |slot| {
+            config.targets.iter().enumerate().map(move |(t, target)| {
+                let at = start + slot * EVERY_MIN * 60_000 + t as i64 * 1000;
+                let scheduled = Scheduled {
+                    at: Instant::now(),
+                    wall: UNIX_EPOCH + Duration::from_millis(at as u64),
+                };
+                let wobble = ((slot * 7919 + t as i64 * 104_729) % 1000) as f64;
+                let outcome = if wobble < 10.0 {
+                    Outcome::ServerError
+                } else {
+                    Outcome::Ok
+                };
+                let mut r = not_sent(target, probe, scheduled, outcome, "simulated 500".into());
+                if outcome == Outcome::Ok {
+                    r.error = None;
+                    r.ttft_ms = Some(80.0 + wobble * 0.9 + t as f64);
+                    r.e2e_ms = Some(500.0 + wobble);
+                    r.tokens_per_s = Some(90.0 + wobble * 0.01);
+                    r.input_tokens = Some(33);
+                    r.output_tokens = Some(40);
+                    r.cost_usd = Some(7.6e-5);
+                    r.cap_streaming = Some(true);
+                    r.itl_gaps_us = vec![10_000; 39];
+                }
+                r
+            })
         })
-    });
-    let written = import(store, store_config, HealthConfig::default(), records).expect("import");
-    println!(
-        "generated {written} results for {TARGETS} targets over 30 days in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    path
+    };
+    common::generated_store(
+        "sonde-bench-publish.db",
+        TARGETS as u64 * RUNS as u64,
+        records,
+    )
 }
 
 fn render(c: &mut Criterion) {
     let config = config();
     let path = prepare(&config);
     let store = Store::open_read_only(&path).expect("bench store");
-    let now = now_ms();
+    let now = common::now_ms();
     let started = Instant::now();
     let snapshot = Snapshot::load(&config, &store, now).expect("snapshot");
     let loaded = started.elapsed();

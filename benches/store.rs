@@ -6,16 +6,17 @@
 //! criterion times `aggregate::summarize`. The store is kept in `target/sonde-bench-30d.db`
 //! and reused while it holds the expected rows (delete it to regenerate).
 
+mod common;
+
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use sonde::aggregate::summarize;
-use sonde::config::{Config, HealthConfig, StoreConfig};
+use sonde::config::Config;
 use sonde::result::Outcome;
 use sonde::runner::{Scheduled, not_sent};
 use sonde::store::Store;
-use sonde::store::writer::import;
 
 const TARGETS: usize = 100;
 const DAYS: i64 = 30;
@@ -33,34 +34,10 @@ fn config() -> Config {
     Config::parse(Path::new("bench.toml"), &text).expect("bench config")
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
 /// Generates the store unless it already holds the expected rows; returns its path.
 fn prepare(config: &Config) -> std::path::PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/sonde-bench-30d.db");
-    let expected = TARGETS as u64 * PER_TARGET as u64;
-    if let Ok(store) = Store::open_read_only(&path)
-        && store.result_count().unwrap_or(0) == expected
-    {
-        return path;
-    }
-    for suffix in ["", "-wal", "-shm", ".lock"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-    }
-    let started = Instant::now();
-    let store = Store::open(&path).expect("open bench store");
-    let store_config = StoreConfig {
-        path: path.clone(),
-        retention_days: 400,
-        rollup_retention_days: 400,
-    };
     let probe = config.probes.get("stream").unwrap();
-    let start = now_ms() - PER_TARGET * 60_000;
+    let start = common::now_ms() - PER_TARGET * 60_000;
     let templates: Vec<_> = config
         .targets
         .iter()
@@ -75,47 +52,42 @@ fn prepare(config: &Config) -> std::path::PathBuf {
             record
         })
         .collect();
-    let records = (0..PER_TARGET).flat_map(|minute| {
-        let templates = &templates;
-        (0..TARGETS).map(move |t| {
-            let mut record = templates[t].clone();
-            let at = start + minute * 60_000 + t as i64 * 500;
-            record.ts =
-                humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(at as u64))
-                    .to_string();
-            record.run_id = format!("{t:03}-{minute:08}");
-            let wobble = ((minute * 7919 + t as i64 * 104_729) % 1000) as f64;
-            if wobble < 8.0 {
-                record.outcome = Outcome::ServerError;
-                record.error = Some("simulated 500".into());
-            } else {
-                let ttft = 80.0 + wobble * 0.9 + t as f64;
-                record.ttft_ms = Some(ttft);
-                record.ttfat_ms = Some(ttft);
-                record.e2e_ms = Some(ttft + 390.0 + wobble * 0.1);
-                record.itl_p50_ms = Some(10.0);
-                record.tokens_per_s = Some(100.0 - wobble * 0.02);
-                record.cost_usd = Some((33.0 * 0.5 + 40.0 * 1.5) / 1e6);
-                record.itl_gaps_us = (0..39)
-                    .map(|i| 9_000 + ((i * 37 + minute) % 2_000) as u32)
-                    .collect();
-            }
-            record
+    let templates = std::sync::Arc::new(templates);
+    let records = move || {
+        (0..PER_TARGET).flat_map(move |minute| {
+            let templates = std::sync::Arc::clone(&templates);
+            (0..TARGETS).map(move |t| {
+                let mut record = templates[t].clone();
+                let at = start + minute * 60_000 + t as i64 * 500;
+                record.ts =
+                    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(at as u64))
+                        .to_string();
+                record.run_id = format!("{t:03}-{minute:08}");
+                let wobble = ((minute * 7919 + t as i64 * 104_729) % 1000) as f64;
+                if wobble < 8.0 {
+                    record.outcome = Outcome::ServerError;
+                    record.error = Some("simulated 500".into());
+                } else {
+                    let ttft = 80.0 + wobble * 0.9 + t as f64;
+                    record.ttft_ms = Some(ttft);
+                    record.ttfat_ms = Some(ttft);
+                    record.e2e_ms = Some(ttft + 390.0 + wobble * 0.1);
+                    record.itl_p50_ms = Some(10.0);
+                    record.tokens_per_s = Some(100.0 - wobble * 0.02);
+                    record.cost_usd = Some((33.0 * 0.5 + 40.0 * 1.5) / 1e6);
+                    record.itl_gaps_us = (0..39)
+                        .map(|i| 9_000 + ((i * 37 + minute) % 2_000) as u32)
+                        .collect();
+                }
+                record
+            })
         })
-    });
-    let written = import(store, store_config, HealthConfig::default(), records).expect("import");
-    let bytes: u64 = ["", "-wal"]
-        .iter()
-        .filter_map(|suffix| std::fs::metadata(format!("{}{suffix}", path.display())).ok())
-        .map(|meta| meta.len())
-        .sum();
-    println!(
-        "generated {written} results in {:.1} s; store {:.1} MiB ({:.0} bytes per result)",
-        started.elapsed().as_secs_f64(),
-        bytes as f64 / (1024.0 * 1024.0),
-        bytes as f64 / written as f64
-    );
-    path
+    };
+    common::generated_store(
+        "sonde-bench-30d.db",
+        TARGETS as u64 * PER_TARGET as u64,
+        records,
+    )
 }
 
 fn windows(c: &mut Criterion) {
@@ -123,7 +95,7 @@ fn windows(c: &mut Criterion) {
     let path = prepare(&config);
     let store = Store::open_read_only(&path).expect("bench store");
     let targets: Vec<String> = config.targets.iter().map(|t| t.id.clone()).collect();
-    let now = now_ms();
+    let now = common::now_ms();
     let once = Instant::now();
     let stats = summarize(&store, &targets, now).expect("summarize");
     println!(

@@ -128,6 +128,65 @@ async fn served_site(dir: &Path) -> (String, CancellationToken) {
     (format!("http://{addr}/"), shutdown)
 }
 
+/// One WebDriver session: `base` is `…/session/{id}`.
+struct Session {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Session {
+    async fn get(&self, path: &str) -> Value {
+        call(&self.http, "GET", &format!("{}/{path}", self.base), None).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Value {
+        call(
+            &self.http,
+            "POST",
+            &format!("{}/{path}", self.base),
+            Some(body),
+        )
+        .await
+    }
+
+    /// How many elements match a CSS selector.
+    async fn count(&self, selector: &str) -> usize {
+        let found = self
+            .post(
+                "elements",
+                json!({"using": "css selector", "value": selector}),
+            )
+            .await;
+        found.as_array().map_or(0, Vec::len)
+    }
+
+    /// The WebDriver id of the first element matching a CSS selector.
+    async fn element(&self, selector: &str) -> String {
+        let found = self
+            .post(
+                "element",
+                json!({"using": "css selector", "value": selector}),
+            )
+            .await;
+        found
+            .as_object()
+            .and_then(|object| object.values().next())
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("no element matches {selector}: {found}"))
+            .to_owned()
+    }
+
+    /// Saves a PNG screenshot under `target/test-output/`.
+    async fn screenshot(&self, name: &str) {
+        let shot = self.get("screenshot").await;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(shot.as_str().unwrap())
+            .unwrap();
+        assert!(png.starts_with(b"\x89PNG"));
+        std::fs::write(output_dir().join(name), png).unwrap();
+    }
+}
+
 fn output_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-output");
     std::fs::create_dir_all(&dir).unwrap();
@@ -175,123 +234,38 @@ async fn the_status_page_renders_in_chromium_without_console_errors() {
         .as_str()
         .expect("a WebDriver session")
         .to_owned();
-    let at = |path: &str| format!("{}/session/{id}/{path}", driver.base);
+    let page = Session {
+        http,
+        base: format!("{}/session/{id}", driver.base),
+    };
 
-    call(&http, "POST", &at("url"), Some(json!({"url": url}))).await;
-    let title = call(&http, "GET", &at("title"), None).await;
-    assert_eq!(title, "LLM provider status");
-    let rows = call(
-        &http,
-        "POST",
-        &at("elements"),
-        Some(json!({"using": "css selector", "value": ".t"})),
-    )
-    .await;
-    assert_eq!(rows.as_array().unwrap().len(), 2, "one row per target");
+    page.post("url", json!({"url": url})).await;
+    assert_eq!(page.get("title").await, "LLM provider status");
+    assert_eq!(page.count(".t").await, 2, "one row per target");
     for selector in [".bar", ".st.ok", ".st.down", "footer a[href='feed.json']"] {
-        let found = call(
-            &http,
-            "POST",
-            &at("elements"),
-            Some(json!({"using": "css selector", "value": selector})),
-        )
-        .await;
-        assert!(
-            !found.as_array().unwrap().is_empty(),
-            "{selector} is on the index"
-        );
+        assert!(page.count(selector).await > 0, "{selector} is on the index");
     }
-    let shot = call(&http, "GET", &at("screenshot"), None).await;
-    let png = base64::engine::general_purpose::STANDARD
-        .decode(shot.as_str().unwrap())
-        .unwrap();
-    assert!(png.starts_with(b"\x89PNG"));
-    std::fs::write(output_dir().join("browser-index.png"), png).unwrap();
+    page.screenshot("browser-index.png").await;
 
-    let link = call(
-        &http,
-        "POST",
-        &at("element"),
-        Some(json!({"using": "css selector", "value": "a[href^='t/sim_fast']"})),
-    )
-    .await;
-    let element = link
-        .as_object()
-        .unwrap()
-        .values()
-        .next()
-        .unwrap()
-        .as_str()
-        .unwrap()
-        .to_owned();
-    call(
-        &http,
-        "POST",
-        &at(&format!("element/{element}/click")),
-        None,
-    )
-    .await;
-    let heading = call(
-        &http,
-        "POST",
-        &at("element"),
-        Some(json!({"using": "css selector", "value": "h1"})),
-    )
-    .await;
-    let heading_id = heading
-        .as_object()
-        .unwrap()
-        .values()
-        .next()
-        .unwrap()
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let text = call(
-        &http,
-        "GET",
-        &at(&format!("element/{heading_id}/text")),
-        None,
-    )
-    .await;
+    let link = page.element("a[href^='t/sim_fast']").await;
+    page.post(&format!("element/{link}/click"), json!({})).await;
+    let heading = page.element("h1").await;
+    let text = page.get(&format!("element/{heading}/text")).await;
     assert!(text.as_str().unwrap().starts_with("sim/"), "{text}");
     for selector in ["table", ".heat", "section h2"] {
-        let found = call(
-            &http,
-            "POST",
-            &at("elements"),
-            Some(json!({"using": "css selector", "value": selector})),
-        )
-        .await;
         assert!(
-            !found.as_array().unwrap().is_empty(),
+            page.count(selector).await > 0,
             "{selector} is on the target page"
         );
     }
-    let shot = call(&http, "GET", &at("screenshot"), None).await;
-    let png = base64::engine::general_purpose::STANDARD
-        .decode(shot.as_str().unwrap())
-        .unwrap();
-    std::fs::write(output_dir().join("browser-target.png"), png).unwrap();
+    page.screenshot("browser-target.png").await;
 
-    let logs = call(
-        &http,
-        "POST",
-        &at("se/log"),
-        Some(json!({"type": "browser"})),
-    )
-    .await;
+    let logs = page.post("se/log", json!({"type": "browser"})).await;
     let errors: Vec<&Value> = logs
         .as_array()
         .map(|entries| entries.iter().filter(|e| e["level"] == "SEVERE").collect())
         .unwrap_or_default();
     assert!(errors.is_empty(), "console errors: {errors:#?}");
-    call(
-        &http,
-        "DELETE",
-        &format!("{}/session/{id}", driver.base),
-        None,
-    )
-    .await;
+    call(&page.http, "DELETE", &page.base, None).await;
     shutdown.cancel();
 }

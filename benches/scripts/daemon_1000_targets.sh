@@ -7,12 +7,8 @@ cd "$(dirname "$0")/../.."
 targets=${1:-1000}
 duration=${2:-300}
 port=${SONDE_BENCH_PORT:-18788}
-work=$(mktemp -d)
-sim_pid=""
-trap 'kill "$sim_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
-
-cargo build --release --quiet
-printf '[default]\noutput_tokens = 16\n' > "$work/zero.toml"
+# shellcheck source=simulator.sh
+source benches/scripts/simulator.sh
 # Ten providers of 100 targets each, limits high enough that every minute's ping is sent.
 {
   printf '[store]\npath = "sonde.db"\n\n[schedules]\nping = "every 1m"\n\n'
@@ -25,12 +21,7 @@ printf '[default]\noutput_tokens = 16\n' > "$work/zero.toml"
   done
 } > "$work/sonde.toml"
 
-target/release/sonde simulate --listen "127.0.0.1:$port" --scenario "$work/zero.toml" --seed 1 > "$work/sim.log" 2>&1 &
-sim_pid=$!
-for _ in $(seq 1 50); do
-  if curl -sf "http://127.0.0.1:$port/healthz" > /dev/null 2>&1; then break; fi
-  sleep 0.1
-done
+start_simulator "$port"
 
 /usr/bin/time -v timeout -s INT "$duration" target/release/sonde run --config "$work/sonde.toml" \
   > /dev/null 2> "$work/daemon.log" || true

@@ -5,25 +5,16 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 targets=${1:-200}
 port=${SONDE_BENCH_PORT:-18787}
-work=$(mktemp -d)
-sim_pid=""
-trap 'kill "$sim_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
-
-cargo build --release --quiet
-printf '[default]\noutput_tokens = 16\n' > "$work/zero.toml"
+# shellcheck source=simulator.sh
+source benches/scripts/simulator.sh
 {
-  printf '[[providers]]\nname = "sim"\nkind = "openai"\nbase_url = "http://127.0.0.1:%s/v1"\n' "$port"
+  printf '[[providers]]\nname = "sim"\nkind = "openai"\nbase_url = "http://127.0.0.1:%s/v1"\nprobes = ["ping", "stream"]\n' "$port"
   for i in $(seq 1 "$targets"); do
     printf '[[providers.models]]\nid = "model-%03d"\n' "$i"
   done
 } > "$work/sonde.toml"
 
-target/release/sonde simulate --listen "127.0.0.1:$port" --scenario "$work/zero.toml" --seed 1 > "$work/sim.log" 2>&1 &
-sim_pid=$!
-for _ in $(seq 1 50); do
-  if curl -sf "http://127.0.0.1:$port/healthz" > /dev/null 2>&1; then break; fi
-  sleep 0.1
-done
+start_simulator "$port"
 
 /usr/bin/time -v target/release/sonde probe --config "$work/sonde.toml" --format json \
   > "$work/out.jsonl" 2> "$work/time.txt" || true

@@ -222,22 +222,22 @@ impl WindowStats {
         latency.e2e_ms = Percentiles::default();
         WindowStats {
             window,
-            attempts: all.attempts(),
-            ok: all.count(Outcome::Ok),
-            failures: all.failures,
-            availability: all.availability(),
-            rate_limited: all.count(Outcome::RateLimited),
-            outcomes: all.outcomes.clone(),
+            attempts: all.scalars.attempts(),
+            ok: all.scalars.count(Outcome::Ok),
+            failures: all.scalars.failures,
+            availability: all.scalars.availability(),
+            rate_limited: all.scalars.count(Outcome::RateLimited),
+            outcomes: all.scalars.outcomes.clone(),
             latency,
             by_probe: per_probe
                 .iter()
                 .map(|(probe, rollup)| (probe.clone(), Latency::of(rollup)))
                 .collect(),
-            capabilities: all.capabilities,
-            cost_usd: all.cost_usd,
-            tokens: all.tokens,
-            last_ok_ms: all.last_ok_ms,
-            last_error: all.last_error,
+            capabilities: all.scalars.capabilities,
+            cost_usd: all.scalars.cost_usd,
+            tokens: all.scalars.tokens,
+            last_ok_ms: all.scalars.last_ok_ms,
+            last_error: all.scalars.last_error,
         }
     }
 }

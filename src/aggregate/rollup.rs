@@ -59,26 +59,14 @@ impl Default for Histograms {
 /// Counts, spend and distributions of the runs in one bucket.
 #[derive(Debug, Clone, Default)]
 pub struct Rollup {
-    /// Runs per outcome.
-    pub outcomes: BTreeMap<Outcome, u64>,
-    /// Runs that count against availability (provider faults, see `health::verdict`).
-    pub failures: u64,
+    /// Counts, spend, capabilities, last ok and last error.
+    pub scalars: Scalars,
     /// Latency and speed distributions of successful runs.
     pub histograms: Histograms,
-    /// USD spent.
-    pub cost_usd: f64,
-    /// Input + output tokens spent.
-    pub tokens: u64,
-    /// The latest capability evidence.
-    pub capabilities: Capabilities,
-    /// Unix ms of the latest `ok` run.
-    pub last_ok_ms: Option<i64>,
-    /// Unix ms and text of the latest failed run.
-    pub last_error: Option<(i64, String)>,
 }
 
 /// The rollup's scalar part, stored as JSON next to the histogram blobs.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Scalars {
     /// Runs per outcome.
     pub outcomes: BTreeMap<Outcome, u64>,
@@ -104,17 +92,8 @@ pub struct Scalars {
 }
 
 impl Scalars {
-    /// ok ÷ (ok + provider faults) of the bucket.
-    pub fn availability(&self) -> Option<f64> {
-        let ok = self.outcomes.get(&Outcome::Ok).copied().unwrap_or(0);
-        let counted = ok + self.failures;
-        (counted > 0).then(|| ok as f64 / counted as f64)
-    }
-}
-
-impl Rollup {
-    /// Adds one run, finished at unix ms `at_ms`.
-    pub fn add(&mut self, record: &ResultRecord, at_ms: i64) {
+    /// Counts one run, finished at unix ms `at_ms`.
+    fn add(&mut self, record: &ResultRecord, at_ms: i64) {
         *self.outcomes.entry(record.outcome).or_default() += 1;
         if verdict(record) == Verdict::Failure {
             self.failures += 1;
@@ -125,15 +104,6 @@ impl Rollup {
         self.capabilities.update(Capabilities::of(record));
         if record.outcome == Outcome::Ok {
             self.last_ok_ms = self.last_ok_ms.max(Some(at_ms));
-            let h = &mut self.histograms;
-            record_ms(&mut h.ttft_us, record.ttft_ms);
-            record_ms(&mut h.e2e_us, record.e2e_ms);
-            for &gap in &record.itl_gaps_us {
-                put(&mut h.itl_us, u64::from(gap));
-            }
-            if let Some(tps) = record.tokens_per_s {
-                put(&mut h.tps, (tps * TPS_SCALE).round() as u64);
-            }
         } else if record.outcome != Outcome::SkippedBudget
             && self.last_error.as_ref().is_none_or(|(ms, _)| *ms <= at_ms)
         {
@@ -145,8 +115,8 @@ impl Rollup {
         }
     }
 
-    /// Adds another rollup (another bucket, or another prober's).
-    pub fn merge(&mut self, other: &Rollup) {
+    /// Adds another bucket's counts (its percentile fields do not merge and are left).
+    pub fn merge(&mut self, other: &Scalars) {
         for (outcome, count) in &other.outcomes {
             *self.outcomes.entry(*outcome).or_default() += count;
         }
@@ -159,16 +129,6 @@ impl Rollup {
             && self.last_error.as_ref().is_none_or(|(mine, _)| mine <= ms)
         {
             self.last_error = other.last_error.clone();
-        }
-        let (mine, theirs) = (&mut self.histograms, &other.histograms);
-        for (into, from) in [
-            (&mut mine.ttft_us, &theirs.ttft_us),
-            (&mut mine.e2e_us, &theirs.e2e_us),
-            (&mut mine.itl_us, &theirs.itl_us),
-            (&mut mine.tps, &theirs.tps),
-        ] {
-            // Both auto-resize, so adding cannot run out of range.
-            let _ = into.add(from);
         }
     }
 
@@ -184,29 +144,50 @@ impl Rollup {
 
     /// ok ÷ (ok + provider faults); `None` when no run counted.
     pub fn availability(&self) -> Option<f64> {
-        self.scalars_only().availability()
+        let ok = self.count(Outcome::Ok);
+        let counted = ok + self.failures;
+        (counted > 0).then(|| ok as f64 / counted as f64)
     }
+}
 
-    fn scalars_only(&self) -> Scalars {
-        Scalars {
-            outcomes: self.outcomes.clone(),
-            failures: self.failures,
-            ..Scalars::default()
+impl Rollup {
+    /// Adds one run, finished at unix ms `at_ms`.
+    pub fn add(&mut self, record: &ResultRecord, at_ms: i64) {
+        self.scalars.add(record, at_ms);
+        if record.outcome == Outcome::Ok {
+            let h = &mut self.histograms;
+            record_ms(&mut h.ttft_us, record.ttft_ms);
+            record_ms(&mut h.e2e_us, record.e2e_ms);
+            for &gap in &record.itl_gaps_us {
+                put(&mut h.itl_us, u64::from(gap));
+            }
+            if let Some(tps) = record.tokens_per_s {
+                put(&mut h.tps, (tps * TPS_SCALE).round() as u64);
+            }
         }
     }
 
-    /// The scalar part for storage.
-    pub fn scalars(&self) -> Scalars {
+    /// Adds another rollup (another bucket, or another prober's).
+    pub fn merge(&mut self, other: &Rollup) {
+        self.scalars.merge(&other.scalars);
+        let (mine, theirs) = (&mut self.histograms, &other.histograms);
+        for (into, from) in [
+            (&mut mine.ttft_us, &theirs.ttft_us),
+            (&mut mine.e2e_us, &theirs.e2e_us),
+            (&mut mine.itl_us, &theirs.itl_us),
+            (&mut mine.tps, &theirs.tps),
+        ] {
+            // Both auto-resize, so adding cannot run out of range.
+            let _ = into.add(from);
+        }
+    }
+
+    /// The scalar part for storage, with the TTFT percentiles charts read.
+    pub fn stored_scalars(&self) -> Scalars {
         Scalars {
-            outcomes: self.outcomes.clone(),
-            failures: self.failures,
-            cost_usd: self.cost_usd,
-            tokens: self.tokens,
-            capabilities: self.capabilities,
-            last_ok_ms: self.last_ok_ms,
-            last_error: self.last_error.clone(),
             ttft_p50_ms: quantile_ms(&self.histograms.ttft_us, 0.5),
             ttft_p95_ms: quantile_ms(&self.histograms.ttft_us, 0.95),
+            ..self.scalars.clone()
         }
     }
 
@@ -214,19 +195,13 @@ impl Rollup {
     pub fn from_parts(scalars: Scalars, blobs: [&[u8]; 4]) -> Result<Rollup, DecodeError> {
         let [ttft, e2e, itl, tps] = blobs.map(decode);
         Ok(Rollup {
-            outcomes: scalars.outcomes,
-            failures: scalars.failures,
+            scalars,
             histograms: Histograms {
                 ttft_us: ttft?,
                 e2e_us: e2e?,
                 itl_us: itl?,
                 tps: tps?,
             },
-            cost_usd: scalars.cost_usd,
-            tokens: scalars.tokens,
-            capabilities: scalars.capabilities,
-            last_ok_ms: scalars.last_ok_ms,
-            last_error: scalars.last_error,
         })
     }
 

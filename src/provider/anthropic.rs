@@ -20,8 +20,8 @@ use serde_json::{Map, Value, json};
 use sse_stream::Sse;
 
 use super::{
-    Adapter, Call, DecodeError, Failure, body_excerpt, classify_error, classify_status, join,
-    merge_json, parse_models_body, sensitive_header,
+    Adapter, Call, DecodeError, EXCERPT_CHARS, Failure, body_excerpt, classify_error,
+    classify_status, data_ids, join, merge_json, with_key,
 };
 use crate::measurement::{ContentKind, Event, Usage};
 use crate::redact::Secret;
@@ -227,11 +227,12 @@ fn with_headers(
     request: RequestBuilder,
     key: Option<&Secret>,
 ) -> Result<RequestBuilder, DecodeError> {
-    let request = request.header("anthropic-version", API_VERSION);
-    match key {
-        Some(key) => Ok(request.header("x-api-key", sensitive_header(key.expose())?)),
-        None => Ok(request),
-    }
+    with_key(
+        request.header("anthropic-version", API_VERSION),
+        "x-api-key",
+        "",
+        key,
+    )
 }
 
 impl Adapter for Anthropic {
@@ -343,7 +344,7 @@ impl Adapter for Anthropic {
         let Some(content) = &message.content else {
             return Err(DecodeError(format!(
                 "body has neither `content` nor `error`: {}",
-                body_excerpt(body, 200)
+                body_excerpt(body, EXCERPT_CHARS)
             )));
         };
         if let Some(model) = &message.model {
@@ -368,10 +369,7 @@ impl Adapter for Anthropic {
             .and_then(|text| serde_json::from_str::<Message<'_>>(text).ok());
         match parsed.and_then(|message| message.error.map(|error| error.event(Some(status)))) {
             Some(Event::Error { outcome, message }) => Failure { outcome, message },
-            _ => Failure {
-                outcome: classify_status(status, &[]),
-                message: body_excerpt(body, 200),
-            },
+            _ => Failure::unexplained(status, body),
         }
     }
 
@@ -385,16 +383,7 @@ impl Adapter for Anthropic {
     }
 
     fn decode_models(&self, body: &[u8]) -> Result<Vec<String>, DecodeError> {
-        #[derive(Deserialize)]
-        struct List {
-            data: Vec<Entry>,
-        }
-        #[derive(Deserialize)]
-        struct Entry {
-            id: String,
-        }
-        let list: List = parse_models_body(body)?;
-        Ok(list.data.into_iter().map(|entry| entry.id).collect())
+        data_ids(body)
     }
 }
 

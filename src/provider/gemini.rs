@@ -17,8 +17,8 @@ use serde_json::{Map, Value, json};
 use sse_stream::Sse;
 
 use super::{
-    Adapter, Call, DecodeError, Failure, body_excerpt, classify_error, classify_status, join,
-    merge_json, parse_models_body, sensitive_header,
+    Adapter, Call, DecodeError, EXCERPT_CHARS, Failure, body_excerpt, classify_error,
+    classify_status, join, merge_json, parse_models_body, with_key,
 };
 use crate::measurement::{ContentKind, Event, Usage};
 use crate::probe::Role;
@@ -218,11 +218,11 @@ fn parse<'a, T: Deserialize<'a>>(text: &'a str, what: &str) -> Result<T, DecodeE
     })
 }
 
-fn with_key(request: RequestBuilder, key: Option<&Secret>) -> Result<RequestBuilder, DecodeError> {
-    match key {
-        Some(key) => Ok(request.header("x-goog-api-key", sensitive_header(key.expose())?)),
-        None => Ok(request),
-    }
+fn with_google_key(
+    request: RequestBuilder,
+    key: Option<&Secret>,
+) -> Result<RequestBuilder, DecodeError> {
+    with_key(request, "x-goog-api-key", "", key)
 }
 
 /// The model id without the `models/` prefix users sometimes copy from the API.
@@ -294,7 +294,7 @@ impl Adapter for Gemini {
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, accept)
             .body(Value::Object(body).to_string());
-        with_key(request, call.key)
+        with_google_key(request, call.key)
     }
 
     fn decode_event(
@@ -324,7 +324,7 @@ impl Adapter for Gemini {
         {
             return Err(DecodeError(format!(
                 "body has neither `candidates` nor `error`: {}",
-                body_excerpt(body, 200)
+                body_excerpt(body, EXCERPT_CHARS)
             )));
         }
         emit_response(response, true, emit);
@@ -345,10 +345,7 @@ impl Adapter for Gemini {
                 outcome: error.outcome(Some(status)),
                 message: error.describe(),
             },
-            None => Failure {
-                outcome: classify_status(status, &[]),
-                message: body_excerpt(body, 200),
-            },
+            None => Failure::unexplained(status, body),
         }
     }
 
@@ -358,7 +355,7 @@ impl Adapter for Gemini {
         base_url: &Url,
         key: Option<&Secret>,
     ) -> Result<RequestBuilder, DecodeError> {
-        with_key(http.get(join(base_url, "models?pageSize=1000")), key)
+        with_google_key(http.get(join(base_url, "models?pageSize=1000")), key)
     }
 
     fn decode_models(&self, body: &[u8]) -> Result<Vec<String>, DecodeError> {

@@ -72,6 +72,9 @@ impl Call<'_> {
 #[error("{0}")]
 pub struct DecodeError(pub String);
 
+/// Characters of a body quoted in an error when the provider gave no message.
+pub const EXCERPT_CHARS: usize = 200;
+
 /// An error response, classified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
@@ -79,6 +82,16 @@ pub struct Failure {
     pub outcome: Outcome,
     /// The provider's own words, or the start of the body when it gave none.
     pub message: String,
+}
+
+impl Failure {
+    /// An error body the format does not explain: classified by status, quoted.
+    pub fn unexplained(status: u16, body: &[u8]) -> Failure {
+        Failure {
+            outcome: classify_status(status, &[]),
+            message: body_excerpt(body, EXCERPT_CHARS),
+        }
+    }
 }
 
 /// One wire format.
@@ -155,12 +168,42 @@ pub fn join(base_url: &Url, path: &str) -> Url {
     base_url.join(path).unwrap_or_else(|_| base_url.clone())
 }
 
+/// Adds `key`, after `prefix` (`"Bearer "`), as the sensitive header `name`, when there is one.
+pub fn with_key(
+    request: RequestBuilder,
+    name: &'static str,
+    prefix: &str,
+    key: Option<&Secret>,
+) -> Result<RequestBuilder, DecodeError> {
+    match key {
+        Some(key) => Ok(request.header(
+            name,
+            sensitive_header(&format!("{prefix}{}", key.expose()))?,
+        )),
+        None => Ok(request),
+    }
+}
+
+/// The ids of a `{"data": [{"id": …}, …]}` model list (OpenAI's and Anthropic's shape).
+pub fn data_ids(body: &[u8]) -> Result<Vec<String>, DecodeError> {
+    #[derive(serde::Deserialize)]
+    struct List {
+        data: Vec<Entry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        id: String,
+    }
+    let list: List = parse_models_body(body)?;
+    Ok(list.data.into_iter().map(|entry| entry.id).collect())
+}
+
 /// Parses a JSON body for `decode_models`, naming what it expected on failure.
 pub fn parse_models_body<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, DecodeError> {
     serde_json::from_slice(body).map_err(|err| {
         DecodeError(format!(
             "model list is not the expected JSON ({err}): {}",
-            body_excerpt(body, 200)
+            body_excerpt(body, EXCERPT_CHARS)
         ))
     })
 }

@@ -14,15 +14,15 @@
 
 use std::borrow::Cow;
 
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::{RequestBuilder, Url};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use sse_stream::Sse;
 
 use super::{
-    Adapter, Call, DecodeError, Failure, body_excerpt, classify_error, classify_status, join,
-    merge_json, parse_models_body, sensitive_header,
+    Adapter, Call, DecodeError, EXCERPT_CHARS, Failure, body_excerpt, classify_error,
+    classify_status, data_ids, join, merge_json, with_key,
 };
 use crate::config::MaxTokensField;
 use crate::measurement::{ContentKind, Event, Usage};
@@ -33,7 +33,6 @@ use crate::redact::Secret;
 pub struct OpenAi;
 
 /// Longest excerpt of an unparseable body kept in an error.
-const EXCERPT_CHARS: usize = 200;
 
 #[derive(Debug, Deserialize)]
 struct Chunk<'a> {
@@ -379,10 +378,7 @@ impl Adapter for OpenAi {
                     message,
                 }
             }
-            _ => Failure {
-                outcome: classify_status(status, &[]),
-                message: body_excerpt(body, EXCERPT_CHARS),
-            },
+            _ => Failure::unexplained(status, body),
         }
     }
 
@@ -396,28 +392,13 @@ impl Adapter for OpenAi {
     }
 
     fn decode_models(&self, body: &[u8]) -> Result<Vec<String>, DecodeError> {
-        #[derive(Deserialize)]
-        struct List {
-            data: Vec<Entry>,
-        }
-        #[derive(Deserialize)]
-        struct Entry {
-            id: String,
-        }
-        let list: List = parse_models_body(body)?;
-        Ok(list.data.into_iter().map(|entry| entry.id).collect())
+        data_ids(body)
     }
 }
 
 /// Adds `Authorization: Bearer <key>`, marked sensitive.
 fn authorize(request: RequestBuilder, key: Option<&Secret>) -> Result<RequestBuilder, DecodeError> {
-    match key {
-        Some(key) => Ok(request.header(
-            AUTHORIZATION,
-            sensitive_header(&format!("Bearer {}", key.expose()))?,
-        )),
-        None => Ok(request),
-    }
+    with_key(request, "authorization", "Bearer ", key)
 }
 
 /// `{base_url}chat/completions`.

@@ -82,7 +82,7 @@ impl Snapshot {
             store.rollup_scalars_since(day, day.bucket_of(now_ms) - (BAR_DAYS - 1) * day.ms())?
         {
             let merged = daily.entry(target).or_default().entry(bucket).or_default();
-            merge_scalars(merged, &scalars);
+            merged.merge(&scalars);
         }
         let hour = Span::Hour;
         let mut hourly: HashMap<String, BTreeMap<i64, Scalars>> = HashMap::new();
@@ -129,17 +129,6 @@ impl Snapshot {
     pub fn stats_of(&self, target: &str) -> Option<&TargetStats> {
         self.stats.iter().find(|s| s.target == target)
     }
-}
-
-/// Adds the counts of `other` into `into` (percentile fields are not mergeable and are left
-/// as they were).
-fn merge_scalars(into: &mut Scalars, other: &Scalars) {
-    for (outcome, count) in &other.outcomes {
-        *into.outcomes.entry(*outcome).or_default() += count;
-    }
-    into.failures += other.failures;
-    into.cost_usd += other.cost_usd;
-    into.tokens += other.tokens;
 }
 
 /// The published files: relative path → bytes.

@@ -272,7 +272,8 @@ impl Store {
                 )
                 .map_err(e)?;
             for row in &batch.rollups {
-                let scalars = serde_json::to_string(&row.rollup.scalars()).unwrap_or_default();
+                let scalars =
+                    serde_json::to_string(&row.rollup.stored_scalars()).unwrap_or_default();
                 let [ttft, e2e, itl, tps] = row.rollup.blobs();
                 upsert
                     .execute(params![
