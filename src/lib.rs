@@ -9,6 +9,7 @@
 //! map and the invariants.
 
 pub mod aggregate;
+pub mod bench;
 pub mod budget;
 pub mod capability;
 pub mod config;

@@ -37,6 +37,9 @@ enum Command {
     Serve(cmd::serve::Args),
     /// Serve the built-in provider simulator.
     Simulate(cmd::simulate::Args),
+    /// Load targets closed- or open-loop and write report.md, results.csv and
+    /// summary.json; with --baseline, fail on a regression.
+    Bench(cmd::bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => cmd::serve::run(args),
         Command::Demo(args) => cmd::demo::run(args),
         Command::Simulate(args) => cmd::simulate::run(args),
+        Command::Bench(args) => cmd::bench::run(args),
     };
     match result {
         Ok(code) => code,

@@ -12,7 +12,7 @@ pub mod rollup;
 use std::collections::{BTreeMap, HashMap};
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::capability::Capabilities;
 use crate::result::Outcome;
@@ -74,7 +74,7 @@ impl Window {
 
 /// Percentiles of one distribution, each shown only when the sample count supports it:
 /// a pq needs at least 1 / (1 − q) samples (p99 needs 100), else it is `None`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Percentiles {
     /// Samples.
     pub count: u64,
@@ -155,7 +155,7 @@ fn round3(value: f64) -> f64 {
 }
 
 /// Latency and speed percentiles of some runs.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Latency {
     /// TTFT, ms.
     pub ttft_ms: Percentiles,
@@ -168,7 +168,8 @@ pub struct Latency {
 }
 
 impl Latency {
-    fn of(rollup: &Rollup) -> Latency {
+    /// The percentiles of a rollup's four histograms.
+    pub fn of(rollup: &Rollup) -> Latency {
         let h = &rollup.histograms;
         Latency {
             ttft_ms: Percentiles::of(&h.ttft_us, 1000.0, &LATENCY_BOUNDS_MS),

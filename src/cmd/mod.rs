@@ -1,6 +1,7 @@
 //! One module per command. Each has its `Args` and a `run` that returns the exit code; they
 //! are thin over the library and the only place `anyhow` is used.
 
+pub mod bench;
 pub mod check;
 pub mod demo;
 pub mod export;
@@ -10,6 +11,9 @@ pub mod run;
 pub mod serve;
 pub mod simulate;
 
+use anyhow::bail;
+use sonde::config::{Config, Target};
+use sonde::probe::Probe;
 use tracing_subscriber::EnvFilter;
 
 /// How log lines are written.
@@ -59,4 +63,61 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// The config file and the targets of it a command works on.
+#[derive(Debug, clap::Args)]
+pub struct Targets {
+    /// The config file.
+    #[arg(long, short, default_value = "sonde.toml")]
+    pub config: std::path::PathBuf,
+    /// Only these targets: a target id (`provider/model`), a provider name or a route group.
+    /// Repeatable.
+    #[arg(long = "target", short = 't')]
+    pub targets: Vec<String>,
+}
+
+/// The (target, probe) pairs the filters select; a filter that matches nothing is an error.
+pub fn select(
+    config: &Config,
+    targets: &[String],
+    probes: &[String],
+) -> anyhow::Result<Vec<(Target, Probe)>> {
+    for filter in targets {
+        if !config.targets.iter().any(|target| matches(target, filter)) {
+            let known: Vec<_> = config.targets.iter().map(|t| t.id.as_str()).collect();
+            bail!(
+                "no target matches --target {filter:?} (targets: {})",
+                known.join(", ")
+            );
+        }
+    }
+    for name in probes {
+        if config.probes.get(name).is_none() {
+            let known: Vec<_> = config.probes.names().collect();
+            bail!("no probe named {name:?} (probes: {})", known.join(", "));
+        }
+    }
+    let mut jobs = Vec::new();
+    for target in &config.targets {
+        if !targets.is_empty() && !targets.iter().any(|filter| matches(target, filter)) {
+            continue;
+        }
+        for name in &target.probes {
+            if !probes.is_empty() && !probes.contains(name) {
+                continue;
+            }
+            if let Some(probe) = config.probes.get(name) {
+                jobs.push((target.clone(), probe.clone()));
+            }
+        }
+    }
+    if jobs.is_empty() {
+        bail!("the filters select no run: no selected target has a selected probe");
+    }
+    Ok(jobs)
+}
+
+fn matches(target: &Target, filter: &str) -> bool {
+    target.id == filter || target.provider.name == filter || target.model.group == filter
 }

@@ -121,7 +121,11 @@ pub(super) async fn respond(
         );
         return (status, Json(body)).into_response();
     }
-    let fault = if behaviour.fault != Fault::None && draw(&mut rng, behaviour.fault_rate) {
+    let strikes = match behaviour.fault_every {
+        0 => draw(&mut rng, behaviour.fault_rate),
+        every => (seq + 1).is_multiple_of(every),
+    };
+    let fault = if behaviour.fault != Fault::None && strikes {
         behaviour.fault
     } else {
         Fault::None

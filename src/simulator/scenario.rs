@@ -172,6 +172,9 @@ pub struct Behaviour {
     /// Probability of the fault on a request.
     #[serde(deserialize_with = "probability")]
     pub fault_rate: f64,
+    /// When not 0, the fault strikes every this many requests to the simulator (the 50th,
+    /// 100th, … with 50) instead of by `fault_rate`: a deterministic tail for benchmarks.
+    pub fault_every: u64,
     /// Where a mid-stream fault strikes.
     pub fault_after_tokens: u32,
     /// How long a stall or hang lasts.
@@ -253,6 +256,7 @@ impl Default for Behaviour {
             retry_after_s: 1,
             fault: Fault::None,
             fault_rate: 1.0,
+            fault_every: 0,
             fault_after_tokens: 0,
             stall_ms: 3_600_000,
             oversized_bytes: 8 * 1024 * 1024,

@@ -1,0 +1,315 @@
+//! `sonde bench` as CI runs it: closed and open loop against a simulator on 127.0.0.1, the
+//! report files and their figures recomputed from `results.csv`, coordinated omission, and the
+//! baseline gate.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use sonde::bench::report::Summary;
+use sonde::result::{Outcome, ResultRecord};
+
+const SCENARIO: &str = r#"
+[models.quick]
+ttft_ms = 20
+token_ms = 1
+
+[models.instant]
+
+[models.hiccup]
+fault = "stall"
+fault_after_tokens = 0
+stall_ms = 1000
+fault_every = 50
+
+[models.spread]
+ttft_ms = { min = 40, max = 80 }
+token_ms = { min = 10, max = 30 }
+"#;
+
+/// The same model, every delay 30 % longer.
+const SLOWER: &str = r#"
+[models.spread]
+ttft_ms = { min = 52, max = 104 }
+token_ms = { min = 13, max = 39 }
+"#;
+
+fn config_file(dir: &Path, base_url: &str, model: &str) -> PathBuf {
+    let text = format!(
+        "[[providers]]\nname = \"sim\"\nkind = \"openai\"\nbase_url = \"{base_url}\"\n\
+         timeout = \"20s\"\nprobes = [\"stream\"]\n\n  [[providers.models]]\n  id = \"{model}\"\n"
+    );
+    let path = dir.join(format!("{model}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Runs `sonde bench` off the async runtime, so the in-process simulator keeps serving.
+async fn bench(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_sonde"))
+            .arg("bench")
+            .args(&args)
+            .output()
+            .expect("run sonde bench")
+    })
+    .await
+    .unwrap()
+}
+
+fn args(config: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut all = vec![
+        "--config".to_owned(),
+        config.display().to_string(),
+        "--out".to_owned(),
+        out.display().to_string(),
+    ];
+    all.extend(extra.iter().map(|s| (*s).to_owned()));
+    all
+}
+
+fn records(out: &Path) -> Vec<ResultRecord> {
+    csv::Reader::from_path(out.join("results.csv"))
+        .unwrap()
+        .deserialize()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+fn summary(out: &Path) -> Value {
+    let text = std::fs::read_to_string(out.join("summary.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The nearest-rank percentile of `values` (sorted here).
+fn percentile(values: &mut [f64], q: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let rank = ((q * values.len() as f64).ceil() as usize).max(1);
+    values[rank - 1]
+}
+
+/// Asserts the summary's figures of `metric` equal the ones recomputed from the records,
+/// within the histograms' 0.1 % (plus rounding to the µs).
+fn assert_figures(figures: &Value, mut values: Vec<f64>, metric: &str) {
+    assert_eq!(
+        figures["count"].as_u64().unwrap(),
+        values.len() as u64,
+        "{metric}"
+    );
+    if values.is_empty() {
+        return;
+    }
+    for (name, q) in [
+        ("p50", 0.5),
+        ("p90", 0.9),
+        ("p95", 0.95),
+        ("p99", 0.99),
+        ("max", 1.0),
+    ] {
+        let want = percentile(&mut values, q);
+        let got = figures[name].as_f64().unwrap();
+        assert!(
+            (got - want).abs() <= want * 0.001 + 0.002,
+            "{metric} {name}: summary {got}, recomputed {want}"
+        );
+    }
+}
+
+fn check_report_against_csv(out: &Path, requests: usize) -> Value {
+    let records = records(out);
+    assert_eq!(records.len(), requests);
+    let summary = summary(out);
+    let target = &summary["targets"][0];
+    assert_eq!(target["requests"].as_u64().unwrap(), requests as u64);
+    let ok: Vec<&ResultRecord> = records
+        .iter()
+        .filter(|r| r.outcome == Outcome::Ok)
+        .collect();
+    assert_eq!(target["ok"].as_u64().unwrap(), ok.len() as u64);
+    let lag = |r: &ResultRecord| r.queue_lag_ms + r.connect_ms.unwrap_or(0.0);
+    let latency = &target["latency"];
+    assert_figures(
+        &latency["ttft_ms"],
+        ok.iter()
+            .filter_map(|r| Some(r.ttft_ms? + lag(r)))
+            .collect(),
+        "ttft",
+    );
+    assert_figures(
+        &latency["e2e_ms"],
+        ok.iter().filter_map(|r| Some(r.e2e_ms? + lag(r))).collect(),
+        "e2e",
+    );
+    assert_figures(
+        &latency["tokens_per_s"],
+        ok.iter().filter_map(|r| r.tokens_per_s).collect(),
+        "tokens/s",
+    );
+    // summary.json reads back as the gate reads it, histograms included.
+    let parsed = Summary::load(&out.join("summary.json")).unwrap();
+    let histograms = parsed.targets[0].histograms.decode().unwrap();
+    assert_eq!(
+        histograms.e2e_us.len(),
+        latency["e2e_ms"]["count"].as_u64().unwrap()
+    );
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("## `sim/"), "{report}");
+    assert!(report.contains("| TTFT (ms) |"), "{report}");
+    summary
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_and_open_loop_send_what_they_say_and_report_what_they_measured() {
+    let sim = common::simulator(SCENARIO).await;
+    let dir = tempfile::tempdir().unwrap();
+
+    let config = config_file(dir.path(), &sim.base_url(), "quick");
+    let out = dir.path().join("closed");
+    let output = bench(args(
+        &config,
+        &out,
+        &["--concurrency", "4", "--requests", "120"],
+    ))
+    .await;
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(sim.requests().len(), 120);
+    let summary = check_report_against_csv(&out, 120);
+    assert_eq!(summary["closed_loop"], true);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("closed loop, concurrency 4"), "{stdout}");
+
+    let config = config_file(dir.path(), &sim.base_url(), "instant");
+    let out = dir.path().join("open");
+    let before = sim.requests().len();
+    let output = bench(args(
+        &config,
+        &out,
+        &["--rate", "400", "--requests", "1600", "--seed", "5"],
+    ))
+    .await;
+    assert!(output.status.success(), "{output:?}");
+    let arrivals: Vec<_> = sim.requests()[before..].iter().map(|r| r.at).collect();
+    assert_eq!(arrivals.len(), 1600);
+    let span = arrivals[arrivals.len() - 1]
+        .duration_since(arrivals[0])
+        .as_secs_f64();
+    let rate = (arrivals.len() - 1) as f64 / span;
+    assert!((rate - 400.0).abs() <= 20.0, "arrival rate {rate}/s");
+    let summary = check_report_against_csv(&out, 1600);
+    assert_eq!(summary["closed_loop"], false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_open_loop_sees_a_stall_the_closed_loop_says_it_understates() {
+    let dir = tempfile::tempdir().unwrap();
+
+    let sim = common::simulator(SCENARIO).await;
+    let config = config_file(dir.path(), &sim.base_url(), "hiccup");
+    let open = dir.path().join("open");
+    let output = bench(args(
+        &config,
+        &open,
+        &["--rate", "100", "--requests", "300"],
+    ))
+    .await;
+    assert!(output.status.success(), "{output:?}");
+    let ttft = &summary(&open)["targets"][0]["latency"]["ttft_ms"];
+    assert!(ttft["p99"].as_f64().unwrap() >= 1000.0, "{ttft}");
+    assert!(ttft["p90"].as_f64().unwrap() < 500.0, "{ttft}");
+    drop(sim);
+
+    let sim = common::simulator(SCENARIO).await;
+    let config = config_file(dir.path(), &sim.base_url(), "hiccup");
+    let closed = dir.path().join("closed");
+    let output = bench(args(
+        &config,
+        &closed,
+        &["--concurrency", "1", "--requests", "300"],
+    ))
+    .await;
+    assert!(output.status.success(), "{output:?}");
+    let target = &summary(&closed)["targets"][0];
+    let measured = target["latency"]["ttft_ms"]["p90"].as_f64().unwrap();
+    let corrected = target["coordinated_omission"]["corrected_ttft_ms"]["p90"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        corrected > 10.0 * measured && corrected > 100.0,
+        "measured p90 {measured}, corrected {corrected}"
+    );
+    let report = std::fs::read_to_string(closed.join("report.md")).unwrap();
+    assert!(
+        report.contains("Closed loop: these tail figures understate latency"),
+        "{report}"
+    );
+    let open_report = std::fs::read_to_string(open.join("report.md")).unwrap();
+    assert!(!open_report.contains("understate"), "{open_report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gate_passes_an_unchanged_rerun_and_fails_a_slower_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let load = ["--rate", "40", "--requests", "200"];
+    let sim = common::simulator(SCENARIO).await;
+    let config = config_file(dir.path(), &sim.base_url(), "spread");
+    let baseline = dir.path().join("baseline");
+    let output = bench(args(&config, &baseline, &load)).await;
+    assert!(output.status.success(), "{output:?}");
+    let baseline_file = baseline.join("summary.json").display().to_string();
+
+    let rerun = dir.path().join("rerun");
+    let mut gated = load.to_vec();
+    gated.extend(["--baseline", &baseline_file, "--max-regression", "10%"]);
+    let output = bench(args(&config, &rerun, &gated)).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("Gate passed"), "{stdout}");
+    assert!(!stdout.contains("regressed |"), "{stdout}");
+    drop(sim);
+
+    let slow = common::simulator(SLOWER).await;
+    let config = config_file(dir.path(), &slow.base_url(), "spread");
+    let slower = dir.path().join("slower");
+    let output = bench(args(&config, &slower, &gated)).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("Gate failed"), "{stdout}");
+    for metric in ["TTFT p50", "E2E p50", "tokens/s p50"] {
+        let row = stdout
+            .lines()
+            .find(|line| line.contains(&format!("| {metric} |")))
+            .unwrap_or_else(|| panic!("no {metric} row in {stdout}"));
+        assert!(row.ends_with("❌ regressed |"), "{row}");
+    }
+    let report = std::fs::read_to_string(slower.join("report.md")).unwrap();
+    assert!(report.contains("Gate failed"), "{report}");
+}
+
+#[test]
+fn the_committed_baseline_is_a_summary_of_the_example_setup() {
+    let summary = Summary::load(Path::new("reports/baseline.json")).unwrap();
+    let target = &summary.targets[0];
+    assert_eq!(target.target, "sim/bench-model");
+    assert_eq!(target.ok, target.requests);
+    assert!(target.histograms.decode().unwrap().ttft_us.len() >= 100);
+}
+
+#[test]
+fn bad_arguments_say_what_to_write() {
+    let output = Command::new(env!("CARGO_BIN_EXE_sonde"))
+        .args(["bench", "--config", "examples/bench/sonde.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--requests N, --duration D"), "{stderr}");
+    let output = Command::new(env!("CARGO_BIN_EXE_sonde"))
+        .args(["bench", "--requests", "1", "--baseline", "nowhere.json"])
+        .args(["--config", "examples/bench/sonde.toml"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot read nowhere.json"), "{stderr}");
+}
