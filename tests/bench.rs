@@ -313,3 +313,19 @@ fn bad_arguments_say_what_to_write() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("cannot read nowhere.json"), "{stderr}");
 }
+
+#[test]
+fn the_github_actions_example_names_files_that_exist() {
+    let text = std::fs::read_to_string("examples/github-actions.yml").unwrap();
+    let workflow: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+    let steps = workflow["jobs"]["bench"]["steps"].as_sequence().unwrap();
+    let scripts: Vec<&str> = steps.iter().filter_map(|s| s["run"].as_str()).collect();
+    let all = scripts.join("\n");
+    assert!(all.contains("sonde bench") && all.contains("--baseline reports/baseline.json"));
+    assert!(all.contains("$GITHUB_STEP_SUMMARY"));
+    for word in all.split_whitespace() {
+        if word.starts_with("examples/") || word == "reports/baseline.json" {
+            assert!(Path::new(word).exists(), "{word} does not exist");
+        }
+    }
+}
