@@ -8,33 +8,16 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use sonde::config::Config;
 use sonde::publish::{self, Snapshot};
-use sonde::result::Outcome;
-use sonde::runner::{Scheduled, not_sent};
 use sonde::store::Store;
 
 const TARGETS: usize = 200;
 const EVERY_MIN: i64 = 10;
 const RUNS: i64 = 30 * 24 * 60 / EVERY_MIN;
-
-fn config() -> Config {
-    let mut text = String::new();
-    for p in 0..20 {
-        text.push_str(&format!(
-            "[[providers]]\nname = \"provider-{p:02}\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\nprobes = [\"stream\"]\n"
-        ));
-        for m in 0..TARGETS / 20 {
-            text.push_str(&format!(
-                "[[providers.models]]\nid = \"model-{m:02}\"\ngroup = \"group-{m:02}\"\ninput_price = 0.5\noutput_price = 1.5\n"
-            ));
-        }
-    }
-    Config::parse(Path::new("bench.toml"), &text).expect("bench config")
-}
 
 fn prepare(config: &Config) -> std::path::PathBuf {
     let probe = config.probes.get("stream").unwrap();
@@ -43,29 +26,8 @@ fn prepare(config: &Config) -> std::path::PathBuf {
         (0..RUNS).flat_map(move |slot| {
             config.targets.iter().enumerate().map(move |(t, target)| {
                 let at = start + slot * EVERY_MIN * 60_000 + t as i64 * 1000;
-                let scheduled = Scheduled {
-                    at: Instant::now(),
-                    wall: UNIX_EPOCH + Duration::from_millis(at as u64),
-                };
                 let wobble = ((slot * 7919 + t as i64 * 104_729) % 1000) as f64;
-                let outcome = if wobble < 10.0 {
-                    Outcome::ServerError
-                } else {
-                    Outcome::Ok
-                };
-                let mut r = not_sent(target, probe, scheduled, outcome, "simulated 500".into());
-                if outcome == Outcome::Ok {
-                    r.error = None;
-                    r.ttft_ms = Some(80.0 + wobble * 0.9 + t as f64);
-                    r.e2e_ms = Some(500.0 + wobble);
-                    r.tokens_per_s = Some(90.0 + wobble * 0.01);
-                    r.input_tokens = Some(33);
-                    r.output_tokens = Some(40);
-                    r.cost_usd = Some(7.6e-5);
-                    r.cap_streaming = Some(true);
-                    r.itl_gaps_us = vec![10_000; 39];
-                }
-                r
+                common::synthetic(target, probe, at, wobble, t as f64)
             })
         })
     };
@@ -77,7 +39,7 @@ fn prepare(config: &Config) -> std::path::PathBuf {
 }
 
 fn render(c: &mut Criterion) {
-    let config = config();
+    let config = common::fleet_config(TARGETS);
     let path = prepare(&config);
     let store = Store::open_read_only(&path).expect("bench store");
     let now = common::now_ms();

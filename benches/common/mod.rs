@@ -1,11 +1,13 @@
-//! What the store-backed benches share: the clock, and a generated store that is reused
-//! while it holds the expected rows.
+//! What the benches share: the clock, a fleet of targets, synthetic records, and a generated
+//! store that is reused while it holds the expected rows.
 
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use sonde::config::{HealthConfig, StoreConfig};
-use sonde::result::ResultRecord;
+use sonde::config::{Config, HealthConfig, StoreConfig, Target};
+use sonde::probe::Probe;
+use sonde::result::{Outcome, ResultRecord};
+use sonde::runner::{Scheduled, not_sent};
 use sonde::store::Store;
 use sonde::store::writer::import;
 
@@ -54,4 +56,54 @@ where
         bytes as f64 / written.max(1) as f64
     );
     path
+}
+
+/// `targets` targets over 20 providers, one route group per model index, priced, probing
+/// `stream`.
+pub fn fleet_config(targets: usize) -> Config {
+    let mut text = String::new();
+    for p in 0..20 {
+        text.push_str(&format!(
+            "[[providers]]\nname = \"provider-{p:02}\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\nprobes = [\"stream\"]\n"
+        ));
+        for m in 0..targets / 20 {
+            text.push_str(&format!(
+                "[[providers.models]]\nid = \"model-{m:02}\"\ngroup = \"group-{m:02}\"\ninput_price = 0.5\noutput_price = 1.5\n"
+            ));
+        }
+    }
+    Config::parse(Path::new("bench.toml"), &text).expect("bench config")
+}
+
+/// A run of `probe` on `target` at unix ms `at`: a 500 one time in a hundred (by `wobble`,
+/// 0–999), else ok with figures that vary with `wobble` and `offset_ms`.
+pub fn synthetic(
+    target: &Target,
+    probe: &Probe,
+    at: i64,
+    wobble: f64,
+    offset_ms: f64,
+) -> ResultRecord {
+    let scheduled = Scheduled {
+        at: Instant::now(),
+        wall: UNIX_EPOCH + Duration::from_millis(at as u64),
+    };
+    let outcome = if wobble < 10.0 {
+        Outcome::ServerError
+    } else {
+        Outcome::Ok
+    };
+    let mut r = not_sent(target, probe, scheduled, outcome, "simulated 500".into());
+    if outcome == Outcome::Ok {
+        r.error = None;
+        r.ttft_ms = Some(80.0 + wobble * 0.9 + offset_ms);
+        r.e2e_ms = Some(500.0 + wobble);
+        r.tokens_per_s = Some(90.0 + wobble * 0.01);
+        r.input_tokens = Some(33);
+        r.output_tokens = Some(40);
+        r.cost_usd = Some(7.6e-5);
+        r.cap_streaming = Some(true);
+        r.itl_gaps_us = vec![10_000; 39];
+    }
+    r
 }

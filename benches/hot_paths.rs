@@ -1,0 +1,107 @@
+//! The hot paths after measurement, each alone and in memory (no SQLite in the timed part):
+//!
+//! - `histogram_recording`: one ok run folded into a rollup (TTFT, E2E, 39 ITL gaps, speed) —
+//!   what the store's writer and `sonde bench` do per run;
+//! - `window_aggregation`: the 30-day window of one target, 30 daily rollups of 1,440 runs
+//!   each merged, then every percentile — what `summarize` does per target and window;
+//! - `weights`: the feed of 200 targets in 10 groups, weight formula included, from their
+//!   window stats;
+//! - `page_rendering`: the whole site (index, 200 target pages, feed, metrics) from a snapshot
+//!   already read, a day of history per target.
+//!
+//! `cargo bench --bench hot_paths`. The store behind `weights` and `page_rendering` is
+//! `target/sonde-bench-hot-paths.db`, generated once.
+
+mod common;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use sonde::aggregate::rollup::Rollup;
+use sonde::aggregate::{Latency, summarize};
+use sonde::publish::{self, Snapshot, feed};
+use sonde::store::Store;
+
+const TARGETS: usize = 200;
+const RUNS_PER_DAY: i64 = 1440;
+
+fn recording(c: &mut Criterion) {
+    let config = common::fleet_config(20);
+    let target = &config.targets[0];
+    let probe = config.probes.get("stream").unwrap();
+    let record = common::synthetic(target, probe, common::now_ms(), 500.0, 0.0);
+    let mut group = c.benchmark_group("histogram_recording");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("one_run_into_a_rollup", |b| {
+        let mut rollup = Rollup::default();
+        b.iter(|| rollup.add(&record, 0));
+    });
+    group.finish();
+}
+
+fn aggregation(c: &mut Criterion) {
+    let config = common::fleet_config(20);
+    let target = &config.targets[0];
+    let probe = config.probes.get("stream").unwrap();
+    let days: Vec<Rollup> = (0..30)
+        .map(|day| {
+            let mut rollup = Rollup::default();
+            for run in 0..RUNS_PER_DAY {
+                let wobble = ((day * 7919 + run * 104_729) % 1000) as f64;
+                rollup.add(&common::synthetic(target, probe, 0, wobble, 0.0), 0);
+            }
+            rollup
+        })
+        .collect();
+    let mut group = c.benchmark_group("window_aggregation");
+    group.bench_function("30_daily_rollups_merged_and_percentiles", |b| {
+        b.iter(|| {
+            let mut window = Rollup::default();
+            for day in &days {
+                window.merge(day);
+            }
+            Latency::of(&window)
+        })
+    });
+    group.finish();
+}
+
+fn store() -> std::path::PathBuf {
+    let config = common::fleet_config(TARGETS);
+    let probe = config.probes.get("stream").unwrap().clone();
+    let start = common::now_ms() - RUNS_PER_DAY * 60_000;
+    let targets = config.targets.clone();
+    common::generated_store(
+        "sonde-bench-hot-paths.db",
+        TARGETS as u64 * 96,
+        move || {
+            (0..96i64).flat_map(move |slot| {
+                let (targets, probe) = (targets.clone(), probe.clone());
+                (0..targets.len()).map(move |t| {
+                    let at = start + slot * 15 * 60_000 + t as i64 * 1000;
+                    let wobble = ((slot * 7919 + t as i64 * 104_729) % 1000) as f64;
+                    common::synthetic(&targets[t], &probe, at, wobble, t as f64)
+                })
+            })
+        },
+    )
+}
+
+fn publishing(c: &mut Criterion) {
+    let config = common::fleet_config(TARGETS);
+    let store = Store::open_read_only(&store()).expect("bench store");
+    let now = common::now_ms();
+    let ids: Vec<String> = config.targets.iter().map(|t| t.id.clone()).collect();
+    let stats = summarize(&store, &ids, now).expect("summarize");
+    let snapshot = Snapshot::load(&config, &store, now).expect("snapshot");
+    let mut group = c.benchmark_group("publishing");
+    group.bench_function("weights_200_targets", |b| {
+        b.iter(|| feed::build(&config, &stats, now))
+    });
+    group.sample_size(20);
+    group.bench_function("page_rendering_200_targets", |b| {
+        b.iter(|| publish::build(&config, &snapshot).expect("build"))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, recording, aggregation, publishing);
+criterion_main!(benches);
