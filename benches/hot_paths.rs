@@ -69,20 +69,16 @@ fn store() -> std::path::PathBuf {
     let probe = config.probes.get("stream").unwrap().clone();
     let start = common::now_ms() - RUNS_PER_DAY * 60_000;
     let targets = config.targets.clone();
-    common::generated_store(
-        "sonde-bench-hot-paths.db",
-        TARGETS as u64 * 96,
-        move || {
-            (0..96i64).flat_map(move |slot| {
-                let (targets, probe) = (targets.clone(), probe.clone());
-                (0..targets.len()).map(move |t| {
-                    let at = start + slot * 15 * 60_000 + t as i64 * 1000;
-                    let wobble = ((slot * 7919 + t as i64 * 104_729) % 1000) as f64;
-                    common::synthetic(&targets[t], &probe, at, wobble, t as f64)
-                })
+    common::generated_store("sonde-bench-hot-paths.db", TARGETS as u64 * 96, move || {
+        (0..96i64).flat_map(move |slot| {
+            let (targets, probe) = (targets.clone(), probe.clone());
+            (0..targets.len()).map(move |t| {
+                let at = start + slot * 15 * 60_000 + t as i64 * 1000;
+                let wobble = ((slot * 7919 + t as i64 * 104_729) % 1000) as f64;
+                common::synthetic(&targets[t], &probe, at, wobble, t as f64)
             })
-        },
-    )
+        })
+    })
 }
 
 fn publishing(c: &mut Criterion) {

@@ -1,5 +1,7 @@
 //! What the benches share: the clock, a fleet of targets, synthetic records, and a generated
-//! store that is reused while it holds the expected rows.
+//! store that is reused while it holds the expected rows. Each bench uses a part of it.
+
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

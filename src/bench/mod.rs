@@ -102,7 +102,7 @@ pub async fn run(
     let probe = Arc::new(probe.clone());
     let origin = Instant::now() + LEAD;
     let dispatch = tokio::spawn(async move {
-        tokio::time::sleep_until(origin.into()).await;
+        crate::timer::until(origin).await;
         match plan.load {
             Load::Closed { concurrency } => {
                 closed(runner, target, probe, plan, concurrency, sender).await;
@@ -176,7 +176,7 @@ async fn open(
             at: start + offset,
             wall: wall + offset,
         };
-        tokio::time::sleep_until(intended.at.into()).await;
+        crate::timer::until(intended.at).await;
         let Ok(slot) = slots.clone().acquire_owned().await else {
             break;
         };

@@ -3,7 +3,7 @@
 //! [`Wire`] that encodes frames and bodies; this module decides what is sent and when.
 //!
 //! Frames are written by a task that sleeps until each absolute due time (arrival + offset),
-//! so delays do not accumulate drift; tokio's timer makes each frame due within about 1 ms.
+//! so delays do not accumulate drift; [`crate::timer`] wakes each within tens of µs of it.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -237,13 +237,9 @@ impl Frames {
         self.tx.send(Ok(Bytes::from(text))).await.is_ok()
     }
 
+    /// Sends frames as one chunk: what a server writes at once, the client reads at once.
     async fn send_all(&self, frames: Vec<String>) -> bool {
-        for frame in frames {
-            if !self.send(frame).await {
-                return false;
-            }
-        }
-        true
+        frames.is_empty() || self.send(frames.concat()).await
     }
 
     /// Ends the body abruptly: the client sees the connection break.
@@ -286,7 +282,7 @@ async fn write_stream(wire: &'static dyn Wire, frames: Frames, reply: Reply, arr
         let first = reply.plan.due.first().copied().unwrap_or_default();
         let mut next = every;
         while next < first {
-            tokio::time::sleep_until(arrived + next).await;
+            crate::timer::until((arrived + next).into_std()).await;
             if !frames.send(": keep-alive\n\n".to_owned()).await {
                 return;
             }
@@ -295,7 +291,7 @@ async fn write_stream(wire: &'static dyn Wire, frames: Frames, reply: Reply, arr
     }
     let completed = match reply.fault {
         Fault::FakeStream => {
-            tokio::time::sleep_until(arrived + reply.plan.end()).await;
+            crate::timer::until((arrived + reply.plan.end()).into_std()).await;
             frames.send_all(wire.all_at_once(&reply)).await
         }
         Fault::Oversized => write_oversized(wire, &frames, &reply).await,
@@ -318,12 +314,18 @@ fn fault_at(reply: &Reply) -> usize {
 }
 
 /// Sends the tokens at their due times, applying a mid-stream fault. `false` when the
-/// stream must end here (client gone, or the fault ends it).
+/// stream must end here (client gone, or the fault ends it). Tokens already due when the
+/// writer gets to them (zero delays, or a writer behind schedule) go out in one write, as a
+/// real server flushes what it has; a token due later waits for its time.
 async fn write_tokens(wire: &dyn Wire, frames: &Frames, reply: &Reply, arrived: Instant) -> bool {
     let fault_at = fault_at(reply);
     let mut shift = Duration::ZERO;
+    let mut batch: Vec<String> = Vec::new();
     for index in 0..=reply.plan.len() {
-        if index == fault_at {
+        if index == fault_at && reply.fault != Fault::None {
+            if !frames.send_all(std::mem::take(&mut batch)).await {
+                return false;
+            }
             match reply.fault {
                 Fault::Stall => {
                     shift += Duration::from_millis(reply.behaviour.stall_ms);
@@ -333,7 +335,7 @@ async fn write_tokens(wire: &dyn Wire, frames: &Frames, reply: &Reply, arrived: 
                         .get(index)
                         .copied()
                         .unwrap_or(reply.plan.end());
-                    tokio::time::sleep_until(arrived + due + shift).await;
+                    crate::timer::until((arrived + due + shift).into_std()).await;
                 }
                 Fault::Truncate => return false,
                 Fault::Malformed => {
@@ -352,12 +354,16 @@ async fn write_tokens(wire: &dyn Wire, frames: &Frames, reply: &Reply, arrived: 
         let Some(due) = reply.plan.due.get(index) else {
             break;
         };
-        tokio::time::sleep_until(arrived + *due + shift).await;
-        if !frames.send_all(wire.token(reply, index)).await {
-            return false;
+        let due = (arrived + *due + shift).into_std();
+        if due > std::time::Instant::now() {
+            if !frames.send_all(std::mem::take(&mut batch)).await {
+                return false;
+            }
+            crate::timer::until(due).await;
         }
+        batch.extend(wire.token(reply, index));
     }
-    true
+    frames.send_all(batch).await
 }
 
 /// Content events of 64 KiB until `oversized_bytes` have gone out.
@@ -375,7 +381,7 @@ async fn write_oversized(wire: &dyn Wire, frames: &Frames, reply: &Reply) -> boo
 
 /// A non-streamed answer: headers and body when the last token is due.
 async fn whole_response(wire: &'static dyn Wire, reply: Reply, arrived: Instant) -> Response {
-    tokio::time::sleep_until(arrived + reply.plan.end()).await;
+    crate::timer::until((arrived + reply.plan.end()).into_std()).await;
     let json = [(header::CONTENT_TYPE, "application/json")];
     match reply.fault {
         Fault::Malformed => (json, "{\"choices\": [{\"message\": ").into_response(),

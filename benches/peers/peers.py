@@ -1,0 +1,268 @@
+"""sonde against the Python clients people benchmark LLM APIs with, side by side, in one run.
+
+Started by benches/peers/run.sh, which builds sonde, installs the peers from PyPI into a
+virtualenv and starts the simulator (benches/peers/scenario.toml) on 127.0.0.1:18787. Every
+client sends the same request: streaming chat completion, "Count from 1 to 64" (64 output
+tokens).
+
+- overhead: measured TTFT minus the injected 50 ms (model `fifty`), one request at a time,
+  p50 and p99 over --overhead-requests requests;
+- capacity: open loop, Poisson arrivals, model `zero` (no injected delay): the highest offered
+  rate at which the client completes every request, keeps up (completions within 5 % of the
+  offered count per second of schedule) and its p99 TTFT stays within 5 ms of the injected 0.
+  TTFT counts from each request's intended send time, for every client alike, so a client that
+  falls behind its schedule pays for it;
+- floor: wrk, non-streaming, on the same endpoint: the loopback HTTP limit of this simulator on
+  this machine.
+
+Peers: the `openai` SDK (AsyncOpenAI, stream=True, TTFT at the first content chunk), and
+vLLM's own request function (`async_request_openai_chat_completions` from
+vllm/benchmarks/lib/endpoint_request_func.py, taken from the vllm wheel on PyPI by run.sh: the
+method `vllm bench serve` uses, aiohttp and time.perf_counter per chunk).
+"""
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+
+PROMPT = "Count from 1 to 64, separated by spaces. Output only the numbers."
+INJECTED_MS = 50.0
+WITHIN_MS = 5.0
+
+
+def percentile(values, q):
+    """Nearest rank, as sonde's reports."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q * len(ordered)))
+    return ordered[rank - 1]
+
+
+def offsets(rate, count, seed):
+    """Poisson arrivals conditioned on the last at count / rate, as `sonde bench` draws them."""
+    rng = random.Random(seed)
+    gaps = [rng.expovariate(1.0) for _ in range(count)]
+    scale = count / rate / sum(gaps)
+    at, out = 0.0, []
+    for gap in gaps:
+        at += gap
+        out.append(at * scale)
+    return out
+
+
+class OpenAISdk:
+    name = "openai SDK (async)"
+
+    def __init__(self, base_url):
+        import openai
+
+        self.version = openai.__version__
+        self.base_url = base_url
+        self.client = None
+
+    async def open(self):
+        import openai
+
+        self.client = openai.AsyncOpenAI(
+            base_url=self.base_url, api_key="unused", max_retries=0
+        )
+
+    async def request(self, model, intended):
+        """TTFT from `intended` in ms, or None when the request failed."""
+        try:
+            stream = await self.client.chat.completions.create(
+                model=model,
+                messages=[{"role": "user", "content": PROMPT}],
+                max_tokens=200,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            first = None
+            async for chunk in stream:
+                if first is None and chunk.choices and chunk.choices[0].delta.content:
+                    first = time.perf_counter()
+            return None if first is None else (first - intended) * 1000.0
+        except Exception as err:  # noqa: BLE001 - every failure is counted, not raised
+            print(f"openai SDK: {err!r}", file=sys.stderr)
+            return None
+
+    async def close(self):
+        await self.client.close()
+
+
+class VllmMethod:
+    name = "vLLM bench request func"
+
+    def __init__(self, base_url):
+        import aiohttp
+        import endpoint_request_func as erf
+
+        self.erf = erf
+        self.aiohttp = aiohttp
+        self.url = base_url + "/chat/completions"
+        self.version = os.environ.get("VLLM_VERSION", "?")
+        self.session = None
+
+    async def open(self):
+        # As `vllm bench serve` sets it up: no connection limit, its long timeout.
+        self.session = self.aiohttp.ClientSession(
+            connector=self.aiohttp.TCPConnector(limit=0), timeout=self.erf.AIOHTTP_TIMEOUT
+        )
+
+    async def request(self, model, intended):
+        item = self.erf.RequestFuncInput(
+            prompt=PROMPT, api_url=self.url, prompt_len=0, output_len=200, model=model
+        )
+        out = await self.erf.async_request_openai_chat_completions(item, self.session)
+        if not out.success:
+            print(f"vLLM method: {out.error[:200]}", file=sys.stderr)
+            return None
+        # Its TTFT runs from its own start; add how late it started against the schedule.
+        return (out.start_time - intended + out.ttft) * 1000.0
+
+    async def close(self):
+        await self.session.close()
+
+
+async def closed_one_at_a_time(client, model, count):
+    ttfts = []
+    for _ in range(count):
+        got = await client.request(model, time.perf_counter())
+        if got is not None:
+            ttfts.append(got)
+    return ttfts
+
+
+async def open_loop(client, model, rate, seconds, seed):
+    count = max(1, int(rate * seconds))
+    start = time.perf_counter() + 0.05
+    tasks = []
+    for offset in offsets(rate, count, seed):
+        intended = start + offset
+        delay = intended - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(client.request(model, intended)))
+    results = await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - start
+    return count, [r for r in results if r is not None], elapsed
+
+
+def sonde_bench(args, model, extra):
+    with tempfile.TemporaryDirectory() as out:
+        cmd = [args.sonde, "bench", "--config", args.config, "--target", f"sim/{model}",
+               "--probe", "count64", "--out", out, "--seed", "7", *extra]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode not in (0, 1):
+            sys.exit(f"sonde bench failed: {done.stderr}")
+        with open(os.path.join(out, "summary.json")) as f:
+            target = json.load(f)["targets"][0]
+    ttft = target["latency"]["ttft_ms"]
+    return target, ttft
+
+
+def passes(offered, completed, p99, elapsed, seconds):
+    kept_up = completed == offered and elapsed <= seconds * 1.05 + 0.5
+    return kept_up and p99 is not None and p99 <= WITHIN_MS
+
+
+def sweep(measure, start_rate, limit_rate):
+    """Doubles the rate until a step fails, then tries the midpoint; the highest passing rate."""
+    best, rate, failed = None, start_rate, None
+    while rate <= limit_rate:
+        ok, line = measure(rate)
+        print(line, file=sys.stderr, flush=True)
+        if not ok:
+            failed = rate
+            break
+        best = rate
+        rate *= 2
+    if best is not None and failed is not None:
+        mid = round(math.sqrt(best * failed))
+        ok, line = measure(mid)
+        print(line, file=sys.stderr, flush=True)
+        if ok:
+            best = mid
+    return best
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sonde", required=True)
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--base-url", required=True)
+    parser.add_argument("--wrk-floor", type=float, required=True)
+    parser.add_argument("--overhead-requests", type=int, default=300)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--max-rate", type=float, default=51200)
+    args = parser.parse_args()
+
+    rows = []
+
+    # sonde
+    target, ttft = sonde_bench(
+        args, "fifty", ["--concurrency", "1", "--requests", str(args.overhead_requests)])
+    sonde_overhead = (ttft["p50"] - INJECTED_MS, ttft["p99"] - INJECTED_MS)
+
+    def sonde_step(rate):
+        count = max(1, int(rate * args.seconds))
+        target, ttft = sonde_bench(
+            args, "zero", ["--rate", str(rate), "--requests", str(count)])
+        ok = passes(count, target["ok"], ttft.get("p99"), target["elapsed_s"], args.seconds)
+        return ok, f"  sonde @ {rate}/s: ok {target['ok']}/{count}, p99 {ttft.get('p99')} ms, " \
+                   f"{target['elapsed_s']} s -> {'pass' if ok else 'fail'}"
+
+    print("sonde: capacity sweep", file=sys.stderr)
+    sonde_capacity = sweep(sonde_step, 100, args.max_rate)
+    rows.append(("sonde (Rust)", os.environ.get("SONDE_VERSION", ""), sonde_overhead,
+                 sonde_capacity))
+
+    for make in (OpenAISdk, VllmMethod):
+        try:
+            client = make(args.base_url)
+        except ImportError as err:
+            print(f"{make.name}: not installed ({err}); left out", file=sys.stderr)
+            continue
+
+        loop = asyncio.new_event_loop()
+        loop.run_until_complete(client.open())
+        ttfts = loop.run_until_complete(closed_one_at_a_time(client, "fifty",
+                                                             args.overhead_requests))
+        over = (percentile(ttfts, 0.5) - INJECTED_MS, percentile(ttfts, 0.99) - INJECTED_MS)
+
+        def step(rate, client=client, loop=loop):
+            offered, got, elapsed = loop.run_until_complete(
+                open_loop(client, "zero", rate, args.seconds, 7))
+            p99 = percentile(got, 0.99) if got else None
+            ok = passes(offered, len(got), p99, elapsed, args.seconds)
+            return ok, f"  {client.name} @ {rate}/s: ok {len(got)}/{offered}, p99 {p99} ms, " \
+                       f"{elapsed:.2f} s -> {'pass' if ok else 'fail'}"
+
+        print(f"{client.name}: capacity sweep", file=sys.stderr)
+        capacity = sweep(step, 5, args.max_rate)
+        loop.run_until_complete(client.close())
+        loop.close()
+        rows.append((client.name, client.version, over, capacity))
+
+    floor = args.wrk_floor
+    print()
+    print("| client | version | TTFT overhead p50 | p99 | capacity (req/s, p99 TTFT ≤ 5 ms) "
+          "| sonde ÷ client | capacity ÷ HTTP floor |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    for name, version, (p50, p99), capacity in rows:
+        ratio = (f"{sonde_capacity / capacity:.1f}×" if capacity and sonde_capacity
+                 else "–")
+        floor_ratio = f"{capacity / floor:.2f}" if capacity else "–"
+        print(f"| {name} | {version} | {p50:.2f} ms | {p99:.2f} ms | {capacity or 'none'} "
+              f"| {ratio} | {floor_ratio} |")
+    print(f"| wrk (non-streaming floor) | | | | {floor:.0f} | | 1.00 |")
+
+
+if __name__ == "__main__":
+    main()
