@@ -53,19 +53,26 @@ for _ in $(seq 50); do
   sleep 0.1
 done
 
-LUA=$(mktemp)
-cat > "$LUA" <<'LUA'
+# wrk on the same endpoint: non-streaming (the loopback HTTP limit the issue names), and
+# streaming (the same 64-event answer as every client gets, read whole): the server's limit.
+floor() {
+  local lua
+  lua=$(mktemp)
+  cat > "$lua" <<LUA
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.body = '{"model": "zero", "max_tokens": 200, "stream": false, "messages": [{"role": "user", "content": "Count from 1 to 64, separated by spaces. Output only the numbers."}]}'
+wrk.body = '{"model": "zero", "max_tokens": 200, "stream": $1, "messages": [{"role": "user", "content": "Count from 1 to 64, separated by spaces. Output only the numbers."}]}'
 LUA
-echo "wrk: non-streaming floor (2 threads, 64 connections, 10 s)" >&2
-FLOOR=$(wrk -t2 -c64 -d10s -s "$LUA" "http://127.0.0.1:$PORT/v1/chat/completions" \
-  | awk '/Requests\/sec/ {print $2}')
-rm -f "$LUA"
-echo "wrk: $FLOOR req/s" >&2
+  wrk -t2 -c64 -d10s -s "$lua" "http://127.0.0.1:$PORT/v1/chat/completions" \
+    | awk '/Requests\/sec/ {print $2}'
+  rm -f "$lua"
+}
+FLOOR=$(floor false)
+echo "wrk non-streaming: $FLOOR req/s" >&2
+STREAM_FLOOR=$(floor true)
+echo "wrk streaming: $STREAM_FLOOR req/s" >&2
 
 SONDE_VERSION=$("$SONDE" --version | awk '{print $2}') VLLM_VERSION=$VLLM_VERSION \
 PYTHONPATH="$VLLM_DIR" "$VENV/bin/python" benches/peers/peers.py \
   --sonde "$SONDE" --config benches/peers/sonde.toml --base-url "http://127.0.0.1:$PORT/v1" \
-  --wrk-floor "$FLOOR" --seconds "${SECONDS_PER_STEP:-3}"
+  --wrk-floor "$FLOOR" --wrk-stream-floor "$STREAM_FLOOR" --seconds "${SECONDS_PER_STEP:-3}"

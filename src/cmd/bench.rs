@@ -44,6 +44,11 @@ pub struct Args {
     /// Open loop: runs in flight at most; later sends wait, and the wait counts as latency.
     #[arg(long, default_value_t = 10_000)]
     max_in_flight: usize,
+    /// Client threads. One drives thousands of streaming requests per second and leaves the
+    /// other cores to a server on the same machine; raise it for a remote server at higher
+    /// rates.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
     /// Seed of the arrival process (random when absent).
     #[arg(long)]
     seed: Option<u64>,
@@ -82,7 +87,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         File::create(&csv_path).with_context(|| format!("cannot write {}", csv_path.display()))?;
     let mut csv = csv::Writer::from_writer(BufWriter::new(csv_file));
     let runner = Arc::new(Runner::new(&config)?);
-    let runtime = super::runtime()?;
+    let runtime = match args.threads {
+        0 | 1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        threads => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()?,
+    };
     eprintln!("sonde bench: {} → {}", plan.describe(), out.display());
     let mut targets = Vec::new();
     for (target, probe) in &jobs {

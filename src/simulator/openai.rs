@@ -7,7 +7,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::SimState;
@@ -100,23 +100,76 @@ impl ChatRequest {
     }
 }
 
+/// One `chat.completion.chunk`, serialized straight from borrowed parts in OpenAI's field
+/// order: the simulator writes one per token, so it builds no JSON tree for it.
+#[derive(Serialize)]
+struct Chunk<'a, D: Serialize> {
+    id: ChatId<'a>,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    system_fingerprint: &'static str,
+    choices: [Choice<'a, D>; 1],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    provider: Option<&'a str>,
+    /// `Some(())` writes `"usage": null`, as OpenAI does on every chunk of a stream that asked
+    /// for usage.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<()>,
+}
+
+#[derive(Serialize)]
+struct Choice<'a, D: Serialize> {
+    index: u32,
+    delta: &'a D,
+    logprobs: Option<()>,
+    finish_reason: Option<&'a str>,
+}
+
+/// `chatcmpl-<reply id>`, written without building the string.
+struct ChatId<'a>(&'a str);
+
+impl Serialize for ChatId<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&format_args!("chatcmpl-{}", self.0))
+    }
+}
+
+/// A delta of answer text.
+#[derive(Serialize)]
+struct Content<'a> {
+    content: &'a str,
+}
+
+/// A delta of reasoning text.
+#[derive(Serialize)]
+struct Reasoning<'a> {
+    reasoning_content: &'a str,
+}
+
 impl OpenAiWire {
-    fn chunk(&self, reply: &Reply, delta: Value, finish_reason: Option<&str>) -> String {
-        let mut chunk = json!({
-            "id": format!("chatcmpl-{}", reply.id),
-            "object": "chat.completion.chunk",
-            "created": reply.created,
-            "model": reply.model,
-            "system_fingerprint": "sonde-simulator",
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason}],
-        });
-        if let Some(upstream) = &reply.behaviour.upstream {
-            chunk["provider"] = Value::from(upstream.as_str());
-        }
-        if reply.include_usage {
-            chunk["usage"] = Value::Null;
-        }
-        sse(&chunk.to_string())
+    fn chunk<D: Serialize>(&self, reply: &Reply, delta: &D, finish_reason: Option<&str>) -> String {
+        let chunk = Chunk {
+            id: ChatId(&reply.id),
+            object: "chat.completion.chunk",
+            created: reply.created,
+            model: &reply.model,
+            system_fingerprint: "sonde-simulator",
+            choices: [Choice {
+                index: 0,
+                delta,
+                logprobs: None,
+                finish_reason,
+            }],
+            provider: reply.behaviour.upstream.as_deref(),
+            usage: reply.include_usage.then_some(()),
+        };
+        let mut frame = Vec::with_capacity(256);
+        frame.extend_from_slice(b"data: ");
+        // Serializing borrowed strings and numbers into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut frame, &chunk);
+        frame.extend_from_slice(b"\n\n");
+        String::from_utf8(frame).unwrap_or_default()
     }
 
     fn usage(&self, reply: &Reply) -> Value {
@@ -144,21 +197,32 @@ impl OpenAiWire {
 
 impl Wire for OpenAiWire {
     fn open(&self, reply: &Reply) -> Vec<String> {
-        vec![self.chunk(reply, json!({"role": "assistant", "content": ""}), None)]
+        vec![self.chunk(reply, &json!({"role": "assistant", "content": ""}), None)]
     }
 
     fn token(&self, reply: &Reply, index: usize) -> Vec<String> {
         let reasoning = reply.plan.reasoning.len();
-        let delta = if index < reasoning {
-            json!({"reasoning_content": reply.plan.reasoning[index]})
+        let frame = if index < reasoning {
+            let text = &reply.plan.reasoning[index];
+            self.chunk(
+                reply,
+                &Reasoning {
+                    reasoning_content: text,
+                },
+                None,
+            )
+        } else if reply.plan.tool_name.is_none() {
+            let text = &reply.plan.answer[index - reasoning];
+            self.chunk(reply, &Content { content: text }, None)
         } else {
-            self.answer_delta(
+            let delta = self.answer_delta(
                 reply,
                 &reply.plan.answer[index - reasoning],
                 index == reasoning,
-            )
+            );
+            self.chunk(reply, &delta, None)
         };
-        vec![self.chunk(reply, delta, None)]
+        vec![frame]
     }
 
     fn all_at_once(&self, reply: &Reply) -> Vec<String> {
@@ -166,11 +230,11 @@ impl Wire for OpenAiWire {
         if !reply.plan.reasoning.is_empty() {
             delta["reasoning_content"] = Value::from(reply.plan.reasoning_text());
         }
-        vec![self.chunk(reply, delta, None)]
+        vec![self.chunk(reply, &delta, None)]
     }
 
     fn filler(&self, reply: &Reply, text: &str) -> String {
-        self.chunk(reply, json!({"content": text}), None)
+        self.chunk(reply, &Content { content: text }, None)
     }
 
     fn stream_error(&self, reply: &Reply) -> String {
@@ -190,7 +254,7 @@ impl Wire for OpenAiWire {
         } else {
             reply.plan.finish_reason
         };
-        let mut frames = vec![self.chunk(reply, json!({}), Some(finish))];
+        let mut frames = vec![self.chunk(reply, &json!({}), Some(finish))];
         if reply.include_usage {
             frames.push(sse(&json!({
                 "id": format!("chatcmpl-{}", reply.id),
