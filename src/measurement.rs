@@ -13,7 +13,10 @@ use std::time::Instant;
 
 use crate::result::Outcome;
 
-/// Two arrivals closer than this are not evidence of streaming.
+/// The median gap between content arrivals must reach this for a stream to count as
+/// streamed. The median, not any one gap: a gateway relaying a finished answer (LiteLLM's
+/// `mock_response`, a proxy that buffers upstream) sends its pieces ~0.5 ms apart with the odd
+/// longer gap of its own jitter, which is not generation.
 const STREAM_MIN_GAP_US: u64 = 1_000;
 
 /// What kind of generated content an event carries.
@@ -81,7 +84,6 @@ pub struct Recorder {
     close_us: Option<u64>,
     gaps_us: Vec<u32>,
     content_events: u32,
-    streamed: bool,
     answer: String,
     tool_name: Option<String>,
     tool_arguments: String,
@@ -150,7 +152,6 @@ impl Recorder {
             close_us: None,
             gaps_us: Vec::new(),
             content_events: 0,
-            streamed: false,
             answer: String::new(),
             tool_name: None,
             tool_arguments: String::new(),
@@ -221,9 +222,6 @@ impl Recorder {
         {
             let gap = us - prev;
             self.gaps_us.push(u32::try_from(gap).unwrap_or(u32::MAX));
-            if gap >= STREAM_MIN_GAP_US {
-                self.streamed = true;
-            }
         }
         self.last_content_us = Some(us);
     }
@@ -245,7 +243,7 @@ impl Recorder {
             itl_max_us,
             gaps_us: self.gaps_us,
             chunks: self.content_events,
-            streamed: self.streamed,
+            streamed: itl_p50_us.is_some_and(|median| median >= STREAM_MIN_GAP_US),
             answer: self.answer,
             tool_name: self.tool_name,
             tool_arguments: self.tool_arguments,
@@ -381,6 +379,33 @@ mod tests {
             !rec.finish(true, None).streamed,
             "600 µs apart is one burst"
         );
+    }
+
+    #[test]
+    fn a_relayed_finished_answer_is_not_streaming_despite_its_jitter() {
+        // LiteLLM relaying a mock_response: pieces ~0.45 ms apart, two of its own hiccups.
+        let t0 = Instant::now();
+        let mut rec = Recorder::new(t0);
+        let mut us = 170_000;
+        for piece in 0..37 {
+            us += if piece == 10 || piece == 30 {
+                2_500
+            } else {
+                450
+            };
+            rec.event(t0 + Duration::from_micros(us), answer("1 "));
+        }
+        let m = rec.finish(true, None);
+        assert!(!m.streamed, "median gap {:?}", m.itl_p50_us);
+        // A fast provider at ~500 tok/s, one token per event: streamed.
+        let mut rec = Recorder::new(t0);
+        for token in 0..40u64 {
+            rec.event(
+                t0 + Duration::from_micros(100_000 + token * 2_000),
+                answer("1 "),
+            );
+        }
+        assert!(rec.finish(true, None).streamed);
     }
 
     #[test]

@@ -189,7 +189,8 @@ pub struct ResultRecord {
     /// True when the provider answered with another model than the one asked for (a dated
     /// version or namespace of the same id is not a substitution).
     pub model_substituted: bool,
-    /// The upstream a gateway says served the request (OpenRouter's `provider`).
+    /// The upstream a gateway says served the request: OpenRouter's `provider`, or the
+    /// LiteLLM deployment's model (`x-litellm-model-name`, e.g. `openai/llama-3.3-70b`).
     pub upstream: Option<String>,
     /// What this run showed about streaming (null: nothing; see `capability::observe`).
     pub cap_streaming: Option<bool>,
@@ -202,6 +203,10 @@ pub struct ResultRecord {
     /// The run's unique id: the nonce in its prompt, so a run can be found in a provider's
     /// logs; the store's key against duplicates.
     pub run_id: String,
+    /// True when a gateway named the answer by its route alias (LiteLLM answers as its model
+    /// group, `x-litellm-model-group`): `served_model` then says nothing about the upstream,
+    /// and a substitution behind the gateway cannot be seen.
+    pub gateway_alias: bool,
     /// Every gap between content arrivals in µs, for the target's ITL histogram. Not part of
     /// the printed record: a run carries a few dozen of them, and only aggregation needs them.
     #[serde(skip)]
@@ -227,7 +232,7 @@ pub fn sample(outcome: Outcome) -> ResultRecord {
         "close_ms": null, "finish_reason": null, "ratelimit_remaining_requests": null,
         "ratelimit_remaining_tokens": null, "model_substituted": false, "upstream": null,
         "cap_streaming": null, "cap_usage_in_stream": null, "cap_tools": null,
-        "cap_json": null, "run_id": "x"
+        "cap_json": null, "run_id": "x", "gateway_alias": false
     });
     serde_json::from_value(json).unwrap()
 }

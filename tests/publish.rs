@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sonde::aggregate::{Window, summarize};
 use sonde::config::Config;
 use sonde::publish::{self, Snapshot, feed, gateway, metrics};
-use sonde::result::{Outcome, ResultRecord};
-use sonde::runner::{Runner, Scheduled, not_sent};
+use sonde::result::Outcome;
+use sonde::runner::{Runner, Scheduled};
 use sonde::server::{self, Site};
 use sonde::store::Store;
 use sonde::store::writer::import;
@@ -67,32 +67,6 @@ fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
-fn scripted(config: &Config, index: usize, at: i64, outcome: Outcome, ttft: f64) -> ResultRecord {
-    let scheduled = Scheduled {
-        at: std::time::Instant::now(),
-        wall: UNIX_EPOCH + Duration::from_millis(at as u64),
-    };
-    let probe = config.probes.get("stream").unwrap();
-    let mut r = not_sent(
-        &config.targets[index],
-        probe,
-        scheduled,
-        outcome,
-        String::new(),
-    );
-    if outcome == Outcome::Ok {
-        r.error = None;
-        r.ttft_ms = Some(ttft);
-        r.e2e_ms = Some(ttft + 300.0);
-        r.tokens_per_s = Some(80.0);
-        r.streamed = true;
-        r.cap_streaming = Some(true);
-    } else {
-        r.error = Some(format!("scripted {outcome}"));
-    }
-    r
-}
-
 /// A store with scripted history for the three targets, plus one real auth failure (whose
 /// provider echoed the key) from the simulator. Returns the config.
 async fn scripted_store(dir: &Path) -> Config {
@@ -108,7 +82,7 @@ async fn scripted_store(dir: &Path) -> Config {
     let now = now_ms();
     let mut records = Vec::new();
     for i in 0..40 {
-        records.push(scripted(
+        records.push(common::scripted(
             &config,
             0,
             now - 3_000_000 + i * 60_000,
@@ -122,7 +96,7 @@ async fn scripted_store(dir: &Path) -> Config {
         } else {
             Outcome::ServerError
         };
-        records.push(scripted(
+        records.push(common::scripted(
             &config,
             1,
             now - 2_000_000 + i * 60_000,
@@ -131,7 +105,7 @@ async fn scripted_store(dir: &Path) -> Config {
         ));
     }
     for i in 0..5 {
-        records.push(scripted(
+        records.push(common::scripted(
             &config,
             2,
             now - 600_000 + i * 60_000,
@@ -418,7 +392,7 @@ async fn the_server_serves_the_site_fresh_feeds_and_metrics() {
     assert_eq!(feed["version"], 1);
     // A new run shows within a second or so: the body is recomputed at most once a second,
     // and the previous one is served while that runs.
-    let record = scripted(&config, 2, now_ms(), Outcome::Ok, 50.0);
+    let record = common::scripted(&config, 2, now_ms(), Outcome::Ok, 50.0);
     {
         let store = Store::open(&config.store.path).unwrap();
         import(store, config.store.clone(), config.health, vec![record]).unwrap();

@@ -208,6 +208,35 @@ pub fn parse_models_body<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Resul
     })
 }
 
+/// Where a gateway in front of the provider says it sent the request: the LiteLLM proxy's
+/// `x-litellm-model-group` (the route alias it answered as) and `x-litellm-model-name` (the
+/// deployment's model, e.g. `openai/llama-3.3-70b`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GatewayRoute {
+    /// The alias the gateway routed by and names every answer with.
+    pub alias: Option<String>,
+    /// The model of the deployment that served.
+    pub model: Option<String>,
+}
+
+impl GatewayRoute {
+    /// Reads LiteLLM's headers; empty for any other server.
+    pub fn from_headers(headers: &HeaderMap) -> GatewayRoute {
+        let text = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+                .map(str::trim)
+                .filter(|value| !value.is_empty())
+                .map(str::to_owned)
+        };
+        GatewayRoute {
+            alias: text("x-litellm-model-group"),
+            model: text("x-litellm-model-name"),
+        }
+    }
+}
+
 /// What a provider said about its rate limits, from whichever family of headers it sends.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RateLimits {
@@ -234,11 +263,13 @@ impl RateLimits {
             remaining_requests: number(&[
                 "x-ratelimit-remaining-requests",
                 "anthropic-ratelimit-requests-remaining",
+                "llm_provider-x-ratelimit-remaining-requests",
             ]),
             remaining_tokens: number(&[
                 "x-ratelimit-remaining-tokens",
                 "anthropic-ratelimit-tokens-remaining",
                 "anthropic-ratelimit-output-tokens-remaining",
+                "llm_provider-x-ratelimit-remaining-tokens",
             ]),
         }
     }
@@ -269,6 +300,9 @@ pub fn classify_error(code: Option<u16>, words: &[&str]) -> Outcome {
         "permission",
         "unauthenticated",
         "unauthorized",
+        // LiteLLM without a database cannot look up any key but its master key, and says
+        // so with a 400: the request was refused on its credentials.
+        "no_db_connection",
     ]) {
         Outcome::Auth
     } else if has(&["invalid_request", "bad_request", "context_length"]) {
@@ -316,6 +350,11 @@ mod tests {
 
     #[test]
     fn error_words_and_codes_classify() {
+        assert_eq!(
+            classify_status(400, &["no_db_connection", "No connected db."]),
+            Outcome::Auth,
+            "LiteLLM refusing a key it cannot look up"
+        );
         assert_eq!(classify_error(Some(429), &[]), Outcome::RateLimited);
         assert_eq!(classify_error(Some(502), &[]), Outcome::ServerError);
         assert_eq!(

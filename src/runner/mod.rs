@@ -32,7 +32,7 @@ use crate::measurement::{
     Measured, Recorder, estimate_tokens, finish_is_token_limit, tokens_per_second,
 };
 use crate::probe::{Answer, Probe, ProbeKind, nonce};
-use crate::provider::{self, Adapter, Call, RateLimits};
+use crate::provider::{self, Adapter, Call, GatewayRoute, RateLimits};
 use crate::redact::{Secret, redact_opt};
 use crate::result::{Outcome, ResultRecord, us_to_ms};
 use body::{ArrivalClock, BodyError, TimedBody};
@@ -226,6 +226,7 @@ struct Attempt<'a> {
     http_status: Option<u16>,
     retry_after_s: Option<f64>,
     rate_limits: RateLimits,
+    gateway: GatewayRoute,
     /// The answer came as an event stream.
     sse: bool,
 }
@@ -253,6 +254,7 @@ impl<'a> Attempt<'a> {
             http_status: None,
             retry_after_s: None,
             rate_limits: RateLimits::default(),
+            gateway: GatewayRoute::default(),
             sse: false,
         }
     }
@@ -303,6 +305,7 @@ impl<'a> Attempt<'a> {
         self.http_status = Some(status);
         self.retry_after_s = retry_after(response.headers());
         self.rate_limits = RateLimits::from_headers(response.headers());
+        self.gateway = GatewayRoute::from_headers(response.headers());
         let clock = ArrivalClock::new(t0);
         if !response.status().is_success() {
             let cap = ERROR_BODY_CAP.min(provider.max_body_bytes);
@@ -396,10 +399,13 @@ impl<'a> Attempt<'a> {
             input_tokens,
             output_tokens,
         );
-        let model_substituted = measured
-            .served_model
-            .as_deref()
-            .is_some_and(|served| !same_model(&model.id, served));
+        let gateway_alias = self.gateway.alias.is_some()
+            && measured.served_model.as_deref() == self.gateway.alias.as_deref();
+        let model_substituted = !gateway_alias
+            && measured
+                .served_model
+                .as_deref()
+                .is_some_and(|served| !same_model(&model.id, served));
         let ms = |us: Option<u64>| us.map(us_to_ms);
         let flags = capability::observe(
             &self.probe.capabilities,
@@ -449,12 +455,14 @@ impl<'a> Attempt<'a> {
             model_substituted,
             upstream: measured
                 .upstream
+                .or(self.gateway.model)
                 .map(|upstream| redact_opt(self.key, &upstream).into_owned()),
             cap_streaming: flags.streaming,
             cap_usage_in_stream: flags.usage_in_stream,
             cap_tools: flags.tools,
             cap_json: flags.json,
             run_id: self.run_id.to_owned(),
+            gateway_alias,
             itl_gaps_us: measured.gaps_us,
         }
     }
@@ -683,10 +691,14 @@ fn retry_after(headers: &HeaderMap) -> Option<f64> {
             .ok()
             .filter(|value| value.is_finite() && *value >= 0.0)
     };
-    if let Some(ms) = header("retry-after-ms").and_then(seconds) {
+    // LiteLLM forwards the upstream's headers only with an `llm_provider-` prefix.
+    if let Some(ms) = header("retry-after-ms")
+        .or_else(|| header("llm_provider-retry-after-ms"))
+        .and_then(seconds)
+    {
         return Some(ms / 1000.0);
     }
-    let value = header("retry-after")?;
+    let value = header("retry-after").or_else(|| header("llm_provider-retry-after"))?;
     seconds(value).or_else(|| {
         httpdate::parse_http_date(value).ok().map(|when| {
             when.duration_since(SystemTime::now())
@@ -780,6 +792,9 @@ mod tests {
         assert!((28.0..=31.0).contains(&secs), "{secs}");
         headers.insert("retry-after", HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&headers), None);
+        let mut headers = HeaderMap::new();
+        headers.insert("llm_provider-retry-after", HeaderValue::from_static("2"));
+        assert_eq!(retry_after(&headers), Some(2.0), "LiteLLM's forwarded form");
     }
 
     #[test]

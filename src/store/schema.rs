@@ -44,6 +44,7 @@ pub const RESULT_COLUMNS: &[&str] = &[
     "cap_tools",
     "cap_json",
     "run_id",
+    "gateway_alias",
 ];
 
 const V1: &str = r#"
@@ -132,9 +133,12 @@ CREATE TABLE incidents (
 CREATE INDEX incidents_by_target ON incidents (target, start_ms);
 "#;
 
+/// `gateway_alias`: the answer was named by a gateway's route alias (LiteLLM).
+const V2: &str = "ALTER TABLE results ADD COLUMN gateway_alias INTEGER NOT NULL DEFAULT 0;";
+
 /// Every migration, oldest first.
 pub fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1)])
+    Migrations::new(vec![M::up(V1), M::up(V2)])
 }
 
 #[cfg(test)]

@@ -5,11 +5,11 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
 use sonde::config::Config;
-use sonde::result::ResultRecord;
-use sonde::runner::{Runner, Scheduled};
+use sonde::result::{Outcome, ResultRecord};
+use sonde::runner::{Runner, Scheduled, not_sent};
 use sonde::simulator::{RunningSimulator, Scenario, Simulator};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -244,4 +244,38 @@ pub async fn get_json(http: &reqwest::Client, url: &str) -> serde_json::Value {
         .await
         .expect("body");
     serde_json::from_slice(&body).expect("a JSON body")
+}
+
+/// A scripted `stream` run of target `index` of `config` at unix ms `at`: `outcome`, and
+/// when ok a streamed answer with TTFT `ttft` ms.
+pub fn scripted(
+    config: &Config,
+    index: usize,
+    at: i64,
+    outcome: Outcome,
+    ttft: f64,
+) -> ResultRecord {
+    let scheduled = Scheduled {
+        at: std::time::Instant::now(),
+        wall: UNIX_EPOCH + Duration::from_millis(at as u64),
+    };
+    let probe = config.probes.get("stream").unwrap();
+    let mut r = not_sent(
+        &config.targets[index],
+        probe,
+        scheduled,
+        outcome,
+        String::new(),
+    );
+    if outcome == Outcome::Ok {
+        r.error = None;
+        r.ttft_ms = Some(ttft);
+        r.e2e_ms = Some(ttft + 300.0);
+        r.tokens_per_s = Some(80.0);
+        r.streamed = true;
+        r.cap_streaming = Some(true);
+    } else {
+        r.error = Some(format!("scripted {outcome}"));
+    }
+    r
 }
