@@ -11,7 +11,7 @@ const KEY: &str = "sk-sonde-test-HEADPART0123456789-tailpart-abcdefghijklmnop";
 
 const SCENARIO: &str = r#"
 [models.good]
-token_ms = 1
+token_ms = 3
 api_key = "sk-sonde-test-HEADPART0123456789-tailpart-abcdefghijklmnop"
 
 [models.wrong-key]
