@@ -335,6 +335,63 @@ async fn through_litellm_sonde_measures_and_classifies_as_it_does_directly() {
     assert!(mocked.chunks > 5, "{mocked:?}");
     assert!(!mocked.streamed, "{mocked:?}");
 
+    // The daemon honours the Retry-After LiteLLM forwards: a 1 s schedule on the 429ing
+    // model, and no two runs start less than the 2 s it asks apart.
+    let daemon_toml = format!(
+        "[store]\npath = \"daemon.db\"\n[schedules]\nstream = \"every 1s\"\n\
+         [[providers]]\nname = \"gw\"\nkind = \"openai\"\nbase_url = \"{}\"\n\
+         api_key_env = \"LITELLM_KEY\"\nprobes = [\"stream\"]\nrpm = 600\nmax_concurrency = 1\n\
+         [[providers.models]]\nid = \"limited\"\n",
+        proxy.base_url()
+    );
+    std::fs::write(dir.path().join("daemon.toml"), daemon_toml).unwrap();
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_sonde"))
+        .args(["run", "--config", "daemon.toml"])
+        .current_dir(dir.path())
+        .env("LITELLM_KEY", MASTER_KEY)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let _ = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status();
+    assert!(daemon.wait().unwrap().success());
+    let export = sonde(
+        dir.path(),
+        strings(&["export", "--config", "daemon.toml", "--format", "json"]),
+        MASTER_KEY,
+    )
+    .await;
+    let mut starts: Vec<f64> = String::from_utf8_lossy(&export.stdout)
+        .lines()
+        .map(|line| serde_json::from_str::<ResultRecord>(line).unwrap())
+        .map(|r| {
+            assert_eq!(r.outcome, Outcome::RateLimited, "{r:?}");
+            assert_eq!(r.retry_after_s, Some(2.0), "{r:?}");
+            let at = chrono::DateTime::parse_from_rfc3339(&r.ts).unwrap();
+            at.timestamp_millis() as f64 + r.queue_lag_ms
+        })
+        .collect();
+    starts.sort_by(f64::total_cmp);
+    let gaps: Vec<String> = starts
+        .windows(2)
+        .map(|pair| format!("{:.0}", pair[1] - pair[0]))
+        .collect();
+    eprintln!(
+        "daemon behind LiteLLM's 429s: {} runs in 8 s, {gaps:?} ms apart",
+        starts.len()
+    );
+    assert!(starts.len() >= 2, "{starts:?}");
+    for pair in starts.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= 1_900.0,
+            "runs {:.0} ms apart after a 2 s Retry-After: {starts:?}",
+            pair[1] - pair[0]
+        );
+    }
+
     // A wrong key is an auth failure, as from any provider (LiteLLM without a database says
     // 400 "No connected db.": it cannot look up any key but its master key).
     let wrong = records(&sonde(dir.path(), probe("gw/paced"), "sk-wrong").await);
