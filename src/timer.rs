@@ -16,35 +16,29 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-/// A pending wait: its deadline, a sequence number (so equal deadlines need no order on the
-/// sender), and whom to wake.
-type Entry = (Reverse<(Instant, u64)>, WakeOnDrop);
+/// A pending wait, ordered by deadline (then arrival, so equal deadlines need no order on
+/// the sender). Dropping it wakes its waiter: a dropped oneshot sender ends the receive, so
+/// popping it off the heap — or the thread ending — releases the task.
+struct Pending {
+    at: Instant,
+    seq: u64,
+    _waiter: oneshot::Sender<()>,
+}
 
-/// Wakes its waiter when sent or dropped, so a timer thread that ends never strands a task.
-struct WakeOnDrop(Option<oneshot::Sender<()>>);
-
-impl PartialEq for WakeOnDrop {
-    fn eq(&self, _: &Self) -> bool {
-        true
+impl PartialEq for Pending {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
     }
 }
-impl Eq for WakeOnDrop {}
-impl PartialOrd for WakeOnDrop {
+impl Eq for Pending {}
+impl PartialOrd for Pending {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))
     }
 }
-impl Ord for WakeOnDrop {
-    fn cmp(&self, _: &Self) -> std::cmp::Ordering {
-        std::cmp::Ordering::Equal
-    }
-}
-
-impl Drop for WakeOnDrop {
-    fn drop(&mut self) {
-        if let Some(waiter) = self.0.take() {
-            let _ = waiter.send(());
-        }
+impl Ord for Pending {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
     }
 }
 
@@ -55,21 +49,25 @@ fn thread() -> &'static mpsc::Sender<(Instant, oneshot::Sender<()>)> {
         let spawned = std::thread::Builder::new()
             .name("sonde-timer".into())
             .spawn(move || {
-                let mut heap: BinaryHeap<Entry> = BinaryHeap::new();
+                let mut heap: BinaryHeap<Reverse<Pending>> = BinaryHeap::new();
                 let mut seq = 0u64;
                 loop {
                     let now = Instant::now();
-                    while heap.peek().is_some_and(|(Reverse((at, _)), _)| *at <= now) {
+                    while heap.peek().is_some_and(|Reverse(next)| next.at <= now) {
                         heap.pop();
                     }
                     let next = match heap.peek() {
-                        Some((Reverse((at, _)), _)) => receiver.recv_timeout(*at - now),
+                        Some(Reverse(next)) => receiver.recv_timeout(next.at - now),
                         None => receiver.recv().map_err(|_| RecvTimeoutError::Disconnected),
                     };
                     match next {
                         Ok((at, waiter)) => {
                             seq += 1;
-                            heap.push((Reverse((at, seq)), WakeOnDrop(Some(waiter))));
+                            heap.push(Reverse(Pending {
+                                at,
+                                seq,
+                                _waiter: waiter,
+                            }));
                         }
                         Err(RecvTimeoutError::Timeout) => {}
                         Err(RecvTimeoutError::Disconnected) => return,

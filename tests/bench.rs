@@ -70,6 +70,23 @@ fn args(config: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
     all
 }
 
+/// Runs `load` against `model` on a fresh simulator playing `scenario` (so its request
+/// numbers start at 0), into `dir/name`; asserts the bench succeeded and returns that folder.
+async fn bench_fresh(
+    scenario: &str,
+    dir: &Path,
+    model: &str,
+    name: &str,
+    load: &[&str],
+) -> PathBuf {
+    let sim = common::simulator(scenario).await;
+    let config = config_file(dir, &sim.base_url(), model);
+    let out = dir.join(name);
+    let output = bench(args(&config, &out, load)).await;
+    assert!(output.status.success(), "{output:?}");
+    out
+}
+
 fn records(out: &Path) -> Vec<ResultRecord> {
     csv::Reader::from_path(out.join("results.csv"))
         .unwrap()
@@ -212,32 +229,26 @@ async fn closed_and_open_loop_send_what_they_say_and_report_what_they_measured()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_open_loop_sees_a_stall_the_closed_loop_says_it_understates() {
     let dir = tempfile::tempdir().unwrap();
-
-    let sim = common::simulator(SCENARIO).await;
-    let config = config_file(dir.path(), &sim.base_url(), "hiccup");
-    let open = dir.path().join("open");
-    let output = bench(args(
-        &config,
-        &open,
+    let open = bench_fresh(
+        SCENARIO,
+        dir.path(),
+        "hiccup",
+        "open",
         &["--rate", "100", "--requests", "300"],
-    ))
+    )
     .await;
-    assert!(output.status.success(), "{output:?}");
     let ttft = &summary(&open)["targets"][0]["latency"]["ttft_ms"];
     assert!(ttft["p99"].as_f64().unwrap() >= 1000.0, "{ttft}");
     assert!(ttft["p90"].as_f64().unwrap() < 500.0, "{ttft}");
-    drop(sim);
 
-    let sim = common::simulator(SCENARIO).await;
-    let config = config_file(dir.path(), &sim.base_url(), "hiccup");
-    let closed = dir.path().join("closed");
-    let output = bench(args(
-        &config,
-        &closed,
+    let closed = bench_fresh(
+        SCENARIO,
+        dir.path(),
+        "hiccup",
+        "closed",
         &["--concurrency", "1", "--requests", "300"],
-    ))
+    )
     .await;
-    assert!(output.status.success(), "{output:?}");
     let target = &summary(&closed)["targets"][0];
     let measured = target["latency"]["ttft_ms"]["p90"].as_f64().unwrap();
     let corrected = target["coordinated_omission"]["corrected_ttft_ms"]["p90"]
@@ -306,20 +317,20 @@ fn the_committed_baseline_is_a_summary_of_the_example_setup() {
 
 #[test]
 fn bad_arguments_say_what_to_write() {
-    let output = Command::new(env!("CARGO_BIN_EXE_sonde"))
-        .args(["bench", "--config", "examples/bench/sonde.toml"])
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("--requests N, --duration D"), "{stderr}");
-    let output = Command::new(env!("CARGO_BIN_EXE_sonde"))
-        .args(["bench", "--requests", "1", "--baseline", "nowhere.json"])
-        .args(["--config", "examples/bench/sonde.toml"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("cannot read nowhere.json"), "{stderr}");
+    let stderr = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_sonde"))
+            .arg("bench")
+            .args(args)
+            .args(["--config", "examples/bench/sonde.toml"])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1));
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let text = stderr(&[]);
+    assert!(text.contains("--requests N, --duration D"), "{text}");
+    let text = stderr(&["--requests", "1", "--baseline", "nowhere.json"]);
+    assert!(text.contains("cannot read nowhere.json"), "{text}");
 }
 
 #[test]

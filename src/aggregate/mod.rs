@@ -132,9 +132,8 @@ impl Percentiles {
             }
         }
         let shown = |i: usize| {
-            let needed = (1.0 / (1.0 - QUANTILES[i])).round() as u64;
             found[i]
-                .filter(|_| count >= needed.max(1))
+                .filter(|_| count >= min_samples(QUANTILES[i]))
                 .map(|v| round3(v as f64 / per_unit))
         };
         Percentiles {
@@ -150,7 +149,13 @@ impl Percentiles {
     }
 }
 
-fn round3(value: f64) -> f64 {
+/// The samples a q-quantile needs before it is shown: 1 / (1 − q) (100 for a p99).
+pub fn min_samples(q: f64) -> u64 {
+    ((1.0 / (1.0 - q)).round() as u64).max(1)
+}
+
+/// Rounds to three decimals (µs for figures in ms).
+pub fn round3(value: f64) -> f64 {
     (value * 1000.0).round() / 1000.0
 }
 

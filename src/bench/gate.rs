@@ -15,7 +15,8 @@ use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;
 
-use super::report::{Summary, SummaryError, TargetSummary};
+use super::report::{Summary, SummaryError, TargetSummary, number};
+use crate::aggregate::min_samples;
 use crate::aggregate::rollup::{Count, Histograms, TPS_SCALE};
 
 /// z for a two-sided 99 % interval.
@@ -170,10 +171,10 @@ fn compare_target(
             change.change = Some(ratio);
             change.evidence = format!(
                 "[{}, {}] → [{}, {}]",
-                short(a.low),
-                short(a.high),
-                short(b.low),
-                short(b.high)
+                number(a.low),
+                number(a.high),
+                number(b.low),
+                number(b.high)
             );
             change.verdict = if worse > max_regression && apart_worse {
                 Verdict::Regressed
@@ -229,8 +230,7 @@ impl Interval {
     /// `None` when the histogram holds fewer than 1 / (1 − q) samples, as on every report.
     fn of(histogram: &Histogram<Count>, q: f64, per_unit: f64) -> Option<Interval> {
         let n = histogram.len();
-        let needed = (1.0 / (1.0 - q)).round() as u64;
-        if n == 0 || n < needed {
+        if n == 0 || n < min_samples(q) {
             return None;
         }
         let nf = n as f64;
@@ -281,7 +281,7 @@ impl Comparison {
             let rate = c.metric == "error rate";
             let figure = |v: Option<f64>| match v {
                 Some(v) if rate => format!("{:.2} %", v * 100.0),
-                Some(v) => short(v),
+                Some(v) => number(v),
                 None => "–".to_owned(),
             };
             let change = match c.change {
@@ -324,14 +324,6 @@ impl Comparison {
             }
         );
         out
-    }
-}
-
-fn short(value: f64) -> String {
-    if value.abs() >= 100.0 {
-        format!("{value:.0}")
-    } else {
-        format!("{value:.2}")
     }
 }
 

@@ -83,8 +83,7 @@ impl Plan {
     }
 }
 
-/// Open loop: a short lead before the first send, so it is not already late when the loop
-/// starts.
+/// A short lead before the first send, so that it is not already late when the loop starts.
 const LEAD: Duration = Duration::from_millis(5);
 
 /// Runs `plan` against `target` with `probe`, calling `each` with every record as its run
@@ -170,7 +169,6 @@ async fn open(
 ) {
     let slots = Arc::new(Semaphore::new(plan.max_in_flight.max(1)));
     let wall = SystemTime::now() + start.saturating_duration_since(Instant::now());
-    let mut runs = JoinSet::new();
     for offset in process.offsets(plan.requests, plan.duration, plan.seed) {
         let intended = Scheduled {
             at: start + offset,
@@ -182,13 +180,11 @@ async fn open(
         };
         let (runner, target, probe) = (runner.clone(), target.clone(), probe.clone());
         let sender = sender.clone();
-        runs.spawn(async move {
+        // Each run holds a sender: the caller's receiver ends when the last run has sent.
+        tokio::spawn(async move {
             let record = runner.run(&target, &probe, intended).await;
             drop(slot);
             let _ = sender.send(record).await;
         });
-        // Reap finished runs so the set stays as small as the runs in flight.
-        while runs.try_join_next().is_some() {}
     }
-    while runs.join_next().await.is_some() {}
 }

@@ -21,7 +21,7 @@ use thiserror::Error;
 
 use super::{Load, Plan};
 use crate::aggregate::rollup::{self, Count, Histograms, Rollup};
-use crate::aggregate::{Latency, Percentiles};
+use crate::aggregate::{Latency, Percentiles, round3};
 use crate::result::{Outcome, ResultRecord};
 
 /// The `schema` of every `summary.json` this version writes.
@@ -33,23 +33,32 @@ pub struct Tally {
     rollup: Rollup,
     output_tokens: u64,
     streamed: u64,
-    first: Option<ResultRecord>,
+    /// Target, probe, provider, model and group, from the first run.
+    names: Option<[String; 5]>,
 }
 
 impl Tally {
-    /// Counts one run, its latencies from the intended send time.
-    pub fn add(&mut self, record: &ResultRecord) {
-        let mut shifted = record.clone();
-        let lag = from_intended(record);
-        shifted.ttft_ms = record.ttft_ms.map(|ms| ms + lag);
-        shifted.e2e_ms = record.e2e_ms.map(|ms| ms + lag);
-        self.rollup.add(&shifted, 0);
+    /// Counts one run (its CSV row already written), its latencies moved to count from the
+    /// intended send time.
+    pub fn add(&mut self, mut record: ResultRecord) {
+        let lag = from_intended(&record);
+        record.ttft_ms = record.ttft_ms.map(|ms| ms + lag);
+        record.e2e_ms = record.e2e_ms.map(|ms| ms + lag);
+        self.rollup.add(&record, 0);
         if record.outcome == Outcome::Ok {
             self.output_tokens += u64::from(record.output_tokens.unwrap_or(0));
             self.streamed += u64::from(record.streamed);
         }
-        if self.first.is_none() {
-            self.first = Some(shifted);
+        if self.names.is_none() {
+            let ResultRecord {
+                target,
+                probe,
+                provider,
+                model,
+                group,
+                ..
+            } = record;
+            self.names = Some([target, probe, provider, model, group]);
         }
     }
 
@@ -66,7 +75,7 @@ impl Tally {
     /// The figures, for runs that took `elapsed` from the first intended send to the last
     /// answer, under `plan`.
     pub fn summarize(self, plan: &Plan, elapsed: Duration) -> Option<TargetSummary> {
-        let first = self.first?;
+        let [target, probe, provider, model, group] = self.names?;
         let scalars = &self.rollup.scalars;
         let requests = scalars.attempts();
         let ok = scalars.count(Outcome::Ok);
@@ -82,11 +91,11 @@ impl Tally {
             .map(|(outcome, count)| (outcome.to_string(), *count))
             .collect();
         let mut summary = TargetSummary {
-            target: first.target,
-            probe: first.probe,
-            provider: first.provider,
-            model: first.model,
-            group: first.group,
+            target,
+            probe,
+            provider,
+            model,
+            group,
             requests,
             ok,
             errors: requests - ok,
@@ -442,7 +451,8 @@ fn section(out: &mut String, s: &TargetSummary) {
     }
 }
 
-fn number(value: f64) -> String {
+/// A figure for a table: whole above 100, two decimals below.
+pub(super) fn number(value: f64) -> String {
     if value >= 100.0 {
         format!("{value:.0}")
     } else {
@@ -452,8 +462,4 @@ fn number(value: f64) -> String {
 
 fn ms(value: f64) -> String {
     format!("{} ms", number(value))
-}
-
-fn round3(value: f64) -> f64 {
-    (value * 1000.0).round() / 1000.0
 }

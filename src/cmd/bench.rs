@@ -112,8 +112,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 if written.is_ok() {
                     written = csv.serialize(&record);
                 }
-                tally.add(&record);
-                progress.update(&tally, record.outcome);
+                let outcome = record.outcome;
+                tally.add(record);
+                progress.update(&tally, outcome);
             },
         ));
         progress.finish(&tally, elapsed);
