@@ -82,14 +82,23 @@ where
     }
 
     fn call(&mut self, request: R) -> Self::Future {
-        // Read the slot now: `call` runs inside the request's task, the returned future may
-        // finish in a background task when a pooled connection wins the race.
+        // The pool races a new connection against a pooled one coming free. When the pooled
+        // one wins, this future finishes later in a background task, and its span belongs to
+        // no run: reported to the run, it would move the run's t0 after its request was sent.
+        // So the span goes to the slot only when the run's own task completes the connect.
         let slot = CONNECT_SLOT.try_with(Arc::clone).ok();
         let start = Instant::now();
         let connecting = self.inner.call(request);
         Box::pin(async move {
             let connection = connecting.await;
-            if let (Some(slot), Ok(_)) = (slot, &connection) {
+            let polled_by_run = |slot: &Arc<ConnectSlot>| {
+                CONNECT_SLOT
+                    .try_with(|current| Arc::ptr_eq(current, slot))
+                    .unwrap_or(false)
+            };
+            if let (Some(slot), Ok(_)) = (slot, &connection)
+                && polled_by_run(&slot)
+            {
                 slot.set(start, Instant::now());
             }
             connection
@@ -182,4 +191,48 @@ pub fn describe(err: &reqwest::Error) -> String {
         source = current.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use super::*;
+
+    /// A connector whose connections are made at once.
+    struct Instantly;
+
+    impl Service<()> for Instantly {
+        type Response = ();
+        type Error = Infallible;
+        type Future = std::future::Ready<Result<(), Infallible>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, (): ()) -> Self::Future {
+            std::future::ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connect_the_run_completes_is_its_own() {
+        let slot = Arc::new(ConnectSlot::default());
+        let mut service = ConnectTimingLayer.layer(Instantly);
+        slot.scope(async { service.call(()).await.unwrap() }).await;
+        let (start, end) = slot.get().expect("the run's own connect is reported");
+        assert!(start <= end);
+    }
+
+    #[tokio::test]
+    async fn a_connect_finished_in_the_background_is_nobodys() {
+        let slot = Arc::new(ConnectSlot::default());
+        let mut service = ConnectTimingLayer.layer(Instantly);
+        // Started by the run, then finished by another task: what the pool does with the
+        // losing connect when a pooled connection wins the race.
+        let connecting = CONNECT_SLOT.sync_scope(Arc::clone(&slot), || service.call(()));
+        tokio::spawn(connecting).await.unwrap().unwrap();
+        assert_eq!(slot.get(), None);
+    }
 }
