@@ -3,95 +3,89 @@
 //! tokio's timer works in 1 ms ticks and rounds every deadline up to the next one, so a
 //! `sleep_until` wakes 0–1 ms late. That is fine for schedules, not for the simulator's
 //! injected delays or a bench's send times, where a late wake-up is added to every figure
-//! measured against them. [`until`] hands the deadline to one dedicated thread that keeps the
-//! pending deadlines in a heap and sleeps on the OS clock to the earliest (a futex wait: tens
-//! of µs late on Linux), then wakes the task. A deadline already passed returns at once
-//! without touching the thread. The cost is one cross-thread wake per wait, no spinning.
+//! measured against them. On Linux a [`Timer`] is a timerfd registered with the runtime's
+//! reactor: the kernel wakes the very thread that polls the task's sockets, at the deadline,
+//! with no timer slack (a futex or `epoll_wait` timeout is allowed to fire up to 50 µs late)
+//! and no second thread to hand the wake-up over (each hand-over is a context switch, which
+//! at thousands of sends a second costs more CPU than the sends). Elsewhere, or when the
+//! kernel refuses a timerfd, it falls back to tokio's timer.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
-use std::sync::OnceLock;
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Instant;
 
-use tokio::sync::oneshot;
-
-/// A pending wait, ordered by deadline (then arrival, so equal deadlines need no order on
-/// the sender). Dropping it wakes its waiter: a dropped oneshot sender ends the receive, so
-/// popping it off the heap — or the thread ending — releases the task.
-struct Pending {
-    at: Instant,
-    seq: u64,
-    _waiter: oneshot::Sender<()>,
+/// Successive precise waits of one task. Creating it costs nothing: the timerfd is opened on
+/// the first wait that has to sleep and reused by the next ones, each costing two syscalls
+/// (arm, read).
+#[derive(Default)]
+pub struct Timer {
+    #[cfg(target_os = "linux")]
+    fd: Option<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>>,
 }
 
-impl PartialEq for Pending {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-impl Eq for Pending {}
-impl PartialOrd for Pending {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Pending {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.at, self.seq).cmp(&(other.at, other.seq))
-    }
-}
-
-fn thread() -> &'static mpsc::Sender<(Instant, oneshot::Sender<()>)> {
-    static SENDER: OnceLock<mpsc::Sender<(Instant, oneshot::Sender<()>)>> = OnceLock::new();
-    SENDER.get_or_init(|| {
-        let (sender, receiver) = mpsc::channel::<(Instant, oneshot::Sender<()>)>();
-        let spawned = std::thread::Builder::new()
-            .name("sonde-timer".into())
-            .spawn(move || {
-                let mut heap: BinaryHeap<Reverse<Pending>> = BinaryHeap::new();
-                let mut seq = 0u64;
-                loop {
-                    let now = Instant::now();
-                    while heap.peek().is_some_and(|Reverse(next)| next.at <= now) {
-                        heap.pop();
-                    }
-                    let next = match heap.peek() {
-                        Some(Reverse(next)) => receiver.recv_timeout(next.at - now),
-                        None => receiver.recv().map_err(|_| RecvTimeoutError::Disconnected),
-                    };
-                    match next {
-                        Ok((at, waiter)) => {
-                            seq += 1;
-                            heap.push(Reverse(Pending {
-                                at,
-                                seq,
-                                _waiter: waiter,
-                            }));
-                        }
-                        Err(RecvTimeoutError::Timeout) => {}
-                        Err(RecvTimeoutError::Disconnected) => return,
-                    }
-                }
-            });
-        if let Err(err) = spawned {
-            tracing::warn!(%err, "cannot start the precise timer thread; waits fall back to tokio's 1 ms ticks");
+impl Timer {
+    /// Returns at `deadline` (tens of µs late at most on an idle machine); at once when it
+    /// has passed.
+    pub async fn until(&mut self, deadline: Instant) {
+        let now = Instant::now();
+        if deadline <= now {
+            return;
         }
-        sender
-    })
+        #[cfg(target_os = "linux")]
+        if self.timerfd(deadline - now).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep_until(deadline.into()).await;
+    }
+
+    /// Arms the timerfd `after` from now and waits for it to fire. An error (no timerfd, or
+    /// no reactor) leaves the caller to fall back; it is logged once per timer.
+    #[cfg(target_os = "linux")]
+    async fn timerfd(&mut self, after: std::time::Duration) -> std::io::Result<()> {
+        use rustix::time::{Itimerspec, TimerfdTimerFlags, Timespec, timerfd_settime};
+
+        let fd = match &mut self.fd {
+            Some(fd) => fd,
+            None => self.fd.insert(open().inspect_err(|err| {
+                tracing::debug!(%err, "no timerfd; waits fall back to tokio's 1 ms ticks");
+            })?),
+        };
+        let spec = Itimerspec {
+            it_interval: Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: Timespec {
+                tv_sec: after.as_secs() as _,
+                tv_nsec: after.subsec_nanos().into(),
+            },
+        };
+        // Re-arming also clears an expiry a cancelled wait left unread.
+        timerfd_settime(fd.get_ref(), TimerfdTimerFlags::empty(), &spec)?;
+        loop {
+            let mut ready = fd.readable().await?;
+            // The 8 bytes count expiries; a read that would block was stale readiness.
+            match ready.try_io(|fd| Ok(rustix::io::read(fd.get_ref(), &mut [0u8; 8])?)) {
+                Ok(read) => return read.map(drop),
+                Err(_would_block) => continue,
+            }
+        }
+    }
 }
 
-/// Returns at `deadline`, within tens of µs; at once when it has passed.
-pub async fn until(deadline: Instant) {
-    if deadline <= Instant::now() {
-        return;
-    }
-    let (waiter, woken) = oneshot::channel();
-    if thread().send((deadline, waiter)).is_err() {
-        tokio::time::sleep_until(deadline.into()).await;
-        return;
-    }
-    let _ = woken.await;
+#[cfg(target_os = "linux")]
+fn open() -> std::io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
+    use rustix::time::{TimerfdClockId, TimerfdFlags, timerfd_create};
+
+    // CLOCK_MONOTONIC is the clock std's Instant reads on Linux.
+    let fd = timerfd_create(
+        TimerfdClockId::Monotonic,
+        TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC,
+    )?;
+    // SAFETY: the OwnedFd is a valid open timerfd, owned by the AsyncFd for its whole life
+    // and never replaced, so it keeps returning that same descriptor.
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+    };
+    Ok(registered?)
 }
 
 #[cfg(test)]
@@ -106,7 +100,7 @@ mod tests {
         let waits = [7u64, 3, 12, 3].map(|ms| {
             tokio::spawn(async move {
                 let deadline = start + Duration::from_millis(ms);
-                until(deadline).await;
+                Timer::default().until(deadline).await;
                 let now = Instant::now();
                 (ms, now >= deadline, now.saturating_duration_since(deadline))
             })
@@ -120,7 +114,30 @@ mod tests {
             );
         }
         let past = Instant::now();
-        until(past - Duration::from_millis(5)).await;
+        Timer::default()
+            .until(past - Duration::from_millis(5))
+            .await;
         assert!(past.elapsed() < Duration::from_millis(5));
+    }
+
+    #[tokio::test]
+    async fn one_timer_serves_successive_waits_and_survives_a_cancelled_one() {
+        let mut timer = Timer::default();
+        let start = Instant::now();
+        // A wait dropped before its deadline leaves an armed fd behind; the next wait re-arms.
+        let cancelled = tokio::time::timeout(
+            Duration::from_millis(1),
+            timer.until(start + Duration::from_millis(3)),
+        )
+        .await;
+        assert!(cancelled.is_err());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        for ms in [8u64, 10, 14] {
+            let deadline = start + Duration::from_millis(ms);
+            timer.until(deadline).await;
+            let now = Instant::now();
+            assert!(now >= deadline, "{ms} ms wait woke early");
+            assert!(now - deadline < Duration::from_millis(20));
+        }
     }
 }

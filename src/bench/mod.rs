@@ -28,6 +28,7 @@ use crate::config::Target;
 use crate::probe::Probe;
 use crate::result::ResultRecord;
 use crate::runner::{Runner, Scheduled};
+use crate::timer::Timer;
 use arrivals::Process;
 
 /// How requests are offered.
@@ -101,7 +102,7 @@ pub async fn run(
     let probe = Arc::new(probe.clone());
     let origin = Instant::now() + LEAD;
     let dispatch = tokio::spawn(async move {
-        crate::timer::until(origin).await;
+        Timer::default().until(origin).await;
         match plan.load {
             Load::Closed { concurrency } => {
                 closed(runner, target, probe, plan, concurrency, sender).await;
@@ -169,12 +170,13 @@ async fn open(
 ) {
     let slots = Arc::new(Semaphore::new(plan.max_in_flight.max(1)));
     let wall = SystemTime::now() + start.saturating_duration_since(Instant::now());
+    let mut timer = Timer::default();
     for offset in process.offsets(plan.requests, plan.duration, plan.seed) {
         let intended = Scheduled {
             at: start + offset,
             wall: wall + offset,
         };
-        crate::timer::until(intended.at).await;
+        timer.until(intended.at).await;
         let Ok(slot) = slots.clone().acquire_owned().await else {
             break;
         };

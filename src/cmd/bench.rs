@@ -87,15 +87,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         File::create(&csv_path).with_context(|| format!("cannot write {}", csv_path.display()))?;
     let mut csv = csv::Writer::from_writer(BufWriter::new(csv_file));
     let runner = Arc::new(Runner::new(&config)?);
-    let runtime = match args.threads {
-        0 | 1 => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?,
-        threads => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()?,
-    };
+    let runtime = super::runtime_with(args.threads)?;
     eprintln!("sonde bench: {} → {}", plan.describe(), out.display());
     let mut targets = Vec::new();
     for (target, probe) in &jobs {

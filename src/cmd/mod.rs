@@ -50,6 +50,21 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// A runtime of `threads` worker threads for a command that measures or is measured: one
+/// thread (0 or 1) is a current-thread runtime, where a wake-up never crosses to another
+/// core and no idle worker is woken to look for work.
+pub fn runtime_with(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = match threads {
+        0 | 1 => tokio::runtime::Builder::new_current_thread(),
+        threads => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(threads);
+            builder
+        }
+    };
+    Ok(builder.enable_all().build()?)
+}
+
 /// Ctrl-C, or SIGTERM where there is one.
 async fn shutdown_signal() {
     #[cfg(unix)]

@@ -19,6 +19,11 @@ pub struct Args {
     /// Seed of the per-request randomness; a fixed seed replays the same errors and delays.
     #[arg(long)]
     seed: Option<u64>,
+    /// Server threads (0: one per core). One thread keeps every injected delay and frame
+    /// time on the core that serves the connection: the exactest timing, and the most
+    /// requests per second of CPU when a client shares the machine.
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
 }
 
 /// Serves until Ctrl-C or SIGTERM.
@@ -40,7 +45,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         "other models: 404"
     };
-    super::runtime()?.block_on(async move {
+    let runtime = match args.threads {
+        0 => super::runtime()?,
+        threads => super::runtime_with(threads)?,
+    };
+    runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
