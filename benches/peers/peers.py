@@ -36,6 +36,7 @@ import time
 PROMPT = "Count from 1 to 64, separated by spaces. Output only the numbers."
 INJECTED_MS = 50.0
 WITHIN_MS = 5.0
+BISECTIONS = 3
 
 
 def percentile(values, q):
@@ -182,9 +183,10 @@ def judge(rate, offered, completed, p99, elapsed):
     return kept_up and p99 is not None and p99 <= WITHIN_MS, kept_up
 
 
-def sweep(measure, start_rate, limit_rate):
-    """Doubles the rate until the client no longer keeps up, then tries the midpoint below each
-    first failure. Returns (highest tight rate, highest kept-up rate)."""
+def sweep(measure, start_rate, limit_rate, refine=BISECTIONS):
+    """Doubles the rate until the client no longer keeps up, then narrows each verdict's
+    bracket [highest pass, lowest fail] by `refine` geometric bisections (a factor of 2 becomes
+    2^(1/2^refine): 9 % with 3). Returns (highest tight rate, highest kept-up rate)."""
     best = [None, None]
     failed = [None, None]
     rate = start_rate
@@ -200,12 +202,18 @@ def sweep(measure, start_rate, limit_rate):
             break
         rate *= 2
     for i in (0, 1):
-        if best[i] is not None and failed[i] is not None:
+        for _ in range(refine):
+            if best[i] is None or failed[i] is None:
+                break
             mid = round(math.sqrt(best[i] * failed[i]))
+            if mid in (best[i], failed[i]):
+                break
             verdicts, line = measure(mid)
             print(line, file=sys.stderr, flush=True)
             if verdicts[i]:
                 best[i] = mid
+            else:
+                failed[i] = mid
     return tuple(best)
 
 

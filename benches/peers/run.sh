@@ -2,8 +2,9 @@
 # sonde against its peers, side by side on this machine (see peers.py for what is measured):
 # builds sonde (release), installs the peers from PyPI into a cached virtualenv (the openai
 # SDK; vLLM's benchmark request function taken from the vllm wheel without its CUDA
-# dependencies), starts the simulator on 127.0.0.1:18787, measures wrk's non-streaming floor,
-# then runs peers.py, which prints one Markdown table.
+# dependencies), measures how late this machine wakes a sleeping task (examples/wake_latency.rs),
+# starts the simulator on 127.0.0.1:18787, measures wrk's floors, then runs peers.py, which
+# prints one Markdown table; the wake-up latency follows it.
 #
 #   benches/peers/run.sh            # full sweep, ~5 minutes
 #   SECONDS_PER_STEP=2 benches/peers/run.sh
@@ -16,8 +17,11 @@ VLLM_VERSION=0.33.0
 VENV=${SONDE_PEERS_VENV:-target/peers-venv}
 PORT=18787
 
-cargo build --release --quiet
+cargo build --release --quiet --bin sonde --example wake_latency
 SONDE=target/release/sonde
+# How late this machine wakes a sleeping task, measured while it is otherwise idle: every
+# TTFT measured over loopback pays it about three times, whatever the client.
+WAKE=$(target/release/examples/wake_latency)
 
 if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import openai, aiohttp, tqdm, regex" 2>/dev/null; then
   python3 -m venv "$VENV"
@@ -44,8 +48,11 @@ if ! command -v wrk > /dev/null; then
   apt-get install -y -qq wrk > /dev/null
 fi
 
+# One server thread: the client under test needs the other core (a thread per core would
+# have the server's two workers and the client fight over two cores, and hand every
+# wake-up across them).
 "$SONDE" simulate --listen "127.0.0.1:$PORT" --scenario benches/peers/scenario.toml --seed 1 \
-  > /dev/null 2>&1 &
+  --threads "${SIM_THREADS:-1}" > /dev/null 2>&1 &
 SIM=$!
 trap 'kill $SIM 2>/dev/null || true' EXIT
 for _ in $(seq 50); do
@@ -76,3 +83,8 @@ SONDE_VERSION=$("$SONDE" --version | awk '{print $2}') VLLM_VERSION=$VLLM_VERSIO
 PYTHONPATH="$VLLM_DIR" "$VENV/bin/python" benches/peers/peers.py \
   --sonde "$SONDE" --config benches/peers/sonde.toml --base-url "http://127.0.0.1:$PORT/v1" \
   --wrk-floor "$FLOOR" --wrk-stream-floor "$STREAM_FLOOR" --seconds "${SECONDS_PER_STEP:-3}"
+
+echo
+echo "Waking a task that slept 50 ms, on this machine (\`cargo run --release --example wake_latency\`):"
+echo
+echo "$WAKE" | sed 's/^/- /'

@@ -1,0 +1,63 @@
+//! How late this machine wakes a sleeping task: the floor under every latency measured on it.
+//!
+//! Waits 50 ms, idle, 200 times through sonde's precise `Timer` and through tokio's
+//! `sleep_until`, and prints how late each woke (p50, p90, p99, max). A measured TTFT over
+//! loopback pays this wake-up about three times (the server reading the request, the server's
+//! injected delay ending, the client reading the answer), so it says how much of a client's
+//! overhead in `benches/peers/run.sh` is the machine's rather than the client's.
+//!
+//! ```sh
+//! cargo run --release --example wake_latency
+//! ```
+
+use std::time::{Duration, Instant};
+
+const WAITS: usize = 200;
+const IDLE: Duration = Duration::from_millis(50);
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime");
+    runtime.block_on(async {
+        let precise = lateness(Wait::Precise(sonde::timer::Timer::default())).await;
+        println!("sonde Timer (timerfd):    {}", summary(precise));
+        let ticks = lateness(Wait::Ticks).await;
+        println!("tokio sleep_until:        {}", summary(ticks));
+    });
+}
+
+/// The two ways of waiting compared.
+enum Wait {
+    /// sonde's timerfd-backed timer.
+    Precise(sonde::timer::Timer),
+    /// tokio's timer wheel (1 ms ticks).
+    Ticks,
+}
+
+/// Lateness of each of `WAITS` waits of `IDLE`, in µs.
+async fn lateness(mut wait: Wait) -> Vec<u64> {
+    let mut late = Vec::with_capacity(WAITS);
+    for _ in 0..WAITS {
+        let deadline = Instant::now() + IDLE;
+        match &mut wait {
+            Wait::Precise(timer) => timer.until(deadline).await,
+            Wait::Ticks => tokio::time::sleep_until(deadline.into()).await,
+        }
+        late.push(deadline.elapsed().as_micros() as u64);
+    }
+    late
+}
+/// "late by p50 … µs", nearest rank as sonde's reports.
+fn summary(mut late: Vec<u64>) -> String {
+    late.sort_unstable();
+    let rank = |q: f64| late[((q * late.len() as f64).ceil() as usize).clamp(1, late.len()) - 1];
+    format!(
+        "late by p50 {} µs, p90 {} µs, p99 {} µs, max {} µs",
+        rank(0.50),
+        rank(0.90),
+        rank(0.99),
+        rank(1.0)
+    )
+}
