@@ -11,7 +11,14 @@ tokens).
   rate at which the client completes every request, keeps up (completions within 5 % of the
   offered count per second of schedule) and its p99 TTFT stays within 5 ms of the injected 0.
   TTFT counts from each request's intended send time, for every client alike, so a client that
-  falls behind its schedule pays for it;
+  falls behind its schedule pays for it. Rates double until the client falls behind, then 3
+  bisections narrow each bracket; a failed step gets a second try (see step_verdicts);
+- where the overhead goes: tcpdump on the loopback during the overhead runs gives, per request,
+  when the request's last packet left the client and when the answer's first token left the
+  server (the first server packet at least half the injected delay after the request). The
+  server's part (its wake-up to read the request, its timer, its write) is that interval minus
+  50 ms; the client's own part is its measured TTFT minus the interval. Needs tcpdump and
+  root; left out otherwise;
 - floor: wrk on the same endpoint, non-streaming (the loopback HTTP limit of this simulator on
   this machine) and streaming (the same 64-event answer, read whole without parsing: what the
   server side alone sustains).
@@ -24,14 +31,19 @@ method `vllm bench serve` uses, aiohttp and time.perf_counter per chunk).
 
 import argparse
 import asyncio
+import contextlib
+import csv
 import json
 import math
 import os
 import random
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
+from urllib.parse import urlsplit
 
 PROMPT = "Count from 1 to 64, separated by spaces. Output only the numbers."
 INJECTED_MS = 50.0
@@ -132,13 +144,99 @@ class VllmMethod:
         await self.session.close()
 
 
+class Capture:
+    """tcpdump of the payload packets to and from the simulator's port, headers only."""
+
+    def __init__(self, port):
+        self.port = port
+        self.file = tempfile.NamedTemporaryFile(suffix=".pcap", delete=False).name
+        self.proc = None
+
+    def start(self):
+        """Starts tcpdump and returns once it captures; OSError where it cannot."""
+        payload = "(ip[2:2] - ((ip[0] & 0xf) << 2) - ((tcp[12] & 0xf0) >> 2)) != 0"
+        self.proc = subprocess.Popen(
+            ["tcpdump", "-i", "lo", "-n", "-s", "96", "-B", "16384", "--immediate-mode", "-U",
+             "-w", self.file,
+             "--time-stamp-precision=micro", f"tcp port {self.port} and {payload}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        # tcpdump says "listening on lo" once the capture runs.
+        line = self.proc.stderr.readline()
+        if "listening" not in line:
+            self.proc.wait()
+            os.unlink(self.file)
+            raise OSError(f"tcpdump did not start: {line.strip()}")
+
+    def stop(self):
+        """Lets the last packets land, then stops tcpdump, which flushes its file."""
+        time.sleep(0.2)
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait()
+
+    def exchanges(self):
+        """(request's last packet, first token's packet) wall-clock seconds of each request,
+        in order."""
+        out = subprocess.run(["tcpdump", "-r", self.file, "-n", "-tt",
+                              "--time-stamp-precision=micro"],
+                             capture_output=True, text=True, check=True).stdout
+        os.unlink(self.file)
+        server = f".{self.port}"
+        asked, found = {}, []
+        for line in out.splitlines():
+            fields = line.split()
+            at, src, dst = float(fields[0]), fields[2], fields[4].rstrip(":")
+            if dst.endswith(server):
+                # The request's last packet: a client may write its head and body apart, and
+                # the server cannot answer before it has both.
+                asked[src] = at
+            elif dst in asked and at - asked[dst] >= INJECTED_MS / 2000.0:
+                found.append((asked.pop(dst), at))
+        return found
+
+
+def split_overhead(sent, exchanges):
+    """Pairs each request (wall-clock send time, measured TTFT ms) with the captured exchange
+    that started within 20 ms of it (requests are 50 ms apart at least): ([server's part ms],
+    [client's part ms])."""
+    server, client = [], []
+    starts = [ask for ask, _ in exchanges]
+    for at, ttft in sent:
+        if not starts:
+            break
+        i = min(range(len(starts)), key=lambda k: abs(starts[k] - at))
+        if abs(starts[i] - at) <= 0.020:
+            ask, answer = exchanges[i]
+            wire = (answer - ask) * 1000.0
+            server.append(wire - INJECTED_MS)
+            client.append(ttft - wire)
+    return server, client
+
+
+@contextlib.contextmanager
+def capture(port):
+    """A running Capture of `port`, or None where tcpdump cannot capture (absent, not root)."""
+    tap = Capture(port)
+    try:
+        tap.start()
+    except OSError as err:
+        print(f"no packet capture: {err}", file=sys.stderr)
+        yield None
+        return
+    try:
+        yield tap
+    finally:
+        tap.stop()
+
+
 async def closed_one_at_a_time(client, model, count):
-    ttfts = []
+    """(wall-clock send time, TTFT ms) of each answered request."""
+    sent = []
     for _ in range(count):
+        at = time.time()
         got = await client.request(model, time.perf_counter())
         if got is not None:
-            ttfts.append(got)
-    return ttfts
+            sent.append((at, got))
+    return sent
 
 
 async def open_loop(client, model, rate, seconds, seed):
@@ -157,6 +255,8 @@ async def open_loop(client, model, rate, seconds, seed):
 
 
 def sonde_bench(args, model, extra):
+    """The bench's summary of the target, its TTFT figures, and (wall-clock start, TTFT ms)
+    of each ok run from results.csv."""
     with tempfile.TemporaryDirectory() as out:
         cmd = [args.sonde, "bench", "--config", args.config, "--target", f"sim/{model}",
                "--probe", "count64", "--out", out, "--seed", "7", *extra]
@@ -165,8 +265,11 @@ def sonde_bench(args, model, extra):
             sys.exit(f"sonde bench failed: {done.stderr}")
         with open(os.path.join(out, "summary.json")) as f:
             target = json.load(f)["targets"][0]
-    ttft = target["latency"]["ttft_ms"]
-    return target, ttft
+        with open(os.path.join(out, "results.csv"), newline="") as f:
+            sent = [(datetime.fromisoformat(row["ts"].replace("Z", "+00:00")).timestamp(),
+                     float(row["ttft_ms"]))
+                    for row in csv.DictReader(f) if row["outcome"] == "ok"]
+    return target, target["latency"]["ttft_ms"], sent
 
 
 def steps(rate, seconds):
@@ -183,6 +286,19 @@ def judge(rate, offered, completed, p99, elapsed):
     return kept_up and p99 is not None and p99 <= WITHIN_MS, kept_up
 
 
+def step_verdicts(measure, rate):
+    """(tight, kept_up) at `rate`. A verdict that fails is measured once more and passes if
+    either try passed: one stall of a shared host spoils the p99 of a 3 s step, and the first
+    failure bounds the sweep. Every client gets the same second chance."""
+    verdicts, line = measure(rate)
+    print(line, file=sys.stderr, flush=True)
+    if all(verdicts):
+        return verdicts
+    again, line = measure(rate)
+    print(line + " (second try)", file=sys.stderr, flush=True)
+    return tuple(first or second for first, second in zip(verdicts, again))
+
+
 def sweep(measure, start_rate, limit_rate, refine=BISECTIONS):
     """Doubles the rate until the client no longer keeps up, then narrows each verdict's
     bracket [highest pass, lowest fail] by `refine` geometric bisections (a factor of 2 becomes
@@ -191,8 +307,7 @@ def sweep(measure, start_rate, limit_rate, refine=BISECTIONS):
     failed = [None, None]
     rate = start_rate
     while rate <= limit_rate:
-        verdicts, line = measure(rate)
-        print(line, file=sys.stderr, flush=True)
+        verdicts = step_verdicts(measure, rate)
         for i, ok in enumerate(verdicts):
             if ok and failed[i] is None:
                 best[i] = rate
@@ -208,9 +323,7 @@ def sweep(measure, start_rate, limit_rate, refine=BISECTIONS):
             mid = round(math.sqrt(best[i] * failed[i]))
             if mid in (best[i], failed[i]):
                 break
-            verdicts, line = measure(mid)
-            print(line, file=sys.stderr, flush=True)
-            if verdicts[i]:
+            if step_verdicts(measure, mid)[i]:
                 best[i] = mid
             else:
                 failed[i] = mid
@@ -230,15 +343,19 @@ def main():
     args = parser.parse_args()
 
     rows = []
+    port = urlsplit(args.base_url).port
+    splits = []
 
     # sonde
-    target, ttft = sonde_bench(
-        args, "fifty", ["--concurrency", "1", "--requests", str(args.overhead_requests)])
+    with capture(port) as tap:
+        _, ttft, sent = sonde_bench(
+            args, "fifty", ["--concurrency", "1", "--requests", str(args.overhead_requests)])
     sonde_overhead = (ttft["p50"] - INJECTED_MS, ttft["p99"] - INJECTED_MS)
+    splits.append(("sonde (Rust)", tap, sent))
 
     def sonde_step(rate):
         count = steps(rate, args.seconds)
-        target, ttft = sonde_bench(
+        target, ttft, _ = sonde_bench(
             args, "zero", ["--rate", str(rate), "--requests", str(count)])
         ok = judge(rate, count, target["ok"], ttft.get("p99"), target["elapsed_s"])
         return ok, f"  sonde @ {rate}/s: ok {target['ok']}/{count}, p99 {ttft.get('p99')} ms, " \
@@ -258,9 +375,12 @@ def main():
 
         loop = asyncio.new_event_loop()
         loop.run_until_complete(client.open())
-        ttfts = loop.run_until_complete(closed_one_at_a_time(client, "fifty",
-                                                             args.overhead_requests))
+        with capture(port) as tap:
+            sent = loop.run_until_complete(closed_one_at_a_time(client, "fifty",
+                                                                args.overhead_requests))
+        ttfts = [ttft for _, ttft in sent]
         over = (percentile(ttfts, 0.5) - INJECTED_MS, percentile(ttfts, 0.99) - INJECTED_MS)
+        splits.append((client.name, tap, sent))
 
         def step(rate, client=client, loop=loop):
             offered, got, elapsed = loop.run_until_complete(
@@ -294,6 +414,25 @@ def main():
               f"| {kept_up or 'none'} | {ratio(sonde_kept_up, kept_up)} |")
     print(f"| wrk, non-streaming | | | | {floor:.0f} | | 1 | | | |")
     print(f"| wrk, streaming (64 events, read whole) | | | | {stream_floor:.0f} | | | 1 | | |")
+
+    print()
+    if any(tap is None for _, tap, _ in splits):
+        print("Where the overhead goes: not measured (needs tcpdump, run as root).")
+        return
+    print("Where the overhead goes (tcpdump on lo, same runs as the overhead above): the "
+          "server's part is first token sent − request sent (its last packet) − 50 ms; the "
+          "client's own part is its measured TTFT − (first token sent − request sent).")
+    print()
+    print("| client | requests matched | server's part p50 | p99 | client's own part p50 | p99 |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for name, tap, sent in splits:
+        server, own = split_overhead(sent, tap.exchanges())
+        if not own:
+            print(f"| {name} | 0 of {len(sent)} | | | | |")
+            continue
+        print(f"| {name} | {len(own)} of {len(sent)} | {percentile(server, 0.5):.2f} ms "
+              f"| {percentile(server, 0.99):.2f} ms | {percentile(own, 0.5):.2f} ms "
+              f"| {percentile(own, 0.99):.2f} ms |")
 
 
 if __name__ == "__main__":

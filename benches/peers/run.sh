@@ -4,7 +4,7 @@
 # SDK; vLLM's benchmark request function taken from the vllm wheel without its CUDA
 # dependencies), measures how late this machine wakes a sleeping task (examples/wake_latency.rs),
 # starts the simulator on 127.0.0.1:18787, measures wrk's floors, then runs peers.py, which
-# prints one Markdown table; the wake-up latency follows it.
+# prints the comparison and where each client's overhead goes; the wake-up latency follows.
 #
 #   benches/peers/run.sh            # full sweep, ~5 minutes
 #   SECONDS_PER_STEP=2 benches/peers/run.sh
@@ -44,9 +44,12 @@ PY
   rm -rf "$tmp"
 fi
 
-if ! command -v wrk > /dev/null; then
-  apt-get install -y -qq wrk > /dev/null
-fi
+# wrk for the floors; tcpdump to split each client's overhead into the server's part and its own.
+for tool in wrk tcpdump; do
+  if ! command -v "$tool" > /dev/null; then
+    apt-get install -y -qq "$tool" > /dev/null || (apt-get update -qq && apt-get install -y -qq "$tool" > /dev/null)
+  fi
+done
 
 # One server thread: the client under test needs the other core (a thread per core would
 # have the server's two workers and the client fight over two cores, and hand every
