@@ -9,6 +9,12 @@ LITELLM_VERSION=1.108.7
 PRISMA_VERSION=0.15.0
 VENV=${SONDE_LITELLM_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/sonde/litellm-$LITELLM_VERSION}
 
+# One install at a time: the suite's tests call this side by side on a fresh machine, and two
+# pip runs into one venv break it.
+mkdir -p "$(dirname "$VENV")"
+exec 9> "$VENV.lock"
+flock 9
+
 if ! "$VENV/bin/python" -c "import litellm, prisma" > /dev/null 2>&1 \
    || [ "$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("litellm"))' 2>/dev/null)" != "$LITELLM_VERSION" ]; then
   echo "installing litellm[proxy]==$LITELLM_VERSION and prisma==$PRISMA_VERSION into $VENV" >&2
