@@ -38,7 +38,8 @@ impl Timer {
     }
 
     /// Arms the timerfd `after` from now and waits for it to fire. An error (no timerfd, or
-    /// no reactor) leaves the caller to fall back; it is logged once per timer.
+    /// no reactor) leaves the caller to fall back; a failed open is logged at debug level and
+    /// tried again by the next wait.
     #[cfg(target_os = "linux")]
     async fn timerfd(&mut self, after: std::time::Duration) -> std::io::Result<()> {
         use rustix::time::{Itimerspec, TimerfdTimerFlags, Timespec, timerfd_settime};

@@ -286,6 +286,15 @@ def judge(rate, offered, completed, p99, elapsed):
     return kept_up and p99 is not None and p99 <= WITHIN_MS, kept_up
 
 
+def judged(name, rate, offered, completed, p99, elapsed):
+    """judge's verdicts and the progress line that says them."""
+    verdicts = judge(rate, offered, completed, p99, elapsed)
+    word = "tight" if verdicts[0] else "kept up" if verdicts[1] else "fell behind"
+    p99_text = "–" if p99 is None else f"{p99:.3f}"
+    return verdicts, (f"  {name} @ {rate}/s: ok {completed}/{offered}, p99 {p99_text} ms, "
+                      f"{elapsed:.2f} s -> {word}")
+
+
 def step_verdicts(measure, rate):
     """(tight, kept_up) at `rate`. A verdict that fails is measured once more and passes if
     either try passed: one stall of a shared host spoils the p99 of a 3 s step, and the first
@@ -357,9 +366,7 @@ def main():
         count = steps(rate, args.seconds)
         target, ttft, _ = sonde_bench(
             args, "zero", ["--rate", str(rate), "--requests", str(count)])
-        ok = judge(rate, count, target["ok"], ttft.get("p99"), target["elapsed_s"])
-        return ok, f"  sonde @ {rate}/s: ok {target['ok']}/{count}, p99 {ttft.get('p99')} ms, " \
-                   f"{target['elapsed_s']} s -> {'tight' if ok[0] else 'kept up' if ok[1] else 'fell behind'}"
+        return judged("sonde", rate, count, target["ok"], ttft.get("p99"), target["elapsed_s"])
 
     print("sonde: capacity sweep", file=sys.stderr)
     sonde_capacity, sonde_kept_up = sweep(sonde_step, 100, args.max_rate)
@@ -386,9 +393,7 @@ def main():
             offered, got, elapsed = loop.run_until_complete(
                 open_loop(client, "zero", rate, args.seconds, 7))
             p99 = percentile(got, 0.99) if got else None
-            ok = judge(rate, offered, len(got), p99, elapsed)
-            return ok, f"  {client.name} @ {rate}/s: ok {len(got)}/{offered}, p99 {p99} ms, " \
-                       f"{elapsed:.2f} s -> {'tight' if ok[0] else 'kept up' if ok[1] else 'fell behind'}"
+            return judged(client.name, rate, offered, len(got), p99, elapsed)
 
         print(f"{client.name}: capacity sweep", file=sys.stderr)
         capacity, kept_up = sweep(step, 5, args.max_rate)

@@ -6,7 +6,7 @@
 # starts the simulator on 127.0.0.1:18787, measures wrk's floors, then runs peers.py, which
 # prints the comparison and where each client's overhead goes; the wake-up latency follows.
 #
-#   benches/peers/run.sh            # full sweep, ~5 minutes
+#   benches/peers/run.sh            # full sweep, ~8 minutes
 #   SECONDS_PER_STEP=2 benches/peers/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
