@@ -50,8 +50,13 @@ async fn the_demo_shows_measured_data_within_a_minute() {
         let down = targets
             .iter()
             .any(|t| t["id"] == "deadhost/dead-qwen" && t["state"] == "down");
+        // Its first run may be the ping, which says nothing about streaming: wait for the
+        // stream probe's verdict, not just for a sample.
+        let judged = targets.iter().any(|t| {
+            t["id"] == "fakestream/fake-qwen" && !t["capabilities"]["streaming"].is_null()
+        });
         feed = value;
-        if measured == 8 && down {
+        if measured == 8 && down && judged {
             break;
         }
     }
