@@ -12,6 +12,8 @@
 
 use std::time::{Duration, Instant};
 
+use hdrhistogram::Histogram;
+
 const WAITS: usize = 200;
 const IDLE: Duration = Duration::from_millis(50);
 
@@ -22,9 +24,9 @@ fn main() {
         .expect("a current-thread runtime");
     runtime.block_on(async {
         let precise = lateness(Wait::Precise(sonde::timer::Timer::default())).await;
-        println!("sonde Timer (timerfd):    {}", summary(precise));
+        println!("sonde Timer (timerfd):    {}", summary(&precise));
         let ticks = lateness(Wait::Ticks).await;
-        println!("tokio sleep_until:        {}", summary(ticks));
+        println!("tokio sleep_until:        {}", summary(&ticks));
     });
 }
 
@@ -36,28 +38,27 @@ enum Wait {
     Ticks,
 }
 
-/// Lateness of each of `WAITS` waits of `IDLE`, in µs.
-async fn lateness(mut wait: Wait) -> Vec<u64> {
-    let mut late = Vec::with_capacity(WAITS);
+/// How late each of `WAITS` waits of `IDLE` woke, in µs.
+async fn lateness(mut wait: Wait) -> Histogram<u64> {
+    let mut late = Histogram::new(3).expect("3 significant digits is a valid precision");
     for _ in 0..WAITS {
         let deadline = Instant::now() + IDLE;
         match &mut wait {
             Wait::Precise(timer) => timer.until(deadline).await,
             Wait::Ticks => tokio::time::sleep_until(deadline.into()).await,
         }
-        late.push(deadline.elapsed().as_micros() as u64);
+        late.saturating_record(deadline.elapsed().as_micros() as u64);
     }
     late
 }
-/// "late by p50 … µs", nearest rank as sonde's reports.
-fn summary(mut late: Vec<u64>) -> String {
-    late.sort_unstable();
-    let rank = |q: f64| late[((q * late.len() as f64).ceil() as usize).clamp(1, late.len()) - 1];
+
+/// "late by p50 … µs", the percentiles as sonde's reports take them from a histogram.
+fn summary(late: &Histogram<u64>) -> String {
     format!(
         "late by p50 {} µs, p90 {} µs, p99 {} µs, max {} µs",
-        rank(0.50),
-        rank(0.90),
-        rank(0.99),
-        rank(1.0)
+        late.value_at_quantile(0.50),
+        late.value_at_quantile(0.90),
+        late.value_at_quantile(0.99),
+        late.max()
     )
 }

@@ -360,7 +360,7 @@ def main():
         _, ttft, sent = sonde_bench(
             args, "fifty", ["--concurrency", "1", "--requests", str(args.overhead_requests)])
     sonde_overhead = (ttft["p50"] - INJECTED_MS, ttft["p99"] - INJECTED_MS)
-    splits.append(("sonde (Rust)", tap, sent))
+    splits.append(("sonde (Rust)", tap and tap.exchanges(), sent))
 
     def sonde_step(rate):
         count = steps(rate, args.seconds)
@@ -387,7 +387,7 @@ def main():
                                                                 args.overhead_requests))
         ttfts = [ttft for _, ttft in sent]
         over = (percentile(ttfts, 0.5) - INJECTED_MS, percentile(ttfts, 0.99) - INJECTED_MS)
-        splits.append((client.name, tap, sent))
+        splits.append((client.name, tap and tap.exchanges(), sent))
 
         def step(rate, client=client, loop=loop):
             offered, got, elapsed = loop.run_until_complete(
@@ -421,7 +421,7 @@ def main():
     print(f"| wrk, streaming (64 events, read whole) | | | | {stream_floor:.0f} | | | 1 | | |")
 
     print()
-    if any(tap is None for _, tap, _ in splits):
+    if any(exchanges is None for _, exchanges, _ in splits):
         print("Where the overhead goes: not measured (needs tcpdump, run as root).")
         return
     print("Where the overhead goes (tcpdump on lo, same runs as the overhead above): the "
@@ -430,8 +430,8 @@ def main():
     print()
     print("| client | requests matched | server's part p50 | p99 | client's own part p50 | p99 |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    for name, tap, sent in splits:
-        server, own = split_overhead(sent, tap.exchanges())
+    for name, exchanges, sent in splits:
+        server, own = split_overhead(sent, exchanges)
         if not own:
             print(f"| {name} | 0 of {len(sent)} | | | | |")
             continue

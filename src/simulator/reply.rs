@@ -3,7 +3,8 @@
 //! [`Wire`] that encodes frames and bodies; this module decides what is sent and when.
 //!
 //! Frames are written by a task that sleeps until each absolute due time (arrival + offset),
-//! so delays do not accumulate drift; [`crate::timer`] wakes each within tens of µs of it.
+//! so delays do not accumulate drift; [`crate::timer`] wakes each as soon as the machine
+//! wakes a sleeping thread (`examples/wake_latency.rs` measures how soon).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
