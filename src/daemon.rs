@@ -263,10 +263,17 @@ async fn one_run(
             .stats
             .rate_limit_pauses
             .fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(
+        let why = match (record.outcome, record.http_status) {
+            (Outcome::RateLimited, Some(status)) => format!("rate limited (HTTP {status})"),
+            (Outcome::RateLimited, None) => "rate limited".to_owned(),
+            (_, Some(status)) => format!("unavailable (HTTP {status}) and asked to retry later"),
+            (_, None) => "unavailable and asked to retry later".to_owned(),
+        };
+        // Routine for free tiers and handled here; the page shows the rate-limited share.
+        tracing::info!(
             provider = %target.provider.name,
             pause = ?pause,
-            "rate limited: pausing every probe on this provider"
+            "{why}: pausing every probe on this provider"
         );
     }
     shared.budgets.settle(reservation, &record);

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use sonde::config::ConfigError;
+use sonde::owned_dir::OwnedDirError;
 
 /// Probes LLM APIs: which provider of a model is up, fast, really streaming, within rate
 /// limits and within budget.
@@ -69,7 +70,11 @@ fn main() -> ExitCode {
         }
         Err(err) => {
             eprintln!("error: {err:#}");
-            if err.downcast_ref::<ConfigError>().is_some() {
+            // A bad config, or an output sonde must not touch: the user's to fix, like a
+            // usage error.
+            if err.downcast_ref::<ConfigError>().is_some()
+                || err.downcast_ref::<OwnedDirError>().is_some()
+            {
                 ExitCode::from(2)
             } else {
                 ExitCode::FAILURE

@@ -1,10 +1,13 @@
 //! Presents result records: JSON lines for programs, CSV for spreadsheets, an aligned table
-//! for people, followed by each target's capability flags. JSON and CSV carry every field of [`ResultRecord`] under its stable name.
+//! for people, followed by each target's capability flags. JSON and CSV carry every field of
+//! [`ResultRecord`] under its stable name. Table cells are one line each, without control
+//! characters, whatever a provider put in them.
 
 use std::io::{self, Write};
 
 use crate::capability::Capabilities;
 use crate::result::ResultRecord;
+use crate::sanitize::one_line;
 
 /// Output formats of `sonde probe`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -42,11 +45,11 @@ pub fn write(out: &mut dyn Write, format: Format, records: &[ResultRecord]) -> i
 }
 
 fn write_table(out: &mut dyn Write, records: &[ResultRecord]) -> io::Result<()> {
-    const HEADER: [&str; 12] = [
+    const HEADER: [&str; 13] = [
         "target", "probe", "outcome", "http", "ttfb ms", "ttft ms", "e2e ms", "itl p50", "tok/s",
-        "tokens", "streamed", "error",
+        "tokens", "streamed", "served", "error",
     ];
-    let rows: Vec<[String; 12]> = records.iter().map(row).collect();
+    let rows: Vec<[String; 13]> = records.iter().map(row).collect();
     let mut widths = HEADER.map(str::len);
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -107,19 +110,19 @@ fn write_capabilities(out: &mut dyn Write, records: &[ResultRecord]) -> io::Resu
         .unwrap_or(0);
     writeln!(out, "\ncapabilities")?;
     for (target, flags) in summaries {
-        writeln!(out, "{target:<width$}  {}", flags.describe())?;
+        writeln!(out, "{:<width$}  {}", one_line(target), flags.describe())?;
     }
     Ok(())
 }
 
-fn row(record: &ResultRecord) -> [String; 12] {
+fn row(record: &ResultRecord) -> [String; 13] {
     let ms = |value: Option<f64>| value.map_or("-".to_owned(), |v| format!("{v:.1}"));
     let tokens = match (record.output_tokens, record.tokens_estimated) {
         (Some(tokens), true) => format!("~{tokens}"),
         (Some(tokens), false) => tokens.to_string(),
         (None, _) => "-".to_owned(),
     };
-    let mut error = record.error.clone().unwrap_or_default();
+    let mut error = one_line(record.error.as_deref().unwrap_or_default());
     if error.chars().count() > TABLE_ERROR_CHARS {
         error = error
             .chars()
@@ -127,8 +130,19 @@ fn row(record: &ResultRecord) -> [String; 12] {
             .collect::<String>()
             + "…";
     }
+    // Who answered, when the provider says and it is worth saying: another model than the
+    // one asked for (`≠`), or a gateway's upstream.
+    let mut served = match (&record.served_model, record.model_substituted) {
+        (Some(model), true) => format!("≠ {}", one_line(model)),
+        _ => String::new(),
+    };
+    if let Some(upstream) = &record.upstream {
+        served = format!("{served} via {}", one_line(upstream))
+            .trim()
+            .to_owned();
+    }
     [
-        record.target.clone(),
+        one_line(&record.target),
         record.probe.clone(),
         record.outcome.to_string(),
         record.http_status.map_or("-".to_owned(), |s| s.to_string()),
@@ -140,7 +154,19 @@ fn row(record: &ResultRecord) -> [String; 12] {
             .tokens_per_s
             .map_or("-".to_owned(), |v| format!("{v:.1}")),
         tokens,
-        if record.streamed { "yes" } else { "no" }.to_owned(),
+        // Only a probe that checks streaming says anything about it: a one-token ping
+        // arrives whole from any provider.
+        match record.cap_streaming {
+            Some(true) => "yes",
+            Some(false) => "no",
+            None => "–",
+        }
+        .to_owned(),
+        if served.is_empty() {
+            "–".to_owned()
+        } else {
+            served
+        },
         error,
     ]
 }

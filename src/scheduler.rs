@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
+/// The longest period a schedule may have.
+const MAX_PERIOD: Duration = Duration::from_secs(366 * 86_400);
+
 /// How often a probe runs on a target.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Schedule {
@@ -20,13 +23,15 @@ pub enum Schedule {
 }
 
 impl Schedule {
-    /// Parses `"5m"`, `"every 5m"` or a cron expression (`"*/5 * * * *"`).
+    /// Parses `"5m"`, `"every 5m"` or a cron expression (`"*/5 * * * *"`). A period must be
+    /// between a second and a year, and a cron expression must fire at least once from now
+    /// (`0 0 30 2 *`, February 30th, never does).
     pub fn parse(text: &str) -> Result<Schedule, String> {
         let trimmed = text.trim();
         let duration = trimmed.strip_prefix("every").unwrap_or(trimmed).trim();
         if let Ok(period) = humantime::parse_duration(duration) {
-            if period < Duration::from_secs(1) {
-                return Err("a schedule's period must be at least 1s".to_owned());
+            if !(Duration::from_secs(1)..=MAX_PERIOD).contains(&period) {
+                return Err("a schedule's period must be between 1s and 366 days".to_owned());
             }
             return Ok(Schedule::Every(period));
         }
@@ -36,14 +41,19 @@ impl Schedule {
         } else {
             trimmed.to_owned()
         };
-        cron::Schedule::from_str(&expression)
-            .map(|schedule| Schedule::Cron(Box::new(schedule)))
-            .map_err(|err| {
-                format!(
-                    "not a duration (\"5m\", \"every 30s\") or a cron expression \
-                     (\"*/5 * * * *\"): {err}"
-                )
-            })
+        let schedule = cron::Schedule::from_str(&expression).map_err(|err| {
+            format!(
+                "not a duration (\"5m\", \"every 30s\") or a cron expression \
+                 (\"*/5 * * * *\"): {err}"
+            )
+        })?;
+        if schedule.after(&Utc::now()).next().is_none() {
+            return Err(format!(
+                "the cron expression {trimmed:?} never fires from now on (a date that does not \
+                 exist, or a year gone by): the probe would never run"
+            ));
+        }
+        Ok(Schedule::Cron(Box::new(schedule)))
     }
 
     /// The next fire time strictly after `after` for the job named `key`.
@@ -126,6 +136,10 @@ mod tests {
         let err = Schedule::parse("every tuesday").unwrap_err();
         assert!(err.contains("cron expression"), "{err}");
         assert!(Schedule::parse("100ms").is_err());
+        assert!(Schedule::parse("every 99999999999999d").is_err());
+        let never = Schedule::parse("0 0 30 2 *").unwrap_err();
+        assert!(never.contains("never fires"), "{never}");
+        assert!(Schedule::parse("0 0 1 1 * 2001").is_err(), "a year gone by");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The live server (axum): the published site from memory, `/feed.json` and `/metrics`
-//! fresh from the store (recomputed at most once a second however many clients ask, the
-//! previous body served while a recomputation runs), `/healthz`. Read-only: it opens the store read-only and never writes.
+//! fresh from the store (a body older than a second is recomputed before it is served, by
+//! one computation however many clients ask at once), `/healthz`. Read-only: it opens the
+//! store read-only and never writes.
 //!
 //! [`publish_loop`] re-renders the site every `publish.every` (and writes it to
 //! `publish.out` when set), for the daemon, `sonde serve` and `sonde demo` alike.
@@ -40,7 +41,7 @@ pub struct Site {
     feed: Mutex<Cached>,
     metrics: Mutex<Cached>,
     /// One computation at a time, however many requests find the body stale.
-    computing: Arc<tokio::sync::Mutex<()>>,
+    computing: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Site {
@@ -57,7 +58,7 @@ impl Site {
             files: RwLock::new(Arc::new(BTreeMap::new())),
             feed: Mutex::new(None),
             metrics: Mutex::new(None),
-            computing: Arc::new(tokio::sync::Mutex::new(())),
+            computing: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -106,29 +107,16 @@ impl Site {
         Some((body.clone(), at.elapsed() < FRESH_FOR))
     }
 
-    /// `/feed.json` or `/metrics`: the cached body when computed within a second; else the
-    /// previous body while one task recomputes it (stale-while-revalidate, so a computation
-    /// that takes a second for hundreds of targets never stalls clients); the first request
-    /// waits for the first computation.
+    /// `/feed.json` or `/metrics`: the cached body when computed within a second; else a
+    /// fresh one. Single flight: the first request to find the body stale computes it while
+    /// the others wait for that computation and share its body, so a burst of pollers costs
+    /// one computation and no poller gets a body older than a second plus one computation.
     async fn fresh(self: &Arc<Site>, which: Fresh) -> Result<Bytes, PublishError> {
-        match self.cached(which) {
-            Some((body, true)) => return Ok(body),
-            Some((stale, false)) => {
-                if let Ok(guard) = Arc::clone(&self.computing).try_lock_owned() {
-                    let site = Arc::clone(self);
-                    tokio::spawn(async move {
-                        let _computing = guard;
-                        if let Err(err) = site.compute(which).await {
-                            tracing::warn!(error = %err, "recomputing the feed failed");
-                        }
-                    });
-                }
-                return Ok(stale);
-            }
-            None => {}
+        if let Some((body, true)) = self.cached(which) {
+            return Ok(body);
         }
         let _computing = self.computing.lock().await;
-        if let Some((body, _)) = self.cached(which) {
+        if let Some((body, true)) = self.cached(which) {
             return Ok(body);
         }
         self.compute(which).await
@@ -144,7 +132,7 @@ impl Site {
             let stats = crate::aggregate::summarize(&store, &ids, now)?;
             let feed = feed::build(&site.config, &stats, now);
             Ok(match which {
-                Fresh::Feed => serde_json::to_vec_pretty(&feed).unwrap_or_default(),
+                Fresh::Feed => publish::feed_json(&feed)?,
                 Fresh::Metrics => metrics::render(&stats, &feed).into_bytes(),
             })
         })

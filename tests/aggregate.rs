@@ -43,6 +43,10 @@ fn run_at(config: &Config, index: usize, probe: &str, at: i64, outcome: Outcome)
 }
 
 fn write_all(dir: &Path, records: Vec<ResultRecord>) -> Store {
+    write_with(dir, records, HealthConfig::default())
+}
+
+fn write_with(dir: &Path, records: Vec<ResultRecord>, health: HealthConfig) -> Store {
     let path = dir.join("sonde.db");
     let store = Store::open(&path).unwrap();
     let store_config = StoreConfig {
@@ -50,7 +54,7 @@ fn write_all(dir: &Path, records: Vec<ResultRecord>) -> Store {
         retention_days: 400,
         rollup_retention_days: 400,
     };
-    let (writer, sender) = Writer::spawn(store, store_config, HealthConfig::default()).unwrap();
+    let (writer, sender) = Writer::spawn(store, store_config, health).unwrap();
     for record in records {
         sender.send(record).unwrap();
     }
@@ -179,13 +183,9 @@ fn rollup_percentiles_match_the_raw_values_and_windows_hold_their_runs() {
     );
 }
 
-#[test]
-fn a_scripted_outage_becomes_one_closed_incident() {
-    let config = config();
-    let dir = tempfile::tempdir().unwrap();
-    let start = now_ms() - 20 * 60_000;
-    let script = "ooooxxxxxoooo";
-    let records = script
+/// `script` (`o` ok, `x` timeout) as ping runs of target 0, `every_ms` apart, from `start`.
+fn scripted(config: &Config, script: &str, start: i64, every_ms: i64) -> Vec<ResultRecord> {
+    script
         .chars()
         .enumerate()
         .map(|(i, c)| {
@@ -194,31 +194,75 @@ fn a_scripted_outage_becomes_one_closed_incident() {
             } else {
                 Outcome::Timeout
             };
-            run_at(&config, 0, "ping", start + i as i64 * 60_000, outcome)
+            run_at(config, 0, "ping", start + i as i64 * every_ms, outcome)
         })
-        .collect();
-    let store = write_all(dir.path(), records);
+        .collect()
+}
+
+#[test]
+fn a_scripted_outage_becomes_one_closed_incident() {
+    let config = config();
+    let dir = tempfile::tempdir().unwrap();
+    let start = now_ms() - 20 * 60_000;
+    let records = scripted(&config, "ooooxxxxxoooo", start, 60_000);
+    let down_only = HealthConfig {
+        degraded_below: 0.0,
+        ..HealthConfig::default()
+    };
+    let store = write_with(dir.path(), records, down_only);
     let incidents = store.incidents(0).unwrap();
-    let down: Vec<_> = incidents
-        .iter()
-        .filter(|i| i.state == State::Down)
-        .collect();
-    assert_eq!(down.len(), 1, "{incidents:?}");
+    assert_eq!(incidents.len(), 1, "{incidents:?}");
+    let down = &incidents[0];
+    assert_eq!(down.state, State::Down);
     assert_eq!(
-        down[0].start_ms,
+        down.start_ms,
         start + 6 * 60_000,
         "down at the third failure"
     );
     assert_eq!(
-        down[0].end_ms,
+        down.end_ms,
         Some(start + 10 * 60_000),
-        "up at the second success"
+        "up at the second success, the hold (2 min) past"
     );
-    assert!(
-        down[0].cause.contains("last: timeout"),
-        "{:?}",
-        down[0].cause
-    );
+    assert!(down.cause.contains("last: timeout"), "{:?}", down.cause);
     let health = store.health().unwrap();
-    assert_ne!(health["p/a"].state, State::Down);
+    assert_eq!(health["p/a"].state, State::Healthy);
+}
+
+#[test]
+fn degraded_and_down_are_one_incident_at_its_worst() {
+    let config = config();
+    let dir = tempfile::tempdir().unwrap();
+    let start = now_ms() - 20 * 60_000;
+    let store = write_all(
+        dir.path(),
+        scripted(&config, "ooooxxxxxoooo", start, 60_000),
+    );
+    let incidents = store.incidents(0).unwrap();
+    assert_eq!(incidents.len(), 1, "{incidents:?}");
+    assert_eq!(
+        incidents[0].state,
+        State::Down,
+        "the worst state it reached"
+    );
+    assert_eq!(incidents[0].start_ms, start + 4 * 60_000, "degraded first");
+    assert_eq!(
+        incidents[0].end_ms, None,
+        "still degraded: 5 failures in the last hour"
+    );
+    assert_eq!(store.health().unwrap()["p/a"].state, State::Degraded);
+}
+
+#[test]
+fn a_flapping_target_stays_one_incident_in_the_store() {
+    // 30 % of runs failing in bursts of three, a run every 10 s, for an hour: undamped,
+    // this flipped between degraded and down every 50 s, each flip a new incident.
+    let config = config();
+    let dir = tempfile::tempdir().unwrap();
+    let start = now_ms() - 61 * 60_000;
+    let script = "o".repeat(6) + &"xxxooooooo".repeat(36);
+    let store = write_all(dir.path(), scripted(&config, &script, start, 10_000));
+    let incidents = store.incidents(0).unwrap();
+    assert_eq!(incidents.len(), 1, "{incidents:?}");
+    assert_eq!(incidents[0].state, State::Down);
 }

@@ -252,3 +252,38 @@ fn a_reader_that_goes_away_is_not_a_panic() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(!stderr.contains("error"), "{stderr}");
 }
+
+#[test]
+fn the_probe_table_says_who_answered_and_streams_only_where_a_probe_checks_it() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let sim = runtime.block_on(common::simulator(
+        "[default]\ntoken_ms = 3\n\n[models.swap]\ntoken_ms = 3\nserved_model = \"tiny-model\"\nupstream = \"CheapHost\"\n",
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("sonde.toml"),
+        common::provider_text("sim", "openai", &sim.base_url(), "", &["honest", "swap"]),
+    )
+    .unwrap();
+    let output = sonde(&["probe", "--format", "table"], dir.path());
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let header = stdout.lines().next().unwrap();
+    let column = |name: &str| header.find(name).unwrap();
+    let cell = |target: &str, probe: &str, name: &str| {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(target) && l.contains(&format!(" {probe} ")))
+            .unwrap_or_else(|| panic!("{stdout}"));
+        // Columns align by characters; the header is ASCII, so its offsets are characters.
+        let rest: String = line.chars().skip(column(name)).collect();
+        rest.split("  ").next().unwrap().trim().to_owned()
+    };
+    assert_eq!(cell("sim/honest", "ping", "streamed"), "–", "{stdout}");
+    assert_eq!(cell("sim/honest", "stream", "streamed"), "yes", "{stdout}");
+    assert_eq!(cell("sim/honest", "stream", "served"), "–", "{stdout}");
+    assert_eq!(
+        cell("sim/swap", "stream", "served"),
+        "≠ tiny-model via CheapHost",
+        "{stdout}"
+    );
+}

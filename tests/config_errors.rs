@@ -259,3 +259,170 @@ fn bad_daemon_settings_name_line_and_key() {
     let err = error_of(&format!("[store]\nretention = 3\n{GOOD}"));
     assert_names(&err, 2, "store.retention", "unknown field");
 }
+
+#[test]
+fn every_duration_is_bounded_and_named_at_its_own_line() {
+    let err = error_of(&GOOD.replace(
+        "timeout = \"30s\"",
+        "timeout = \"30s\"\nrate_window = \"99999999999999d\"",
+    ));
+    assert_names(&err, 7, "providers[0].rate_window", "between 1s and 1day");
+    let err = error_of(&GOOD.replace(
+        "timeout = \"30s\"",
+        "timeout = \"30s\"\nstall_timeout = \"0s\"",
+    ));
+    assert_names(&err, 7, "providers[0].stall_timeout", "between 1ms and 1h");
+    let err = error_of(&GOOD.replace("timeout = \"30s\"", "timeout = \"2days\""));
+    assert_names(&err, 6, "providers[0].timeout", "between 1ms and 1h");
+    let err = error_of(&format!("[publish]\nevery = \"0s\"\n{GOOD}"));
+    assert_names(&err, 2, "publish.every", "between 1s and 1day");
+    let err = error_of(&format!("[health]\nhold = \"5days\"\n{GOOD}"));
+    assert_names(&err, 2, "health.hold", "at most 1day");
+    let err = error_of(&format!(
+        "[schedules]\nping = \"every 99999999999999d\"\n{GOOD}"
+    ));
+    assert_names(&err, 2, "schedules.ping", "between 1s and 366 days");
+    let err = error_of(&GOOD.replace(
+        "timeout = \"30s\"",
+        "timeout = \"30s\"\nmax_body_bytes = 10",
+    ));
+    assert_names(&err, 7, "providers[0].max_body_bytes", "between 1024");
+    let err = error_of(&format!("[store]\nretention_days = 99999999\n{GOOD}"));
+    assert_names(&err, 2, "store.retention_days", "between 1 and 36500");
+}
+
+#[test]
+fn a_cron_that_never_fires_is_refused() {
+    let err = error_of(&format!("[schedules]\nping = \"0 0 30 2 *\"\n{GOOD}"));
+    assert_names(&err, 2, "schedules.ping", "never fires");
+}
+
+#[test]
+fn every_error_of_the_file_is_reported_at_once() {
+    let text = format!(
+        "[schedules]\nping = \"0 0 30 2 *\"\n\n[publish]\nwindow = \"2h\"\n\n{}",
+        GOOD.replace(
+            "timeout = \"30s\"",
+            "timeout = \"30s\"\nretries = 3\nstall_timeout = \"0s\"\nrpm = 0\ncolour = \"blue\"",
+        )
+        .replace("output_price = 1.10", "output_price = -1.0")
+    );
+    let err = error_of(&text);
+    let all: Vec<(Option<usize>, Option<&str>)> =
+        err.all().iter().map(|e| (e.line(), e.key())).collect();
+    assert_eq!(
+        all,
+        [
+            (Some(2), Some("schedules.ping")),
+            (Some(5), Some("publish.window")),
+            (Some(13), Some("providers[0].retries")),
+            (Some(14), Some("providers[0].stall_timeout")),
+            (Some(15), Some("providers[0].rpm")),
+            (Some(16), Some("providers[0].colour")),
+            (Some(22), Some("providers[0].models[0].output_price")),
+        ],
+        "{err}"
+    );
+    let message = err.to_string();
+    assert_eq!(message.lines().count(), 7, "one line per error:\n{message}");
+    assert!(message.lines().all(|l| l.starts_with("conf/sonde.toml:")));
+}
+
+#[test]
+fn credentials_in_any_header_or_body_field_are_refused() {
+    for header in [
+        "Cookie = \"session=abc\"",
+        "ocp-apim-subscription-key = \"abc\"",
+        "X-Auth-Token = \"abc\"",
+    ] {
+        let err = error_of(&GOOD.replace(
+            "timeout = \"30s\"",
+            &format!("timeout = \"30s\"\nheaders = {{ {header} }}"),
+        ));
+        assert_eq!(err.line(), Some(7), "{err}");
+        assert!(err.to_string().contains("api_key_env"), "{err}");
+        assert!(
+            !err.to_string().contains("abc"),
+            "the value is never echoed: {err}"
+        );
+    }
+    for body in [
+        "extra_body = { api_key = \"sk-x\" }",
+        "extra_body = { metadata = { apiKey = \"sk-x\" } }",
+        "extra_body = { Access-Token = \"sk-x\" }",
+    ] {
+        let err =
+            error_of(&GOOD.replace("timeout = \"30s\"", &format!("timeout = \"30s\"\n{body}")));
+        assert_eq!(err.line(), Some(7), "{err}");
+        assert!(
+            err.key()
+                .is_some_and(|key| key.starts_with("providers[0].extra_body.")),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("sk-x"), "{err}");
+    }
+    let fine = GOOD.replace(
+        "timeout = \"30s\"",
+        "timeout = \"30s\"\nextra_body = { max_tokens = 5, reasoning = { max_tokens = 256 } }",
+    );
+    Config::parse(Path::new("sonde.toml"), &fine).expect("token limits are not tokens");
+}
+
+#[test]
+fn names_with_control_characters_are_refused() {
+    for (from, to, key) in [
+        (
+            "id = \"deepseek-chat\"",
+            "id = \"deep\\u001b[2Jseek\"",
+            "providers[0].models[0].id",
+        ),
+        (
+            "id = \"deepseek-chat\"",
+            "id = \"chat\\u202e\"",
+            "providers[0].models[0].id",
+        ),
+        (
+            "group = \"deepseek-v3\"",
+            "group = \"v3\\u0085\"",
+            "providers[0].models[0].group",
+        ),
+        (
+            "name = \"deepseek\"",
+            "name = \"deep\\u007f\"",
+            "providers[0].name",
+        ),
+    ] {
+        let err = error_of(&GOOD.replace(from, to));
+        assert_eq!(err.key(), Some(key), "{err}");
+        assert!(err.to_string().contains("control characters"), "{err}");
+    }
+}
+
+#[test]
+fn route_groups_name_known_groups_and_capabilities() {
+    let config = Config::parse(
+        Path::new("sonde.toml"),
+        &format!("[groups.deepseek-v3]\nrequire = [\"tools\", \"streaming\", \"tools\"]\n{GOOD}"),
+    )
+    .unwrap();
+    use sonde::probe::Capability;
+    assert_eq!(
+        config.groups["deepseek-v3"].require,
+        [Capability::Streaming, Capability::Tools]
+    );
+    let err = error_of(&format!("[groups.llama]\nrequire = [\"tools\"]\n{GOOD}"));
+    assert_names(&err, 2, "groups.llama", "no target is in route group");
+    let err = error_of(&format!(
+        "[groups.deepseek-v3]\nrequire = [\"vision\"]\n{GOOD}"
+    ));
+    assert_names(
+        &err,
+        2,
+        "groups.deepseek-v3.require[0]",
+        "unknown variant `vision`",
+    );
+    let err = error_of(&format!(
+        "[publish]\nweights = {{ substitution = 2.0 }}\n{GOOD}"
+    ));
+    assert_names(&err, 2, "publish.weights", "between 0 and 1");
+}

@@ -26,6 +26,11 @@ retry_after_s = 2
 
 [models.slow]
 ttft_ms = 2500
+
+[models.unavailable]
+error_rate = 1.0
+error = "unavailable"
+retry_after_s = 1
 "#;
 
 /// A config in `dir` for a provider at `base_url` with `provider_extra`, models `models`
@@ -319,4 +324,76 @@ async fn kill_9_loses_no_recorded_result_and_a_second_daemon_is_refused() {
     for id in recorded_ids(&log) {
         assert!(ids.contains(&id.as_str()));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_use_the_right_words_and_levels_without_colour_off_a_terminal() {
+    let sim = common::simulator(SCENARIO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = "[schedules]\nping = \"every 1s\"\n".to_owned();
+    for (provider, model) in [
+        ("down", "unavailable"),
+        ("busy", "always-429"),
+        ("fine", "a"),
+    ] {
+        text.push_str(&format!(
+            "[[providers]]\nname = \"{provider}\"\nkind = \"openai\"\nbase_url = \"{}\"\n\
+             rpm = 6000\n[[providers.models]]\nid = \"{model}\"\nprobes = [\"ping\"]\n",
+            sim.base_url()
+        ));
+    }
+    std::fs::write(dir.path().join("sonde.toml"), text).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_sonde"))
+        .args(["run"])
+        .current_dir(dir.path())
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let log = String::from_utf8(output.stderr).unwrap();
+    assert!(!log.contains('\u{1b}'), "colour codes on a pipe:\n{log}");
+    let lines =
+        |needle: &str| -> Vec<&str> { log.lines().filter(|l| l.contains(needle)).collect() };
+    let pauses = lines("pausing every probe");
+    let words = |provider: &str| {
+        pauses
+            .iter()
+            .filter(|l| l.contains(&format!("provider={provider}")))
+            .map(|l| l.split(": pausing").next().unwrap_or_default())
+            .collect::<Vec<_>>()
+    };
+    assert!(!words("down").is_empty(), "{log}");
+    for line in words("down") {
+        assert!(
+            line.ends_with("unavailable (HTTP 503) and asked to retry later"),
+            "{line}"
+        );
+    }
+    assert!(!words("busy").is_empty(), "{log}");
+    for line in words("busy") {
+        assert!(line.ends_with("rate limited (HTTP 429)"), "{line}");
+    }
+    for line in &pauses {
+        assert!(line.contains(" INFO "), "a pause is routine: {line}");
+    }
+    let changes = lines("state changed");
+    let down = changes
+        .iter()
+        .find(|l| l.contains("target_id=down/unavailable") && l.contains("to=\"down\""))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(down.contains(" WARN "), "{down}");
+    let healthy = changes
+        .iter()
+        .find(|l| l.contains("target_id=fine/a") && l.contains("to=\"healthy\""))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(healthy.contains(" INFO "), "routine: {healthy}");
 }

@@ -76,6 +76,18 @@ async fn the_demo_shows_measured_data_within_a_minute() {
         fake["capabilities"]["streaming"], false,
         "fake streaming is detected"
     );
+    // What sonde measured changes where traffic goes: the fake streamer is penalised below
+    // the real one of its group, the substituting gateway gets none.
+    assert_eq!(fake["streamed_rate"], 0.0, "{fake}");
+    assert_eq!(fake["rank"], 2, "{feed:#}");
+    let gateway = targets
+        .iter()
+        .find(|t| t["id"] == "gateway/gateway-llama")
+        .unwrap();
+    assert_eq!(gateway["model_substituted"], true, "{gateway}");
+    assert_eq!(gateway["served_model"], "llama-3.1-8b-instruct");
+    assert_eq!(gateway["weight"], 0.0, "{gateway}");
+    assert_eq!(feed["groups"]["llama-3.3-70b"]["require"][0], "tools");
     let index = http
         .get(format!("{base}/"))
         .send()
@@ -86,6 +98,7 @@ async fn the_demo_shows_measured_data_within_a_minute() {
         .unwrap();
     assert!(index.contains("sonde demo: simulated LLM providers"));
     assert!(index.contains("steady/steady-llama"));
+    assert!(index.contains("substitutes model"), "the page says it too");
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

@@ -421,14 +421,20 @@ async fn litellm_routes_by_the_weights_sonde_exports_and_never_to_a_down_target(
          api_key_env = \"SIM_KEY\"\nprobes = [\"stream\"]\n\
          [[providers.models]]\nid = \"fast\"\ngroup = \"chat\"\n\
          [[providers.models]]\nid = \"slow\"\ngroup = \"chat\"\n\
-         [[providers.models]]\nid = \"dead\"\ngroup = \"chat\"\n",
-        sim.base_url()
+         [[providers.models]]\nid = \"dead\"\ngroup = \"chat\"\n\
+         [[providers.models]]\nid = \"swap\"\ngroup = \"chat\"\n\
+         [[providers]]\nname = \"gem\"\nkind = \"gemini\"\nbase_url = \"{}\"\n\
+         api_key_env = \"SIM_KEY\"\nprobes = [\"stream\"]\n\
+         [[providers.models]]\nid = \"fast\"\ngroup = \"flash\"\n",
+        sim.base_url(),
+        sim.gemini_base_url()
     );
     let config_path = dir.path().join("sonde.toml");
     std::fs::write(&config_path, &toml).unwrap();
     let config = Config::parse(&config_path, &toml).unwrap();
     // Scripted measurements: fast and slow always up, TTFT 100 vs 900 ms, same price — the
-    // feed's weights 0.9 / 0.1; dead failing every run.
+    // feed's weights 0.9 / 0.1; dead failing every run; swap up and fastest of all, but
+    // answering with another model (weight 0); the Gemini target alone in its group.
     let now = now_ms();
     let mut history = Vec::new();
     for i in 0..20 {
@@ -436,6 +442,11 @@ async fn litellm_routes_by_the_weights_sonde_exports_and_never_to_a_down_target(
         history.push(common::scripted(&config, 0, at, Outcome::Ok, 100.0));
         history.push(common::scripted(&config, 1, at, Outcome::Ok, 900.0));
         history.push(common::scripted(&config, 2, at, Outcome::ServerError, 0.0));
+        let mut swapped = common::scripted(&config, 3, at, Outcome::Ok, 50.0);
+        swapped.served_model = Some("tiny".into());
+        swapped.model_substituted = true;
+        history.push(swapped);
+        history.push(common::scripted(&config, 4, at, Outcome::Ok, 100.0));
     }
     let store = Store::open(&config.store.path).unwrap();
     import(store, config.store.clone(), config.health, history).unwrap();
@@ -473,6 +484,10 @@ async fn litellm_routes_by_the_weights_sonde_exports_and_never_to_a_down_target(
     assert!(
         !yaml.contains("\"sim/dead\""),
         "a down target is left out:\n{yaml}"
+    );
+    assert!(
+        !yaml.contains("\"sim/swap\""),
+        "a substituting target is left out:\n{yaml}"
     );
     let proxy = Proxy::start(
         &bin,
@@ -513,4 +528,39 @@ async fn litellm_routes_by_the_weights_sonde_exports_and_never_to_a_down_target(
     assert_eq!(served.get("sim/dead"), None, "{served:?}");
     let to_dead = sim.requests().iter().filter(|r| r.model == "dead").count();
     assert_eq!(to_dead, 0, "the simulator saw requests for the down target");
+    let to_swap = sim.requests().iter().filter(|r| r.model == "swap").count();
+    assert_eq!(
+        to_swap, 0,
+        "the simulator saw requests for the substituting target"
+    );
+
+    // A Gemini provider on its own endpoint: the export keeps its api_base, so the proxy
+    // reaches the simulator's Gemini route, not Google's.
+    let body = serde_json::json!({
+        "model": "flash",
+        "messages": [{"role": "user", "content": "Reply with the single word: pong"}],
+    })
+    .to_string();
+    let response = http
+        .post(format!("{}/chat/completions", proxy.base_url()))
+        .bearer_auth(MASTER_KEY)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    assert!(
+        status.is_success(),
+        "{status}: {text}\n{}",
+        proxy.log_tail()
+    );
+    assert!(text.contains("pong"), "{text}");
+    let gemini = sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.uri.starts_with("/v1beta/models/fast:"))
+        .count();
+    assert_eq!(gemini, 1, "the Gemini deployment went to the simulator");
 }

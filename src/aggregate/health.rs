@@ -4,6 +4,15 @@
 //! Down takes `down_after` consecutive failures and is left only after `healthy_after`
 //! consecutive successes, so one failure does not flap a target. An up target is degraded
 //! while its availability over the last hour is below `degraded_below`.
+//!
+//! Flap damping — fast to fall, slow to recover. A worse state is taken at once (a router
+//! must stop sending traffic); a better one only once the current bad state has lasted its
+//! *hold* (`hold`, default 2 min). A target that falls again within `relapse_window` (default
+//! 15 min) of its last improvement has relapsed: its hold doubles for each relapse (up to
+//! `max_hold`, default 1 h), and a fall from good continues its last incident instead of
+//! opening a new one. So within an incident the k-th stay in a bad state lasts at least
+//! hold × 2^k, and two incidents of one target are at least `relapse_window` apart: at most
+//! 60 min / relapse_window + 1 (5 by default) incidents per target per hour.
 
 use std::collections::VecDeque;
 
@@ -30,6 +39,21 @@ pub enum State {
 }
 
 impl State {
+    /// How good the state is, for "better" and "worse": down < degraded < healthy; unknown
+    /// counts as healthy (nothing against it).
+    fn rank(self) -> u8 {
+        match self {
+            State::Down => 0,
+            State::Degraded => 1,
+            State::Healthy | State::Unknown => 2,
+        }
+    }
+
+    /// Down or degraded: the states an incident covers.
+    pub fn is_bad(self) -> bool {
+        matches!(self, State::Down | State::Degraded)
+    }
+
     /// The stable snake_case name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -101,6 +125,9 @@ pub struct Transition {
     pub at_ms: i64,
     /// The failure that caused it, in words.
     pub cause: String,
+    /// A fall from good within the relapse window of the last recovery: it continues the
+    /// target's last incident instead of opening a new one.
+    pub reopens: bool,
 }
 
 /// The state of one target and what its hysteresis needs; persisted between restarts.
@@ -116,6 +143,13 @@ pub struct TargetHealth {
     pub samples: u64,
     /// Unix ms the current state began.
     pub since_ms: i64,
+    /// Falls within the relapse window of an improvement, in a row: the hold doubles for
+    /// each.
+    #[serde(default)]
+    pub relapses: u32,
+    /// Unix ms of the last improvement (a better state), for the relapse window.
+    #[serde(default)]
+    pub improved_ms: Option<i64>,
     /// Recent verdicts (unix ms, success), for the degraded rule. Rebuilt from the store at
     /// start, not persisted.
     #[serde(skip)]
@@ -130,6 +164,8 @@ impl Default for TargetHealth {
             successes: 0,
             samples: 0,
             since_ms: 0,
+            relapses: 0,
+            improved_ms: None,
             recent: VecDeque::new(),
         }
     }
@@ -186,7 +222,7 @@ impl TargetHealth {
             Some(availability) if availability < config.degraded_below => State::Degraded,
             _ => State::Healthy,
         };
-        let next = if self.failures >= config.down_after {
+        let candidate = if self.failures >= config.down_after {
             State::Down
         } else if self.state == State::Down {
             if self.successes >= config.healthy_after {
@@ -199,8 +235,24 @@ impl TargetHealth {
         } else {
             up()
         };
+        let improves = self.state.is_bad() && candidate.rank() > self.state.rank();
+        let next = if improves && at_ms - self.since_ms < self.hold_ms(config) {
+            self.state
+        } else {
+            candidate
+        };
         if next == self.state {
             return None;
+        }
+        let mut reopens = false;
+        if next.rank() < self.state.rank() {
+            let relapsed = self
+                .improved_ms
+                .is_some_and(|improved| at_ms - improved < duration_ms(config.relapse_window));
+            self.relapses = if relapsed { self.relapses + 1 } else { 0 };
+            reopens = relapsed && !self.state.is_bad();
+        } else if next.rank() > self.state.rank() {
+            self.improved_ms = Some(at_ms);
         }
         let availability = self.recent_availability(at_ms).unwrap_or(1.0) * 100.0;
         let cause = match next {
@@ -228,11 +280,25 @@ impl TargetHealth {
             to: next,
             at_ms,
             cause,
+            reopens,
         };
         self.state = next;
         self.since_ms = at_ms;
         Some(transition)
     }
+
+    /// How long the current bad state must last before the target may improve: `hold`,
+    /// doubled for each relapse, at most `max_hold`.
+    pub fn hold_ms(&self, config: &HealthConfig) -> i64 {
+        let doubled = config
+            .hold
+            .saturating_mul(2u32.saturating_pow(self.relapses.min(31)));
+        duration_ms(doubled.min(config.max_hold))
+    }
+}
+
+fn duration_ms(duration: std::time::Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]
@@ -259,23 +325,106 @@ mod tests {
             .collect()
     }
 
+    /// Hysteresis alone, without the hold of flap damping.
+    fn undamped() -> HealthConfig {
+        HealthConfig {
+            hold: std::time::Duration::ZERO,
+            ..HealthConfig::default()
+        }
+    }
+
     #[test]
     fn down_after_three_failures_back_after_two_successes() {
         use State::{Degraded as G, Down as D, Healthy as H, Unknown as U};
         let config = HealthConfig {
             degraded_below: 0.0,
-            ..HealthConfig::default()
+            ..undamped()
         };
         assert_eq!(
             states("ooooxxoxxxoxoo", &config),
             [U, U, H, H, H, H, H, H, H, D, D, D, D, H]
         );
-        let degrading = HealthConfig::default();
+        let degrading = undamped();
         // 3 failures in 10 is 70 % over the hour: degraded, not down.
         assert_eq!(
             states("oooxoxoxoo", &degrading),
             [U, U, H, G, G, G, G, G, G, G]
         );
+    }
+
+    /// Runs `script` (`o` ok, `x` failure) `every_ms` apart; returns every transition.
+    fn transitions(script: &str, every_ms: i64, config: &HealthConfig) -> Vec<Transition> {
+        let mut health = TargetHealth::default();
+        script
+            .chars()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                let outcome = if c == 'o' {
+                    Outcome::Ok
+                } else {
+                    Outcome::ServerError
+                };
+                health.observe("p/m", &sample(outcome), i as i64 * every_ms, config)
+            })
+            .collect()
+    }
+
+    /// Incidents a series of transitions opens (a fall from good that does not reopen).
+    fn incidents(transitions: &[Transition]) -> usize {
+        transitions
+            .iter()
+            .filter(|t| t.to.is_bad() && !t.from.is_bad() && !t.reopens)
+            .count()
+    }
+
+    #[test]
+    fn a_flapping_target_is_one_incident_held_down_longer_each_time() {
+        // Three failures, two successes, over and over, a run every 10 s: 50 s cycles.
+        let script = "ooo".to_owned() + &"xxxoo".repeat(144);
+        let undamped = transitions(&script, 10_000, &undamped());
+        let twelve_minutes = |t: &&Transition| t.at_ms < 12 * 60_000;
+        assert!(undamped.iter().filter(twelve_minutes).count() >= 14);
+        let damped = transitions(&script, 10_000, &HealthConfig::default());
+        let flips = damped.iter().filter(twelve_minutes).count();
+        // unknown → healthy → degraded → down, then holds of 2, 4 and 8 min: 7 in 12 min.
+        assert!(flips <= 7, "{flips} flips: {damped:#?}");
+        // Over the two hours: 14 at most (holds 2, 4, 8, 16, 32, 60, 60 min) against 288.
+        assert!(undamped.len() >= 280, "{}", undamped.len());
+        assert!(damped.len() <= 14, "{}", damped.len());
+        assert_eq!(incidents(&damped), 1, "{damped:#?}");
+        // The k-th stay down lasts at least hold × 2^k (up to an hour).
+        let downs: Vec<i64> = damped
+            .windows(2)
+            .filter(|pair| pair[0].to == State::Down)
+            .map(|pair| pair[1].at_ms - pair[0].at_ms)
+            .collect();
+        assert!(downs.len() >= 3, "{downs:?}");
+        for (k, down) in downs.iter().enumerate() {
+            assert!(*down >= (120_000 << k).min(3_600_000), "{downs:?}");
+        }
+    }
+
+    #[test]
+    fn incidents_per_hour_are_bounded_by_the_relapse_window() {
+        // Down for a minute, then up for 16 minutes (past the relapse window), for 7 hours:
+        // each fall is a new incident, and there can be no more than one per 15 minutes.
+        let config = HealthConfig {
+            degraded_below: 0.0,
+            ..HealthConfig::default()
+        };
+        let cycle = "x".repeat(6) + &"o".repeat(96);
+        let script = "ooo".to_owned() + &cycle.repeat(24);
+        let all = transitions(&script, 10_000, &config);
+        let hours = (script.len() as f64 * 10.0 / 3600.0).ceil() as usize;
+        assert!(incidents(&all) <= hours * 5, "{}", incidents(&all));
+        assert!(
+            incidents(&all) >= 10,
+            "falls past the window are separate incidents"
+        );
+        // The same falls 10 minutes apart (within the window) stay one incident.
+        let close = "x".repeat(6) + &"o".repeat(60);
+        let script = "ooo".to_owned() + &close.repeat(24);
+        assert_eq!(incidents(&transitions(&script, 10_000, &config)), 1);
     }
 
     #[test]

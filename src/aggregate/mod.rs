@@ -6,6 +6,7 @@
 //! day and the 6 / 29 before it. Whole buckets keep every window a merge of at most 30
 //! histograms per target and probe, which is what makes all windows of all targets fast.
 
+pub mod fidelity;
 pub mod health;
 pub mod rollup;
 
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::capability::Capabilities;
 use crate::result::Outcome;
 use crate::store::{RollupRow, Span, Store, StoreError};
+use fidelity::Fidelity;
 use health::State;
 use rollup::{Count, Rollup, TPS_SCALE};
 
@@ -208,6 +210,8 @@ pub struct WindowStats {
     pub by_probe: BTreeMap<String, Latency>,
     /// Latest capability evidence in the window.
     pub capabilities: Capabilities,
+    /// Substitution and streaming evidence in the window.
+    pub fidelity: Fidelity,
     /// USD spent.
     pub cost_usd: f64,
     /// Tokens spent.
@@ -240,6 +244,7 @@ impl WindowStats {
                 .map(|(probe, rollup)| (probe.clone(), Latency::of(rollup)))
                 .collect(),
             capabilities: all.scalars.capabilities,
+            fidelity: all.scalars.fidelity.clone(),
             cost_usd: all.scalars.cost_usd,
             tokens: all.scalars.tokens,
             last_ok_ms: all.scalars.last_ok_ms,

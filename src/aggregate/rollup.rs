@@ -15,6 +15,7 @@ use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer}
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use super::fidelity::Fidelity;
 use super::health::{Verdict, verdict};
 use crate::capability::Capabilities;
 use crate::result::{Outcome, ResultRecord};
@@ -89,6 +90,9 @@ pub struct Scalars {
     /// TTFT 95th percentile of the bucket, ms.
     #[serde(default)]
     pub ttft_p95_ms: Option<f64>,
+    /// Substitution and streaming evidence.
+    #[serde(default)]
+    pub fidelity: Fidelity,
 }
 
 impl Scalars {
@@ -102,6 +106,7 @@ impl Scalars {
         self.tokens += u64::from(record.input_tokens.unwrap_or(0))
             + u64::from(record.output_tokens.unwrap_or(0));
         self.capabilities.update(Capabilities::of(record));
+        self.fidelity.add(record, at_ms);
         if record.outcome == Outcome::Ok {
             self.last_ok_ms = self.last_ok_ms.max(Some(at_ms));
         } else if record.outcome != Outcome::SkippedBudget
@@ -124,6 +129,7 @@ impl Scalars {
         self.cost_usd += other.cost_usd;
         self.tokens += other.tokens;
         self.capabilities.update(other.capabilities);
+        self.fidelity.merge(&other.fidelity);
         self.last_ok_ms = self.last_ok_ms.max(other.last_ok_ms);
         if let Some((ms, _)) = &other.last_error
             && self.last_error.as_ref().is_none_or(|(mine, _)| mine <= ms)

@@ -14,6 +14,7 @@ use sonde::bench::arrivals::Process;
 use sonde::bench::report::{self, SCHEMA, Summary, Tally};
 use sonde::bench::{self, Load, Plan, gate};
 use sonde::config::Config;
+use sonde::owned_dir::{self, Protected, REPORT_MARKER};
 use sonde::result::{Outcome, ResultRecord};
 use sonde::runner::Runner;
 
@@ -80,8 +81,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             chrono::Utc::now().format("%Y%m%d-%H%M%S")
         ))
     });
-    std::fs::create_dir_all(&out)
-        .with_context(|| format!("cannot create the report folder {}", out.display()))?;
+    let out = Protected::new(&config.file, &config.store.path).check(&out)?;
+    owned_dir::claim(&out, REPORT_MARKER)?;
     let csv_path = out.join("results.csv");
     let csv_file =
         File::create(&csv_path).with_context(|| format!("cannot write {}", csv_path.display()))?;

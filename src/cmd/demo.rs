@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use sonde::config::Config;
 use sonde::daemon;
+use sonde::owned_dir::{self, Protected, SITE_MARKER};
 use sonde::simulator::{Scenario, Simulator};
 use tokio_util::sync::CancellationToken;
 
@@ -27,7 +28,8 @@ pub struct Args {
     /// The demo's store (default: a fresh file in the system's temporary folder).
     #[arg(long)]
     store: Option<PathBuf>,
-    /// Also write the site to this folder on every publish.
+    /// Also write the site to this folder on every publish (a new or empty folder, or one
+    /// sonde wrote before).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Stop after this long (default: run until Ctrl-C).
@@ -52,7 +54,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         config.store.path = store.clone();
         config.server.listen = Some(args.listen);
         config.publish.every = Duration::from_secs(5);
-        config.publish.out = args.out;
+        config.publish.out = match args.out {
+            Some(out) => {
+                let out = Protected::new(&config.file, &store).check(&out)?;
+                owned_dir::check_owned(&out, SITE_MARKER)?;
+                Some(out)
+            }
+            None => None,
+        };
         let shutdown = CancellationToken::new();
         let trigger = shutdown.clone();
         let limit = args.duration;

@@ -11,6 +11,8 @@ pub mod run;
 pub mod serve;
 pub mod simulate;
 
+use std::io::IsTerminal;
+
 use anyhow::bail;
 use sonde::config::{Config, Target};
 use sonde::probe::Probe;
@@ -34,8 +36,10 @@ pub fn init_logging(default: &str) {
 /// Logs to stderr in `format` at `default` level unless `RUST_LOG` says otherwise.
 pub fn init_logging_as(default: &str, format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // Colour only for a person at a terminal: a file, a pipe or journald gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),

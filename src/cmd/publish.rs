@@ -4,8 +4,8 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use sonde::config::Config;
+use sonde::owned_dir::{self, Protected, SITE_MARKER};
 use sonde::publish::{self, Snapshot, feed, gateway};
 use sonde::store::Store;
 
@@ -27,7 +27,8 @@ pub struct Args {
     #[arg(long, short, default_value = "sonde.toml")]
     config: PathBuf,
     /// Where to write: the site's folder (default: `[publish] out`, else `site`), or the
-    /// export's file (default: standard output).
+    /// export's file (default: standard output). A folder must be new, empty or one sonde
+    /// wrote before; a file must be new or one sonde wrote before.
     #[arg(long)]
     out: Option<PathBuf>,
     /// What to write.
@@ -35,17 +36,22 @@ pub struct Args {
     format: Format,
 }
 
-/// Writes the site or the export; exit 0.
+/// Writes the site or the export; exit 0, or 2 when the output is not sonde's to replace.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     super::init_logging("warn");
     let config = Config::load(&args.config)?;
-    let store = Store::open_read_only(&config.store.path)?;
-    let now = chrono::Utc::now().timestamp_millis();
+    let protected = Protected::new(&config.file, &config.store.path);
     if args.format == Format::Site {
-        let out = args
-            .out
-            .or_else(|| config.publish.out.clone())
-            .unwrap_or_else(|| PathBuf::from("site"));
+        let out = match args.out {
+            Some(out) => protected.check(&out)?,
+            None => match &config.publish.out {
+                Some(out) => out.clone(),
+                None => protected.check(&PathBuf::from("site"))?,
+            },
+        };
+        owned_dir::check_owned(&out, SITE_MARKER)?;
+        let store = Store::open_read_only(&config.store.path)?;
+        let now = chrono::Utc::now().timestamp_millis();
         let started = std::time::Instant::now();
         let snapshot = Snapshot::load(&config, &store, now)?;
         let files = publish::build(&config, &snapshot)?;
@@ -61,16 +67,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
+    let store = Store::open_read_only(&config.store.path)?;
+    let now = chrono::Utc::now().timestamp_millis();
     let ids: Vec<String> = config.targets.iter().map(|t| t.id.clone()).collect();
     let stats = sonde::aggregate::summarize(&store, &ids, now)?;
     let feed = feed::build(&config, &stats, now);
     let text = match args.format {
         Format::Litellm => gateway::litellm(&config, &feed),
-        _ => serde_json::to_string_pretty(&gateway::openrouter(&feed))? + "\n",
+        _ => gateway::openrouter_text(&feed)?,
     };
     match args.out {
-        Some(path) => std::fs::write(&path, text)
-            .with_context(|| format!("cannot write {}", path.display()))?,
+        Some(path) => {
+            let path = protected.check(&path)?;
+            owned_dir::write_file(&path, text.as_bytes(), gateway::written_by_sonde)?;
+        }
         None => std::io::stdout().lock().write_all(text.as_bytes())?,
     }
     Ok(ExitCode::SUCCESS)

@@ -3,15 +3,34 @@
 //! file, line and key like the rest of the config.
 
 use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::error::{ConfigError, Source};
-use crate::probe::ProbeSet;
+use super::error::{Errors, Source};
+use crate::owned_dir::{self, OwnedDirError, Protected, SITE_MARKER};
+use crate::probe::{Capability, ProbeSet};
 use crate::scheduler::Schedule;
+
+/// A duration as written (`"30s"`, `"5m"`), with where it was written.
+pub(super) type RawDuration = Spanned<humantime_serde::Serde<Duration>>;
+
+/// What a run's deadline and stall timeout may be.
+pub(super) const TIMEOUT_RANGE: RangeInclusive<Duration> =
+    Duration::from_millis(1)..=Duration::from_secs(3600);
+/// What a rate window may be: a second to a day.
+const RATE_WINDOW_RANGE: RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(86_400);
+/// How often the daemon may publish: every second to once a day.
+const PUBLISH_EVERY_RANGE: RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(86_400);
+/// What the health timers (hold, relapse window) may be: zero to a day.
+const HEALTH_TIMER_RANGE: RangeInclusive<Duration> = Duration::ZERO..=Duration::from_secs(86_400);
+/// Longest retention: a century of days.
+const MAX_RETENTION_DAYS: u32 = 36_500;
 
 /// Requests per minute when a provider sets none: the low end of free tiers (10–30 rpm).
 pub const DEFAULT_RPM: u32 = 10;
@@ -22,7 +41,7 @@ pub const DEFAULT_MAX_CONCURRENCY: u32 = 2;
 #[serde(deny_unknown_fields)]
 pub(super) struct RawStore {
     #[serde(default)]
-    path: Option<String>,
+    path: Option<Spanned<String>>,
     #[serde(default)]
     retention_days: Option<Spanned<u32>>,
     #[serde(default)]
@@ -40,6 +59,12 @@ pub(super) struct RawHealth {
     degraded_below: Option<Spanned<f64>>,
     #[serde(default)]
     min_samples: Option<u32>,
+    #[serde(default)]
+    hold: Option<RawDuration>,
+    #[serde(default)]
+    relapse_window: Option<RawDuration>,
+    #[serde(default)]
+    max_hold: Option<RawDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -48,13 +73,13 @@ pub(super) struct RawPublish {
     #[serde(default)]
     title: Option<String>,
     #[serde(default)]
-    out: Option<String>,
-    #[serde(default, with = "humantime_serde")]
-    every: Option<Duration>,
+    out: Option<Spanned<String>>,
+    #[serde(default)]
+    every: Option<RawDuration>,
     #[serde(default)]
     window: Option<Spanned<String>>,
     #[serde(default)]
-    weights: Option<WeightParams>,
+    weights: Option<Spanned<WeightParams>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -64,8 +89,9 @@ pub(super) struct RawServer {
     listen: Option<Spanned<String>>,
 }
 
-/// The routing-weight formula's exponents (see the README): weight ∝ availability^a ×
-/// (fastest TTFT / TTFT)^l × (cheapest price / price)^p × (1 − rate-limited share)^r.
+/// The routing-weight formula's parameters (see `publish::feed` and the README): weight ∝
+/// availability^a × (fastest TTFT / TTFT)^l × (cheapest price / price)^p × (1 − rate-limited
+/// share)^r × max(streamed share, 0.1)^s × (substitution factor when it substituted).
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WeightParams {
@@ -77,6 +103,12 @@ pub struct WeightParams {
     pub price: f64,
     /// Exponent of the share of runs not rate limited.
     pub rate_limit: f64,
+    /// Exponent of the share of stream answers that really streamed (floored at 0.1): a fake
+    /// streamer's score is multiplied by 0.1^streaming.
+    pub streaming: f64,
+    /// What a target that answered with another model in the window has its score
+    /// multiplied by, 0 to 1: 0 (the default) takes it out of routing.
+    pub substitution: f64,
 }
 
 impl Default for WeightParams {
@@ -86,6 +118,8 @@ impl Default for WeightParams {
             latency: 1.0,
             price: 0.5,
             rate_limit: 1.0,
+            streaming: 1.0,
+            substitution: 0.0,
         }
     }
 }
@@ -95,7 +129,8 @@ impl Default for WeightParams {
 pub struct PublishConfig {
     /// The page title.
     pub title: String,
-    /// Where the daemon writes the site (relative to the config file); none when absent.
+    /// Where the daemon writes the site: absolute, checked to be a folder sonde may replace
+    /// (see `owned_dir`); none when absent.
     pub out: Option<PathBuf>,
     /// How often the daemon publishes.
     pub every: Duration,
@@ -110,6 +145,19 @@ pub struct PublishConfig {
 pub struct ServerConfig {
     /// Where it listens; none: no server.
     pub listen: Option<std::net::SocketAddr>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGroup {
+    require: Spanned<Vec<Capability>>,
+}
+
+/// What a route group asks of every target it routes to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupConfig {
+    /// Capabilities a target must not have refused to get traffic (`require = ["tools"]`).
+    pub require: Vec<Capability>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -150,7 +198,9 @@ pub struct StoreConfig {
     pub rollup_retention_days: u32,
 }
 
-/// How a target's state is decided (hysteresis, so one failure does not flap it).
+/// How a target's state is decided: hysteresis, so one failure does not flap it, and flap
+/// damping, so a target that keeps relapsing is held down longer each time (fast to fall,
+/// slow to recover; see `aggregate::health`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HealthConfig {
     /// Consecutive failures that make a target down.
@@ -161,6 +211,13 @@ pub struct HealthConfig {
     pub degraded_below: f64,
     /// Results needed before a target has a state other than unknown.
     pub min_samples: u32,
+    /// Least time a target stays down or degraded before it may improve.
+    pub hold: Duration,
+    /// A target that falls again within this of recovering continues its incident, and its
+    /// hold doubles for each such relapse.
+    pub relapse_window: Duration,
+    /// Longest hold, however often the target relapsed.
+    pub max_hold: Duration,
 }
 
 impl Default for HealthConfig {
@@ -170,196 +227,404 @@ impl Default for HealthConfig {
             healthy_after: 2,
             degraded_below: 0.95,
             min_samples: 3,
+            hold: Duration::from_secs(120),
+            relapse_window: Duration::from_secs(900),
+            max_hold: Duration::from_secs(3600),
         }
     }
 }
 
 pub(super) fn store(
     source: &Source<'_>,
+    errors: &mut Errors,
     file: &Path,
     raw: RawStore,
-) -> Result<StoreConfig, ConfigError> {
+) -> StoreConfig {
     let base = file.parent().unwrap_or(Path::new("."));
-    let retention_days = positive(source, "store.retention_days", raw.retention_days, 30)?;
-    let rollup_retention_days = positive(
-        source,
-        "store.rollup_retention_days",
-        raw.rollup_retention_days,
-        400,
-    )?;
-    Ok(StoreConfig {
-        path: base.join(raw.path.as_deref().unwrap_or("sonde.db")),
-        retention_days,
-        rollup_retention_days,
-    })
+    let path = match raw.path {
+        Some(path) if path.get_ref().trim().is_empty() => {
+            errors.push(source.error(
+                Some(path.span()),
+                "store.path",
+                "the store needs a file name, e.g. \"sonde.db\"",
+            ));
+            base.join("sonde.db")
+        }
+        Some(path) => base.join(path.into_inner()),
+        None => base.join("sonde.db"),
+    };
+    let days = |errors: &mut Errors, key: &str, value: Option<Spanned<u32>>, default: u32| {
+        bounded(source, errors, key, value, 1..=MAX_RETENTION_DAYS, default)
+    };
+    StoreConfig {
+        path,
+        retention_days: days(errors, "store.retention_days", raw.retention_days, 30),
+        rollup_retention_days: days(
+            errors,
+            "store.rollup_retention_days",
+            raw.rollup_retention_days,
+            400,
+        ),
+    }
 }
 
-pub(super) fn health(source: &Source<'_>, raw: RawHealth) -> Result<HealthConfig, ConfigError> {
+pub(super) fn health(source: &Source<'_>, errors: &mut Errors, raw: RawHealth) -> HealthConfig {
     let default = HealthConfig::default();
     let degraded_below = match raw.degraded_below {
         Some(value) if !(0.0..=1.0).contains(value.get_ref()) => {
-            return Err(source.error(
+            errors.push(source.error(
                 Some(value.span()),
                 "health.degraded_below",
                 "an availability between 0 and 1",
             ));
+            default.degraded_below
         }
         Some(value) => value.into_inner(),
         None => default.degraded_below,
     };
-    Ok(HealthConfig {
-        down_after: positive(
+    let timer = |errors: &mut Errors, key: &str, raw: Option<RawDuration>, default: Duration| {
+        duration(source, errors, key, raw, HEALTH_TIMER_RANGE, default)
+    };
+    let hold = timer(errors, "health.hold", raw.hold, default.hold);
+    let relapse_window = timer(
+        errors,
+        "health.relapse_window",
+        raw.relapse_window,
+        default.relapse_window,
+    );
+    let max_hold_span = raw.max_hold.as_ref().map(Spanned::span);
+    let mut max_hold = timer(errors, "health.max_hold", raw.max_hold, default.max_hold);
+    if max_hold < hold {
+        match max_hold_span {
+            Some(span) => errors.push(source.error(
+                Some(span),
+                "health.max_hold",
+                "the longest hold cannot be shorter than `hold`",
+            )),
+            None => max_hold = hold,
+        }
+    }
+    HealthConfig {
+        down_after: bounded(
             source,
+            errors,
             "health.down_after",
             raw.down_after,
+            1..=u32::MAX,
             default.down_after,
-        )?,
-        healthy_after: positive(
+        ),
+        healthy_after: bounded(
             source,
+            errors,
             "health.healthy_after",
             raw.healthy_after,
+            1..=u32::MAX,
             default.healthy_after,
-        )?,
+        ),
         degraded_below,
         min_samples: raw.min_samples.unwrap_or(default.min_samples),
-    })
+        hold,
+        relapse_window,
+        max_hold,
+    }
 }
 
 pub(super) fn rate(
     source: &Source<'_>,
+    errors: &mut Errors,
     key: &str,
     rpm: Option<Spanned<u32>>,
-    window: Option<Duration>,
-    provider_span: std::ops::Range<usize>,
-) -> Result<RateLimit, ConfigError> {
-    let requests = positive(source, &format!("{key}.rpm"), rpm, DEFAULT_RPM)?;
-    let per = window.unwrap_or(Duration::from_secs(60));
-    if per.is_zero() {
-        return Err(source.error(
-            Some(provider_span),
-            format!("{key}.rate_window"),
-            "the rate window must be longer than zero",
-        ));
+    window: Option<RawDuration>,
+) -> RateLimit {
+    RateLimit {
+        requests: bounded(
+            source,
+            errors,
+            &format!("{key}.rpm"),
+            rpm,
+            1..=u32::MAX,
+            DEFAULT_RPM,
+        ),
+        per: duration(
+            source,
+            errors,
+            &format!("{key}.rate_window"),
+            window,
+            RATE_WINDOW_RANGE,
+            Duration::from_secs(60),
+        ),
     }
-    Ok(RateLimit { requests, per })
 }
 
 pub(super) fn concurrency(
     source: &Source<'_>,
+    errors: &mut Errors,
     key: &str,
     value: Option<Spanned<u32>>,
-) -> Result<u32, ConfigError> {
-    positive(
+) -> u32 {
+    bounded(
         source,
+        errors,
         &format!("{key}.max_concurrency"),
         value,
+        1..=10_000,
         DEFAULT_MAX_CONCURRENCY,
     )
 }
 
 pub(super) fn budget(
     source: &Source<'_>,
+    errors: &mut Errors,
     key: &str,
     raw: RawBudget,
-) -> Result<Budget, ConfigError> {
-    let monthly_usd = match raw.monthly_usd {
-        Some(usd) if !usd.get_ref().is_finite() || *usd.get_ref() < 0.0 => {
-            return Err(source.error(
-                Some(usd.span()),
-                format!("{key}.budget.monthly_usd"),
-                "a budget is a finite number of USD, zero or more",
-            ));
-        }
-        Some(usd) => Some(usd.into_inner()),
-        None => None,
-    };
-    Ok(Budget {
+) -> Budget {
+    let monthly_usd = non_negative(
+        source,
+        errors,
+        &format!("{key}.budget.monthly_usd"),
+        raw.monthly_usd,
+        "a budget is a finite number of USD, zero or more",
+    );
+    Budget {
         monthly_usd,
         monthly_tokens: raw.monthly_tokens,
-    })
+    }
 }
 
-/// Parses a `[schedules]` table (probe name → schedule), checking the probe names.
+/// Parses a `[schedules]` table (probe name → schedule), checking the probe names and that
+/// every schedule fires.
 pub(super) fn schedules(
     source: &Source<'_>,
+    errors: &mut Errors,
     key: &str,
     raw: &BTreeMap<String, Spanned<String>>,
     probes: &ProbeSet,
-) -> Result<BTreeMap<String, Schedule>, ConfigError> {
+) -> BTreeMap<String, Schedule> {
     let mut schedules = BTreeMap::new();
     for (probe, text) in raw {
         let entry_key = format!("{key}.{probe}");
         if probes.get(probe).is_none() {
             let known: Vec<_> = probes.names().collect();
-            return Err(source.error(
+            errors.push(source.error(
                 Some(text.span()),
                 entry_key,
                 format!("no probe named {probe:?} (probes: {})", known.join(", ")),
             ));
+            continue;
         }
-        let schedule = Schedule::parse(text.get_ref())
-            .map_err(|message| source.error(Some(text.span()), &entry_key, message))?;
-        schedules.insert(probe.clone(), schedule);
+        match Schedule::parse(text.get_ref()) {
+            Ok(schedule) => {
+                schedules.insert(probe.clone(), schedule);
+            }
+            Err(message) => errors.push(source.error(Some(text.span()), &entry_key, message)),
+        }
     }
-    Ok(schedules)
+    schedules
 }
 
-fn positive(
+/// A finite amount of zero or more (a price, a budget); `None` when absent or refused with
+/// `message`.
+pub(super) fn non_negative(
     source: &Source<'_>,
+    errors: &mut Errors,
+    key: &str,
+    value: Option<Spanned<f64>>,
+    message: &str,
+) -> Option<f64> {
+    let value = value?;
+    if value.get_ref().is_finite() && *value.get_ref() >= 0.0 {
+        return Some(value.into_inner());
+    }
+    errors.push(source.error(Some(value.span()), key, message));
+    None
+}
+
+/// A number within `range`, or `default` when absent; out of range is an error naming the
+/// range.
+pub(super) fn bounded(
+    source: &Source<'_>,
+    errors: &mut Errors,
     key: &str,
     value: Option<Spanned<u32>>,
+    range: RangeInclusive<u32>,
     default: u32,
-) -> Result<u32, ConfigError> {
+) -> u32 {
     match value {
-        Some(value) if *value.get_ref() == 0 => {
-            Err(source.error(Some(value.span()), key, "must be at least 1"))
+        Some(value) if !range.contains(value.get_ref()) => {
+            let message = if *range.end() == u32::MAX {
+                format!("must be at least {}", range.start())
+            } else {
+                format!("must be between {} and {}", range.start(), range.end())
+            };
+            errors.push(source.error(Some(value.span()), key, message));
+            default
         }
-        Some(value) => Ok(value.into_inner()),
-        None => Ok(default),
+        Some(value) => value.into_inner(),
+        None => default,
     }
+}
+
+/// A duration within `range`, or `default` when absent; out of range is an error naming the
+/// range at the value's own line.
+pub(super) fn duration(
+    source: &Source<'_>,
+    errors: &mut Errors,
+    key: &str,
+    value: Option<RawDuration>,
+    range: RangeInclusive<Duration>,
+    default: Duration,
+) -> Duration {
+    let Some(value) = value else {
+        return default;
+    };
+    let span = value.span();
+    let duration = value.into_inner().into_inner();
+    if range.contains(&duration) {
+        return duration;
+    }
+    let shown = |d: &Duration| humantime::format_duration(*d).to_string();
+    let message = if range.start().is_zero() {
+        format!("must be at most {}", shown(range.end()))
+    } else {
+        format!(
+            "must be between {} and {}",
+            shown(range.start()),
+            shown(range.end())
+        )
+    };
+    errors.push(source.error(Some(span), key, message));
+    default
 }
 
 pub(super) fn publish(
     source: &Source<'_>,
+    errors: &mut Errors,
     file: &Path,
+    store: &Path,
     raw: RawPublish,
-) -> Result<PublishConfig, ConfigError> {
+) -> PublishConfig {
     let window = match raw.window {
         Some(window) if !["5m", "1h", "24h", "7d", "30d"].contains(&window.get_ref().as_str()) => {
-            return Err(source.error(
+            errors.push(source.error(
                 Some(window.span()),
                 "publish.window",
                 "one of 5m, 1h, 24h, 7d, 30d",
             ));
+            "1h".to_owned()
         }
         Some(window) => window.into_inner(),
         None => "1h".to_owned(),
     };
     let base = file.parent().unwrap_or(Path::new("."));
-    Ok(PublishConfig {
+    let out = raw.out.and_then(|out| {
+        let checked = if out.get_ref().trim().is_empty() {
+            Err(OwnedDirError::Empty)
+        } else {
+            Protected::new(file, store)
+                .check(&base.join(out.get_ref()))
+                .and_then(|path| owned_dir::check_owned(&path, SITE_MARKER).map(|()| path))
+        };
+        checked
+            .map_err(|err| {
+                errors.push(source.error(Some(out.span()), "publish.out", err.to_string()));
+            })
+            .ok()
+    });
+    let weights = match raw.weights {
+        Some(weights) => {
+            let span = weights.span();
+            let weights = weights.into_inner();
+            match weights.problem() {
+                Some(problem) => {
+                    errors.push(source.error(Some(span), "publish.weights", problem));
+                    WeightParams::default()
+                }
+                None => weights,
+            }
+        }
+        None => WeightParams::default(),
+    };
+    PublishConfig {
         title: raw
             .title
             .unwrap_or_else(|| "LLM provider status".to_owned()),
-        out: raw.out.map(|out| base.join(out)),
-        every: raw
-            .every
-            .unwrap_or(Duration::from_secs(60))
-            .max(Duration::from_secs(1)),
+        out,
+        every: duration(
+            source,
+            errors,
+            "publish.every",
+            raw.every,
+            PUBLISH_EVERY_RANGE,
+            Duration::from_secs(60),
+        ),
         window,
-        weights: raw.weights.unwrap_or_default(),
-    })
+        weights,
+    }
 }
 
-pub(super) fn server(source: &Source<'_>, raw: RawServer) -> Result<ServerConfig, ConfigError> {
-    let listen = match raw.listen {
-        Some(listen) => Some(listen.get_ref().parse().map_err(|_| {
-            source.error(
-                Some(listen.span()),
-                "server.listen",
-                "an address with a port, e.g. \"127.0.0.1:8080\"",
+impl WeightParams {
+    /// What is wrong with these parameters, if anything.
+    fn problem(&self) -> Option<&'static str> {
+        let exponents = [
+            self.availability,
+            self.latency,
+            self.price,
+            self.rate_limit,
+            self.streaming,
+        ];
+        if exponents.iter().any(|e| !e.is_finite() || *e < 0.0) {
+            Some("every exponent is a finite number, zero or more")
+        } else if !(0.0..=1.0).contains(&self.substitution) {
+            Some(
+                "`substitution` is the factor a substituting target's score is multiplied by: between 0 and 1",
             )
-        })?),
-        None => None,
-    };
-    Ok(ServerConfig { listen })
+        } else {
+            None
+        }
+    }
+}
+
+/// The `[groups."name"]` tables, each naming a group some target belongs to.
+pub(super) fn groups(
+    source: &Source<'_>,
+    errors: &mut Errors,
+    raw: BTreeMap<String, RawGroup>,
+    known: &[&str],
+) -> BTreeMap<String, GroupConfig> {
+    let mut groups = BTreeMap::new();
+    for (name, group) in raw {
+        if !known.contains(&name.as_str()) {
+            errors.push(source.error(
+                Some(group.require.span()),
+                format!("groups.{name}"),
+                format!(
+                    "no target is in route group {name:?} (groups: {})",
+                    known.join(", ")
+                ),
+            ));
+            continue;
+        }
+        let mut require = group.require.into_inner();
+        require.sort_unstable();
+        require.dedup();
+        groups.insert(name, GroupConfig { require });
+    }
+    groups
+}
+
+pub(super) fn server(source: &Source<'_>, errors: &mut Errors, raw: RawServer) -> ServerConfig {
+    let listen = raw.listen.and_then(|listen| {
+        listen
+            .get_ref()
+            .parse()
+            .map_err(|_| {
+                errors.push(source.error(
+                    Some(listen.span()),
+                    "server.listen",
+                    "an address with a port, e.g. \"127.0.0.1:8080\"",
+                ))
+            })
+            .ok()
+    });
+    ServerConfig { listen }
 }

@@ -2,7 +2,8 @@
 //! produces them for every TOML file sonde reads (`sonde.toml`, probe files, scenarios).
 //!
 //! Errors never quote the offending line: a user who pasted a key into the wrong field would
-//! see it echoed.
+//! see it echoed. A file's errors are reported together ([`Errors`]): every unknown key, and
+//! every value the checks after parsing refuse, in one run of `sonde check`.
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -33,6 +34,9 @@ pub enum ConfigError {
         /// What is wrong and, where it helps, what to do.
         message: String,
     },
+    /// Several errors of one file, in line order, one per line of the message.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Several(Vec<ConfigError>),
 }
 
 fn key_prefix(key: &str) -> String {
@@ -44,19 +48,80 @@ fn key_prefix(key: &str) -> String {
 }
 
 impl ConfigError {
-    /// The key the error is about, if any.
+    /// The key the error is about, if any (the first error's, for several).
     pub fn key(&self) -> Option<&str> {
         match self {
             ConfigError::Invalid { key, .. } if !key.is_empty() => Some(key),
+            ConfigError::Several(errors) => errors.first().and_then(ConfigError::key),
             _ => None,
         }
     }
 
-    /// The line the error is about, if any.
+    /// The line the error is about, if any (the first error's, for several).
     pub fn line(&self) -> Option<usize> {
         match self {
             ConfigError::Invalid { line, .. } => Some(*line),
+            ConfigError::Several(errors) => errors.first().and_then(ConfigError::line),
             ConfigError::Read { .. } => None,
+        }
+    }
+
+    /// Every single error this one stands for.
+    pub fn all(&self) -> Vec<&ConfigError> {
+        match self {
+            ConfigError::Several(errors) => errors.iter().collect(),
+            single => vec![single],
+        }
+    }
+}
+
+/// The errors found in one file so far: checks push what they find and go on, so that one
+/// run reports every error instead of the first.
+#[derive(Debug, Default)]
+pub struct Errors(Vec<ConfigError>);
+
+impl Errors {
+    /// Adds an error (the parts of a [`ConfigError::Several`] one by one).
+    pub fn push(&mut self, error: ConfigError) {
+        match error {
+            ConfigError::Several(errors) => self.0.extend(errors),
+            single => self.0.push(single),
+        }
+    }
+
+    /// The value of `result`, or `None` after keeping its error.
+    pub fn take<T>(&mut self, result: Result<T, ConfigError>) -> Option<T> {
+        result.map_err(|err| self.push(err)).ok()
+    }
+
+    /// How many errors were found.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when no error was found.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `value` when no error was found; else the error, or all of them in line order.
+    pub fn finish<T>(self, value: T) -> Result<T, ConfigError> {
+        match self.into_error() {
+            None => Ok(value),
+            Some(error) => Err(error),
+        }
+    }
+
+    /// The errors found as one error (all of them in line order); `None` when there are none.
+    pub fn into_error(self) -> Option<ConfigError> {
+        let mut errors = self.0;
+        match errors.len() {
+            0 => None,
+            1 => Some(errors.remove(0)),
+            _ => {
+                errors.sort_by_key(|err| err.line().unwrap_or(0));
+                Some(ConfigError::Several(errors))
+            }
         }
     }
 }
@@ -90,18 +155,117 @@ impl Source<'_> {
     /// Parses the text as TOML into `T`. Syntax errors, unknown keys, missing keys and wrong
     /// types all come back as [`ConfigError::Invalid`] naming the key's dotted path.
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
-        let de = toml::Deserializer::parse(self.text).map_err(|err| {
-            self.error(err.span(), "", format!("invalid TOML: {}", err.message()))
-        })?;
-        serde_path_to_error::deserialize(de).map_err(|err| {
-            let path = err.path().to_string();
+        let mut errors = Errors::default();
+        let value = self.parse_collecting(&mut errors);
+        match (value, errors.into_error()) {
+            (Some(value), None) => Ok(value),
+            (_, Some(error)) => Err(error),
+            (None, None) => Err(self.error(None, "", "the file could not be read")),
+        }
+    }
+
+    /// Parses the text as TOML into `T` like [`Source::parse`], but keeps going past unknown
+    /// keys: each one is recorded in `errors` and left out, until the rest deserializes or
+    /// another kind of error (syntax, type, missing key) stops it. `None` when it stopped.
+    pub fn parse_collecting<T: DeserializeOwned>(&self, errors: &mut Errors) -> Option<T> {
+        /// More unknown keys than this in one file is not a config with typos.
+        const MAX_UNKNOWN: usize = 100;
+        let mut document = match toml::de::DeTable::parse(self.text) {
+            Ok(document) => document,
+            Err(err) => {
+                errors.push(self.error(err.span(), "", format!("invalid TOML: {}", err.message())));
+                return None;
+            }
+        };
+        for _ in 0..MAX_UNKNOWN {
+            let de = toml::de::Deserializer::from(document.clone());
+            let err = match serde_path_to_error::deserialize(de) {
+                Ok(value) => return Some(value),
+                Err(err) => err,
+            };
+            let mut path = segments(err.path());
             let inner = err.into_inner();
             let message = inner.message().trim_end().to_owned();
-            let key = key_of(&path, &message);
+            let unknown = message
+                .strip_prefix("unknown field `")
+                .and_then(|rest| rest.split('`').next())
+                .map(str::to_owned);
+            if let Some(field) = &unknown
+                && path.last() != Some(field)
+            {
+                path.push(field.clone());
+            }
+            let key = key_of(&dotted(&path), &message);
             let message = hint(&key, message);
-            self.error(inner.span(), key, message)
-        })
+            errors.push(self.error(inner.span(), key, message));
+            if unknown.is_none() || !remove(document.get_mut(), &path) {
+                return None;
+            }
+        }
+        None
     }
+}
+
+/// The path's segments a user sees: table keys and `[index]`, without `Spanned`'s private
+/// field.
+fn segments(path: &serde_path_to_error::Path) -> Vec<String> {
+    use serde_path_to_error::Segment;
+    path.iter()
+        .filter_map(|segment| match segment {
+            Segment::Map { key } if !key.starts_with("$__") => Some(key.clone()),
+            Segment::Seq { index } => Some(format!("[{index}]")),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `providers[0].timeout` from its segments.
+fn dotted(path: &[String]) -> String {
+    let mut out = String::new();
+    for segment in path {
+        if !out.is_empty() && !segment.starts_with('[') {
+            out.push('.');
+        }
+        out.push_str(segment);
+    }
+    out
+}
+
+/// Removes the entry at `path` (whose last segment is a table key) from `table`; false when
+/// the path leads nowhere.
+fn remove(table: &mut toml::de::DeTable<'_>, path: &[String]) -> bool {
+    use toml::de::DeValue;
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut current = table;
+    let mut parents = parents.iter().peekable();
+    while let Some(segment) = parents.next() {
+        let Some(value) = current.get_mut(segment.as_str()) else {
+            return false;
+        };
+        let mut value = value.get_mut();
+        while let Some(index) = parents.peek().and_then(|next| {
+            next.strip_prefix('[')?
+                .strip_suffix(']')?
+                .parse::<usize>()
+                .ok()
+        }) {
+            parents.next();
+            let DeValue::Array(items) = value else {
+                return false;
+            };
+            let Some(item) = items.get_mut(index) else {
+                return false;
+            };
+            value = item.get_mut();
+        }
+        let DeValue::Table(inner) = value else {
+            return false;
+        };
+        current = inner;
+    }
+    current.remove(last.as_str()).is_some()
 }
 
 /// Reads a file for [`Source`], mapping the I/O error.

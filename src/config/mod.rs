@@ -2,8 +2,10 @@
 //!
 //! Loading is two steps: serde reads the file into raw structs (unknown keys, missing keys and
 //! wrong types are errors with file, line and key), then [`Config::load`] checks what serde
-//! cannot (URLs, duplicate targets, probe names, header names) and builds the validated
-//! types the rest of sonde uses. API keys appear only as the names of environment variables.
+//! cannot (URLs, duplicate targets, probe names, header names, bounds of every number and
+//! duration, the output folder) and builds the validated types the rest of sonde uses. Every
+//! error of a file is reported at once. API keys appear only as the names of environment
+//! variables: a credential in a header, a URL or `extra_body` is refused.
 
 mod daemon;
 pub mod error;
@@ -19,10 +21,12 @@ use serde::Deserialize;
 use toml::Spanned;
 
 pub use daemon::{
-    Budget, HealthConfig, PublishConfig, RateLimit, ServerConfig, StoreConfig, WeightParams,
+    Budget, GroupConfig, HealthConfig, PublishConfig, RateLimit, ServerConfig, StoreConfig,
+    WeightParams,
 };
+use daemon::{RawDuration, TIMEOUT_RANGE};
 pub use error::ConfigError;
-use error::Source;
+use error::{Errors, Source};
 
 use crate::probe::ProbeSet;
 use crate::scheduler::Schedule;
@@ -43,7 +47,30 @@ const CREDENTIAL_HEADERS: &[&str] = &[
     "x-api-key",
     "api-key",
     "x-goog-api-key",
+    "cookie",
+    "ocp-apim-subscription-key",
+    "x-auth-token",
+    "x-access-token",
 ];
+
+/// Body field names (lower case, without `_` and `-`) that carry credentials: refused in
+/// `extra_body` at any depth, since the body is logged by many gateways.
+const CREDENTIAL_FIELDS: &[&str] = &[
+    "apikey",
+    "key",
+    "token",
+    "accesstoken",
+    "authtoken",
+    "authorization",
+    "password",
+    "secret",
+    "secretkey",
+    "clientsecret",
+    "bearer",
+];
+
+/// The largest `max_body_bytes`: a probe answer is a few KiB, and the cap bounds memory.
+const MAX_BODY_CAP: u64 = 1 << 30;
 
 /// The wire format a provider speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -95,6 +122,8 @@ struct RawConfig {
     #[serde(default)]
     schedules: BTreeMap<String, Spanned<String>>,
     #[serde(default)]
+    groups: BTreeMap<String, daemon::RawGroup>,
+    #[serde(default)]
     providers: Vec<RawProvider>,
 }
 
@@ -108,20 +137,20 @@ struct RawProvider {
     api_key_env: Option<Spanned<String>>,
     #[serde(default)]
     headers: BTreeMap<String, Spanned<String>>,
-    #[serde(default, with = "humantime_serde")]
-    timeout: Option<Duration>,
-    #[serde(default, with = "humantime_serde")]
-    stall_timeout: Option<Duration>,
     #[serde(default)]
-    max_body_bytes: Option<u64>,
+    timeout: Option<RawDuration>,
+    #[serde(default)]
+    stall_timeout: Option<RawDuration>,
+    #[serde(default)]
+    max_body_bytes: Option<Spanned<u64>>,
     #[serde(default)]
     probes: Option<Vec<Spanned<String>>>,
     #[serde(default)]
-    extra_body: Option<toml::Table>,
+    extra_body: Option<Spanned<toml::Table>>,
     #[serde(default)]
     rpm: Option<Spanned<u32>>,
-    #[serde(default, with = "humantime_serde")]
-    rate_window: Option<Duration>,
+    #[serde(default)]
+    rate_window: Option<RawDuration>,
     #[serde(default)]
     max_concurrency: Option<Spanned<u32>>,
     #[serde(default)]
@@ -136,7 +165,7 @@ struct RawProvider {
 struct RawModel {
     id: Spanned<String>,
     #[serde(default)]
-    group: Option<String>,
+    group: Option<Spanned<String>>,
     #[serde(default)]
     input_price: Option<Spanned<f64>>,
     #[serde(default)]
@@ -148,7 +177,7 @@ struct RawModel {
     #[serde(default)]
     probes: Option<Vec<Spanned<String>>>,
     #[serde(default)]
-    extra_body: Option<toml::Table>,
+    extra_body: Option<Spanned<toml::Table>>,
 }
 
 /// One API endpoint family with one credential.
@@ -231,6 +260,9 @@ pub struct Config {
     pub publish: PublishConfig,
     /// The live server.
     pub server: ServerConfig,
+    /// What each route group requires of its targets (groups without a table require
+    /// nothing).
+    pub groups: BTreeMap<String, GroupConfig>,
 }
 
 impl Config {
@@ -241,27 +273,43 @@ impl Config {
     }
 
     /// Validates `text` as if read from `file` (relative paths resolve against its folder).
+    /// Every error of the file comes back at once.
     pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
         let source = Source { file, text };
-        let raw: RawConfig = source.parse()?;
+        let mut errors = Errors::default();
+        let raw: Option<RawConfig> = source.parse_collecting(&mut errors);
+        let stopped = |errors: Errors| {
+            errors
+                .into_error()
+                .unwrap_or_else(|| source.error(None, "", "the file could not be read"))
+        };
+        let Some(raw) = raw else {
+            return Err(stopped(errors));
+        };
         let mut probes = ProbeSet::builtin();
         if let Some(dir) = &raw.probes_dir {
             let base = file.parent().unwrap_or(Path::new("."));
             let dir_path = base.join(dir.get_ref());
+            // Every probe name would be in doubt without the folder: stop at what is certain.
             if !dir_path.is_dir() {
-                return Err(source.error(
+                errors.push(source.error(
                     Some(dir.span()),
                     "probes_dir",
                     format!("{} is not a directory", dir_path.display()),
                 ));
+                return Err(stopped(errors));
             }
-            probes.load_dir(&dir_path)?;
+            if let Err(err) = probes.load_dir(&dir_path) {
+                errors.push(err);
+                return Err(stopped(errors));
+            }
         }
-        let global_schedules = daemon::schedules(&source, "schedules", &raw.schedules, &probes)?;
-        let store = daemon::store(&source, file, raw.store)?;
-        let health = daemon::health(&source, raw.health)?;
-        let publish = daemon::publish(&source, file, raw.publish)?;
-        let server = daemon::server(&source, raw.server)?;
+        let e = &mut errors;
+        let global_schedules = daemon::schedules(&source, e, "schedules", &raw.schedules, &probes);
+        let store = daemon::store(&source, e, file, raw.store);
+        let health = daemon::health(&source, e, raw.health);
+        let publish = daemon::publish(&source, e, file, &store.path, raw.publish);
+        let server = daemon::server(&source, e, raw.server);
         let mut providers = Vec::new();
         let mut targets = Vec::new();
         let mut provider_names: HashMap<String, usize> = HashMap::new();
@@ -269,7 +317,7 @@ impl Config {
             let key = format!("providers[{p}]");
             let name = &raw_provider.name;
             if let Some(first_line) = provider_names.get(name.get_ref()) {
-                return Err(source.error(
+                e.push(source.error(
                     Some(name.span()),
                     format!("{key}.name"),
                     format!(
@@ -277,21 +325,26 @@ impl Config {
                         name.get_ref()
                     ),
                 ));
+                continue;
             }
             let line = line_of(text, name.span().start);
             provider_names.insert(name.get_ref().clone(), line);
             let provider_schedules = daemon::schedules(
                 &source,
+                e,
                 &format!("{key}.schedules"),
                 &raw_provider.schedules,
                 &probes,
-            )?;
-            let (provider, models) = build_provider(&source, &key, raw_provider, &probes)?;
+            );
+            let Some((provider, models)) = build_provider(&source, e, &key, raw_provider, &probes)
+            else {
+                continue;
+            };
             let provider = Arc::new(provider);
             let mut model_lines: HashMap<String, usize> = HashMap::new();
             for (m, model) in models {
                 if let Some(first_line) = model_lines.get(&model.model.id) {
-                    return Err(source.error(
+                    e.push(source.error(
                         Some(model.span),
                         format!("{key}.models[{m}].id"),
                         format!(
@@ -299,6 +352,7 @@ impl Config {
                             provider.name, model.model.id
                         ),
                     ));
+                    continue;
                 }
                 model_lines.insert(model.model.id.clone(), line_of(text, model.span.start));
                 let schedules = model
@@ -323,7 +377,11 @@ impl Config {
             }
             providers.push(provider);
         }
-        Ok(Config {
+        let mut known_groups: Vec<&str> = targets.iter().map(|t| t.model.group.as_str()).collect();
+        known_groups.sort_unstable();
+        known_groups.dedup();
+        let groups = daemon::groups(&source, e, raw.groups, &known_groups);
+        errors.finish(Config {
             file: file.to_path_buf(),
             providers,
             targets,
@@ -332,6 +390,7 @@ impl Config {
             health,
             publish,
             server,
+            groups,
         })
     }
 }
@@ -343,69 +402,83 @@ struct PendingModel {
     span: std::ops::Range<usize>,
 }
 
+/// Validates one provider and its models; `None` when it has errors (all of them pushed).
 fn build_provider(
     source: &Source<'_>,
+    errors: &mut Errors,
     key: &str,
     raw: RawProvider,
     probes: &ProbeSet,
-) -> Result<(Provider, Vec<(usize, PendingModel)>), ConfigError> {
+) -> Option<(Provider, Vec<(usize, PendingModel)>)> {
+    let before = errors.len();
     let name = raw.name.get_ref();
-    if name.is_empty() || name.contains('/') || name.chars().any(char::is_whitespace) {
-        return Err(source.error(
+    if name.is_empty()
+        || name.contains('/')
+        || name.chars().any(char::is_whitespace)
+        || has_control(name)
+    {
+        errors.push(source.error(
             Some(raw.name.span()),
             format!("{key}.name"),
-            "a provider name must be non-empty, without spaces or `/` (it forms target ids)",
+            "a provider name must be non-empty, without spaces, control characters or `/` (it \
+             forms target ids)",
         ));
     }
-    let base_url = parse_base_url(raw.base_url.get_ref()).map_err(|message| {
-        source.error(
-            Some(raw.base_url.span()),
-            format!("{key}.base_url"),
-            message,
-        )
-    })?;
+    let base_url = parse_base_url(raw.base_url.get_ref())
+        .map_err(|message| {
+            errors.push(source.error(
+                Some(raw.base_url.span()),
+                format!("{key}.base_url"),
+                message,
+            ));
+        })
+        .ok();
     let api_key_env = match raw.api_key_env {
         Some(var) if is_env_name(var.get_ref()) => Some(var.into_inner()),
         Some(var) => {
-            return Err(source.error(
+            errors.push(source.error(
                 Some(var.span()),
                 format!("{key}.api_key_env"),
                 "this must be the NAME of an environment variable (letters, digits, `_`), \
                  not the key itself",
             ));
+            None
         }
         None => None,
     };
     let mut headers = Vec::new();
     for (header, value) in &raw.headers {
         let header_key = format!("{key}.headers.{header}");
-        let header_name = HeaderName::from_bytes(header.as_bytes()).map_err(|_| {
-            source.error(
+        let Ok(header_name) = HeaderName::from_bytes(header.as_bytes()) else {
+            errors.push(source.error(
                 Some(value.span()),
                 &header_key,
                 "not a valid HTTP header name",
-            )
-        })?;
+            ));
+            continue;
+        };
         if CREDENTIAL_HEADERS.contains(&header_name.as_str()) {
-            return Err(source.error(
+            errors.push(source.error(
                 Some(value.span()),
                 &header_key,
                 "credentials are never written in the config: set `api_key_env` instead",
             ));
+            continue;
         }
-        let header_value = HeaderValue::from_str(value.get_ref()).map_err(|_| {
-            source.error(
+        match HeaderValue::from_str(value.get_ref()) {
+            Ok(header_value) => headers.push((header_name, header_value)),
+            Err(_) => errors.push(source.error(
                 Some(value.span()),
                 &header_key,
                 "not a valid HTTP header value",
-            )
-        })?;
-        headers.push((header_name, header_value));
+            )),
+        }
     }
-    let provider_probes = check_probes(source, &format!("{key}.probes"), raw.probes, probes)?;
-    let provider_extra = to_json(raw.extra_body);
+    let provider_probes =
+        check_probes(source, errors, &format!("{key}.probes"), raw.probes, probes);
+    let provider_extra = extra_body(source, errors, &format!("{key}.extra_body"), raw.extra_body);
     if raw.models.is_empty() {
-        return Err(source.error(
+        errors.push(source.error(
             Some(raw.name.span()),
             format!("{key}.models"),
             "a provider needs at least one [[providers.models]] entry",
@@ -414,36 +487,63 @@ fn build_provider(
     let mut models = Vec::new();
     for (m, raw_model) in raw.models.into_iter().enumerate() {
         let model_key = format!("{key}.models[{m}]");
-        if raw_model.id.get_ref().trim().is_empty() {
-            return Err(source.error(
+        let id = raw_model.id.get_ref();
+        if id.trim().is_empty() || has_control(id) {
+            errors.push(source.error(
                 Some(raw_model.id.span()),
                 format!("{model_key}.id"),
-                "a model id must not be empty",
+                "a model id must not be empty nor hold control characters",
             ));
         }
-        let input_price = check_price(source, &model_key, "input_price", raw_model.input_price)?;
-        let output_price = check_price(source, &model_key, "output_price", raw_model.output_price)?;
+        if let Some(group) = &raw_model.group
+            && (group.get_ref().trim().is_empty() || has_control(group.get_ref()))
+        {
+            errors.push(source.error(
+                Some(group.span()),
+                format!("{model_key}.group"),
+                "a route group must not be empty nor hold control characters",
+            ));
+        }
+        let price = |errors: &mut Errors, field: &str, value| {
+            daemon::non_negative(
+                source,
+                errors,
+                &format!("{model_key}.{field}"),
+                value,
+                "a price is USD per million tokens: a finite number, zero or more",
+            )
+        };
+        let input_price = price(errors, "input_price", raw_model.input_price);
+        let output_price = price(errors, "output_price", raw_model.output_price);
         let model_probes = check_probes(
             source,
+            errors,
             &format!("{model_key}.probes"),
             raw_model.probes,
             probes,
-        )?;
-        let mut extra_body = provider_extra.clone();
-        extra_body.extend(to_json(raw_model.extra_body));
+        );
+        let mut extra = provider_extra.clone();
+        extra.extend(extra_body(
+            source,
+            errors,
+            &format!("{model_key}.extra_body"),
+            raw_model.extra_body,
+        ));
         let span = raw_model.id.span();
         let id = raw_model.id.into_inner();
         models.push((
             m,
             PendingModel {
                 model: Model {
-                    group: raw_model.group.unwrap_or_else(|| id.clone()),
+                    group: raw_model
+                        .group
+                        .map_or_else(|| id.clone(), Spanned::into_inner),
                     id,
                     input_price,
                     output_price,
                     reasoning_budget: raw_model.reasoning_budget,
                     max_tokens_field: raw_model.max_tokens_field,
-                    extra_body,
+                    extra_body: extra,
                 },
                 probes: model_probes
                     .or_else(|| provider_probes.clone())
@@ -452,63 +552,124 @@ fn build_provider(
             },
         ));
     }
-    let name_span = raw.name.span();
-    let rate = daemon::rate(source, key, raw.rpm, raw.rate_window, name_span.clone())?;
-    let max_concurrency = daemon::concurrency(source, key, raw.max_concurrency)?;
-    let budget = daemon::budget(source, key, raw.budget)?;
+    let rate = daemon::rate(source, errors, key, raw.rpm, raw.rate_window);
+    let max_concurrency = daemon::concurrency(source, errors, key, raw.max_concurrency);
+    let budget = daemon::budget(source, errors, key, raw.budget);
+    let timeout = daemon::duration(
+        source,
+        errors,
+        &format!("{key}.timeout"),
+        raw.timeout,
+        TIMEOUT_RANGE,
+        DEFAULT_TIMEOUT,
+    );
+    let stall_timeout = daemon::duration(
+        source,
+        errors,
+        &format!("{key}.stall_timeout"),
+        raw.stall_timeout,
+        TIMEOUT_RANGE,
+        DEFAULT_STALL_TIMEOUT,
+    );
+    let max_body_bytes = match raw.max_body_bytes {
+        Some(cap) if !(1024..=MAX_BODY_CAP).contains(cap.get_ref()) => {
+            errors.push(source.error(
+                Some(cap.span()),
+                format!("{key}.max_body_bytes"),
+                format!("must be between 1024 and {MAX_BODY_CAP} bytes"),
+            ));
+            DEFAULT_MAX_BODY_BYTES
+        }
+        Some(cap) => cap.into_inner(),
+        None => DEFAULT_MAX_BODY_BYTES,
+    };
+    if errors.len() > before {
+        return None;
+    }
     let provider = Provider {
         name: raw.name.into_inner(),
         kind: raw.kind,
-        base_url,
+        base_url: base_url?,
         api_key_env,
         headers,
-        timeout: raw.timeout.unwrap_or(DEFAULT_TIMEOUT),
-        stall_timeout: raw.stall_timeout.unwrap_or(DEFAULT_STALL_TIMEOUT),
-        max_body_bytes: raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
+        timeout,
+        stall_timeout,
+        max_body_bytes,
         rate,
         max_concurrency,
         budget,
     };
-    if provider.timeout.is_zero() || provider.stall_timeout.is_zero() {
-        return Err(source.error(
-            Some(name_span),
-            format!("{key}.timeout"),
-            "timeouts must be longer than zero",
-        ));
-    }
-    Ok((provider, models))
+    Some((provider, models))
 }
 
-fn check_price(
+/// Whether `text` holds a character that has no place in a name: a control character (C0,
+/// DEL, C1) or a bidirectional override that reorders what a reader sees.
+fn has_control(text: &str) -> bool {
+    text.chars().any(crate::sanitize::is_unsafe)
+}
+
+/// The `extra_body` table as JSON, after refusing any field that carries a credential.
+fn extra_body(
     source: &Source<'_>,
-    model_key: &str,
-    field: &str,
-    price: Option<Spanned<f64>>,
-) -> Result<Option<f64>, ConfigError> {
-    match price {
-        Some(price) if !price.get_ref().is_finite() || *price.get_ref() < 0.0 => Err(source.error(
-            Some(price.span()),
-            format!("{model_key}.{field}"),
-            "a price is USD per million tokens: a finite number, zero or more",
-        )),
-        Some(price) => Ok(Some(price.into_inner())),
-        None => Ok(None),
+    errors: &mut Errors,
+    key: &str,
+    table: Option<Spanned<toml::Table>>,
+) -> serde_json::Map<String, serde_json::Value> {
+    let Some(table) = table else {
+        return serde_json::Map::new();
+    };
+    let span = table.span();
+    let json = to_json(table.into_inner());
+    if let Some(path) = credential_field(&json, key) {
+        errors.push(source.error(
+            Some(span),
+            path,
+            "credentials are never written in the config: set `api_key_env` instead",
+        ));
     }
+    json
+}
+
+/// The dotted path of the first field of `body` (at any depth) whose name says it holds a
+/// credential.
+fn credential_field(body: &serde_json::Map<String, serde_json::Value>, at: &str) -> Option<String> {
+    for (name, value) in body {
+        let normalized: String = name
+            .chars()
+            .filter(|c| !matches!(c, '_' | '-'))
+            .flat_map(char::to_lowercase)
+            .collect();
+        let path = format!("{at}.{name}");
+        if CREDENTIAL_FIELDS.contains(&normalized.as_str()) {
+            return Some(path);
+        }
+        let nested = match value {
+            serde_json::Value::Object(inner) => credential_field(inner, &path),
+            serde_json::Value::Array(items) => items.iter().enumerate().find_map(|(i, item)| {
+                item.as_object()
+                    .and_then(|inner| credential_field(inner, &format!("{path}[{i}]")))
+            }),
+            _ => None,
+        };
+        if nested.is_some() {
+            return nested;
+        }
+    }
+    None
 }
 
 fn check_probes(
     source: &Source<'_>,
+    errors: &mut Errors,
     key: &str,
     names: Option<Vec<Spanned<String>>>,
     probes: &ProbeSet,
-) -> Result<Option<Vec<String>>, ConfigError> {
-    let Some(names) = names else {
-        return Ok(None);
-    };
+) -> Option<Vec<String>> {
+    let names = names?;
     for (i, name) in names.iter().enumerate() {
         if probes.get(name.get_ref()).is_none() {
             let known: Vec<_> = probes.names().collect();
-            return Err(source.error(
+            errors.push(source.error(
                 Some(name.span()),
                 format!("{key}[{i}]"),
                 format!(
@@ -519,7 +680,7 @@ fn check_probes(
             ));
         }
     }
-    Ok(Some(names.into_iter().map(Spanned::into_inner).collect()))
+    Some(names.into_iter().map(Spanned::into_inner).collect())
 }
 
 /// Parses a base URL and makes it end in `/`, so `chat/completions` joins under its path.
@@ -554,14 +715,11 @@ fn is_env_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-fn to_json(table: Option<toml::Table>) -> serde_json::Map<String, serde_json::Value> {
-    table
-        .and_then(|table| serde_json::to_value(table).ok())
-        .and_then(|value| match value {
-            serde_json::Value::Object(map) => Some(map),
-            _ => None,
-        })
-        .unwrap_or_default()
+fn to_json(table: toml::Table) -> serde_json::Map<String, serde_json::Value> {
+    match serde_json::to_value(table) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    }
 }
 
 fn line_of(text: &str, offset: usize) -> usize {

@@ -230,6 +230,19 @@ fn bare_model(model: &str) -> &str {
     model.strip_prefix("models/").unwrap_or(model)
 }
 
+/// Every byte but the unreserved ones (RFC 3986: letters, digits, `-._~`).
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// The model id as one URL path segment: a `/`, `?`, `#` or `:` in an id stays inside the
+/// segment (`../../admin`, `x?key=…` cannot reach another path or a query).
+fn model_segment(model: &str) -> String {
+    percent_encoding::utf8_percent_encode(bare_model(model), SEGMENT).to_string()
+}
+
 impl Adapter for Gemini {
     fn request(
         &self,
@@ -277,7 +290,7 @@ impl Adapter for Gemini {
             );
         }
         merge_json(&mut body, call.extra_body);
-        let model = bare_model(call.model);
+        let model = model_segment(call.model);
         let (path, accept) = if call.stream {
             (
                 format!("models/{model}:streamGenerateContent?alt=sse"),

@@ -1,29 +1,37 @@
 //! `feed.json`: the routing feed gateways read, and the weight formula behind it.
 //!
-//! Within each route group, every target that is not down gets
+//! Within each route group, a target is *routable* unless it is down, refused a capability
+//! the group requires (`[groups."name"] require = [...]`), or answered with another model
+//! while `[publish.weights] substitution` is 0. Every routable target gets
 //!
 //! ```text
 //! score = availability^a × (fastest TTFT p50 / TTFT p50)^l × ((cheapest + 0.1) / (price + 0.1))^p
-//!         × (1 − rate-limited share)^r
-//! weight = score / Σ scores of the group
+//!         × (1 − rate-limited share)^r × max(streamed share, 0.1)^s × (substitution if it substituted)
+//! weight = score / Σ scores of the group's routable targets
 //! ```
 //!
-//! with the exponents of `[publish.weights]` (default a = 4, l = 1, p = 0.5, r = 1). A target
-//! missing a figure (no runs yet, no price) takes a neutral 0.5 for that factor (1 for a
-//! missing price); a down target gets weight 0; when every score of a group is 0 the
-//! targets that are not down share equally. The feed states the formula and its parameters.
+//! with the parameters of `[publish.weights]` (default a = 4, l = 1, p = 0.5, r = 1, s = 1,
+//! substitution = 0). A target missing a figure (no runs yet, no price) takes a neutral 0.5
+//! for that factor (1 for a missing price, and 1 for streaming when no answer says). A target
+//! that is not routable gets weight 0; when every routable score of a group is 0 they share
+//! equally; a group with no routable target has all weights 0 and says so. Each target's
+//! `notes` say what lowered or zeroed its weight, and the feed states the formula.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
 use crate::aggregate::health::State;
-use crate::aggregate::{Percentiles, TargetStats, Window};
+use crate::aggregate::{Percentiles, TargetStats, Window, WindowStats};
 use crate::capability::Capabilities;
 use crate::config::{Config, Target, WeightParams};
+use crate::probe::Capability;
 
 /// USD per million tokens added to every price before prices are compared.
 pub const PRICE_FLOOR: f64 = 0.1;
+
+/// The least a streamed share counts for, so a fake streamer is penalised, not erased.
+pub const STREAMED_FLOOR: f64 = 0.1;
 
 /// The feed's format version; a change that breaks readers bumps it.
 pub const FEED_VERSION: u32 = 1;
@@ -39,8 +47,19 @@ pub struct Feed {
     pub window: String,
     /// How weights are computed.
     pub weight_formula: WeightFormula,
+    /// Per route group: what it requires and how many of its targets are routable.
+    pub groups: BTreeMap<String, FeedGroup>,
     /// Every target, grouped by route group then ranked.
     pub targets: Vec<FeedTarget>,
+}
+
+/// One route group.
+#[derive(Debug, Clone, Serialize)]
+pub struct FeedGroup {
+    /// Capabilities every routable target must not have refused (`[groups]` in the config).
+    pub require: Vec<&'static str>,
+    /// Targets with a weight above 0; 0 means the group has nowhere to send traffic.
+    pub routable: u32,
 }
 
 /// The formula, stated.
@@ -96,10 +115,27 @@ pub struct FeedTarget {
     pub last_ok: Option<String>,
     /// The latest failure (any window): time and text.
     pub last_error: Option<LastError>,
-    /// Share of its group's traffic; 0 when down.
+    /// Share of its group's traffic; 0 when not routable.
     pub weight: f64,
     /// 1 = the highest weight in its group.
     pub rank: u32,
+    /// The model the latest answer came from, as the provider said.
+    pub served_model: Option<String>,
+    /// The upstream a gateway said served the latest answer (OpenRouter's provider, a
+    /// LiteLLM deployment).
+    pub upstream: Option<String>,
+    /// Some answer in the window came from another model than the one asked for.
+    pub model_substituted: bool,
+    /// Answers from another model ÷ answers that named their model, in the window.
+    pub substituted_rate: Option<f64>,
+    /// Stream answers that really streamed ÷ stream answers, in the window (else the latest
+    /// verdict: 1 or 0); `None` when no stream probe says.
+    pub streamed_rate: Option<f64>,
+    /// May receive traffic: not down, no required capability refused, no excluded
+    /// substitution.
+    pub routable: bool,
+    /// What lowered or zeroed the weight, in words.
+    pub notes: Vec<String>,
 }
 
 /// A failure, for the feed.
@@ -130,13 +166,83 @@ fn blended_price(target: &Target) -> Option<f64> {
 pub fn build(config: &Config, stats: &[TargetStats], generated_ms: i64) -> Feed {
     let window = Window::from_name(&config.publish.window).unwrap_or(Window::H1);
     let params = config.publish.weights;
-    let mut rows: Vec<(FeedTarget, f64)> = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
     for target in &config.targets {
         let Some(stat) = stats.iter().find(|s| s.target == target.id) else {
             continue;
         };
         let in_window = stat.window(window);
         let longest = stat.window(Window::D30);
+        let require = config
+            .groups
+            .get(&target.model.group)
+            .map_or(&[][..], |g| &g.require[..]);
+        rows.push(Row::new(
+            target, stat.state, in_window, longest, require, &params,
+        ));
+    }
+    assign_weights(&mut rows, &params);
+    rows.sort_by(|a, b| {
+        a.entry
+            .group
+            .cmp(&b.entry.group)
+            .then(a.entry.rank.cmp(&b.entry.rank))
+    });
+    let mut groups: BTreeMap<String, FeedGroup> = BTreeMap::new();
+    for row in &rows {
+        let group = groups
+            .entry(row.entry.group.clone())
+            .or_insert_with(|| FeedGroup {
+                require: config
+                    .groups
+                    .get(&row.entry.group)
+                    .map(|g| g.require.iter().map(|c| c.as_str()).collect())
+                    .unwrap_or_default(),
+                routable: 0,
+            });
+        group.routable += u32::from(row.entry.weight > 0.0);
+    }
+    Feed {
+        version: FEED_VERSION,
+        generated_at: rfc3339(generated_ms),
+        window: window.as_str().to_owned(),
+        weight_formula: WeightFormula {
+            expression: "weight = score / sum(scores of the group's routable targets); score = \
+                         availability^availability × (fastest ttft_p50 in group / \
+                         ttft_p50)^latency × ((cheapest price in group + 0.1) / (price + \
+                         0.1))^price × (1 − rate_limited_rate)^rate_limit × max(streamed_rate, \
+                         0.1)^streaming × (substitution if model_substituted); price = (3 × \
+                         input + output) / 4; a missing figure counts 0.5 (a missing price or \
+                         streamed_rate 1); not routable (down, a required capability refused, \
+                         or substituting with substitution = 0) gets 0; all-zero groups share \
+                         equally"
+                .to_owned(),
+            parameters: params,
+        },
+        groups,
+        targets: rows.into_iter().map(|row| row.entry).collect(),
+    }
+}
+
+/// A target while weights are assigned.
+#[derive(Debug)]
+struct Row {
+    entry: FeedTarget,
+    /// Blended price, or NaN without one.
+    price: f64,
+    /// Product of the factors that are not relative to the group (streaming, substitution).
+    factor: f64,
+}
+
+impl Row {
+    fn new(
+        target: &Target,
+        state: State,
+        in_window: Option<&WindowStats>,
+        longest: Option<&WindowStats>,
+        require: &[Capability],
+        params: &WeightParams,
+    ) -> Row {
         let attempts = in_window.map_or(0, |w| w.attempts);
         let share = |count: u64| (attempts > 0).then(|| count as f64 / attempts as f64);
         let latency = in_window.map(|w| &w.latency);
@@ -144,19 +250,73 @@ pub fn build(config: &Config, stats: &[TargetStats], generated_ms: i64) -> Feed 
             .and_then(|w| w.by_probe.values().max_by_key(|l| l.e2e_ms.count))
             .map(|l| l.e2e_ms.clone())
             .unwrap_or_default();
-        let feed_target = FeedTarget {
+        let capabilities = longest.map(|w| w.capabilities).unwrap_or_default();
+        let fidelity = in_window.map(|w| w.fidelity.clone()).unwrap_or_default();
+        let latest = longest.and_then(|w| w.fidelity.latest.clone());
+        let streamed_rate = fidelity
+            .streamed_rate()
+            .or_else(|| capabilities.streaming.map(|s| if s { 1.0 } else { 0.0 }));
+        let model_substituted = fidelity.substituted > 0;
+        let mut notes = Vec::new();
+        let mut routable = true;
+        if state == State::Down {
+            routable = false;
+            notes.push("down: not routed".to_owned());
+        }
+        for &capability in require {
+            if capabilities.get(capability) == Some(false) {
+                routable = false;
+                notes.push(format!(
+                    "refused {}, which its group requires: not routed",
+                    capability.as_str()
+                ));
+            }
+        }
+        let mut factor = 1.0;
+        if model_substituted {
+            let served = fidelity
+                .last_substitute
+                .as_ref()
+                .map_or("another model", |(_, model)| model.as_str());
+            let how_often = format!(
+                "answered as {served} in {} of {} answers",
+                fidelity.substituted, fidelity.named
+            );
+            if params.substitution > 0.0 {
+                factor *= params.substitution;
+                notes.push(format!("{how_often}: score × {}", params.substitution));
+            } else {
+                routable = false;
+                notes.push(format!("{how_often}: not routed"));
+            }
+        }
+        if let Some(rate) = streamed_rate.filter(|rate| *rate < 1.0) {
+            let penalty = rate.max(STREAMED_FLOOR).powf(params.streaming);
+            factor *= penalty;
+            let evidence = if fidelity.streamed + fidelity.not_streamed > 0 {
+                format!(
+                    "streamed {} of {} stream answers",
+                    fidelity.streamed,
+                    fidelity.streamed + fidelity.not_streamed
+                )
+            } else {
+                "its latest stream answer did not stream".to_owned()
+            };
+            notes.push(format!("{evidence}: score × {}", round3(penalty)));
+        }
+        let entry = FeedTarget {
             id: target.id.clone(),
             provider: target.provider.name.clone(),
             model: target.model.id.clone(),
             group: target.model.group.clone(),
-            state: stat.state,
+            state,
             availability: in_window.and_then(|w| w.availability),
             error_rate: share(in_window.map_or(0, |w| w.failures)),
             rate_limited_rate: share(in_window.map_or(0, |w| w.rate_limited)),
             ttft_ms: latency.map(|l| l.ttft_ms.clone()).unwrap_or_default(),
             e2e_ms: e2e,
             tokens_per_s: latency.map(|l| l.tokens_per_s.clone()).unwrap_or_default(),
-            capabilities: longest.map(|w| w.capabilities).unwrap_or_default(),
+            capabilities,
             price: Price {
                 input_per_mtok: target.model.input_price,
                 output_per_mtok: target.model.output_price,
@@ -171,55 +331,57 @@ pub fn build(config: &Config, stats: &[TargetStats], generated_ms: i64) -> Feed 
                 }),
             weight: 0.0,
             rank: 0,
+            served_model: latest.as_ref().and_then(|l| l.served_model.clone()),
+            upstream: latest.and_then(|l| l.upstream),
+            model_substituted,
+            substituted_rate: fidelity.substituted_rate(),
+            streamed_rate,
+            routable,
+            notes,
         };
-        rows.push((feed_target, blended_price(target).unwrap_or(f64::NAN)));
-    }
-    assign_weights(&mut rows, &params);
-    rows.sort_by(|(a, _), (b, _)| a.group.cmp(&b.group).then(a.rank.cmp(&b.rank)));
-    Feed {
-        version: FEED_VERSION,
-        generated_at: rfc3339(generated_ms),
-        window: window.as_str().to_owned(),
-        weight_formula: WeightFormula {
-            expression: "weight = score / sum(scores in group); score = availability^availability \
-                         × (fastest ttft_p50 in group / ttft_p50)^latency × ((cheapest price in \
-                         group + 0.1) / (price + 0.1))^price × (1 − rate_limited_rate)^rate_limit; price = \
-                         (3 × input + output) / 4; a missing figure counts 0.5 (a missing price \
-                         1); down targets get 0; all-zero groups share equally"
-                .to_owned(),
-            parameters: params,
-        },
-        targets: rows.into_iter().map(|(target, _)| target).collect(),
+        Row {
+            entry,
+            price: blended_price(target).unwrap_or(f64::NAN),
+            factor,
+        }
     }
 }
 
-/// Sets `weight` and `rank` of every row (row, blended price or NaN), group by group.
-fn assign_weights(rows: &mut [(FeedTarget, f64)], params: &WeightParams) {
+fn round3(value: f64) -> f64 {
+    (value * 1000.0).round() / 1000.0
+}
+
+/// Sets `weight` and `rank` of every row, group by group.
+fn assign_weights(rows: &mut [Row], params: &WeightParams) {
     let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    for (i, (target, _)) in rows.iter().enumerate() {
-        groups.entry(target.group.clone()).or_default().push(i);
+    for (i, row) in rows.iter().enumerate() {
+        groups.entry(row.entry.group.clone()).or_default().push(i);
     }
     for members in groups.values() {
-        let up: Vec<usize> = members
+        let routable: Vec<usize> = members
             .iter()
             .copied()
-            .filter(|&i| rows[i].0.state != State::Down)
+            .filter(|&i| rows[i].entry.routable)
             .collect();
-        let fastest = up
+        let fastest = routable
             .iter()
-            .filter_map(|&i| rows[i].0.ttft_ms.p50)
+            .filter_map(|&i| rows[i].entry.ttft_ms.p50)
             .fold(f64::INFINITY, f64::min);
-        let cheapest = up
+        let cheapest = routable
             .iter()
-            .map(|&i| rows[i].1)
+            .map(|&i| rows[i].price)
             .filter(|p| p.is_finite())
             .fold(f64::INFINITY, f64::min);
-        let scores: Vec<f64> = up
+        let scores: Vec<f64> = routable
             .iter()
             .map(|&i| {
-                let (target, price) = &rows[i];
-                let availability = target.availability.unwrap_or(0.5);
-                let speed = target
+                let Row {
+                    entry,
+                    price,
+                    factor,
+                } = &rows[i];
+                let availability = entry.availability.unwrap_or(0.5);
+                let speed = entry
                     .ttft_ms
                     .p50
                     .filter(|p| *p > 0.0)
@@ -230,11 +392,12 @@ fn assign_weights(rows: &mut [(FeedTarget, f64)], params: &WeightParams) {
                 } else {
                     1.0
                 };
-                let not_limited = 1.0 - target.rate_limited_rate.unwrap_or(0.0);
+                let not_limited = 1.0 - entry.rate_limited_rate.unwrap_or(0.0);
                 let score = availability.powf(params.availability)
                     * speed.powf(params.latency)
                     * cheapness.powf(params.price)
-                    * not_limited.powf(params.rate_limit);
+                    * not_limited.powf(params.rate_limit)
+                    * factor;
                 if score.is_finite() {
                     score.max(0.0)
                 } else {
@@ -243,23 +406,23 @@ fn assign_weights(rows: &mut [(FeedTarget, f64)], params: &WeightParams) {
             })
             .collect();
         let total: f64 = scores.iter().sum();
-        for (k, &i) in up.iter().enumerate() {
-            rows[i].0.weight = if total > 0.0 {
+        for (k, &i) in routable.iter().enumerate() {
+            rows[i].entry.weight = if total > 0.0 {
                 scores[k] / total
             } else {
-                1.0 / up.len() as f64
+                1.0 / routable.len() as f64
             };
         }
         let mut ranked = members.clone();
         ranked.sort_by(|&a, &b| {
             rows[b]
-                .0
+                .entry
                 .weight
-                .total_cmp(&rows[a].0.weight)
-                .then(rows[a].0.id.cmp(&rows[b].0.id))
+                .total_cmp(&rows[a].entry.weight)
+                .then(rows[a].entry.id.cmp(&rows[b].entry.id))
         });
         for (rank, i) in ranked.into_iter().enumerate() {
-            rows[i].0.rank = rank as u32 + 1;
+            rows[i].entry.rank = rank as u32 + 1;
         }
     }
 }
@@ -268,16 +431,9 @@ fn assign_weights(rows: &mut [(FeedTarget, f64)], params: &WeightParams) {
 mod tests {
     use super::*;
 
-    fn row(
-        id: &str,
-        group: &str,
-        state: State,
-        availability: f64,
-        ttft: f64,
-        price: f64,
-    ) -> (FeedTarget, f64) {
-        (
-            FeedTarget {
+    fn row(id: &str, group: &str, state: State, availability: f64, ttft: f64, price: f64) -> Row {
+        Row {
+            entry: FeedTarget {
                 id: id.into(),
                 provider: "p".into(),
                 model: id.into(),
@@ -303,9 +459,21 @@ mod tests {
                 last_error: None,
                 weight: 0.0,
                 rank: 0,
+                served_model: None,
+                upstream: None,
+                model_substituted: false,
+                substituted_rate: None,
+                streamed_rate: None,
+                routable: state != State::Down,
+                notes: Vec::new(),
             },
             price,
-        )
+            factor: 1.0,
+        }
+    }
+
+    fn weight(rows: &[Row], id: &str) -> f64 {
+        rows.iter().find(|r| r.entry.id == id).unwrap().entry.weight
     }
 
     #[test]
@@ -317,24 +485,39 @@ mod tests {
             row("d", "g2", State::Unknown, 1.0, 100.0, 1.0),
         ];
         assign_weights(&mut rows, &WeightParams::default());
-        let weight = |id: &str| rows.iter().find(|(t, _)| t.id == id).unwrap().0.weight;
-        assert!((weight("a") + weight("b") - 1.0).abs() < 1e-12);
-        assert_eq!(weight("c"), 0.0);
-        assert_eq!(weight("d"), 1.0);
+        assert!((weight(&rows, "a") + weight(&rows, "b") - 1.0).abs() < 1e-12);
+        assert_eq!(weight(&rows, "c"), 0.0);
+        assert_eq!(weight(&rows, "d"), 1.0);
         // a: 1 × 1 × 1; b: 0.9^4 × 0.5 = 0.328…
         let b = 0.9f64.powi(4) * 0.5;
-        assert!((weight("a") - 1.0 / (1.0 + b)).abs() < 1e-12);
-        let rank = |id: &str| rows.iter().find(|(t, _)| t.id == id).unwrap().0.rank;
+        assert!((weight(&rows, "a") - 1.0 / (1.0 + b)).abs() < 1e-12);
+        let rank = |id: &str| rows.iter().find(|r| r.entry.id == id).unwrap().entry.rank;
         assert_eq!((rank("a"), rank("b"), rank("c")), (1, 2, 3));
     }
 
     #[test]
-    fn an_all_zero_group_shares_equally() {
+    fn an_all_zero_group_shares_equally_and_an_unroutable_one_gets_nothing() {
         let mut rows = vec![
             row("a", "g", State::Degraded, 0.0, 100.0, 1.0),
             row("b", "g", State::Degraded, 0.0, 100.0, 1.0),
         ];
         assign_weights(&mut rows, &WeightParams::default());
-        assert_eq!((rows[0].0.weight, rows[1].0.weight), (0.5, 0.5));
+        assert_eq!((rows[0].entry.weight, rows[1].entry.weight), (0.5, 0.5));
+        let mut rows = vec![row("a", "g", State::Healthy, 1.0, 100.0, 1.0)];
+        rows[0].entry.routable = false;
+        assign_weights(&mut rows, &WeightParams::default());
+        assert_eq!(rows[0].entry.weight, 0.0);
+    }
+
+    #[test]
+    fn factors_scale_the_score() {
+        let mut rows = vec![
+            row("fake", "g", State::Healthy, 1.0, 100.0, 1.0),
+            row("real", "g", State::Healthy, 1.0, 100.0, 1.0),
+        ];
+        rows[0].factor = 0.1;
+        assign_weights(&mut rows, &WeightParams::default());
+        assert!((weight(&rows, "fake") - 0.1 / 1.1).abs() < 1e-12);
+        assert_eq!(rows[1].entry.rank, 1);
     }
 }

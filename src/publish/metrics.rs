@@ -7,13 +7,16 @@
 
 use std::fmt::Write as _;
 
-use super::feed::Feed;
+use super::feed::{Feed, FeedTarget};
 use crate::aggregate::health::State;
 use crate::aggregate::{Percentiles, TargetStats, Window};
 use crate::result::Outcome;
 
 /// The `Content-Type` of the exposition.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// A per-target gauge read off the feed (`None`: no sample).
+type Gauge = fn(&FeedTarget) -> Option<f64>;
 
 /// Escapes a label value: backslash, double quote and newline.
 fn label(value: &str) -> String {
@@ -158,6 +161,36 @@ pub fn render(stats: &[TargetStats], feed: &Feed) -> String {
                 label(&t.id),
                 feed.window
             );
+        }
+    }
+    let flags: [(&str, &str, Gauge); 3] = [
+        (
+            "sonde_target_routable",
+            "1 when the feed routes traffic to the target (not down, no required capability refused, no excluded substitution).",
+            |t| Some(f64::from(u8::from(t.routable))),
+        ),
+        (
+            "sonde_target_model_substituted",
+            "1 when an answer in the feed's window came from another model than the one asked for.",
+            |t| Some(f64::from(u8::from(t.model_substituted))),
+        ),
+        (
+            "sonde_target_streamed_ratio",
+            "Stream answers that really streamed / stream answers, over the feed's window.",
+            |t| t.streamed_rate,
+        ),
+    ];
+    for (name, help, value) in flags {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for t in &feed.targets {
+            if let Some(value) = value(t) {
+                let _ = writeln!(
+                    out,
+                    "{name}{{target=\"{}\",window=\"{}\"}} {value}",
+                    label(&t.id),
+                    feed.window
+                );
+            }
         }
     }
     out

@@ -3,7 +3,8 @@
 //!
 //! [`Snapshot::load`] reads everything once (windows, daily and hourly rollup scalars,
 //! incidents, the latest runs); [`build`] renders every file in memory; [`write_site`]
-//! writes them into a fresh folder next to the target and swaps it in with renames.
+//! writes them into a fresh folder next to the target and swaps it in with renames — only
+//! over a folder sonde wrote before (its marker file) or an empty one (`owned_dir`).
 
 pub mod feed;
 pub mod gateway;
@@ -18,6 +19,7 @@ use thiserror::Error;
 use crate::aggregate::rollup::Scalars;
 use crate::aggregate::{TargetStats, summarize};
 use crate::config::Config;
+use crate::owned_dir::{self, OwnedDirError, SITE_MARKER};
 use crate::result::ResultRecord;
 use crate::store::{Incident, Span, Store, StoreError};
 
@@ -42,6 +44,17 @@ pub enum PublishError {
         /// The cause.
         source: askama::Error,
     },
+    /// A file did not serialize.
+    #[error("serializing {file}: {source}")]
+    Serialize {
+        /// The file.
+        file: &'static str,
+        /// The cause.
+        source: serde_json::Error,
+    },
+    /// The folder is not sonde's to replace.
+    #[error(transparent)]
+    Owned(#[from] OwnedDirError),
     /// Writing the site failed.
     #[error("writing the site to {path}: {source}")]
     Io {
@@ -138,10 +151,7 @@ pub type Files = BTreeMap<String, Vec<u8>>;
 pub fn build(config: &Config, snapshot: &Snapshot) -> Result<Files, PublishError> {
     let feed = feed::build(config, &snapshot.stats, snapshot.now_ms);
     let mut files = page::render(config, snapshot, &feed)?;
-    files.insert(
-        "feed.json".into(),
-        serde_json::to_vec_pretty(&feed).unwrap_or_default(),
-    );
+    files.insert("feed.json".into(), feed_json(&feed)?);
     let mut csv = Vec::new();
     crate::printer::write(&mut csv, crate::printer::Format::Csv, &snapshot.recent).map_err(
         |source| PublishError::Io {
@@ -153,9 +163,20 @@ pub fn build(config: &Config, snapshot: &Snapshot) -> Result<Files, PublishError
     Ok(files)
 }
 
-/// Writes `files` as the folder `out`, atomically: into `out.tmp-…`, then `out` is moved
-/// aside and the new folder renamed into place, then the old one removed.
+/// `feed.json`'s bytes; a feed that does not serialize is an error, never an empty feed.
+pub fn feed_json(feed: &feed::Feed) -> Result<Vec<u8>, PublishError> {
+    serde_json::to_vec_pretty(feed).map_err(|source| PublishError::Serialize {
+        file: "feed.json",
+        source,
+    })
+}
+
+/// Writes `files` as the folder `out`, atomically: into `.NAME.tmp-PID` beside it (with
+/// sonde's marker file), then `out` is moved aside, the new folder renamed into place and the
+/// old one removed. Refused when `out` exists, is not empty and has no marker: sonde replaces
+/// only what it wrote. `out` should be a path checked by `owned_dir::Protected`.
 pub fn write_site(out: &Path, files: &Files) -> Result<(), PublishError> {
+    owned_dir::check_owned(out, SITE_MARKER)?;
     let io = |path: &Path| {
         let path = path.to_owned();
         move |source| PublishError::Io { path, source }
@@ -171,18 +192,36 @@ pub fn write_site(out: &Path, files: &Files) -> Result<(), PublishError> {
     let fresh = parent.join(format!(".{name}.tmp-{}", std::process::id()));
     let old = parent.join(format!(".{name}.old-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&fresh);
+    let written = write_tree(&fresh, files).and_then(|()| {
+        let _ = std::fs::remove_dir_all(&old);
+        if out.exists() {
+            std::fs::rename(out, &old).map_err(io(out))?;
+        }
+        std::fs::rename(&fresh, out).map_err(io(out))
+    });
+    if written.is_err() {
+        let _ = std::fs::remove_dir_all(&fresh);
+    }
+    written?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
+}
+
+/// Writes `files` and the marker into the new folder `root`.
+fn write_tree(root: &Path, files: &Files) -> Result<(), PublishError> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| PublishError::Io { path, source }
+    };
+    std::fs::create_dir_all(root).map_err(io(root))?;
+    let marker = root.join(SITE_MARKER);
+    std::fs::write(&marker, owned_dir::marker_text()).map_err(io(&marker))?;
     for (relative, bytes) in files {
-        let path = fresh.join(relative);
+        let path = root.join(relative);
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io(dir))?;
         }
         std::fs::write(&path, bytes).map_err(io(&path))?;
     }
-    let _ = std::fs::remove_dir_all(&old);
-    if out.exists() {
-        std::fs::rename(out, &old).map_err(io(out))?;
-    }
-    std::fs::rename(&fresh, out).map_err(io(out))?;
-    let _ = std::fs::remove_dir_all(&old);
     Ok(())
 }

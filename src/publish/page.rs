@@ -133,6 +133,18 @@ struct Row {
     last_error: String,
     last_checked: String,
     weight: String,
+    /// Who answers: the served model (when it is not the one asked for) and the upstream.
+    served: String,
+    /// Some answer in the feed's window came from another model.
+    substituted: bool,
+    /// Stream answers arrive whole.
+    fake_stream: bool,
+    /// `yes`, `no (3 of 4 whole)` or `–` when no stream probe says.
+    streamed: String,
+    /// Whether the feed routes traffic here.
+    routable: bool,
+    /// What lowered or zeroed the weight.
+    notes: String,
 }
 
 fn row(target: &Target, entry: &FeedTarget, snapshot: &Snapshot, prefix: &str) -> Row {
@@ -162,6 +174,23 @@ fn row(target: &Target, entry: &FeedTarget, snapshot: &Snapshot, prefix: &str) -
     if last_error.chars().count() > 140 {
         last_error = last_error.chars().take(139).collect::<String>() + "…";
     }
+    let mut served = Vec::new();
+    if let Some(model) = entry
+        .served_model
+        .as_deref()
+        .filter(|_| entry.model_substituted)
+    {
+        served.push(format!("answers as {model}"));
+    }
+    if let Some(upstream) = &entry.upstream {
+        served.push(format!("via {upstream}"));
+    }
+    let streamed = match entry.streamed_rate {
+        None => "–".to_owned(),
+        Some(rate) if rate >= 1.0 => "yes".to_owned(),
+        Some(rate) if rate <= 0.0 => "no".to_owned(),
+        Some(rate) => format!("{:.0}% of answers", rate * 100.0),
+    };
     Row {
         id: target.id.clone(),
         href: format!("{prefix}t/{}.html", slug(&target.id)),
@@ -181,6 +210,12 @@ fn row(target: &Target, entry: &FeedTarget, snapshot: &Snapshot, prefix: &str) -
         last_error,
         last_checked,
         weight: format!("{:.2}", entry.weight),
+        served: served.join(" "),
+        substituted: entry.model_substituted,
+        fake_stream: entry.streamed_rate.is_some_and(|rate| rate < 0.5),
+        streamed,
+        routable: entry.routable,
+        notes: entry.notes.join("; "),
     }
 }
 
@@ -454,6 +489,10 @@ struct RunRow {
     ttft: String,
     e2e: String,
     speed: String,
+    /// `yes`/`no` from a probe that checks streaming, `–` from one that says nothing.
+    streamed: &'static str,
+    /// The served model, marked when it is another model.
+    served: String,
     error: String,
 }
 
@@ -471,6 +510,16 @@ fn run_row(r: &ResultRecord) -> RunRow {
         ttft: ms(r.ttft_ms),
         e2e: ms(r.e2e_ms),
         speed: number(r.tokens_per_s),
+        streamed: match r.cap_streaming {
+            Some(true) => "yes",
+            Some(false) => "no",
+            None => "–",
+        },
+        served: match (&r.served_model, r.model_substituted) {
+            (Some(model), true) => format!("≠ {model}"),
+            (Some(model), false) => model.clone(),
+            (None, _) => "–".to_owned(),
+        },
         error,
     }
 }

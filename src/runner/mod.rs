@@ -33,8 +33,9 @@ use crate::measurement::{
 };
 use crate::probe::{Answer, Probe, ProbeKind, nonce};
 use crate::provider::{self, Adapter, Call, GatewayRoute, RateLimits};
-use crate::redact::{Secret, redact_opt};
+use crate::redact::Secret;
 use crate::result::{Outcome, ResultRecord, us_to_ms};
+use crate::sanitize::provider_text;
 use body::{ArrivalClock, BodyError, TimedBody};
 use transport::ConnectSlot;
 
@@ -307,6 +308,11 @@ impl<'a> Attempt<'a> {
         self.rate_limits = RateLimits::from_headers(response.headers());
         self.gateway = GatewayRoute::from_headers(response.headers());
         let clock = ArrivalClock::new(t0);
+        if response.status().is_redirection() {
+            let measured = recorder.finish(self.probe.stream, None);
+            let message = transport::redirect_refusal(&response);
+            return self.record(measured, Outcome::ClientError, Some(message));
+        }
         if !response.status().is_success() {
             let cap = ERROR_BODY_CAP.min(provider.max_body_bytes);
             let body = TimedBody::new(
@@ -443,20 +449,22 @@ impl<'a> Attempt<'a> {
             streamed: measured.streamed,
             served_model: measured
                 .served_model
-                .map(|served| redact_opt(self.key, &served).into_owned()),
+                .map(|served| provider_text(self.key, &served)),
             cost_usd,
             retry_after_s: self.retry_after_s,
-            error: error.map(|text| redact_opt(self.key, &text).into_owned()),
+            error: error.map(|text| provider_text(self.key, &text)),
             connect_ms: ms(self.connect_us),
             close_ms: ms(measured.close_us),
-            finish_reason: measured.finish_reason,
+            finish_reason: measured
+                .finish_reason
+                .map(|reason| provider_text(self.key, &reason)),
             ratelimit_remaining_requests: self.rate_limits.remaining_requests,
             ratelimit_remaining_tokens: self.rate_limits.remaining_tokens,
             model_substituted,
             upstream: measured
                 .upstream
                 .or(self.gateway.model)
-                .map(|upstream| redact_opt(self.key, &upstream).into_owned()),
+                .map(|upstream| provider_text(self.key, &upstream)),
             cap_streaming: flags.streaming,
             cap_usage_in_stream: flags.usage_in_stream,
             cap_tools: flags.tools,

@@ -107,7 +107,10 @@ where
 }
 
 /// Builds the HTTP client for one provider: its headers, no compression (it would delay
-/// chunks), Nagle off, connection timing on.
+/// chunks), Nagle off, connection timing on, and no redirects: a redirect would carry the
+/// key's header (`x-api-key`, `x-goog-api-key` are not stripped as `Authorization` is) to
+/// wherever the provider, or whoever answers for it, points; a probe's redirect is a
+/// `client_error` naming where it led ([`redirect_refusal`]).
 pub fn client(provider: &Provider) -> Result<reqwest::Client, reqwest::Error> {
     install_crypto();
     let mut headers = HeaderMap::new();
@@ -124,8 +127,28 @@ pub fn client(provider: &Provider) -> Result<reqwest::Client, reqwest::Error> {
         .default_headers(headers)
         .tcp_nodelay(true)
         .connect_timeout(provider.timeout)
+        .redirect(reqwest::redirect::Policy::none())
         .connector_layer(ConnectTimingLayer)
         .build()
+}
+
+/// The error text of a redirect sonde did not follow: the status and the origin it led to
+/// (scheme, host, port: never the path or query, which may carry tokens).
+pub fn redirect_refusal(response: &reqwest::Response) -> String {
+    let target = response
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|location| location.to_str().ok())
+        .and_then(|location| response.url().join(location).ok())
+        .map_or_else(
+            || "an address it did not give".to_owned(),
+            |url| url.origin().ascii_serialization(),
+        );
+    format!(
+        "redirected (HTTP {}) to {target}; sonde does not follow redirects, so the key never \
+         goes where base_url does not say: set base_url to the address that answers",
+        response.status().as_u16()
+    )
 }
 
 /// rustls is built with ring (no C toolchain beyond cc); installs it as the process default

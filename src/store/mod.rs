@@ -1,6 +1,7 @@
 //! The SQLite store: raw results, hourly and daily rollups, monthly spend, target states and
-//! incidents. One writer (the daemon, holding `<db>.lock`), any number of readers (export,
-//! publish) thanks to WAL.
+//! incidents. One writer (the daemon, holding an OS lock on the database file itself, so a
+//! second name for it — a symbolic or hard link — is the same lock), any number of readers
+//! (export, publish) thanks to WAL.
 //!
 //! A batch is written in one transaction, synchronously to disk (`synchronous = FULL`): when
 //! [`Store::write`] returns, every result of the batch survives a `kill -9` or a power cut.
@@ -26,14 +27,12 @@ pub use schema::RESULT_COLUMNS;
 pub enum StoreError {
     /// Another daemon holds the store.
     #[error(
-        "{path} is in use by another sonde daemon (it holds {lock}); stop it first, or give \
-         this one another [store] path"
+        "{path} is in use by another sonde daemon (it holds a lock on this file, whatever \
+         name or link it was opened by); stop it first, or give this one another [store] path"
     )]
     Locked {
         /// The database.
         path: PathBuf,
-        /// The lock file.
-        lock: PathBuf,
     },
     /// SQLite failed.
     #[error("store {path}: {source}")]
@@ -150,8 +149,10 @@ pub struct Batch {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
-    /// Held for the writer's lifetime: the OS releases it when the process dies, even by
-    /// `kill -9`, so a crashed daemon never leaves a stale lock.
+    /// The database file, locked (`flock`) for the writer's lifetime: the lock is on the
+    /// file's inode, so every path to it shares it, and the OS releases it when the process
+    /// dies, even by `kill -9`, so a crashed daemon never leaves a stale lock. SQLite's own
+    /// locks are `fcntl` locks, which do not interact with it.
     _lock: Option<File>,
 }
 
@@ -165,9 +166,8 @@ impl Store {
     /// Opens (creating if needed) the store at `path` for writing: takes the lock, sets WAL,
     /// applies pending migrations.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let lock_path = lock_path(path);
         let io = |source| StoreError::Io {
-            path: lock_path.clone(),
+            path: path.to_owned(),
             source,
         };
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -176,14 +176,18 @@ impl Store {
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
+            .read(true)
             .write(true)
-            .open(&lock_path)
+            .open(path)
             .map_err(io)?;
-        if lock.try_lock().is_err() {
-            return Err(StoreError::Locked {
-                path: path.to_owned(),
-                lock: lock_path,
-            });
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked {
+                    path: path.to_owned(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(source)) => return Err(io(source)),
         }
         let mut conn = Connection::open(path).map_err(|source| sqlite(path, source))?;
         conn.execute_batch(
@@ -315,23 +319,7 @@ impl Store {
                     .map_err(e)?;
             }
             for transition in &batch.transitions {
-                tx.execute(
-                    "UPDATE incidents SET end_ms = ?2 WHERE target = ?1 AND end_ms IS NULL",
-                    params![transition.target, transition.at_ms],
-                )
-                .map_err(e)?;
-                if matches!(transition.to, State::Down | State::Degraded) {
-                    tx.execute(
-                        "INSERT INTO incidents (target, state, cause, start_ms) VALUES (?1, ?2, ?3, ?4)",
-                        params![
-                            transition.target,
-                            transition.to.as_str(),
-                            transition.cause,
-                            transition.at_ms
-                        ],
-                    )
-                    .map_err(e)?;
-                }
+                write_transition(&tx, transition).map_err(e)?;
             }
         }
         tx.commit().map_err(e)
@@ -620,17 +608,47 @@ impl Store {
     }
 }
 
+/// Opens, continues, updates or closes the target's incident for one state change: a fall
+/// from good opens an incident (or reopens the last one, on a relapse), a change between
+/// degraded and down keeps the open one (its state is the worst seen), a recovery closes it.
+fn write_transition(tx: &rusqlite::Transaction<'_>, t: &Transition) -> rusqlite::Result<()> {
+    let close = "UPDATE incidents SET end_ms = ?2 WHERE target = ?1 AND end_ms IS NULL";
+    if !t.to.is_bad() {
+        tx.execute(close, params![t.target, t.at_ms])?;
+        return Ok(());
+    }
+    let worst = "state = CASE WHEN ?2 = 'down' THEN 'down' ELSE state END";
+    let continued = if t.from.is_bad() {
+        tx.execute(
+            &format!("UPDATE incidents SET {worst} WHERE target = ?1 AND end_ms IS NULL"),
+            params![t.target, t.to.as_str()],
+        )?
+    } else if t.reopens {
+        tx.execute(
+            &format!(
+                "UPDATE incidents SET end_ms = NULL, {worst} WHERE id = \
+                 (SELECT MAX(id) FROM incidents WHERE target = ?1)"
+            ),
+            params![t.target, t.to.as_str()],
+        )?
+    } else {
+        0
+    };
+    if continued == 0 {
+        tx.execute(close, params![t.target, t.at_ms])?;
+        tx.execute(
+            "INSERT INTO incidents (target, state, cause, start_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![t.target, t.to.as_str(), t.cause, t.at_ms],
+        )?;
+    }
+    Ok(())
+}
+
 fn sqlite(path: &Path, source: rusqlite::Error) -> StoreError {
     StoreError::Sqlite {
         path: path.to_owned(),
         source,
     }
-}
-
-fn lock_path(path: &Path) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(".lock");
-    PathBuf::from(name)
 }
 
 /// Unix ms of a record's RFC 3339 `ts` (0 when it does not parse, which `Runner` never
@@ -683,5 +701,24 @@ mod tests {
             Store::open(&dir.path().join("s.db")),
             Err(StoreError::Locked { .. })
         ));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn every_name_of_the_store_is_the_same_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let _held = Store::open(&path).unwrap();
+        let symlink = dir.path().join("link.db");
+        std::os::unix::fs::symlink(&path, &symlink).unwrap();
+        let hard = dir.path().join("hard.db");
+        std::fs::hard_link(&path, &hard).unwrap();
+        for other in [symlink, hard, dir.path().join("./s.db")] {
+            assert!(
+                matches!(Store::open(&other), Err(StoreError::Locked { .. })),
+                "{}",
+                other.display()
+            );
+        }
     }
 }

@@ -173,14 +173,24 @@ impl State {
                 "recorded"
             );
         }
+        // Going down is what an operator must hear about; every other change is routine.
+        macro_rules! state_changed {
+            ($level:ident, $transition:expr) => {
+                tracing::$level!(
+                    target_id = %$transition.target,
+                    from = $transition.from.as_str(),
+                    to = $transition.to.as_str(),
+                    cause = %$transition.cause,
+                    "state changed"
+                )
+            };
+        }
         for transition in &batch.transitions {
-            tracing::warn!(
-                target_id = %transition.target,
-                from = transition.from.as_str(),
-                to = transition.to.as_str(),
-                cause = %transition.cause,
-                "state changed"
-            );
+            if transition.to == crate::aggregate::health::State::Down {
+                state_changed!(warn, transition);
+            } else {
+                state_changed!(info, transition);
+            }
         }
     }
 
