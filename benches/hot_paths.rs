@@ -15,8 +15,9 @@
 mod common;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use sonde::aggregate::Latency;
 use sonde::aggregate::rollup::Rollup;
-use sonde::aggregate::{Latency, summarize};
+use sonde::publish::windows::summarize;
 use sonde::publish::{self, Snapshot, feed};
 use sonde::store::Store;
 

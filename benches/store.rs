@@ -3,17 +3,17 @@
 //! time to compute every window (5m, 1h, 24h, 7d, 30d) of every target.
 //!
 //! `cargo bench --bench store` prints the generation time and the file size once, then
-//! criterion times `aggregate::summarize`. The store is kept in `target/sonde-bench-30d.db`
+//! criterion times `publish::windows::summarize`. The store is kept in `target/sonde-bench-30d.db`
 //! and reused while it holds the expected rows (delete it to regenerate).
 
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use sonde::aggregate::summarize;
 use sonde::config::Config;
+use sonde::publish::windows::summarize;
 use sonde::result::Outcome;
 use sonde::runner::{Scheduled, not_sent};
 use sonde::store::Store;
@@ -59,9 +59,7 @@ fn prepare(config: &Config) -> std::path::PathBuf {
             (0..TARGETS).map(move |t| {
                 let mut record = templates[t].clone();
                 let at = start + minute * 60_000 + t as i64 * 500;
-                record.ts =
-                    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(at as u64))
-                        .to_string();
+                record.ts = sonde::units::Timestamp::from_ms(at);
                 record.run_id = format!("{t:03}-{minute:08}");
                 let wobble = ((minute * 7919 + t as i64 * 104_729) % 1000) as f64;
                 if wobble < 8.0 {
@@ -107,11 +105,11 @@ fn windows(c: &mut Criterion) {
     let raw = store.results_since(now - 3_600_000, None).expect("raw");
     let t_raw = parts.elapsed();
     let hourly = store
-        .rollups_since(sonde::store::Span::Hour, now - 25 * 3_600_000)
+        .rollups_since(sonde::aggregate::rollup::Span::Hour, now - 25 * 3_600_000)
         .expect("hourly");
     let t_hourly = parts.elapsed() - t_raw;
     let daily = store
-        .rollups_since(sonde::store::Span::Day, now - 31 * 86_400_000)
+        .rollups_since(sonde::aggregate::rollup::Span::Day, now - 31 * 86_400_000)
         .expect("daily");
     let t_daily = parts.elapsed() - t_raw - t_hourly;
     println!(

@@ -3,11 +3,14 @@
 //! A run reserves its worst case (the prompt, its tool schema and every token `max_tokens`
 //! allows, at the model's prices) before it is sent; if this month's spend plus what is
 //! reserved plus that would pass a cap, it is not sent and is recorded as `skipped_budget`.
-//! When it finishes, the reservation is replaced by what it really cost. Spend is loaded from
-//! the store at start, so it survives restarts; the month is the calendar month in UTC.
+//! When it finishes, the reservation is replaced by what it really cost ([`Reservation::settle`]);
+//! a run that never finishes (abandoned at shutdown, cancelled while waiting for its gate)
+//! gives its reservation back when the [`Reservation`] is dropped, so nothing stays reserved
+//! for ever. Spend is loaded from the store at start, so it survives restarts; the month is
+//! the calendar month in UTC.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::config::{Budget, Config, Target};
 use crate::probe::{Probe, ProbeKind};
@@ -28,19 +31,53 @@ struct Account {
     reserved_tokens: u64,
 }
 
-/// What a run reserved; give it back to [`Budgets::settle`].
-#[derive(Debug, Clone, PartialEq)]
+/// What a run reserved: settled with what the run spent, or released when dropped unsettled.
+#[derive(Debug)]
 pub struct Reservation {
-    provider: String,
+    /// The provider's account; `None` for a provider without one.
+    account: Option<Arc<Mutex<Account>>>,
     month: String,
     usd: f64,
     tokens: u64,
 }
 
+impl Reservation {
+    /// Replaces the reservation by what the run really spent.
+    pub fn settle(mut self, record: &ResultRecord) {
+        let spent = (
+            record.cost_usd.unwrap_or(0.0),
+            u64::from(record.input_tokens.unwrap_or(0))
+                + u64::from(record.output_tokens.unwrap_or(0)),
+        );
+        self.give_back(spent);
+    }
+
+    /// Takes the reservation off its account and adds `spent` (USD, tokens); once.
+    fn give_back(&mut self, (usd, tokens): (f64, u64)) {
+        let Some(account) = self.account.take() else {
+            return;
+        };
+        let mut account = account.lock().unwrap_or_else(|poison| poison.into_inner());
+        if account.month != self.month {
+            return;
+        }
+        account.reserved_usd = (account.reserved_usd - self.usd).max(0.0);
+        account.reserved_tokens = account.reserved_tokens.saturating_sub(self.tokens);
+        account.spent_usd += usd;
+        account.spent_tokens += tokens;
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.give_back((0.0, 0));
+    }
+}
+
 /// Every provider's account.
 #[derive(Debug, Default)]
 pub struct Budgets {
-    accounts: HashMap<String, Mutex<Account>>,
+    accounts: HashMap<String, Arc<Mutex<Account>>>,
 }
 
 /// A run's worst case: USD (0 without prices) and tokens.
@@ -82,7 +119,7 @@ impl Budgets {
                     spent_tokens: tokens,
                     ..Account::default()
                 };
-                (provider.name.clone(), Mutex::new(account))
+                (provider.name.clone(), Arc::new(Mutex::new(account)))
             })
             .collect();
         Budgets { accounts }
@@ -97,18 +134,15 @@ impl Budgets {
         month: &str,
     ) -> Result<Reservation, String> {
         let (usd, tokens) = worst_case(target, probe);
-        let reservation = Reservation {
-            provider: target.provider.name.clone(),
-            month: month.to_owned(),
-            usd,
-            tokens,
+        let Some(shared) = self.accounts.get(&target.provider.name) else {
+            return Ok(Reservation {
+                account: None,
+                month: month.to_owned(),
+                usd,
+                tokens,
+            });
         };
-        let Some(account) = self.accounts.get(&target.provider.name) else {
-            return Ok(reservation);
-        };
-        let Ok(mut account) = account.lock() else {
-            return Ok(reservation);
-        };
+        let mut account = shared.lock().unwrap_or_else(|poison| poison.into_inner());
         if account.month != month {
             *account = Account {
                 cap: account.cap,
@@ -138,22 +172,44 @@ impl Budgets {
         }
         account.reserved_usd += usd;
         account.reserved_tokens += tokens;
-        Ok(reservation)
+        Ok(Reservation {
+            account: Some(Arc::clone(shared)),
+            month: month.to_owned(),
+            usd,
+            tokens,
+        })
     }
+}
 
-    /// Replaces a reservation by what the run really spent.
-    pub fn settle(&self, reservation: Reservation, record: &ResultRecord) {
-        let Some(Ok(mut account)) = self.accounts.get(&reservation.provider).map(Mutex::lock)
-        else {
-            return;
-        };
-        if account.month != reservation.month {
-            return;
-        }
-        account.reserved_usd = (account.reserved_usd - reservation.usd).max(0.0);
-        account.reserved_tokens = account.reserved_tokens.saturating_sub(reservation.tokens);
-        account.spent_usd += record.cost_usd.unwrap_or(0.0);
-        account.spent_tokens += u64::from(record.input_tokens.unwrap_or(0))
-            + u64::from(record.output_tokens.unwrap_or(0));
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::probe::ProbeSet;
+
+    #[test]
+    fn an_unsettled_reservation_is_given_back_when_dropped() {
+        let config = Config::parse(
+            Path::new("t.toml"),
+            "[[providers]]\nname = \"p\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\n\
+             budget = { monthly_tokens = 500 }\n[[providers.models]]\nid = \"m\"\n",
+        )
+        .unwrap();
+        let target = &config.targets[0];
+        let probe = ProbeSet::builtin().get("stream").unwrap().clone();
+        let (_, worst) = worst_case(target, &probe);
+        assert!(worst > 250 && worst <= 500, "{worst}: one fits, two do not");
+        let budgets = Budgets::new(&config, &HashMap::new(), "2026-01");
+        let first = budgets.reserve(target, &probe, "2026-01").unwrap();
+        assert!(budgets.reserve(target, &probe, "2026-01").is_err());
+        drop(first);
+        let second = budgets.reserve(target, &probe, "2026-01").unwrap();
+        let mut record = crate::result::sample(crate::result::Outcome::Ok);
+        record.input_tokens = Some(10);
+        record.output_tokens = Some(20);
+        second.settle(&record);
+        let third = budgets.reserve(target, &probe, "2026-01");
+        assert!(third.is_ok(), "30 spent + {worst} reserved fits in 500");
     }
 }

@@ -7,8 +7,41 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::probe::Capability;
 use crate::result::{Outcome, ResultRecord};
+
+/// A capability a probe's results establish for a target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Capability {
+    /// Content really streams (the `streamed` rule).
+    Streaming,
+    /// Token usage arrives inside a stream.
+    UsageInStream,
+    /// Function calling: a well-formed call with the expected arguments.
+    Tools,
+    /// JSON mode: the answer parses and has the requested keys.
+    Json,
+}
+
+impl Capability {
+    /// Every capability, in display order.
+    pub const ALL: [Capability; 4] = [
+        Capability::Streaming,
+        Capability::UsageInStream,
+        Capability::Tools,
+        Capability::Json,
+    ];
+
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Capability::Streaming => "streaming",
+            Capability::UsageInStream => "usage_in_stream",
+            Capability::Tools => "tools",
+            Capability::Json => "json",
+        }
+    }
+}
 
 /// What one run showed, the facts [`observe`] needs.
 #[derive(Debug, Clone, Copy)]

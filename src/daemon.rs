@@ -24,8 +24,9 @@ use crate::result::Outcome;
 use crate::runner::{self, Runner, RunnerError, Scheduled};
 use crate::scheduler::Schedule;
 use crate::server::{self, Site};
-use crate::store::writer::{RecordSender, Writer, month_of, now_ms};
+use crate::store::writer::{RecordSender, Writer};
 use crate::store::{Store, StoreError};
+use crate::units::{month_of, now_ms};
 
 /// Why the daemon could not start.
 #[derive(Debug, Error)]
@@ -84,6 +85,7 @@ pub async fn run(
     let spent = store.month_spend(&month_of(now_ms()))?;
     let budgets = Budgets::new(&config, &spent, &month_of(now_ms()));
     let (writer, records) = Writer::spawn(store, config.store.clone(), config.health)?;
+    let sends = records.counts();
     let stats = Arc::new(Stats::default());
     let shared = Arc::new(Shared {
         runner: Runner::new(&config)?,
@@ -148,6 +150,8 @@ pub async fn run(
         skipped_budget = stats.skipped_budget.load(Ordering::Relaxed),
         rate_limit_pauses = stats.rate_limit_pauses.load(Ordering::Relaxed),
         abandoned = stats.abandoned.load(Ordering::Relaxed),
+        writer_waits = sends.waited.load(Ordering::Relaxed),
+        lost = sends.dropped.load(Ordering::Relaxed),
         "sonde daemon stopped; every recorded run is on disk"
     );
     Ok(stats)
@@ -235,7 +239,7 @@ async fn one_run(
             shared.stats.skipped_budget.fetch_add(1, Ordering::Relaxed);
             let record =
                 runner::not_sent(&target, &probe, scheduled, Outcome::SkippedBudget, reason);
-            let _ = shared.records.send(record);
+            shared.records.send(record).await;
             return;
         }
     };
@@ -276,9 +280,9 @@ async fn one_run(
             "{why}: pausing every probe on this provider"
         );
     }
-    shared.budgets.settle(reservation, &record);
+    reservation.settle(&record);
     shared.stats.runs.fetch_add(1, Ordering::Relaxed);
-    let _ = shared.records.send(record);
+    shared.records.send(record).await;
 }
 
 /// Marks a job free when its run ends, however it ends.

@@ -1,7 +1,7 @@
 //! sonde probes LLM APIs and measures, minute by minute, which provider of a model is up,
 //! fast, really streaming, within rate limits and within budget.
 //!
-//! The modules follow the data flow of DESIGN.md: [`config`] and [`probe`] say what to run,
+//! The modules follow the data flow of docs/design.md: [`config`] and [`probe`] say what to run,
 //! [`runner`] runs it through a [`provider`] adapter, [`measurement`] turns timestamped
 //! events into timings, [`result`] is the record every later stage reads, [`capability`] says what a
 //! target can do, [`printer`]
@@ -30,3 +30,4 @@ pub mod server;
 pub mod simulator;
 pub mod store;
 pub mod timer;
+pub mod units;

@@ -2,7 +2,7 @@
 //!
 //! This module knows clocks and nothing about providers: adapters turn wire formats into
 //! [`Event`]s, the runner stamps each with the arrival [`Instant`] of the bytes that completed
-//! it, and the [`Recorder`] applies DESIGN.md's measurement rules. Times are kept as whole
+//! it, and the [`Recorder`] applies docs/design.md's measurement rules. Times are kept as whole
 //! microseconds since `t0`.
 //!
 //! Events that arrive in the same read share one instant. Such a batch is one *arrival*: ITL
@@ -181,7 +181,12 @@ impl Recorder {
 
     /// Records one event that arrived at `at`.
     pub fn event(&mut self, at: Instant, event: Event<'_>) {
-        let us = self.since_t0(at);
+        self.event_us(self.since_t0(at), event);
+    }
+
+    /// Records one event that arrived `us` microseconds after t0 (an arrival clock's stamp,
+    /// already counted from the same t0).
+    pub fn event_us(&mut self, us: u64, event: Event<'_>) {
         match event {
             Event::Content { kind, text } => self.content(us, kind, text),
             Event::Usage(usage) => merge_usage(&mut self.usage, usage),
@@ -231,6 +236,11 @@ impl Recorder {
     /// terminal event was seen.
     pub fn finish(self, streaming_request: bool, end: Option<Instant>) -> Measured {
         let end_us = end.map(|at| self.since_t0(at));
+        self.finish_us(streaming_request, end_us)
+    }
+
+    /// [`Recorder::finish`] with the end in microseconds after t0.
+    pub fn finish_us(self, streaming_request: bool, end_us: Option<u64>) -> Measured {
         let (itl_p50_us, itl_max_us) = gap_stats(&self.gaps_us);
         let done = self.close_us.is_some();
         Measured {

@@ -8,9 +8,11 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::units::Timestamp;
+
 /// What happened to a run: `ok`, or exactly one class of failure.
 ///
-/// The classes are the ones of DESIGN.md, plus `cut_off`: the answer was ended by the token
+/// The classes are the ones of docs/design.md. `cut_off`: the answer was ended by the token
 /// limit before it passed validation. That is the probe's sizing (a reasoning model spent
 /// `max_tokens` on thinking), not a provider fault, so it is kept apart from
 /// `content_mismatch`.
@@ -121,11 +123,13 @@ impl fmt::Display for Outcome {
 /// Times are milliseconds from `t0` (just before the request was written) with microsecond
 /// resolution; `None` (null in JSON, empty in CSV) means the run never reached that point or
 /// the figure is undefined (TTFT of a non-streamed answer). The field order is the column
-/// order of the CSV: DESIGN.md's fields first, then the ones added since.
+/// order of the CSV: the first fields are the stable ones gateways and scripts read, the
+/// ones added since follow.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResultRecord {
-    /// Wall-clock time the run was scheduled for, RFC 3339 UTC.
-    pub ts: String,
+    /// Wall-clock time the run was scheduled for: unix ms inside, RFC 3339 UTC in JSON, CSV
+    /// and the store.
+    pub ts: Timestamp,
     /// `provider/model`.
     pub target: String,
     /// Provider name from the config.
@@ -211,11 +215,6 @@ pub struct ResultRecord {
     /// the printed record: a run carries a few dozen of them, and only aggregation needs them.
     #[serde(skip)]
     pub itl_gaps_us: Vec<u32>,
-}
-
-/// Converts microseconds to the record's milliseconds.
-pub fn us_to_ms(us: u64) -> f64 {
-    us as f64 / 1000.0
 }
 
 /// A record with every optional field empty, for unit tests.

@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -26,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::publish::{self, Files, PublishError, Snapshot, feed, metrics};
 use crate::store::Store;
+use crate::units::now_ms;
 
 /// How long `/feed.json` and `/metrics` may be reused.
 const FRESH_FOR: Duration = Duration::from_secs(1);
@@ -74,11 +74,7 @@ impl Site {
             }
             Ok(files)
         })
-        .await
-        .map_err(|err| PublishError::Io {
-            path: PathBuf::from("render task"),
-            source: std::io::Error::other(err.to_string()),
-        })??;
+        .await??;
         let files = files
             .into_iter()
             .map(|(k, v)| (k, Bytes::from(v)))
@@ -129,18 +125,14 @@ impl Site {
             let store = Store::open_read_only(&site.config.store.path)?;
             let ids: Vec<String> = site.config.targets.iter().map(|t| t.id.clone()).collect();
             let now = now_ms();
-            let stats = crate::aggregate::summarize(&store, &ids, now)?;
+            let stats = publish::windows::summarize(&store, &ids, now)?;
             let feed = feed::build(&site.config, &stats, now);
             Ok(match which {
                 Fresh::Feed => publish::feed_json(&feed)?,
                 Fresh::Metrics => metrics::render(&stats, &feed).into_bytes(),
             })
         })
-        .await
-        .map_err(|err| PublishError::Io {
-            path: PathBuf::from("feed task"),
-            source: std::io::Error::other(err.to_string()),
-        })??;
+        .await??;
         let body = Bytes::from(body);
         if let Ok(mut cached) = self.cache(which).lock() {
             *cached = Some((Instant::now(), body.clone()));
@@ -153,10 +145,6 @@ impl Site {
 enum Fresh {
     Feed,
     Metrics,
-}
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }
 
 /// The routes.

@@ -5,15 +5,17 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
+use sonde::aggregate::Window;
 use sonde::aggregate::health::State;
-use sonde::aggregate::{Window, summarize};
 use sonde::config::{Config, HealthConfig, StoreConfig};
+use sonde::publish::windows::summarize;
 use sonde::result::{Outcome, ResultRecord};
 use sonde::runner::{Scheduled, not_sent};
 use sonde::store::Store;
 use sonde::store::writer::Writer;
+use sonde::units::now_ms;
 
 fn config() -> Config {
     Config::parse(
@@ -55,19 +57,14 @@ fn write_with(dir: &Path, records: Vec<ResultRecord>, health: HealthConfig) -> S
         rollup_retention_days: 400,
     };
     let (writer, sender) = Writer::spawn(store, store_config, health).unwrap();
-    for record in records {
-        sender.send(record).unwrap();
-    }
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        for record in records {
+            sender.send(record).await;
+        }
+    });
     drop(sender);
     writer.join();
     Store::open_read_only(&path).unwrap()
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
 }
 
 /// The nearest-rank percentile of `values`.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
-use sonde::bench::report::Summary;
+use sonde::bench::figures::Summary;
 use sonde::result::{Outcome, ResultRecord};
 use tokio::sync::{Mutex, MutexGuard};
 

@@ -1,7 +1,10 @@
 //! The status page in a real browser: headless Chromium (Debian's `chromium` and
 //! `chromium-driver`, installed by `.ci/run`) driven over the WebDriver protocol. It loads
-//! the served index and a target page, checks the key elements render and the console has
-//! no errors, and saves screenshots under `target/test-output/`.
+//! the served index, a target page and a group's comparison page at 1400 px and 390 px, in
+//! light and dark, checks what a reader sees (no sideways scrolling, figures in columns,
+//! unwrapped times, p95 drawn, axis labels inside their chart and sized between readable and
+//! body text, legends), that the console has no errors, and saves a screenshot of each under
+//! `target/test-output/`.
 //!
 //! Without chromedriver the test says so loudly and passes, unless `SONDE_REQUIRE_BROWSER=1`
 //! (set by `.ci/run`), where its absence fails the test.
@@ -98,6 +101,8 @@ async fn served_site(dir: &Path) -> (String, CancellationToken) {
         "[store]\npath = \"{}\"\n{}",
         dir.join("sonde.db").display(),
         common::config_text(&sim.base_url(), "", &["fast", "broken"])
+            .replace("id = \"fast\"\n", "id = \"fast\"\ngroup = \"chat\"\n")
+            .replace("id = \"broken\"\n", "id = \"broken\"\ngroup = \"chat\"\n")
     );
     let config = Config::parse(&dir.join("sonde.toml"), &text).unwrap();
     let runner = Runner::new(&config).unwrap();
@@ -160,20 +165,10 @@ impl Session {
         found.as_array().map_or(0, Vec::len)
     }
 
-    /// The WebDriver id of the first element matching a CSS selector.
-    async fn element(&self, selector: &str) -> String {
-        let found = self
-            .post(
-                "element",
-                json!({"using": "css selector", "value": selector}),
-            )
-            .await;
-        found
-            .as_object()
-            .and_then(|object| object.values().next())
-            .and_then(Value::as_str)
-            .unwrap_or_else(|| panic!("no element matches {selector}: {found}"))
-            .to_owned()
+    /// Runs `script` in the page and returns its value.
+    async fn script(&self, script: &str) -> Value {
+        self.post("execute/sync", json!({"script": script, "args": []}))
+            .await
     }
 
     /// Saves a PNG screenshot under `target/test-output/`.
@@ -239,26 +234,132 @@ async fn the_status_page_renders_in_chromium_without_console_errors() {
         base: format!("{}/session/{id}", driver.base),
     };
 
-    page.post("url", json!({"url": url})).await;
+    page.post("url", json!({"url": url.clone()})).await;
     assert_eq!(page.get("title").await, "LLM provider status");
     assert_eq!(page.count(".t").await, 2, "one row per target");
-    for selector in [".bar", ".st.ok", ".st.down", "footer a[href='feed.json']"] {
+    for selector in [
+        ".bar",
+        ".barx",
+        ".legend .sw.i",
+        ".st.ok",
+        ".st.down",
+        "footer a[href='feed.json']",
+    ] {
         assert!(page.count(selector).await > 0, "{selector} is on the index");
     }
-    page.screenshot("browser-index.png").await;
+    let target = page
+        .script("return document.querySelector(\"a[href^='t/sim_fast']\").getAttribute('href')")
+        .await;
+    let target = format!("{url}{}", target.as_str().unwrap());
+    let group = page
+        .script("return document.querySelector(\"h2 a[href^='g/']\").getAttribute('href')")
+        .await;
+    let group = format!("{url}{}", group.as_str().unwrap());
 
-    let link = page.element("a[href^='t/sim_fast']").await;
-    page.post(&format!("element/{link}/click"), json!({})).await;
-    let heading = page.element("h1").await;
-    let text = page.get(&format!("element/{heading}/text")).await;
-    assert!(text.as_str().unwrap().starts_with("sim/"), "{text}");
-    for selector in ["table", ".heat", "section h2"] {
+    // Every page at a desktop's and a phone's width, in light and dark.
+    for (width, scheme) in [
+        (1400, "light"),
+        (1400, "dark"),
+        (390, "light"),
+        (390, "dark"),
+    ] {
+        page.post("window/rect", json!({"width": width, "height": 1100}))
+            .await;
+        page.post(
+            "goog/cdp/execute",
+            json!({"cmd": "Emulation.setEmulatedMedia", "params": {
+                "features": [{"name": "prefers-color-scheme", "value": scheme}]}}),
+        )
+        .await;
+        for (name, address) in [("index", &url), ("target", &target), ("group", &group)] {
+            page.post("url", json!({"url": address})).await;
+            let at = format!("{name} at {width} px, {scheme}");
+            assert_eq!(
+                page.script("return document.documentElement.scrollWidth <= window.innerWidth + 1")
+                    .await,
+                true,
+                "{at}: the page scrolls sideways; wide tables must scroll in their own box"
+            );
+            let background = page
+                .script("return getComputedStyle(document.body).backgroundColor")
+                .await;
+            let want = if scheme == "dark" {
+                "rgb(13, 17, 23)"
+            } else {
+                "rgb(255, 255, 255)"
+            };
+            assert_eq!(background, want, "{at}");
+            page.screenshot(&format!("browser-{name}-{width}-{scheme}.png"))
+                .await;
+        }
+        page.post("url", json!({"url": url.clone()})).await;
+        // Timestamps stay on one line.
+        let lines = page
+            .script(
+                "const t = document.querySelector('header time'); \
+                 return t.getBoundingClientRect().height / parseFloat(getComputedStyle(t).lineHeight)",
+            )
+            .await;
+        assert!(lines.as_f64().unwrap() < 1.5, "the time wraps: {lines}");
+        if width == 1400 {
+            // The figures of every row line up in columns.
+            let lefts = page
+                .script(
+                    "return Array.from(document.querySelectorAll('.t .f')) \
+                     .map(f => Array.from(f.children).map(c => Math.round(c.getBoundingClientRect().left)))",
+                )
+                .await;
+            let rows = lefts.as_array().unwrap();
+            assert!(rows.windows(2).all(|pair| pair[0] == pair[1]), "{lefts}");
+        }
+
+        page.post("url", json!({"url": target.clone()})).await;
+        assert!(page.count("svg.chart circle.p95").await > 0, "p95 is drawn");
+        assert!(page.count(".heat").await > 0 && page.count(".legend .sw.h0").await > 0);
         assert!(
-            page.count(selector).await > 0,
-            "{selector} is on the target page"
+            page.count("#days table").await > 0,
+            "the bar's days as a table"
+        );
+        // Every axis label inside its chart, no larger than body text, readable on a phone.
+        let labels = page
+            .script(
+                "const svg = document.querySelector('svg.chart').getBoundingClientRect(); \
+                 return Array.from(document.querySelectorAll('svg.chart text.axis')) \
+                   .filter(t => getComputedStyle(t).display !== 'none') \
+                   .map(t => { const r = t.getBoundingClientRect(); \
+                     return [r.left - svg.left, svg.right - r.right, r.height]; })",
+            )
+            .await;
+        let body = 15.0;
+        for label in labels.as_array().unwrap() {
+            let [left, right, height] = [0, 1, 2].map(|i| label[i].as_f64().unwrap());
+            assert!(
+                left >= -0.5 && right >= -0.5,
+                "{width}: a label is clipped: {label}"
+            );
+            assert!(
+                height <= body * 1.45,
+                "{width}: an axis label outgrows body text: {label}"
+            );
+            assert!(
+                height >= 9.0,
+                "{width}: an axis label is too small to read: {label}"
+            );
+        }
+
+        page.post("url", json!({"url": group.clone()})).await;
+        assert_eq!(
+            page.count("figure.cmp svg").await,
+            4,
+            "the group's comparison charts"
+        );
+        // fast: all four figures; broken: availability (0 %) and price.
+        assert_eq!(
+            page.count("figure.cmp svg rect.barv").await,
+            6,
+            "a bar per known figure"
         );
     }
-    page.screenshot("browser-target.png").await;
 
     let logs = page.post("se/log", json!({"type": "browser"})).await;
     let errors: Vec<&Value> = logs

@@ -405,7 +405,7 @@ fn route_groups_name_known_groups_and_capabilities() {
         &format!("[groups.deepseek-v3]\nrequire = [\"tools\", \"streaming\", \"tools\"]\n{GOOD}"),
     )
     .unwrap();
-    use sonde::probe::Capability;
+    use sonde::capability::Capability;
     assert_eq!(
         config.groups["deepseek-v3"].require,
         [Capability::Streaming, Capability::Tools]

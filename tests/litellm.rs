@@ -17,13 +17,14 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sonde::config::Config;
 use sonde::result::{Outcome, ResultRecord};
 use sonde::store::Store;
 use sonde::store::writer::import;
+use sonde::units::now_ms;
 
 const MASTER_KEY: &str = "sk-sonde-litellm-master-0123456789";
 
@@ -370,8 +371,7 @@ async fn through_litellm_sonde_measures_and_classifies_as_it_does_directly() {
         .map(|r| {
             assert_eq!(r.outcome, Outcome::RateLimited, "{r:?}");
             assert_eq!(r.retry_after_s, Some(2.0), "{r:?}");
-            let at = chrono::DateTime::parse_from_rfc3339(&r.ts).unwrap();
-            at.timestamp_millis() as f64 + r.queue_lag_ms
+            r.ts.ms() as f64 + r.queue_lag_ms
         })
         .collect();
     starts.sort_by(f64::total_cmp);
@@ -402,13 +402,6 @@ async fn through_litellm_sonde_measures_and_classifies_as_it_does_directly() {
         wrong["paced"]
     );
     drop(proxy);
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

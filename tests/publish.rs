@@ -7,16 +7,18 @@ mod common;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use sonde::aggregate::{Window, summarize};
+use sonde::aggregate::Window;
 use sonde::config::Config;
+use sonde::publish::windows::summarize;
 use sonde::publish::{self, Snapshot, feed, gateway, metrics};
 use sonde::result::Outcome;
 use sonde::runner::{Runner, Scheduled};
 use sonde::server::{self, Site};
 use sonde::store::Store;
 use sonde::store::writer::import;
+use sonde::units::now_ms;
 use tokio_util::sync::CancellationToken;
 
 const EVIL: &str = "<script>alert(1)</script>";
@@ -58,13 +60,6 @@ base_url = "{base_url}"
 "#,
         store = store.display()
     )
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
 }
 
 /// A store with scripted history for the three targets, plus one real auth failure (whose

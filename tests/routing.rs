@@ -7,24 +7,18 @@ mod common;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use proptest::prelude::*;
-use sonde::aggregate::summarize;
 use sonde::config::Config;
+use sonde::publish::windows::summarize;
 use sonde::publish::{self, Snapshot, feed, gateway};
 use sonde::result::{Outcome, ResultRecord};
 use sonde::server::{self, Site};
 use sonde::store::Store;
 use sonde::store::writer::import;
+use sonde::units::now_ms;
 use tokio_util::sync::CancellationToken;
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 /// Four providers of one route group that requires tools: `honest`, `swapper` (answers with
 /// another model), `buffer` (fake streaming) and `notools` (refused the tools probe).

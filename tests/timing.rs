@@ -1,5 +1,5 @@
 //! Timings measured against the simulator with known injected delays. Bounds are generous
-//! (DESIGN.md: speed is for benchmarks, tests check correctness).
+//! (speed is measured in benchmarks; tests check correctness).
 
 mod common;
 

@@ -87,7 +87,7 @@ pub enum Verdict {
     Neutral,
 }
 
-/// The verdict on a run, as DESIGN.md counts availability.
+/// The verdict on a run, as docs/design.md counts availability.
 pub fn verdict(record: &ResultRecord) -> Verdict {
     let capability_refuted = record.cap_tools == Some(false) || record.cap_json == Some(false);
     match record.outcome {

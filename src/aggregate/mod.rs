@@ -1,5 +1,6 @@
 //! Aggregation: rollups, target states, and the windows the status page, feed and reports
-//! read.
+//! read. Pure folding and merging: nothing here reads the store or the network (the store's
+//! writer folds runs with these types; `publish::windows` reads rollups into them).
 //!
 //! Windows: `5m` and `1h` are computed from raw results; `24h` from the hourly rollups of the
 //! current hour and the 23 before it; `7d` and `30d` from the daily rollups of the current
@@ -10,17 +11,17 @@ pub mod fidelity;
 pub mod health;
 pub mod rollup;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::capability::Capabilities;
 use crate::result::Outcome;
-use crate::store::{RollupRow, Span, Store, StoreError};
+use crate::units::round3;
 use fidelity::Fidelity;
 use health::State;
-use rollup::{Count, Rollup, TPS_SCALE};
+use rollup::{Count, Rollup, Span, TPS_SCALE};
 
 /// The windows every figure is published for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -63,7 +64,7 @@ impl Window {
     }
 
     /// Where its runs begin, for `now_ms`.
-    fn start(self, now_ms: i64) -> i64 {
+    pub fn start(self, now_ms: i64) -> i64 {
         match self {
             Window::M5 => now_ms - 300_000,
             Window::H1 => now_ms - Span::Hour.ms(),
@@ -156,11 +157,6 @@ pub fn min_samples(q: f64) -> u64 {
     ((1.0 / (1.0 - q)).round() as u64).max(1)
 }
 
-/// Rounds to three decimals (µs for figures in ms).
-pub fn round3(value: f64) -> f64 {
-    (value * 1000.0).round() / 1000.0
-}
-
 /// Latency and speed percentiles of some runs.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Latency {
@@ -223,7 +219,8 @@ pub struct WindowStats {
 }
 
 impl WindowStats {
-    fn of(window: Window, per_probe: &BTreeMap<String, Rollup>) -> WindowStats {
+    /// The figures of `window` from its merged rollups, one per probe.
+    pub fn of(window: Window, per_probe: &BTreeMap<String, Rollup>) -> WindowStats {
         let mut all = Rollup::default();
         for rollup in per_probe.values() {
             all.merge(rollup);
@@ -271,89 +268,4 @@ impl TargetStats {
     pub fn window(&self, window: Window) -> Option<&WindowStats> {
         self.windows.iter().find(|w| w.window == window)
     }
-}
-
-/// Per window, per target, per probe: the merged rollup.
-type Merged = HashMap<Window, HashMap<String, BTreeMap<String, Rollup>>>;
-
-fn slot<'a>(merged: &'a mut Merged, window: Window, target: &str, probe: &str) -> &'a mut Rollup {
-    merged
-        .entry(window)
-        .or_default()
-        .entry(target.to_owned())
-        .or_default()
-        .entry(probe.to_owned())
-        .or_default()
-}
-
-fn merge_into(merged: &mut Merged, window: Window, target: &str, probe: &str, rollup: &Rollup) {
-    slot(merged, window, target, probe).merge(rollup);
-}
-
-/// Every window of every target in the store (and of each of `targets`, with no runs yet),
-/// at `now_ms`.
-pub fn summarize(
-    store: &Store,
-    targets: &[String],
-    now_ms: i64,
-) -> Result<Vec<TargetStats>, StoreError> {
-    let mut merged: Merged = HashMap::new();
-    for (record, at) in store.results_since(Window::H1.start(now_ms), None)? {
-        for window in [Window::M5, Window::H1] {
-            if at >= window.start(now_ms) {
-                slot(&mut merged, window, &record.target, &record.probe).add(&record, at);
-            }
-        }
-    }
-    let hourly: Vec<RollupRow> = store.rollups_since(Span::Hour, Window::H24.start(now_ms))?;
-    for row in &hourly {
-        merge_into(
-            &mut merged,
-            Window::H24,
-            &row.target,
-            &row.probe,
-            &row.rollup,
-        );
-    }
-    for row in store.rollups_since(Span::Day, Window::D30.start(now_ms))? {
-        for window in [Window::D7, Window::D30] {
-            if row.bucket >= window.start(now_ms) {
-                merge_into(&mut merged, window, &row.target, &row.probe, &row.rollup);
-            }
-        }
-    }
-    let health = store.health()?;
-    let mut names: Vec<String> = targets.to_vec();
-    for per_target in merged.values() {
-        for target in per_target.keys() {
-            if !names.contains(target) {
-                names.push(target.clone());
-            }
-        }
-    }
-    let empty = BTreeMap::new();
-    Ok(names
-        .into_iter()
-        .map(|target| {
-            let windows = Window::ALL
-                .iter()
-                .map(|&window| {
-                    let per_probe = merged
-                        .get(&window)
-                        .and_then(|targets| targets.get(&target))
-                        .unwrap_or(&empty);
-                    WindowStats::of(window, per_probe)
-                })
-                .collect();
-            let (state, state_since_ms) = health
-                .get(&target)
-                .map_or((State::Unknown, 0), |h| (h.state, h.since_ms));
-            TargetStats {
-                target,
-                state,
-                state_since_ms,
-                windows,
-            }
-        })
-        .collect())
 }

@@ -27,6 +27,38 @@ pub type Count = u32;
 /// Tokens per second are recorded in hundredths, so 0.01 tok/s is the resolution.
 pub const TPS_SCALE: f64 = 100.0;
 
+/// The length of a rollup bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Span {
+    /// One hour (UTC).
+    Hour,
+    /// One day (UTC).
+    Day,
+}
+
+impl Span {
+    /// Its name in the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Span::Hour => "hour",
+            Span::Day => "day",
+        }
+    }
+
+    /// Its length in ms.
+    pub fn ms(self) -> i64 {
+        match self {
+            Span::Hour => 3_600_000,
+            Span::Day => 86_400_000,
+        }
+    }
+
+    /// The start of the bucket holding unix ms `at`.
+    pub fn bucket_of(self, at: i64) -> i64 {
+        at - at.rem_euclid(self.ms())
+    }
+}
+
 /// A rollup blob that does not decode.
 #[derive(Debug, Error)]
 #[error("a stored histogram does not decode: {0}")]

@@ -15,7 +15,8 @@ use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;
 
-use super::report::{Summary, SummaryError, TargetSummary, number};
+use super::figures::{Summary, SummaryError, TargetSummary, number};
+
 use crate::aggregate::min_samples;
 use crate::aggregate::rollup::{Count, Histograms, TPS_SCALE};
 

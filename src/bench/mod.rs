@@ -10,10 +10,11 @@
 //! in flight; past that, sends wait and the wait is measured the same way.
 //!
 //! Memory: records are not kept here. They stream to the caller, which writes and folds them
-//! ([`report::Tally`]), so a bench of a million requests holds a few histograms, not a
+//! ([`figures::Tally`]), so a bench of a million requests holds a few histograms, not a
 //! million records.
 
 pub mod arrivals;
+pub mod figures;
 pub mod gate;
 pub mod report;
 

@@ -70,7 +70,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let store = Store::open_read_only(&config.store.path)?;
     let now = chrono::Utc::now().timestamp_millis();
     let ids: Vec<String> = config.targets.iter().map(|t| t.id.clone()).collect();
-    let stats = sonde::aggregate::summarize(&store, &ids, now)?;
+    let stats = publish::windows::summarize(&store, &ids, now)?;
     let feed = feed::build(&config, &stats, now);
     let text = match args.format {
         Format::Litellm => gateway::litellm(&config, &feed),

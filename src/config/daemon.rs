@@ -11,8 +11,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::error::{Errors, Source};
+use crate::capability::Capability;
 use crate::owned_dir::{self, OwnedDirError, Protected, SITE_MARKER};
-use crate::probe::{Capability, ProbeSet};
+use crate::probe::ProbeSet;
 use crate::scheduler::Schedule;
 
 /// A duration as written (`"30s"`, `"5m"`), with where it was written.
@@ -27,6 +28,9 @@ const RATE_WINDOW_RANGE: RangeInclusive<Duration> =
 /// How often the daemon may publish: every second to once a day.
 const PUBLISH_EVERY_RANGE: RangeInclusive<Duration> =
     Duration::from_secs(1)..=Duration::from_secs(86_400);
+/// How often a page may ask to be reloaded: every 5 s to once a day.
+const REFRESH_RANGE: RangeInclusive<Duration> =
+    Duration::from_secs(5)..=Duration::from_secs(86_400);
 /// What the health timers (hold, relapse window) may be: zero to a day.
 const HEALTH_TIMER_RANGE: RangeInclusive<Duration> = Duration::ZERO..=Duration::from_secs(86_400);
 /// Longest retention: a century of days.
@@ -80,6 +84,8 @@ pub(super) struct RawPublish {
     window: Option<Spanned<String>>,
     #[serde(default)]
     weights: Option<Spanned<WeightParams>>,
+    #[serde(default)]
+    refresh: Option<RawDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -138,6 +144,8 @@ pub struct PublishConfig {
     pub window: String,
     /// The weight formula's exponents.
     pub weights: WeightParams,
+    /// When set, every page asks the browser to reload it this often (a wall display).
+    pub refresh: Option<Duration>,
 }
 
 /// The live server.
@@ -559,6 +567,16 @@ pub(super) fn publish(
         ),
         window,
         weights,
+        refresh: raw.refresh.map(|every| {
+            duration(
+                source,
+                errors,
+                "publish.refresh",
+                Some(every),
+                REFRESH_RANGE,
+                Duration::from_secs(60),
+            )
+        }),
     }
 }
 

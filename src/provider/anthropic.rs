@@ -13,15 +13,14 @@
 
 use std::borrow::Cow;
 
-use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::{RequestBuilder, Url};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use sse_stream::Sse;
 
 use super::{
-    Adapter, Call, DecodeError, EXCERPT_CHARS, Failure, body_excerpt, classify_error,
-    classify_status, data_ids, join, merge_json, with_key,
+    Adapter, Call, DecodeError, EXCERPT_CHARS, Failure, body_excerpt, body_text, classify_error,
+    classify_status, data_ids, event_data, join, post_json, with_key,
 };
 use crate::measurement::{ContentKind, Event, Usage};
 use crate::redact::Secret;
@@ -266,18 +265,10 @@ impl Adapter for Anthropic {
                 json!({"type": "tool", "name": tool.name}),
             );
         }
-        merge_json(&mut body, call.extra_body);
-        let accept = if call.stream {
-            "text/event-stream"
-        } else {
-            "application/json"
-        };
-        let request = http
-            .post(join(call.base_url, "messages"))
-            .header(CONTENT_TYPE, "application/json")
-            .header(ACCEPT, accept)
-            .body(Value::Object(body).to_string());
-        with_headers(request, call.key)
+        with_headers(
+            post_json(http, join(call.base_url, "messages"), call, body),
+            call.key,
+        )
     }
 
     fn decode_event(
@@ -285,12 +276,7 @@ impl Adapter for Anthropic {
         event: &Sse,
         emit: &mut dyn FnMut(Event<'_>),
     ) -> Result<(), DecodeError> {
-        let Some(data) = event
-            .data
-            .as_deref()
-            .map(str::trim)
-            .filter(|d| !d.is_empty())
-        else {
+        let Some(data) = event_data(event) else {
             return Ok(());
         };
         match parse::<StreamEvent<'_>>(data, "SSE event")? {
@@ -334,9 +320,7 @@ impl Adapter for Anthropic {
     }
 
     fn decode_body(&self, body: &[u8], emit: &mut dyn FnMut(Event<'_>)) -> Result<(), DecodeError> {
-        let text = std::str::from_utf8(body)
-            .map_err(|err| DecodeError(format!("body is not UTF-8: {err}")))?;
-        let message: Message<'_> = parse(text, "body")?;
+        let message: Message<'_> = parse(body_text(body)?, "body")?;
         if let Some(error) = &message.error {
             emit(error.event(None));
             return Ok(());

@@ -10,15 +10,14 @@
 
 use std::borrow::Cow;
 
-use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::{RequestBuilder, Url};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use sse_stream::Sse;
 
 use super::{
-    Adapter, Call, DecodeError, EXCERPT_CHARS, Failure, body_excerpt, classify_error,
-    classify_status, join, merge_json, parse_models_body, with_key,
+    Adapter, Call, DecodeError, EXCERPT_CHARS, Failure, body_excerpt, body_text, classify_error,
+    classify_status, event_data, join, parse_models_body, post_json, with_key,
 };
 use crate::measurement::{ContentKind, Event, Usage};
 use crate::probe::Role;
@@ -289,25 +288,16 @@ impl Adapter for Gemini {
                 json!({"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [tool.name]}}),
             );
         }
-        merge_json(&mut body, call.extra_body);
         let model = model_segment(call.model);
-        let (path, accept) = if call.stream {
-            (
-                format!("models/{model}:streamGenerateContent?alt=sse"),
-                "text/event-stream",
-            )
+        let path = if call.stream {
+            format!("models/{model}:streamGenerateContent?alt=sse")
         } else {
-            (
-                format!("models/{model}:generateContent"),
-                "application/json",
-            )
+            format!("models/{model}:generateContent")
         };
-        let request = http
-            .post(join(call.base_url, &path))
-            .header(CONTENT_TYPE, "application/json")
-            .header(ACCEPT, accept)
-            .body(Value::Object(body).to_string());
-        with_google_key(request, call.key)
+        with_google_key(
+            post_json(http, join(call.base_url, &path), call, body),
+            call.key,
+        )
     }
 
     fn decode_event(
@@ -315,12 +305,7 @@ impl Adapter for Gemini {
         event: &Sse,
         emit: &mut dyn FnMut(Event<'_>),
     ) -> Result<(), DecodeError> {
-        let Some(data) = event
-            .data
-            .as_deref()
-            .map(str::trim)
-            .filter(|d| !d.is_empty())
-        else {
+        let Some(data) = event_data(event) else {
             return Ok(());
         };
         emit_response(parse(data, "SSE event")?, false, emit);
@@ -328,9 +313,7 @@ impl Adapter for Gemini {
     }
 
     fn decode_body(&self, body: &[u8], emit: &mut dyn FnMut(Event<'_>)) -> Result<(), DecodeError> {
-        let text = std::str::from_utf8(body)
-            .map_err(|err| DecodeError(format!("body is not UTF-8: {err}")))?;
-        let response: Response<'_> = parse(text, "body")?;
+        let response: Response<'_> = parse(body_text(body)?, "body")?;
         if response.candidates.is_none()
             && response.error.is_none()
             && response.prompt_feedback.is_none()

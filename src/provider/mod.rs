@@ -7,9 +7,10 @@
 
 pub mod anthropic;
 pub mod gemini;
+pub mod headers;
 pub mod openai;
 
-use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use reqwest::{RequestBuilder, Url};
 use sse_stream::Sse;
 use thiserror::Error;
@@ -19,6 +20,7 @@ use crate::measurement::Event;
 use crate::probe::{Message, Role, Tool};
 use crate::redact::Secret;
 use crate::result::Outcome;
+pub use headers::{GatewayRoute, RateLimits};
 
 /// Everything an adapter needs to build one run's request.
 #[derive(Debug, Clone, Copy)]
@@ -163,6 +165,42 @@ pub fn merge_json(
     }
 }
 
+/// The data of an SSE event, trimmed; `None` for an event without any (a comment, a
+/// keep-alive), which every format ignores.
+pub fn event_data(event: &Sse) -> Option<&str> {
+    event
+        .data
+        .as_deref()
+        .map(str::trim)
+        .filter(|data| !data.is_empty())
+}
+
+/// A whole answer's body as text, for `decode_body`.
+pub fn body_text(body: &[u8]) -> Result<&str, DecodeError> {
+    std::str::from_utf8(body).map_err(|err| DecodeError(format!("body is not UTF-8: {err}")))
+}
+
+/// The JSON POST every format sends: the config's `extra_body` merged over `body`, a JSON
+/// content type, and an event stream or JSON accepted as the call streams or not. The adapter
+/// adds its key header.
+pub fn post_json(
+    http: &reqwest::Client,
+    url: Url,
+    call: &Call<'_>,
+    mut body: serde_json::Map<String, serde_json::Value>,
+) -> RequestBuilder {
+    merge_json(&mut body, call.extra_body);
+    let accept = if call.stream {
+        "text/event-stream"
+    } else {
+        "application/json"
+    };
+    http.post(url)
+        .header(CONTENT_TYPE, "application/json")
+        .header(ACCEPT, accept)
+        .body(serde_json::Value::Object(body).to_string())
+}
+
 /// `base_url` joined with a relative `path` (the base ends in `/`).
 pub fn join(base_url: &Url, path: &str) -> Url {
     base_url.join(path).unwrap_or_else(|_| base_url.clone())
@@ -206,73 +244,6 @@ pub fn parse_models_body<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Resul
             body_excerpt(body, EXCERPT_CHARS)
         ))
     })
-}
-
-/// Where a gateway in front of the provider says it sent the request: the LiteLLM proxy's
-/// `x-litellm-model-group` (the route alias it answered as) and `x-litellm-model-name` (the
-/// deployment's model, e.g. `openai/llama-3.3-70b`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct GatewayRoute {
-    /// The alias the gateway routed by and names every answer with.
-    pub alias: Option<String>,
-    /// The model of the deployment that served.
-    pub model: Option<String>,
-}
-
-impl GatewayRoute {
-    /// Reads LiteLLM's headers; empty for any other server.
-    pub fn from_headers(headers: &HeaderMap) -> GatewayRoute {
-        let text = |name: &str| {
-            headers
-                .get(name)
-                .and_then(|value| value.to_str().ok())
-                .map(str::trim)
-                .filter(|value| !value.is_empty())
-                .map(str::to_owned)
-        };
-        GatewayRoute {
-            alias: text("x-litellm-model-group"),
-            model: text("x-litellm-model-name"),
-        }
-    }
-}
-
-/// What a provider said about its rate limits, from whichever family of headers it sends.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RateLimits {
-    /// Requests left in the current window.
-    pub remaining_requests: Option<u64>,
-    /// Tokens left in the current window.
-    pub remaining_tokens: Option<u64>,
-}
-
-impl RateLimits {
-    /// Reads OpenAI-style (`x-ratelimit-remaining-requests`, also forwarded by gateways such
-    /// as LiteLLM and OpenRouter) and Anthropic-style (`anthropic-ratelimit-requests-remaining`)
-    /// headers.
-    pub fn from_headers(headers: &HeaderMap) -> RateLimits {
-        let number = |names: &[&str]| {
-            names.iter().find_map(|name| {
-                headers
-                    .get(*name)
-                    .and_then(|value| value.to_str().ok())
-                    .and_then(|value| value.trim().parse::<u64>().ok())
-            })
-        };
-        RateLimits {
-            remaining_requests: number(&[
-                "x-ratelimit-remaining-requests",
-                "anthropic-ratelimit-requests-remaining",
-                "llm_provider-x-ratelimit-remaining-requests",
-            ]),
-            remaining_tokens: number(&[
-                "x-ratelimit-remaining-tokens",
-                "anthropic-ratelimit-tokens-remaining",
-                "anthropic-ratelimit-output-tokens-remaining",
-                "llm_provider-x-ratelimit-remaining-tokens",
-            ]),
-        }
-    }
 }
 
 /// Classifies a provider's error by its numeric code or its type words, for formats that
@@ -376,39 +347,6 @@ mod tests {
         assert_eq!(
             classify_status(503, &["model_not_found"]),
             Outcome::ServerError
-        );
-    }
-
-    #[test]
-    fn rate_limit_headers_of_both_families() {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            "x-ratelimit-remaining-requests",
-            HeaderValue::from_static("59"),
-        );
-        headers.insert(
-            "x-ratelimit-remaining-tokens",
-            HeaderValue::from_static("149000"),
-        );
-        assert_eq!(
-            RateLimits::from_headers(&headers),
-            RateLimits {
-                remaining_requests: Some(59),
-                remaining_tokens: Some(149000)
-            }
-        );
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            "anthropic-ratelimit-requests-remaining",
-            HeaderValue::from_static("3"),
-        );
-        assert_eq!(
-            RateLimits::from_headers(&headers).remaining_requests,
-            Some(3)
-        );
-        assert_eq!(
-            RateLimits::from_headers(&HeaderMap::new()),
-            RateLimits::default()
         );
     }
 

@@ -14,15 +14,14 @@
 
 use std::borrow::Cow;
 
-use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::{RequestBuilder, Url};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use sse_stream::Sse;
 
 use super::{
-    Adapter, Call, DecodeError, EXCERPT_CHARS, Failure, body_excerpt, classify_error,
-    classify_status, data_ids, join, merge_json, with_key,
+    Adapter, Call, DecodeError, EXCERPT_CHARS, Failure, body_excerpt, body_text, classify_error,
+    classify_status, data_ids, event_data, join, post_json, with_key,
 };
 use crate::config::MaxTokensField;
 use crate::measurement::{ContentKind, Event, Usage};
@@ -305,18 +304,7 @@ impl Adapter for OpenAi {
                 serde_json::json!({"type": "json_object"}),
             );
         }
-        merge_json(&mut body, call.extra_body);
-        let accept = if call.stream {
-            "text/event-stream"
-        } else {
-            "application/json"
-        };
-        let request = http
-            .post(url)
-            .header(CONTENT_TYPE, "application/json")
-            .header(ACCEPT, accept)
-            .body(Value::Object(body).to_string());
-        authorize(request, call.key)
+        authorize(post_json(http, url, call, body), call.key)
     }
 
     fn decode_event(
@@ -324,13 +312,9 @@ impl Adapter for OpenAi {
         event: &Sse,
         emit: &mut dyn FnMut(Event<'_>),
     ) -> Result<(), DecodeError> {
-        let Some(data) = event.data.as_deref() else {
+        let Some(data) = event_data(event) else {
             return Ok(());
         };
-        let data = data.trim();
-        if data.is_empty() {
-            return Ok(());
-        }
         if data == "[DONE]" {
             emit(Event::Done);
             return Ok(());
@@ -340,9 +324,7 @@ impl Adapter for OpenAi {
     }
 
     fn decode_body(&self, body: &[u8], emit: &mut dyn FnMut(Event<'_>)) -> Result<(), DecodeError> {
-        let text = std::str::from_utf8(body)
-            .map_err(|err| DecodeError(format!("body is not UTF-8: {err}")))?;
-        let chunk = parse_chunk(text, "body")?;
+        let chunk = parse_chunk(body_text(body)?, "body")?;
         if chunk.choices.is_none() && chunk.error.is_none() {
             return Err(DecodeError(format!(
                 "body has neither `choices` nor `error`: {}",

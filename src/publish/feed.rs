@@ -24,8 +24,9 @@ use serde::Serialize;
 use crate::aggregate::health::State;
 use crate::aggregate::{Percentiles, TargetStats, Window, WindowStats};
 use crate::capability::Capabilities;
+use crate::capability::Capability;
 use crate::config::{Config, Target, WeightParams};
-use crate::probe::Capability;
+use crate::units::{rfc3339, round3};
 
 /// USD per million tokens added to every price before prices are compared.
 pub const PRICE_FLOOR: f64 = 0.1;
@@ -147,22 +148,15 @@ pub struct LastError {
     pub message: String,
 }
 
-/// RFC 3339 (ms, UTC) of unix ms.
-pub fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
 /// The price the weight compares: 3 input tokens to 1 output token, as chat traffic is.
-fn blended_price(target: &Target) -> Option<f64> {
+pub fn blended_price(target: &Target) -> Option<f64> {
     match (target.model.input_price, target.model.output_price) {
         (None, None) => None,
         (input, output) => Some((3.0 * input.unwrap_or(0.0) + output.unwrap_or(0.0)) / 4.0),
     }
 }
 
-/// Builds the feed from `stats` (one per target of `config`, from `aggregate::summarize`).
+/// Builds the feed from `stats` (one per target of `config`, from `publish::windows::summarize`).
 pub fn build(config: &Config, stats: &[TargetStats], generated_ms: i64) -> Feed {
     let window = Window::from_name(&config.publish.window).unwrap_or(Window::H1);
     let params = config.publish.weights;
@@ -345,10 +339,6 @@ impl Row {
             factor,
         }
     }
-}
-
-fn round3(value: f64) -> f64 {
-    (value * 1000.0).round() / 1000.0
 }
 
 /// Sets `weight` and `rank` of every row, group by group.

@@ -8,20 +8,24 @@
 
 pub mod feed;
 pub mod gateway;
+mod markup;
 pub mod metrics;
 mod page;
+mod text;
+pub mod windows;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
+use crate::aggregate::TargetStats;
 use crate::aggregate::rollup::Scalars;
-use crate::aggregate::{TargetStats, summarize};
+use crate::aggregate::rollup::Span;
 use crate::config::Config;
 use crate::owned_dir::{self, OwnedDirError, SITE_MARKER};
 use crate::result::ResultRecord;
-use crate::store::{Incident, Span, Store, StoreError};
+use crate::store::{Incident, Store, StoreError};
 
 /// Days the uptime bar covers.
 pub const BAR_DAYS: i64 = 90;
@@ -52,6 +56,9 @@ pub enum PublishError {
         /// The cause.
         source: serde_json::Error,
     },
+    /// The task computing it failed (it panicked or was cancelled).
+    #[error("the publishing task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
     /// The folder is not sonde's to replace.
     #[error(transparent)]
     Owned(#[from] OwnedDirError),
@@ -88,7 +95,7 @@ impl Snapshot {
     /// Reads what the site needs for every target of `config`.
     pub fn load(config: &Config, store: &Store, now_ms: i64) -> Result<Snapshot, StoreError> {
         let ids: Vec<String> = config.targets.iter().map(|t| t.id.clone()).collect();
-        let stats = summarize(store, &ids, now_ms)?;
+        let stats = windows::summarize(store, &ids, now_ms)?;
         let day = Span::Day;
         let mut daily: HashMap<String, BTreeMap<i64, Scalars>> = HashMap::new();
         for (bucket, target, _, scalars) in

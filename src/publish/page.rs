@@ -1,96 +1,24 @@
 //! The HTML pages: view models built from a [`Snapshot`], rendered by askama templates
-//! (`templates/`), which escape every text. The only markup built here is the uptime bar,
-//! the latency chart and the heatmap, and they contain nothing but dates and numbers.
+//! (`templates/`), which escape every text. The markup built in Rust (uptime bar, charts,
+//! heatmap) is in [`super::markup`]; how figures are written, in [`super::text`].
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
 use askama::Template;
-use chrono::{DateTime, Datelike, Timelike};
 
-use super::feed::{Feed, FeedTarget};
-use super::{BAR_DAYS, Files, HEATMAP_DAYS, PublishError, Snapshot};
+use super::feed::{Feed, FeedTarget, blended_price};
+use super::markup::{self, Compared};
+use super::text::{ms, number, percent, short_when, slug, state_text, when};
+use super::{Files, PublishError, Snapshot};
 use crate::aggregate::Window;
-use crate::aggregate::health::State;
 use crate::capability::Capabilities;
 use crate::config::{Config, Target};
 use crate::result::ResultRecord;
-use crate::scheduler::stable_hash;
-use crate::store::Span;
-
-/// The file name of a target's page: its id made safe for any file system, plus a hash so
-/// that two ids never share a page.
-pub fn slug(id: &str) -> String {
-    let safe: String = id
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(60)
-        .collect();
-    format!("{safe}-{:08x}", stable_hash(id) as u32)
-}
-
-fn when(ms: i64) -> String {
-    DateTime::from_timestamp_millis(ms)
-        .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
-        .unwrap_or_default()
-}
-
-/// `MM-DD HH:MM` (the page says times are UTC).
-fn short_when(ms: i64) -> String {
-    DateTime::from_timestamp_millis(ms)
-        .map(|t| t.format("%m-%d %H:%M").to_string())
-        .unwrap_or_default()
-}
-
-fn day(ms: i64) -> String {
-    DateTime::from_timestamp_millis(ms)
-        .map(|t| t.format("%Y-%m-%d").to_string())
-        .unwrap_or_default()
-}
-
-fn percent(value: Option<f64>) -> String {
-    value.map_or("–".into(), |v| {
-        if v >= 1.0 {
-            "100%".into()
-        } else if v >= 0.9995 {
-            "99.9%".into()
-        } else {
-            format!("{:.1}%", v * 100.0)
-        }
-    })
-}
-
-fn ms(value: Option<f64>) -> String {
-    value.map_or("–".into(), |v| {
-        if v >= 10_000.0 {
-            format!("{:.1} s", v / 1000.0)
-        } else {
-            format!("{v:.0} ms")
-        }
-    })
-}
-
-fn number(value: Option<f64>) -> String {
-    value.map_or("–".into(), |v| format!("{v:.0}"))
-}
-
-fn state_text(state: State) -> (&'static str, &'static str) {
-    match state {
-        State::Healthy => ("ok", "Operational"),
-        State::Degraded => ("warn", "Degraded"),
-        State::Down => ("down", "Down"),
-        State::Unknown => ("unknown", "No data yet"),
-    }
-}
+use crate::units::rfc3339;
 
 /// A capability badge: green when supported, struck through when not, grey when untested
 /// (the legend is on the page).
+#[derive(Clone)]
 struct Badge {
     name: &'static str,
     class: &'static str,
@@ -114,9 +42,12 @@ fn badges(flags: &Capabilities) -> Vec<Badge> {
 }
 
 /// One target's row on the index (and header of its page).
+#[derive(Clone)]
 struct Row {
     id: String,
     href: String,
+    /// Its page's table of the last 90 days: the bar's days for a reader who cannot hover.
+    days_href: String,
     provider: String,
     model: String,
     state_class: &'static str,
@@ -165,7 +96,7 @@ fn row(target: &Target, entry: &FeedTarget, snapshot: &Snapshot, prefix: &str) -
         .latest
         .get(&target.id)
         .and_then(|runs| runs.first())
-        .map_or("never".into(), |r| short_when(crate::store::ts_ms(r)));
+        .map_or("never".into(), |r| short_when(r.ts.ms()));
     let mut last_error = window(Window::D30)
         .and_then(|w| w.last_error.as_ref())
         .map_or(String::new(), |(at, text)| {
@@ -194,6 +125,7 @@ fn row(target: &Target, entry: &FeedTarget, snapshot: &Snapshot, prefix: &str) -
     Row {
         id: target.id.clone(),
         href: format!("{prefix}t/{}.html", slug(&target.id)),
+        days_href: format!("{prefix}t/{}.html#days", slug(&target.id)),
         provider: target.provider.name.clone(),
         model: target.model.id.clone(),
         state_class,
@@ -201,7 +133,7 @@ fn row(target: &Target, entry: &FeedTarget, snapshot: &Snapshot, prefix: &str) -
         up24: percent(day_stats.and_then(|w| w.availability)),
         up7: percent(window(Window::D7).and_then(|w| w.availability)),
         up30: percent(window(Window::D30).and_then(|w| w.availability)),
-        bar: uptime_bar(snapshot, &target.id),
+        bar: markup::uptime_bar(snapshot, &target.id),
         ttft50: ms(latency.and_then(|l| l.ttft_ms.p50)),
         ttft95: ms(latency.and_then(|l| l.ttft_ms.p95)),
         speed50: number(latency.and_then(|l| l.tokens_per_s.p50)),
@@ -219,201 +151,25 @@ fn row(target: &Target, entry: &FeedTarget, snapshot: &Snapshot, prefix: &str) -
     }
 }
 
-/// 90 days, one cell per day (`i` up, `b` degraded, `s` down, `u` no data); runs of days
-/// without data share one cell, which keeps the index small.
-fn uptime_bar(snapshot: &Snapshot, target: &str) -> String {
-    let span = Span::Day;
-    let first = span.bucket_of(snapshot.now_ms) - (BAR_DAYS - 1) * span.ms();
-    let days: BTreeMap<i64, &crate::aggregate::rollup::Scalars> = snapshot
-        .daily
-        .get(target)
-        .map(|days| days.iter().map(|(b, s)| (*b, s)).collect())
-        .unwrap_or_default();
-    let mut out = String::new();
-    let mut empty_from: Option<i64> = None;
-    let flush = |out: &mut String, from: i64, to: i64| {
-        let n = (to - from) / span.ms() + 1;
-        let _ = write!(
-            out,
-            "<u style=\"flex:{n}\" title=\"{}–{}: no data\"></u>",
-            &day(from)[5..],
-            &day(to)[5..]
-        );
-    };
-    for i in 0..BAR_DAYS {
-        let bucket = first + i * span.ms();
-        match days
-            .get(&bucket)
-            .and_then(|s| s.availability().map(|a| (a, *s)))
-        {
-            None => {
-                empty_from.get_or_insert(bucket);
-            }
-            Some((availability, _)) => {
-                if let Some(from) = empty_from.take() {
-                    flush(&mut out, from, bucket - span.ms());
-                }
-                let tag = if availability >= 0.999 {
-                    'i'
-                } else if availability >= 0.95 {
-                    'b'
-                } else {
-                    's'
-                };
-                // Unquoted and without spaces: 25 bytes a day keeps 200 targets under 300 KB.
-                let _ = write!(
-                    out,
-                    "<{tag} title={}:{}></{tag}>",
-                    &day(bucket)[5..],
-                    percent(Some(availability))
-                );
-            }
-        }
-    }
-    if let Some(from) = empty_from {
-        flush(&mut out, from, first + (BAR_DAYS - 1) * span.ms());
-    }
-    out
-}
-
-/// TTFT p50 and p95 per hour over the last 7 days, as an inline SVG.
-fn latency_chart(snapshot: &Snapshot, target: &str) -> String {
-    let (width, height, pad) = (720.0, 200.0, 60.0);
-    let hour = Span::Hour.ms();
-    let end = Span::Hour.bucket_of(snapshot.now_ms);
-    let start = end - 7 * 24 * hour;
-    let points: Vec<(i64, f64, f64)> = snapshot
-        .hourly
-        .get(target)
-        .into_iter()
-        .flatten()
-        .filter(|(b, _)| *b >= start)
-        .filter_map(|(b, s)| Some((*b, s.ttft_p50_ms?, s.ttft_p95_ms.or(s.ttft_p50_ms)?)))
-        .collect();
-    if points.is_empty() {
-        return "<p class=\"muted\">No successful streamed runs in the last 7 days.</p>".into();
-    }
-    let top = points.iter().map(|p| p.2).fold(1.0, f64::max) * 1.1;
-    let x = |b: i64| pad + (b - start) as f64 / (end - start).max(1) as f64 * (width - pad - 10.0);
-    let y = |v: f64| height - 25.0 - v / top * (height - 35.0);
-    let line = |pick: fn(&(i64, f64, f64)) -> f64| {
-        points
-            .iter()
-            .map(|p| format!("{:.1},{:.1}", x(p.0), y(pick(p))))
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
-    let mut svg = format!(
-        "<svg viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"TTFT p50 and p95 per hour, last 7 days\">"
-    );
-    for k in 0..=4 {
-        let v = top * f64::from(k) / 4.0;
-        let _ = write!(
-            svg,
-            "<line class=\"grid\" x1=\"{pad}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\"/><text x=\"{}\" y=\"{:.1}\" class=\"axis\" text-anchor=\"end\">{}</text>",
-            width - 10.0,
-            pad - 4.0,
-            y(v) + 4.0,
-            ms(Some(v)),
-            y = y(v)
-        );
-    }
-    for d in 0..=7 {
-        let b = start + d * 24 * hour;
-        let _ = write!(
-            svg,
-            "<text x=\"{:.1}\" y=\"{}\" class=\"axis\" text-anchor=\"middle\">{}</text>",
-            x(b),
-            height - 8.0,
-            &day(b)[5..]
-        );
-    }
-    let _ = write!(
-        svg,
-        "<polyline class=\"p95\" points=\"{}\"/><polyline class=\"p50\" points=\"{}\"/>",
-        line(|p| p.2),
-        line(|p| p.1)
-    );
-    for p in &points {
-        let _ = write!(
-            svg,
-            "<circle class=\"p50\" cx=\"{:.1}\" cy=\"{:.1}\" r=\"2\"><title>{} p50 {} · p95 {}</title></circle>",
-            x(p.0),
-            y(p.1),
-            when(p.0),
-            ms(Some(p.1)),
-            ms(Some(p.2))
-        );
-    }
-    svg.push_str("</svg>");
-    svg
-}
-
-/// Median hourly TTFT p50 by weekday × hour of day (UTC) over the last 28 days.
-fn heatmap(snapshot: &Snapshot, target: &str) -> String {
-    let mut cells: BTreeMap<(u32, u32), Vec<f64>> = BTreeMap::new();
-    for (bucket, scalars) in snapshot.hourly.get(target).into_iter().flatten() {
-        let (Some(p50), Some(t)) = (
-            scalars.ttft_p50_ms,
-            DateTime::from_timestamp_millis(*bucket),
-        ) else {
-            continue;
-        };
-        cells
-            .entry((t.weekday().num_days_from_monday(), t.hour()))
-            .or_default()
-            .push(p50);
-    }
-    if cells.is_empty() {
-        return format!(
-            "<p class=\"muted\">No successful streamed runs in the last {HEATMAP_DAYS} days.</p>"
-        );
-    }
-    let medians: BTreeMap<(u32, u32), (f64, usize)> = cells
-        .into_iter()
-        .map(|(k, mut v)| {
-            v.sort_by(f64::total_cmp);
-            (k, (v[v.len() / 2], v.len()))
-        })
-        .collect();
-    let low = medians.values().map(|m| m.0).fold(f64::INFINITY, f64::min);
-    let high = medians.values().map(|m| m.0).fold(0.0, f64::max);
-    let mut html = String::from("<table class=\"heat\"><tr><th></th>");
-    for h in 0..24 {
-        let _ = write!(html, "<th>{h:02}</th>");
-    }
-    html.push_str("</tr>");
-    for (d, name) in ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
-        .iter()
-        .enumerate()
-    {
-        let _ = write!(html, "<tr><th>{name}</th>");
-        for h in 0..24u32 {
-            match medians.get(&(d as u32, h)) {
-                Some((v, n)) => {
-                    let level = if high > low {
-                        (((v - low) / (high - low)) * 4.0).round() as u32
-                    } else {
-                        0
-                    };
-                    let _ = write!(
-                        html,
-                        "<td class=\"h{level}\" title=\"{name} {h:02}:00 UTC: TTFT p50 {} ({n} h)\"></td>",
-                        ms(Some(*v))
-                    );
-                }
-                None => html.push_str("<td></td>"),
-            }
-        }
-        html.push_str("</tr>");
-    }
-    html.push_str("</table>");
-    html
-}
-
 /// A group of targets on the index.
 struct Group {
     name: String,
+    /// Its comparison page.
+    href: String,
+    rows: Vec<Row>,
+    /// Its targets' figures, for the comparison page.
+    compared: Vec<Compared>,
+}
+
+#[derive(Template)]
+#[template(path = "group.html")]
+struct GroupPage {
+    title: String,
+    refresh: String,
+    generated: String,
+    name: String,
+    window: String,
+    charts: String,
     rows: Vec<Row>,
 }
 
@@ -458,6 +214,7 @@ fn incident_views(
 #[template(path = "index.html")]
 struct IndexPage {
     title: String,
+    refresh: String,
     generated: String,
     generated_iso: String,
     window: String,
@@ -502,7 +259,7 @@ fn run_row(r: &ResultRecord) -> RunRow {
         error = error.chars().take(119).collect::<String>() + "…";
     }
     RunRow {
-        ts: r.ts.replace('T', " "),
+        ts: r.ts.to_string().replace('T', " "),
         probe: r.probe.clone(),
         outcome: r.outcome.to_string(),
         ok: r.outcome == crate::result::Outcome::Ok,
@@ -528,6 +285,7 @@ fn run_row(r: &ResultRecord) -> RunRow {
 #[template(path = "target.html")]
 struct TargetPage {
     title: String,
+    refresh: String,
     generated: String,
     row: Row,
     group: String,
@@ -539,11 +297,17 @@ struct TargetPage {
     errors: Vec<(String, u64, String)>,
     incidents: Vec<IncidentView>,
     runs: Vec<RunRow>,
+    /// Day, availability, runs, failures: the last 90 days, newest first.
+    days: Vec<(String, String, u64, u64)>,
 }
 
-/// Renders `index.html` and one page per target.
+/// Renders `index.html`, one page per target and one comparison page per route group.
 pub fn render(config: &Config, snapshot: &Snapshot, feed: &Feed) -> Result<Files, PublishError> {
     let mut files = Files::new();
+    let refresh = config
+        .publish
+        .refresh
+        .map_or(String::new(), |every| every.as_secs().to_string());
     let mut groups: Vec<Group> = Vec::new();
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     for entry in &feed.targets {
@@ -552,11 +316,23 @@ pub fn render(config: &Config, snapshot: &Snapshot, feed: &Feed) -> Result<Files
         };
         *counts.entry(state_text(entry.state).1).or_default() += 1;
         let index_row = row(target, entry, snapshot, "");
+        let compared = Compared {
+            id: target.id.clone(),
+            ttft: (entry.ttft_ms.p50, entry.ttft_ms.p95),
+            speed: entry.tokens_per_s.p50,
+            availability: entry.availability,
+            price: blended_price(target),
+        };
         match groups.iter_mut().find(|g| g.name == entry.group) {
-            Some(group) => group.rows.push(index_row),
+            Some(group) => {
+                group.rows.push(index_row);
+                group.compared.push(compared);
+            }
             None => groups.push(Group {
                 name: entry.group.clone(),
+                href: format!("g/{}.html", slug(&entry.group)),
                 rows: vec![index_row],
+                compared: vec![compared],
             }),
         }
         let stats = snapshot.stats_of(&target.id);
@@ -595,14 +371,15 @@ pub fn render(config: &Config, snapshot: &Snapshot, feed: &Feed) -> Result<Files
             .unwrap_or_default();
         let page = TargetPage {
             title: config.publish.title.clone(),
+            refresh: refresh.clone(),
             generated: when(snapshot.now_ms),
             row: row(target, entry, snapshot, "../"),
             group: entry.group.clone(),
             weight: format!("{:.3}", entry.weight),
             rank: entry.rank,
             windows,
-            chart: latency_chart(snapshot, &target.id),
-            heatmap: heatmap(snapshot, &target.id),
+            chart: markup::latency_chart(snapshot, &target.id),
+            heatmap: markup::heatmap(snapshot, &target.id),
             errors,
             incidents: incident_views(snapshot, "../", Some(&target.id), false),
             runs: snapshot
@@ -610,6 +387,7 @@ pub fn render(config: &Config, snapshot: &Snapshot, feed: &Feed) -> Result<Files
                 .get(&target.id)
                 .map(|runs| runs.iter().map(run_row).collect())
                 .unwrap_or_default(),
+            days: markup::daily_rows(snapshot, &target.id),
         };
         let html = page.render().map_err(|source| PublishError::Render {
             page: target.id.clone(),
@@ -622,10 +400,35 @@ pub fn render(config: &Config, snapshot: &Snapshot, feed: &Feed) -> Result<Files
         .map(|(state, n)| format!("{n} {}", state.to_lowercase()))
         .collect::<Vec<_>>()
         .join(" · ");
+    for group in &groups {
+        let page = GroupPage {
+            title: config.publish.title.clone(),
+            refresh: refresh.clone(),
+            generated: when(snapshot.now_ms),
+            name: group.name.clone(),
+            window: feed.window.clone(),
+            charts: markup::comparison(&group.compared),
+            rows: group
+                .rows
+                .iter()
+                .map(|r| Row {
+                    href: format!("../{}", r.href),
+                    days_href: format!("../{}", r.days_href),
+                    ..r.clone()
+                })
+                .collect(),
+        };
+        let html = page.render().map_err(|source| PublishError::Render {
+            page: group.name.clone(),
+            source,
+        })?;
+        files.insert(group.href.clone(), html.into_bytes());
+    }
     let index = IndexPage {
         title: config.publish.title.clone(),
+        refresh,
         generated: when(snapshot.now_ms),
-        generated_iso: super::feed::rfc3339(snapshot.now_ms),
+        generated_iso: rfc3339(snapshot.now_ms),
         window: feed.window.clone(),
         open_incidents: incident_views(snapshot, "", None, true),
         groups,

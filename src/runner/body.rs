@@ -49,7 +49,8 @@ pub enum BodyError {
 ///
 /// The SSE parser yields every event a chunk completes before it asks for the next chunk, so
 /// when the reader gets an event, the latest stamp is the arrival of the bytes that completed
-/// it. Stored as microseconds since an origin to fit one atomic.
+/// it. Stored as microseconds since the run's t0, which is what measurement counts in, so a
+/// stamp goes to the recorder as it is.
 #[derive(Debug)]
 pub struct ArrivalClock {
     origin: Instant,
@@ -57,7 +58,7 @@ pub struct ArrivalClock {
 }
 
 impl ArrivalClock {
-    /// A clock whose stamps count from `origin`.
+    /// A clock whose stamps count from `origin` (the run's t0, the recorder's too).
     pub fn new(origin: Instant) -> Arc<ArrivalClock> {
         Arc::new(ArrivalClock {
             origin,
@@ -71,9 +72,9 @@ impl ArrivalClock {
         self.latest_us.store(us, Ordering::Relaxed);
     }
 
-    /// When the latest chunk arrived.
-    pub fn latest(&self) -> Instant {
-        self.origin + Duration::from_micros(self.latest_us.load(Ordering::Relaxed))
+    /// When the latest chunk arrived, in microseconds after the origin.
+    pub fn latest_us(&self) -> u64 {
+        self.latest_us.load(Ordering::Relaxed)
     }
 }
 

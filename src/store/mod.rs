@@ -18,7 +18,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use thiserror::Error;
 
 use crate::aggregate::health::{State, TargetHealth, Transition};
-use crate::aggregate::rollup::{Rollup, Scalars};
+use crate::aggregate::rollup::{Rollup, Scalars, Span};
 use crate::result::ResultRecord;
 pub use schema::RESULT_COLUMNS;
 
@@ -58,6 +58,9 @@ pub enum StoreError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The writer's thread could not be started.
+    #[error("cannot start the store's writer thread: {0}")]
+    Thread(std::io::Error),
     /// A stored value does not decode.
     #[error("store {path}: {message}")]
     Corrupt {
@@ -66,38 +69,6 @@ pub enum StoreError {
         /// What did not decode.
         message: String,
     },
-}
-
-/// The length of a rollup bucket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Span {
-    /// One hour (UTC).
-    Hour,
-    /// One day (UTC).
-    Day,
-}
-
-impl Span {
-    /// Its name in the store.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Span::Hour => "hour",
-            Span::Day => "day",
-        }
-    }
-
-    /// Its length in ms.
-    pub fn ms(self) -> i64 {
-        match self {
-            Span::Hour => 3_600_000,
-            Span::Day => 86_400_000,
-        }
-    }
-
-    /// The start of the bucket holding unix ms `at`.
-    pub fn bucket_of(self, at: i64) -> i64 {
-        at - at.rem_euclid(self.ms())
-    }
 }
 
 /// One rollup row.
@@ -649,15 +620,6 @@ fn sqlite(path: &Path, source: rusqlite::Error) -> StoreError {
         path: path.to_owned(),
         source,
     }
-}
-
-/// Unix ms of a record's RFC 3339 `ts` (0 when it does not parse, which `Runner` never
-/// produces).
-pub fn ts_ms(record: &ResultRecord) -> i64 {
-    humantime::parse_rfc3339(&record.ts)
-        .ok()
-        .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |since| since.as_millis() as i64)
 }
 
 #[cfg(test)]

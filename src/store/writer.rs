@@ -3,18 +3,24 @@
 //! states, writes each batch in one transaction, and only then logs each run as `recorded`.
 //!
 //! A thread, not a task: SQLite calls block, and keeping them off the runtime keeps them off
-//! the measurement path. A batch that fails to write is kept and retried, never dropped.
+//! the measurement path. A batch that fails to write is kept and retried, never dropped. The
+//! queue in front of it is bounded: a writer that falls behind slows the runs that feed it
+//! (counted) instead of growing memory.
 
 use std::collections::HashMap;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::aggregate::health::TargetHealth;
 use crate::aggregate::rollup::Rollup;
+use crate::aggregate::rollup::Span;
 use crate::config::{HealthConfig, StoreConfig};
 use crate::result::ResultRecord;
-use crate::store::{Batch, RollupRow, Span, Store, StoreError, ts_ms};
+use crate::store::{Batch, RollupRow, Store, StoreError};
+use crate::units::{month_of, now_ms};
 
 /// Most runs in one transaction.
 const MAX_BATCH: usize = 500;
@@ -23,8 +29,62 @@ const MAX_WAIT: Duration = Duration::from_millis(100);
 /// How often old results and rollups are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
+/// Runs the queue to the writer holds at most: a few minutes of 10,000 targets' runs.
+const QUEUE: usize = 10_000;
+
 /// Sends finished runs to the writer; dropping every sender lets the writer flush and stop.
-pub type RecordSender = Sender<ResultRecord>;
+#[derive(Debug, Clone)]
+pub struct RecordSender {
+    queue: SyncSender<ResultRecord>,
+    counts: Arc<SendCounts>,
+}
+
+/// What sending cost: waits on a full queue, and runs lost because the writer had stopped.
+#[derive(Debug, Default)]
+pub struct SendCounts {
+    /// Sends that found the queue full and waited for room.
+    pub waited: AtomicU64,
+    /// Runs not recorded because the writer had stopped.
+    pub dropped: AtomicU64,
+}
+
+impl RecordSender {
+    /// Hands `record` to the writer; waits, off the async runtime, while the queue is full.
+    /// A record the writer can no longer take is counted and logged as lost.
+    pub async fn send(&self, record: ResultRecord) {
+        let record = match self.queue.try_send(record) {
+            Ok(()) => return,
+            Err(TrySendError::Full(record)) => record,
+            Err(TrySendError::Disconnected(record)) => return self.lost(&record),
+        };
+        self.counts.waited.fetch_add(1, Ordering::Relaxed);
+        let queue = self.queue.clone();
+        // The record comes back only when it could not be sent.
+        let sent = tokio::task::spawn_blocking(move || queue.send(record).err().map(|e| e.0)).await;
+        match sent {
+            Ok(None) => {}
+            Ok(Some(unsent)) => self.lost(&unsent),
+            Err(_) => {
+                self.counts.dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::error!("a run was lost: the task handing it to the writer failed");
+            }
+        }
+    }
+
+    fn lost(&self, record: &ResultRecord) {
+        self.counts.dropped.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(
+            run_id = %record.run_id,
+            target_id = %record.target,
+            "a run was lost: the store's writer has stopped"
+        );
+    }
+
+    /// The counts of every clone of this sender.
+    pub fn counts(&self) -> Arc<SendCounts> {
+        Arc::clone(&self.counts)
+    }
+}
 
 /// The running writer.
 #[derive(Debug)]
@@ -40,14 +100,15 @@ impl Writer {
         health: HealthConfig,
     ) -> Result<(Writer, RecordSender), StoreError> {
         let state = State::load(store, store_config, health)?;
-        let (sender, receiver) = channel();
+        let (queue, receiver) = sync_channel(QUEUE);
         let thread = std::thread::Builder::new()
             .name("sonde-store".into())
             .spawn(move || state.run(receiver))
-            .map_err(|source| StoreError::Io {
-                path: "sonde-store thread".into(),
-                source,
-            })?;
+            .map_err(StoreError::Thread)?;
+        let sender = RecordSender {
+            queue,
+            counts: Arc::default(),
+        };
         Ok((Writer { thread }, sender))
     }
 
@@ -200,7 +261,7 @@ impl State {
         let mut health_touched: Vec<String> = Vec::new();
         let mut latest = i64::MIN;
         for record in records {
-            let at = ts_ms(&record);
+            let at = record.ts.ms();
             latest = latest.max(at);
             for span in [Span::Hour, Span::Day] {
                 let key = (
@@ -289,17 +350,4 @@ impl State {
             Err(err) => tracing::error!(error = %err, "pruning the store failed"),
         }
     }
-}
-
-/// Unix ms now.
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
-/// `YYYY-MM` (UTC) of unix ms `at`.
-pub fn month_of(at: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(at)
-        .unwrap_or_default()
-        .format("%Y-%m")
-        .to_string()
 }

@@ -1,0 +1,85 @@
+//! How figures, times and states are written on the pages: one place, so every page and chart
+//! says the same thing the same way. `–` stands for a figure that does not exist.
+
+use chrono::DateTime;
+
+use crate::aggregate::health::State;
+use crate::scheduler::stable_hash;
+
+/// The file name of a page about `id` (a target or a group): its id made safe for any file
+/// system, plus a hash so that two ids never share a page.
+pub fn slug(id: &str) -> String {
+    let safe: String = id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(60)
+        .collect();
+    format!("{safe}-{:08x}", stable_hash(id) as u32)
+}
+
+/// `YYYY-MM-DD HH:MM UTC`.
+pub fn when(ms: i64) -> String {
+    DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_default()
+}
+
+/// `MM-DD HH:MM` (the page says times are UTC).
+pub fn short_when(ms: i64) -> String {
+    DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%m-%d %H:%M").to_string())
+        .unwrap_or_default()
+}
+
+/// `YYYY-MM-DD`.
+pub fn day(ms: i64) -> String {
+    DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%d").to_string())
+        .unwrap_or_default()
+}
+
+/// An availability: `100%`, `99.9%` from 99.95 % up (never rounded up to 100), else one
+/// decimal.
+pub fn percent(value: Option<f64>) -> String {
+    value.map_or("–".into(), |v| {
+        if v >= 1.0 {
+            "100%".into()
+        } else if v >= 0.9995 {
+            "99.9%".into()
+        } else {
+            format!("{:.1}%", v * 100.0)
+        }
+    })
+}
+
+/// A latency: whole milliseconds, or seconds with one decimal from 10 s.
+pub fn ms(value: Option<f64>) -> String {
+    value.map_or("–".into(), |v| {
+        if v >= 10_000.0 {
+            format!("{:.1} s", v / 1000.0)
+        } else {
+            format!("{v:.0} ms")
+        }
+    })
+}
+
+/// A whole number.
+pub fn number(value: Option<f64>) -> String {
+    value.map_or("–".into(), |v| format!("{v:.0}"))
+}
+
+/// The CSS class and the words of a state.
+pub fn state_text(state: State) -> (&'static str, &'static str) {
+    match state {
+        State::Healthy => ("ok", "Operational"),
+        State::Degraded => ("warn", "Degraded"),
+        State::Down => ("down", "Down"),
+        State::Unknown => ("unknown", "No data yet"),
+    }
+}
