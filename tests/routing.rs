@@ -361,3 +361,32 @@ proptest! {
         prop_assert_eq!(deployment["model_info"]["id"].as_str(), Some(target.as_str()));
     }
 }
+
+#[test]
+fn a_wall_display_refresh_is_asked_for_only_when_configured() {
+    for (refresh, want) in [("", None), ("refresh = \"90s\"", Some("90"))] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = scripted(dir.path(), refresh);
+        let store = Store::open_read_only(&config.store.path).unwrap();
+        let snapshot = Snapshot::load(&config, &store, now_ms()).unwrap();
+        let files = publish::build(&config, &snapshot).unwrap();
+        for (name, bytes) in &files {
+            if !name.ends_with(".html") {
+                continue;
+            }
+            let html = String::from_utf8(bytes.clone()).unwrap();
+            let asked = html.contains("http-equiv=\"refresh\"");
+            assert_eq!(asked, want.is_some(), "{name}");
+            if let Some(seconds) = want {
+                assert!(html.contains(&format!("content=\"{seconds}\"")), "{name}");
+            }
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let err = Config::parse(
+        Path::new("sonde.toml"),
+        &config_text(dir.path(), "refresh = \"1s\""),
+    )
+    .unwrap_err();
+    assert_eq!(err.key(), Some("publish.refresh"), "{err}");
+}
