@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::budget::Budgets;
 use crate::config::{Config, Target};
+use crate::counters::RunCounters;
 use crate::limiter::Gate;
 use crate::probe::Probe;
 use crate::result::Outcome;
@@ -84,7 +85,13 @@ pub async fn run(
     let store = Store::open(&config.store.path)?;
     let spent = store.month_spend(&month_of(now_ms()))?;
     let budgets = Budgets::new(&config, &spent, &month_of(now_ms()));
-    let (writer, records) = Writer::spawn(store, config.store.clone(), config.health)?;
+    let counters = Arc::new(RunCounters::default());
+    let (writer, records) = Writer::spawn(
+        store,
+        config.store.clone(),
+        config.health,
+        Arc::clone(&counters),
+    )?;
     let sends = records.counts();
     let stats = Arc::new(Stats::default());
     let shared = Arc::new(Shared {
@@ -101,7 +108,7 @@ pub async fn run(
         abort: CancellationToken::new(),
         runs: TaskTracker::new(),
     });
-    let publishing = start_publishing(&config, &shutdown).await?;
+    let publishing = start_publishing(&config, &shutdown, counters).await?;
     let jobs = TaskTracker::new();
     let mut count = 0;
     for target in &config.targets {
@@ -162,12 +169,13 @@ pub async fn run(
 async fn start_publishing(
     config: &Config,
     shutdown: &CancellationToken,
+    counters: Arc<RunCounters>,
 ) -> Result<TaskTracker, DaemonError> {
     let tasks = TaskTracker::new();
     if config.publish.out.is_none() && config.server.listen.is_none() {
         return Ok(tasks);
     }
-    let site = Site::new(Arc::new(config.clone()));
+    let site = Site::counting(Arc::new(config.clone()), counters);
     if let Some(addr) = config.server.listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await

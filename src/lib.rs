@@ -13,6 +13,7 @@ pub mod bench;
 pub mod budget;
 pub mod capability;
 pub mod config;
+pub mod counters;
 pub mod daemon;
 pub mod limiter;
 pub mod measurement;

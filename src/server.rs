@@ -23,6 +23,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::counters::RunCounters;
 use crate::publish::{self, Files, PublishError, Snapshot, feed, metrics};
 use crate::store::Store;
 use crate::units::now_ms;
@@ -42,6 +43,8 @@ pub struct Site {
     metrics: Mutex<Cached>,
     /// One computation at a time, however many requests find the body stale.
     computing: tokio::sync::Mutex<()>,
+    /// The daemon's run counters for `/metrics`; none for `sonde serve`, which records nothing.
+    counters: Option<Arc<RunCounters>>,
 }
 
 impl std::fmt::Debug for Site {
@@ -53,12 +56,22 @@ impl std::fmt::Debug for Site {
 impl Site {
     /// An empty site for `config` (pages appear at the first [`Site::refresh`]).
     pub fn new(config: Arc<Config>) -> Arc<Site> {
+        Site::with(config, None)
+    }
+
+    /// [`Site::new`] for the daemon, whose `/metrics` also shows `counters`.
+    pub fn counting(config: Arc<Config>, counters: Arc<RunCounters>) -> Arc<Site> {
+        Site::with(config, Some(counters))
+    }
+
+    fn with(config: Arc<Config>, counters: Option<Arc<RunCounters>>) -> Arc<Site> {
         Arc::new(Site {
             config,
             files: RwLock::new(Arc::new(BTreeMap::new())),
             feed: Mutex::new(None),
             metrics: Mutex::new(None),
             computing: tokio::sync::Mutex::new(()),
+            counters,
         })
     }
 
@@ -129,7 +142,9 @@ impl Site {
             let feed = feed::build(&site.config, &stats, now);
             Ok(match which {
                 Fresh::Feed => publish::feed_json(&feed)?,
-                Fresh::Metrics => metrics::render(&stats, &feed).into_bytes(),
+                Fresh::Metrics => {
+                    metrics::render(&stats, &feed, site.counters.as_deref()).into_bytes()
+                }
             })
         })
         .await??;

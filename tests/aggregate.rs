@@ -56,7 +56,8 @@ fn write_with(dir: &Path, records: Vec<ResultRecord>, health: HealthConfig) -> S
         retention_days: 400,
         rollup_retention_days: 400,
     };
-    let (writer, sender) = Writer::spawn(store, store_config, health).unwrap();
+    let (writer, sender) =
+        Writer::spawn(store, store_config, health, std::sync::Arc::default()).unwrap();
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         for record in records {
             sender.send(record).await;

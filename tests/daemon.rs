@@ -397,3 +397,77 @@ async fn logs_use_the_right_words_and_levels_without_colour_off_a_terminal() {
         .unwrap_or_else(|| panic!("{log}"));
     assert!(healthy.contains(" INFO "), "routine: {healthy}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemons_run_counters_only_grow_and_carry_their_labels() {
+    let sim = common::simulator(SCENARIO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let mut config = write_config(
+        dir.path(),
+        &sim.base_url(),
+        "rpm = 6000",
+        &["a", "always-429"],
+        "ping = \"every 1s\"",
+    );
+    config.server.listen = Some(format!("127.0.0.1:{port}").parse().unwrap());
+    let shutdown = CancellationToken::new();
+    let daemon = tokio::spawn(daemon::run(
+        config,
+        shutdown.clone(),
+        Duration::from_secs(5),
+    ));
+    let http = common::http();
+    let scrape = || async {
+        let text = http
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let lines = text.lines().map(|l| Ok(l.to_owned()));
+        let scrape = prometheus_parse::Scrape::parse(lines).unwrap();
+        let runs: std::collections::BTreeMap<String, f64> = scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == "sonde_runs_total")
+            .map(|s| {
+                assert_eq!(s.labels.get("provider"), Some("sim"));
+                assert_eq!(s.labels.get("probe"), Some("ping"));
+                assert!(s.labels.get("group").is_some());
+                let key = format!(
+                    "{}#{}",
+                    s.labels.get("target").unwrap(),
+                    s.labels.get("outcome").unwrap()
+                );
+                match s.value {
+                    prometheus_parse::Value::Counter(v) => (key, v),
+                    ref other => panic!("not a counter: {other:?}"),
+                }
+            })
+            .collect();
+        (runs, text)
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (first, _) = scrape().await;
+    // /metrics is recomputed at most once a second.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (second, text) = scrape().await;
+    shutdown.cancel();
+    daemon.await.unwrap().unwrap();
+    assert!(first.contains_key("sim/a#ok"), "{text}");
+    assert!(second.contains_key("sim/always-429#rate_limited"), "{text}");
+    for (key, before) in &first {
+        assert!(
+            second[key] >= *before,
+            "{key} went down: {first:?} → {second:?}"
+        );
+    }
+    assert!(
+        second.values().sum::<f64>() > first.values().sum::<f64>(),
+        "{first:?} → {second:?}"
+    );
+    assert!(text.contains("sonde_last_run_timestamp_seconds{target=\"sim/a\"}"));
+}

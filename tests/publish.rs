@@ -434,16 +434,36 @@ async fn the_server_serves_the_site_fresh_feeds_and_metrics() {
         .samples
         .iter()
         .find(|s| {
-            s.metric == "sonde_ttft_seconds_count"
+            s.metric == "sonde_ttft_seconds_30d_samples"
                 && s.labels.get("target").is_some_and(|t| t.ends_with(EVIL))
         })
-        .expect("a TTFT histogram with the escaped label");
+        .expect("the TTFT samples with the escaped label");
     assert!(
-        matches!(count.value, prometheus_parse::Value::Untyped(v) | prometheus_parse::Value::Counter(v) if v == 40.0),
+        matches!(count.value, prometheus_parse::Value::Gauge(v) if v == 40.0),
         "{:?}",
         count.value
     );
-    assert!(text.contains("# TYPE sonde_ttft_seconds histogram"));
+    let p95 = scrape
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == "sonde_ttft_seconds_30d"
+                && s.labels.get("target").is_some_and(|t| t.ends_with(EVIL))
+                && s.labels.get("quantile") == Some("0.95")
+        })
+        .expect("a TTFT p95 gauge");
+    assert!(matches!(p95.value, prometheus_parse::Value::Gauge(v) if (v - 0.285).abs() < 0.001));
+    assert!(
+        !text.contains("quantile=\"0.99\""),
+        "40 runs cannot support a p99"
+    );
+    assert!(text.contains("# TYPE sonde_ttft_seconds_30d gauge"));
+    assert!(text.contains("sonde_build_info{version=\""));
+    assert!(
+        !text.contains("sonde_runs_total"),
+        "sonde serve records nothing, so it counts nothing"
+    );
+    assert!(text.contains("sonde_last_run_timestamp_seconds{target=\"dead/gone\"}"));
     assert!(!text.contains(KEY));
     shutdown.cancel();
 }
@@ -471,4 +491,31 @@ async fn the_site_is_swapped_in_whole() {
         .filter(|e| e.file_name().to_string_lossy().starts_with(".site"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_csv_holds_the_newest_runs_up_to_its_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = scripted_store(dir.path()).await;
+    let now = now_ms();
+    // More runs in the last 24 hours than the cap, a second apart.
+    let extra = publish::CSV_RUNS as i64 + 50;
+    let records = (0..extra)
+        .map(|i| common::scripted(&config, 0, now - 80_000_000 + i * 1_000, Outcome::Ok, 100.0))
+        .collect::<Vec<_>>();
+    let newest = records.last().unwrap().run_id.clone();
+    let store = Store::open(&config.store.path).unwrap();
+    import(store, config.store.clone(), config.health, records).unwrap();
+    let (_, files) = build(&config);
+    let mut reader = csv::Reader::from_reader(&files["results.csv"][..]);
+    let rows: Vec<sonde::result::ResultRecord> = reader.deserialize().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), publish::CSV_RUNS);
+    assert!(
+        rows.windows(2).all(|pair| pair[0].ts <= pair[1].ts),
+        "oldest first"
+    );
+    assert!(
+        rows.iter().any(|r| r.run_id == newest),
+        "the newest run is in"
+    );
 }

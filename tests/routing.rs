@@ -188,7 +188,7 @@ fn substitution_fake_streaming_and_refused_requirements_change_the_weights() {
         page.contains("≠ llama-8b"),
         "the run table names the served model"
     );
-    let metrics = publish::metrics::render(&snapshot.stats, &feed);
+    let metrics = publish::metrics::render(&snapshot.stats, &feed, None);
     assert!(
         metrics.contains(
             "sonde_target_model_substituted{target=\"swapper/llama-70b\",window=\"1h\"} 1"

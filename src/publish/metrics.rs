@@ -1,15 +1,22 @@
 //! `/metrics` in the Prometheus text exposition format (version 0.0.4).
 //!
-//! Distributions are the 30-day window's (from the daily rollups), exposed as histograms with
-//! a `window="30d"` label: they grow as runs are recorded and shrink when a day leaves the
-//! window, which Prometheus treats as a counter reset. Run counts per outcome are the same
-//! window's. States, weights and availability are gauges of the feed's window.
+//! Two kinds of figures, named so they cannot be confused:
+//! - **Counters** that only grow for the life of the process: `sonde_runs_total` (runs this
+//!   daemon recorded, by target, provider, group, probe and outcome). `sonde serve` records
+//!   nothing and has none.
+//! - **Gauges of a window**, named for it: the 30-day quantiles of TTFT, E2E and speed
+//!   (`sonde_ttft_seconds_30d{quantile}`, with `_samples`; a quantile the samples cannot support
+//!   is left out), runs per outcome and spend over 30 days; states, weights, availability and
+//!   fidelity over the feed's window. They drop as runs leave the window, as gauges may.
+//!
+//! Plus `sonde_build_info` and each target's `sonde_last_run_timestamp_seconds`.
 
 use std::fmt::Write as _;
 
 use super::feed::{Feed, FeedTarget};
 use crate::aggregate::health::State;
 use crate::aggregate::{Percentiles, TargetStats, Window};
+use crate::counters::RunCounters;
 use crate::result::Outcome;
 
 /// The `Content-Type` of the exposition.
@@ -26,7 +33,8 @@ fn label(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
-fn histogram(
+/// A distribution as quantile gauges named for its window, with its sample count.
+fn quantiles(
     out: &mut String,
     name: &str,
     help: &str,
@@ -34,37 +42,96 @@ fn histogram(
     rows: &[(&str, &Percentiles)],
 ) {
     let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} histogram");
+    let _ = writeln!(out, "# TYPE {name} gauge");
     for (target, p) in rows {
-        let labels = format!("target=\"{}\",window=\"30d\"", label(target));
-        for (bound, count) in &p.buckets {
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{labels},le=\"{}\"}} {count}",
-                bound / per_unit
-            );
+        for (quantile, value) in [
+            ("0.5", p.p50),
+            ("0.9", p.p90),
+            ("0.95", p.p95),
+            ("0.99", p.p99),
+        ] {
+            if let Some(value) = value {
+                let _ = writeln!(
+                    out,
+                    "{name}{{target=\"{}\",quantile=\"{quantile}\"}} {}",
+                    label(target),
+                    value / per_unit
+                );
+            }
         }
-        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", p.count);
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", p.sum / per_unit);
-        let _ = writeln!(out, "{name}_count{{{labels}}} {}", p.count);
+    }
+    let _ = writeln!(
+        out,
+        "# HELP {name}_samples Samples behind {name}.\n# TYPE {name}_samples gauge"
+    );
+    for (target, p) in rows {
+        let _ = writeln!(
+            out,
+            "{name}_samples{{target=\"{}\"}} {}",
+            label(target),
+            p.count
+        );
     }
 }
 
-/// The exposition for `stats` and `feed`.
-pub fn render(stats: &[TargetStats], feed: &Feed) -> String {
+/// The exposition for `stats` and `feed`, with the daemon's `counters` when it has them.
+pub fn render(stats: &[TargetStats], feed: &Feed, counters: Option<&RunCounters>) -> String {
     let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP sonde_build_info The sonde that serves these metrics.\n# TYPE sonde_build_info gauge\nsonde_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    let last_runs = counters.map(|c| c.snapshot());
+    if let Some((runs, _)) = &last_runs {
+        let _ = writeln!(
+            out,
+            "# HELP sonde_runs_total Runs this process recorded, since it started.\n# TYPE sonde_runs_total counter"
+        );
+        for (key, count) in runs {
+            let _ = writeln!(
+                out,
+                "sonde_runs_total{{target=\"{}\",provider=\"{}\",group=\"{}\",probe=\"{}\",outcome=\"{}\"}} {count}",
+                label(&key.target),
+                label(&key.provider),
+                label(&key.group),
+                label(&key.probe),
+                key.outcome
+            );
+        }
+    }
     let month: Vec<(&str, &crate::aggregate::WindowStats)> = stats
         .iter()
         .filter_map(|s| s.window(Window::D30).map(|w| (s.target.as_str(), w)))
         .collect();
+    let _ = writeln!(
+        out,
+        "# HELP sonde_last_run_timestamp_seconds When the target's latest run was scheduled (unix seconds).\n# TYPE sonde_last_run_timestamp_seconds gauge"
+    );
+    for (target, window) in &month {
+        let from_store = window
+            .last_ok_ms
+            .max(window.last_error.as_ref().map(|(at, _)| *at));
+        let from_process = last_runs
+            .as_ref()
+            .and_then(|(_, last)| last.get(*target).copied());
+        if let Some(ms) = from_store.max(from_process) {
+            let _ = writeln!(
+                out,
+                "sonde_last_run_timestamp_seconds{{target=\"{}\"}} {}",
+                label(target),
+                ms as f64 / 1000.0
+            );
+        }
+    }
     let ttft: Vec<_> = month
         .iter()
         .map(|(t, w)| (*t, &w.latency.ttft_ms))
         .collect();
-    histogram(
+    quantiles(
         &mut out,
-        "sonde_ttft_seconds",
-        "Time to first token of successful streamed runs.",
+        "sonde_ttft_seconds_30d",
+        "Time to first token of successful streamed runs over 30 days, by quantile.",
         1000.0,
         &ttft,
     );
@@ -77,10 +144,10 @@ pub fn render(stats: &[TargetStats], feed: &Feed) -> String {
                 .map(|l| (*t, &l.e2e_ms))
         })
         .collect();
-    histogram(
+    quantiles(
         &mut out,
-        "sonde_e2e_seconds",
-        "End-to-end time of successful runs of each target's most frequent probe.",
+        "sonde_e2e_seconds_30d",
+        "End-to-end time of successful runs of each target's most frequent probe over 30 days.",
         1000.0,
         &e2e,
     );
@@ -88,35 +155,35 @@ pub fn render(stats: &[TargetStats], feed: &Feed) -> String {
         .iter()
         .map(|(t, w)| (*t, &w.latency.tokens_per_s))
         .collect();
-    histogram(
+    quantiles(
         &mut out,
-        "sonde_output_tokens_per_second",
-        "Decode speed of successful streamed runs.",
+        "sonde_output_tokens_per_second_30d",
+        "Decode speed of successful streamed runs over 30 days.",
         1.0,
         &speed,
     );
     let _ = writeln!(
         out,
-        "# HELP sonde_runs_total Runs per outcome in the last 30 days.\n# TYPE sonde_runs_total counter"
+        "# HELP sonde_runs_30d Runs per outcome in the last 30 days.\n# TYPE sonde_runs_30d gauge"
     );
     for (target, window) in &month {
         for outcome in Outcome::ALL {
             let count = window.outcomes.get(&outcome).copied().unwrap_or(0);
             let _ = writeln!(
                 out,
-                "sonde_runs_total{{target=\"{}\",outcome=\"{outcome}\",window=\"30d\"}} {count}",
+                "sonde_runs_30d{{target=\"{}\",outcome=\"{outcome}\"}} {count}",
                 label(target)
             );
         }
     }
     let _ = writeln!(
         out,
-        "# HELP sonde_spend_usd USD spent in the last 30 days.\n# TYPE sonde_spend_usd gauge"
+        "# HELP sonde_spend_usd_30d USD spent in the last 30 days.\n# TYPE sonde_spend_usd_30d gauge"
     );
     for (target, window) in &month {
         let _ = writeln!(
             out,
-            "sonde_spend_usd{{target=\"{}\",window=\"30d\"}} {}",
+            "sonde_spend_usd_30d{{target=\"{}\"}} {}",
             label(target),
             window.cost_usd
         );

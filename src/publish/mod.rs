@@ -33,6 +33,9 @@ pub const BAR_DAYS: i64 = 90;
 pub const HEATMAP_DAYS: i64 = 28;
 /// Runs listed on a target's page.
 pub const LAST_RUNS: usize = 50;
+/// Runs in the site's `results.csv`: the newest of the last 24 hours, at most this many (a
+/// few MB), whatever the number of targets; `sonde export` has them all.
+pub const CSV_RUNS: usize = 10_000;
 
 /// Why publishing failed.
 #[derive(Debug, Error)]
@@ -87,7 +90,8 @@ pub struct Snapshot {
     pub incidents: Vec<Incident>,
     /// Per target: its latest runs, newest first.
     pub latest: HashMap<String, Vec<ResultRecord>>,
-    /// Every run of the last 24 hours, oldest first (`results.csv`).
+    /// The newest runs of the last 24 hours, at most [`CSV_RUNS`], oldest first
+    /// (`results.csv`).
     pub recent: Vec<ResultRecord>,
 }
 
@@ -137,11 +141,7 @@ impl Snapshot {
                 .collect(),
             incidents: store.incidents(now_ms - BAR_DAYS * day.ms())?,
             latest,
-            recent: store
-                .results_since(now_ms - day.ms(), None)?
-                .into_iter()
-                .map(|(record, _)| record)
-                .collect(),
+            recent: store.newest_since(now_ms - day.ms(), CSV_RUNS)?,
         })
     }
 

@@ -321,6 +321,29 @@ impl Store {
         Ok(out)
     }
 
+    /// The newest `limit` results with `ts_ms >= since_ms`, oldest first.
+    pub fn newest_since(
+        &self,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<ResultRecord>, StoreError> {
+        let mut statement = self
+            .conn
+            .prepare_cached(
+                "SELECT * FROM results WHERE ts_ms >= ?1 ORDER BY ts_ms DESC, id DESC LIMIT ?2",
+            )
+            .map_err(|source| self.err(source))?;
+        let mut rows = statement
+            .query(params![since_ms, i64::try_from(limit).unwrap_or(i64::MAX)])
+            .map_err(|source| self.err(source))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(|source| self.err(source))? {
+            out.push(self.record_of(row)?);
+        }
+        out.reverse();
+        Ok(out)
+    }
+
     /// Number of stored results.
     pub fn result_count(&self) -> Result<u64, StoreError> {
         self.conn

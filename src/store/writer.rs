@@ -18,6 +18,7 @@ use crate::aggregate::health::TargetHealth;
 use crate::aggregate::rollup::Rollup;
 use crate::aggregate::rollup::Span;
 use crate::config::{HealthConfig, StoreConfig};
+use crate::counters::RunCounters;
 use crate::result::ResultRecord;
 use crate::store::{Batch, RollupRow, Store, StoreError};
 use crate::units::{month_of, now_ms};
@@ -98,8 +99,10 @@ impl Writer {
         store: Store,
         store_config: StoreConfig,
         health: HealthConfig,
+        counters: Arc<RunCounters>,
     ) -> Result<(Writer, RecordSender), StoreError> {
-        let state = State::load(store, store_config, health)?;
+        let mut state = State::load(store, store_config, health)?;
+        state.counters = Some(counters);
         let (queue, receiver) = sync_channel(QUEUE);
         let thread = std::thread::Builder::new()
             .name("sonde-store".into())
@@ -153,6 +156,8 @@ struct State {
     rollups: HashMap<RollupKey, Rollup>,
     health: HashMap<String, TargetHealth>,
     last_prune: Option<Instant>,
+    /// The daemon's process-lifetime counters, counted as runs are recorded.
+    counters: Option<Arc<RunCounters>>,
 }
 
 impl State {
@@ -176,6 +181,7 @@ impl State {
             rollups: HashMap::new(),
             health,
             last_prune: None,
+            counters: None,
         })
     }
 
@@ -225,6 +231,9 @@ impl State {
             }
         }
         for (record, _) in &batch.results {
+            if let Some(counters) = &self.counters {
+                counters.count(record);
+            }
             tracing::info!(
                 run_id = %record.run_id,
                 target_id = %record.target,

@@ -227,6 +227,15 @@ pub async fn run_probe(config: &Config, model: &str, probe: &sonde::probe::Probe
 /// The scenario the integration tests serve (`tests/common/scenario.toml`).
 pub const SCENARIO: &str = include_str!("scenario.toml");
 
+/// A loopback port nothing listens on now, for a server a test starts by its address.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A plain HTTP client for talking to servers under test.
 pub fn http() -> reqwest::Client {
     sonde::runner::transport::install_crypto();

@@ -1,0 +1,97 @@
+//! Process-lifetime run counters for `/metrics`: how many runs this daemon recorded, per
+//! target, provider, group, probe and outcome, and when each target last ran. They only grow
+//! (until the process restarts, which Prometheus reads as a counter reset), unlike the
+//! windows' figures, which drop as runs leave the window.
+//!
+//! The store's writer counts a run once its transaction committed, the same moment it logs
+//! it as `recorded`, so a counted run is a stored run.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use crate::result::{Outcome, ResultRecord};
+
+/// The labels of one counter.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RunKey {
+    /// Target id.
+    pub target: String,
+    /// Provider name.
+    pub provider: String,
+    /// Route group.
+    pub group: String,
+    /// Probe name.
+    pub probe: String,
+    /// Outcome.
+    pub outcome: Outcome,
+}
+
+/// The counters of one process, shared by the writer that counts and the server that shows.
+#[derive(Debug, Default)]
+pub struct RunCounters {
+    state: Mutex<Counts>,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    runs: BTreeMap<RunKey, u64>,
+    /// Unix ms of each target's latest recorded run.
+    last_run_ms: BTreeMap<String, i64>,
+}
+
+impl RunCounters {
+    /// Counts one recorded run.
+    pub fn count(&self, record: &ResultRecord) {
+        let mut counts = self
+            .state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let key = RunKey {
+            target: record.target.clone(),
+            provider: record.provider.clone(),
+            group: record.group.clone(),
+            probe: record.probe.clone(),
+            outcome: record.outcome,
+        };
+        *counts.runs.entry(key).or_default() += 1;
+        let last = counts.last_run_ms.entry(record.target.clone()).or_default();
+        *last = (*last).max(record.ts.ms());
+    }
+
+    /// A copy of the counters and of each target's latest run (unix ms).
+    pub fn snapshot(&self) -> (BTreeMap<RunKey, u64>, BTreeMap<String, i64>) {
+        let counts = self
+            .state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        (counts.runs.clone(), counts.last_run_ms.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::result::sample;
+
+    #[test]
+    fn counts_only_grow_and_the_latest_run_wins() {
+        let counters = RunCounters::default();
+        let mut early = sample(Outcome::Ok);
+        early.ts = crate::units::Timestamp::from_ms(2_000);
+        let mut late = sample(Outcome::Ok);
+        late.ts = crate::units::Timestamp::from_ms(1_000);
+        let mut failed = sample(Outcome::Timeout);
+        failed.ts = crate::units::Timestamp::from_ms(500);
+        counters.count(&early);
+        counters.count(&late);
+        counters.count(&failed);
+        let (runs, last) = counters.snapshot();
+        let ok = runs
+            .iter()
+            .find(|(k, _)| k.outcome == Outcome::Ok)
+            .map(|(_, n)| *n);
+        assert_eq!(ok, Some(2));
+        assert_eq!(runs.values().sum::<u64>(), 3);
+        assert_eq!(last["p/m"], 2_000);
+    }
+}
