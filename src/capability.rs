@@ -150,6 +150,16 @@ impl Capabilities {
     }
 }
 
+/// A run's evidence about one capability as a table cell: `yes`, `no`, or `–` when the run
+/// says nothing (its probe does not check it).
+pub fn word(value: Option<bool>) -> &'static str {
+    match value {
+        Some(true) => "yes",
+        Some(false) => "no",
+        None => "–",
+    }
+}
+
 /// What a run of a probe claiming `claims` says about each of them.
 ///
 /// `tools` and `json` hold when the run passed its check; they fail when the answer arrived

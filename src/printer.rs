@@ -156,12 +156,7 @@ fn row(record: &ResultRecord) -> [String; 13] {
         tokens,
         // Only a probe that checks streaming says anything about it: a one-token ping
         // arrives whole from any provider.
-        match record.cap_streaming {
-            Some(true) => "yes",
-            Some(false) => "no",
-            None => "–",
-        }
-        .to_owned(),
+        crate::capability::word(record.cap_streaming).to_owned(),
         if served.is_empty() {
             "–".to_owned()
         } else {

@@ -109,11 +109,11 @@ impl Site {
         }
     }
 
-    /// The cached body of `which`, and whether it is younger than [`FRESH_FOR`].
-    fn cached(&self, which: Fresh) -> Option<(Bytes, bool)> {
+    /// The cached body of `which` when it is younger than [`FRESH_FOR`].
+    fn cached(&self, which: Fresh) -> Option<Bytes> {
         let cache = self.cache(which).lock().ok()?;
         let (at, body) = cache.as_ref()?;
-        Some((body.clone(), at.elapsed() < FRESH_FOR))
+        (at.elapsed() < FRESH_FOR).then(|| body.clone())
     }
 
     /// `/feed.json` or `/metrics`: the cached body when computed within a second; else a
@@ -121,11 +121,11 @@ impl Site {
     /// the others wait for that computation and share its body, so a burst of pollers costs
     /// one computation and no poller gets a body older than a second plus one computation.
     async fn fresh(self: &Arc<Site>, which: Fresh) -> Result<Bytes, PublishError> {
-        if let Some((body, true)) = self.cached(which) {
+        if let Some(body) = self.cached(which) {
             return Ok(body);
         }
         let _computing = self.computing.lock().await;
-        if let Some((body, true)) = self.cached(which) {
+        if let Some(body) = self.cached(which) {
             return Ok(body);
         }
         self.compute(which).await

@@ -305,11 +305,7 @@ async fn kill_9_loses_no_recorded_result_and_a_second_daemon_is_refused() {
     // A restart opens the store cleanly, keeps going, and stops cleanly on SIGTERM.
     let restarted = sonde_run(dir.path());
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let pid = restarted.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let output = tokio::task::spawn_blocking(move || restarted.wait_with_output().unwrap())
-        .await
-        .unwrap();
+    let output = common::terminate(restarted).await;
     assert_eq!(output.status.code(), Some(0), "a clean stop exits 0");
     let log = String::from_utf8_lossy(&output.stderr);
     assert!(log.contains("every recorded run is on disk"), "{log}");
@@ -352,13 +348,7 @@ async fn logs_use_the_right_words_and_levels_without_colour_off_a_terminal() {
         .spawn()
         .unwrap();
     tokio::time::sleep(Duration::from_secs(6)).await;
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
+    let output = common::terminate(child).await;
     let log = String::from_utf8(output.stderr).unwrap();
     assert!(!log.contains('\u{1b}'), "colour codes on a pipe:\n{log}");
     let lines =

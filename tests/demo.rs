@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 async fn the_demo_shows_measured_data_within_a_minute() {
     let port = common::free_port();
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sonde"))
+    let child = Command::new(env!("CARGO_BIN_EXE_sonde"))
         .args([
             "demo",
             "--listen",
@@ -95,12 +95,6 @@ async fn the_demo_shows_measured_data_within_a_minute() {
     assert!(index.contains("sonde demo: simulated LLM providers"));
     assert!(index.contains("steady/steady-llama"));
     assert!(index.contains("substitutes model"), "the page says it too");
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
+    let status = common::terminate(child).await.status;
     assert!(status.success(), "the demo stops cleanly on SIGTERM");
 }

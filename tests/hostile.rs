@@ -76,23 +76,21 @@ async fn sse_server(events: String) -> SocketAddr {
     .await
 }
 
-/// Accepts connections and counts them, and reads what each sends: the other origin a
-/// redirect points at.
-async fn counting_server() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+/// Answers every connection with `response` after reading its request, and keeps what
+/// each request said: a server to count and inspect what reaches it.
+async fn capture_server(response: &'static [u8]) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = Arc::clone(&seen);
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
-            let mut buf = vec![0u8; 8192];
+            let mut buf = vec![0u8; 16384];
             let n = stream.read(&mut buf).await.unwrap_or(0);
             log.lock()
                 .unwrap()
                 .push(String::from_utf8_lossy(&buf[..n]).into_owned());
-            let _ = stream
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-                .await;
+            let _ = stream.write_all(response).await;
         }
     });
     (addr, seen)
@@ -100,7 +98,7 @@ async fn counting_server() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redirect_is_refused_and_the_key_never_reaches_its_target() {
-    let (elsewhere, seen) = counting_server().await;
+    let (elsewhere, seen) = capture_server(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await;
     for status in [
         "307 Temporary Redirect",
         "308 Permanent Redirect",
@@ -258,25 +256,9 @@ fn assert_masked(record: &ResultRecord) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gemini_model_id_stays_inside_its_path_segment() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let log = Arc::clone(&lines);
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let mut buf = vec![0u8; 16384];
-            let n = stream.read(&mut buf).await.unwrap_or(0);
-            let request = String::from_utf8_lossy(&buf[..n]).into_owned();
-            log.lock()
-                .unwrap()
-                .push(request.lines().next().unwrap_or_default().to_owned());
-            let _ = stream
-                .write_all(
-                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                )
-                .await;
-        }
-    });
+    let (addr, requests) =
+        capture_server(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .await;
     for (model, segment) in [
         ("../../admin", "..%2F..%2Fadmin"),
         ("x?key=leak#frag", "x%3Fkey%3Dleak%23frag"),
@@ -285,7 +267,8 @@ async fn a_gemini_model_id_stays_inside_its_path_segment() {
     ] {
         let record = common::run(&config_for("gemini", addr, model), model, "ping").await;
         assert_eq!(record.outcome, Outcome::NotFound, "{record:?}");
-        let line = lines.lock().unwrap().pop().unwrap();
+        let request = requests.lock().unwrap().pop().unwrap();
+        let line = request.lines().next().unwrap_or_default();
         assert_eq!(
             line,
             format!("POST /v1beta/models/{segment}:streamGenerateContent?alt=sse HTTP/1.1"),

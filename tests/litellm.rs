@@ -346,7 +346,7 @@ async fn through_litellm_sonde_measures_and_classifies_as_it_does_directly() {
         proxy.base_url()
     );
     std::fs::write(dir.path().join("daemon.toml"), daemon_toml).unwrap();
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_sonde"))
+    let daemon = Command::new(env!("CARGO_BIN_EXE_sonde"))
         .args(["run", "--config", "daemon.toml"])
         .current_dir(dir.path())
         .env("LITELLM_KEY", MASTER_KEY)
@@ -355,10 +355,7 @@ async fn through_litellm_sonde_measures_and_classifies_as_it_does_directly() {
         .spawn()
         .unwrap();
     tokio::time::sleep(Duration::from_secs(8)).await;
-    let _ = Command::new("kill")
-        .args(["-TERM", &daemon.id().to_string()])
-        .status();
-    assert!(daemon.wait().unwrap().success());
+    assert!(common::terminate(daemon).await.status.success());
     let export = sonde(
         dir.path(),
         strings(&["export", "--config", "daemon.toml", "--format", "json"]),

@@ -18,10 +18,6 @@ pub struct Identity {
     pub served_model: Option<String>,
     /// The upstream a gateway said served it.
     pub upstream: Option<String>,
-    /// The served model was another model than the one asked for.
-    pub substituted: bool,
-    /// A gateway named the answer by its route alias (the upstream model cannot be seen).
-    pub gateway_alias: bool,
 }
 
 /// Substitution and streaming evidence of some runs.
@@ -72,8 +68,6 @@ impl Fidelity {
                 at_ms,
                 served_model: Some(served.clone()),
                 upstream: record.upstream.clone(),
-                substituted: record.model_substituted,
-                gateway_alias: record.gateway_alias,
             });
         }
     }

@@ -94,14 +94,9 @@ impl Errors {
         result.map_err(|err| self.push(err)).ok()
     }
 
-    /// How many errors were found.
-    pub fn len(&self) -> usize {
+    /// How many errors were found (a check compares it before and after).
+    pub(crate) fn len(&self) -> usize {
         self.0.len()
-    }
-
-    /// True when no error was found.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 
     /// `value` when no error was found; else the error, or all of them in line order.
@@ -152,8 +147,9 @@ impl Source<'_> {
         }
     }
 
-    /// Parses the text as TOML into `T`. Syntax errors, unknown keys, missing keys and wrong
-    /// types all come back as [`ConfigError::Invalid`] naming the key's dotted path.
+    /// Parses the text as TOML into `T`. Syntax errors, unknown keys (all of them, as
+    /// [`ConfigError::Several`]), missing keys and wrong types come back naming the key's
+    /// dotted path.
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
         let mut errors = Errors::default();
         let value = self.parse_collecting(&mut errors);

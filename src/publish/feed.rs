@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::aggregate::fidelity::Fidelity;
 use crate::aggregate::health::State;
 use crate::aggregate::{Percentiles, TargetStats, Window, WindowStats};
 use crate::capability::Capabilities;
@@ -245,8 +246,9 @@ impl Row {
             .map(|l| l.e2e_ms.clone())
             .unwrap_or_default();
         let capabilities = longest.map(|w| w.capabilities).unwrap_or_default();
-        let fidelity = in_window.map(|w| w.fidelity.clone()).unwrap_or_default();
-        let latest = longest.and_then(|w| w.fidelity.latest.clone());
+        let no_runs = Fidelity::default();
+        let fidelity = in_window.map_or(&no_runs, |w| &w.fidelity);
+        let latest = longest.and_then(|w| w.fidelity.latest.as_ref());
         let streamed_rate = fidelity
             .streamed_rate()
             .or_else(|| capabilities.streaming.map(|s| if s { 1.0 } else { 0.0 }));
@@ -325,8 +327,8 @@ impl Row {
                 }),
             weight: 0.0,
             rank: 0,
-            served_model: latest.as_ref().and_then(|l| l.served_model.clone()),
-            upstream: latest.and_then(|l| l.upstream),
+            served_model: latest.and_then(|l| l.served_model.clone()),
+            upstream: latest.and_then(|l| l.upstream.clone()),
             model_substituted,
             substituted_rate: fidelity.substituted_rate(),
             streamed_rate,

@@ -38,11 +38,10 @@ pub fn yaml_quoted(text: &str) -> String {
             '\\' => out.push_str("\\\\"),
             '\u{20}'..='\u{7e}' => out.push(c),
             c if is_yaml_printable(c) => out.push(c),
-            c if u32::from(c) <= 0xffff => {
-                let _ = write!(out, "\\u{:04X}", u32::from(c));
-            }
+            // Everything unprintable is in the Basic Multilingual Plane (every astral
+            // character prints), so four hex digits always do.
             c => {
-                let _ = write!(out, "\\U{:08X}", u32::from(c));
+                let _ = write!(out, "\\u{:04X}", u32::from(c));
             }
         }
     }

@@ -267,11 +267,7 @@ fn run_row(r: &ResultRecord) -> RunRow {
         ttft: ms(r.ttft_ms),
         e2e: ms(r.e2e_ms),
         speed: number(r.tokens_per_s),
-        streamed: match r.cap_streaming {
-            Some(true) => "yes",
-            Some(false) => "no",
-            None => "–",
-        },
+        streamed: crate::capability::word(r.cap_streaming),
         served: match (&r.served_model, r.model_substituted) {
             (Some(model), true) => format!("≠ {model}"),
             (Some(model), false) => model.clone(),

@@ -327,19 +327,10 @@ impl Store {
         since_ms: i64,
         limit: usize,
     ) -> Result<Vec<ResultRecord>, StoreError> {
-        let mut statement = self
-            .conn
-            .prepare_cached(
-                "SELECT * FROM results WHERE ts_ms >= ?1 ORDER BY ts_ms DESC, id DESC LIMIT ?2",
-            )
-            .map_err(|source| self.err(source))?;
-        let mut rows = statement
-            .query(params![since_ms, i64::try_from(limit).unwrap_or(i64::MAX)])
-            .map_err(|source| self.err(source))?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next().map_err(|source| self.err(source))? {
-            out.push(self.record_of(row)?);
-        }
+        let mut out = self.records(
+            "SELECT * FROM results WHERE ts_ms >= ?1 ORDER BY ts_ms DESC, id DESC LIMIT ?2",
+            params![since_ms, i64::try_from(limit).unwrap_or(i64::MAX)],
+        )?;
         out.reverse();
         Ok(out)
     }
@@ -446,15 +437,23 @@ impl Store {
         target: &str,
         limit: usize,
     ) -> Result<Vec<ResultRecord>, StoreError> {
+        self.records(
+            "SELECT * FROM results WHERE target = ?1 ORDER BY ts_ms DESC, id DESC LIMIT ?2",
+            params![target, i64::try_from(limit).unwrap_or(i64::MAX)],
+        )
+    }
+
+    /// The results a `SELECT * FROM results …` query returns, in its order.
+    fn records(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<ResultRecord>, StoreError> {
         let mut statement = self
             .conn
-            .prepare_cached(
-                "SELECT * FROM results WHERE target = ?1 ORDER BY ts_ms DESC, id DESC LIMIT ?2",
-            )
+            .prepare_cached(sql)
             .map_err(|source| self.err(source))?;
-        let mut rows = statement
-            .query(params![target, limit as i64])
-            .map_err(|source| self.err(source))?;
+        let mut rows = statement.query(params).map_err(|source| self.err(source))?;
         let mut out = Vec::new();
         while let Some(row) = rows.next().map_err(|source| self.err(source))? {
             out.push(self.record_of(row)?);

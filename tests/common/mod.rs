@@ -227,6 +227,17 @@ pub async fn run_probe(config: &Config, model: &str, probe: &sonde::probe::Probe
 /// The scenario the integration tests serve (`tests/common/scenario.toml`).
 pub const SCENARIO: &str = include_str!("scenario.toml");
 
+/// Stops `child` with SIGTERM, as a service manager would, and waits for its exit.
+pub async fn terminate(child: std::process::Child) -> std::process::Output {
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    tokio::task::spawn_blocking(move || child.wait_with_output().expect("wait"))
+        .await
+        .expect("waiting task")
+}
+
 /// A loopback port nothing listens on now, for a server a test starts by its address.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
