@@ -393,14 +393,19 @@ async fn the_daemons_run_counters_only_grow_and_carry_their_labels() {
     let sim = common::simulator(SCENARIO).await;
     let dir = tempfile::tempdir().unwrap();
     let port = common::free_port();
-    let mut config = write_config(
-        dir.path(),
-        &sim.base_url(),
-        "rpm = 6000",
-        &["a", "always-429"],
-        "ping = \"every 1s\"",
-    );
-    config.server.listen = Some(format!("127.0.0.1:{port}").parse().unwrap());
+    // The 429ing model on a provider of its own: its pauses must not hold the other back.
+    let mut text =
+        format!("[server]\nlisten = \"127.0.0.1:{port}\"\n[schedules]\nping = \"every 1s\"\n");
+    for (provider, model) in [("sim", "a"), ("busy", "always-429")] {
+        text.push_str(&format!(
+            "[[providers]]\nname = \"{provider}\"\nkind = \"openai\"\nbase_url = \"{}\"\n\
+             rpm = 6000\n[[providers.models]]\nid = \"{model}\"\nprobes = [\"ping\"]\n",
+            sim.base_url()
+        ));
+    }
+    let path = dir.path().join("sonde.toml");
+    std::fs::write(&path, text).unwrap();
+    let config = Config::load(&path).unwrap();
     let shutdown = CancellationToken::new();
     let daemon = tokio::spawn(daemon::run(
         config,
@@ -424,7 +429,8 @@ async fn the_daemons_run_counters_only_grow_and_carry_their_labels() {
             .iter()
             .filter(|s| s.metric == "sonde_runs_total")
             .map(|s| {
-                assert_eq!(s.labels.get("provider"), Some("sim"));
+                let target = s.labels.get("target").unwrap();
+                assert_eq!(s.labels.get("provider"), target.split('/').next());
                 assert_eq!(s.labels.get("probe"), Some("ping"));
                 assert!(s.labels.get("group").is_some());
                 let key = format!(
@@ -448,7 +454,10 @@ async fn the_daemons_run_counters_only_grow_and_carry_their_labels() {
     shutdown.cancel();
     daemon.await.unwrap().unwrap();
     assert!(first.contains_key("sim/a#ok"), "{text}");
-    assert!(second.contains_key("sim/always-429#rate_limited"), "{text}");
+    assert!(
+        second.contains_key("busy/always-429#rate_limited"),
+        "{text}"
+    );
     for (key, before) in &first {
         assert!(
             second[key] >= *before,
