@@ -17,6 +17,7 @@ mod common;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sonde::aggregate::Latency;
 use sonde::aggregate::rollup::Rollup;
+use sonde::config::StoreConfig;
 use sonde::publish::windows::summarize;
 use sonde::publish::{self, Snapshot, feed};
 use sonde::store::Store;
@@ -84,7 +85,7 @@ fn store() -> std::path::PathBuf {
 
 fn publishing(c: &mut Criterion) {
     let config = common::fleet_config(TARGETS);
-    let store = Store::open_read_only(&store()).expect("bench store");
+    let store = Store::open_read_only(&StoreConfig::sqlite(store())).expect("bench store");
     let now = common::now_ms();
     let ids: Vec<String> = config.targets.iter().map(|t| t.id.clone()).collect();
     let stats = summarize(&store, &ids, now).expect("summarize");

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use sonde::config::Config;
+use sonde::config::{Config, StoreConfig};
 use sonde::publish::{self, Snapshot};
 use sonde::store::Store;
 
@@ -42,7 +42,7 @@ fn prepare(config: &Config) -> std::path::PathBuf {
 fn render(c: &mut Criterion) {
     let config = common::fleet_config(TARGETS);
     let path = prepare(&config);
-    let store = Store::open_read_only(&path).expect("bench store");
+    let store = Store::open_read_only(&StoreConfig::sqlite(path.clone())).expect("bench store");
     let now = common::now_ms();
     let started = Instant::now();
     let snapshot = Snapshot::load(&config, &store, now).expect("snapshot");

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use sonde::config::Config;
+use sonde::config::{Config, StoreConfig};
 use sonde::publish::windows::summarize;
 use sonde::result::Outcome;
 use sonde::runner::{Scheduled, not_sent};
@@ -91,7 +91,7 @@ fn prepare(config: &Config) -> std::path::PathBuf {
 fn windows(c: &mut Criterion) {
     let config = config();
     let path = prepare(&config);
-    let store = Store::open_read_only(&path).expect("bench store");
+    let store = Store::open_read_only(&StoreConfig::sqlite(path.clone())).expect("bench store");
     let targets: Vec<String> = config.targets.iter().map(|t| t.id.clone()).collect();
     let now = common::now_ms();
     let once = Instant::now();

@@ -82,7 +82,8 @@ pub async fn run(
     shutdown: CancellationToken,
     grace: Duration,
 ) -> Result<Arc<Stats>, DaemonError> {
-    let store = Store::open(&config.store.path)?;
+    let store = Store::open(&config.store)?;
+    let store_name = store.describe();
     let spent = store.month_spend(&month_of(now_ms()))?;
     let budgets = Budgets::new(&config, &spent, &month_of(now_ms()));
     let counters = Arc::new(RunCounters::default());
@@ -128,7 +129,7 @@ pub async fn run(
     tracing::info!(
         jobs = count,
         targets = config.targets.len(),
-        store = %config.store.path.display(),
+        store = %store_name,
         "sonde daemon started"
     );
     shutdown.cancelled().await;

@@ -36,6 +36,9 @@ enum Command {
     Publish(cmd::publish::Args),
     /// Serve the status page, feed.json and /metrics from the store.
     Serve(cmd::serve::Args),
+    /// Manage the store: `sonde store migrate` copies one store into another.
+    #[command(subcommand)]
+    Store(cmd::store::Command),
     /// Serve the built-in provider simulator.
     Simulate(cmd::simulate::Args),
     /// Load targets closed- or open-loop and write report.md, results.csv and
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => cmd::serve::run(args),
         Command::Demo(args) => cmd::demo::run(args),
         Command::Simulate(args) => cmd::simulate::run(args),
+        Command::Store(command) => cmd::store::run(command),
         Command::Bench(args) => cmd::bench::run(args),
     };
     match result {
@@ -69,7 +73,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", sonde::sanitize::with_causes(err.as_ref()));
             // A bad config, or an output sonde must not touch: the user's to fix, like a
             // usage error.
             if err.downcast_ref::<ConfigError>().is_some()

@@ -80,8 +80,9 @@ pub enum OwnedDirError {
 pub struct Protected(Vec<(PathBuf, &'static str)>);
 
 impl Protected {
-    /// The folders of the config file and the store, the home folder and the current folder.
-    pub fn new(config_file: &Path, store: &Path) -> Protected {
+    /// The folders of the config file and the store (when it is a file), the home folder and
+    /// the current folder.
+    pub fn new(config_file: &Path, store: Option<&Path>) -> Protected {
         let mut folders = Vec::new();
         let parent = |path: &Path| {
             absolute(path)
@@ -89,7 +90,9 @@ impl Protected {
                 .map_or_else(|| PathBuf::from("/"), Path::to_path_buf)
         };
         folders.push((resolved(&parent(config_file)), "the config's folder"));
-        folders.push((resolved(&parent(store)), "the store's folder"));
+        if let Some(store) = store {
+            folders.push((resolved(&parent(store)), "the store's folder"));
+        }
         if let Some(home) = std::env::var_os("HOME").filter(|home| !home.is_empty()) {
             folders.push((resolved(&absolute(Path::new(&home))), "the home folder"));
         }
@@ -254,7 +257,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("conf/sonde.toml");
         let store = dir.path().join("data/sonde.db");
-        let protected = Protected::new(&config, &store);
+        let protected = Protected::new(&config, Some(&store));
         for refused in [
             dir.path().join("conf"),
             dir.path().join("conf/../data"),

@@ -51,6 +51,22 @@ pub fn one_line(text: &str) -> String {
         .collect()
 }
 
+/// An error and those of its causes it does not already quote, on one line: library errors
+/// often carry their cause's text (tokio-postgres keeps the detail only in the cause).
+pub fn with_causes(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::counters::RunCounters;
 use crate::publish::{self, Files, PublishError, Snapshot, feed, metrics};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use crate::units::now_ms;
 
 /// How long `/feed.json` and `/metrics` may be reused.
@@ -45,6 +45,9 @@ pub struct Site {
     computing: tokio::sync::Mutex<()>,
     /// The daemon's run counters for `/metrics`; none for `sonde serve`, which records nothing.
     counters: Option<Arc<RunCounters>>,
+    /// The store, opened for reading at the first need and kept (a pool for PostgreSQL);
+    /// dropped after an error, so the next read opens it afresh.
+    reader: Mutex<Option<Store>>,
 }
 
 impl std::fmt::Debug for Site {
@@ -72,6 +75,7 @@ impl Site {
             metrics: Mutex::new(None),
             computing: tokio::sync::Mutex::new(()),
             counters,
+            reader: Mutex::new(None),
         })
     }
 
@@ -79,8 +83,7 @@ impl Site {
     pub async fn refresh(self: &Arc<Site>) -> Result<(), PublishError> {
         let site = Arc::clone(self);
         let files = tokio::task::spawn_blocking(move || -> Result<Files, PublishError> {
-            let store = Store::open_read_only(&site.config.store.path)?;
-            let snapshot = Snapshot::load(&site.config, &store, now_ms())?;
+            let snapshot = site.read(|store| Snapshot::load(&site.config, store, now_ms()))?;
             let files = publish::build(&site.config, &snapshot)?;
             if let Some(out) = &site.config.publish.out {
                 publish::write_site(out, &files)?;
@@ -96,6 +99,24 @@ impl Site {
             *current = Arc::new(files);
         }
         Ok(())
+    }
+
+    /// Runs `read` on the kept reader, opening it first when there is none. Blocking: call
+    /// it from a blocking task.
+    fn read<T>(&self, read: impl FnOnce(&Store) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let mut reader = self
+            .reader
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let store = match reader.take() {
+            Some(store) => store,
+            None => Store::open_read_only(&self.config.store)?,
+        };
+        let read = read(&store);
+        if read.is_ok() {
+            *reader = Some(store);
+        }
+        read
     }
 
     fn file(&self, path: &str) -> Option<Bytes> {
@@ -135,10 +156,9 @@ impl Site {
     async fn compute(self: &Arc<Site>, which: Fresh) -> Result<Bytes, PublishError> {
         let site = Arc::clone(self);
         let body = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, PublishError> {
-            let store = Store::open_read_only(&site.config.store.path)?;
             let ids: Vec<String> = site.config.targets.iter().map(|t| t.id.clone()).collect();
             let now = now_ms();
-            let stats = publish::windows::summarize(&store, &ids, now)?;
+            let stats = site.read(|store| publish::windows::summarize(store, &ids, now))?;
             let feed = feed::build(&site.config, &stats, now);
             Ok(match which {
                 Fresh::Feed => publish::feed_json(&feed)?,

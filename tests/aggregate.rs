@@ -49,15 +49,19 @@ fn write_all(dir: &Path, records: Vec<ResultRecord>) -> Store {
 }
 
 fn write_with(dir: &Path, records: Vec<ResultRecord>, health: HealthConfig) -> Store {
-    let path = dir.join("sonde.db");
-    let store = Store::open(&path).unwrap();
     let store_config = StoreConfig {
-        path: path.clone(),
         retention_days: 400,
         rollup_retention_days: 400,
+        ..StoreConfig::sqlite(dir.join("sonde.db"))
     };
-    let (writer, sender) =
-        Writer::spawn(store, store_config, health, std::sync::Arc::default()).unwrap();
+    let store = Store::open(&store_config).unwrap();
+    let (writer, sender) = Writer::spawn(
+        store,
+        store_config.clone(),
+        health,
+        std::sync::Arc::default(),
+    )
+    .unwrap();
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         for record in records {
             sender.send(record).await;
@@ -65,7 +69,7 @@ fn write_with(dir: &Path, records: Vec<ResultRecord>, health: HealthConfig) -> S
     });
     drop(sender);
     writer.join();
-    Store::open_read_only(&path).unwrap()
+    Store::open_read_only(&store_config).unwrap()
 }
 
 /// The nearest-rank percentile of `values`.

@@ -112,7 +112,7 @@ async fn served_site(dir: &Path) -> (String, CancellationToken) {
         }
     }
     import(
-        Store::open(&config.store.path).unwrap(),
+        Store::open(&config.store).unwrap(),
         config.store.clone(),
         config.health,
         records,

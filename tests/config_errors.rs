@@ -236,7 +236,7 @@ fn daemon_settings_have_safe_defaults_and_resolve_schedules() {
         target.schedules["models"],
         Schedule::Every(Duration::from_secs(3600))
     );
-    assert_eq!(config.store.path, Path::new("conf/sonde.db"));
+    assert_eq!(config.store.file(), Some(Path::new("conf/sonde.db")));
     assert_eq!(config.store.retention_days, 30);
     assert_eq!(config.health.down_after, 3);
 }
@@ -425,4 +425,32 @@ fn route_groups_name_known_groups_and_capabilities() {
         "[publish]\nweights = {{ substitution = 2.0 }}\n{GOOD}"
     ));
     assert_names(&err, 2, "publish.weights", "between 0 and 1");
+}
+
+#[test]
+fn a_store_is_a_file_or_a_postgres_variable_never_a_url() {
+    let both = format!("[store]\npath = \"sonde.db\"\nurl_env = \"SONDE_DATABASE_URL\"\n{GOOD}");
+    assert_names(&error_of(&both), 3, "store.url_env", "not both");
+    let url = format!("[store]\nurl_env = \"postgres://sonde:hunter2@db/sonde\"\n{GOOD}");
+    let err = error_of(&url);
+    assert_names(&err, 2, "store.url_env", "NAME of an environment variable");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+    let ca = format!("[store]\npath = \"sonde.db\"\nca_file = \"ca.pem\"\n{GOOD}");
+    assert_names(&error_of(&ca), 3, "store.ca_file", "PostgreSQL");
+    let buffer = format!("[store]\nurl_env = \"SONDE_DATABASE_URL\"\nbuffer = 0\n{GOOD}");
+    assert_names(&error_of(&buffer), 3, "store.buffer", "between 1 and");
+
+    let good = format!(
+        "[store]\nurl_env = \"SONDE_DATABASE_URL\"\nca_file = \"certs/ca.pem\"\nbuffer = 500\n{GOOD}"
+    );
+    let config = Config::parse(Path::new("conf/sonde.toml"), &good).unwrap();
+    assert_eq!(config.store.file(), None);
+    assert_eq!(config.store.buffer, 500);
+    assert_eq!(
+        config.store.backend,
+        sonde::config::StoreBackend::Postgres {
+            url_env: "SONDE_DATABASE_URL".into(),
+            ca_file: Some("conf/certs/ca.pem".into()),
+        }
+    );
 }

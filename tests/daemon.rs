@@ -161,7 +161,7 @@ async fn a_budget_cap_stops_sending_and_survives_a_restart() {
     );
     let stats = run_for(config.clone(), Duration::from_secs(8)).await;
     assert!(stats.skipped_budget.load(Ordering::Relaxed) >= 2);
-    let store = Store::open_read_only(&config.store.path).unwrap();
+    let store = Store::open_read_only(&config.store).unwrap();
     let results = store.results_since(0, None).unwrap();
     let sent: Vec<_> = results
         .iter()
@@ -287,7 +287,7 @@ async fn kill_9_loses_no_recorded_result_and_a_second_daemon_is_refused() {
     let logged = recorded_ids(&log);
     assert!(logged.len() >= 8, "recorded runs: {}", logged.len());
 
-    let store = Store::open_read_only(&config.store.path).unwrap();
+    let store = Store::open_read_only(&config.store).unwrap();
     let stored: Vec<String> = store
         .results_since(0, None)
         .unwrap()
@@ -309,7 +309,7 @@ async fn kill_9_loses_no_recorded_result_and_a_second_daemon_is_refused() {
     assert_eq!(output.status.code(), Some(0), "a clean stop exits 0");
     let log = String::from_utf8_lossy(&output.stderr);
     assert!(log.contains("every recorded run is on disk"), "{log}");
-    let store = Store::open_read_only(&config.store.path).unwrap();
+    let store = Store::open_read_only(&config.store).unwrap();
     let stored = store.results_since(0, None).unwrap();
     let mut ids: Vec<&str> = stored.iter().map(|(r, _)| r.run_id.as_str()).collect();
     let total = ids.len();

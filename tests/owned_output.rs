@@ -32,7 +32,10 @@ impl Folder {
             home,
         };
         folder.config(publish);
-        sonde::store::Store::open(&folder.root.join("sonde.db")).unwrap();
+        sonde::store::Store::open(&sonde::config::StoreConfig::sqlite(
+            folder.root.join("sonde.db"),
+        ))
+        .unwrap();
         folder
     }
 

@@ -119,13 +119,13 @@ async fn scripted_store(dir: &Path) -> Config {
     assert_eq!(echoed.outcome, Outcome::Auth);
     assert!(echoed.error.as_deref().unwrap().contains("[REDACTED]"));
     records.push(echoed);
-    let store = Store::open(&store_path).unwrap();
+    let store = Store::open(&config.store).unwrap();
     import(store, config.store.clone(), config.health, records).unwrap();
     config
 }
 
 fn build(config: &Config) -> (Snapshot, publish::Files) {
-    let store = Store::open_read_only(&config.store.path).unwrap();
+    let store = Store::open_read_only(&config.store).unwrap();
     let snapshot = Snapshot::load(config, &store, now_ms()).unwrap();
     let files = publish::build(config, &snapshot).unwrap();
     (snapshot, files)
@@ -137,7 +137,7 @@ async fn the_pages_show_the_aggregates_escape_names_and_never_the_key() {
     let config = scripted_store(dir.path()).await;
     let (snapshot, files) = build(&config);
     let ids: Vec<String> = config.targets.iter().map(|t| t.id.clone()).collect();
-    let store = Store::open_read_only(&config.store.path).unwrap();
+    let store = Store::open_read_only(&config.store).unwrap();
     let stats = summarize(&store, &ids, snapshot.now_ms).unwrap();
 
     for (name, bytes) in &files {
@@ -279,7 +279,7 @@ async fn the_feed_validates_and_its_weights_add_up() {
 async fn gateway_exports_parse_in_their_documented_shapes() {
     let dir = tempfile::tempdir().unwrap();
     let config = scripted_store(dir.path()).await;
-    let store = Store::open_read_only(&config.store.path).unwrap();
+    let store = Store::open_read_only(&config.store).unwrap();
     let ids: Vec<String> = config.targets.iter().map(|t| t.id.clone()).collect();
     let now = now_ms();
     let stats = summarize(&store, &ids, now).unwrap();
@@ -389,7 +389,7 @@ async fn the_server_serves_the_site_fresh_feeds_and_metrics() {
     // and the previous one is served while that runs.
     let record = common::scripted(&config, 2, now_ms(), Outcome::Ok, 50.0);
     {
-        let store = Store::open(&config.store.path).unwrap();
+        let store = Store::open(&config.store).unwrap();
         import(store, config.store.clone(), config.health, vec![record]).unwrap();
     }
     let samples = |feed: &serde_json::Value| {
@@ -504,7 +504,7 @@ async fn results_csv_holds_the_newest_runs_up_to_its_cap() {
         .map(|i| common::scripted(&config, 0, now - 80_000_000 + i * 1_000, Outcome::Ok, 100.0))
         .collect::<Vec<_>>();
     let newest = records.last().unwrap().run_id.clone();
-    let store = Store::open(&config.store.path).unwrap();
+    let store = Store::open(&config.store).unwrap();
     import(store, config.store.clone(), config.health, records).unwrap();
     let (_, files) = build(&config);
     let mut reader = csv::Reader::from_reader(&files["results.csv"][..]);

@@ -95,13 +95,13 @@ fn history(config: &Config) -> Vec<ResultRecord> {
 fn scripted(dir: &Path, weights: &str) -> Config {
     let path = dir.join("sonde.toml");
     let config = Config::parse(&path, &config_text(dir, weights)).unwrap();
-    let store = Store::open(&config.store.path).unwrap();
+    let store = Store::open(&config.store).unwrap();
     import(store, config.store.clone(), config.health, history(&config)).unwrap();
     config
 }
 
 fn feed_of(config: &Config) -> feed::Feed {
-    let store = Store::open_read_only(&config.store.path).unwrap();
+    let store = Store::open_read_only(&config.store).unwrap();
     let ids: Vec<String> = config.targets.iter().map(|t| t.id.clone()).collect();
     let now = now_ms();
     feed::build(config, &summarize(&store, &ids, now).unwrap(), now)
@@ -170,7 +170,7 @@ fn substitution_fake_streaming_and_refused_requirements_change_the_weights() {
     );
 
     // The pages say it.
-    let store = Store::open_read_only(&config.store.path).unwrap();
+    let store = Store::open_read_only(&config.store).unwrap();
     let snapshot = Snapshot::load(&config, &store, now_ms()).unwrap();
     let files = publish::build(&config, &snapshot).unwrap();
     let index = String::from_utf8(files["index.html"].clone()).unwrap();
@@ -261,7 +261,7 @@ async fn a_poll_after_an_idle_gap_sees_a_state_change() {
             )
         })
         .collect::<Vec<_>>();
-    let store = Store::open(&config.store.path).unwrap();
+    let store = Store::open(&config.store).unwrap();
     import(store, config.store.clone(), config.health, failures).unwrap();
     tokio::time::sleep(Duration::from_secs(5)).await;
     let after = common::get_json(&http, &url).await;
@@ -287,7 +287,7 @@ fn a_custom_gemini_endpoint_keeps_its_api_base_in_the_litellm_export() {
         dir.path().join("s.db").display()
     );
     let config = Config::parse(&dir.path().join("sonde.toml"), &text).unwrap();
-    Store::open(&config.store.path).unwrap();
+    Store::open(&config.store).unwrap();
     let yaml = gateway::litellm(&config, &feed_of(&config));
     let docs = yaml_rust2::YamlLoader::load_from_str(&yaml).unwrap();
     let list = docs[0]["model_list"].as_vec().unwrap();
@@ -347,7 +347,7 @@ proptest! {
         let Ok(config) = Config::parse(&dir.path().join("sonde.toml"), &text) else {
             return Ok(());
         };
-        Store::open(&config.store.path).unwrap();
+        Store::open(&config.store).unwrap();
         let yaml = gateway::litellm(&config, &feed_of(&config));
         let docs = yaml_rust2::YamlLoader::load_from_str(&yaml)
             .map_err(|err| TestCaseError::fail(format!("{err}\n{yaml}")))?;
@@ -367,7 +367,7 @@ fn a_wall_display_refresh_is_asked_for_only_when_configured() {
     for (refresh, want) in [("", None), ("refresh = \"90s\"", Some("90"))] {
         let dir = tempfile::tempdir().unwrap();
         let config = scripted(dir.path(), refresh);
-        let store = Store::open_read_only(&config.store.path).unwrap();
+        let store = Store::open_read_only(&config.store).unwrap();
         let snapshot = Snapshot::load(&config, &store, now_ms()).unwrap();
         let files = publish::build(&config, &snapshot).unwrap();
         for (name, bytes) in &files {

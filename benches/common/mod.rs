@@ -23,7 +23,12 @@ where
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("target")
         .join(name);
-    if let Ok(store) = Store::open_read_only(&path)
+    let store_config = StoreConfig {
+        retention_days: 400,
+        rollup_retention_days: 400,
+        ..StoreConfig::sqlite(path.clone())
+    };
+    if let Ok(store) = Store::open_read_only(&store_config)
         && store.result_count().unwrap_or(0) == expected
     {
         return path;
@@ -32,12 +37,7 @@ where
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
     let started = std::time::Instant::now();
-    let store = Store::open(&path).expect("open bench store");
-    let store_config = StoreConfig {
-        path: path.clone(),
-        retention_days: 400,
-        rollup_retention_days: 400,
-    };
+    let store = Store::open(&store_config).expect("open bench store");
     let written = import(store, store_config, HealthConfig::default(), records()).expect("import");
     let bytes: u64 = ["", "-wal"]
         .iter()

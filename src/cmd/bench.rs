@@ -82,7 +82,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             chrono::Utc::now().format("%Y%m%d-%H%M%S")
         ))
     });
-    let out = Protected::new(&config.file, &config.store.path).check(&out)?;
+    let out = Protected::new(&config.file, config.store.file()).check(&out)?;
     owned_dir::claim(&out, REPORT_MARKER)?;
     let csv_path = out.join("results.csv");
     let csv_file =

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use sonde::config::Config;
+use sonde::config::{Config, StoreBackend};
 use sonde::daemon;
 use sonde::owned_dir::{self, Protected, SITE_MARKER};
 use sonde::simulator::{Scenario, Simulator};
@@ -51,12 +51,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let store = args.store.unwrap_or_else(|| {
             std::env::temp_dir().join(format!("sonde-demo-{}.db", std::process::id()))
         });
-        config.store.path = store.clone();
+        config.store.backend = StoreBackend::Sqlite {
+            path: store.clone(),
+        };
         config.server.listen = Some(args.listen);
         config.publish.every = Duration::from_secs(5);
         config.publish.out = match args.out {
             Some(out) => {
-                let out = Protected::new(&config.file, &store).check(&out)?;
+                let out = Protected::new(&config.file, Some(&store)).check(&out)?;
                 owned_dir::check_owned(&out, SITE_MARKER)?;
                 Some(out)
             }

@@ -5,17 +5,17 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use sonde::config::Config;
+use sonde::config::{Config, StoreConfig};
 use sonde::printer::{self, Format};
 use sonde::store::Store;
 
 /// Arguments of `sonde export`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The config file (for its `[store] path`).
+    /// The config file (for its `[store]`).
     #[arg(long, short, default_value = "sonde.toml")]
     config: PathBuf,
-    /// The store file, instead of the config's.
+    /// A SQLite store file, instead of the config's store.
     #[arg(long)]
     store: Option<PathBuf>,
     /// How far back (`24h`, `7d`, `30m`).
@@ -32,11 +32,11 @@ pub struct Args {
 /// Prints the results; exit 0.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     super::init_logging("warn");
-    let path = match args.store {
-        Some(path) => path,
-        None => Config::load(&args.config)?.store.path,
+    let store_config = match args.store {
+        Some(path) => StoreConfig::sqlite(path),
+        None => Config::load(&args.config)?.store,
     };
-    let store = Store::open_read_only(&path)?;
+    let store = Store::open_read_only(&store_config)?;
     let since = chrono::Utc::now().timestamp_millis()
         - i64::try_from(args.since.as_millis()).unwrap_or(i64::MAX);
     let records: Vec<_> = store

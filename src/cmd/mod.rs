@@ -10,6 +10,7 @@ pub mod publish;
 pub mod run;
 pub mod serve;
 pub mod simulate;
+pub mod store;
 
 use std::io::IsTerminal;
 

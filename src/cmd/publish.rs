@@ -40,7 +40,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     super::init_logging("warn");
     let config = Config::load(&args.config)?;
-    let protected = Protected::new(&config.file, &config.store.path);
+    let protected = Protected::new(&config.file, config.store.file());
     if args.format == Format::Site {
         let out = match args.out {
             Some(out) => protected.check(&out)?,
@@ -50,7 +50,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             },
         };
         owned_dir::check_owned(&out, SITE_MARKER)?;
-        let store = Store::open_read_only(&config.store.path)?;
+        let store = Store::open_read_only(&config.store)?;
         let now = chrono::Utc::now().timestamp_millis();
         let started = std::time::Instant::now();
         let snapshot = Snapshot::load(&config, &store, now)?;
@@ -67,7 +67,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let store = Store::open_read_only(&config.store.path)?;
+    let store = Store::open_read_only(&config.store)?;
     let now = chrono::Utc::now().timestamp_millis();
     let ids: Vec<String> = config.targets.iter().map(|t| t.id.clone()).collect();
     let stats = publish::windows::summarize(&store, &ids, now)?;

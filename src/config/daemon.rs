@@ -47,6 +47,12 @@ pub(super) struct RawStore {
     #[serde(default)]
     path: Option<Spanned<String>>,
     #[serde(default)]
+    url_env: Option<Spanned<String>>,
+    #[serde(default)]
+    ca_file: Option<Spanned<String>>,
+    #[serde(default)]
+    buffer: Option<Spanned<u32>>,
+    #[serde(default)]
     retention_days: Option<Spanned<u32>>,
     #[serde(default)]
     rollup_retention_days: Option<Spanned<u32>>,
@@ -198,13 +204,71 @@ pub struct Budget {
 /// Where and for how long results are kept.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoreConfig {
-    /// The SQLite file (relative paths are relative to the config file).
-    pub path: PathBuf,
+    /// Which database holds the store.
+    pub backend: StoreBackend,
+    /// Runs the writer holds while the database is unreachable; past it the oldest unwritten
+    /// runs are dropped, counted and logged.
+    pub buffer: u32,
     /// Days raw results are kept.
     pub retention_days: u32,
     /// Days hourly rollups are kept.
     pub rollup_retention_days: u32,
 }
+
+/// The database behind the store.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreBackend {
+    /// An embedded SQLite file (relative paths are relative to the config file).
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// A PostgreSQL server, its `postgres://` URL read from an environment variable so that
+    /// neither the URL nor its password is ever in the file.
+    Postgres {
+        /// The variable's name.
+        url_env: String,
+        /// PEM certificates trusted for TLS besides the system's roots (a private CA).
+        ca_file: Option<PathBuf>,
+    },
+}
+
+impl StoreConfig {
+    /// The SQLite file, when the store is one.
+    pub fn file(&self) -> Option<&Path> {
+        match &self.backend {
+            StoreBackend::Sqlite { path } => Some(path),
+            StoreBackend::Postgres { .. } => None,
+        }
+    }
+
+    /// A SQLite store at `path` with the default retention and buffer.
+    pub fn sqlite(path: PathBuf) -> StoreConfig {
+        StoreConfig {
+            backend: StoreBackend::Sqlite { path },
+            ..StoreConfig::default()
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> StoreConfig {
+        StoreConfig {
+            backend: StoreBackend::Sqlite {
+                path: PathBuf::from("sonde.db"),
+            },
+            buffer: DEFAULT_STORE_BUFFER,
+            retention_days: 30,
+            rollup_retention_days: 400,
+        }
+    }
+}
+
+/// Runs held while the database is away, by default: an hour of 100 targets probed every
+/// 30 s, a few MB.
+const DEFAULT_STORE_BUFFER: u32 = 20_000;
+/// The most runs the writer may be told to hold (a record is about 1 KB in memory).
+const MAX_STORE_BUFFER: u32 = 1_000_000;
 
 /// How a target's state is decided: hysteresis, so one failure does not flap it, and flap
 /// damping, so a target that keeps relapsing is held down longer each time (fast to fall,
@@ -249,23 +313,71 @@ pub(super) fn store(
     raw: RawStore,
 ) -> StoreConfig {
     let base = file.parent().unwrap_or(Path::new("."));
-    let path = match raw.path {
-        Some(path) if path.get_ref().trim().is_empty() => {
+    let backend = match (raw.path, raw.url_env) {
+        (Some(path), Some(url_env)) => {
+            errors.push(source.error(
+                Some(url_env.span()),
+                "store.url_env",
+                format!(
+                    "a store is either a SQLite file (`path`, here {:?}) or a PostgreSQL \
+                     server (`url_env`), not both: remove one",
+                    path.get_ref()
+                ),
+            ));
+            StoreBackend::Sqlite {
+                path: base.join(path.into_inner()),
+            }
+        }
+        (_, Some(url_env)) => {
+            if !super::is_env_name(url_env.get_ref()) {
+                errors.push(source.error(
+                    Some(url_env.span()),
+                    "store.url_env",
+                    "this must be the NAME of an environment variable holding the \
+                     postgres:// URL (e.g. \"SONDE_DATABASE_URL\"), never the URL itself",
+                ));
+            }
+            StoreBackend::Postgres {
+                url_env: url_env.into_inner(),
+                ca_file: raw.ca_file.map(|file| base.join(file.into_inner())),
+            }
+        }
+        (Some(path), None) if path.get_ref().trim().is_empty() => {
             errors.push(source.error(
                 Some(path.span()),
                 "store.path",
                 "the store needs a file name, e.g. \"sonde.db\"",
             ));
-            base.join("sonde.db")
+            StoreBackend::Sqlite {
+                path: base.join("sonde.db"),
+            }
         }
-        Some(path) => base.join(path.into_inner()),
-        None => base.join("sonde.db"),
+        (path, None) => {
+            if let Some(ca_file) = &raw.ca_file {
+                errors.push(source.error(
+                    Some(ca_file.span()),
+                    "store.ca_file",
+                    "`ca_file` is for a PostgreSQL store (`url_env`); a SQLite file needs none",
+                ));
+            }
+            StoreBackend::Sqlite {
+                path: base.join(path.map_or_else(|| "sonde.db".into(), Spanned::into_inner)),
+            }
+        }
     };
     let days = |errors: &mut Errors, key: &str, value: Option<Spanned<u32>>, default: u32| {
         bounded(source, errors, key, value, 1..=MAX_RETENTION_DAYS, default)
     };
     StoreConfig {
-        path,
+        backend,
+        buffer: bounded(
+            source,
+            errors,
+            "store.buffer",
+            raw.buffer,
+            1..=MAX_STORE_BUFFER,
+            DEFAULT_STORE_BUFFER,
+        ),
         retention_days: days(errors, "store.retention_days", raw.retention_days, 30),
         rollup_retention_days: days(
             errors,
@@ -508,7 +620,7 @@ pub(super) fn publish(
     source: &Source<'_>,
     errors: &mut Errors,
     file: &Path,
-    store: &Path,
+    store: Option<&Path>,
     raw: RawPublish,
 ) -> PublishConfig {
     let window = match raw.window {

@@ -21,8 +21,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 pub use daemon::{
-    Budget, GroupConfig, HealthConfig, PublishConfig, RateLimit, ServerConfig, StoreConfig,
-    WeightParams,
+    Budget, GroupConfig, HealthConfig, PublishConfig, RateLimit, ServerConfig, StoreBackend,
+    StoreConfig, WeightParams,
 };
 use daemon::{RawDuration, TIMEOUT_RANGE};
 pub use error::ConfigError;
@@ -308,7 +308,7 @@ impl Config {
         let global_schedules = daemon::schedules(&source, e, "schedules", &raw.schedules, &probes);
         let store = daemon::store(&source, e, file, raw.store);
         let health = daemon::health(&source, e, raw.health);
-        let publish = daemon::publish(&source, e, file, &store.path, raw.publish);
+        let publish = daemon::publish(&source, e, file, store.file(), raw.publish);
         let server = daemon::server(&source, e, raw.server);
         let mut providers = Vec::new();
         let mut targets = Vec::new();
@@ -707,7 +707,7 @@ fn parse_base_url(text: &str) -> Result<Url, String> {
     Ok(url)
 }
 
-fn is_env_name(name: &str) -> bool {
+pub(super) fn is_env_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars
         .next()

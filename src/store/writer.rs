@@ -2,12 +2,17 @@
 //! (up to 500, or what arrived within 100 ms), folds them into rollups, spend and target
 //! states, writes each batch in one transaction, and only then logs each run as `recorded`.
 //!
-//! A thread, not a task: SQLite calls block, and keeping them off the runtime keeps them off
-//! the measurement path. A batch that fails to write is kept and retried, never dropped. The
-//! queue in front of it is bounded: a writer that falls behind slows the runs that feed it
-//! (counted) instead of growing memory.
+//! A thread, not a task: store calls block, and keeping them off the runtime keeps them off
+//! the measurement path. The queue in front of it is bounded: a writer that falls behind
+//! slows the runs that feed it (counted) instead of growing memory.
+//!
+//! When the store fails (PostgreSQL restarting, a full disk) the writer keeps taking runs
+//! into a buffer of at most `[store] buffer` runs and retries with exponential waits (100 ms
+//! to 10 s); past the buffer, the oldest unwritten run is dropped, counted and logged with its
+//! `run_id`. Nothing in memory (rollups, states) changes until a batch commits, so a retried
+//! batch is folded afresh and counts each run once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
@@ -20,13 +25,15 @@ use crate::aggregate::rollup::Span;
 use crate::config::{HealthConfig, StoreConfig};
 use crate::counters::RunCounters;
 use crate::result::ResultRecord;
-use crate::store::{Batch, RollupRow, Store, StoreError};
+use crate::store::{Batch, RollupRow, Spend, Store, StoreError};
 use crate::units::{month_of, now_ms};
 
 /// Most runs in one transaction.
 const MAX_BATCH: usize = 500;
 /// Longest a run waits for its batch to fill.
 const MAX_WAIT: Duration = Duration::from_millis(100);
+/// Attempts at the last runs once the daemon is stopping, before they are reported lost.
+const STOPPING_ATTEMPTS: u32 = 5;
 /// How often old results and rollups are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -45,7 +52,8 @@ pub struct RecordSender {
 pub struct SendCounts {
     /// Sends that found the queue full and waited for room.
     pub waited: AtomicU64,
-    /// Runs not recorded because the writer had stopped.
+    /// Runs not recorded: the writer had stopped, or the store was unreachable for longer
+    /// than `[store] buffer` runs.
     pub dropped: AtomicU64,
 }
 
@@ -103,15 +111,13 @@ impl Writer {
     ) -> Result<(Writer, RecordSender), StoreError> {
         let mut state = State::load(store, store_config, health)?;
         state.counters = Some(counters);
+        let counts = Arc::clone(&state.counts);
         let (queue, receiver) = sync_channel(QUEUE);
         let thread = std::thread::Builder::new()
             .name("sonde-store".into())
             .spawn(move || state.run(receiver))
             .map_err(StoreError::Thread)?;
-        let sender = RecordSender {
-            queue,
-            counts: Arc::default(),
-        };
+        let sender = RecordSender { queue, counts };
         Ok((Writer { thread }, sender))
     }
 
@@ -132,18 +138,14 @@ pub fn import(
 ) -> Result<u64, StoreError> {
     let mut state = State::load(store, store_config, health)?;
     let mut count = 0;
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    for record in records {
-        batch.push(record);
-        if batch.len() == MAX_BATCH {
-            count += batch.len() as u64;
-            let folded = state.fold(std::mem::take(&mut batch));
-            state.store.write(&folded)?;
-        }
+    let mut records = records.into_iter().peekable();
+    while records.peek().is_some() {
+        let chunk: Vec<ResultRecord> = records.by_ref().take(MAX_BATCH).collect();
+        count += chunk.len() as u64;
+        let batch = state.fold(&chunk)?;
+        state.store.write(&batch)?;
+        state.keep(batch);
     }
-    count += batch.len() as u64;
-    let folded = state.fold(batch);
-    state.store.write(&folded)?;
     Ok(count)
 }
 
@@ -153,11 +155,18 @@ struct State {
     store: Store,
     store_config: StoreConfig,
     health_config: HealthConfig,
+    /// The latest and previous bucket of each span per target and probe, as stored.
     rollups: HashMap<RollupKey, Rollup>,
+    /// Every target's state, as stored.
     health: HashMap<String, TargetHealth>,
+    /// Runs received and not yet stored, oldest first: at most `store_config.buffer`.
+    pending: VecDeque<ResultRecord>,
     last_prune: Option<Instant>,
     /// The daemon's process-lifetime counters, counted as runs are recorded.
     counters: Option<Arc<RunCounters>>,
+    /// Shared with the senders: runs dropped because the store was away longer than the
+    /// buffer could hold count as `dropped`.
+    counts: Arc<SendCounts>,
 }
 
 impl State {
@@ -180,56 +189,117 @@ impl State {
             health_config,
             rollups: HashMap::new(),
             health,
+            pending: VecDeque::new(),
             last_prune: None,
             counters: None,
+            counts: Arc::default(),
         })
     }
 
     fn run(mut self, receiver: Receiver<ResultRecord>) {
+        let mut closed = false;
+        let mut retry = Retry::default();
         loop {
-            let Ok(first) = receiver.recv() else {
-                return;
-            };
-            let mut records = vec![first];
-            let until = Instant::now() + MAX_WAIT;
-            let mut closed = false;
-            while records.len() < MAX_BATCH {
+            if self.pending.is_empty() {
+                if closed {
+                    return;
+                }
+                match receiver.recv() {
+                    Ok(record) => self.hold(record),
+                    Err(_) => return,
+                }
+            }
+            // Gather what arrives within the batch's wait (or, after a failure, the retry's).
+            let until = Instant::now() + retry.wait().unwrap_or(MAX_WAIT);
+            while !closed && (retry.failing() || self.pending.len() < MAX_BATCH) {
                 match receiver.recv_timeout(until.saturating_duration_since(Instant::now())) {
-                    Ok(record) => records.push(record),
+                    Ok(record) => self.hold(record),
                     Err(RecvTimeoutError::Timeout) => break,
-                    Err(RecvTimeoutError::Disconnected) => {
-                        closed = true;
-                        break;
+                    Err(RecvTimeoutError::Disconnected) => closed = true,
+                }
+            }
+            match self.write_pending() {
+                Ok(()) => retry.succeeded(),
+                Err(err) => {
+                    retry.failed();
+                    tracing::error!(
+                        error = %err,
+                        attempt = retry.attempts,
+                        held = self.pending.len(),
+                        buffer = self.store_config.buffer,
+                        "writing to the store failed; holding the runs and retrying"
+                    );
+                    if closed && retry.attempts >= STOPPING_ATTEMPTS {
+                        for record in self.pending.drain(..) {
+                            self.counts.dropped.fetch_add(1, Ordering::Relaxed);
+                            tracing::error!(run_id = %record.run_id, target_id = %record.target, "a run was lost: the store could not be written while stopping");
+                        }
+                        return;
                     }
                 }
             }
-            self.write(records, closed);
             self.prune_if_due();
-            if closed {
-                return;
+        }
+    }
+
+    /// Holds `record` until it is written; past the buffer, the oldest held run is dropped.
+    fn hold(&mut self, record: ResultRecord) {
+        self.pending.push_back(record);
+        while self.pending.len() > self.store_config.buffer as usize {
+            if let Some(oldest) = self.pending.pop_front() {
+                self.counts.dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    run_id = %oldest.run_id,
+                    target_id = %oldest.target,
+                    buffer = self.store_config.buffer,
+                    "a run was lost: the store has been unreachable for longer than [store] buffer runs"
+                );
             }
         }
     }
 
-    /// Folds `records` into a batch and writes it, retrying until it lands (or, once the
-    /// daemon is stopping, a few times before reporting the loss).
-    fn write(&mut self, records: Vec<ResultRecord>, stopping: bool) {
-        let batch = self.fold(records);
-        let mut attempt = 0u32;
-        loop {
-            match self.store.write(&batch) {
-                Ok(()) => break,
-                Err(err) => {
-                    attempt += 1;
-                    if stopping && attempt >= 5 {
-                        tracing::error!(error = %err, runs = batch.results.len(), "could not record runs while stopping; they are lost");
-                        return;
-                    }
-                    tracing::error!(error = %err, attempt, "writing to the store failed; retrying in 1s");
-                    std::thread::sleep(Duration::from_secs(1));
+    /// Writes the oldest held runs (up to a batch); they leave the buffer only once stored.
+    fn write_pending(&mut self) -> Result<(), StoreError> {
+        let take = self.pending.len().min(MAX_BATCH);
+        let records: Vec<ResultRecord> = self.pending.drain(..take).collect();
+        let folded = self.fold(&records).and_then(|batch| {
+            self.store.write(&batch)?;
+            Ok(batch)
+        });
+        let batch = match folded {
+            Ok(batch) => batch,
+            Err(err) => {
+                for record in records.into_iter().rev() {
+                    self.pending.push_front(record);
                 }
+                return Err(err);
             }
+        };
+        let batch = self.keep(batch);
+        self.announce(&batch);
+        Ok(())
+    }
+
+    /// After a commit: keeps the stored rollups and states in memory; returns the batch's
+    /// results and transitions.
+    fn keep(&mut self, mut batch: Batch) -> Batch {
+        for row in std::mem::take(&mut batch.rollups) {
+            self.rollups
+                .insert((row.span, row.bucket, row.target, row.probe), row.rollup);
         }
+        for (target, health) in std::mem::take(&mut batch.health) {
+            self.health.insert(target, health);
+        }
+        if let Some(latest) = batch.results.iter().map(|(_, at)| *at).max() {
+            // Keep only the latest and previous bucket of each span in memory.
+            self.rollups
+                .retain(|(span, bucket, _, _), _| *bucket >= span.bucket_of(latest) - span.ms());
+        }
+        batch
+    }
+
+    /// Counts and logs each recorded run, and each state change.
+    fn announce(&self, batch: &Batch) {
         for (record, _) in &batch.results {
             if let Some(counters) = &self.counters {
                 counters.count(record);
@@ -264,14 +334,15 @@ impl State {
         }
     }
 
-    fn fold(&mut self, records: Vec<ResultRecord>) -> Batch {
+    /// The batch that stores `records`: their rollups merged with what is stored, the spend
+    /// they add, the states they lead to. Nothing in memory changes until it is written (see
+    /// [`State::keep`]), so a batch that fails is folded afresh on the next attempt.
+    fn fold(&self, records: &[ResultRecord]) -> Result<Batch, StoreError> {
         let mut batch = Batch::default();
-        let mut touched: Vec<RollupKey> = Vec::new();
-        let mut health_touched: Vec<String> = Vec::new();
-        let mut latest = i64::MIN;
+        let mut rollups: Vec<(RollupKey, Rollup)> = Vec::new();
+        let mut health: Vec<(String, TargetHealth)> = Vec::new();
         for record in records {
             let at = record.ts.ms();
-            latest = latest.max(at);
             for span in [Span::Hour, Span::Day] {
                 let key = (
                     span,
@@ -279,64 +350,76 @@ impl State {
                     record.target.clone(),
                     record.probe.clone(),
                 );
-                if !self.rollups.contains_key(&key) {
-                    let stored = match self.store.rollup(span, key.1, &key.2, &key.3) {
-                        Ok(stored) => stored.unwrap_or_default(),
-                        Err(err) => {
-                            tracing::error!(error = %err, "a stored rollup does not read; starting it afresh");
-                            Rollup::default()
-                        }
-                    };
-                    self.rollups.insert(key.clone(), stored);
-                }
-                if let Some(rollup) = self.rollups.get_mut(&key) {
-                    rollup.add(&record, at);
-                }
-                if !touched.contains(&key) {
-                    touched.push(key);
-                }
+                let index = match rollups.iter().position(|(k, _)| *k == key) {
+                    Some(index) => index,
+                    None => {
+                        let base = match self.rollups.get(&key) {
+                            Some(rollup) => rollup.clone(),
+                            None => self
+                                .store
+                                .rollup(span, key.1, &key.2, &key.3)?
+                                .unwrap_or_default(),
+                        };
+                        rollups.push((key, base));
+                        rollups.len() - 1
+                    }
+                };
+                rollups[index].1.add(record, at);
             }
             let tokens = u64::from(record.input_tokens.unwrap_or(0))
                 + u64::from(record.output_tokens.unwrap_or(0));
             if record.cost_usd.is_some() || tokens > 0 {
-                batch.spend.push((
-                    record.provider.clone(),
-                    month_of(at),
-                    record.cost_usd.unwrap_or(0.0),
-                    tokens,
-                ));
+                let month = month_of(at);
+                let usd = record.cost_usd.unwrap_or(0.0);
+                match batch
+                    .spend
+                    .iter_mut()
+                    .find(|row| row.provider == record.provider && row.month == month)
+                {
+                    Some(row) => {
+                        row.usd += usd;
+                        row.tokens += tokens;
+                    }
+                    None => batch.spend.push(Spend {
+                        provider: record.provider.clone(),
+                        month,
+                        usd,
+                        tokens,
+                    }),
+                }
             }
-            let health = self.health.entry(record.target.clone()).or_default();
+            let index = match health
+                .iter()
+                .position(|(target, _)| *target == record.target)
+            {
+                Some(index) => index,
+                None => {
+                    let stored = self.health.get(&record.target).cloned().unwrap_or_default();
+                    health.push((record.target.clone(), stored));
+                    health.len() - 1
+                }
+            };
             if let Some(transition) =
-                health.observe(&record.target, &record, at, &self.health_config)
+                health[index]
+                    .1
+                    .observe(&record.target, record, at, &self.health_config)
             {
                 batch.transitions.push(transition);
             }
-            if !health_touched.contains(&record.target) {
-                health_touched.push(record.target.clone());
-            }
-            batch.results.push((record, at));
+            batch.results.push((record.clone(), at));
         }
-        for key in touched {
-            if let Some(rollup) = self.rollups.get(&key) {
-                batch.rollups.push(RollupRow {
-                    span: key.0,
-                    bucket: key.1,
-                    target: key.2.clone(),
-                    probe: key.3.clone(),
-                    rollup: rollup.clone(),
-                });
-            }
-        }
-        for target in health_touched {
-            if let Some(health) = self.health.get(&target) {
-                batch.health.push((target, health.clone()));
-            }
-        }
-        // Keep only the latest and previous bucket of each span in memory.
-        self.rollups
-            .retain(|(span, bucket, _, _), _| *bucket >= span.bucket_of(latest) - span.ms());
-        batch
+        batch.rollups = rollups
+            .into_iter()
+            .map(|((span, bucket, target, probe), rollup)| RollupRow {
+                span,
+                bucket,
+                target,
+                probe,
+                rollup,
+            })
+            .collect();
+        batch.health = health;
+        Ok(batch)
     }
 
     fn prune_if_due(&mut self) {
@@ -358,5 +441,48 @@ impl State {
             Ok(_) => {}
             Err(err) => tracing::error!(error = %err, "pruning the store failed"),
         }
+    }
+}
+
+/// The writer's retries while the store fails: exponential waits from 100 ms to 10 s.
+#[derive(Default)]
+struct Retry {
+    /// Failed attempts in a row.
+    attempts: u32,
+    delays: Option<backon::ExponentialBackoff>,
+}
+
+impl Retry {
+    /// Whether the last attempt failed.
+    fn failing(&self) -> bool {
+        self.attempts > 0
+    }
+
+    /// The wait before the next attempt, when the last one failed.
+    fn wait(&mut self) -> Option<Duration> {
+        if !self.failing() {
+            return None;
+        }
+        let delays = self.delays.get_or_insert_with(|| {
+            backon::BackoffBuilder::build(
+                backon::ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(100))
+                    .with_max_delay(Duration::from_secs(10))
+                    .without_max_times(),
+            )
+        });
+        delays.next()
+    }
+
+    fn failed(&mut self) {
+        self.attempts += 1;
+    }
+
+    fn succeeded(&mut self) {
+        if self.attempts > 0 {
+            tracing::info!(attempts = self.attempts, "the store is written again");
+        }
+        self.attempts = 0;
+        self.delays = None;
     }
 }

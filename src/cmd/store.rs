@@ -1,0 +1,78 @@
+//! `sonde store migrate`: copies a store into another, e.g. the SQLite file a single daemon
+//! grew into the PostgreSQL database a fleet shares.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use sonde::config::{StoreBackend, StoreConfig};
+use sonde::store::Store;
+use sonde::store::migrate::{self, Counts};
+
+/// `sonde store …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Copy every row of one store into another, losing nothing; re-runnable (rows already
+    /// copied are not copied twice). The daemon writing the destination must be stopped.
+    Migrate(MigrateArgs),
+}
+
+/// Arguments of `sonde store migrate`.
+#[derive(Debug, clap::Args)]
+pub struct MigrateArgs {
+    /// The SQLite store to copy from (it is only read).
+    #[arg(long)]
+    from: PathBuf,
+    /// The environment variable holding the destination's postgres:// URL (the URL itself
+    /// never goes on the command line, where `ps` would show it).
+    #[arg(long = "to-env", value_name = "VAR")]
+    to_env: String,
+    /// PEM certificates to trust for the destination's TLS, besides the system's.
+    #[arg(long = "ca-file")]
+    ca_file: Option<PathBuf>,
+}
+
+/// Runs a `sonde store` command.
+pub fn run(command: Command) -> anyhow::Result<ExitCode> {
+    super::init_logging("warn");
+    match command {
+        Command::Migrate(args) => migrate(args),
+    }
+}
+
+fn migrate(args: MigrateArgs) -> anyhow::Result<ExitCode> {
+    let from = Store::open_read_only(&StoreConfig::sqlite(args.from))?;
+    let mut to = Store::open(&StoreConfig {
+        backend: StoreBackend::Postgres {
+            url_env: args.to_env,
+            ca_file: args.ca_file,
+        },
+        ..StoreConfig::default()
+    })?;
+    eprintln!("copying {} into {}", from.describe(), to.describe());
+    let progress = indicatif::ProgressBar::new(from.result_count()?);
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("results {pos}/{len} {wide_bar} {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let counts = migrate::copy(&from, &mut to, |copied| progress.set_position(copied))?;
+    progress.finish_and_clear();
+    let Counts {
+        results,
+        rollups,
+        spend,
+        states,
+        incidents,
+    } = counts;
+    println!("table         rows copied");
+    for (table, rows) in [
+        ("results", results),
+        ("rollups", rollups),
+        ("spend", spend),
+        ("target_state", states),
+        ("incidents", incidents),
+    ] {
+        println!("{table:<13} {rows:>11}");
+    }
+    println!("{} now holds {} results", to.describe(), to.result_count()?);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,91 @@
+//! `sonde store migrate`: copies one store into another (a SQLite file into PostgreSQL, or
+//! back), every table whole, losing nothing. Results and rollups go in pages of [`PAGE`], each
+//! page one transaction, so a large store never sits in memory; the copy is idempotent
+//! (results keyed by `run_id`, rollups, spend and states replaced under their keys, incidents
+//! by target and start), so an interrupted copy is finished by running it again.
+
+use crate::aggregate::rollup::Span;
+use crate::store::{Copied, Store, StoreError};
+
+/// Results copied per transaction.
+pub const PAGE: usize = 5_000;
+
+/// Rows read from the source, per table (what the destination was given; rows it already
+/// held are kept once).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Counts {
+    /// Raw results.
+    pub results: u64,
+    /// Hourly and daily rollups.
+    pub rollups: u64,
+    /// Provider × month spend rows.
+    pub spend: u64,
+    /// Target states.
+    pub states: u64,
+    /// Incidents.
+    pub incidents: u64,
+}
+
+/// Copies every row of `from` into `to`; `progress` hears the results copied so far.
+pub fn copy(
+    from: &Store,
+    to: &mut Store,
+    mut progress: impl FnMut(u64),
+) -> Result<Counts, StoreError> {
+    let mut counts = Counts::default();
+    let mut after: Option<(i64, String)> = None;
+    loop {
+        let page = from.results_after(
+            after.as_ref().map(|(ts, run_id)| (*ts, run_id.as_str())),
+            PAGE,
+        )?;
+        let Some((last, ts_ms)) = page.last() else {
+            break;
+        };
+        after = Some((*ts_ms, last.run_id.clone()));
+        counts.results += page.len() as u64;
+        to.copy(&Copied {
+            results: page,
+            ..Copied::default()
+        })?;
+        progress(counts.results);
+    }
+    for span in [Span::Hour, Span::Day] {
+        let mut after: Option<(i64, String, String)> = None;
+        loop {
+            let page = from.rollups_after(
+                span,
+                after
+                    .as_ref()
+                    .map(|(bucket, target, probe)| (*bucket, target.as_str(), probe.as_str())),
+                PAGE,
+            )?;
+            let Some(last) = page.last() else {
+                break;
+            };
+            after = Some((last.bucket, last.target.clone(), last.probe.clone()));
+            counts.rollups += page.len() as u64;
+            to.copy(&Copied {
+                rollups: page,
+                ..Copied::default()
+            })?;
+        }
+    }
+    let mut health: Vec<_> = from.health()?.into_iter().collect();
+    health.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut incidents = from.incidents(i64::MIN)?;
+    // Oldest first, so that incident ids keep their order in the destination.
+    incidents.reverse();
+    let rest = Copied {
+        results: Vec::new(),
+        rollups: Vec::new(),
+        spend: from.spend()?,
+        health,
+        incidents,
+    };
+    counts.spend = rest.spend.len() as u64;
+    counts.states = rest.health.len() as u64;
+    counts.incidents = rest.incidents.len() as u64;
+    to.copy(&rest)?;
+    Ok(counts)
+}

@@ -1,0 +1,705 @@
+//! The PostgreSQL backend: tokio-postgres with a deadpool pool for reads, one dedicated
+//! connection for the writer that holds the writer's advisory lock (the lock lives as long as
+//! that session: a writer whose connection dropped reconnects and takes it again before it
+//! writes; one killed with `kill -9` releases it as the server sees the socket close).
+//!
+//! The [`Backend`] interface is synchronous, as SQLite's calls are; the driver is async. The
+//! store owns a one-thread tokio runtime that drives its connections, and each call waits on
+//! its query from the caller's thread (`futures_executor::block_on` inside the runtime's
+//! context), so the store works the same from the writer's thread, a blocking task or a test,
+//! and its I/O never runs on the probing runtime.
+
+mod rows;
+mod schema;
+mod tls;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::Client;
+use tokio_postgres::types::ToSql;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use super::{Backend, Batch, Copied, Incident, RollupRow, Spend, StoreError};
+use crate::aggregate::health::{State, TargetHealth, Transition};
+use crate::aggregate::rollup::{Rollup, Scalars, Span};
+use crate::redact::Secret;
+use crate::result::ResultRecord;
+
+/// The writer's advisory lock: one writer per store.
+const WRITER_LOCK: i64 = 0x736f_6e64_655f_7772; // "sonde_wr"
+/// Longest wait for a connection (new or from the pool) before the call fails.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections the pool keeps for readers.
+const POOL_SIZE: usize = 4;
+
+/// Whether a store is opened to write (lock, migrations) or only to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// The daemon's writer (or a migration): takes the writer's lock, applies migrations.
+    Writer,
+    /// Publish, serve, export: reads while a writer writes.
+    Reader,
+}
+
+/// The URL held by the environment variable `var`.
+pub fn url_from_env(var: &str) -> Result<Secret, StoreError> {
+    Secret::from_env(var).ok_or_else(|| {
+        StoreError::Setup(format!(
+            "[store] url_env names {var}, which is not set: export {var}=postgres://user:password@host/database"
+        ))
+    })
+}
+
+/// An open PostgreSQL store.
+pub struct Postgres {
+    /// Drives the connections; shut down in the background on drop, so a store may be
+    /// dropped anywhere, even inside another runtime.
+    runtime: Option<tokio::runtime::Runtime>,
+    /// Connections for reads.
+    pool: Pool,
+    /// How to open the writer's connection again.
+    config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
+    /// The writer's session, holding [`WRITER_LOCK`]; `None` for a reader, or after it broke.
+    writer: Option<Client>,
+    access: Access,
+    /// `postgresql://host:port/database`, for messages.
+    name: String,
+    /// The URL, masked in every error text.
+    url: Secret,
+}
+
+impl Postgres {
+    /// Connects to the database at `url`; a writer takes the lock and migrates, a reader
+    /// checks that a sonde store is there.
+    pub fn open(
+        url: &Secret,
+        ca_file: Option<&Path>,
+        access: Access,
+    ) -> Result<Postgres, StoreError> {
+        let mut config = url.expose().parse::<tokio_postgres::Config>().map_err(|err| {
+            StoreError::Setup(format!(
+                "the PostgreSQL URL does not parse ({}); expected postgres://user:password@host:port/database[?sslmode=require]",
+                url.redact(&err.to_string())
+            ))
+        })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        let name = describe(&config);
+        let tls = tls::connector(ca_file)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("sonde-postgres")
+            .enable_all()
+            .build()
+            .map_err(|err| {
+                StoreError::Setup(format!("cannot start PostgreSQL's runtime: {err}"))
+            })?;
+        let manager = Manager::from_config(
+            config.clone(),
+            tls.clone(),
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(CONNECT_TIMEOUT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .build()
+            .map_err(|err| StoreError::Setup(format!("cannot build the connection pool: {err}")))?;
+        let mut store = Postgres {
+            runtime: Some(runtime),
+            pool,
+            config,
+            tls,
+            writer: None,
+            access,
+            name,
+            url: url.clone(),
+        };
+        match access {
+            Access::Writer => {
+                store.writer()?;
+            }
+            Access::Reader => {
+                let found = store.call(async |pool: &Pool| {
+                    let client = pool.get().await.map_err(Failure::pool)?;
+                    schema::version(&**client).await.map_err(Failure::Text)
+                })?;
+                match found {
+                    None | Some(0) => {
+                        return Err(StoreError::Setup(format!(
+                            "{} holds no sonde store: run `sonde run` with this [store] first, or copy one in with `sonde store migrate`",
+                            store.name
+                        )));
+                    }
+                    Some(version) if version > schema::LATEST => {
+                        return Err(store.migration(schema::newer(version)));
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        Ok(store)
+    }
+
+    /// Runs `query` with the pool, waiting for it from this thread.
+    fn call<T>(
+        &self,
+        query: impl AsyncFnOnce(&Pool) -> Result<T, Failure>,
+    ) -> Result<T, StoreError> {
+        let runtime = self
+            .runtime
+            .as_ref()
+            .ok_or_else(|| self.failed("the store is closed"))?;
+        let _context = runtime.enter();
+        futures_executor::block_on(query(&self.pool)).map_err(|failure| self.error(failure))
+    }
+
+    /// The writer's session, opened (lock taken, schema migrated) when it is missing or
+    /// broke since the last call.
+    fn writer(&mut self) -> Result<&mut Client, StoreError> {
+        if self.writer.as_ref().is_some_and(Client::is_closed) {
+            self.writer = None;
+        }
+        if self.writer.is_none() {
+            let runtime = self
+                .runtime
+                .as_ref()
+                .ok_or_else(|| self.failed("the store is closed"))?;
+            let (config, tls) = (self.config.clone(), self.tls.clone());
+            let _context = runtime.enter();
+            let opened = futures_executor::block_on(async move {
+                let (mut client, connection) = config.connect(tls).await.map_err(Failure::Db)?;
+                tokio::spawn(connection);
+                let locked: bool = client
+                    .query_one("SELECT pg_try_advisory_lock($1)", &[&WRITER_LOCK])
+                    .await
+                    .and_then(|row| row.try_get(0))
+                    .map_err(Failure::Db)?;
+                if !locked {
+                    return Err(Failure::Locked);
+                }
+                let tx = client.transaction().await.map_err(Failure::Db)?;
+                schema::migrate(&tx).await.map_err(Failure::Migration)?;
+                tx.commit().await.map_err(Failure::Db)?;
+                Ok(client)
+            });
+            self.writer = Some(opened.map_err(|failure| self.error(failure))?);
+        }
+        self.writer.as_mut().ok_or_else(|| StoreError::Postgres {
+            store: self.name.clone(),
+            message: "no writer session".into(),
+        })
+    }
+
+    /// Runs `work` in one transaction of the writer's session.
+    fn transaction(
+        &mut self,
+        work: impl AsyncFnOnce(&tokio_postgres::Transaction<'_>) -> Result<(), Failure>,
+    ) -> Result<(), StoreError> {
+        if self.access != Access::Writer {
+            return Err(self.failed("this store was opened read-only"));
+        }
+        let runtime = self
+            .runtime
+            .as_ref()
+            .ok_or_else(|| self.failed("the store is closed"))?;
+        let context = runtime.handle().clone();
+        let client = self.writer()?;
+        let _context = context.enter();
+        let done = futures_executor::block_on(async move {
+            let tx = client.transaction().await.map_err(Failure::Db)?;
+            work(&tx).await?;
+            tx.commit().await.map_err(Failure::Db)
+        });
+        done.map_err(|failure| {
+            if self.writer.as_ref().is_some_and(Client::is_closed) {
+                self.writer = None;
+            }
+            self.error(failure)
+        })
+    }
+
+    fn error(&self, failure: Failure) -> StoreError {
+        match failure {
+            Failure::Locked => StoreError::Locked {
+                store: self.name.clone(),
+            },
+            Failure::Migration(message) => self.migration(message),
+            Failure::Corrupt(message) => StoreError::Corrupt {
+                store: self.name.clone(),
+                message,
+            },
+            Failure::Db(err) => self.failed(&crate::sanitize::with_causes(&err)),
+            Failure::Text(message) => self.failed(&message),
+        }
+    }
+
+    fn failed(&self, message: &str) -> StoreError {
+        StoreError::Postgres {
+            store: self.name.clone(),
+            message: self.url.redact(message).into_owned(),
+        }
+    }
+
+    fn migration(&self, message: String) -> StoreError {
+        StoreError::Migration {
+            store: self.name.clone(),
+            message: self.url.redact(&message).into_owned(),
+        }
+    }
+
+    /// The rollups a `SELECT bucket, target, probe, scalars, ttft, e2e, itl, tps …` query
+    /// returns, in its order.
+    fn rollup_rows(
+        &self,
+        sql: &'static str,
+        span: Span,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<RollupRow>, StoreError> {
+        self.call(async |pool: &Pool| {
+            let client = pool.get().await.map_err(Failure::pool)?;
+            let rows = client.query(sql, params).await.map_err(Failure::Db)?;
+            rows.iter()
+                .map(|row| {
+                    Ok(RollupRow {
+                        span,
+                        bucket: row.try_get(0).map_err(Failure::Db)?,
+                        target: row.try_get(1).map_err(Failure::Db)?,
+                        probe: row.try_get(2).map_err(Failure::Db)?,
+                        rollup: rows::rollup(row, 3)?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// Results a `SELECT to_jsonb(r) FROM results r …` query returns, in its order.
+    fn records(
+        &self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<(ResultRecord, i64)>, StoreError> {
+        self.call(async |pool: &Pool| {
+            let client = pool.get().await.map_err(Failure::pool)?;
+            let rows = client.query(sql, params).await.map_err(Failure::Db)?;
+            rows.iter()
+                .map(|row| rows::record(row.try_get(0).map_err(Failure::Db)?))
+                .collect()
+        })
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Backend for Postgres {
+    fn describe(&self) -> String {
+        self.name.clone()
+    }
+
+    fn write(&mut self, batch: &Batch) -> Result<(), StoreError> {
+        self.transaction(async |tx| {
+            rows::insert_results(tx, &batch.results).await?;
+            rows::upsert_rollups(tx, &batch.rollups).await?;
+            let add = tx
+                .prepare(
+                    "INSERT INTO spend (provider, month, usd, tokens) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (provider, month) DO UPDATE SET
+                        usd = spend.usd + excluded.usd, tokens = spend.tokens + excluded.tokens",
+                )
+                .await
+                .map_err(Failure::Db)?;
+            for row in &batch.spend {
+                tx.execute(
+                    &add,
+                    &[&row.provider, &row.month, &row.usd, &(row.tokens as i64)],
+                )
+                .await
+                .map_err(Failure::Db)?;
+            }
+            rows::upsert_states(tx, &batch.health).await?;
+            for transition in &batch.transitions {
+                write_transition(tx, transition)
+                    .await
+                    .map_err(Failure::Db)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn copy(&mut self, copied: &Copied) -> Result<(), StoreError> {
+        self.transaction(async |tx| {
+            rows::insert_results(tx, &copied.results).await?;
+            rows::upsert_rollups(tx, &copied.rollups).await?;
+            let replace = tx
+                .prepare(
+                    "INSERT INTO spend (provider, month, usd, tokens) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (provider, month) DO UPDATE SET
+                        usd = excluded.usd, tokens = excluded.tokens",
+                )
+                .await
+                .map_err(Failure::Db)?;
+            for row in &copied.spend {
+                tx.execute(
+                    &replace,
+                    &[&row.provider, &row.month, &row.usd, &(row.tokens as i64)],
+                )
+                .await
+                .map_err(Failure::Db)?;
+            }
+            let incident = tx
+                .prepare(
+                    "INSERT INTO incidents (target, state, cause, start_ms, end_ms)
+                     SELECT $1, $2, $3, $4, $5 WHERE NOT EXISTS
+                        (SELECT 1 FROM incidents WHERE target = $1 AND start_ms = $4)",
+                )
+                .await
+                .map_err(Failure::Db)?;
+            for row in &copied.incidents {
+                tx.execute(
+                    &incident,
+                    &[
+                        &row.target,
+                        &row.state.as_str(),
+                        &row.cause,
+                        &row.start_ms,
+                        &row.end_ms,
+                    ],
+                )
+                .await
+                .map_err(Failure::Db)?;
+            }
+            rows::upsert_states(tx, &copied.health).await
+        })
+    }
+
+    fn results_since(
+        &self,
+        since_ms: i64,
+        target: Option<&str>,
+    ) -> Result<Vec<(ResultRecord, i64)>, StoreError> {
+        self.records(
+            "SELECT to_jsonb(r) FROM results r WHERE ts_ms >= $1 AND ($2::text IS NULL OR target = $2)
+             ORDER BY ts_ms, run_id",
+            &[&since_ms, &target],
+        )
+    }
+
+    fn results_after(
+        &self,
+        after: Option<(i64, &str)>,
+        limit: usize,
+    ) -> Result<Vec<(ResultRecord, i64)>, StoreError> {
+        let (ts_ms, run_id) = after.unwrap_or((i64::MIN, ""));
+        self.records(
+            "SELECT to_jsonb(r) FROM results r WHERE (ts_ms, run_id) > ($1, $2)
+             ORDER BY ts_ms, run_id LIMIT $3",
+            &[&ts_ms, &run_id, &limit_of(limit)],
+        )
+    }
+
+    fn newest_since(&self, since_ms: i64, limit: usize) -> Result<Vec<ResultRecord>, StoreError> {
+        let mut out = self.records(
+            "SELECT to_jsonb(r) FROM results r WHERE ts_ms >= $1 ORDER BY ts_ms DESC, run_id DESC LIMIT $2",
+            &[&since_ms, &limit_of(limit)],
+        )?;
+        out.reverse();
+        Ok(out.into_iter().map(|(record, _)| record).collect())
+    }
+
+    fn latest_results(&self, target: &str, limit: usize) -> Result<Vec<ResultRecord>, StoreError> {
+        let out = self.records(
+            "SELECT to_jsonb(r) FROM results r WHERE target = $1 ORDER BY ts_ms DESC, run_id DESC LIMIT $2",
+            &[&target, &limit_of(limit)],
+        )?;
+        Ok(out.into_iter().map(|(record, _)| record).collect())
+    }
+
+    fn result_count(&self) -> Result<u64, StoreError> {
+        self.call(async |pool: &Pool| {
+            let client = pool.get().await.map_err(Failure::pool)?;
+            let row = client
+                .query_one("SELECT COUNT(*) FROM results", &[])
+                .await
+                .map_err(Failure::Db)?;
+            Ok(row.try_get::<_, i64>(0).map_err(Failure::Db)? as u64)
+        })
+    }
+
+    fn rollups_since(&self, span: Span, since_bucket: i64) -> Result<Vec<RollupRow>, StoreError> {
+        self.rollup_rows(
+            "SELECT bucket, target, probe, scalars, ttft, e2e, itl, tps FROM rollups
+             WHERE span = $1 AND bucket >= $2 ORDER BY bucket, target, probe",
+            span,
+            &[&span.as_str(), &since_bucket],
+        )
+    }
+
+    fn rollups_after(
+        &self,
+        span: Span,
+        after: Option<(i64, &str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<RollupRow>, StoreError> {
+        let (bucket, target, probe) = after.unwrap_or((i64::MIN, "", ""));
+        self.rollup_rows(
+            "SELECT bucket, target, probe, scalars, ttft, e2e, itl, tps FROM rollups
+             WHERE span = $1 AND (bucket, target, probe) > ($2, $3, $4)
+             ORDER BY bucket, target, probe LIMIT $5",
+            span,
+            &[&span.as_str(), &bucket, &target, &probe, &limit_of(limit)],
+        )
+    }
+
+    fn rollup_scalars_since(
+        &self,
+        span: Span,
+        since_bucket: i64,
+    ) -> Result<Vec<(i64, String, String, Scalars)>, StoreError> {
+        self.call(async |pool: &Pool| {
+            let client = pool.get().await.map_err(Failure::pool)?;
+            let rows = client
+                .query(
+                    "SELECT bucket, target, probe, scalars FROM rollups
+                     WHERE span = $1 AND bucket >= $2 ORDER BY bucket, target, probe",
+                    &[&span.as_str(), &since_bucket],
+                )
+                .await
+                .map_err(Failure::Db)?;
+            rows.iter()
+                .map(|row| {
+                    let scalars: &str = row.try_get(3).map_err(Failure::Db)?;
+                    Ok((
+                        row.try_get(0).map_err(Failure::Db)?,
+                        row.try_get(1).map_err(Failure::Db)?,
+                        row.try_get(2).map_err(Failure::Db)?,
+                        rows::scalars(scalars)?,
+                    ))
+                })
+                .collect()
+        })
+    }
+
+    fn rollup(
+        &self,
+        span: Span,
+        bucket: i64,
+        target: &str,
+        probe: &str,
+    ) -> Result<Option<Rollup>, StoreError> {
+        self.call(async |pool: &Pool| {
+            let client = pool.get().await.map_err(Failure::pool)?;
+            let row = client
+                .query_opt(
+                    "SELECT scalars, ttft, e2e, itl, tps FROM rollups
+                     WHERE span = $1 AND bucket = $2 AND target = $3 AND probe = $4",
+                    &[&span.as_str(), &bucket, &target, &probe],
+                )
+                .await
+                .map_err(Failure::Db)?;
+            row.map(|row| rows::rollup(&row, 0)).transpose()
+        })
+    }
+
+    fn month_spend(&self, month: &str) -> Result<HashMap<String, (f64, u64)>, StoreError> {
+        Ok(self
+            .spend()?
+            .into_iter()
+            .filter(|row| row.month == month)
+            .map(|row| (row.provider, (row.usd, row.tokens)))
+            .collect())
+    }
+
+    fn spend(&self) -> Result<Vec<Spend>, StoreError> {
+        self.call(async |pool: &Pool| {
+            let client = pool.get().await.map_err(Failure::pool)?;
+            let rows = client
+                .query(
+                    "SELECT provider, month, usd, tokens FROM spend ORDER BY provider, month",
+                    &[],
+                )
+                .await
+                .map_err(Failure::Db)?;
+            rows.iter()
+                .map(|row| {
+                    Ok(Spend {
+                        provider: row.try_get(0).map_err(Failure::Db)?,
+                        month: row.try_get(1).map_err(Failure::Db)?,
+                        usd: row.try_get(2).map_err(Failure::Db)?,
+                        tokens: row.try_get::<_, i64>(3).map_err(Failure::Db)? as u64,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn health(&self) -> Result<HashMap<String, TargetHealth>, StoreError> {
+        self.call(async |pool: &Pool| {
+            let client = pool.get().await.map_err(Failure::pool)?;
+            let rows = client
+                .query("SELECT target, health FROM target_state", &[])
+                .await
+                .map_err(Failure::Db)?;
+            let mut out = HashMap::new();
+            for row in &rows {
+                let json: &str = row.try_get(1).map_err(Failure::Db)?;
+                if let Ok(health) = serde_json::from_str(json) {
+                    out.insert(row.try_get(0).map_err(Failure::Db)?, health);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn incidents(&self, since_ms: i64) -> Result<Vec<Incident>, StoreError> {
+        self.call(async |pool: &Pool| {
+            let client = pool.get().await.map_err(Failure::pool)?;
+            let rows = client
+                .query(
+                    "SELECT target, state, cause, start_ms, end_ms FROM incidents
+                     WHERE end_ms IS NULL OR end_ms >= $1 ORDER BY start_ms DESC, id DESC",
+                    &[&since_ms],
+                )
+                .await
+                .map_err(Failure::Db)?;
+            rows.iter()
+                .map(|row| {
+                    Ok(Incident {
+                        target: row.try_get(0).map_err(Failure::Db)?,
+                        state: State::from_name(row.try_get(1).map_err(Failure::Db)?),
+                        cause: row.try_get(2).map_err(Failure::Db)?,
+                        start_ms: row.try_get(3).map_err(Failure::Db)?,
+                        end_ms: row.try_get(4).map_err(Failure::Db)?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn prune(
+        &mut self,
+        results_before_ms: i64,
+        rollups_before_ms: i64,
+    ) -> Result<(usize, usize), StoreError> {
+        let mut counts = (0, 0);
+        let counted = &mut counts;
+        self.transaction(async move |tx| {
+            let results = tx
+                .execute(
+                    "DELETE FROM results WHERE ts_ms < $1",
+                    &[&results_before_ms],
+                )
+                .await
+                .map_err(Failure::Db)?;
+            let rollups = tx
+                .execute(
+                    "DELETE FROM rollups WHERE bucket < $1",
+                    &[&rollups_before_ms],
+                )
+                .await
+                .map_err(Failure::Db)?;
+            *counted = (results as usize, rollups as usize);
+            Ok(())
+        })?;
+        Ok(counts)
+    }
+}
+
+/// Opens, continues, updates or closes the target's incident for one state change, as the
+/// SQLite backend does (see `store/sqlite`).
+async fn write_transition(
+    tx: &tokio_postgres::Transaction<'_>,
+    t: &Transition,
+) -> Result<(), tokio_postgres::Error> {
+    let close = "UPDATE incidents SET end_ms = $2 WHERE target = $1 AND end_ms IS NULL";
+    if !t.to.is_bad() {
+        tx.execute(close, &[&t.target, &t.at_ms]).await?;
+        return Ok(());
+    }
+    let continued = if t.from.is_bad() {
+        tx.execute(
+            "UPDATE incidents SET state = CASE WHEN $2::text = 'down' THEN 'down' ELSE state END
+             WHERE target = $1 AND end_ms IS NULL",
+            &[&t.target, &t.to.as_str()],
+        )
+        .await?
+    } else if t.reopens {
+        tx.execute(
+            "UPDATE incidents SET end_ms = NULL,
+                state = CASE WHEN $2::text = 'down' THEN 'down' ELSE state END
+             WHERE id = (SELECT MAX(id) FROM incidents WHERE target = $1)",
+            &[&t.target, &t.to.as_str()],
+        )
+        .await?
+    } else {
+        0
+    };
+    if continued == 0 {
+        tx.execute(close, &[&t.target, &t.at_ms]).await?;
+        tx.execute(
+            "INSERT INTO incidents (target, state, cause, start_ms) VALUES ($1, $2, $3, $4)",
+            &[&t.target, &t.to.as_str(), &t.cause, &t.at_ms],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// What failed inside a query, turned into a [`StoreError`] by the store that ran it.
+#[derive(Debug)]
+enum Failure {
+    /// The server or the connection.
+    Db(tokio_postgres::Error),
+    /// Another writer holds the lock.
+    Locked,
+    /// The schema could not be brought up to date.
+    Migration(String),
+    /// A stored value does not decode.
+    Corrupt(String),
+    /// Anything else, already worded.
+    Text(String),
+}
+
+impl Failure {
+    fn pool(err: deadpool_postgres::PoolError) -> Failure {
+        match err {
+            deadpool_postgres::PoolError::Backend(err) => Failure::Db(err),
+            other => Failure::Text(format!("no connection to the database: {other}")),
+        }
+    }
+}
+
+/// `postgresql://host:port/database`, never the user's password.
+fn describe(config: &tokio_postgres::Config) -> String {
+    let host = config
+        .get_hosts()
+        .first()
+        .map(|host| match host {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .unwrap_or_else(|| "localhost".into());
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let database = config
+        .get_dbname()
+        .or(config.get_user())
+        .unwrap_or("postgres");
+    format!("postgresql://{host}:{port}/{database}")
+}
+
+fn limit_of(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}

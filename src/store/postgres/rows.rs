@@ -1,0 +1,164 @@
+//! Rows in and out of PostgreSQL: results as JSON (one statement per batch through
+//! `jsonb_populate_recordset`, read back with `to_jsonb`, so the record's serde fields are
+//! the columns with no list to keep in step), rollups as scalars plus HdrHistogram blobs,
+//! target states as JSON text.
+
+use serde_json::{Map, Value};
+use tokio_postgres::Transaction;
+
+use super::Failure;
+use crate::aggregate::health::TargetHealth;
+use crate::aggregate::rollup::{Rollup, Scalars};
+use crate::result::ResultRecord;
+use crate::store::RollupRow;
+use crate::store::sqlite::RESULT_COLUMNS;
+
+/// Inserts results whose `run_id` is new, in one statement.
+pub(super) async fn insert_results(
+    tx: &Transaction<'_>,
+    results: &[(ResultRecord, i64)],
+) -> Result<(), Failure> {
+    if results.is_empty() {
+        return Ok(());
+    }
+    let rows = results
+        .iter()
+        .map(|(record, ts_ms)| {
+            let mut row = match serde_json::to_value(record) {
+                Ok(Value::Object(row)) => row,
+                Ok(_) => Map::new(),
+                Err(err) => {
+                    return Err(Failure::Corrupt(format!(
+                        "a record does not serialize: {err}"
+                    )));
+                }
+            };
+            row.insert("ts_ms".into(), Value::from(*ts_ms));
+            row.insert(
+                "itl_gaps_us".into(),
+                Value::from(record.itl_gaps_us.clone()),
+            );
+            Ok(Value::Object(row))
+        })
+        .collect::<Result<Vec<Value>, Failure>>()?;
+    let columns = std::iter::once("ts_ms")
+        .chain(std::iter::once("itl_gaps_us"))
+        .chain(RESULT_COLUMNS.iter().copied())
+        .map(|column| format!("\"{column}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "INSERT INTO results ({columns}) SELECT {columns}
+         FROM jsonb_populate_recordset(NULL::results, $1::jsonb) ON CONFLICT (run_id) DO NOTHING"
+    );
+    tx.execute(&sql, &[&Value::Array(rows)])
+        .await
+        .map_err(Failure::Db)?;
+    Ok(())
+}
+
+/// A record and its unix ms from the JSON of its row.
+pub(super) fn record(row: Value) -> Result<(ResultRecord, i64), Failure> {
+    let Value::Object(mut row) = row else {
+        return Err(Failure::Corrupt("a stored result is not a row".into()));
+    };
+    let ts_ms = row.remove("ts_ms").and_then(|ts| ts.as_i64()).unwrap_or(0);
+    let gaps = row.remove("itl_gaps_us");
+    row.remove("id");
+    let mut record: ResultRecord = serde_json::from_value(Value::Object(row))
+        .map_err(|err| Failure::Corrupt(format!("a stored result does not decode: {err}")))?;
+    record.itl_gaps_us = gaps
+        .and_then(|gaps| serde_json::from_value(gaps).ok())
+        .unwrap_or_default();
+    Ok((record, ts_ms))
+}
+
+/// Stores rollups whole, replacing the same span, bucket, target and probe.
+pub(super) async fn upsert_rollups(
+    tx: &Transaction<'_>,
+    rows: &[RollupRow],
+) -> Result<(), Failure> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let upsert = tx
+        .prepare(
+            "INSERT INTO rollups (span, bucket, target, probe, scalars, ttft, e2e, itl, tps)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (span, bucket, target, probe) DO UPDATE SET
+                scalars = excluded.scalars, ttft = excluded.ttft, e2e = excluded.e2e,
+                itl = excluded.itl, tps = excluded.tps",
+        )
+        .await
+        .map_err(Failure::Db)?;
+    // Sent together: the connection pipelines them, one round trip for the lot.
+    let writes = rows.iter().map(|row| {
+        let upsert = &upsert;
+        async move {
+            let scalars = serde_json::to_string(&row.rollup.stored_scalars()).unwrap_or_default();
+            let [ttft, e2e, itl, tps] = row.rollup.blobs();
+            tx.execute(
+                upsert,
+                &[
+                    &row.span.as_str(),
+                    &row.bucket,
+                    &row.target,
+                    &row.probe,
+                    &scalars,
+                    &ttft,
+                    &e2e,
+                    &itl,
+                    &tps,
+                ],
+            )
+            .await
+        }
+    });
+    futures_util::future::try_join_all(writes)
+        .await
+        .map_err(Failure::Db)?;
+    Ok(())
+}
+
+/// Stores target states, replacing each target's.
+pub(super) async fn upsert_states(
+    tx: &Transaction<'_>,
+    states: &[(String, TargetHealth)],
+) -> Result<(), Failure> {
+    if states.is_empty() {
+        return Ok(());
+    }
+    let upsert = tx
+        .prepare(
+            "INSERT INTO target_state (target, health) VALUES ($1, $2)
+             ON CONFLICT (target) DO UPDATE SET health = excluded.health",
+        )
+        .await
+        .map_err(Failure::Db)?;
+    let writes = states.iter().map(|(target, health)| {
+        let upsert = &upsert;
+        async move {
+            let json = serde_json::to_string(health).unwrap_or_default();
+            tx.execute(upsert, &[target, &json]).await
+        }
+    });
+    futures_util::future::try_join_all(writes)
+        .await
+        .map_err(Failure::Db)?;
+    Ok(())
+}
+
+/// The rollup in the columns `scalars, ttft, e2e, itl, tps` from `first` on.
+pub(super) fn rollup(row: &tokio_postgres::Row, first: usize) -> Result<Rollup, Failure> {
+    let text: &str = row.try_get(first).map_err(Failure::Db)?;
+    let blob = |i: usize| row.try_get::<_, &[u8]>(first + i).map_err(Failure::Db);
+    let blobs = [blob(1)?, blob(2)?, blob(3)?, blob(4)?];
+    Rollup::from_parts(scalars(text)?, blobs)
+        .map_err(|err| Failure::Corrupt(format!("a rollup does not decode: {err}")))
+}
+
+/// A rollup's stored scalars.
+pub(super) fn scalars(text: &str) -> Result<Scalars, Failure> {
+    serde_json::from_str(text)
+        .map_err(|err| Failure::Corrupt(format!("rollup scalars do not decode: {err}")))
+}

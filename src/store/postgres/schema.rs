@@ -1,0 +1,160 @@
+//! The PostgreSQL schema, as versioned migrations recorded in `sonde_schema`. A migration is
+//! never edited once released: a change is a new entry at the end. Migrations run in one
+//! transaction under an advisory lock, so probers starting together apply each once.
+//!
+//! The tables mirror SQLite's (`store/sqlite/schema.rs`) column for column, with PostgreSQL's
+//! types: booleans as `boolean`, histograms as `bytea` (HdrHistogram V2 deflate blobs, as in
+//! SQLite), ITL gaps as `bigint[]`. Keys and ordered text columns use the "C" collation, so
+//! rows sort byte by byte as in SQLite and both backends return them in the same order.
+
+use tokio_postgres::Transaction;
+
+/// Serializes migrations across processes (`pg_advisory_xact_lock`).
+const MIGRATION_LOCK: i64 = 0x736f_6e64_655f_6d69; // "sonde_mi"
+
+const V1: &str = r#"
+CREATE TABLE results (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    run_id TEXT COLLATE "C" NOT NULL UNIQUE,
+    ts_ms BIGINT NOT NULL,
+    ts TEXT NOT NULL,
+    target TEXT COLLATE "C" NOT NULL,
+    provider TEXT COLLATE "C" NOT NULL,
+    model TEXT NOT NULL,
+    "group" TEXT NOT NULL,
+    probe TEXT COLLATE "C" NOT NULL,
+    outcome TEXT NOT NULL,
+    http_status INTEGER,
+    queue_lag_ms DOUBLE PRECISION NOT NULL,
+    ttfb_ms DOUBLE PRECISION,
+    ttft_ms DOUBLE PRECISION,
+    ttfat_ms DOUBLE PRECISION,
+    e2e_ms DOUBLE PRECISION,
+    itl_p50_ms DOUBLE PRECISION,
+    itl_max_ms DOUBLE PRECISION,
+    input_tokens BIGINT,
+    output_tokens BIGINT,
+    reasoning_tokens BIGINT,
+    tokens_estimated BOOLEAN NOT NULL,
+    tokens_per_s DOUBLE PRECISION,
+    chunks BIGINT NOT NULL,
+    streamed BOOLEAN NOT NULL,
+    served_model TEXT,
+    cost_usd DOUBLE PRECISION,
+    retry_after_s DOUBLE PRECISION,
+    error TEXT,
+    connect_ms DOUBLE PRECISION,
+    close_ms DOUBLE PRECISION,
+    finish_reason TEXT,
+    ratelimit_remaining_requests NUMERIC(20),
+    ratelimit_remaining_tokens NUMERIC(20),
+    model_substituted BOOLEAN NOT NULL,
+    upstream TEXT,
+    cap_streaming BOOLEAN,
+    cap_usage_in_stream BOOLEAN,
+    cap_tools BOOLEAN,
+    cap_json BOOLEAN,
+    gateway_alias BOOLEAN NOT NULL DEFAULT FALSE,
+    itl_gaps_us BIGINT[]
+);
+-- Pruning past retention and every window read are range scans on time.
+CREATE INDEX results_by_time ON results (ts_ms);
+CREATE INDEX results_by_target ON results (target, ts_ms);
+
+-- span: 'hour' or 'day'; bucket: unix ms of its start (UTC).
+CREATE TABLE rollups (
+    span TEXT COLLATE "C" NOT NULL,
+    bucket BIGINT NOT NULL,
+    target TEXT COLLATE "C" NOT NULL,
+    probe TEXT COLLATE "C" NOT NULL,
+    scalars TEXT NOT NULL,
+    ttft BYTEA NOT NULL,
+    e2e BYTEA NOT NULL,
+    itl BYTEA NOT NULL,
+    tps BYTEA NOT NULL,
+    PRIMARY KEY (span, bucket, target, probe)
+);
+
+-- month: 'YYYY-MM' (UTC).
+CREATE TABLE spend (
+    provider TEXT COLLATE "C" NOT NULL,
+    month TEXT COLLATE "C" NOT NULL,
+    usd DOUBLE PRECISION NOT NULL,
+    tokens BIGINT NOT NULL,
+    PRIMARY KEY (provider, month)
+);
+
+CREATE TABLE target_state (
+    target TEXT COLLATE "C" PRIMARY KEY,
+    health TEXT NOT NULL
+);
+
+CREATE TABLE incidents (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    target TEXT COLLATE "C" NOT NULL,
+    state TEXT NOT NULL,
+    cause TEXT NOT NULL,
+    start_ms BIGINT NOT NULL,
+    end_ms BIGINT
+);
+CREATE INDEX incidents_by_target ON incidents (target, start_ms);
+"#;
+
+/// Every migration, oldest first; migration `n` (from 1) brings the schema to version `n`.
+const MIGRATIONS: &[&str] = &[V1];
+
+/// The version this build writes and reads.
+pub const LATEST: i32 = MIGRATIONS.len() as i32;
+
+/// Brings the schema to [`LATEST`] inside `tx`; an error when the database was written by a
+/// newer sonde.
+pub async fn migrate(tx: &Transaction<'_>) -> Result<(), String> {
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(|err| err.to_string())?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS sonde_schema (version INTEGER NOT NULL)")
+        .await
+        .map_err(|err| err.to_string())?;
+    let current = version(tx).await?.unwrap_or(0);
+    if current > LATEST {
+        return Err(newer(current));
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        tx.batch_execute(sql)
+            .await
+            .map_err(|err| format!("migration {}: {err}", index + 1))?;
+    }
+    tx.execute("DELETE FROM sonde_schema", &[])
+        .await
+        .map_err(|err| err.to_string())?;
+    tx.execute("INSERT INTO sonde_schema (version) VALUES ($1)", &[&LATEST])
+        .await
+        .map_err(|err| err.to_string())?;
+    Ok(())
+}
+
+/// The stored schema version; `None` when no sonde store is in this database.
+pub async fn version(client: &impl tokio_postgres::GenericClient) -> Result<Option<i32>, String> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass('sonde_schema') IS NOT NULL", &[])
+        .await
+        .and_then(|row| row.try_get(0))
+        .map_err(|err| err.to_string())?;
+    if !exists {
+        return Ok(None);
+    }
+    client
+        .query_opt("SELECT MAX(version) FROM sonde_schema", &[])
+        .await
+        .and_then(|row| row.map(|row| row.try_get(0)).transpose())
+        .map(Option::flatten)
+        .map_err(|err| err.to_string())
+}
+
+/// The error for a schema newer than this build.
+pub fn newer(version: i32) -> String {
+    format!(
+        "the database holds schema version {version}, newer than this sonde's {LATEST}: \
+         upgrade sonde"
+    )
+}

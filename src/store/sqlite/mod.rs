@@ -1,0 +1,687 @@
+//! The SQLite backend: one file, one writer (an `flock` on the database file itself, so a
+//! second name for it — a symbolic or hard link — is the same lock), any number of readers
+//! thanks to WAL. A batch is written in one transaction with `synchronous = FULL`.
+
+mod schema;
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+use super::{Backend, Batch, Copied, Incident, RollupRow, Spend, StoreError};
+use crate::aggregate::health::{State, TargetHealth, Transition};
+use crate::aggregate::rollup::{Rollup, Scalars, Span};
+use crate::result::ResultRecord;
+pub use schema::RESULT_COLUMNS;
+/// An open SQLite store.
+pub struct Sqlite {
+    conn: Connection,
+    path: PathBuf,
+    /// The database file, locked (`flock`) for the writer's lifetime: the lock is on the
+    /// file's inode, so every path to it shares it, and the OS releases it when the process
+    /// dies, even by `kill -9`, so a crashed daemon never leaves a stale lock. SQLite's own
+    /// locks are `fcntl` locks, which do not interact with it.
+    _lock: Option<File>,
+}
+
+impl Sqlite {
+    /// Opens (creating if needed) the store at `path` for writing: takes the lock, sets WAL,
+    /// applies pending migrations.
+    pub fn open(path: &Path) -> Result<Sqlite, StoreError> {
+        let io = |source| StoreError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(io)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked {
+                    store: path.display().to_string(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(source)) => return Err(io(source)),
+        }
+        let mut conn = Connection::open(path).map_err(|source| sqlite(path, source))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;",
+        )
+        .map_err(|source| sqlite(path, source))?;
+        schema::migrations()
+            .to_latest(&mut conn)
+            .map_err(|err| StoreError::Migration {
+                store: path.display().to_string(),
+                message: err.to_string(),
+            })?;
+        Ok(Sqlite {
+            conn,
+            path: path.to_owned(),
+            _lock: Some(lock),
+        })
+    }
+
+    /// Opens an existing store for reading, while a daemon may be writing it.
+    pub fn open_read_only(path: &Path) -> Result<Sqlite, StoreError> {
+        if !path.exists() {
+            return Err(StoreError::Io {
+                path: path.to_owned(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no store here: run `sonde run` first, or point [store] path at one",
+                ),
+            });
+        }
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|source| sqlite(path, source))?;
+        conn.execute_batch("PRAGMA busy_timeout = 5000;")
+            .map_err(|source| sqlite(path, source))?;
+        Ok(Sqlite {
+            conn,
+            path: path.to_owned(),
+            _lock: None,
+        })
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StoreError {
+        sqlite(&self.path, source)
+    }
+
+    /// The results a `SELECT * FROM results …` query returns, in its order, with their
+    /// unix ms.
+    fn records(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<(ResultRecord, i64)>, StoreError> {
+        let mut statement = self
+            .conn
+            .prepare_cached(sql)
+            .map_err(|source| self.err(source))?;
+        let mut rows = statement.query(params).map_err(|source| self.err(source))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(|source| self.err(source))? {
+            let ts_ms: i64 = row.get("ts_ms").map_err(|source| self.err(source))?;
+            out.push((self.record_of(row)?, ts_ms));
+        }
+        Ok(out)
+    }
+
+    /// The rollups a `SELECT bucket, target, probe, scalars, ttft, e2e, itl, tps …` query
+    /// returns, in its order.
+    fn rollup_rows(
+        &self,
+        sql: &str,
+        span: Span,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<RollupRow>, StoreError> {
+        let mut statement = self
+            .conn
+            .prepare_cached(sql)
+            .map_err(|source| self.err(source))?;
+        let mut rows = statement.query(params).map_err(|source| self.err(source))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(|source| self.err(source))? {
+            let get = |i| {
+                row.get_ref(i)
+                    .map(|value| value.as_bytes_or_null().ok().flatten())
+            };
+            let decode = || -> rusqlite::Result<RollupRow> {
+                let scalars: String = row.get(3)?;
+                let blobs = [get(4)?, get(5)?, get(6)?, get(7)?].map(Option::unwrap_or_default);
+                let rollup = serde_json::from_str::<Scalars>(&scalars)
+                    .map_err(|err| err.to_string())
+                    .and_then(|scalars| {
+                        Rollup::from_parts(scalars, blobs).map_err(|err| err.to_string())
+                    })
+                    .map_err(|message| {
+                        rusqlite::Error::FromSqlConversionFailure(
+                            3,
+                            rusqlite::types::Type::Text,
+                            message.into(),
+                        )
+                    })?;
+                Ok(RollupRow {
+                    span,
+                    bucket: row.get(0)?,
+                    target: row.get(1)?,
+                    probe: row.get(2)?,
+                    rollup,
+                })
+            };
+            out.push(decode().map_err(|source| self.err(source))?);
+        }
+        Ok(out)
+    }
+
+    fn record_of(&self, row: &rusqlite::Row<'_>) -> Result<ResultRecord, StoreError> {
+        let mut record: ResultRecord =
+            serde_rusqlite::from_row(row).map_err(|err| StoreError::Corrupt {
+                store: self.path.display().to_string(),
+                message: format!("a stored result does not decode: {err}"),
+            })?;
+        let gaps: Option<Vec<u8>> = row.get("itl_gaps").map_err(|source| self.err(source))?;
+        record.itl_gaps_us = gaps
+            .unwrap_or_default()
+            .chunks_exact(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        Ok(record)
+    }
+}
+
+impl Backend for Sqlite {
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn write(&mut self, batch: &Batch) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let e = |source| sqlite(&path, source);
+        let tx = self.conn.transaction().map_err(e)?;
+        insert_results(&tx, &path, &batch.results)?;
+        upsert_rollups(&tx, &batch.rollups).map_err(e)?;
+        {
+            let mut spend = tx
+                .prepare_cached(
+                    "INSERT INTO spend (provider, month, usd, tokens) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (provider, month) DO UPDATE SET
+                        usd = usd + excluded.usd, tokens = tokens + excluded.tokens",
+                )
+                .map_err(e)?;
+            for row in &batch.spend {
+                spend
+                    .execute(params![row.provider, row.month, row.usd, row.tokens as i64])
+                    .map_err(e)?;
+            }
+        }
+        upsert_states(&tx, &batch.health).map_err(e)?;
+        for transition in &batch.transitions {
+            write_transition(&tx, transition).map_err(e)?;
+        }
+        tx.commit().map_err(e)
+    }
+
+    fn copy(&mut self, rows: &Copied) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let e = |source| sqlite(&path, source);
+        let tx = self.conn.transaction().map_err(e)?;
+        insert_results(&tx, &path, &rows.results)?;
+        upsert_rollups(&tx, &rows.rollups).map_err(e)?;
+        {
+            let mut spend = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO spend (provider, month, usd, tokens)
+                     VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(e)?;
+            for row in &rows.spend {
+                spend
+                    .execute(params![row.provider, row.month, row.usd, row.tokens as i64])
+                    .map_err(e)?;
+            }
+            let mut incident = tx
+                .prepare_cached(
+                    "INSERT INTO incidents (target, state, cause, start_ms, end_ms)
+                     SELECT ?1, ?2, ?3, ?4, ?5 WHERE NOT EXISTS
+                        (SELECT 1 FROM incidents WHERE target = ?1 AND start_ms = ?4)",
+                )
+                .map_err(e)?;
+            for row in &rows.incidents {
+                incident
+                    .execute(params![
+                        row.target,
+                        row.state.as_str(),
+                        row.cause,
+                        row.start_ms,
+                        row.end_ms
+                    ])
+                    .map_err(e)?;
+            }
+        }
+        upsert_states(&tx, &rows.health).map_err(e)?;
+        tx.commit().map_err(e)
+    }
+
+    fn results_since(
+        &self,
+        since_ms: i64,
+        target: Option<&str>,
+    ) -> Result<Vec<(ResultRecord, i64)>, StoreError> {
+        self.records(
+            "SELECT * FROM results WHERE ts_ms >= ?1 AND (?2 IS NULL OR target = ?2)
+             ORDER BY ts_ms, run_id",
+            params![since_ms, target],
+        )
+    }
+
+    fn results_after(
+        &self,
+        after: Option<(i64, &str)>,
+        limit: usize,
+    ) -> Result<Vec<(ResultRecord, i64)>, StoreError> {
+        let (ts_ms, run_id) = after.unwrap_or((i64::MIN, ""));
+        self.records(
+            "SELECT * FROM results WHERE (ts_ms, run_id) > (?1, ?2)
+             ORDER BY ts_ms, run_id LIMIT ?3",
+            params![ts_ms, run_id, limit_of(limit)],
+        )
+    }
+
+    fn newest_since(&self, since_ms: i64, limit: usize) -> Result<Vec<ResultRecord>, StoreError> {
+        let mut out = self.records(
+            "SELECT * FROM results WHERE ts_ms >= ?1 ORDER BY ts_ms DESC, run_id DESC LIMIT ?2",
+            params![since_ms, limit_of(limit)],
+        )?;
+        out.reverse();
+        Ok(out.into_iter().map(|(record, _)| record).collect())
+    }
+
+    fn result_count(&self) -> Result<u64, StoreError> {
+        self.conn
+            .query_row("SELECT COUNT(*) FROM results", [], |row| {
+                row.get::<_, i64>(0)
+            })
+            .map(|n| n as u64)
+            .map_err(|source| self.err(source))
+    }
+
+    fn rollups_since(&self, span: Span, since_bucket: i64) -> Result<Vec<RollupRow>, StoreError> {
+        self.rollup_rows(
+            "SELECT bucket, target, probe, scalars, ttft, e2e, itl, tps FROM rollups
+             WHERE span = ?1 AND bucket >= ?2 ORDER BY bucket, target, probe",
+            span,
+            params![span.as_str(), since_bucket],
+        )
+    }
+
+    fn rollups_after(
+        &self,
+        span: Span,
+        after: Option<(i64, &str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<RollupRow>, StoreError> {
+        let (bucket, target, probe) = after.unwrap_or((i64::MIN, "", ""));
+        self.rollup_rows(
+            "SELECT bucket, target, probe, scalars, ttft, e2e, itl, tps FROM rollups
+             WHERE span = ?1 AND (bucket, target, probe) > (?2, ?3, ?4)
+             ORDER BY bucket, target, probe LIMIT ?5",
+            span,
+            params![span.as_str(), bucket, target, probe, limit_of(limit)],
+        )
+    }
+
+    fn rollup_scalars_since(
+        &self,
+        span: Span,
+        since_bucket: i64,
+    ) -> Result<Vec<(i64, String, String, Scalars)>, StoreError> {
+        let mut statement = self
+            .conn
+            .prepare_cached(
+                "SELECT bucket, target, probe, scalars FROM rollups
+                 WHERE span = ?1 AND bucket >= ?2 ORDER BY bucket, target, probe",
+            )
+            .map_err(|source| self.err(source))?;
+        let rows = statement
+            .query_map(params![span.as_str(), since_bucket], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, String>(3)?,
+                ))
+            })
+            .map_err(|source| self.err(source))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (bucket, target, probe, json) = row.map_err(|source| self.err(source))?;
+            let scalars = serde_json::from_str(&json).map_err(|err| StoreError::Corrupt {
+                store: self.path.display().to_string(),
+                message: format!("rollup scalars do not decode: {err}"),
+            })?;
+            out.push((bucket, target, probe, scalars));
+        }
+        Ok(out)
+    }
+
+    fn latest_results(&self, target: &str, limit: usize) -> Result<Vec<ResultRecord>, StoreError> {
+        let out = self.records(
+            "SELECT * FROM results WHERE target = ?1 ORDER BY ts_ms DESC, run_id DESC LIMIT ?2",
+            params![target, limit_of(limit)],
+        )?;
+        Ok(out.into_iter().map(|(record, _)| record).collect())
+    }
+
+    fn rollup(
+        &self,
+        span: Span,
+        bucket: i64,
+        target: &str,
+        probe: &str,
+    ) -> Result<Option<Rollup>, StoreError> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT scalars, ttft, e2e, itl, tps FROM rollups
+                 WHERE span = ?1 AND bucket = ?2 AND target = ?3 AND probe = ?4",
+                params![span.as_str(), bucket, target, probe],
+                |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        [
+                            row.get::<_, Vec<u8>>(1)?,
+                            row.get::<_, Vec<u8>>(2)?,
+                            row.get::<_, Vec<u8>>(3)?,
+                            row.get::<_, Vec<u8>>(4)?,
+                        ],
+                    ))
+                },
+            )
+            .optional()
+            .map_err(|source| self.err(source))?;
+        let Some((scalars, blobs)) = row else {
+            return Ok(None);
+        };
+        let corrupt = |message: String| StoreError::Corrupt {
+            store: self.path.display().to_string(),
+            message,
+        };
+        let scalars: Scalars =
+            serde_json::from_str(&scalars).map_err(|err| corrupt(err.to_string()))?;
+        let [a, b, c, d] = &blobs;
+        Rollup::from_parts(scalars, [a, b, c, d])
+            .map(Some)
+            .map_err(|err| corrupt(err.to_string()))
+    }
+
+    fn month_spend(&self, month: &str) -> Result<HashMap<String, (f64, u64)>, StoreError> {
+        let mut statement = self
+            .conn
+            .prepare("SELECT provider, usd, tokens FROM spend WHERE month = ?1")
+            .map_err(|source| self.err(source))?;
+        let rows = statement
+            .query_map([month], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    (row.get::<_, f64>(1)?, row.get::<_, i64>(2)? as u64),
+                ))
+            })
+            .map_err(|source| self.err(source))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(|source| self.err(source))
+    }
+
+    fn spend(&self) -> Result<Vec<Spend>, StoreError> {
+        let mut statement = self
+            .conn
+            .prepare("SELECT provider, month, usd, tokens FROM spend ORDER BY provider, month")
+            .map_err(|source| self.err(source))?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok(Spend {
+                    provider: row.get(0)?,
+                    month: row.get(1)?,
+                    usd: row.get(2)?,
+                    tokens: row.get::<_, i64>(3)? as u64,
+                })
+            })
+            .map_err(|source| self.err(source))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(|source| self.err(source))
+    }
+
+    fn health(&self) -> Result<HashMap<String, TargetHealth>, StoreError> {
+        let mut statement = self
+            .conn
+            .prepare("SELECT target, health FROM target_state")
+            .map_err(|source| self.err(source))?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })
+            .map_err(|source| self.err(source))?;
+        let mut out = HashMap::new();
+        for row in rows {
+            let (target, json) = row.map_err(|source| self.err(source))?;
+            if let Ok(health) = serde_json::from_str(&json) {
+                out.insert(target, health);
+            }
+        }
+        Ok(out)
+    }
+
+    fn incidents(&self, since_ms: i64) -> Result<Vec<Incident>, StoreError> {
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT target, state, cause, start_ms, end_ms FROM incidents
+                 WHERE end_ms IS NULL OR end_ms >= ?1 ORDER BY start_ms DESC, id DESC",
+            )
+            .map_err(|source| self.err(source))?;
+        let rows = statement
+            .query_map([since_ms], |row| {
+                Ok(Incident {
+                    target: row.get(0)?,
+                    state: State::from_name(&row.get::<_, String>(1)?),
+                    cause: row.get(2)?,
+                    start_ms: row.get(3)?,
+                    end_ms: row.get(4)?,
+                })
+            })
+            .map_err(|source| self.err(source))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(|source| self.err(source))
+    }
+
+    fn prune(
+        &mut self,
+        results_before_ms: i64,
+        rollups_before_ms: i64,
+    ) -> Result<(usize, usize), StoreError> {
+        let results = self
+            .conn
+            .execute("DELETE FROM results WHERE ts_ms < ?1", [results_before_ms])
+            .map_err(|source| self.err(source))?;
+        let rollups = self
+            .conn
+            .execute("DELETE FROM rollups WHERE bucket < ?1", [rollups_before_ms])
+            .map_err(|source| self.err(source))?;
+        Ok((results, rollups))
+    }
+}
+
+/// Inserts results whose `run_id` is new.
+fn insert_results(
+    tx: &rusqlite::Transaction<'_>,
+    path: &Path,
+    results: &[(ResultRecord, i64)],
+) -> Result<(), StoreError> {
+    let e = |source| sqlite(path, source);
+    let columns: Vec<String> = RESULT_COLUMNS.iter().map(|c| format!("\"{c}\"")).collect();
+    let values: Vec<String> = RESULT_COLUMNS.iter().map(|c| format!(":{c}")).collect();
+    let mut insert = tx
+        .prepare_cached(&format!(
+            "INSERT OR IGNORE INTO results (ts_ms, itl_gaps, {}) VALUES (:ts_ms, :itl_gaps, {})",
+            columns.join(", "),
+            values.join(", ")
+        ))
+        .map_err(e)?;
+    for (record, ts_ms) in results {
+        let named = serde_rusqlite::to_params_named(record).map_err(|err| StoreError::Corrupt {
+            store: path.display().to_string(),
+            message: format!("a record does not serialize: {err}"),
+        })?;
+        let gaps: Vec<u8> = record
+            .itl_gaps_us
+            .iter()
+            .flat_map(|gap| gap.to_le_bytes())
+            .collect();
+        let mut params = named.to_slice();
+        params.push((":ts_ms", ts_ms));
+        params.push((":itl_gaps", &gaps));
+        insert.execute(params.as_slice()).map_err(e)?;
+    }
+    Ok(())
+}
+
+/// Stores rollups whole, replacing the same span, bucket, target and probe.
+fn upsert_rollups(tx: &rusqlite::Transaction<'_>, rows: &[RollupRow]) -> rusqlite::Result<()> {
+    let mut upsert = tx.prepare_cached(
+        "INSERT OR REPLACE INTO rollups (span, bucket, target, probe, scalars, ttft, e2e, itl, tps)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?;
+    for row in rows {
+        let scalars = serde_json::to_string(&row.rollup.stored_scalars()).unwrap_or_default();
+        let [ttft, e2e, itl, tps] = row.rollup.blobs();
+        upsert.execute(params![
+            row.span.as_str(),
+            row.bucket,
+            row.target,
+            row.probe,
+            scalars,
+            ttft,
+            e2e,
+            itl,
+            tps
+        ])?;
+    }
+    Ok(())
+}
+
+/// Stores target states, replacing each target's.
+fn upsert_states(
+    tx: &rusqlite::Transaction<'_>,
+    states: &[(String, TargetHealth)],
+) -> rusqlite::Result<()> {
+    let mut state =
+        tx.prepare_cached("INSERT OR REPLACE INTO target_state (target, health) VALUES (?1, ?2)")?;
+    for (target, health) in states {
+        state.execute(params![
+            target,
+            serde_json::to_string(health).unwrap_or_default()
+        ])?;
+    }
+    Ok(())
+}
+
+/// Opens, continues, updates or closes the target's incident for one state change: a fall
+/// from good opens an incident (or reopens the last one, on a relapse), a change between
+/// degraded and down keeps the open one (its state is the worst seen), a recovery closes it.
+fn write_transition(tx: &rusqlite::Transaction<'_>, t: &Transition) -> rusqlite::Result<()> {
+    let close = "UPDATE incidents SET end_ms = ?2 WHERE target = ?1 AND end_ms IS NULL";
+    if !t.to.is_bad() {
+        tx.execute(close, params![t.target, t.at_ms])?;
+        return Ok(());
+    }
+    let worst = "state = CASE WHEN ?2 = 'down' THEN 'down' ELSE state END";
+    let continued = if t.from.is_bad() {
+        tx.execute(
+            &format!("UPDATE incidents SET {worst} WHERE target = ?1 AND end_ms IS NULL"),
+            params![t.target, t.to.as_str()],
+        )?
+    } else if t.reopens {
+        tx.execute(
+            &format!(
+                "UPDATE incidents SET end_ms = NULL, {worst} WHERE id = \
+                 (SELECT MAX(id) FROM incidents WHERE target = ?1)"
+            ),
+            params![t.target, t.to.as_str()],
+        )?
+    } else {
+        0
+    };
+    if continued == 0 {
+        tx.execute(close, params![t.target, t.at_ms])?;
+        tx.execute(
+            "INSERT INTO incidents (target, state, cause, start_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![t.target, t.to.as_str(), t.cause, t.at_ms],
+        )?;
+    }
+    Ok(())
+}
+
+fn limit_of(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+fn sqlite(path: &Path, source: rusqlite::Error) -> StoreError {
+    StoreError::Sqlite {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::result::{Outcome, sample};
+    use crate::store::Backend;
+
+    #[test]
+    fn the_columns_are_the_records_fields() {
+        let json = serde_json::to_value(sample(Outcome::Ok)).unwrap();
+        let mut fields: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut columns = RESULT_COLUMNS.to_vec();
+        fields.sort_unstable();
+        columns.sort_unstable();
+        assert_eq!(fields, columns);
+    }
+
+    #[test]
+    fn a_record_round_trips_and_a_second_write_adds_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Sqlite::open(&dir.path().join("s.db")).unwrap();
+        let mut record = sample(Outcome::ServerError);
+        record.ttft_ms = Some(12.5);
+        record.cap_tools = Some(false);
+        record.ratelimit_remaining_requests = Some(7);
+        record.itl_gaps_us = vec![1, 70_000];
+        let batch = Batch {
+            results: vec![(record.clone(), 1_000)],
+            ..Batch::default()
+        };
+        store.write(&batch).unwrap();
+        store.write(&batch).unwrap();
+        let stored = store.results_since(0, None).unwrap();
+        assert_eq!(stored, vec![(record, 1_000)]);
+        assert!(matches!(
+            Sqlite::open(&dir.path().join("s.db")),
+            Err(StoreError::Locked { .. })
+        ));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn every_name_of_the_store_is_the_same_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let _held = Sqlite::open(&path).unwrap();
+        let symlink = dir.path().join("link.db");
+        std::os::unix::fs::symlink(&path, &symlink).unwrap();
+        let hard = dir.path().join("hard.db");
+        std::fs::hard_link(&path, &hard).unwrap();
+        for other in [symlink, hard, dir.path().join("./s.db")] {
+            assert!(
+                matches!(Sqlite::open(&other), Err(StoreError::Locked { .. })),
+                "{}",
+                other.display()
+            );
+        }
+    }
+}

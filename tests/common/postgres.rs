@@ -1,0 +1,208 @@
+//! A throwaway PostgreSQL server for a test: `initdb` into a temporary folder, `pg_ctl start`
+//! on a free loopback port, stopped (`immediate`) and deleted when dropped. As root, the
+//! server runs as the unprivileged `postgres` user (PostgreSQL refuses to run as root).
+//! `SONDE_SKIP_POSTGRES=1` skips the PostgreSQL tests, loudly; without it a missing server
+//! is a failure that says what to install. Self-contained, so the PostgreSQL bench includes
+//! it too.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A running server with one database per [`Cluster::database`] call.
+pub struct Cluster {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    /// The loopback port it listens on.
+    pub port: u16,
+    /// Set as root: the user the server runs as.
+    run_as: Option<&'static str>,
+}
+
+/// The server, or `None` when `SONDE_SKIP_POSTGRES=1` (after saying so on stderr).
+pub fn start(test: &str) -> Option<Cluster> {
+    if std::env::var("SONDE_SKIP_POSTGRES").as_deref() == Ok("1") {
+        eprintln!("SKIPPED {test}: SONDE_SKIP_POSTGRES=1 (these tests need PostgreSQL)");
+        return None;
+    }
+    let bin = binaries().unwrap_or_else(|| {
+        panic!(
+            "{test} needs PostgreSQL's server binaries (initdb, pg_ctl): \
+             apt-get install -y postgresql, or set SONDE_SKIP_POSTGRES=1 to skip"
+        )
+    });
+    let root = is_root();
+    let dir = tempfile::Builder::new()
+        .prefix("sonde-pg-")
+        .tempdir()
+        .expect("temp dir");
+    let run_as = root.then_some("postgres");
+    if run_as.is_some() {
+        run(Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(dir.path()));
+    }
+    let cluster = Cluster {
+        dir,
+        bin,
+        port: free_port(),
+        run_as,
+    };
+    let data = cluster.data();
+    cluster.as_server(
+        &[
+            "initdb",
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "-D",
+        ],
+        &[&data],
+    );
+    cluster.start_server();
+    Some(cluster)
+}
+
+impl Cluster {
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Runs one of the server's programs, as the server's user; it must succeed.
+    fn as_server(&self, args: &[&str], paths: &[&Path]) -> Output {
+        run(&mut self.server_command(args, paths))
+    }
+
+    /// One of the server's programs, to run as the server's user.
+    fn server_command(&self, args: &[&str], paths: &[&Path]) -> Command {
+        let program = self.bin.join(args[0]);
+        let mut command = match self.run_as {
+            Some(user) => {
+                let mut command = Command::new("runuser");
+                command.args(["-u", user, "--"]).arg(program);
+                command
+            }
+            None => Command::new(program),
+        };
+        command
+            .args(&args[1..])
+            .args(paths)
+            .current_dir(self.dir.path());
+        command
+    }
+
+    fn start_server(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=100",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("server.log");
+        self.as_server(
+            &["pg_ctl", "-w", "-t", "60", "-o", &options, "-l"],
+            &[&log, Path::new("-D"), &self.data(), Path::new("start")],
+        );
+    }
+
+    /// Stops the server at once (as a crash would), without a checkpoint.
+    pub fn stop(&self) {
+        self.as_server(
+            &["pg_ctl", "-w", "-m", "immediate", "-D"],
+            &[&self.data(), Path::new("stop")],
+        );
+    }
+
+    /// Starts the server again after [`Cluster::stop`], on the same port.
+    pub fn start_again(&self) {
+        self.start_server();
+    }
+
+    /// A new empty database; its URL.
+    pub fn database(&self, name: &str) -> String {
+        let output = self.as_server(
+            &[
+                "psql",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-c",
+                &format!("CREATE DATABASE {name}"),
+            ],
+            &[],
+        );
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let data = self.data();
+        let _ = self
+            .server_command(
+                &["pg_ctl", "-w", "-m", "immediate", "-D"],
+                &[&data, Path::new("stop")],
+            )
+            .output();
+    }
+}
+
+fn run(command: &mut Command) -> Output {
+    let output = command.output().expect("run a PostgreSQL program");
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// The folder of `initdb`, `pg_ctl` and `psql`: Debian's versioned folder (the newest), or
+/// the real folder of an `initdb` on `PATH` (often a link into it).
+fn binaries() -> Option<PathBuf> {
+    let debian = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()
+        .and_then(|versions| {
+            let mut bins: Vec<PathBuf> = versions
+                .filter_map(|entry| entry.ok().map(|entry| entry.path().join("bin")))
+                .filter(|bin| bin.join("initdb").is_file())
+                .collect();
+            bins.sort();
+            bins.pop()
+        });
+    debian.or_else(|| {
+        let paths = std::env::var_os("PATH")?;
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("initdb"))
+            .find(|initdb| initdb.is_file())
+            .and_then(|initdb| std::fs::canonicalize(initdb).ok())
+            .and_then(|initdb| initdb.parent().map(Path::to_path_buf))
+    })
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free port")
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).trim() == "0")
+}

@@ -1,0 +1,568 @@
+//! The store on a real PostgreSQL server (started per test by `common::postgres`): the same
+//! history through either backend publishes the same site byte for byte; `sonde store
+//! migrate` copies a SQLite store whole and twice without duplicates; a daemon keeps every
+//! run it logged as recorded across a server restart and a `kill -9`, holds runs in its
+//! bounded buffer while the server is away and drops (and logs) only past it; a second
+//! daemon is refused.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use sonde::config::{Config, StoreBackend, StoreConfig};
+use sonde::publish::{self, Snapshot};
+use sonde::result::{Outcome, ResultRecord};
+use sonde::runner::{Scheduled, not_sent};
+use sonde::store::Store;
+use sonde::store::writer::import;
+use sonde::units::now_ms;
+
+/// Providers and models of the scripted history: two hosts of one group, and a third
+/// that goes down for an hour and answers with another model for a while.
+const PROVIDERS: &str = r#"
+[[providers]]
+name = "alpha"
+kind = "openai"
+base_url = "http://127.0.0.1:9/v1"
+[[providers.models]]
+id = "llama"
+group = "llama"
+input_price = 0.5
+output_price = 1.5
+probes = ["ping", "stream"]
+
+[[providers]]
+name = "beta"
+kind = "anthropic"
+base_url = "http://127.0.0.1:9/v1"
+[[providers.models]]
+id = "llama"
+group = "llama"
+input_price = 0.4
+output_price = 1.2
+probes = ["ping", "stream"]
+
+[[providers]]
+name = "gamma"
+kind = "gemini"
+base_url = "http://127.0.0.1:9/v1beta"
+[[providers.models]]
+id = "llama"
+group = "llama"
+input_price = 0.3
+output_price = 0.9
+probes = ["ping", "stream"]
+"#;
+
+fn config(dir: &Path, store: &str) -> Config {
+    let path = dir.join("sonde.toml");
+    std::fs::write(&path, format!("{store}\n{PROVIDERS}")).unwrap();
+    Config::load(&path).unwrap()
+}
+
+fn postgres_store(var: &str) -> String {
+    format!("[store]\nurl_env = \"{var}\"\nretention_days = 400\nrollup_retention_days = 400\n")
+}
+
+/// Three days of runs every 10 minutes per target and probe, ending `now`: latencies that
+/// vary, errors of several kinds, an hour's outage of gamma, substitution and a fake
+/// stream from gamma for a while, ITL gaps, tokens and cost.
+fn history(config: &Config, now: i64) -> Vec<ResultRecord> {
+    let step = 10 * 60 * 1000;
+    let start = now - 3 * 24 * 3600 * 1000;
+    let mut records = Vec::new();
+    let mut i: u64 = 0;
+    let mut at = start;
+    while at <= now {
+        for (t, target) in config.targets.iter().enumerate() {
+            for name in &target.probes {
+                i += 1;
+                let probe = config.probes.get(name).unwrap();
+                let scheduled = Scheduled {
+                    at: Instant::now(),
+                    wall: UNIX_EPOCH + Duration::from_millis(at as u64),
+                };
+                let wobble = ((i * 7_919) % 1000) as f64;
+                let outage = t == 2 && (now - at) < 5 * 3600 * 1000 && (now - at) > 4 * 3600 * 1000;
+                let outcome = if outage {
+                    Outcome::Timeout
+                } else if wobble < 15.0 {
+                    Outcome::ServerError
+                } else if wobble < 25.0 {
+                    Outcome::RateLimited
+                } else {
+                    Outcome::Ok
+                };
+                let mut r = not_sent(
+                    target,
+                    probe,
+                    scheduled,
+                    outcome,
+                    format!("scripted {outcome}"),
+                );
+                r.queue_lag_ms = wobble / 1000.0;
+                if outcome == Outcome::Ok {
+                    r.error = None;
+                    r.http_status = Some(200);
+                    r.ttfb_ms = Some(40.0 + wobble * 0.1);
+                    r.ttft_ms = Some(80.0 + wobble * 0.9 + t as f64 * 33.3);
+                    r.e2e_ms = Some(500.0 + wobble / 3.0);
+                    r.tokens_per_s = Some(90.0 + wobble * 0.017);
+                    r.input_tokens = Some(33);
+                    r.output_tokens = Some(40 + (i % 7) as u32);
+                    r.cost_usd = Some(7.6e-5 * (1.0 + wobble / 1000.0));
+                    r.cap_streaming = Some(true);
+                    r.streamed = !(t == 2 && (now - at) < 24 * 3600 * 1000);
+                    r.itl_gaps_us = (0..39)
+                        .map(|g| 10_000 + (g * 131 + i as u32) % 5_000)
+                        .collect();
+                    r.chunks = 40;
+                    if t == 2 && (now - at) < 2 * 3600 * 1000 {
+                        r.served_model = Some("llama-3.1-8b-instruct".into());
+                        r.model_substituted = true;
+                    }
+                } else if outcome == Outcome::RateLimited {
+                    r.http_status = Some(429);
+                    r.retry_after_s = Some(2.5);
+                }
+                records.push(r);
+            }
+        }
+        at += step;
+    }
+    records
+}
+
+/// Every file of the site, feed and exports built from `store` at `now`.
+fn site(config: &Config, store: &Store, now: i64) -> publish::Files {
+    let snapshot = Snapshot::load(config, store, now).unwrap();
+    publish::build(config, &snapshot).unwrap()
+}
+
+#[test]
+fn both_backends_publish_the_same_site_from_the_same_history() {
+    let Some(cluster) = common::postgres::start("both_backends_publish_the_same_site") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let var = "SONDE_TEST_EQUIVALENCE_URL";
+    // SAFETY: set before any thread of this test reads the environment; the variable is
+    // this test's own.
+    unsafe { std::env::set_var(var, cluster.database("equivalence")) };
+    let sqlite = config(
+        dir.path(),
+        "[store]\npath = \"sonde.db\"\nretention_days = 400\nrollup_retention_days = 400\n",
+    );
+    let postgres = config(dir.path(), &postgres_store(var));
+    let now = now_ms();
+    let records = history(&sqlite, now);
+    let count = records.len() as u64;
+    for config in [&sqlite, &postgres] {
+        let store = Store::open(&config.store).unwrap();
+        let written = import(store, config.store.clone(), config.health, records.clone()).unwrap();
+        assert_eq!(written, count);
+    }
+    let from_sqlite = Store::open_read_only(&sqlite.store).unwrap();
+    let from_postgres = Store::open_read_only(&postgres.store).unwrap();
+    assert!(
+        from_postgres
+            .describe()
+            .starts_with("postgresql://127.0.0.1:")
+    );
+    assert!(
+        !from_postgres.describe().contains("postgres@"),
+        "no user or password in names"
+    );
+    assert_eq!(from_postgres.result_count().unwrap(), count);
+    assert_eq!(
+        from_sqlite.results_since(0, None).unwrap(),
+        from_postgres.results_since(0, None).unwrap()
+    );
+    assert_eq!(from_sqlite.spend().unwrap(), from_postgres.spend().unwrap());
+    let incidents = from_sqlite.incidents(0).unwrap();
+    assert!(!incidents.is_empty(), "the outage opened an incident");
+    assert_eq!(incidents, from_postgres.incidents(0).unwrap());
+
+    let ids: Vec<String> = sqlite.targets.iter().map(|t| t.id.clone()).collect();
+    let windows = |store: &Store| {
+        format!(
+            "{:?}",
+            publish::windows::summarize(store, &ids, now).unwrap()
+        )
+    };
+    assert_eq!(windows(&from_sqlite), windows(&from_postgres));
+
+    let a = site(&sqlite, &from_sqlite, now);
+    let b = site(&postgres, &from_postgres, now);
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (name, bytes) in &a {
+        assert!(
+            bytes == &b[name],
+            "{name} differs between SQLite and PostgreSQL"
+        );
+    }
+    let feed: serde_json::Value = serde_json::from_slice(&a["feed.json"]).unwrap();
+    let gamma = feed["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == "gamma/llama")
+        .unwrap();
+    assert_eq!(
+        gamma["model_substituted"], true,
+        "the history is what the feed shows: {gamma}"
+    );
+    assert_eq!(gamma["weight"], 0.0);
+}
+
+#[test]
+fn migrate_copies_a_sqlite_store_whole_and_again_without_duplicates() {
+    let Some(cluster) = common::postgres::start("migrate_copies_a_sqlite_store") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = config(
+        dir.path(),
+        "[store]\npath = \"sonde.db\"\nretention_days = 400\nrollup_retention_days = 400\n",
+    );
+    let now = now_ms();
+    let records = history(&sqlite, now);
+    let count = records.len();
+    import(
+        Store::open(&sqlite.store).unwrap(),
+        sqlite.store.clone(),
+        sqlite.health,
+        records,
+    )
+    .unwrap();
+    let url = cluster.database("migrated");
+    let migrate = || {
+        let output = Command::new(env!("CARGO_BIN_EXE_sonde"))
+            .args(["store", "migrate", "--from"])
+            .arg(dir.path().join("sonde.db"))
+            .args(["--to-env", "SONDE_TEST_MIGRATE_URL"])
+            .env("SONDE_TEST_MIGRATE_URL", &url)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let text = String::from_utf8(output.stdout).unwrap();
+        assert!(!text.contains(&url) && !String::from_utf8_lossy(&output.stderr).contains(&url));
+        text
+    };
+    let first = migrate();
+    let rows = |text: &str, table: &str| -> u64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(table)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {table} count in {text}"))
+    };
+    assert_eq!(rows(&first, "results "), count as u64);
+    assert!(
+        rows(&first, "rollups ") > 0 && rows(&first, "incidents ") > 0,
+        "{first}"
+    );
+    assert_eq!(
+        rows(&first, "spend "),
+        3 * (1 + u64::from(crossed_a_month(now))),
+        "{first}"
+    );
+    let second = migrate();
+    assert_eq!(first, second, "a second copy reads the same rows");
+
+    let var = "SONDE_TEST_MIGRATED_URL";
+    // SAFETY: this test's own variable, set before the store reads it.
+    unsafe { std::env::set_var(var, &url) };
+    let postgres = config(dir.path(), &postgres_store(var));
+    let from_postgres = Store::open_read_only(&postgres.store).unwrap();
+    let from_sqlite = Store::open_read_only(&sqlite.store).unwrap();
+    assert_eq!(
+        from_postgres.result_count().unwrap(),
+        count as u64,
+        "no duplicates"
+    );
+    assert_eq!(
+        from_sqlite.incidents(0).unwrap(),
+        from_postgres.incidents(0).unwrap()
+    );
+    assert_eq!(
+        from_sqlite.spend().unwrap(),
+        from_postgres.spend().unwrap(),
+        "spend copied, not added twice"
+    );
+    let a = site(&sqlite, &from_sqlite, now);
+    let b = site(&postgres, &from_postgres, now);
+    for (name, bytes) in &a {
+        assert!(bytes == &b[name], "{name} differs after the migration");
+    }
+}
+
+/// Whether the three days before `now` span two calendar months (UTC).
+fn crossed_a_month(now: i64) -> bool {
+    sonde::units::month_of(now) != sonde::units::month_of(now - 3 * 24 * 3600 * 1000)
+}
+
+const SCENARIO: &str = "[default]\ntoken_ms = 1\n";
+
+/// A daemon probing four models every second into the PostgreSQL database at `url`, its
+/// JSON log lines collected as they come.
+struct Daemon {
+    child: Option<Child>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    fn start(dir: &Path, url: &str) -> Daemon {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sonde"))
+            .args(["run", "--log-format", "json"])
+            .current_dir(dir)
+            .env("SONDE_TEST_DAEMON_URL", url)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let lines = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        });
+        Daemon {
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// The daemon's process, once.
+    fn process(&mut self) -> Child {
+        self.child.take().expect("the daemon is still ours")
+    }
+
+    /// Log lines whose message is `message`, as JSON.
+    fn lines(&self, message: &str) -> Vec<serde_json::Value> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|line| {
+                line["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with(message))
+            })
+            .collect()
+    }
+
+    fn ids(&self, message: &str) -> Vec<String> {
+        self.lines(message)
+            .iter()
+            .filter_map(|line| line["run_id"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// Waits (at most 30 s) until `ready` holds.
+    fn wait_for(&self, what: &str, ready: impl Fn(&Daemon) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ready(self) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {:?}",
+                self.log.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+fn daemon_config(dir: &Path, base_url: &str, store_extra: &str) {
+    let mut text = format!(
+        "[store]\nurl_env = \"SONDE_TEST_DAEMON_URL\"\n{store_extra}\n\n[schedules]\nping = \"every 1s\"\n\n[[providers]]\nname = \"sim\"\nkind = \"openai\"\nbase_url = \"{base_url}\"\nrpm = 6000\nmax_concurrency = 8\n"
+    );
+    for model in ["a", "b", "c", "d"] {
+        text.push_str(&format!(
+            "[[providers.models]]\nid = \"{model}\"\nprobes = [\"ping\"]\n"
+        ));
+    }
+    std::fs::write(dir.join("sonde.toml"), text).unwrap();
+}
+
+fn stored_ids(url: &str) -> Vec<String> {
+    let var = "SONDE_TEST_READ_URL";
+    // SAFETY: every test that reads through this variable sets it to its own URL just before
+    // opening; the store copies it at open.
+    unsafe { std::env::set_var(var, url) };
+    let config = StoreConfig {
+        backend: StoreBackend::Postgres {
+            url_env: var.into(),
+            ca_file: None,
+        },
+        ..StoreConfig::default()
+    };
+    let store = Store::open_read_only(&config).unwrap();
+    store
+        .results_since(0, None)
+        .unwrap()
+        .into_iter()
+        .map(|(r, _)| r.run_id)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_of_postgres_and_a_kill_9_lose_no_recorded_run() {
+    let Some(cluster) = common::postgres::start("a_restart_of_postgres_and_a_kill_9") else {
+        return;
+    };
+    let sim = common::simulator(SCENARIO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = cluster.database("daemon");
+    daemon_config(dir.path(), &sim.base_url(), "");
+    let mut daemon = Daemon::start(dir.path(), &url);
+    tokio::task::block_in_place(|| {
+        daemon.wait_for("8 recorded runs", |d| d.ids("recorded").len() >= 8);
+        // A second daemon on the same database is refused by the writer's lock.
+        let second = Command::new(env!("CARGO_BIN_EXE_sonde"))
+            .arg("run")
+            .current_dir(dir.path())
+            .env("SONDE_TEST_DAEMON_URL", &url)
+            .output()
+            .unwrap();
+        assert_eq!(second.status.code(), Some(1));
+        let message = String::from_utf8_lossy(&second.stderr);
+        assert!(
+            message.contains("in use by another sonde daemon"),
+            "{message}"
+        );
+        assert!(!message.contains("postgres@"), "{message}");
+
+        cluster.stop();
+        let before = daemon.ids("recorded").len();
+        daemon.wait_for("a failed write", |d| {
+            !d.lines("writing to the store failed").is_empty()
+        });
+        std::thread::sleep(Duration::from_secs(3));
+        cluster.start_again();
+        daemon.wait_for("the store written again", |d| {
+            !d.lines("the store is written again").is_empty()
+        });
+        daemon.wait_for("runs recorded after the restart", |d| {
+            d.ids("recorded").len() >= before + 16
+        });
+    });
+    let mut child = daemon.process();
+    child.kill().unwrap(); // SIGKILL: no chance to flush.
+    child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let recorded = daemon.ids("recorded");
+    assert!(
+        daemon.ids("a run was lost").is_empty(),
+        "the default buffer holds a few seconds"
+    );
+    let stored = stored_ids(&url);
+    for id in &recorded {
+        assert!(
+            stored.contains(id),
+            "run {id} was logged as recorded but is not stored"
+        );
+    }
+    let mut unique = stored.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), stored.len(), "no run stored twice");
+    assert!(!daemon.text().contains(&url), "the URL is never logged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_its_buffer_the_writer_drops_the_oldest_runs_and_says_which() {
+    let Some(cluster) = common::postgres::start("past_its_buffer_the_writer_drops") else {
+        return;
+    };
+    let sim = common::simulator(SCENARIO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = cluster.database("buffered");
+    daemon_config(dir.path(), &sim.base_url(), "buffer = 5");
+    let mut daemon = Daemon::start(dir.path(), &url);
+    tokio::task::block_in_place(|| {
+        daemon.wait_for("4 recorded runs", |d| d.ids("recorded").len() >= 4);
+        cluster.stop();
+        daemon.wait_for("runs lost past the buffer", |d| {
+            d.ids("a run was lost").len() >= 6
+        });
+        cluster.start_again();
+        daemon.wait_for("the store written again", |d| {
+            !d.lines("the store is written again").is_empty()
+        });
+    });
+    let output = common::terminate(daemon.process()).await;
+    assert_eq!(output.status.code(), Some(0));
+    let recorded = daemon.ids("recorded");
+    let lost = daemon.ids("a run was lost");
+    let stored = stored_ids(&url);
+    for id in &lost {
+        assert!(
+            !stored.contains(id),
+            "a run logged as lost was stored: {id}"
+        );
+        assert!(
+            !recorded.contains(id),
+            "a run logged as lost was also logged as recorded: {id}"
+        );
+    }
+    for id in &recorded {
+        assert!(
+            stored.contains(id),
+            "run {id} was logged as recorded but is not stored"
+        );
+    }
+    let lost_line = &daemon.lines("a run was lost")[0];
+    assert_eq!(lost_line["buffer"], 5, "{lost_line}");
+    assert_eq!(lost_line["level"], "ERROR");
+}
+
+#[test]
+fn an_unset_or_unreachable_database_is_a_clear_error_without_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("sonde.toml"),
+        format!("{}\n{PROVIDERS}", postgres_store("SONDE_TEST_UNSET_URL")),
+    )
+    .unwrap();
+    let run = |url: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sonde"));
+        command
+            .args(["publish", "--out", "site"])
+            .current_dir(dir.path());
+        command.env_remove("SONDE_TEST_UNSET_URL");
+        if let Some(url) = url {
+            command.env("SONDE_TEST_UNSET_URL", url);
+        }
+        let output = command.output().unwrap();
+        assert_eq!(output.status.code(), Some(1));
+        String::from_utf8(output.stderr).unwrap()
+    };
+    let unset = run(None);
+    assert!(
+        unset.contains("SONDE_TEST_UNSET_URL, which is not set"),
+        "{unset}"
+    );
+    let port = common::free_port();
+    let refused = run(Some(&format!(
+        "postgres://sonde:s3cret-passw0rd-long@127.0.0.1:{port}/sonde"
+    )));
+    assert!(
+        refused.contains(&format!("postgresql://127.0.0.1:{port}/sonde")),
+        "{refused}"
+    );
+    assert!(!refused.contains("s3cret"), "{refused}");
+}
