@@ -438,12 +438,7 @@ async fn a_restart_of_postgres_and_a_kill_9_lose_no_recorded_run() {
             .env("SONDE_TEST_DAEMON_URL", &url)
             .output()
             .unwrap();
-        assert_eq!(second.status.code(), Some(1));
-        let message = String::from_utf8_lossy(&second.stderr);
-        assert!(
-            message.contains("in use by another sonde daemon"),
-            "{message}"
-        );
+        let message = common::refused_as_second_daemon(&second);
         assert!(!message.contains("postgres@"), "{message}");
 
         cluster.stop();

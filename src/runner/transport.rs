@@ -200,20 +200,11 @@ fn is_tls(err: &(dyn StdError + 'static)) -> bool {
 
 /// The whole error chain in one line, for the result's `error` field.
 pub fn describe(err: &reqwest::Error) -> String {
-    let mut text = err.to_string();
-    if let Some(url) = err.url() {
-        text = text.replace(&format!(" for url ({url})"), "");
+    let text = crate::sanitize::with_causes(err);
+    match err.url() {
+        Some(url) => text.replace(&format!(" for url ({url})"), ""),
+        None => text,
     }
-    let mut source = err.source();
-    while let Some(current) = source {
-        let part = current.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = current.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -240,6 +240,17 @@ pub async fn terminate(child: std::process::Child) -> std::process::Output {
         .expect("waiting task")
 }
 
+/// Checks that a second `sonde run` on a store in use exited 1 saying so; its stderr.
+pub fn refused_as_second_daemon(output: &std::process::Output) -> String {
+    assert_eq!(output.status.code(), Some(1));
+    let message = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        message.contains("in use by another sonde daemon"),
+        "{message}"
+    );
+    message
+}
+
 /// A loopback port nothing listens on now, for a server a test starts by its address.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

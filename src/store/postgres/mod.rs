@@ -149,15 +149,19 @@ impl Postgres {
         Ok(store)
     }
 
+    /// The runtime driving the connections (gone only once the store is dropped).
+    fn runtime(&self) -> Result<&tokio::runtime::Runtime, StoreError> {
+        self.runtime
+            .as_ref()
+            .ok_or_else(|| self.failed("the store is closed"))
+    }
+
     /// Runs `query` with the pool, waiting for it from this thread.
     fn call<T>(
         &self,
         query: impl AsyncFnOnce(&Pool) -> Result<T, Failure>,
     ) -> Result<T, StoreError> {
-        let runtime = self
-            .runtime
-            .as_ref()
-            .ok_or_else(|| self.failed("the store is closed"))?;
+        let runtime = self.runtime()?;
         let _context = runtime.enter();
         futures_executor::block_on(query(&self.pool)).map_err(|failure| self.error(failure))
     }
@@ -169,10 +173,7 @@ impl Postgres {
             self.writer = None;
         }
         if self.writer.is_none() {
-            let runtime = self
-                .runtime
-                .as_ref()
-                .ok_or_else(|| self.failed("the store is closed"))?;
+            let runtime = self.runtime()?;
             let (config, tls) = (self.config.clone(), self.tls.clone());
             let _context = runtime.enter();
             let opened = futures_executor::block_on(async move {
@@ -207,10 +208,7 @@ impl Postgres {
         if self.access != Access::Writer {
             return Err(self.failed("this store was opened read-only"));
         }
-        let runtime = self
-            .runtime
-            .as_ref()
-            .ok_or_else(|| self.failed("the store is closed"))?;
+        let runtime = self.runtime()?;
         let context = runtime.handle().clone();
         let client = self.writer()?;
         let _context = context.enter();
@@ -281,6 +279,28 @@ impl Postgres {
         })
     }
 
+    /// The spend a `SELECT provider, month, usd, tokens FROM spend …` query returns.
+    fn spend_rows(
+        &self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Spend>, StoreError> {
+        self.call(async |pool: &Pool| {
+            let client = pool.get().await.map_err(Failure::pool)?;
+            let rows = client.query(sql, params).await.map_err(Failure::Db)?;
+            rows.iter()
+                .map(|row| {
+                    Ok(Spend {
+                        provider: row.try_get(0).map_err(Failure::Db)?,
+                        month: row.try_get(1).map_err(Failure::Db)?,
+                        usd: row.try_get(2).map_err(Failure::Db)?,
+                        tokens: row.try_get::<_, i64>(3).map_err(Failure::Db)? as u64,
+                    })
+                })
+                .collect()
+        })
+    }
+
     /// Results a `SELECT to_jsonb(r) FROM results r …` query returns, in its order.
     fn records(
         &self,
@@ -314,22 +334,14 @@ impl Backend for Postgres {
         self.transaction(async |tx| {
             rows::insert_results(tx, &batch.results).await?;
             rows::upsert_rollups(tx, &batch.rollups).await?;
-            let add = tx
-                .prepare(
-                    "INSERT INTO spend (provider, month, usd, tokens) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (provider, month) DO UPDATE SET
-                        usd = spend.usd + excluded.usd, tokens = spend.tokens + excluded.tokens",
-                )
-                .await
-                .map_err(Failure::Db)?;
-            for row in &batch.spend {
-                tx.execute(
-                    &add,
-                    &[&row.provider, &row.month, &row.usd, &(row.tokens as i64)],
-                )
-                .await
-                .map_err(Failure::Db)?;
-            }
+            rows::put_spend(
+                tx,
+                "INSERT INTO spend (provider, month, usd, tokens) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (provider, month) DO UPDATE SET
+                    usd = spend.usd + excluded.usd, tokens = spend.tokens + excluded.tokens",
+                &batch.spend,
+            )
+            .await?;
             rows::upsert_states(tx, &batch.health).await?;
             for transition in &batch.transitions {
                 write_transition(tx, transition)
@@ -344,22 +356,14 @@ impl Backend for Postgres {
         self.transaction(async |tx| {
             rows::insert_results(tx, &copied.results).await?;
             rows::upsert_rollups(tx, &copied.rollups).await?;
-            let replace = tx
-                .prepare(
-                    "INSERT INTO spend (provider, month, usd, tokens) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (provider, month) DO UPDATE SET
-                        usd = excluded.usd, tokens = excluded.tokens",
-                )
-                .await
-                .map_err(Failure::Db)?;
-            for row in &copied.spend {
-                tx.execute(
-                    &replace,
-                    &[&row.provider, &row.month, &row.usd, &(row.tokens as i64)],
-                )
-                .await
-                .map_err(Failure::Db)?;
-            }
+            rows::put_spend(
+                tx,
+                "INSERT INTO spend (provider, month, usd, tokens) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (provider, month) DO UPDATE SET
+                    usd = excluded.usd, tokens = excluded.tokens",
+                &copied.spend,
+            )
+            .await?;
             let incident = tx
                 .prepare(
                     "INSERT INTO incidents (target, state, cause, start_ms, end_ms)
@@ -515,35 +519,21 @@ impl Backend for Postgres {
     }
 
     fn month_spend(&self, month: &str) -> Result<HashMap<String, (f64, u64)>, StoreError> {
-        Ok(self
-            .spend()?
+        let rows = self.spend_rows(
+            "SELECT provider, month, usd, tokens FROM spend WHERE month = $1",
+            &[&month],
+        )?;
+        Ok(rows
             .into_iter()
-            .filter(|row| row.month == month)
             .map(|row| (row.provider, (row.usd, row.tokens)))
             .collect())
     }
 
     fn spend(&self) -> Result<Vec<Spend>, StoreError> {
-        self.call(async |pool: &Pool| {
-            let client = pool.get().await.map_err(Failure::pool)?;
-            let rows = client
-                .query(
-                    "SELECT provider, month, usd, tokens FROM spend ORDER BY provider, month",
-                    &[],
-                )
-                .await
-                .map_err(Failure::Db)?;
-            rows.iter()
-                .map(|row| {
-                    Ok(Spend {
-                        provider: row.try_get(0).map_err(Failure::Db)?,
-                        month: row.try_get(1).map_err(Failure::Db)?,
-                        usd: row.try_get(2).map_err(Failure::Db)?,
-                        tokens: row.try_get::<_, i64>(3).map_err(Failure::Db)? as u64,
-                    })
-                })
-                .collect()
-        })
+        self.spend_rows(
+            "SELECT provider, month, usd, tokens FROM spend ORDER BY provider, month",
+            &[],
+        )
     }
 
     fn health(&self) -> Result<HashMap<String, TargetHealth>, StoreError> {

@@ -10,8 +10,8 @@ use super::Failure;
 use crate::aggregate::health::TargetHealth;
 use crate::aggregate::rollup::{Rollup, Scalars};
 use crate::result::ResultRecord;
-use crate::store::RollupRow;
 use crate::store::sqlite::RESULT_COLUMNS;
+use crate::store::{RollupRow, Spend};
 
 /// Inserts results whose `run_id` is new, in one statement.
 pub(super) async fn insert_results(
@@ -54,6 +54,25 @@ pub(super) async fn insert_results(
     tx.execute(&sql, &[&Value::Array(rows)])
         .await
         .map_err(Failure::Db)?;
+    Ok(())
+}
+
+/// Writes spend rows with `sql` (`$1..$4`: provider, month, usd, tokens), in order: adding
+/// to a stored total is not commutative in floating point, so the order is kept.
+pub(super) async fn put_spend(
+    tx: &Transaction<'_>,
+    sql: &str,
+    rows: &[Spend],
+) -> Result<(), Failure> {
+    let statement = tx.prepare(sql).await.map_err(Failure::Db)?;
+    for row in rows {
+        tx.execute(
+            &statement,
+            &[&row.provider, &row.month, &row.usd, &(row.tokens as i64)],
+        )
+        .await
+        .map_err(Failure::Db)?;
+    }
     Ok(())
 }
 

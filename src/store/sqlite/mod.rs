@@ -191,20 +191,14 @@ impl Backend for Sqlite {
         let tx = self.conn.transaction().map_err(e)?;
         insert_results(&tx, &path, &batch.results)?;
         upsert_rollups(&tx, &batch.rollups).map_err(e)?;
-        {
-            let mut spend = tx
-                .prepare_cached(
-                    "INSERT INTO spend (provider, month, usd, tokens) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (provider, month) DO UPDATE SET
-                        usd = usd + excluded.usd, tokens = tokens + excluded.tokens",
-                )
-                .map_err(e)?;
-            for row in &batch.spend {
-                spend
-                    .execute(params![row.provider, row.month, row.usd, row.tokens as i64])
-                    .map_err(e)?;
-            }
-        }
+        put_spend(
+            &tx,
+            "INSERT INTO spend (provider, month, usd, tokens) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (provider, month) DO UPDATE SET
+                usd = usd + excluded.usd, tokens = tokens + excluded.tokens",
+            &batch.spend,
+        )
+        .map_err(e)?;
         upsert_states(&tx, &batch.health).map_err(e)?;
         for transition in &batch.transitions {
             write_transition(&tx, transition).map_err(e)?;
@@ -218,18 +212,13 @@ impl Backend for Sqlite {
         let tx = self.conn.transaction().map_err(e)?;
         insert_results(&tx, &path, &rows.results)?;
         upsert_rollups(&tx, &rows.rollups).map_err(e)?;
+        put_spend(
+            &tx,
+            "INSERT OR REPLACE INTO spend (provider, month, usd, tokens) VALUES (?1, ?2, ?3, ?4)",
+            &rows.spend,
+        )
+        .map_err(e)?;
         {
-            let mut spend = tx
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO spend (provider, month, usd, tokens)
-                     VALUES (?1, ?2, ?3, ?4)",
-                )
-                .map_err(e)?;
-            for row in &rows.spend {
-                spend
-                    .execute(params![row.provider, row.month, row.usd, row.tokens as i64])
-                    .map_err(e)?;
-            }
             let mut incident = tx
                 .prepare_cached(
                     "INSERT INTO incidents (target, state, cause, start_ms, end_ms)
@@ -531,6 +520,16 @@ fn insert_results(
         params.push((":ts_ms", ts_ms));
         params.push((":itl_gaps", &gaps));
         insert.execute(params.as_slice()).map_err(e)?;
+    }
+    Ok(())
+}
+
+/// Writes spend rows with `sql` (`?1..?4`: provider, month, usd, tokens), in order: adding
+/// to a stored total is not commutative in floating point, so the order is kept.
+fn put_spend(tx: &rusqlite::Transaction<'_>, sql: &str, rows: &[Spend]) -> rusqlite::Result<()> {
+    let mut statement = tx.prepare_cached(sql)?;
+    for row in rows {
+        statement.execute(params![row.provider, row.month, row.usd, row.tokens as i64])?;
     }
     Ok(())
 }
