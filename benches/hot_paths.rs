@@ -71,28 +71,33 @@ fn store() -> std::path::PathBuf {
     let probe = config.probes.get("stream").unwrap().clone();
     let start = common::now_ms() - RUNS_PER_DAY * 60_000;
     let targets = config.targets.clone();
-    common::generated_store("sonde-bench-hot-paths.db", TARGETS as u64 * 96, move || {
-        (0..96i64).flat_map(move |slot| {
-            let (targets, probe) = (targets.clone(), probe.clone());
-            (0..targets.len()).map(move |t| {
-                let at = start + slot * 15 * 60_000 + t as i64 * 1000;
-                let wobble = ((slot * 7919 + t as i64 * 104_729) % 1000) as f64;
-                common::synthetic(&targets[t], &probe, at, wobble, t as f64)
+    common::generated_store(
+        &config,
+        "sonde-bench-hot-paths.db",
+        TARGETS as u64 * 96,
+        move || {
+            (0..96i64).flat_map(move |slot| {
+                let (targets, probe) = (targets.clone(), probe.clone());
+                (0..targets.len()).map(move |t| {
+                    let at = start + slot * 15 * 60_000 + t as i64 * 1000;
+                    let wobble = ((slot * 7919 + t as i64 * 104_729) % 1000) as f64;
+                    common::synthetic(&targets[t], &probe, at, wobble, t as f64)
+                })
             })
-        })
-    })
+        },
+    )
 }
 
 fn publishing(c: &mut Criterion) {
     let config = common::fleet_config(TARGETS);
     let store = Store::open_read_only(&StoreConfig::sqlite(store())).expect("bench store");
     let now = common::now_ms();
-    let ids: Vec<String> = config.targets.iter().map(|t| t.id.clone()).collect();
-    let stats = summarize(&store, &ids, now).expect("summarize");
+    let stats = summarize(&store, &config, now).expect("summarize");
+    let locations = sonde::publish::windows::locations(&store, now).expect("locations");
     let snapshot = Snapshot::load(&config, &store, now).expect("snapshot");
     let mut group = c.benchmark_group("publishing");
     group.bench_function("weights_200_targets", |b| {
-        b.iter(|| feed::build(&config, &stats, now))
+        b.iter(|| feed::build(&config, &stats, &locations, now))
     });
     group.sample_size(20);
     group.bench_function("page_rendering_200_targets", |b| {

@@ -16,7 +16,7 @@ mod server;
 
 use std::time::{Duration, Instant};
 
-use sonde::config::{Config, HealthConfig, StoreBackend, StoreConfig};
+use sonde::config::{Config, StoreBackend, StoreConfig};
 use sonde::publish::windows::summarize;
 use sonde::publish::{self, Snapshot};
 use sonde::store::Store;
@@ -42,19 +42,6 @@ fn cpu() -> Duration {
     Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
-/// The median of `runs` timings of `work`.
-fn median(runs: usize, mut work: impl FnMut()) -> Duration {
-    let mut times: Vec<Duration> = (0..runs)
-        .map(|_| {
-            let started = Instant::now();
-            work();
-            started.elapsed()
-        })
-        .collect();
-    times.sort();
-    times[runs / 2]
-}
-
 struct Figures {
     write_wall: Duration,
     write_cpu: Duration,
@@ -73,23 +60,20 @@ fn measure(config: &Config, store_config: &StoreConfig, days: i64, now: i64) -> 
             common::synthetic(target, probe, at, wobble, t as f64)
         })
     });
-    let store = Store::open(store_config).expect("open store");
+    let store = Store::open(store_config, &config.prober.location).expect("open store");
     let (wall, cpu_before) = (Instant::now(), cpu());
-    let written = import(
-        store,
-        store_config.clone(),
-        HealthConfig::default(),
-        records,
-    )
-    .expect("import");
+    let config_here = Config {
+        store: store_config.clone(),
+        ..config.clone()
+    };
+    let written = import(store, &config_here, records).expect("import");
     let (write_wall, write_cpu) = (wall.elapsed(), cpu() - cpu_before);
     assert_eq!(written, minutes as u64 * TARGETS as u64);
     let reader = Store::open_read_only(store_config).expect("open for reading");
-    let ids: Vec<String> = config.targets.iter().map(|t| t.id.clone()).collect();
-    let windows = median(5, || {
-        summarize(&reader, &ids, now).expect("windows");
+    let windows = common::median(5, || {
+        summarize(&reader, config, now).expect("windows");
     });
-    let publish = median(5, || {
+    let publish = common::median(5, || {
         let snapshot = Snapshot::load(config, &reader, now).expect("snapshot");
         publish::build(config, &snapshot).expect("build");
     });

@@ -33,6 +33,7 @@ fn prepare(config: &Config) -> std::path::PathBuf {
         })
     };
     common::generated_store(
+        config,
         "sonde-bench-publish.db",
         TARGETS as u64 * RUNS as u64,
         records,

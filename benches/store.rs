@@ -82,6 +82,7 @@ fn prepare(config: &Config) -> std::path::PathBuf {
         })
     };
     common::generated_store(
+        config,
         "sonde-bench-30d.db",
         TARGETS as u64 * PER_TARGET as u64,
         records,
@@ -92,10 +93,9 @@ fn windows(c: &mut Criterion) {
     let config = config();
     let path = prepare(&config);
     let store = Store::open_read_only(&StoreConfig::sqlite(path.clone())).expect("bench store");
-    let targets: Vec<String> = config.targets.iter().map(|t| t.id.clone()).collect();
     let now = common::now_ms();
     let once = Instant::now();
-    let stats = summarize(&store, &targets, now).expect("summarize");
+    let stats = summarize(&store, &config, now).expect("summarize");
     println!(
         "all windows of {} targets: {:.1} ms (first call, cold cache)",
         stats.len(),
@@ -124,7 +124,7 @@ fn windows(c: &mut Criterion) {
     let mut group = c.benchmark_group("store_30d");
     group.sample_size(10);
     group.bench_function("summarize_all_windows_100_targets", |b| {
-        b.iter(|| summarize(&store, &targets, now).expect("summarize"))
+        b.iter(|| summarize(&store, &config, now).expect("summarize"))
     });
     group.finish();
 }

@@ -1,5 +1,5 @@
 //! Process-lifetime run counters for `/metrics`: how many runs this daemon recorded, per
-//! target, provider, group, probe and outcome, and when each target last ran. They only grow
+//! target, provider, group, probe, outcome and location, and when each target last ran. They only grow
 //! (until the process restarts, which Prometheus reads as a counter reset), unlike the
 //! windows' figures, which drop as runs leave the window.
 //!
@@ -24,6 +24,8 @@ pub struct RunKey {
     pub probe: String,
     /// Outcome.
     pub outcome: Outcome,
+    /// The location that ran it (this prober's).
+    pub location: String,
 }
 
 /// The counters of one process, shared by the writer that counts and the server that shows.
@@ -52,6 +54,7 @@ impl RunCounters {
             group: record.group.clone(),
             probe: record.probe.clone(),
             outcome: record.outcome,
+            location: record.location.clone(),
         };
         *counts.runs.entry(key).or_default() += 1;
         let last = counts.last_run_ms.entry(record.target.clone()).or_default();

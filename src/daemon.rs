@@ -1,6 +1,11 @@
 //! The probing daemon: one scheduling loop per (target, probe), each run admitted by its
 //! provider's gate and budget, measured by the runner, and handed to the store's writer.
 //!
+//! On a store that coordinates a fleet (PostgreSQL), each provider's rate limit is shared
+//! with the other probers through leases (`lease`), and a run on a provider with a budget
+//! also reserves its worst case in the store, against every location's spend, before it is
+//! sent; a prober that cannot reach the store for that sends nothing on a budgeted provider.
+//!
 //! Stopping: when `shutdown` fires, no new run starts (runs still waiting for admission are
 //! dropped unsent), runs in flight get until `grace` to finish, the writer flushes what it
 //! was given, and [`run`] returns. A run cut by the grace deadline is not recorded: it has no
@@ -17,16 +22,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::budget::Budgets;
-use crate::config::{Config, Target};
+use crate::config::{Config, StoreBackend, Target};
 use crate::counters::RunCounters;
 use crate::limiter::Gate;
-use crate::probe::Probe;
+use crate::probe::{Probe, nonce};
 use crate::result::Outcome;
-use crate::runner::{self, Runner, RunnerError, Scheduled};
+use crate::runner::{Runner, RunnerError, Scheduled};
 use crate::scheduler::Schedule;
 use crate::server::{self, Site};
 use crate::store::writer::{RecordSender, Writer};
-use crate::store::{Store, StoreError};
+use crate::store::{self, SharedReservation, Store, StoreError};
 use crate::units::{month_of, now_ms};
 
 /// Why the daemon could not start.
@@ -48,6 +53,10 @@ pub enum DaemonError {
     },
 }
 
+/// How long past its provider's timeout a run's shared budget reservation counts when its
+/// result never arrives: long enough for a writer to get through a store outage.
+const RESERVATION_MARGIN: Duration = Duration::from_secs(3600);
+
 /// Counters of a daemon's life, logged when it stops.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -66,8 +75,12 @@ pub struct Stats {
 /// What every job shares.
 struct Shared {
     runner: Runner,
-    gates: HashMap<String, Gate>,
+    gates: Arc<HashMap<String, Gate>>,
     budgets: Budgets,
+    /// The fleet's shared limits, when the store coordinates several probers.
+    fleet: Option<Arc<dyn store::Shared>>,
+    /// This prober's location.
+    location: String,
     records: RecordSender,
     stats: Arc<Stats>,
     shutdown: CancellationToken,
@@ -82,27 +95,47 @@ pub async fn run(
     shutdown: CancellationToken,
     grace: Duration,
 ) -> Result<Arc<Stats>, DaemonError> {
-    let store = Store::open(&config.store)?;
+    let store = Store::open(&config.store, &config.prober.location)?;
     let store_name = store.describe();
     let spent = store.month_spend(&month_of(now_ms()))?;
     let budgets = Budgets::new(&config, &spent, &month_of(now_ms()));
     let counters = Arc::new(RunCounters::default());
-    let (writer, records) = Writer::spawn(
-        store,
-        config.store.clone(),
-        config.health,
-        Arc::clone(&counters),
-    )?;
+    let (writer, records) = Writer::spawn(store, &config, Arc::clone(&counters))?;
     let sends = records.counts();
     let stats = Arc::new(Stats::default());
-    let shared = Arc::new(Shared {
-        runner: Runner::new(&config)?,
-        gates: config
+    let fleet = match &config.store.backend {
+        StoreBackend::Postgres { .. } => Store::open_read_only(&config.store)?.into_shared(),
+        StoreBackend::Sqlite { .. } => None,
+    };
+    let gates: Arc<HashMap<String, Gate>> = Arc::new(
+        config
             .providers
             .iter()
-            .map(|provider| (provider.name.clone(), Gate::new(provider)))
+            .map(|provider| {
+                let gate = if fleet.is_some() {
+                    Gate::shared(provider)
+                } else {
+                    Gate::new(provider)
+                };
+                (provider.name.clone(), gate)
+            })
             .collect(),
+    );
+    let leases = TaskTracker::new();
+    if let Some(fleet) = &fleet {
+        leases.spawn(crate::lease::renew(
+            Arc::clone(fleet),
+            Arc::clone(&gates),
+            config.prober.location.clone(),
+            shutdown.clone(),
+        ));
+    }
+    let shared = Arc::new(Shared {
+        runner: Runner::new(&config)?,
+        gates,
         budgets,
+        fleet,
+        location: config.prober.location.clone(),
         records,
         stats: Arc::clone(&stats),
         shutdown: shutdown.clone(),
@@ -130,6 +163,7 @@ pub async fn run(
         jobs = count,
         targets = config.targets.len(),
         store = %store_name,
+        location = %config.prober.location,
         "sonde daemon started"
     );
     shutdown.cancelled().await;
@@ -152,6 +186,8 @@ pub async fn run(
         .unwrap_or_default();
     publishing.close();
     publishing.wait().await;
+    leases.close();
+    leases.wait().await;
     tracing::info!(
         runs = stats.runs.load(Ordering::Relaxed),
         skipped_overlap = stats.skipped_overlap.load(Ordering::Relaxed),
@@ -242,12 +278,21 @@ async fn one_run(
 ) {
     let _free = Release(busy);
     let month = month_of(now_ms());
-    let reservation = match shared.budgets.reserve(&target, &probe, &month) {
+    let run_id = nonce();
+    let reserved = match shared.budgets.reserve(&target, &probe, &month) {
+        Ok(reservation) => reserve_shared(&shared, &target, &probe, &month, &run_id)
+            .await
+            .map(|()| reservation),
+        Err(reason) => Err(reason),
+    };
+    let reservation = match reserved {
         Ok(reservation) => reservation,
         Err(reason) => {
             shared.stats.skipped_budget.fetch_add(1, Ordering::Relaxed);
             let record =
-                runner::not_sent(&target, &probe, scheduled, Outcome::SkippedBudget, reason);
+                shared
+                    .runner
+                    .not_sent(&target, &probe, scheduled, Outcome::SkippedBudget, reason);
             shared.records.send(record).await;
             return;
         }
@@ -265,7 +310,7 @@ async fn one_run(
     };
     let record = tokio::select! {
         () = shared.abort.cancelled() => None,
-        record = shared.runner.run(&target, &probe, scheduled) => Some(record),
+        record = shared.runner.run_as(&target, &probe, scheduled, run_id) => Some(record),
     };
     let Some(record) = record else {
         shared.stats.abandoned.fetch_add(1, Ordering::Relaxed);
@@ -292,6 +337,57 @@ async fn one_run(
     reservation.settle(&record);
     shared.stats.runs.fetch_add(1, Ordering::Relaxed);
     shared.records.send(record).await;
+}
+
+/// Reserves the run's worst case against its provider's budget across the fleet, when the
+/// store coordinates one and the provider has a budget; the reservation ends when the run's
+/// result is stored (or, for a prober killed mid-run, when it expires).
+async fn reserve_shared(
+    shared: &Shared,
+    target: &Target,
+    probe: &Probe,
+    month: &str,
+    run_id: &str,
+) -> Result<(), String> {
+    let cap = target.provider.budget;
+    let Some(fleet) = shared
+        .fleet
+        .as_ref()
+        .filter(|_| cap.monthly_usd.is_some() || cap.monthly_tokens.is_some())
+    else {
+        return Ok(());
+    };
+    let (usd, tokens) = crate::budget::worst_case(target, probe);
+    let expires_ms = now_ms()
+        + i64::try_from((target.provider.timeout + RESERVATION_MARGIN).as_millis())
+            .unwrap_or(i64::MAX / 2);
+    let (fleet, provider, month, location, run_id) = (
+        Arc::clone(fleet),
+        target.provider.name.clone(),
+        month.to_owned(),
+        shared.location.clone(),
+        run_id.to_owned(),
+    );
+    let reserved = tokio::task::spawn_blocking(move || {
+        fleet.reserve(&SharedReservation {
+            run_id: &run_id,
+            provider: &provider,
+            month: &month,
+            location: &location,
+            usd,
+            tokens,
+            cap,
+            expires_ms,
+        })
+    })
+    .await
+    .map_err(|err| err.to_string())
+    .and_then(|checked| checked.map_err(|err| err.to_string()));
+    reserved.unwrap_or_else(|err| {
+        Err(format!(
+            "not sent: the fleet's shared budget could not be checked ({err})"
+        ))
+    })
 }
 
 /// Marks a job free when its run ends, however it ends.

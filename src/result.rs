@@ -211,6 +211,10 @@ pub struct ResultRecord {
     /// group, `x-litellm-model-group`): `served_model` then says nothing about the upstream,
     /// and a substitution behind the gateway cannot be seen.
     pub gateway_alias: bool,
+    /// Where the prober that ran it is (`[prober] location`); stamped when the run is handed
+    /// to the store. Empty in records written before locations existed.
+    #[serde(default)]
+    pub location: String,
     /// Every gap between content arrivals in µs, for the target's ITL histogram. Not part of
     /// the printed record: a run carries a few dozen of them, and only aggregation needs them.
     #[serde(skip)]
@@ -231,7 +235,7 @@ pub fn sample(outcome: Outcome) -> ResultRecord {
         "close_ms": null, "finish_reason": null, "ratelimit_remaining_requests": null,
         "ratelimit_remaining_tokens": null, "model_substituted": false, "upstream": null,
         "cap_streaming": null, "cap_usage_in_stream": null, "cap_tools": null,
-        "cap_json": null, "run_id": "x", "gateway_alias": false
+        "cap_json": null, "run_id": "x", "gateway_alias": false, "location": "here"
     });
     serde_json::from_value(json).unwrap()
 }

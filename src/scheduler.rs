@@ -56,6 +56,23 @@ impl Schedule {
         Ok(Schedule::Cron(Box::new(schedule)))
     }
 
+    /// The time between two fire times: the period, or for a cron expression the gap
+    /// between its next two ticks (a minute when it has no second).
+    pub fn period(&self) -> Duration {
+        match self {
+            Schedule::Every(period) => *period,
+            Schedule::Cron(schedule) => {
+                let mut ticks = schedule.after(&Utc::now());
+                match (ticks.next(), ticks.next()) {
+                    (Some(first), Some(second)) => {
+                        (second - first).to_std().unwrap_or(Duration::from_secs(60))
+                    }
+                    _ => Duration::from_secs(60),
+                }
+            }
+        }
+    }
+
     /// The next fire time strictly after `after` for the job named `key`.
     ///
     /// Each job is shifted by a stable offset within its period (a hash of `key`), so 100

@@ -48,6 +48,9 @@ pub struct Site {
     /// The store, opened for reading at the first need and kept (a pool for PostgreSQL);
     /// dropped after an error, so the next read opens it afresh.
     reader: Mutex<Option<Store>>,
+    /// Whether this daemon held the publisher lock at the last refresh (`None` before the
+    /// first), to log only changes.
+    publisher: Mutex<Option<bool>>,
 }
 
 impl std::fmt::Debug for Site {
@@ -76,18 +79,26 @@ impl Site {
             computing: tokio::sync::Mutex::new(()),
             counters,
             reader: Mutex::new(None),
+            publisher: Mutex::new(None),
         })
     }
 
-    /// Renders the site from the store and swaps it in; writes it to `publish.out` too.
+    /// Renders the site from the store and swaps it in; writes it to `publish.out` too when
+    /// this daemon holds the store's publisher lock (one daemon of a fleet writes the site;
+    /// every one serves it).
     pub async fn refresh(self: &Arc<Site>) -> Result<(), PublishError> {
         let site = Arc::clone(self);
         let files = tokio::task::spawn_blocking(move || -> Result<Files, PublishError> {
-            let snapshot = site.read(|store| Snapshot::load(&site.config, store, now_ms()))?;
+            let (snapshot, publisher) = site.read(|store| {
+                let snapshot = Snapshot::load(&site.config, store, now_ms())?;
+                let publisher = site.config.publish.out.is_some() && store.publisher_lock()?;
+                Ok((snapshot, publisher))
+            })?;
             let files = publish::build(&site.config, &snapshot)?;
-            if let Some(out) = &site.config.publish.out {
+            if let Some(out) = site.config.publish.out.as_ref().filter(|_| publisher) {
                 publish::write_site(out, &files)?;
             }
+            site.announce_publisher(publisher);
             Ok(files)
         })
         .await??;
@@ -99,6 +110,28 @@ impl Site {
             *current = Arc::new(files);
         }
         Ok(())
+    }
+
+    /// Logs when this daemon starts or stops writing the site.
+    fn announce_publisher(&self, publisher: bool) {
+        if self.config.publish.out.is_none() {
+            return;
+        }
+        let mut last = self
+            .publisher
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *last == Some(publisher) {
+            return;
+        }
+        *last = Some(publisher);
+        if publisher {
+            tracing::info!("this daemon holds the publisher lock: it writes [publish] out");
+        } else {
+            tracing::info!(
+                "another daemon holds the publisher lock and writes the site; this one serves                  it and stands by"
+            );
+        }
     }
 
     /// Runs `read` on the kept reader, opening it first when there is none. Blocking: call
@@ -156,10 +189,14 @@ impl Site {
     async fn compute(self: &Arc<Site>, which: Fresh) -> Result<Bytes, PublishError> {
         let site = Arc::clone(self);
         let body = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, PublishError> {
-            let ids: Vec<String> = site.config.targets.iter().map(|t| t.id.clone()).collect();
             let now = now_ms();
-            let stats = site.read(|store| publish::windows::summarize(store, &ids, now))?;
-            let feed = feed::build(&site.config, &stats, now);
+            let (stats, locations) = site.read(|store| {
+                Ok((
+                    publish::windows::summarize(store, &site.config, now)?,
+                    publish::windows::locations(store, now)?,
+                ))
+            })?;
+            let feed = feed::build(&site.config, &stats, &locations, now);
             Ok(match which {
                 Fresh::Feed => publish::feed_json(&feed)?,
                 Fresh::Metrics => {

@@ -13,8 +13,8 @@ use sonde::config::{Config, HealthConfig, StoreConfig};
 use sonde::publish::windows::summarize;
 use sonde::result::{Outcome, ResultRecord};
 use sonde::runner::{Scheduled, not_sent};
-use sonde::store::Store;
 use sonde::store::writer::Writer;
+use sonde::store::{Store, TargetAt};
 use sonde::units::now_ms;
 
 fn config() -> Config {
@@ -54,14 +54,13 @@ fn write_with(dir: &Path, records: Vec<ResultRecord>, health: HealthConfig) -> S
         rollup_retention_days: 400,
         ..StoreConfig::sqlite(dir.join("sonde.db"))
     };
-    let store = Store::open(&store_config).unwrap();
-    let (writer, sender) = Writer::spawn(
-        store,
-        store_config.clone(),
+    let config = Config {
+        store: store_config.clone(),
         health,
-        std::sync::Arc::default(),
-    )
-    .unwrap();
+        ..config()
+    };
+    let store = Store::open(&store_config, &config.prober.location).unwrap();
+    let (writer, sender) = Writer::spawn(store, &config, std::sync::Arc::default()).unwrap();
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         for record in records {
             sender.send(record).await;
@@ -130,7 +129,7 @@ fn rollup_percentiles_match_the_raw_values_and_windows_hold_their_runs() {
     records.push(run_at(&config, 1, "ping", now - 1000, Outcome::Ok));
 
     let store = write_all(dir.path(), records);
-    let stats = summarize(&store, &["p/a".into(), "p/b".into()], now).unwrap();
+    let stats = summarize(&store, &config, now).unwrap();
     let a = stats.iter().find(|s| s.target == "p/a").unwrap();
     let attempts = |w| a.window(w).unwrap().attempts;
     // The 45-day-old run is in no window; 5m holds the last 150 stream runs (every 2 s).
@@ -228,7 +227,10 @@ fn a_scripted_outage_becomes_one_closed_incident() {
     );
     assert!(down.cause.contains("last: timeout"), "{:?}", down.cause);
     let health = store.health().unwrap();
-    assert_eq!(health["p/a"].state, State::Healthy);
+    assert_eq!(
+        health[&TargetAt::new("p/a", &config.prober.location)].state,
+        State::Healthy
+    );
 }
 
 #[test]
@@ -252,7 +254,10 @@ fn degraded_and_down_are_one_incident_at_its_worst() {
         incidents[0].end_ms, None,
         "still degraded: 5 failures in the last hour"
     );
-    assert_eq!(store.health().unwrap()["p/a"].state, State::Degraded);
+    assert_eq!(
+        store.health().unwrap()[&TargetAt::new("p/a", &config.prober.location)].state,
+        State::Degraded
+    );
 }
 
 #[test]

@@ -112,9 +112,8 @@ async fn served_site(dir: &Path) -> (String, CancellationToken) {
         }
     }
     import(
-        Store::open(&config.store).unwrap(),
-        config.store.clone(),
-        config.health,
+        Store::open(&config.store, &config.prober.location).unwrap(),
+        &config,
         records,
     )
     .unwrap();

@@ -438,8 +438,8 @@ async fn litellm_routes_by_the_weights_sonde_exports_and_never_to_a_down_target(
         history.push(swapped);
         history.push(common::scripted(&config, 4, at, Outcome::Ok, 100.0));
     }
-    let store = Store::open(&config.store).unwrap();
-    import(store, config.store.clone(), config.health, history).unwrap();
+    let store = Store::open(&config.store, &config.prober.location).unwrap();
+    import(store, &config, history).unwrap();
 
     // The README's reload workflow, as written there.
     let readme = std::fs::read_to_string("README.md").unwrap();

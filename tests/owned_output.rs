@@ -32,9 +32,10 @@ impl Folder {
             home,
         };
         folder.config(publish);
-        sonde::store::Store::open(&sonde::config::StoreConfig::sqlite(
-            folder.root.join("sonde.db"),
-        ))
+        sonde::store::Store::open(
+            &sonde::config::StoreConfig::sqlite(folder.root.join("sonde.db")),
+            "here",
+        )
         .unwrap();
         folder
     }

@@ -7,11 +7,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use common::daemon::Daemon;
 
 use sonde::config::{Config, StoreBackend, StoreConfig};
 use sonde::publish::{self, Snapshot};
@@ -105,6 +105,7 @@ fn history(config: &Config, now: i64) -> Vec<ResultRecord> {
                     format!("scripted {outcome}"),
                 );
                 r.queue_lag_ms = wobble / 1000.0;
+                r.location = "eu-west".into();
                 if outcome == Outcome::Ok {
                     r.error = None;
                     r.http_status = Some(200);
@@ -162,8 +163,8 @@ fn both_backends_publish_the_same_site_from_the_same_history() {
     let records = history(&sqlite, now);
     let count = records.len() as u64;
     for config in [&sqlite, &postgres] {
-        let store = Store::open(&config.store).unwrap();
-        let written = import(store, config.store.clone(), config.health, records.clone()).unwrap();
+        let store = Store::open(&config.store, &config.prober.location).unwrap();
+        let written = import(store, config, records.clone()).unwrap();
         assert_eq!(written, count);
     }
     let from_sqlite = Store::open_read_only(&sqlite.store).unwrap();
@@ -187,11 +188,10 @@ fn both_backends_publish_the_same_site_from_the_same_history() {
     assert!(!incidents.is_empty(), "the outage opened an incident");
     assert_eq!(incidents, from_postgres.incidents(0).unwrap());
 
-    let ids: Vec<String> = sqlite.targets.iter().map(|t| t.id.clone()).collect();
     let windows = |store: &Store| {
         format!(
             "{:?}",
-            publish::windows::summarize(store, &ids, now).unwrap()
+            publish::windows::summarize(store, &sqlite, now).unwrap()
         )
     };
     assert_eq!(windows(&from_sqlite), windows(&from_postgres));
@@ -233,9 +233,8 @@ fn migrate_copies_a_sqlite_store_whole_and_again_without_duplicates() {
     let records = history(&sqlite, now);
     let count = records.len();
     import(
-        Store::open(&sqlite.store).unwrap(),
-        sqlite.store.clone(),
-        sqlite.health,
+        Store::open(&sqlite.store, &sqlite.prober.location).unwrap(),
+        &sqlite,
         records,
     )
     .unwrap();
@@ -310,82 +309,6 @@ fn crossed_a_month(now: i64) -> bool {
 
 const SCENARIO: &str = "[default]\ntoken_ms = 1\n";
 
-/// A daemon probing four models every second into the PostgreSQL database at `url`, its
-/// JSON log lines collected as they come.
-struct Daemon {
-    child: Option<Child>,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Daemon {
-    fn start(dir: &Path, url: &str) -> Daemon {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sonde"))
-            .args(["run", "--log-format", "json"])
-            .current_dir(dir)
-            .env("SONDE_TEST_DAEMON_URL", url)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().unwrap();
-        let lines = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                lines.lock().unwrap().push(line);
-            }
-        });
-        Daemon {
-            child: Some(child),
-            log,
-        }
-    }
-
-    /// The daemon's process, once.
-    fn process(&mut self) -> Child {
-        self.child.take().expect("the daemon is still ours")
-    }
-
-    /// Log lines whose message is `message`, as JSON.
-    fn lines(&self, message: &str) -> Vec<serde_json::Value> {
-        self.log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-            .filter(|line| {
-                line["message"]
-                    .as_str()
-                    .is_some_and(|m| m.starts_with(message))
-            })
-            .collect()
-    }
-
-    fn ids(&self, message: &str) -> Vec<String> {
-        self.lines(message)
-            .iter()
-            .filter_map(|line| line["run_id"].as_str().map(str::to_owned))
-            .collect()
-    }
-
-    /// Waits (at most 30 s) until `ready` holds.
-    fn wait_for(&self, what: &str, ready: impl Fn(&Daemon) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !ready(self) {
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}: {:?}",
-                self.log.lock().unwrap()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn text(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-}
-
 fn daemon_config(dir: &Path, base_url: &str, store_extra: &str) {
     let mut text = format!(
         "[store]\nurl_env = \"SONDE_TEST_DAEMON_URL\"\n{store_extra}\n\n[schedules]\nping = \"every 1s\"\n\n[[providers]]\nname = \"sim\"\nkind = \"openai\"\nbase_url = \"{base_url}\"\nrpm = 6000\nmax_concurrency = 8\n"
@@ -428,7 +351,7 @@ async fn a_restart_of_postgres_and_a_kill_9_lose_no_recorded_run() {
     let dir = tempfile::tempdir().unwrap();
     let url = cluster.database("daemon");
     daemon_config(dir.path(), &sim.base_url(), "");
-    let mut daemon = Daemon::start(dir.path(), &url);
+    let mut daemon = Daemon::start(dir.path(), &[("SONDE_TEST_DAEMON_URL", &url)]);
     tokio::task::block_in_place(|| {
         daemon.wait_for("8 recorded runs", |d| d.ids("recorded").len() >= 8);
         // A second daemon on the same database is refused by the writer's lock.
@@ -487,7 +410,7 @@ async fn past_its_buffer_the_writer_drops_the_oldest_runs_and_says_which() {
     let dir = tempfile::tempdir().unwrap();
     let url = cluster.database("buffered");
     daemon_config(dir.path(), &sim.base_url(), "buffer = 5");
-    let mut daemon = Daemon::start(dir.path(), &url);
+    let mut daemon = Daemon::start(dir.path(), &[("SONDE_TEST_DAEMON_URL", &url)]);
     tokio::task::block_in_place(|| {
         daemon.wait_for("4 recorded runs", |d| d.ids("recorded").len() >= 4);
         cluster.stop();

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use sonde::aggregate::Window;
 use sonde::config::Config;
-use sonde::publish::windows::summarize;
+use sonde::publish::windows::{locations, summarize};
 use sonde::publish::{self, Snapshot, feed, gateway, metrics};
 use sonde::result::Outcome;
 use sonde::runner::{Runner, Scheduled};
@@ -119,8 +119,8 @@ async fn scripted_store(dir: &Path) -> Config {
     assert_eq!(echoed.outcome, Outcome::Auth);
     assert!(echoed.error.as_deref().unwrap().contains("[REDACTED]"));
     records.push(echoed);
-    let store = Store::open(&config.store).unwrap();
-    import(store, config.store.clone(), config.health, records).unwrap();
+    let store = Store::open(&config.store, &config.prober.location).unwrap();
+    import(store, &config, records).unwrap();
     config
 }
 
@@ -136,9 +136,8 @@ async fn the_pages_show_the_aggregates_escape_names_and_never_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let config = scripted_store(dir.path()).await;
     let (snapshot, files) = build(&config);
-    let ids: Vec<String> = config.targets.iter().map(|t| t.id.clone()).collect();
     let store = Store::open_read_only(&config.store).unwrap();
-    let stats = summarize(&store, &ids, snapshot.now_ms).unwrap();
+    let stats = summarize(&store, &config, snapshot.now_ms).unwrap();
 
     for (name, bytes) in &files {
         let text = String::from_utf8_lossy(bytes);
@@ -280,10 +279,9 @@ async fn gateway_exports_parse_in_their_documented_shapes() {
     let dir = tempfile::tempdir().unwrap();
     let config = scripted_store(dir.path()).await;
     let store = Store::open_read_only(&config.store).unwrap();
-    let ids: Vec<String> = config.targets.iter().map(|t| t.id.clone()).collect();
     let now = now_ms();
-    let stats = summarize(&store, &ids, now).unwrap();
-    let feed = feed::build(&config, &stats, now);
+    let stats = summarize(&store, &config, now).unwrap();
+    let feed = feed::build(&config, &stats, &locations(&store, now).unwrap(), now);
 
     let yaml = gateway::litellm(&config, &feed);
     assert!(!yaml.contains(KEY));
@@ -389,8 +387,8 @@ async fn the_server_serves_the_site_fresh_feeds_and_metrics() {
     // and the previous one is served while that runs.
     let record = common::scripted(&config, 2, now_ms(), Outcome::Ok, 50.0);
     {
-        let store = Store::open(&config.store).unwrap();
-        import(store, config.store.clone(), config.health, vec![record]).unwrap();
+        let store = Store::open(&config.store, &config.prober.location).unwrap();
+        import(store, &config, vec![record]).unwrap();
     }
     let samples = |feed: &serde_json::Value| {
         feed["targets"]
@@ -504,8 +502,8 @@ async fn results_csv_holds_the_newest_runs_up_to_its_cap() {
         .map(|i| common::scripted(&config, 0, now - 80_000_000 + i * 1_000, Outcome::Ok, 100.0))
         .collect::<Vec<_>>();
     let newest = records.last().unwrap().run_id.clone();
-    let store = Store::open(&config.store).unwrap();
-    import(store, config.store.clone(), config.health, records).unwrap();
+    let store = Store::open(&config.store, &config.prober.location).unwrap();
+    import(store, &config, records).unwrap();
     let (_, files) = build(&config);
     let mut reader = csv::Reader::from_reader(&files["results.csv"][..]);
     let rows: Vec<sonde::result::ResultRecord> = reader.deserialize().map(Result::unwrap).collect();

@@ -11,7 +11,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use proptest::prelude::*;
 use sonde::config::Config;
-use sonde::publish::windows::summarize;
+use sonde::publish::windows::{locations, summarize};
 use sonde::publish::{self, Snapshot, feed, gateway};
 use sonde::result::{Outcome, ResultRecord};
 use sonde::server::{self, Site};
@@ -95,16 +95,20 @@ fn history(config: &Config) -> Vec<ResultRecord> {
 fn scripted(dir: &Path, weights: &str) -> Config {
     let path = dir.join("sonde.toml");
     let config = Config::parse(&path, &config_text(dir, weights)).unwrap();
-    let store = Store::open(&config.store).unwrap();
-    import(store, config.store.clone(), config.health, history(&config)).unwrap();
+    let store = Store::open(&config.store, &config.prober.location).unwrap();
+    import(store, &config, history(&config)).unwrap();
     config
 }
 
 fn feed_of(config: &Config) -> feed::Feed {
     let store = Store::open_read_only(&config.store).unwrap();
-    let ids: Vec<String> = config.targets.iter().map(|t| t.id.clone()).collect();
     let now = now_ms();
-    feed::build(config, &summarize(&store, &ids, now).unwrap(), now)
+    feed::build(
+        config,
+        &summarize(&store, config, now).unwrap(),
+        &locations(&store, now).unwrap(),
+        now,
+    )
 }
 
 fn target<'a>(feed: &'a feed::Feed, id: &str) -> &'a feed::FeedTarget {
@@ -261,8 +265,8 @@ async fn a_poll_after_an_idle_gap_sees_a_state_change() {
             )
         })
         .collect::<Vec<_>>();
-    let store = Store::open(&config.store).unwrap();
-    import(store, config.store.clone(), config.health, failures).unwrap();
+    let store = Store::open(&config.store, &config.prober.location).unwrap();
+    import(store, &config, failures).unwrap();
     tokio::time::sleep(Duration::from_secs(5)).await;
     let after = common::get_json(&http, &url).await;
     assert_eq!(state(&after), "down", "the first poll after a gap is fresh");
@@ -287,7 +291,7 @@ fn a_custom_gemini_endpoint_keeps_its_api_base_in_the_litellm_export() {
         dir.path().join("s.db").display()
     );
     let config = Config::parse(&dir.path().join("sonde.toml"), &text).unwrap();
-    Store::open(&config.store).unwrap();
+    Store::open(&config.store, &config.prober.location).unwrap();
     let yaml = gateway::litellm(&config, &feed_of(&config));
     let docs = yaml_rust2::YamlLoader::load_from_str(&yaml).unwrap();
     let list = docs[0]["model_list"].as_vec().unwrap();
@@ -347,7 +351,7 @@ proptest! {
         let Ok(config) = Config::parse(&dir.path().join("sonde.toml"), &text) else {
             return Ok(());
         };
-        Store::open(&config.store).unwrap();
+        Store::open(&config.store, &config.prober.location).unwrap();
         let yaml = gateway::litellm(&config, &feed_of(&config));
         let docs = yaml_rust2::YamlLoader::load_from_str(&yaml)
             .map_err(|err| TestCaseError::fail(format!("{err}\n{yaml}")))?;

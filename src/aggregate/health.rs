@@ -34,6 +34,9 @@ pub enum State {
     Degraded,
     /// Failing run after run.
     Down,
+    /// Down in some of the fleet's fresh locations, fewer than its quorum: a regional
+    /// outage. Only a fleet's global state is partial, never one location's.
+    Partial,
     /// Too few runs to say.
     Unknown,
 }
@@ -41,17 +44,17 @@ pub enum State {
 impl State {
     /// How good the state is, for "better" and "worse": down < degraded < healthy; unknown
     /// counts as healthy (nothing against it).
-    fn rank(self) -> u8 {
+    pub fn rank(self) -> u8 {
         match self {
             State::Down => 0,
-            State::Degraded => 1,
+            State::Degraded | State::Partial => 1,
             State::Healthy | State::Unknown => 2,
         }
     }
 
-    /// Down or degraded: the states an incident covers.
+    /// Down, partial or degraded: the states an incident covers.
     pub fn is_bad(self) -> bool {
-        matches!(self, State::Down | State::Degraded)
+        matches!(self, State::Down | State::Partial | State::Degraded)
     }
 
     /// The stable snake_case name.
@@ -60,6 +63,7 @@ impl State {
             State::Healthy => "healthy",
             State::Degraded => "degraded",
             State::Down => "down",
+            State::Partial => "partial",
             State::Unknown => "unknown",
         }
     }
@@ -70,6 +74,7 @@ impl State {
             "healthy" => State::Healthy,
             "degraded" => State::Degraded,
             "down" => State::Down,
+            "partial" => State::Partial,
             _ => State::Unknown,
         }
     }
@@ -117,6 +122,8 @@ pub fn verdict(record: &ResultRecord) -> Verdict {
 pub struct Transition {
     /// The target.
     pub target: String,
+    /// The location that saw it (the run's).
+    pub location: String,
     /// State before.
     pub from: State,
     /// State after.
@@ -256,7 +263,7 @@ impl TargetHealth {
         }
         let availability = self.recent_availability(at_ms).unwrap_or(1.0) * 100.0;
         let cause = match next {
-            State::Down | State::Unknown => format!(
+            State::Down | State::Partial | State::Unknown => format!(
                 "{} failures in a row; last: {}{}",
                 self.failures,
                 record.outcome,
@@ -276,6 +283,7 @@ impl TargetHealth {
         };
         let transition = Transition {
             target: target.to_owned(),
+            location: record.location.clone(),
             from: self.state,
             to: next,
             at_ms,

@@ -9,6 +9,7 @@
 
 pub mod fidelity;
 pub mod health;
+pub mod quorum;
 pub mod rollup;
 
 use std::collections::BTreeMap;
@@ -250,22 +251,58 @@ impl WindowStats {
     }
 }
 
-/// One target: its state and its windows.
+/// One target: its global state and windows (every counted location merged), and the same
+/// seen from each location.
 #[derive(Debug, Clone, Serialize)]
 pub struct TargetStats {
     /// Target id.
     pub target: String,
-    /// Current state.
+    /// Current state, by quorum of the counted locations.
     pub state: State,
     /// Unix ms the state began (0 when never set).
     pub state_since_ms: i64,
-    /// One entry per [`Window::ALL`].
+    /// One entry per [`Window::ALL`]: the runs of every counted location together.
     pub windows: Vec<WindowStats>,
+    /// Each location that has seen it, by name.
+    pub locations: Vec<LocationStats>,
+}
+
+/// One target seen from one location.
+#[derive(Debug, Clone, Serialize)]
+pub struct LocationStats {
+    /// The location.
+    pub location: String,
+    /// Its state there.
+    pub state: State,
+    /// Unix ms the state began there.
+    pub state_since_ms: i64,
+    /// The location has gone silent.
+    pub stale: bool,
+    /// It counts in the quorum and the global figures (fresh, or every location is stale).
+    pub counted: bool,
+    /// One entry per [`Window::ALL`], this location's runs only.
+    pub windows: Vec<WindowStats>,
+}
+
+impl LocationStats {
+    /// The stats of `window`.
+    pub fn window(&self, window: Window) -> Option<&WindowStats> {
+        self.windows.iter().find(|w| w.window == window)
+    }
 }
 
 impl TargetStats {
     /// The stats of `window`.
     pub fn window(&self, window: Window) -> Option<&WindowStats> {
         self.windows.iter().find(|w| w.window == window)
+    }
+
+    /// The counted locations that see it down, by name.
+    pub fn down_in(&self) -> Vec<&str> {
+        self.locations
+            .iter()
+            .filter(|l| l.counted && l.state == State::Down)
+            .map(|l| l.location.as_str())
+            .collect()
     }
 }

@@ -69,9 +69,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let store = Store::open_read_only(&config.store)?;
     let now = chrono::Utc::now().timestamp_millis();
-    let ids: Vec<String> = config.targets.iter().map(|t| t.id.clone()).collect();
-    let stats = publish::windows::summarize(&store, &ids, now)?;
-    let feed = feed::build(&config, &stats, now);
+    let stats = publish::windows::summarize(&store, &config, now)?;
+    let locations = publish::windows::locations(&store, now)?;
+    let feed = feed::build(&config, &stats, &locations, now);
     let text = match args.format {
         Format::Litellm => gateway::litellm(&config, &feed),
         _ => gateway::openrouter_text(&feed)?,

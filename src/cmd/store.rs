@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use sonde::config::{StoreBackend, StoreConfig};
+use sonde::config::{ProberConfig, StoreBackend, StoreConfig, is_location};
 use sonde::store::Store;
 use sonde::store::migrate::{self, Counts};
 
@@ -29,6 +29,10 @@ pub struct MigrateArgs {
     /// PEM certificates to trust for the destination's TLS, besides the system's.
     #[arg(long = "ca-file")]
     ca_file: Option<PathBuf>,
+    /// The location that rows written before stores had locations belong to (by default
+    /// this host's name, as `[prober] location`'s default)
+    #[arg(long)]
+    location: Option<String>,
 }
 
 /// Runs a `sonde store` command.
@@ -40,21 +44,34 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
 }
 
 fn migrate(args: MigrateArgs) -> anyhow::Result<ExitCode> {
+    let location = args
+        .location
+        .unwrap_or_else(|| ProberConfig::default().location);
+    if !is_location(&location) {
+        anyhow::bail!(
+            "--location {location:?}: a location is letters, digits, `.`, `_` or `-` (e.g. eu-west)"
+        );
+    }
     let from = Store::open_read_only(&StoreConfig::sqlite(args.from))?;
-    let mut to = Store::open(&StoreConfig {
-        backend: StoreBackend::Postgres {
-            url_env: args.to_env,
-            ca_file: args.ca_file,
+    let mut to = Store::open(
+        &StoreConfig {
+            backend: StoreBackend::Postgres {
+                url_env: args.to_env,
+                ca_file: args.ca_file,
+            },
+            ..StoreConfig::default()
         },
-        ..StoreConfig::default()
-    })?;
+        &location,
+    )?;
     eprintln!("copying {} into {}", from.describe(), to.describe());
     let progress = indicatif::ProgressBar::new(from.result_count()?);
     progress.set_style(
         indicatif::ProgressStyle::with_template("results {pos}/{len} {wide_bar} {eta}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let counts = migrate::copy(&from, &mut to, |copied| progress.set_position(copied))?;
+    let counts = migrate::copy(&from, &mut to, &location, |copied| {
+        progress.set_position(copied)
+    })?;
     progress.finish_and_clear();
     let Counts {
         results,
@@ -62,6 +79,7 @@ fn migrate(args: MigrateArgs) -> anyhow::Result<ExitCode> {
         spend,
         states,
         incidents,
+        locations,
     } = counts;
     println!("table         rows copied");
     for (table, rows) in [
@@ -70,6 +88,7 @@ fn migrate(args: MigrateArgs) -> anyhow::Result<ExitCode> {
         ("spend", spend),
         ("target_state", states),
         ("incidents", incidents),
+        ("locations", locations),
     ] {
         println!("{table:<13} {rows:>11}");
     }

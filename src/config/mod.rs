@@ -9,6 +9,7 @@
 
 mod daemon;
 pub mod error;
+mod prober;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -27,6 +28,7 @@ pub use daemon::{
 use daemon::{RawDuration, TIMEOUT_RANGE};
 pub use error::ConfigError;
 use error::{Errors, Source};
+pub use prober::{ProberConfig, is_location};
 
 use crate::probe::ProbeSet;
 use crate::scheduler::Schedule;
@@ -115,6 +117,8 @@ struct RawConfig {
     store: daemon::RawStore,
     #[serde(default)]
     health: daemon::RawHealth,
+    #[serde(default)]
+    prober: prober::RawProber,
     #[serde(default)]
     publish: daemon::RawPublish,
     #[serde(default)]
@@ -256,6 +260,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// How target states are decided.
     pub health: HealthConfig,
+    /// Where this daemon probes from, and the fleet's quorum.
+    pub prober: ProberConfig,
     /// What is published, where and how often.
     pub publish: PublishConfig,
     /// The live server.
@@ -266,6 +272,18 @@ pub struct Config {
 }
 
 impl Config {
+    /// The shortest schedule of any job (a minute when there is none): how often this
+    /// prober shows it is alive, and a third of how long it may be silent before the
+    /// fleet calls its location stale.
+    pub fn shortest_schedule(&self) -> Duration {
+        self.targets
+            .iter()
+            .flat_map(|target| target.schedules.values())
+            .map(Schedule::period)
+            .min()
+            .unwrap_or(Duration::from_secs(60))
+    }
+
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = error::read(path)?;
@@ -308,6 +326,7 @@ impl Config {
         let global_schedules = daemon::schedules(&source, e, "schedules", &raw.schedules, &probes);
         let store = daemon::store(&source, e, file, raw.store);
         let health = daemon::health(&source, e, raw.health);
+        let prober = prober::prober(&source, e, raw.prober);
         let publish = daemon::publish(&source, e, file, store.file(), raw.publish);
         let server = daemon::server(&source, e, raw.server);
         let mut providers = Vec::new();
@@ -388,6 +407,7 @@ impl Config {
             probes,
             store,
             health,
+            prober,
             publish,
             server,
             groups,

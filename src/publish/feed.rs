@@ -16,6 +16,12 @@
 //! that is not routable gets weight 0; when every routable score of a group is 0 they share
 //! equally; a group with no routable target has all weights 0 and says so. Each target's
 //! `notes` say what lowered or zeroed its weight, and the feed states the formula.
+//!
+//! A fleet (probers in several locations): a target is down only when a quorum of the
+//! counted locations sees it down; one that is down in fewer is `partial`, still routable,
+//! its score multiplied by the share of the locations seeing it that do not see it down.
+//! `locations` lists the fleet (stale ones too), and each target's `locations` its state,
+//! figures and weight as each location alone sees them, for a gateway in that region.
 
 use std::collections::BTreeMap;
 
@@ -23,6 +29,7 @@ use serde::Serialize;
 
 use crate::aggregate::fidelity::Fidelity;
 use crate::aggregate::health::State;
+use crate::aggregate::quorum::LocationStatus;
 use crate::aggregate::{Percentiles, TargetStats, Window, WindowStats};
 use crate::capability::Capabilities;
 use crate::capability::Capability;
@@ -51,8 +58,45 @@ pub struct Feed {
     pub weight_formula: WeightFormula,
     /// Per route group: what it requires and how many of its targets are routable.
     pub groups: BTreeMap<String, FeedGroup>,
+    /// The locations probing, by name.
+    pub locations: Vec<FeedFleetLocation>,
     /// Every target, grouped by route group then ranked.
     pub targets: Vec<FeedTarget>,
+}
+
+/// One location of the fleet.
+#[derive(Debug, Clone, Serialize)]
+pub struct FeedFleetLocation {
+    /// Its name (`[prober] location`).
+    pub location: String,
+    /// Silent for three of its shortest schedules: shown, not counted.
+    pub stale: bool,
+    /// Counted in the quorum and the global figures.
+    pub counted: bool,
+    /// RFC 3339 of its last heartbeat.
+    pub last_seen: String,
+    /// The same in unix ms, for `/metrics`.
+    #[serde(skip)]
+    pub last_seen_ms: i64,
+}
+
+/// One target as one location sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct FeedLocation {
+    /// The location.
+    pub location: String,
+    /// Its state there.
+    pub state: State,
+    /// The location is stale.
+    pub stale: bool,
+    /// Availability there, in the feed's window.
+    pub availability: Option<f64>,
+    /// TTFT p50 there, ms.
+    pub ttft_p50_ms: Option<f64>,
+    /// Runs there, in the window.
+    pub samples: u64,
+    /// Its share of its group's traffic by this location's figures alone.
+    pub weight: f64,
 }
 
 /// One route group.
@@ -138,6 +182,8 @@ pub struct FeedTarget {
     pub routable: bool,
     /// What lowered or zeroed the weight, in words.
     pub notes: Vec<String>,
+    /// The same target from each location that sees it, by name.
+    pub locations: Vec<FeedLocation>,
 }
 
 /// A failure, for the feed.
@@ -157,26 +203,107 @@ pub fn blended_price(target: &Target) -> Option<f64> {
     }
 }
 
-/// Builds the feed from `stats` (one per target of `config`, from `publish::windows::summarize`).
-pub fn build(config: &Config, stats: &[TargetStats], generated_ms: i64) -> Feed {
-    let window = Window::from_name(&config.publish.window).unwrap_or(Window::H1);
+/// What a row is built from: a target's state and windows, globally or from one location.
+struct View<'a> {
+    state: State,
+    in_window: Option<&'a WindowStats>,
+    longest: Option<&'a WindowStats>,
+    /// For a partial target: the counted locations that see it down, of those that see it.
+    partial: Option<(usize, usize)>,
+}
+
+/// Rows for every target of `config` that `view` sees, with weights and ranks assigned.
+fn weighed<'a>(
+    config: &Config,
+    view: impl Fn(&'a TargetStats) -> Option<View<'a>>,
+    stats: &'a [TargetStats],
+) -> Vec<Row> {
     let params = config.publish.weights;
     let mut rows: Vec<Row> = Vec::new();
     for target in &config.targets {
-        let Some(stat) = stats.iter().find(|s| s.target == target.id) else {
+        let Some(view) = stats.iter().find(|s| s.target == target.id).and_then(&view) else {
             continue;
         };
-        let in_window = stat.window(window);
-        let longest = stat.window(Window::D30);
         let require = config
             .groups
             .get(&target.model.group)
             .map_or(&[][..], |g| &g.require[..]);
-        rows.push(Row::new(
-            target, stat.state, in_window, longest, require, &params,
-        ));
+        rows.push(Row::new(target, &view, require, &params));
     }
     assign_weights(&mut rows, &params);
+    rows
+}
+
+/// Builds the feed from `stats` (one per target of `config`, from `publish::windows::summarize`)
+/// and the fleet's `locations` (`publish::windows::locations`).
+pub fn build(
+    config: &Config,
+    stats: &[TargetStats],
+    locations: &[LocationStatus],
+    generated_ms: i64,
+) -> Feed {
+    let window = Window::from_name(&config.publish.window).unwrap_or(Window::H1);
+    let params = config.publish.weights;
+    let mut rows = weighed(
+        config,
+        |stat| {
+            let counted = stat.locations.iter().filter(|l| l.counted).count();
+            Some(View {
+                state: stat.state,
+                in_window: stat.window(window),
+                longest: stat.window(Window::D30),
+                partial: (stat.state == State::Partial).then(|| (stat.down_in().len(), counted)),
+            })
+        },
+        stats,
+    );
+    // Each location's own ranking, for gateways that route by region.
+    let mut by_location: BTreeMap<(String, &str), f64> = BTreeMap::new();
+    for status in locations {
+        let here = weighed(
+            config,
+            |stat| {
+                let seen = stat
+                    .locations
+                    .iter()
+                    .find(|l| l.location == status.location)?;
+                Some(View {
+                    state: seen.state,
+                    in_window: seen.window(window),
+                    longest: seen.window(Window::D30),
+                    partial: None,
+                })
+            },
+            stats,
+        );
+        for row in here {
+            by_location.insert((row.entry.id, status.location.as_str()), row.entry.weight);
+        }
+    }
+    for row in &mut rows {
+        let Some(stat) = stats.iter().find(|s| s.target == row.entry.id) else {
+            continue;
+        };
+        row.entry.locations = stat
+            .locations
+            .iter()
+            .map(|seen| {
+                let in_window = seen.window(window);
+                FeedLocation {
+                    location: seen.location.clone(),
+                    state: seen.state,
+                    stale: seen.stale,
+                    availability: in_window.and_then(|w| w.availability),
+                    ttft_p50_ms: in_window.and_then(|w| w.latency.ttft_ms.p50),
+                    samples: in_window.map_or(0, |w| w.attempts),
+                    weight: by_location
+                        .get(&(row.entry.id.clone(), seen.location.as_str()))
+                        .copied()
+                        .unwrap_or(0.0),
+                }
+            })
+            .collect();
+    }
     rows.sort_by(|a, b| {
         a.entry
             .group
@@ -215,6 +342,16 @@ pub fn build(config: &Config, stats: &[TargetStats], generated_ms: i64) -> Feed 
             parameters: params,
         },
         groups,
+        locations: locations
+            .iter()
+            .map(|status| FeedFleetLocation {
+                location: status.location.clone(),
+                stale: status.stale,
+                counted: status.counted,
+                last_seen: rfc3339(status.seen_ms),
+                last_seen_ms: status.seen_ms,
+            })
+            .collect(),
         targets: rows.into_iter().map(|row| row.entry).collect(),
     }
 }
@@ -230,14 +367,13 @@ struct Row {
 }
 
 impl Row {
-    fn new(
-        target: &Target,
-        state: State,
-        in_window: Option<&WindowStats>,
-        longest: Option<&WindowStats>,
-        require: &[Capability],
-        params: &WeightParams,
-    ) -> Row {
+    fn new(target: &Target, view: &View<'_>, require: &[Capability], params: &WeightParams) -> Row {
+        let View {
+            state,
+            in_window,
+            longest,
+            partial,
+        } = *view;
         let attempts = in_window.map_or(0, |w| w.attempts);
         let share = |count: u64| (attempts > 0).then(|| count as f64 / attempts as f64);
         let latency = in_window.map(|w| &w.latency);
@@ -269,6 +405,15 @@ impl Row {
             }
         }
         let mut factor = 1.0;
+        if let Some((down, seen)) = partial {
+            let share = 1.0 - down as f64 / seen.max(1) as f64;
+            factor *= share;
+            notes.push(format!(
+                "down in {down} of the {seen} locations that probe it (fewer than the quorum): \
+                 score × {}",
+                round3(share)
+            ));
+        }
         if model_substituted {
             let served = fidelity
                 .last_substitute
@@ -334,6 +479,7 @@ impl Row {
             streamed_rate,
             routable,
             notes,
+            locations: Vec::new(),
         };
         Row {
             entry,
@@ -458,6 +604,7 @@ mod tests {
                 streamed_rate: None,
                 routable: state != State::Down,
                 notes: Vec::new(),
+                locations: Vec::new(),
             },
             price,
             factor: 1.0,

@@ -10,6 +10,14 @@
 //!   fidelity over the feed's window. They drop as runs leave the window, as gauges may.
 //!
 //! Plus `sonde_build_info` and each target's `sonde_last_run_timestamp_seconds`.
+//!
+//! A fleet: the target gauges above are global (every counted location merged, the state by
+//! quorum); the same figures as each location sees them carry a `location` label under
+//! names of their own (`sonde_target_state_by_location`, `…_availability_by_location`,
+//! `…_weight_by_location`), so a sum over a metric never counts a run twice; each location's
+//! staleness and last heartbeat are `sonde_location_stale` and
+//! `sonde_location_last_seen_timestamp_seconds`; `sonde_runs_total` carries the `location`
+//! of the daemon that counted.
 
 use std::fmt::Write as _;
 
@@ -91,12 +99,13 @@ pub fn render(stats: &[TargetStats], feed: &Feed, counters: Option<&RunCounters>
         for (key, count) in runs {
             let _ = writeln!(
                 out,
-                "sonde_runs_total{{target=\"{}\",provider=\"{}\",group=\"{}\",probe=\"{}\",outcome=\"{}\"}} {count}",
+                "sonde_runs_total{{target=\"{}\",provider=\"{}\",group=\"{}\",probe=\"{}\",outcome=\"{}\",location=\"{}\"}} {count}",
                 label(&key.target),
                 label(&key.provider),
                 label(&key.group),
                 label(&key.probe),
-                key.outcome
+                key.outcome,
+                label(&key.location)
             );
         }
     }
@@ -192,8 +201,15 @@ pub fn render(stats: &[TargetStats], feed: &Feed, counters: Option<&RunCounters>
         out,
         "# HELP sonde_target_state 1 for the target's current state.\n# TYPE sonde_target_state gauge"
     );
+    const STATES: [State; 5] = [
+        State::Healthy,
+        State::Degraded,
+        State::Partial,
+        State::Down,
+        State::Unknown,
+    ];
     for s in stats {
-        for state in [State::Healthy, State::Degraded, State::Down, State::Unknown] {
+        for state in STATES {
             let _ = writeln!(
                 out,
                 "sonde_target_state{{target=\"{}\",state=\"{}\"}} {}",
@@ -202,6 +218,48 @@ pub fn render(stats: &[TargetStats], feed: &Feed, counters: Option<&RunCounters>
                 u8::from(s.state == state)
             );
         }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP sonde_target_state_by_location 1 for the target's current state as one location sees it.\n# TYPE sonde_target_state_by_location gauge"
+    );
+    for s in stats {
+        for seen in &s.locations {
+            for state in STATES.into_iter().filter(|s| *s != State::Partial) {
+                let _ = writeln!(
+                    out,
+                    "sonde_target_state_by_location{{target=\"{}\",location=\"{}\",state=\"{}\"}} {}",
+                    label(&s.target),
+                    label(&seen.location),
+                    state.as_str(),
+                    u8::from(seen.state == state)
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP sonde_location_stale 1 when the location has not reported for three of its shortest schedules.\n# TYPE sonde_location_stale gauge"
+    );
+    for l in &feed.locations {
+        let _ = writeln!(
+            out,
+            "sonde_location_stale{{location=\"{}\"}} {}",
+            label(&l.location),
+            u8::from(l.stale)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP sonde_location_last_seen_timestamp_seconds The location's last heartbeat (unix seconds).\n# TYPE sonde_location_last_seen_timestamp_seconds gauge"
+    );
+    for l in &feed.locations {
+        let _ = writeln!(
+            out,
+            "sonde_location_last_seen_timestamp_seconds{{location=\"{}\"}} {}",
+            label(&l.location),
+            l.last_seen_ms as f64 / 1000.0
+        );
     }
     let _ = writeln!(
         out,
@@ -218,6 +276,22 @@ pub fn render(stats: &[TargetStats], feed: &Feed, counters: Option<&RunCounters>
     }
     let _ = writeln!(
         out,
+        "# HELP sonde_target_weight_by_location Routing weight within the route group by one location's figures alone.\n# TYPE sonde_target_weight_by_location gauge"
+    );
+    for t in &feed.targets {
+        for seen in &t.locations {
+            let _ = writeln!(
+                out,
+                "sonde_target_weight_by_location{{target=\"{}\",group=\"{}\",location=\"{}\"}} {}",
+                label(&t.id),
+                label(&t.group),
+                label(&seen.location),
+                seen.weight
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
         "# HELP sonde_target_availability ok / (ok + provider faults) over the feed's window.\n# TYPE sonde_target_availability gauge"
     );
     for t in &feed.targets {
@@ -228,6 +302,23 @@ pub fn render(stats: &[TargetStats], feed: &Feed, counters: Option<&RunCounters>
                 label(&t.id),
                 feed.window
             );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP sonde_target_availability_by_location ok / (ok + provider faults) over the feed's window, as one location sees it.\n# TYPE sonde_target_availability_by_location gauge"
+    );
+    for t in &feed.targets {
+        for seen in &t.locations {
+            if let Some(availability) = seen.availability {
+                let _ = writeln!(
+                    out,
+                    "sonde_target_availability_by_location{{target=\"{}\",location=\"{}\",window=\"{}\"}} {availability}",
+                    label(&t.id),
+                    label(&seen.location),
+                    feed.window
+                );
+            }
         }
     }
     let flags: [(&str, &str, Gauge); 3] = [

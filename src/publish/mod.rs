@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 use crate::aggregate::TargetStats;
+use crate::aggregate::quorum::LocationStatus;
 use crate::aggregate::rollup::Scalars;
 use crate::aggregate::rollup::Span;
 use crate::config::Config;
@@ -82,6 +83,8 @@ pub struct Snapshot {
     pub now_ms: i64,
     /// Windows and states of every configured target.
     pub stats: Vec<TargetStats>,
+    /// The fleet's locations, fresh and stale.
+    pub locations: Vec<LocationStatus>,
     /// Per target: daily scalars merged over probes, oldest first.
     pub daily: HashMap<String, Vec<(i64, Scalars)>>,
     /// Per target: hourly scalars of its busiest probe per hour, oldest first.
@@ -99,7 +102,7 @@ impl Snapshot {
     /// Reads what the site needs for every target of `config`.
     pub fn load(config: &Config, store: &Store, now_ms: i64) -> Result<Snapshot, StoreError> {
         let ids: Vec<String> = config.targets.iter().map(|t| t.id.clone()).collect();
-        let stats = windows::summarize(store, &ids, now_ms)?;
+        let stats = windows::summarize(store, config, now_ms)?;
         let day = Span::Day;
         let mut daily: HashMap<String, BTreeMap<i64, Scalars>> = HashMap::new();
         for (bucket, target, _, scalars) in
@@ -131,6 +134,7 @@ impl Snapshot {
         Ok(Snapshot {
             now_ms,
             stats,
+            locations: windows::locations(store, now_ms)?,
             daily: daily
                 .into_iter()
                 .map(|(k, v)| (k, v.into_iter().collect()))
@@ -156,7 +160,12 @@ pub type Files = BTreeMap<String, Vec<u8>>;
 
 /// Renders the whole site (pages, `feed.json`, `results.csv`) from `snapshot`.
 pub fn build(config: &Config, snapshot: &Snapshot) -> Result<Files, PublishError> {
-    let feed = feed::build(config, &snapshot.stats, snapshot.now_ms);
+    let feed = feed::build(
+        config,
+        &snapshot.stats,
+        &snapshot.locations,
+        snapshot.now_ms,
+    );
     let mut files = page::render(config, snapshot, &feed)?;
     files.insert("feed.json".into(), feed_json(&feed)?);
     let mut csv = Vec::new();

@@ -76,6 +76,8 @@ struct Row {
     routable: bool,
     /// What lowered or zeroed the weight.
     notes: String,
+    /// For a partial outage: where it is down (`down in eu-west`).
+    down_in: String,
 }
 
 fn row(target: &Target, entry: &FeedTarget, snapshot: &Snapshot, prefix: &str) -> Row {
@@ -148,7 +150,44 @@ fn row(target: &Target, entry: &FeedTarget, snapshot: &Snapshot, prefix: &str) -
         streamed,
         routable: entry.routable,
         notes: entry.notes.join("; "),
+        down_in: stats
+            .filter(|s| s.state == crate::aggregate::health::State::Partial)
+            .map_or(String::new(), |s| {
+                format!("down in {}", s.down_in().join(", "))
+            }),
     }
+}
+
+/// One location's view of a target, on its page.
+struct LocationRow {
+    name: String,
+    state_class: &'static str,
+    state_text: &'static str,
+    stale: bool,
+    availability: String,
+    ttft50: String,
+    runs: u64,
+    weight: String,
+}
+
+fn location_rows(entry: &FeedTarget) -> Vec<LocationRow> {
+    entry
+        .locations
+        .iter()
+        .map(|seen| {
+            let (state_class, state_text) = state_text(seen.state);
+            LocationRow {
+                name: seen.location.clone(),
+                state_class,
+                state_text,
+                stale: seen.stale,
+                availability: percent(seen.availability),
+                ttft50: ms(seen.ttft_p50_ms),
+                runs: seen.samples,
+                weight: format!("{:.3}", seen.weight),
+            }
+        })
+        .collect()
 }
 
 /// A group of targets on the index.
@@ -176,6 +215,8 @@ struct GroupPage {
 /// An incident, for display.
 struct IncidentView {
     target: String,
+    /// Where it was seen, when the store has more than one location.
+    location: String,
     href: String,
     state_class: &'static str,
     state_text: &'static str,
@@ -199,6 +240,11 @@ fn incident_views(
             let (state_class, state_text) = state_text(i.state);
             IncidentView {
                 target: i.target.clone(),
+                location: if snapshot.locations.len() > 1 {
+                    i.location.clone()
+                } else {
+                    String::new()
+                },
                 href: format!("{prefix}t/{}.html", slug(&i.target)),
                 state_class,
                 state_text,
@@ -251,6 +297,7 @@ struct RunRow {
     /// The served model, marked when it is another model.
     served: String,
     error: String,
+    location: String,
 }
 
 fn run_row(r: &ResultRecord) -> RunRow {
@@ -274,6 +321,7 @@ fn run_row(r: &ResultRecord) -> RunRow {
             (None, _) => "–".to_owned(),
         },
         error,
+        location: r.location.clone(),
     }
 }
 
@@ -295,6 +343,10 @@ struct TargetPage {
     runs: Vec<RunRow>,
     /// Day, availability, runs, failures: the last 90 days, newest first.
     days: Vec<(String, String, u64, u64)>,
+    /// The target from each location, when more than one probes it.
+    locations: Vec<LocationRow>,
+    /// The fleet has several locations: runs and incidents say where.
+    fleet: bool,
 }
 
 /// Renders `index.html`, one page per target and one comparison page per route group.
@@ -384,6 +436,12 @@ pub fn render(config: &Config, snapshot: &Snapshot, feed: &Feed) -> Result<Files
                 .map(|runs| runs.iter().map(run_row).collect())
                 .unwrap_or_default(),
             days: markup::daily_rows(snapshot, &target.id),
+            locations: if entry.locations.len() > 1 {
+                location_rows(entry)
+            } else {
+                Vec::new()
+            },
+            fleet: snapshot.locations.len() > 1,
         };
         let html = page.render().map_err(|source| PublishError::Render {
             page: target.id.clone(),

@@ -80,6 +80,7 @@ pub fn state_text(state: State) -> (&'static str, &'static str) {
         State::Healthy => ("ok", "Operational"),
         State::Degraded => ("warn", "Degraded"),
         State::Down => ("down", "Down"),
+        State::Partial => ("warn", "Partial outage"),
         State::Unknown => ("unknown", "No data yet"),
     }
 }

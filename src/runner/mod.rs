@@ -94,6 +94,8 @@ struct ProviderHttp {
 #[derive(Debug)]
 pub struct Runner {
     providers: HashMap<String, ProviderHttp>,
+    /// This prober's location, stamped on every record.
+    location: String,
 }
 
 impl Runner {
@@ -113,15 +115,55 @@ impl Runner {
             };
             providers.insert(provider.name.clone(), ProviderHttp { http, key });
         }
-        Ok(Runner { providers })
+        Ok(Runner {
+            providers,
+            location: config.prober.location.clone(),
+        })
     }
 
     /// Runs `probe` once against `target`. Never fails: every failure is a record.
     pub async fn run(&self, target: &Target, probe: &Probe, scheduled: Scheduled) -> ResultRecord {
+        self.run_as(target, probe, scheduled, nonce()).await
+    }
+
+    /// [`Runner::run`] with the run's id (its nonce) chosen by the caller, who reserved
+    /// budget under it.
+    pub async fn run_as(
+        &self,
+        target: &Target,
+        probe: &Probe,
+        scheduled: Scheduled,
+        run_id: String,
+    ) -> ResultRecord {
+        let mut record = self.attempt(target, probe, scheduled, &run_id).await;
+        record.location.clone_from(&self.location);
+        record
+    }
+
+    /// [`not_sent`]'s record, stamped with this prober's location.
+    pub fn not_sent(
+        &self,
+        target: &Target,
+        probe: &Probe,
+        scheduled: Scheduled,
+        outcome: Outcome,
+        message: String,
+    ) -> ResultRecord {
+        let mut record = not_sent(target, probe, scheduled, outcome, message);
+        record.location.clone_from(&self.location);
+        record
+    }
+
+    async fn attempt(
+        &self,
+        target: &Target,
+        probe: &Probe,
+        scheduled: Scheduled,
+        run_id: &str,
+    ) -> ResultRecord {
         let started = Instant::now();
-        let run_id = nonce();
         let Some(http) = self.providers.get(&target.provider.name) else {
-            let attempt = Attempt::new(target, probe, scheduled, started, &run_id, None, 0);
+            let attempt = Attempt::new(target, probe, scheduled, started, run_id, None, 0);
             return attempt.failed(
                 Recorder::new(started),
                 Outcome::ClientError,
@@ -135,7 +177,7 @@ impl Runner {
             Key::NotNeeded => None,
             Key::Present(secret) => Some(secret),
             Key::Missing(var) => {
-                let attempt = Attempt::new(target, probe, scheduled, started, &run_id, None, 0);
+                let attempt = Attempt::new(target, probe, scheduled, started, run_id, None, 0);
                 return attempt.failed(
                     Recorder::new(started),
                     Outcome::Auth,
@@ -143,7 +185,7 @@ impl Runner {
                 );
             }
         };
-        let messages = probe.render(&run_id);
+        let messages = probe.render(run_id);
         let prompt_chars = messages.iter().map(|m| m.content.chars().count()).sum();
         let call = Call {
             base_url: &target.provider.base_url,
@@ -160,15 +202,7 @@ impl Runner {
             tool: probe.tool.as_ref(),
             json_mode: probe.json_mode,
         };
-        let attempt = Attempt::new(
-            target,
-            probe,
-            scheduled,
-            started,
-            &run_id,
-            key,
-            prompt_chars,
-        );
+        let attempt = Attempt::new(target, probe, scheduled, started, run_id, key, prompt_chars);
         let adapter = provider::adapter(target.provider.kind);
         let request = match probe.kind {
             ProbeKind::Chat => adapter.request(&http.http, &call),
@@ -191,7 +225,7 @@ impl Runner {
 }
 
 /// The record of a run that was not sent (`skipped_budget`): no timings, `message` as its
-/// error.
+/// error, no location (see [`Runner::not_sent`]).
 pub fn not_sent(
     target: &Target,
     probe: &Probe,
@@ -207,6 +241,7 @@ pub fn not_sent(
         message,
     )
 }
+
 /// Runs every (target, probe) pair once, at most `concurrency` at a time, all scheduled for
 /// now. Results come back in the order of `jobs`.
 pub async fn run_round(

@@ -131,6 +131,7 @@ impl Attempt<'_> {
             cap_json: flags.json,
             run_id: self.run_id.to_owned(),
             gateway_alias,
+            location: String::new(),
             itl_gaps_us: measured.gaps_us,
         }
     }

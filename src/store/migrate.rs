@@ -2,7 +2,7 @@
 //! back), every table whole, losing nothing. Results and rollups go in pages of [`PAGE`], each
 //! page one transaction, so a large store never sits in memory; the copy is idempotent
 //! (results keyed by `run_id`, rollups, spend and states replaced under their keys, incidents
-//! by target and start), so an interrupted copy is finished by running it again.
+//! by target, location and start, heartbeats by location), so an interrupted copy is finished by running it again.
 
 use crate::aggregate::rollup::Span;
 use crate::store::{Copied, Store, StoreError};
@@ -24,21 +24,32 @@ pub struct Counts {
     pub states: u64,
     /// Incidents.
     pub incidents: u64,
+    /// Locations (their heartbeats).
+    pub locations: u64,
 }
 
-/// Copies every row of `from` into `to`; `progress` hears the results copied so far.
+/// Copies every row of `from` into `to`, giving rows written before stores had locations to
+/// `unlocated`; `progress` hears the results copied so far.
 pub fn copy(
     from: &Store,
     to: &mut Store,
+    unlocated: &str,
     mut progress: impl FnMut(u64),
 ) -> Result<Counts, StoreError> {
+    let place = |location: &mut String| {
+        if location.is_empty() {
+            unlocated.clone_into(location);
+        }
+    };
     let mut counts = Counts::default();
     let mut after: Option<(i64, String)> = None;
     loop {
-        let page = from.results_after(
+        let mut page = from.results_after(
             after.as_ref().map(|(ts, run_id)| (*ts, run_id.as_str())),
             PAGE,
         )?;
+        page.iter_mut()
+            .for_each(|(record, _)| place(&mut record.location));
         let Some((last, ts_ms)) = page.last() else {
             break;
         };
@@ -51,20 +62,26 @@ pub fn copy(
         progress(counts.results);
     }
     for span in [Span::Hour, Span::Day] {
-        let mut after: Option<(i64, String, String)> = None;
+        let mut after: Option<(i64, String, String, String)> = None;
         loop {
-            let page = from.rollups_after(
+            let mut page = from.rollups_after(
                 span,
-                after
-                    .as_ref()
-                    .map(|(bucket, target, probe)| (*bucket, target.as_str(), probe.as_str())),
+                after.as_ref().map(|(bucket, target, probe, location)| {
+                    (*bucket, target.as_str(), probe.as_str(), location.as_str())
+                }),
                 PAGE,
             )?;
             let Some(last) = page.last() else {
                 break;
             };
-            after = Some((last.bucket, last.target.clone(), last.probe.clone()));
+            after = Some((
+                last.bucket,
+                last.target.clone(),
+                last.probe.clone(),
+                last.location.clone(),
+            ));
             counts.rollups += page.len() as u64;
+            page.iter_mut().for_each(|row| place(&mut row.location));
             to.copy(&Copied {
                 rollups: page,
                 ..Copied::default()
@@ -72,20 +89,30 @@ pub fn copy(
         }
     }
     let mut health: Vec<_> = from.health()?.into_iter().collect();
+    health
+        .iter_mut()
+        .for_each(|(at, _)| place(&mut at.location));
     health.sort_by(|a, b| a.0.cmp(&b.0));
     let mut incidents = from.incidents(i64::MIN)?;
+    incidents
+        .iter_mut()
+        .for_each(|incident| place(&mut incident.location));
+    let mut spend = from.spend()?;
+    spend.iter_mut().for_each(|row| place(&mut row.location));
     // Oldest first, so that incident ids keep their order in the destination.
     incidents.reverse();
     let rest = Copied {
         results: Vec::new(),
         rollups: Vec::new(),
-        spend: from.spend()?,
+        spend,
         health,
         incidents,
+        heartbeats: from.heartbeats()?,
     };
     counts.spend = rest.spend.len() as u64;
     counts.states = rest.health.len() as u64;
     counts.incidents = rest.incidents.len() as u64;
+    counts.locations = rest.heartbeats.len() as u64;
     to.copy(&rest)?;
     Ok(counts)
 }

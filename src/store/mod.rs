@@ -19,6 +19,8 @@ pub mod writer;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use thiserror::Error;
 
@@ -87,7 +89,7 @@ pub enum StoreError {
     },
 }
 
-/// One rollup row.
+/// One rollup row: the runs of one target and probe seen from one location in one bucket.
 #[derive(Debug, Clone)]
 pub struct RollupRow {
     /// Hour or day.
@@ -98,15 +100,49 @@ pub struct RollupRow {
     pub target: String,
     /// Probe name.
     pub probe: String,
+    /// The location whose runs these are.
+    pub location: String,
     /// The runs in it.
     pub rollup: Rollup,
 }
 
-/// A period a target spent down or degraded.
+/// A target as one location sees it: the key of stored states.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TargetAt {
+    /// Target id.
+    pub target: String,
+    /// Location.
+    pub location: String,
+}
+
+impl TargetAt {
+    /// `target` seen from `location`.
+    pub fn new(target: &str, location: &str) -> TargetAt {
+        TargetAt {
+            target: target.to_owned(),
+            location: location.to_owned(),
+        }
+    }
+}
+
+/// A location's last sign of life: written with each batch its prober stores.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// The location.
+    pub location: String,
+    /// Unix ms of its latest batch.
+    pub seen_ms: i64,
+    /// Its shortest schedule, ms: it is stale once silent for three of them.
+    pub shortest_ms: i64,
+}
+
+/// A period a target spent down or degraded, as one location saw it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Incident {
     /// Target id.
     pub target: String,
+    /// The location that saw it.
+    pub location: String,
     /// Down or degraded.
     pub state: State,
     /// What started it.
@@ -117,13 +153,15 @@ pub struct Incident {
     pub end_ms: Option<i64>,
 }
 
-/// Spend of one provider in one month.
+/// Spend of one provider in one month by the probers of one location.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Spend {
     /// Provider name.
     pub provider: String,
     /// `YYYY-MM` (UTC).
     pub month: String,
+    /// The location that spent it.
+    pub location: String,
     /// US dollars.
     pub usd: f64,
     /// Input and output tokens.
@@ -140,9 +178,11 @@ pub struct Batch {
     /// Spend to add to what is stored.
     pub spend: Vec<Spend>,
     /// Target states to store.
-    pub health: Vec<(String, TargetHealth)>,
+    pub health: Vec<(TargetAt, TargetHealth)>,
     /// State changes, which open and close incidents.
     pub transitions: Vec<Transition>,
+    /// The writing locations' signs of life.
+    pub heartbeats: Vec<Heartbeat>,
 }
 
 /// Rows copied whole from another store (`sonde store migrate`): unlike a [`Batch`], spend
@@ -152,14 +192,16 @@ pub struct Batch {
 pub struct Copied {
     /// Results with their unix ms (kept when their `run_id` is new).
     pub results: Vec<(ResultRecord, i64)>,
-    /// Rollups (replacing the same span, bucket, target and probe).
+    /// Rollups (replacing the same span, bucket, target, probe and location).
     pub rollups: Vec<RollupRow>,
-    /// Spend (replacing the same provider and month).
+    /// Spend (replacing the same provider, month and location).
     pub spend: Vec<Spend>,
-    /// Target states (replacing the same target).
-    pub health: Vec<(String, TargetHealth)>,
-    /// Incidents (kept when no incident of the target starts at the same ms).
+    /// Target states (replacing the same target and location).
+    pub health: Vec<(TargetAt, TargetHealth)>,
+    /// Incidents (kept when no incident of the target and location starts at the same ms).
     pub incidents: Vec<Incident>,
+    /// Locations' heartbeats (the later one kept).
+    pub heartbeats: Vec<Heartbeat>,
 }
 
 /// What a store does; SQLite and PostgreSQL each implement it, with the same results.
@@ -200,43 +242,62 @@ pub trait Backend: Send {
     /// Rollups of `span` with `bucket >= since_bucket`, by bucket, target, probe.
     fn rollups_since(&self, span: Span, since_bucket: i64) -> Result<Vec<RollupRow>, StoreError>;
 
-    /// Up to `limit` rollups of `span` after the position `(bucket, target, probe)`
-    /// (exclusive; `None` from the start), in that order: for reading a whole store in pages.
+    /// Up to `limit` rollups of `span` after the position `(bucket, target, probe,
+    /// location)` (exclusive; `None` from the start), in that order: for reading a whole
+    /// store in pages.
     fn rollups_after(
         &self,
         span: Span,
-        after: Option<(i64, &str, &str)>,
+        after: Option<(i64, &str, &str, &str)>,
         limit: usize,
     ) -> Result<Vec<RollupRow>, StoreError>;
 
     /// The scalar part of the rollups of `span` with `bucket >= since_bucket` (cheap: no
-    /// histogram is decoded): bucket, target, probe, scalars; by bucket, target, probe.
+    /// histogram is decoded): bucket, target, probe, scalars; by bucket, target, probe,
+    /// location (every location's row apart).
     fn rollup_scalars_since(
         &self,
         span: Span,
         since_bucket: i64,
     ) -> Result<Vec<(i64, String, String, Scalars)>, StoreError>;
 
-    /// One stored rollup.
+    /// One stored rollup of one location.
     fn rollup(
         &self,
         span: Span,
         bucket: i64,
-        target: &str,
+        at: &TargetAt,
         probe: &str,
     ) -> Result<Option<Rollup>, StoreError>;
 
-    /// Spend per provider in `month` (`YYYY-MM`): USD and tokens.
+    /// Spend per provider in `month` (`YYYY-MM`) by every location together: USD and
+    /// tokens.
     fn month_spend(&self, month: &str) -> Result<HashMap<String, (f64, u64)>, StoreError>;
 
-    /// Every month's spend of every provider, by provider and month.
+    /// Every month's spend of every provider, by provider, month and location.
     fn spend(&self) -> Result<Vec<Spend>, StoreError>;
 
-    /// Every target's stored state.
-    fn health(&self) -> Result<HashMap<String, TargetHealth>, StoreError>;
+    /// Every stored state of every target in every location.
+    fn health(&self) -> Result<HashMap<TargetAt, TargetHealth>, StoreError>;
 
     /// Incidents that were open at or after `since_ms`, newest first.
     fn incidents(&self, since_ms: i64) -> Result<Vec<Incident>, StoreError>;
+
+    /// Every location that ever wrote, with its last heartbeat, by name.
+    fn heartbeats(&self) -> Result<Vec<Heartbeat>, StoreError>;
+
+    /// Whether this process may write the published site: it takes (or still holds) the
+    /// store's publisher lock, which one daemon of a fleet holds at a time. A store only
+    /// one daemon can write (SQLite) always says yes.
+    fn publisher_lock(&self) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    /// The fleet's shared limits, when the store coordinates several probers (PostgreSQL);
+    /// `None` when this prober is alone with its store.
+    fn into_shared(self: Box<Self>) -> Option<Arc<dyn Shared>> {
+        None
+    }
 
     /// Deletes raw results older than `results_before_ms` and rollups whose bucket began
     /// before `rollups_before_ms`; returns how many of each.
@@ -245,6 +306,73 @@ pub trait Backend: Send {
         results_before_ms: i64,
         rollups_before_ms: i64,
     ) -> Result<(usize, usize), StoreError>;
+}
+
+/// How often a prober renews its rate leases.
+pub const LEASE_RENEW: Duration = Duration::from_secs(5);
+/// A lease not renewed for this long is gone: its prober stopped or lost the database.
+pub const LEASE_TTL: Duration = Duration::from_secs(LEASE_RENEW.as_secs() * 3);
+/// A new lease counts for the others at once; its prober sends only this long, plus the
+/// limit's window, after taking it: every other holder has renewed (and shrunk its share)
+/// by then, and what they sent at their larger share has left the window.
+pub const LEASE_SEEN: Duration = Duration::from_secs(LEASE_RENEW.as_secs() * 2);
+
+/// What probers sharing one store share: each provider's request rate, in leases, and its
+/// monthly budget, in reservations. Implemented by the PostgreSQL store.
+pub trait Shared: Send + Sync {
+    /// Renews `location`'s lease on `provider`'s rate limit, whose window is `window`, and
+    /// says how the limit is divided now.
+    fn lease_rate(
+        &self,
+        provider: &str,
+        location: &str,
+        window: Duration,
+    ) -> Result<RateShare, StoreError>;
+
+    /// Reserves `usd` and `tokens` of `provider`'s `cap` for the run `run_id` in `month`,
+    /// until `expires_ms` or until the run's result is stored (whichever is first), if
+    /// every location's spend plus every live reservation plus this stays within the cap.
+    /// `Ok(Err(reason))` when it would not.
+    fn reserve(
+        &self,
+        reservation: &SharedReservation<'_>,
+    ) -> Result<Result<(), String>, StoreError>;
+}
+
+/// How a provider's rate limit is divided among the probers holding leases on it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateShare {
+    /// Probers holding a live lease on the provider, this one included.
+    pub holders: u32,
+    /// This prober's place among them by location name, from 0 (the first ones get the
+    /// remainder of the division).
+    pub rank: u32,
+    /// Whether this prober may send: it is alone (no other lease within the last window),
+    /// or its lease is old enough that every other holder has shrunk its share and what
+    /// they sent at their larger share has left the window.
+    pub active: bool,
+}
+
+/// A run's worst case, reserved against a provider's monthly cap across the fleet.
+#[derive(Debug, Clone)]
+pub struct SharedReservation<'a> {
+    /// The run (its result's `run_id` settles the reservation).
+    pub run_id: &'a str,
+    /// The provider.
+    pub provider: &'a str,
+    /// `YYYY-MM`.
+    pub month: &'a str,
+    /// The reserving location.
+    pub location: &'a str,
+    /// Worst-case USD.
+    pub usd: f64,
+    /// Worst-case tokens.
+    pub tokens: u64,
+    /// The provider's caps.
+    pub cap: crate::config::Budget,
+    /// Unix ms after which an unsettled reservation no longer counts (a prober killed
+    /// mid-run).
+    pub expires_ms: i64,
 }
 
 /// An open store, whichever backend holds it.
@@ -271,17 +399,23 @@ impl std::ops::DerefMut for Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the configured store for writing: takes the writer's lock
-    /// and applies pending migrations.
-    pub fn open(config: &StoreConfig) -> Result<Store, StoreError> {
+    /// Opens (creating if needed) the configured store for `location`'s writer: takes that
+    /// location's writer lock and applies pending migrations; the writer that brings a store
+    /// to locations gets the rows written before them.
+    pub fn open(config: &StoreConfig, location: &str) -> Result<Store, StoreError> {
         Ok(Store(match &config.backend {
-            StoreBackend::Sqlite { path } => Box::new(sqlite::Sqlite::open(path)?),
+            StoreBackend::Sqlite { path } => Box::new(sqlite::Sqlite::open(path, location)?),
             StoreBackend::Postgres { url_env, ca_file } => Box::new(postgres::Postgres::open(
                 &postgres::url_from_env(url_env)?,
                 ca_file.as_deref(),
-                postgres::Access::Writer,
+                postgres::Access::Writer(location.to_owned()),
             )?),
         }))
+    }
+
+    /// The fleet's shared limits, when this store coordinates several probers.
+    pub fn into_shared(self) -> Option<Arc<dyn Shared>> {
+        self.0.into_shared()
     }
 
     /// Opens an existing store for reading, while a daemon may be writing it.

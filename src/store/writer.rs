@@ -2,6 +2,10 @@
 //! (up to 500, or what arrived within 100 ms), folds them into rollups, spend and target
 //! states, writes each batch in one transaction, and only then logs each run as `recorded`.
 //!
+//! Each batch carries the prober's heartbeat (its location, the time, its shortest schedule),
+//! and an idle writer writes one alone every shortest schedule (at most every 10 s), so the
+//! fleet knows a silent location from a quiet one.
+//!
 //! A thread, not a task: store calls block, and keeping them off the runtime keeps them off
 //! the measurement path. The queue in front of it is bounded: a writer that falls behind
 //! slows the runs that feed it (counted) instead of growing memory.
@@ -22,10 +26,10 @@ use std::time::{Duration, Instant};
 use crate::aggregate::health::TargetHealth;
 use crate::aggregate::rollup::Rollup;
 use crate::aggregate::rollup::Span;
-use crate::config::{HealthConfig, StoreConfig};
+use crate::config::{Config, HealthConfig, StoreConfig};
 use crate::counters::RunCounters;
 use crate::result::ResultRecord;
-use crate::store::{Batch, RollupRow, Spend, Store, StoreError};
+use crate::store::{Batch, Heartbeat, RollupRow, Spend, Store, StoreError, TargetAt};
 use crate::units::{month_of, now_ms};
 
 /// Most runs in one transaction.
@@ -39,6 +43,8 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Runs the queue to the writer holds at most: a few minutes of 10,000 targets' runs.
 const QUEUE: usize = 10_000;
+/// Longest an idle writer goes without writing its heartbeat.
+const MAX_HEARTBEAT: Duration = Duration::from_secs(10);
 
 /// Sends finished runs to the writer; dropping every sender lets the writer flush and stop.
 #[derive(Debug, Clone)]
@@ -102,14 +108,14 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer over `store`; returns it and the sender runs go to.
+    /// Starts the writer over `store` for the prober of `config`; returns it and the sender
+    /// runs go to.
     pub fn spawn(
         store: Store,
-        store_config: StoreConfig,
-        health: HealthConfig,
+        config: &Config,
         counters: Arc<RunCounters>,
     ) -> Result<(Writer, RecordSender), StoreError> {
-        let mut state = State::load(store, store_config, health)?;
+        let mut state = State::load(store, config)?;
         state.counters = Some(counters);
         let counts = Arc::clone(&state.counts);
         let (queue, receiver) = sync_channel(QUEUE);
@@ -129,36 +135,61 @@ impl Writer {
 
 /// Writes `records` through the same folding as the daemon's writer, synchronously, in
 /// batches: for importing results (another prober's, or generated ones for benchmarks).
-/// Returns how many were written.
+/// Each location in them gets a heartbeat at its latest run, with `config`'s shortest
+/// schedule; a record without a location is `config`'s prober's. Returns how many were
+/// written.
 pub fn import(
     store: Store,
-    store_config: StoreConfig,
-    health: HealthConfig,
+    config: &Config,
     records: impl IntoIterator<Item = ResultRecord>,
 ) -> Result<u64, StoreError> {
-    let mut state = State::load(store, store_config, health)?;
+    let mut state = State::load(store, config)?;
     let mut count = 0;
     let mut records = records.into_iter().peekable();
     while records.peek().is_some() {
-        let chunk: Vec<ResultRecord> = records.by_ref().take(MAX_BATCH).collect();
+        let chunk: Vec<ResultRecord> = records
+            .by_ref()
+            .take(MAX_BATCH)
+            .map(|record| state.placed(record))
+            .collect();
         count += chunk.len() as u64;
-        let batch = state.fold(&chunk)?;
+        let mut batch = state.fold(&chunk)?;
+        for (record, at) in &batch.results {
+            match batch
+                .heartbeats
+                .iter_mut()
+                .find(|beat| beat.location == record.location)
+            {
+                Some(beat) => beat.seen_ms = beat.seen_ms.max(*at),
+                None => batch.heartbeats.push(Heartbeat {
+                    location: record.location.clone(),
+                    seen_ms: *at,
+                    shortest_ms: state.shortest_ms,
+                }),
+            }
+        }
         state.store.write(&batch)?;
         state.keep(batch);
     }
     Ok(count)
 }
 
-type RollupKey = (Span, i64, String, String);
+/// Span, bucket, target, probe, location.
+type RollupKey = (Span, i64, String, String, String);
 
 struct State {
     store: Store,
     store_config: StoreConfig,
     health_config: HealthConfig,
-    /// The latest and previous bucket of each span per target and probe, as stored.
+    /// This prober's location, for its heartbeat.
+    location: String,
+    /// Its shortest schedule, ms.
+    shortest_ms: i64,
+    /// The latest and previous bucket of each span per target, probe and location, as
+    /// stored.
     rollups: HashMap<RollupKey, Rollup>,
-    /// Every target's state, as stored.
-    health: HashMap<String, TargetHealth>,
+    /// Every target's state in every location, as stored.
+    health: HashMap<TargetAt, TargetHealth>,
     /// Runs received and not yet stored, oldest first: at most `store_config.buffer`.
     pending: VecDeque<ResultRecord>,
     last_prune: Option<Instant>,
@@ -170,23 +201,21 @@ struct State {
 }
 
 impl State {
-    fn load(
-        store: Store,
-        store_config: StoreConfig,
-        health_config: HealthConfig,
-    ) -> Result<State, StoreError> {
+    fn load(store: Store, config: &Config) -> Result<State, StoreError> {
         let mut health = store.health()?;
         let hour_ago = now_ms() - Span::Hour.ms();
         for (record, at) in store.results_since(hour_ago, None)? {
             health
-                .entry(record.target.clone())
+                .entry(TargetAt::new(&record.target, &record.location))
                 .or_default()
                 .remember(crate::aggregate::health::verdict(&record), at);
         }
         Ok(State {
             store,
-            store_config,
-            health_config,
+            store_config: config.store.clone(),
+            health_config: config.health,
+            location: config.prober.location.clone(),
+            shortest_ms: i64::try_from(config.shortest_schedule().as_millis()).unwrap_or(i64::MAX),
             rollups: HashMap::new(),
             health,
             pending: VecDeque::new(),
@@ -199,14 +228,26 @@ impl State {
     fn run(mut self, receiver: Receiver<ResultRecord>) {
         let mut closed = false;
         let mut retry = Retry::default();
+        let heartbeat_every =
+            Duration::from_millis(self.shortest_ms.max(1000) as u64).min(MAX_HEARTBEAT);
+        let mut last_write = Instant::now();
         loop {
             if self.pending.is_empty() {
                 if closed {
                     return;
                 }
-                match receiver.recv() {
+                let idle = heartbeat_every.saturating_sub(last_write.elapsed());
+                match receiver.recv_timeout(idle) {
                     Ok(record) => self.hold(record),
-                    Err(_) => return,
+                    Err(RecvTimeoutError::Timeout) => {
+                        let beat = self.beat(Batch::default());
+                        if let Err(err) = self.store.write(&beat) {
+                            tracing::warn!(error = %err, "writing the heartbeat failed");
+                        }
+                        last_write = Instant::now();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => return,
                 }
             }
             // Gather what arrives within the batch's wait (or, after a failure, the retry's).
@@ -219,7 +260,10 @@ impl State {
                 }
             }
             match self.write_pending() {
-                Ok(()) => retry.succeeded(),
+                Ok(()) => {
+                    retry.succeeded();
+                    last_write = Instant::now();
+                }
                 Err(err) => {
                     retry.failed();
                     tracing::error!(
@@ -242,8 +286,17 @@ impl State {
         }
     }
 
+    /// `record`, as this prober's when it carries no location.
+    fn placed(&self, mut record: ResultRecord) -> ResultRecord {
+        if record.location.is_empty() {
+            record.location.clone_from(&self.location);
+        }
+        record
+    }
+
     /// Holds `record` until it is written; past the buffer, the oldest held run is dropped.
     fn hold(&mut self, record: ResultRecord) {
+        let record = self.placed(record);
         self.pending.push_back(record);
         while self.pending.len() > self.store_config.buffer as usize {
             if let Some(oldest) = self.pending.pop_front() {
@@ -263,6 +316,7 @@ impl State {
         let take = self.pending.len().min(MAX_BATCH);
         let records: Vec<ResultRecord> = self.pending.drain(..take).collect();
         let folded = self.fold(&records).and_then(|batch| {
+            let batch = self.beat(batch);
             self.store.write(&batch)?;
             Ok(batch)
         });
@@ -280,20 +334,32 @@ impl State {
         Ok(())
     }
 
+    /// `batch` with this prober's heartbeat, now.
+    fn beat(&self, mut batch: Batch) -> Batch {
+        batch.heartbeats.push(Heartbeat {
+            location: self.location.clone(),
+            seen_ms: now_ms(),
+            shortest_ms: self.shortest_ms,
+        });
+        batch
+    }
+
     /// After a commit: keeps the stored rollups and states in memory; returns the batch's
     /// results and transitions.
     fn keep(&mut self, mut batch: Batch) -> Batch {
         for row in std::mem::take(&mut batch.rollups) {
-            self.rollups
-                .insert((row.span, row.bucket, row.target, row.probe), row.rollup);
+            self.rollups.insert(
+                (row.span, row.bucket, row.target, row.probe, row.location),
+                row.rollup,
+            );
         }
-        for (target, health) in std::mem::take(&mut batch.health) {
-            self.health.insert(target, health);
+        for (at, health) in std::mem::take(&mut batch.health) {
+            self.health.insert(at, health);
         }
         if let Some(latest) = batch.results.iter().map(|(_, at)| *at).max() {
             // Keep only the latest and previous bucket of each span in memory.
             self.rollups
-                .retain(|(span, bucket, _, _), _| *bucket >= span.bucket_of(latest) - span.ms());
+                .retain(|(span, bucket, _, _, _), _| *bucket >= span.bucket_of(latest) - span.ms());
         }
         batch
     }
@@ -340,15 +406,17 @@ impl State {
     fn fold(&self, records: &[ResultRecord]) -> Result<Batch, StoreError> {
         let mut batch = Batch::default();
         let mut rollups: Vec<(RollupKey, Rollup)> = Vec::new();
-        let mut health: Vec<(String, TargetHealth)> = Vec::new();
+        let mut health: Vec<(TargetAt, TargetHealth)> = Vec::new();
         for record in records {
             let at = record.ts.ms();
+            let here = TargetAt::new(&record.target, &record.location);
             for span in [Span::Hour, Span::Day] {
                 let key = (
                     span,
                     span.bucket_of(at),
                     record.target.clone(),
                     record.probe.clone(),
+                    record.location.clone(),
                 );
                 let index = match rollups.iter().position(|(k, _)| *k == key) {
                     Some(index) => index,
@@ -357,7 +425,7 @@ impl State {
                             Some(rollup) => rollup.clone(),
                             None => self
                                 .store
-                                .rollup(span, key.1, &key.2, &key.3)?
+                                .rollup(span, key.1, &here, &key.3)?
                                 .unwrap_or_default(),
                         };
                         rollups.push((key, base));
@@ -371,11 +439,11 @@ impl State {
             if record.cost_usd.is_some() || tokens > 0 {
                 let month = month_of(at);
                 let usd = record.cost_usd.unwrap_or(0.0);
-                match batch
-                    .spend
-                    .iter_mut()
-                    .find(|row| row.provider == record.provider && row.month == month)
-                {
+                match batch.spend.iter_mut().find(|row| {
+                    row.provider == record.provider
+                        && row.month == month
+                        && row.location == record.location
+                }) {
                     Some(row) => {
                         row.usd += usd;
                         row.tokens += tokens;
@@ -383,19 +451,17 @@ impl State {
                     None => batch.spend.push(Spend {
                         provider: record.provider.clone(),
                         month,
+                        location: record.location.clone(),
                         usd,
                         tokens,
                     }),
                 }
             }
-            let index = match health
-                .iter()
-                .position(|(target, _)| *target == record.target)
-            {
+            let index = match health.iter().position(|(key, _)| *key == here) {
                 Some(index) => index,
                 None => {
-                    let stored = self.health.get(&record.target).cloned().unwrap_or_default();
-                    health.push((record.target.clone(), stored));
+                    let stored = self.health.get(&here).cloned().unwrap_or_default();
+                    health.push((here, stored));
                     health.len() - 1
                 }
             };
@@ -410,13 +476,16 @@ impl State {
         }
         batch.rollups = rollups
             .into_iter()
-            .map(|((span, bucket, target, probe), rollup)| RollupRow {
-                span,
-                bucket,
-                target,
-                probe,
-                rollup,
-            })
+            .map(
+                |((span, bucket, target, probe, location), rollup)| RollupRow {
+                    span,
+                    bucket,
+                    target,
+                    probe,
+                    location,
+                    rollup,
+                },
+            )
             .collect();
         batch.health = health;
         Ok(batch)

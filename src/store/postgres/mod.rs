@@ -1,7 +1,10 @@
 //! The PostgreSQL backend: tokio-postgres with a deadpool pool for reads, one dedicated
-//! connection for the writer that holds the writer's advisory lock (the lock lives as long as
-//! that session: a writer whose connection dropped reconnects and takes it again before it
-//! writes; one killed with `kill -9` releases it as the server sees the socket close).
+//! connection for each location's writer, holding that location's advisory lock (the lock
+//! lives as long as that session: a writer whose connection dropped reconnects and takes it
+//! again before it writes; one killed with `kill -9` releases it as the server sees the
+//! socket close). Probers in several locations write one store side by side, each only its
+//! own rows; `fleet.rs` holds what they share (the publisher lock, rate leases, budget
+//! reservations).
 //!
 //! The [`Backend`] interface is synchronous, as SQLite's calls are; the driver is async. The
 //! store owns a one-thread tokio runtime that drives its connections, and each call waits on
@@ -9,12 +12,14 @@
 //! context), so the store works the same from the writer's thread, a blocking task or a test,
 //! and its I/O never runs on the probing runtime.
 
+mod fleet;
 mod rows;
 mod schema;
 mod tls;
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -22,25 +27,30 @@ use tokio_postgres::Client;
 use tokio_postgres::types::ToSql;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::{Backend, Batch, Copied, Incident, RollupRow, Spend, StoreError};
+use super::{
+    Backend, Batch, Copied, Heartbeat, Incident, RollupRow, Shared, Spend, StoreError, TargetAt,
+};
 use crate::aggregate::health::{State, TargetHealth, Transition};
 use crate::aggregate::rollup::{Rollup, Scalars, Span};
 use crate::redact::Secret;
 use crate::result::ResultRecord;
 
-/// The writer's advisory lock: one writer per store.
-const WRITER_LOCK: i64 = 0x736f_6e64_655f_7772; // "sonde_wr"
+/// The class of the writers' advisory locks (with the location's hash): one writer per
+/// location.
+const WRITER_LOCK: i32 = 0x736f_6e64; // "sond"
 /// Longest wait for a connection (new or from the pool) before the call fails.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections the pool keeps for readers.
 const POOL_SIZE: usize = 4;
 
 /// Whether a store is opened to write (lock, migrations) or only to read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Access {
-    /// The daemon's writer (or a migration): takes the writer's lock, applies migrations.
-    Writer,
-    /// Publish, serve, export: reads while a writer writes.
+    /// The writer of one location (or a migration): takes that location's writer lock,
+    /// applies migrations, adopts the rows written before locations.
+    Writer(String),
+    /// Publish, serve, export, and a prober's share of the fleet's limits: reads (and takes
+    /// leases and reservations) while writers write.
     Reader,
 }
 
@@ -65,6 +75,8 @@ pub struct Postgres {
     tls: MakeRustlsConnect,
     /// The writer's session, holding [`WRITER_LOCK`]; `None` for a reader, or after it broke.
     writer: Option<Client>,
+    /// The session holding the publisher lock, once taken.
+    publisher: std::sync::Mutex<Option<Client>>,
     access: Access,
     /// `postgresql://host:port/database`, for messages.
     name: String,
@@ -119,12 +131,13 @@ impl Postgres {
             config,
             tls,
             writer: None,
-            access,
+            publisher: std::sync::Mutex::new(None),
+            access: access.clone(),
             name,
             url: url.clone(),
         };
         match access {
-            Access::Writer => {
+            Access::Writer(_) => {
                 store.writer()?;
             }
             Access::Reader => {
@@ -173,6 +186,10 @@ impl Postgres {
             self.writer = None;
         }
         if self.writer.is_none() {
+            let Access::Writer(location) = &self.access else {
+                return Err(self.failed("this store was opened read-only"));
+            };
+            let location = location.clone();
             let runtime = self.runtime()?;
             let (config, tls) = (self.config.clone(), self.tls.clone());
             let _context = runtime.enter();
@@ -180,7 +197,10 @@ impl Postgres {
                 let (mut client, connection) = config.connect(tls).await.map_err(Failure::Db)?;
                 tokio::spawn(connection);
                 let locked: bool = client
-                    .query_one("SELECT pg_try_advisory_lock($1)", &[&WRITER_LOCK])
+                    .query_one(
+                        "SELECT pg_try_advisory_lock($1, hashtext($2))",
+                        &[&WRITER_LOCK, &location],
+                    )
                     .await
                     .and_then(|row| row.try_get(0))
                     .map_err(Failure::Db)?;
@@ -188,7 +208,17 @@ impl Postgres {
                     return Err(Failure::Locked);
                 }
                 let tx = client.transaction().await.map_err(Failure::Db)?;
-                schema::migrate(&tx).await.map_err(Failure::Migration)?;
+                let before = schema::migrate(&tx).await.map_err(Failure::Migration)?;
+                if (1..schema::LOCATIONS_VERSION).contains(&before) {
+                    for table in schema::LOCATED_TABLES {
+                        tx.execute(
+                            &format!("UPDATE {table} SET location = $1 WHERE location = ''"),
+                            &[&location],
+                        )
+                        .await
+                        .map_err(Failure::Db)?;
+                    }
+                }
                 tx.commit().await.map_err(Failure::Db)?;
                 Ok(client)
             });
@@ -205,9 +235,6 @@ impl Postgres {
         &mut self,
         work: impl AsyncFnOnce(&tokio_postgres::Transaction<'_>) -> Result<(), Failure>,
     ) -> Result<(), StoreError> {
-        if self.access != Access::Writer {
-            return Err(self.failed("this store was opened read-only"));
-        }
         let runtime = self.runtime()?;
         let context = runtime.handle().clone();
         let client = self.writer()?;
@@ -254,8 +281,8 @@ impl Postgres {
         }
     }
 
-    /// The rollups a `SELECT bucket, target, probe, scalars, ttft, e2e, itl, tps …` query
-    /// returns, in its order.
+    /// The rollups a `SELECT bucket, target, probe, location, scalars, ttft, e2e, itl, tps
+    /// …` query returns, in its order.
     fn rollup_rows(
         &self,
         sql: &'static str,
@@ -272,14 +299,16 @@ impl Postgres {
                         bucket: row.try_get(0).map_err(Failure::Db)?,
                         target: row.try_get(1).map_err(Failure::Db)?,
                         probe: row.try_get(2).map_err(Failure::Db)?,
-                        rollup: rows::rollup(row, 3)?,
+                        location: row.try_get(3).map_err(Failure::Db)?,
+                        rollup: rows::rollup(row, 4)?,
                     })
                 })
                 .collect()
         })
     }
 
-    /// The spend a `SELECT provider, month, usd, tokens FROM spend …` query returns.
+    /// The spend a `SELECT provider, month, location, usd, tokens FROM spend …` query
+    /// returns.
     fn spend_rows(
         &self,
         sql: &'static str,
@@ -293,8 +322,9 @@ impl Postgres {
                     Ok(Spend {
                         provider: row.try_get(0).map_err(Failure::Db)?,
                         month: row.try_get(1).map_err(Failure::Db)?,
-                        usd: row.try_get(2).map_err(Failure::Db)?,
-                        tokens: row.try_get::<_, i64>(3).map_err(Failure::Db)? as u64,
+                        location: row.try_get(2).map_err(Failure::Db)?,
+                        usd: row.try_get(3).map_err(Failure::Db)?,
+                        tokens: row.try_get::<_, i64>(4).map_err(Failure::Db)? as u64,
                     })
                 })
                 .collect()
@@ -336,8 +366,9 @@ impl Backend for Postgres {
             rows::upsert_rollups(tx, &batch.rollups).await?;
             rows::put_spend(
                 tx,
-                "INSERT INTO spend (provider, month, usd, tokens) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (provider, month) DO UPDATE SET
+                "INSERT INTO spend (provider, month, location, usd, tokens)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (provider, month, location) DO UPDATE SET
                     usd = spend.usd + excluded.usd, tokens = spend.tokens + excluded.tokens",
                 &batch.spend,
             )
@@ -348,7 +379,8 @@ impl Backend for Postgres {
                     .await
                     .map_err(Failure::Db)?;
             }
-            Ok(())
+            rows::put_heartbeats(tx, &batch.heartbeats).await?;
+            fleet::settle(tx, &batch.results).await
         })
     }
 
@@ -358,17 +390,19 @@ impl Backend for Postgres {
             rows::upsert_rollups(tx, &copied.rollups).await?;
             rows::put_spend(
                 tx,
-                "INSERT INTO spend (provider, month, usd, tokens) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (provider, month) DO UPDATE SET
+                "INSERT INTO spend (provider, month, location, usd, tokens)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (provider, month, location) DO UPDATE SET
                     usd = excluded.usd, tokens = excluded.tokens",
                 &copied.spend,
             )
             .await?;
             let incident = tx
                 .prepare(
-                    "INSERT INTO incidents (target, state, cause, start_ms, end_ms)
-                     SELECT $1, $2, $3, $4, $5 WHERE NOT EXISTS
-                        (SELECT 1 FROM incidents WHERE target = $1 AND start_ms = $4)",
+                    "INSERT INTO incidents (target, state, cause, start_ms, end_ms, location)
+                     SELECT $1, $2, $3, $4, $5, $6 WHERE NOT EXISTS
+                        (SELECT 1 FROM incidents
+                         WHERE target = $1 AND location = $6 AND start_ms = $4)",
                 )
                 .await
                 .map_err(Failure::Db)?;
@@ -381,12 +415,14 @@ impl Backend for Postgres {
                         &row.cause,
                         &row.start_ms,
                         &row.end_ms,
+                        &row.location,
                     ],
                 )
                 .await
                 .map_err(Failure::Db)?;
             }
-            rows::upsert_states(tx, &copied.health).await
+            rows::upsert_states(tx, &copied.health).await?;
+            rows::put_heartbeats(tx, &copied.heartbeats).await
         })
     }
 
@@ -445,8 +481,8 @@ impl Backend for Postgres {
 
     fn rollups_since(&self, span: Span, since_bucket: i64) -> Result<Vec<RollupRow>, StoreError> {
         self.rollup_rows(
-            "SELECT bucket, target, probe, scalars, ttft, e2e, itl, tps FROM rollups
-             WHERE span = $1 AND bucket >= $2 ORDER BY bucket, target, probe",
+            "SELECT bucket, target, probe, location, scalars, ttft, e2e, itl, tps FROM rollups
+             WHERE span = $1 AND bucket >= $2 ORDER BY bucket, target, probe, location",
             span,
             &[&span.as_str(), &since_bucket],
         )
@@ -455,16 +491,23 @@ impl Backend for Postgres {
     fn rollups_after(
         &self,
         span: Span,
-        after: Option<(i64, &str, &str)>,
+        after: Option<(i64, &str, &str, &str)>,
         limit: usize,
     ) -> Result<Vec<RollupRow>, StoreError> {
-        let (bucket, target, probe) = after.unwrap_or((i64::MIN, "", ""));
+        let (bucket, target, probe, location) = after.unwrap_or((i64::MIN, "", "", ""));
         self.rollup_rows(
-            "SELECT bucket, target, probe, scalars, ttft, e2e, itl, tps FROM rollups
-             WHERE span = $1 AND (bucket, target, probe) > ($2, $3, $4)
-             ORDER BY bucket, target, probe LIMIT $5",
+            "SELECT bucket, target, probe, location, scalars, ttft, e2e, itl, tps FROM rollups
+             WHERE span = $1 AND (bucket, target, probe, location) > ($2, $3, $4, $5)
+             ORDER BY bucket, target, probe, location LIMIT $6",
             span,
-            &[&span.as_str(), &bucket, &target, &probe, &limit_of(limit)],
+            &[
+                &span.as_str(),
+                &bucket,
+                &target,
+                &probe,
+                &location,
+                &limit_of(limit),
+            ],
         )
     }
 
@@ -478,7 +521,7 @@ impl Backend for Postgres {
             let rows = client
                 .query(
                     "SELECT bucket, target, probe, scalars FROM rollups
-                     WHERE span = $1 AND bucket >= $2 ORDER BY bucket, target, probe",
+                     WHERE span = $1 AND bucket >= $2 ORDER BY bucket, target, probe, location",
                     &[&span.as_str(), &since_bucket],
                 )
                 .await
@@ -501,7 +544,7 @@ impl Backend for Postgres {
         &self,
         span: Span,
         bucket: i64,
-        target: &str,
+        at: &TargetAt,
         probe: &str,
     ) -> Result<Option<Rollup>, StoreError> {
         self.call(async |pool: &Pool| {
@@ -509,8 +552,9 @@ impl Backend for Postgres {
             let row = client
                 .query_opt(
                     "SELECT scalars, ttft, e2e, itl, tps FROM rollups
-                     WHERE span = $1 AND bucket = $2 AND target = $3 AND probe = $4",
-                    &[&span.as_str(), &bucket, &target, &probe],
+                     WHERE span = $1 AND bucket = $2 AND target = $3 AND probe = $4
+                        AND location = $5",
+                    &[&span.as_str(), &bucket, &at.target, &probe, &at.location],
                 )
                 .await
                 .map_err(Failure::Db)?;
@@ -520,7 +564,8 @@ impl Backend for Postgres {
 
     fn month_spend(&self, month: &str) -> Result<HashMap<String, (f64, u64)>, StoreError> {
         let rows = self.spend_rows(
-            "SELECT provider, month, usd, tokens FROM spend WHERE month = $1",
+            "SELECT provider, month, '', SUM(usd), SUM(tokens)::bigint FROM spend
+             WHERE month = $1 GROUP BY provider, month",
             &[&month],
         )?;
         Ok(rows
@@ -531,27 +576,62 @@ impl Backend for Postgres {
 
     fn spend(&self) -> Result<Vec<Spend>, StoreError> {
         self.spend_rows(
-            "SELECT provider, month, usd, tokens FROM spend ORDER BY provider, month",
+            "SELECT provider, month, location, usd, tokens FROM spend
+             ORDER BY provider, month, location",
             &[],
         )
     }
 
-    fn health(&self) -> Result<HashMap<String, TargetHealth>, StoreError> {
+    fn health(&self) -> Result<HashMap<TargetAt, TargetHealth>, StoreError> {
         self.call(async |pool: &Pool| {
             let client = pool.get().await.map_err(Failure::pool)?;
             let rows = client
-                .query("SELECT target, health FROM target_state", &[])
+                .query("SELECT target, location, health FROM target_state", &[])
                 .await
                 .map_err(Failure::Db)?;
             let mut out = HashMap::new();
             for row in &rows {
-                let json: &str = row.try_get(1).map_err(Failure::Db)?;
+                let json: &str = row.try_get(2).map_err(Failure::Db)?;
                 if let Ok(health) = serde_json::from_str(json) {
-                    out.insert(row.try_get(0).map_err(Failure::Db)?, health);
+                    let at = TargetAt {
+                        target: row.try_get(0).map_err(Failure::Db)?,
+                        location: row.try_get(1).map_err(Failure::Db)?,
+                    };
+                    out.insert(at, health);
                 }
             }
             Ok(out)
         })
+    }
+
+    fn heartbeats(&self) -> Result<Vec<Heartbeat>, StoreError> {
+        self.call(async |pool: &Pool| {
+            let client = pool.get().await.map_err(Failure::pool)?;
+            let rows = client
+                .query(
+                    "SELECT location, seen_ms, shortest_ms FROM locations ORDER BY location",
+                    &[],
+                )
+                .await
+                .map_err(Failure::Db)?;
+            rows.iter()
+                .map(|row| {
+                    Ok(Heartbeat {
+                        location: row.try_get(0).map_err(Failure::Db)?,
+                        seen_ms: row.try_get(1).map_err(Failure::Db)?,
+                        shortest_ms: row.try_get(2).map_err(Failure::Db)?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn publisher_lock(&self) -> Result<bool, StoreError> {
+        self.hold_publisher_lock()
+    }
+
+    fn into_shared(self: Box<Self>) -> Option<Arc<dyn Shared>> {
+        Some(Arc::from(self as Box<dyn Shared>))
     }
 
     fn incidents(&self, since_ms: i64) -> Result<Vec<Incident>, StoreError> {
@@ -559,8 +639,9 @@ impl Backend for Postgres {
             let client = pool.get().await.map_err(Failure::pool)?;
             let rows = client
                 .query(
-                    "SELECT target, state, cause, start_ms, end_ms FROM incidents
-                     WHERE end_ms IS NULL OR end_ms >= $1 ORDER BY start_ms DESC, id DESC",
+                    "SELECT target, state, cause, start_ms, end_ms, location FROM incidents
+                     WHERE end_ms IS NULL OR end_ms >= $1
+                     ORDER BY start_ms DESC, target DESC, location DESC",
                     &[&since_ms],
                 )
                 .await
@@ -573,6 +654,7 @@ impl Backend for Postgres {
                         cause: row.try_get(2).map_err(Failure::Db)?,
                         start_ms: row.try_get(3).map_err(Failure::Db)?,
                         end_ms: row.try_get(4).map_err(Failure::Db)?,
+                        location: row.try_get(5).map_err(Failure::Db)?,
                     })
                 })
                 .collect()
@@ -614,34 +696,38 @@ async fn write_transition(
     tx: &tokio_postgres::Transaction<'_>,
     t: &Transition,
 ) -> Result<(), tokio_postgres::Error> {
-    let close = "UPDATE incidents SET end_ms = $2 WHERE target = $1 AND end_ms IS NULL";
+    let close = "UPDATE incidents SET end_ms = $2
+                 WHERE target = $1 AND location = $3 AND end_ms IS NULL";
     if !t.to.is_bad() {
-        tx.execute(close, &[&t.target, &t.at_ms]).await?;
+        tx.execute(close, &[&t.target, &t.at_ms, &t.location])
+            .await?;
         return Ok(());
     }
     let continued = if t.from.is_bad() {
         tx.execute(
             "UPDATE incidents SET state = CASE WHEN $2::text = 'down' THEN 'down' ELSE state END
-             WHERE target = $1 AND end_ms IS NULL",
-            &[&t.target, &t.to.as_str()],
+             WHERE target = $1 AND location = $3 AND end_ms IS NULL",
+            &[&t.target, &t.to.as_str(), &t.location],
         )
         .await?
     } else if t.reopens {
         tx.execute(
             "UPDATE incidents SET end_ms = NULL,
                 state = CASE WHEN $2::text = 'down' THEN 'down' ELSE state END
-             WHERE id = (SELECT MAX(id) FROM incidents WHERE target = $1)",
-            &[&t.target, &t.to.as_str()],
+             WHERE id = (SELECT MAX(id) FROM incidents WHERE target = $1 AND location = $3)",
+            &[&t.target, &t.to.as_str(), &t.location],
         )
         .await?
     } else {
         0
     };
     if continued == 0 {
-        tx.execute(close, &[&t.target, &t.at_ms]).await?;
+        tx.execute(close, &[&t.target, &t.at_ms, &t.location])
+            .await?;
         tx.execute(
-            "INSERT INTO incidents (target, state, cause, start_ms) VALUES ($1, $2, $3, $4)",
-            &[&t.target, &t.to.as_str(), &t.cause, &t.at_ms],
+            "INSERT INTO incidents (target, state, cause, start_ms, location)
+             VALUES ($1, $2, $3, $4, $5)",
+            &[&t.target, &t.to.as_str(), &t.cause, &t.at_ms, &t.location],
         )
         .await?;
     }

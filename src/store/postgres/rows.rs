@@ -11,7 +11,7 @@ use crate::aggregate::health::TargetHealth;
 use crate::aggregate::rollup::{Rollup, Scalars};
 use crate::result::ResultRecord;
 use crate::store::sqlite::RESULT_COLUMNS;
-use crate::store::{RollupRow, Spend};
+use crate::store::{Heartbeat, RollupRow, Spend, TargetAt};
 
 /// Inserts results whose `run_id` is new, in one statement.
 pub(super) async fn insert_results(
@@ -57,8 +57,9 @@ pub(super) async fn insert_results(
     Ok(())
 }
 
-/// Writes spend rows with `sql` (`$1..$4`: provider, month, usd, tokens), in order: adding
-/// to a stored total is not commutative in floating point, so the order is kept.
+/// Writes spend rows with `sql` (`$1..$5`: provider, month, location, usd, tokens), in
+/// order: adding to a stored total is not commutative in floating point, so the order is
+/// kept.
 pub(super) async fn put_spend(
     tx: &Transaction<'_>,
     sql: &str,
@@ -68,7 +69,13 @@ pub(super) async fn put_spend(
     for row in rows {
         tx.execute(
             &statement,
-            &[&row.provider, &row.month, &row.usd, &(row.tokens as i64)],
+            &[
+                &row.provider,
+                &row.month,
+                &row.location,
+                &row.usd,
+                &(row.tokens as i64),
+            ],
         )
         .await
         .map_err(Failure::Db)?;
@@ -92,7 +99,26 @@ pub(super) fn record(row: Value) -> Result<(ResultRecord, i64), Failure> {
     Ok((record, ts_ms))
 }
 
-/// Stores rollups whole, replacing the same span, bucket, target and probe.
+/// Stores heartbeats, keeping the later one of each location.
+pub(super) async fn put_heartbeats(
+    tx: &Transaction<'_>,
+    rows: &[Heartbeat],
+) -> Result<(), Failure> {
+    for row in rows {
+        tx.execute(
+            "INSERT INTO locations (location, seen_ms, shortest_ms) VALUES ($1, $2, $3)
+             ON CONFLICT (location) DO UPDATE SET
+                seen_ms = GREATEST(locations.seen_ms, excluded.seen_ms),
+                shortest_ms = excluded.shortest_ms",
+            &[&row.location, &row.seen_ms, &row.shortest_ms],
+        )
+        .await
+        .map_err(Failure::Db)?;
+    }
+    Ok(())
+}
+
+/// Stores rollups whole, replacing the same span, bucket, target, probe and location.
 pub(super) async fn upsert_rollups(
     tx: &Transaction<'_>,
     rows: &[RollupRow],
@@ -102,9 +128,10 @@ pub(super) async fn upsert_rollups(
     }
     let upsert = tx
         .prepare(
-            "INSERT INTO rollups (span, bucket, target, probe, scalars, ttft, e2e, itl, tps)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-             ON CONFLICT (span, bucket, target, probe) DO UPDATE SET
+            "INSERT INTO rollups
+                (span, bucket, target, probe, location, scalars, ttft, e2e, itl, tps)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+             ON CONFLICT (span, bucket, target, probe, location) DO UPDATE SET
                 scalars = excluded.scalars, ttft = excluded.ttft, e2e = excluded.e2e,
                 itl = excluded.itl, tps = excluded.tps",
         )
@@ -123,6 +150,7 @@ pub(super) async fn upsert_rollups(
                     &row.bucket,
                     &row.target,
                     &row.probe,
+                    &row.location,
                     &scalars,
                     &ttft,
                     &e2e,
@@ -139,26 +167,26 @@ pub(super) async fn upsert_rollups(
     Ok(())
 }
 
-/// Stores target states, replacing each target's.
+/// Stores target states, replacing each target's in its location.
 pub(super) async fn upsert_states(
     tx: &Transaction<'_>,
-    states: &[(String, TargetHealth)],
+    states: &[(TargetAt, TargetHealth)],
 ) -> Result<(), Failure> {
     if states.is_empty() {
         return Ok(());
     }
     let upsert = tx
         .prepare(
-            "INSERT INTO target_state (target, health) VALUES ($1, $2)
-             ON CONFLICT (target) DO UPDATE SET health = excluded.health",
+            "INSERT INTO target_state (target, location, health) VALUES ($1, $2, $3)
+             ON CONFLICT (target, location) DO UPDATE SET health = excluded.health",
         )
         .await
         .map_err(Failure::Db)?;
-    let writes = states.iter().map(|(target, health)| {
+    let writes = states.iter().map(|(at, health)| {
         let upsert = &upsert;
         async move {
             let json = serde_json::to_string(health).unwrap_or_default();
-            tx.execute(upsert, &[target, &json]).await
+            tx.execute(upsert, &[&at.target, &at.location, &json]).await
         }
     });
     futures_util::future::try_join_all(writes)

@@ -100,15 +100,72 @@ CREATE TABLE incidents (
 CREATE INDEX incidents_by_target ON incidents (target, start_ms);
 "#;
 
+/// Locations and the fleet: every result, rollup, state, spend and incident belongs to the
+/// location of the prober that wrote it (`''` for rows written before, given to the writer
+/// that upgrades the store); `locations` holds heartbeats; `rate_leases` the probers'
+/// shares of each provider's rate limit; `budget_reservations` the worst cases of runs in
+/// flight against each provider's monthly budget.
+const V2: &str = r#"
+ALTER TABLE results ADD COLUMN location TEXT COLLATE "C" NOT NULL DEFAULT '';
+
+ALTER TABLE rollups ADD COLUMN location TEXT COLLATE "C" NOT NULL DEFAULT '';
+ALTER TABLE rollups DROP CONSTRAINT rollups_pkey;
+ALTER TABLE rollups ADD PRIMARY KEY (span, bucket, target, probe, location);
+
+ALTER TABLE spend ADD COLUMN location TEXT COLLATE "C" NOT NULL DEFAULT '';
+ALTER TABLE spend DROP CONSTRAINT spend_pkey;
+ALTER TABLE spend ADD PRIMARY KEY (provider, month, location);
+
+ALTER TABLE target_state ADD COLUMN location TEXT COLLATE "C" NOT NULL DEFAULT '';
+ALTER TABLE target_state DROP CONSTRAINT target_state_pkey;
+ALTER TABLE target_state ADD PRIMARY KEY (target, location);
+
+ALTER TABLE incidents ADD COLUMN location TEXT COLLATE "C" NOT NULL DEFAULT '';
+DROP INDEX incidents_by_target;
+CREATE INDEX incidents_by_target ON incidents (target, location, start_ms);
+
+CREATE TABLE locations (
+    location TEXT COLLATE "C" PRIMARY KEY,
+    seen_ms BIGINT NOT NULL,
+    shortest_ms BIGINT NOT NULL
+);
+
+CREATE TABLE rate_leases (
+    provider TEXT COLLATE "C" NOT NULL,
+    location TEXT COLLATE "C" NOT NULL,
+    since_ms BIGINT NOT NULL,
+    renewed_ms BIGINT NOT NULL,
+    PRIMARY KEY (provider, location)
+);
+
+CREATE TABLE budget_reservations (
+    run_id TEXT COLLATE "C" PRIMARY KEY,
+    provider TEXT COLLATE "C" NOT NULL,
+    month TEXT COLLATE "C" NOT NULL,
+    location TEXT COLLATE "C" NOT NULL,
+    usd DOUBLE PRECISION NOT NULL,
+    tokens BIGINT NOT NULL,
+    expires_ms BIGINT NOT NULL
+);
+CREATE INDEX budget_reservations_by_provider ON budget_reservations (provider, month);
+"#;
+
+/// The schema version that gave rows a location.
+pub const LOCATIONS_VERSION: i32 = 2;
+
+/// The tables whose rows belong to a location, for giving the rows written before locations
+/// existed to the first writer.
+pub const LOCATED_TABLES: &[&str] = &["results", "rollups", "spend", "target_state", "incidents"];
+
 /// Every migration, oldest first; migration `n` (from 1) brings the schema to version `n`.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The version this build writes and reads.
 pub const LATEST: i32 = MIGRATIONS.len() as i32;
 
-/// Brings the schema to [`LATEST`] inside `tx`; an error when the database was written by a
-/// newer sonde.
-pub async fn migrate(tx: &Transaction<'_>) -> Result<(), String> {
+/// Brings the schema to [`LATEST`] inside `tx`; returns the version it found (0 for a new
+/// store). An error when the database was written by a newer sonde.
+pub async fn migrate(tx: &Transaction<'_>) -> Result<i32, String> {
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
         .map_err(|err| err.to_string())?;
@@ -130,7 +187,7 @@ pub async fn migrate(tx: &Transaction<'_>) -> Result<(), String> {
     tx.execute("INSERT INTO sonde_schema (version) VALUES ($1)", &[&LATEST])
         .await
         .map_err(|err| err.to_string())?;
-    Ok(())
+    Ok(current)
 }
 
 /// The stored schema version; `None` when no sonde store is in this database.

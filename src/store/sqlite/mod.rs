@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-use super::{Backend, Batch, Copied, Incident, RollupRow, Spend, StoreError};
+use super::{Backend, Batch, Copied, Heartbeat, Incident, RollupRow, Spend, StoreError, TargetAt};
 use crate::aggregate::health::{State, TargetHealth, Transition};
 use crate::aggregate::rollup::{Rollup, Scalars, Span};
 use crate::result::ResultRecord;
@@ -27,9 +27,10 @@ pub struct Sqlite {
 }
 
 impl Sqlite {
-    /// Opens (creating if needed) the store at `path` for writing: takes the lock, sets WAL,
-    /// applies pending migrations.
-    pub fn open(path: &Path) -> Result<Sqlite, StoreError> {
+    /// Opens (creating if needed) the store at `path` for `location`'s writer: takes the
+    /// lock, sets WAL, applies pending migrations; the writer that brings a store to
+    /// locations gets the rows written before them.
+    pub fn open(path: &Path, location: &str) -> Result<Sqlite, StoreError> {
         let io = |source| StoreError::Io {
             path: path.to_owned(),
             source,
@@ -58,12 +59,26 @@ impl Sqlite {
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;",
         )
         .map_err(|source| sqlite(path, source))?;
+        let before: i64 = conn
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .map_err(|source| sqlite(path, source))?;
         schema::migrations()
             .to_latest(&mut conn)
             .map_err(|err| StoreError::Migration {
                 store: path.display().to_string(),
                 message: err.to_string(),
             })?;
+        if (1..schema::LOCATIONS_VERSION).contains(&before) {
+            let tx = conn.transaction().map_err(|source| sqlite(path, source))?;
+            for table in schema::LOCATED_TABLES {
+                tx.execute(
+                    &format!("UPDATE {table} SET location = ?1 WHERE location = ''"),
+                    [location],
+                )
+                .map_err(|source| sqlite(path, source))?;
+            }
+            tx.commit().map_err(|source| sqlite(path, source))?;
+        }
         Ok(Sqlite {
             conn,
             path: path.to_owned(),
@@ -117,8 +132,8 @@ impl Sqlite {
         Ok(out)
     }
 
-    /// The rollups a `SELECT bucket, target, probe, scalars, ttft, e2e, itl, tps …` query
-    /// returns, in its order.
+    /// The rollups a `SELECT bucket, target, probe, location, scalars, ttft, e2e, itl, tps …`
+    /// query returns, in its order.
     fn rollup_rows(
         &self,
         sql: &str,
@@ -137,8 +152,8 @@ impl Sqlite {
                     .map(|value| value.as_bytes_or_null().ok().flatten())
             };
             let decode = || -> rusqlite::Result<RollupRow> {
-                let scalars: String = row.get(3)?;
-                let blobs = [get(4)?, get(5)?, get(6)?, get(7)?].map(Option::unwrap_or_default);
+                let scalars: String = row.get(4)?;
+                let blobs = [get(5)?, get(6)?, get(7)?, get(8)?].map(Option::unwrap_or_default);
                 let rollup = serde_json::from_str::<Scalars>(&scalars)
                     .map_err(|err| err.to_string())
                     .and_then(|scalars| {
@@ -146,7 +161,7 @@ impl Sqlite {
                     })
                     .map_err(|message| {
                         rusqlite::Error::FromSqlConversionFailure(
-                            3,
+                            4,
                             rusqlite::types::Type::Text,
                             message.into(),
                         )
@@ -156,6 +171,7 @@ impl Sqlite {
                     bucket: row.get(0)?,
                     target: row.get(1)?,
                     probe: row.get(2)?,
+                    location: row.get(3)?,
                     rollup,
                 })
             };
@@ -193,8 +209,9 @@ impl Backend for Sqlite {
         upsert_rollups(&tx, &batch.rollups).map_err(e)?;
         put_spend(
             &tx,
-            "INSERT INTO spend (provider, month, usd, tokens) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (provider, month) DO UPDATE SET
+            "INSERT INTO spend (provider, month, location, usd, tokens)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (provider, month, location) DO UPDATE SET
                 usd = usd + excluded.usd, tokens = tokens + excluded.tokens",
             &batch.spend,
         )
@@ -203,6 +220,7 @@ impl Backend for Sqlite {
         for transition in &batch.transitions {
             write_transition(&tx, transition).map_err(e)?;
         }
+        put_heartbeats(&tx, &batch.heartbeats).map_err(e)?;
         tx.commit().map_err(e)
     }
 
@@ -214,16 +232,18 @@ impl Backend for Sqlite {
         upsert_rollups(&tx, &rows.rollups).map_err(e)?;
         put_spend(
             &tx,
-            "INSERT OR REPLACE INTO spend (provider, month, usd, tokens) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT OR REPLACE INTO spend (provider, month, location, usd, tokens)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
             &rows.spend,
         )
         .map_err(e)?;
         {
             let mut incident = tx
                 .prepare_cached(
-                    "INSERT INTO incidents (target, state, cause, start_ms, end_ms)
-                     SELECT ?1, ?2, ?3, ?4, ?5 WHERE NOT EXISTS
-                        (SELECT 1 FROM incidents WHERE target = ?1 AND start_ms = ?4)",
+                    "INSERT INTO incidents (target, state, cause, start_ms, end_ms, location)
+                     SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE NOT EXISTS
+                        (SELECT 1 FROM incidents
+                         WHERE target = ?1 AND location = ?6 AND start_ms = ?4)",
                 )
                 .map_err(e)?;
             for row in &rows.incidents {
@@ -233,12 +253,14 @@ impl Backend for Sqlite {
                         row.state.as_str(),
                         row.cause,
                         row.start_ms,
-                        row.end_ms
+                        row.end_ms,
+                        row.location
                     ])
                     .map_err(e)?;
             }
         }
         upsert_states(&tx, &rows.health).map_err(e)?;
+        put_heartbeats(&tx, &rows.heartbeats).map_err(e)?;
         tx.commit().map_err(e)
     }
 
@@ -287,8 +309,8 @@ impl Backend for Sqlite {
 
     fn rollups_since(&self, span: Span, since_bucket: i64) -> Result<Vec<RollupRow>, StoreError> {
         self.rollup_rows(
-            "SELECT bucket, target, probe, scalars, ttft, e2e, itl, tps FROM rollups
-             WHERE span = ?1 AND bucket >= ?2 ORDER BY bucket, target, probe",
+            "SELECT bucket, target, probe, location, scalars, ttft, e2e, itl, tps FROM rollups
+             WHERE span = ?1 AND bucket >= ?2 ORDER BY bucket, target, probe, location",
             span,
             params![span.as_str(), since_bucket],
         )
@@ -297,16 +319,23 @@ impl Backend for Sqlite {
     fn rollups_after(
         &self,
         span: Span,
-        after: Option<(i64, &str, &str)>,
+        after: Option<(i64, &str, &str, &str)>,
         limit: usize,
     ) -> Result<Vec<RollupRow>, StoreError> {
-        let (bucket, target, probe) = after.unwrap_or((i64::MIN, "", ""));
+        let (bucket, target, probe, location) = after.unwrap_or((i64::MIN, "", "", ""));
         self.rollup_rows(
-            "SELECT bucket, target, probe, scalars, ttft, e2e, itl, tps FROM rollups
-             WHERE span = ?1 AND (bucket, target, probe) > (?2, ?3, ?4)
-             ORDER BY bucket, target, probe LIMIT ?5",
+            "SELECT bucket, target, probe, location, scalars, ttft, e2e, itl, tps FROM rollups
+             WHERE span = ?1 AND (bucket, target, probe, location) > (?2, ?3, ?4, ?5)
+             ORDER BY bucket, target, probe, location LIMIT ?6",
             span,
-            params![span.as_str(), bucket, target, probe, limit_of(limit)],
+            params![
+                span.as_str(),
+                bucket,
+                target,
+                probe,
+                location,
+                limit_of(limit)
+            ],
         )
     }
 
@@ -319,7 +348,7 @@ impl Backend for Sqlite {
             .conn
             .prepare_cached(
                 "SELECT bucket, target, probe, scalars FROM rollups
-                 WHERE span = ?1 AND bucket >= ?2 ORDER BY bucket, target, probe",
+                 WHERE span = ?1 AND bucket >= ?2 ORDER BY bucket, target, probe, location",
             )
             .map_err(|source| self.err(source))?;
         let rows = statement
@@ -356,15 +385,16 @@ impl Backend for Sqlite {
         &self,
         span: Span,
         bucket: i64,
-        target: &str,
+        at: &TargetAt,
         probe: &str,
     ) -> Result<Option<Rollup>, StoreError> {
         let row = self
             .conn
             .query_row(
                 "SELECT scalars, ttft, e2e, itl, tps FROM rollups
-                 WHERE span = ?1 AND bucket = ?2 AND target = ?3 AND probe = ?4",
-                params![span.as_str(), bucket, target, probe],
+                 WHERE span = ?1 AND bucket = ?2 AND target = ?3 AND probe = ?4
+                    AND location = ?5",
+                params![span.as_str(), bucket, at.target, probe, at.location],
                 |row| {
                     Ok((
                         row.get::<_, String>(0)?,
@@ -397,7 +427,10 @@ impl Backend for Sqlite {
     fn month_spend(&self, month: &str) -> Result<HashMap<String, (f64, u64)>, StoreError> {
         let mut statement = self
             .conn
-            .prepare("SELECT provider, usd, tokens FROM spend WHERE month = ?1")
+            .prepare(
+                "SELECT provider, SUM(usd), SUM(tokens) FROM spend WHERE month = ?1
+                 GROUP BY provider",
+            )
             .map_err(|source| self.err(source))?;
         let rows = statement
             .query_map([month], |row| {
@@ -414,15 +447,19 @@ impl Backend for Sqlite {
     fn spend(&self) -> Result<Vec<Spend>, StoreError> {
         let mut statement = self
             .conn
-            .prepare("SELECT provider, month, usd, tokens FROM spend ORDER BY provider, month")
+            .prepare(
+                "SELECT provider, month, location, usd, tokens FROM spend
+                 ORDER BY provider, month, location",
+            )
             .map_err(|source| self.err(source))?;
         let rows = statement
             .query_map([], |row| {
                 Ok(Spend {
                     provider: row.get(0)?,
                     month: row.get(1)?,
-                    usd: row.get(2)?,
-                    tokens: row.get::<_, i64>(3)? as u64,
+                    location: row.get(2)?,
+                    usd: row.get(3)?,
+                    tokens: row.get::<_, i64>(4)? as u64,
                 })
             })
             .map_err(|source| self.err(source))?;
@@ -430,32 +467,57 @@ impl Backend for Sqlite {
             .map_err(|source| self.err(source))
     }
 
-    fn health(&self) -> Result<HashMap<String, TargetHealth>, StoreError> {
+    fn health(&self) -> Result<HashMap<TargetAt, TargetHealth>, StoreError> {
         let mut statement = self
             .conn
-            .prepare("SELECT target, health FROM target_state")
+            .prepare("SELECT target, location, health FROM target_state")
             .map_err(|source| self.err(source))?;
         let rows = statement
             .query_map([], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+                Ok((
+                    TargetAt {
+                        target: row.get(0)?,
+                        location: row.get(1)?,
+                    },
+                    row.get::<_, String>(2)?,
+                ))
             })
             .map_err(|source| self.err(source))?;
         let mut out = HashMap::new();
         for row in rows {
-            let (target, json) = row.map_err(|source| self.err(source))?;
+            let (at, json) = row.map_err(|source| self.err(source))?;
             if let Ok(health) = serde_json::from_str(&json) {
-                out.insert(target, health);
+                out.insert(at, health);
             }
         }
         Ok(out)
+    }
+
+    fn heartbeats(&self) -> Result<Vec<Heartbeat>, StoreError> {
+        let mut statement = self
+            .conn
+            .prepare("SELECT location, seen_ms, shortest_ms FROM locations ORDER BY location")
+            .map_err(|source| self.err(source))?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok(Heartbeat {
+                    location: row.get(0)?,
+                    seen_ms: row.get(1)?,
+                    shortest_ms: row.get(2)?,
+                })
+            })
+            .map_err(|source| self.err(source))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(|source| self.err(source))
     }
 
     fn incidents(&self, since_ms: i64) -> Result<Vec<Incident>, StoreError> {
         let mut statement = self
             .conn
             .prepare(
-                "SELECT target, state, cause, start_ms, end_ms FROM incidents
-                 WHERE end_ms IS NULL OR end_ms >= ?1 ORDER BY start_ms DESC, id DESC",
+                "SELECT target, state, cause, start_ms, end_ms, location FROM incidents
+                 WHERE end_ms IS NULL OR end_ms >= ?1
+                 ORDER BY start_ms DESC, target DESC, location DESC",
             )
             .map_err(|source| self.err(source))?;
         let rows = statement
@@ -466,6 +528,7 @@ impl Backend for Sqlite {
                     cause: row.get(2)?,
                     start_ms: row.get(3)?,
                     end_ms: row.get(4)?,
+                    location: row.get(5)?,
                 })
             })
             .map_err(|source| self.err(source))?;
@@ -524,21 +587,42 @@ fn insert_results(
     Ok(())
 }
 
-/// Writes spend rows with `sql` (`?1..?4`: provider, month, usd, tokens), in order: adding
-/// to a stored total is not commutative in floating point, so the order is kept.
+/// Writes spend rows with `sql` (`?1..?5`: provider, month, location, usd, tokens), in
+/// order: adding to a stored total is not commutative in floating point, so the order is
+/// kept.
 fn put_spend(tx: &rusqlite::Transaction<'_>, sql: &str, rows: &[Spend]) -> rusqlite::Result<()> {
     let mut statement = tx.prepare_cached(sql)?;
     for row in rows {
-        statement.execute(params![row.provider, row.month, row.usd, row.tokens as i64])?;
+        statement.execute(params![
+            row.provider,
+            row.month,
+            row.location,
+            row.usd,
+            row.tokens as i64
+        ])?;
     }
     Ok(())
 }
 
-/// Stores rollups whole, replacing the same span, bucket, target and probe.
+/// Stores heartbeats, keeping the later one of each location.
+fn put_heartbeats(tx: &rusqlite::Transaction<'_>, rows: &[Heartbeat]) -> rusqlite::Result<()> {
+    let mut statement = tx.prepare_cached(
+        "INSERT INTO locations (location, seen_ms, shortest_ms) VALUES (?1, ?2, ?3)
+         ON CONFLICT (location) DO UPDATE SET
+            seen_ms = MAX(seen_ms, excluded.seen_ms), shortest_ms = excluded.shortest_ms",
+    )?;
+    for row in rows {
+        statement.execute(params![row.location, row.seen_ms, row.shortest_ms])?;
+    }
+    Ok(())
+}
+
+/// Stores rollups whole, replacing the same span, bucket, target, probe and location.
 fn upsert_rollups(tx: &rusqlite::Transaction<'_>, rows: &[RollupRow]) -> rusqlite::Result<()> {
     let mut upsert = tx.prepare_cached(
-        "INSERT OR REPLACE INTO rollups (span, bucket, target, probe, scalars, ttft, e2e, itl, tps)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT OR REPLACE INTO rollups
+            (span, bucket, target, probe, location, scalars, ttft, e2e, itl, tps)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?;
     for row in rows {
         let scalars = serde_json::to_string(&row.rollup.stored_scalars()).unwrap_or_default();
@@ -548,6 +632,7 @@ fn upsert_rollups(tx: &rusqlite::Transaction<'_>, rows: &[RollupRow]) -> rusqlit
             row.bucket,
             row.target,
             row.probe,
+            row.location,
             scalars,
             ttft,
             e2e,
@@ -558,16 +643,18 @@ fn upsert_rollups(tx: &rusqlite::Transaction<'_>, rows: &[RollupRow]) -> rusqlit
     Ok(())
 }
 
-/// Stores target states, replacing each target's.
+/// Stores target states, replacing each target's in its location.
 fn upsert_states(
     tx: &rusqlite::Transaction<'_>,
-    states: &[(String, TargetHealth)],
+    states: &[(TargetAt, TargetHealth)],
 ) -> rusqlite::Result<()> {
-    let mut state =
-        tx.prepare_cached("INSERT OR REPLACE INTO target_state (target, health) VALUES (?1, ?2)")?;
-    for (target, health) in states {
+    let mut state = tx.prepare_cached(
+        "INSERT OR REPLACE INTO target_state (target, location, health) VALUES (?1, ?2, ?3)",
+    )?;
+    for (at, health) in states {
         state.execute(params![
-            target,
+            at.target,
+            at.location,
             serde_json::to_string(health).unwrap_or_default()
         ])?;
     }
@@ -578,33 +665,38 @@ fn upsert_states(
 /// from good opens an incident (or reopens the last one, on a relapse), a change between
 /// degraded and down keeps the open one (its state is the worst seen), a recovery closes it.
 fn write_transition(tx: &rusqlite::Transaction<'_>, t: &Transition) -> rusqlite::Result<()> {
-    let close = "UPDATE incidents SET end_ms = ?2 WHERE target = ?1 AND end_ms IS NULL";
+    let close = "UPDATE incidents SET end_ms = ?2
+                 WHERE target = ?1 AND location = ?3 AND end_ms IS NULL";
     if !t.to.is_bad() {
-        tx.execute(close, params![t.target, t.at_ms])?;
+        tx.execute(close, params![t.target, t.at_ms, t.location])?;
         return Ok(());
     }
     let worst = "state = CASE WHEN ?2 = 'down' THEN 'down' ELSE state END";
     let continued = if t.from.is_bad() {
         tx.execute(
-            &format!("UPDATE incidents SET {worst} WHERE target = ?1 AND end_ms IS NULL"),
-            params![t.target, t.to.as_str()],
+            &format!(
+                "UPDATE incidents SET {worst}
+                 WHERE target = ?1 AND location = ?3 AND end_ms IS NULL"
+            ),
+            params![t.target, t.to.as_str(), t.location],
         )?
     } else if t.reopens {
         tx.execute(
             &format!(
                 "UPDATE incidents SET end_ms = NULL, {worst} WHERE id = \
-                 (SELECT MAX(id) FROM incidents WHERE target = ?1)"
+                 (SELECT MAX(id) FROM incidents WHERE target = ?1 AND location = ?3)"
             ),
-            params![t.target, t.to.as_str()],
+            params![t.target, t.to.as_str(), t.location],
         )?
     } else {
         0
     };
     if continued == 0 {
-        tx.execute(close, params![t.target, t.at_ms])?;
+        tx.execute(close, params![t.target, t.at_ms, t.location])?;
         tx.execute(
-            "INSERT INTO incidents (target, state, cause, start_ms) VALUES (?1, ?2, ?3, ?4)",
-            params![t.target, t.to.as_str(), t.cause, t.at_ms],
+            "INSERT INTO incidents (target, state, cause, start_ms, location)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![t.target, t.to.as_str(), t.cause, t.at_ms, t.location],
         )?;
     }
     Ok(())
@@ -645,7 +737,7 @@ mod tests {
     #[test]
     fn a_record_round_trips_and_a_second_write_adds_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = Sqlite::open(&dir.path().join("s.db")).unwrap();
+        let mut store = Sqlite::open(&dir.path().join("s.db"), "here").unwrap();
         let mut record = sample(Outcome::ServerError);
         record.ttft_ms = Some(12.5);
         record.cap_tools = Some(false);
@@ -660,9 +752,46 @@ mod tests {
         let stored = store.results_since(0, None).unwrap();
         assert_eq!(stored, vec![(record, 1_000)]);
         assert!(matches!(
-            Sqlite::open(&dir.path().join("s.db")),
+            Sqlite::open(&dir.path().join("s.db"), "here"),
             Err(StoreError::Locked { .. })
         ));
+    }
+
+    #[test]
+    fn the_writer_that_upgrades_a_store_gets_its_rows_from_before_locations() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            schema::migrations().to_version(&mut conn, 2).unwrap();
+            conn.execute(
+                "INSERT INTO target_state (target, health) VALUES ('p/m', '{}')",
+                [],
+            )
+            .unwrap();
+        }
+        let mut store = Sqlite::open(&path, "upgraded-here").unwrap();
+        let mut record = sample(Outcome::Ok);
+        record.location = String::new();
+        store
+            .write(&Batch {
+                results: vec![(record, 1_000)],
+                ..Batch::default()
+            })
+            .unwrap();
+        drop(store);
+        let again = Sqlite::open(&path, "later").unwrap();
+        let stored = again.results_since(0, None).unwrap();
+        assert_eq!(stored[0].0.location, "", "only the upgrade adopts");
+        let located: Vec<String> = again
+            .conn
+            .prepare("SELECT location FROM target_state")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(located, ["upgraded-here"]);
     }
 
     #[cfg(unix)]
@@ -670,14 +799,14 @@ mod tests {
     fn every_name_of_the_store_is_the_same_lock() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
-        let _held = Sqlite::open(&path).unwrap();
+        let _held = Sqlite::open(&path, "here").unwrap();
         let symlink = dir.path().join("link.db");
         std::os::unix::fs::symlink(&path, &symlink).unwrap();
         let hard = dir.path().join("hard.db");
         std::fs::hard_link(&path, &hard).unwrap();
         for other in [symlink, hard, dir.path().join("./s.db")] {
             assert!(
-                matches!(Sqlite::open(&other), Err(StoreError::Locked { .. })),
+                matches!(Sqlite::open(&other, "here"), Err(StoreError::Locked { .. })),
                 "{}",
                 other.display()
             );

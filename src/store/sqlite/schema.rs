@@ -45,6 +45,7 @@ pub const RESULT_COLUMNS: &[&str] = &[
     "cap_json",
     "run_id",
     "gateway_alias",
+    "location",
 ];
 
 const V1: &str = r#"
@@ -136,9 +137,73 @@ CREATE INDEX incidents_by_target ON incidents (target, start_ms);
 /// `gateway_alias`: the answer was named by a gateway's route alias (LiteLLM).
 const V2: &str = "ALTER TABLE results ADD COLUMN gateway_alias INTEGER NOT NULL DEFAULT 0;";
 
+/// Locations: every result, rollup, state, spend and incident belongs to the location of the
+/// prober that wrote it (`''` for rows written before, given to the writer that upgrades the
+/// store); `locations` holds each one's heartbeat.
+const V3: &str = r#"
+ALTER TABLE results ADD COLUMN location TEXT NOT NULL DEFAULT '';
+
+CREATE TABLE rollups_v3 (
+    span TEXT NOT NULL,
+    bucket INTEGER NOT NULL,
+    target TEXT NOT NULL,
+    probe TEXT NOT NULL,
+    location TEXT NOT NULL,
+    scalars TEXT NOT NULL,
+    ttft BLOB NOT NULL,
+    e2e BLOB NOT NULL,
+    itl BLOB NOT NULL,
+    tps BLOB NOT NULL,
+    PRIMARY KEY (span, bucket, target, probe, location)
+) WITHOUT ROWID;
+INSERT INTO rollups_v3 SELECT span, bucket, target, probe, '', scalars, ttft, e2e, itl, tps
+    FROM rollups;
+DROP TABLE rollups;
+ALTER TABLE rollups_v3 RENAME TO rollups;
+
+CREATE TABLE spend_v3 (
+    provider TEXT NOT NULL,
+    month TEXT NOT NULL,
+    location TEXT NOT NULL,
+    usd REAL NOT NULL,
+    tokens INTEGER NOT NULL,
+    PRIMARY KEY (provider, month, location)
+) WITHOUT ROWID;
+INSERT INTO spend_v3 SELECT provider, month, '', usd, tokens FROM spend;
+DROP TABLE spend;
+ALTER TABLE spend_v3 RENAME TO spend;
+
+CREATE TABLE target_state_v3 (
+    target TEXT NOT NULL,
+    location TEXT NOT NULL,
+    health TEXT NOT NULL,
+    PRIMARY KEY (target, location)
+) WITHOUT ROWID;
+INSERT INTO target_state_v3 SELECT target, '', health FROM target_state;
+DROP TABLE target_state;
+ALTER TABLE target_state_v3 RENAME TO target_state;
+
+ALTER TABLE incidents ADD COLUMN location TEXT NOT NULL DEFAULT '';
+DROP INDEX incidents_by_target;
+CREATE INDEX incidents_by_target ON incidents (target, location, start_ms);
+
+CREATE TABLE locations (
+    location TEXT PRIMARY KEY,
+    seen_ms INTEGER NOT NULL,
+    shortest_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+"#;
+
+/// The schema version that gave rows a location.
+pub const LOCATIONS_VERSION: i64 = 3;
+
+/// The tables whose rows belong to a location, for giving the rows written before locations
+/// existed to the first writer.
+pub const LOCATED_TABLES: &[&str] = &["results", "rollups", "spend", "target_state", "incidents"];
+
 /// Every migration, oldest first.
 pub fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1), M::up(V2)])
+    Migrations::new(vec![M::up(V1), M::up(V2), M::up(V3)])
 }
 
 #[cfg(test)]

@@ -1,0 +1,174 @@
+//! A fleet's store at the scale of issue #13: 10 locations × 1,000 targets, one run a minute,
+//! 30 days, on PostgreSQL. Then every window of every target (merged over the locations,
+//! and each location's) and a whole publish, read back.
+//!
+//! What is stored is what 30 days of the fleet leaves, without writing 432 M raw results:
+//! the last hour's raw results (600,000: the `5m` and `1h` windows read them), hourly rollups
+//! for the last 24 hours and daily rollups for 30 days (540,000 rows), each folded by the
+//! writer's own `Rollup::add` from synthetic runs (60 a rollup hour, 1,440 a day) and written
+//! through the store's copy path; a state per target and location; every location's
+//! heartbeat, fresh. (The heatmap's 28 days of hourly rollups are left out: one day of them.)
+//!
+//! `cargo bench --bench fleet` (needs PostgreSQL's server binaries, as the tests do; it starts
+//! its own server in a temporary folder). `SONDE_BENCH_FLEET_LOCATIONS` and
+//! `SONDE_BENCH_FLEET_TARGETS` scale it down (10 and 1,000 by default).
+
+mod common;
+#[path = "../tests/common/postgres.rs"]
+#[allow(dead_code)]
+mod server;
+
+use std::time::Instant;
+
+use sonde::aggregate::health::{State, TargetHealth};
+use sonde::aggregate::rollup::{Rollup, Span};
+use sonde::config::{Config, StoreBackend, StoreConfig};
+use sonde::publish::windows::summarize;
+use sonde::publish::{self, Snapshot};
+use sonde::result::ResultRecord;
+use sonde::store::{Copied, Heartbeat, RollupRow, Store, TargetAt};
+
+fn count(var: &str, default: usize) -> usize {
+    std::env::var(var)
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(default)
+}
+
+/// One synthetic run of `target` (index `t`) from `location` (index `l`) at `at`.
+fn run(config: &Config, t: usize, l: usize, at: i64, minute: i64) -> ResultRecord {
+    let probe = config.probes.get("stream").expect("stream probe");
+    let wobble = ((minute * 7919 + t as i64 * 104_729 + l as i64 * 31) % 1000) as f64;
+    let mut record = common::synthetic(&config.targets[t], probe, at, wobble, (t + l) as f64);
+    record.location = format!("loc-{l:02}");
+    record.run_id = format!("{t:04}-{l:02}-{minute:08}");
+    record
+}
+
+/// Writes the fleet's 30 days into `store`; returns the rows written.
+fn generate(store: &mut Store, config: &Config, locations: usize, now: i64) -> u64 {
+    let hour = Span::Hour.ms();
+    let day = Span::Day.ms();
+    let mut written = 0u64;
+    let mut page = Copied::default();
+    let mut flush = |page: &mut Copied, store: &mut Store, force: bool| {
+        if force || page.results.len() + page.rollups.len() >= 5_000 {
+            written += (page.results.len() + page.rollups.len()) as u64;
+            store.copy(&std::mem::take(page)).expect("copy");
+        }
+    };
+    for l in 0..locations {
+        for t in 0..config.targets.len() {
+            let target = &config.targets[t].id;
+            let location = format!("loc-{l:02}");
+            // The last hour, raw.
+            let mut hour_rollup = Rollup::default();
+            for minute in 0..60 {
+                let at = now - (60 - minute) * 60_000 + (t as i64 * 37) % 60_000;
+                let record = run(config, t, l, at, minute);
+                hour_rollup.add(&record, at);
+                page.results.push((record, at));
+            }
+            let rollup_row = |span: Span, bucket: i64, rollup: &Rollup| RollupRow {
+                span,
+                bucket,
+                target: target.clone(),
+                probe: "stream".into(),
+                location: location.clone(),
+                rollup: rollup.clone(),
+            };
+            for h in 0..24 {
+                let bucket = Span::Hour.bucket_of(now) - h * hour;
+                page.rollups
+                    .push(rollup_row(Span::Hour, bucket, &hour_rollup));
+            }
+            let mut day_rollup = Rollup::default();
+            for _ in 0..24 {
+                day_rollup.merge(&hour_rollup);
+            }
+            for d in 0..30 {
+                let bucket = Span::Day.bucket_of(now) - d * day;
+                page.rollups
+                    .push(rollup_row(Span::Day, bucket, &day_rollup));
+            }
+            page.health.push((
+                TargetAt::new(target, &location),
+                TargetHealth {
+                    state: State::Healthy,
+                    samples: 43_200,
+                    since_ms: now - 30 * day,
+                    ..TargetHealth::default()
+                },
+            ));
+            flush(&mut page, store, false);
+        }
+        page.heartbeats.push(Heartbeat {
+            location: format!("loc-{l:02}"),
+            seen_ms: now,
+            shortest_ms: 60_000,
+        });
+    }
+    flush(&mut page, store, true);
+    written
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; a filter that names another bench skips this one.
+    if std::env::args()
+        .skip(1)
+        .any(|arg| !arg.starts_with('-') && arg != "fleet")
+    {
+        return;
+    }
+    let Some(cluster) = server::start("the fleet bench") else {
+        return;
+    };
+    let locations = count("SONDE_BENCH_FLEET_LOCATIONS", 10);
+    let targets = count("SONDE_BENCH_FLEET_TARGETS", 1_000);
+    let config = common::fleet_config(targets);
+    // SAFETY: set before any store reads it; this bench's own variable.
+    unsafe { std::env::set_var("SONDE_BENCH_FLEET_URL", cluster.database("fleet")) };
+    let config = Config {
+        store: StoreConfig {
+            backend: StoreBackend::Postgres {
+                url_env: "SONDE_BENCH_FLEET_URL".into(),
+                ca_file: None,
+            },
+            retention_days: 400,
+            rollup_retention_days: 400,
+            ..StoreConfig::default()
+        },
+        ..config
+    };
+    let now = common::now_ms();
+    let mut store = Store::open(&config.store, "loc-00").expect("open store");
+    let started = Instant::now();
+    let rows = generate(&mut store, &config, locations, now);
+    println!(
+        "{locations} locations × {} targets: {rows} rows written in {:.1} s",
+        config.targets.len(),
+        started.elapsed().as_secs_f64()
+    );
+    drop(store);
+    let reader = Store::open_read_only(&config.store).expect("open for reading");
+    let cold = Instant::now();
+    let stats = summarize(&reader, &config, now).expect("windows");
+    let cold = cold.elapsed();
+    assert_eq!(stats.len(), config.targets.len());
+    assert!(stats.iter().all(|s| s.locations.len() == locations));
+    let windows = common::median(3, || {
+        summarize(&reader, &config, now).expect("windows");
+    });
+    let publish = common::median(3, || {
+        let snapshot = Snapshot::load(&config, &reader, now).expect("snapshot");
+        publish::build(&config, &snapshot).expect("build");
+    });
+    println!(
+        "all windows of {} targets × {locations} locations (merged and per location): {:.0} ms \
+         (first {:.0} ms); a whole publish: {:.0} ms; targets: windows < 2,000 ms, publish < 2,000 ms",
+        config.targets.len(),
+        windows.as_secs_f64() * 1000.0,
+        cold.as_secs_f64() * 1000.0,
+        publish.as_secs_f64() * 1000.0
+    );
+}

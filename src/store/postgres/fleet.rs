@@ -1,0 +1,211 @@
+//! What probers sharing one PostgreSQL store share: the publisher lock (one daemon of the
+//! fleet writes the published site), each provider's request rate (leases, re-divided as
+//! probers come and go) and its monthly budget (reservations, checked against every
+//! location's spend in one transaction). Times are the database's clock, so probers' clocks
+//! need not agree.
+
+use std::time::Duration;
+
+use tokio_postgres::Transaction;
+
+use super::{Failure, Postgres};
+use crate::result::ResultRecord;
+use crate::store::{LEASE_SEEN, LEASE_TTL, RateShare, Shared, SharedReservation, StoreError};
+
+/// The publisher's advisory lock: one publishing daemon per store.
+const PUBLISHER_LOCK: i64 = 0x736f_6e64_655f_7075; // "sonde_pu"
+/// The class of the budget's advisory transaction locks (with the provider's hash).
+const BUDGET_LOCK: i32 = 0x6275_6467; // "budg"
+/// The database's clock in unix ms.
+const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
+
+fn ms(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl Postgres {
+    /// Takes the publisher lock on a session of its own, or says it is still held: the
+    /// session is checked with a query each time, so a lock lost with its connection is
+    /// noticed, and taken again only if no other daemon took it meanwhile.
+    pub(super) fn hold_publisher_lock(&self) -> Result<bool, StoreError> {
+        let mut held = self
+            .publisher
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let runtime = self.runtime()?;
+        let _context = runtime.enter();
+        if let Some(client) = held.as_ref() {
+            let alive = futures_executor::block_on(client.simple_query("SELECT 1")).is_ok();
+            if alive {
+                return Ok(true);
+            }
+            *held = None;
+        }
+        let (config, tls) = (self.config.clone(), self.tls.clone());
+        let taken = futures_executor::block_on(async move {
+            let (client, connection) = config.connect(tls).await.map_err(Failure::Db)?;
+            tokio::spawn(connection);
+            let locked: bool = client
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&PUBLISHER_LOCK])
+                .await
+                .and_then(|row| row.try_get(0))
+                .map_err(Failure::Db)?;
+            Ok(locked.then_some(client))
+        })
+        .map_err(|failure| self.error(failure))?;
+        let locked = taken.is_some();
+        *held = taken;
+        Ok(locked)
+    }
+}
+
+impl Shared for Postgres {
+    fn lease_rate(
+        &self,
+        provider: &str,
+        location: &str,
+        window: Duration,
+    ) -> Result<RateShare, StoreError> {
+        let (ttl, activation) = (ms(LEASE_TTL), ms(LEASE_SEEN + window));
+        let recent = ms(LEASE_TTL + window);
+        self.call(async |pool| {
+            let client = pool.get().await.map_err(Failure::pool)?;
+            // A lease that had lapsed starts again: the others forgot it.
+            client
+                .execute(
+                    &format!(
+                        "INSERT INTO rate_leases (provider, location, since_ms, renewed_ms)
+                         SELECT $1, $2, now.ms, now.ms FROM (SELECT {NOW_MS} AS ms) now
+                         ON CONFLICT (provider, location) DO UPDATE SET
+                            since_ms = CASE WHEN rate_leases.renewed_ms < excluded.renewed_ms - $3
+                                THEN excluded.since_ms ELSE rate_leases.since_ms END,
+                            renewed_ms = excluded.renewed_ms"
+                    ),
+                    &[&provider, &location, &ttl],
+                )
+                .await
+                .map_err(Failure::Db)?;
+            let row = client
+                .query_one(
+                    &format!(
+                        "SELECT COUNT(*) FILTER (WHERE renewed_ms >= now.ms - $3),
+                                COUNT(*) FILTER (WHERE renewed_ms >= now.ms - $3
+                                                 AND location < $2),
+                                BOOL_OR(location = $2 AND since_ms <= now.ms - $4),
+                                COUNT(*) FILTER (WHERE location <> $2
+                                                 AND renewed_ms >= now.ms - $5)
+                         FROM rate_leases, (SELECT {NOW_MS} AS ms) now WHERE provider = $1"
+                    ),
+                    &[&provider, &location, &ttl, &activation, &recent],
+                )
+                .await
+                .map_err(Failure::Db)?;
+            let count = |i| -> Result<u32, Failure> {
+                let n: i64 = row.try_get(i).map_err(Failure::Db)?;
+                Ok(u32::try_from(n.max(0)).unwrap_or(u32::MAX))
+            };
+            let seen: Option<bool> = row.try_get(2).map_err(Failure::Db)?;
+            Ok(RateShare {
+                holders: count(0)?.max(1),
+                rank: count(1)?,
+                active: seen.unwrap_or(false) || count(3)? == 0,
+            })
+        })
+    }
+
+    fn reserve(&self, r: &SharedReservation<'_>) -> Result<Result<(), String>, StoreError> {
+        self.call(async |pool| {
+            let mut client = pool.get().await.map_err(Failure::pool)?;
+            let tx = client.transaction().await.map_err(Failure::Db)?;
+            tx.execute(
+                "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                &[&BUDGET_LOCK, &r.provider],
+            )
+            .await
+            .map_err(Failure::Db)?;
+            // One statement, one snapshot: a writer committing a run's spend and deleting its
+            // reservation in between cannot make the run count zero times.
+            let row = tx
+                .query_one(
+                    &format!(
+                        "SELECT
+                            (SELECT COALESCE(SUM(usd), 0) FROM spend
+                             WHERE provider = $1 AND month = $2),
+                            (SELECT COALESCE(SUM(tokens), 0)::bigint FROM spend
+                             WHERE provider = $1 AND month = $2),
+                            (SELECT COALESCE(SUM(usd), 0) FROM budget_reservations
+                             WHERE provider = $1 AND month = $2 AND expires_ms > {NOW_MS}),
+                            (SELECT COALESCE(SUM(tokens), 0)::bigint FROM budget_reservations
+                             WHERE provider = $1 AND month = $2 AND expires_ms > {NOW_MS})"
+                    ),
+                    &[&r.provider, &r.month],
+                )
+                .await
+                .map_err(Failure::Db)?;
+            let get_f = |i| row.try_get::<_, f64>(i).map_err(Failure::Db);
+            let get_i = |i| row.try_get::<_, i64>(i).map_err(Failure::Db);
+            let (spent_usd, spent_tokens) = (get_f(0)?, get_i(1)?.max(0) as u64);
+            let (held_usd, held_tokens) = (get_f(2)?, get_i(3)?.max(0) as u64);
+            if let Some(cap) = r.cap.monthly_usd
+                && spent_usd + held_usd + r.usd > cap
+            {
+                return Ok(Err(format!(
+                    "not sent: {} has spent ${spent_usd:.4} of its ${cap} monthly budget in {} \
+                     across the fleet (${held_usd:.4} more in flight), and this run could cost \
+                     up to ${:.4}",
+                    r.provider, r.month, r.usd
+                )));
+            }
+            if let Some(cap) = r.cap.monthly_tokens
+                && spent_tokens + held_tokens + r.tokens > cap
+            {
+                return Ok(Err(format!(
+                    "not sent: {} has spent {spent_tokens} of its {cap} monthly tokens in {} \
+                     across the fleet ({held_tokens} more in flight), and this run could use \
+                     up to {}",
+                    r.provider, r.month, r.tokens
+                )));
+            }
+            tx.execute(
+                "INSERT INTO budget_reservations
+                    (run_id, provider, month, location, usd, tokens, expires_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (run_id) DO NOTHING",
+                &[
+                    &r.run_id,
+                    &r.provider,
+                    &r.month,
+                    &r.location,
+                    &r.usd,
+                    &i64::try_from(r.tokens).unwrap_or(i64::MAX),
+                    &r.expires_ms,
+                ],
+            )
+            .await
+            .map_err(Failure::Db)?;
+            tx.commit().await.map_err(Failure::Db)?;
+            Ok(Ok(()))
+        })
+    }
+}
+
+/// In the transaction that stores `results` (and adds their spend): their reservations end,
+/// so a run's cost counts once, as a reservation before and as spend after.
+pub(super) async fn settle(
+    tx: &Transaction<'_>,
+    results: &[(ResultRecord, i64)],
+) -> Result<(), Failure> {
+    if results.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = results
+        .iter()
+        .map(|(record, _)| record.run_id.as_str())
+        .collect();
+    tx.execute(
+        "DELETE FROM budget_reservations WHERE run_id = ANY($1)",
+        &[&ids],
+    )
+    .await
+    .map_err(Failure::Db)?;
+    Ok(())
+}
