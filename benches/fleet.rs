@@ -156,6 +156,28 @@ fn main() {
     let cold = cold.elapsed();
     assert_eq!(stats.len(), config.targets.len());
     assert!(stats.iter().all(|s| s.locations.len() == locations));
+    let parts = Instant::now();
+    let raw = reader
+        .results_since(now - 3_600_000, None)
+        .expect("raw")
+        .len();
+    let t_raw = parts.elapsed();
+    let mut hourly = 0usize;
+    reader
+        .each_rollup_since(Span::Hour, now - 25 * 3_600_000, &mut |_| hourly += 1)
+        .expect("hourly");
+    let t_hourly = parts.elapsed() - t_raw;
+    let mut daily = 0usize;
+    reader
+        .each_rollup_since(Span::Day, now - 31 * 86_400_000, &mut |_| daily += 1)
+        .expect("daily");
+    let t_daily = parts.elapsed() - t_raw - t_hourly;
+    println!(
+        "reads: {raw} raw results {:.0} ms, {hourly} hourly rollups {:.0} ms, {daily} daily rollups {:.0} ms",
+        t_raw.as_secs_f64() * 1000.0,
+        t_hourly.as_secs_f64() * 1000.0,
+        t_daily.as_secs_f64() * 1000.0
+    );
     let windows = common::median(3, || {
         summarize(&reader, &config, now).expect("windows");
     });

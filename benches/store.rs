@@ -104,21 +104,31 @@ fn windows(c: &mut Criterion) {
     let parts = Instant::now();
     let raw = store.results_since(now - 3_600_000, None).expect("raw");
     let t_raw = parts.elapsed();
-    let hourly = store
-        .rollups_since(sonde::aggregate::rollup::Span::Hour, now - 25 * 3_600_000)
+    let mut hourly = 0usize;
+    store
+        .each_rollup_since(
+            sonde::aggregate::rollup::Span::Hour,
+            now - 25 * 3_600_000,
+            &mut |_| hourly += 1,
+        )
         .expect("hourly");
     let t_hourly = parts.elapsed() - t_raw;
-    let daily = store
-        .rollups_since(sonde::aggregate::rollup::Span::Day, now - 31 * 86_400_000)
+    let mut daily = 0usize;
+    store
+        .each_rollup_since(
+            sonde::aggregate::rollup::Span::Day,
+            now - 31 * 86_400_000,
+            &mut |_| daily += 1,
+        )
         .expect("daily");
     let t_daily = parts.elapsed() - t_raw - t_hourly;
     println!(
         "parts: {} raw rows {:.0} ms, {} hourly rollups {:.0} ms, {} daily rollups {:.0} ms",
         raw.len(),
         t_raw.as_secs_f64() * 1000.0,
-        hourly.len(),
+        hourly,
         t_hourly.as_secs_f64() * 1000.0,
-        daily.len(),
+        daily,
         t_daily.as_secs_f64() * 1000.0
     );
     let mut group = c.benchmark_group("store_30d");

@@ -158,8 +158,7 @@ async fn a_target_down_in_one_location_is_partial_in_all_down_and_a_silent_locat
                 .locations
                 .iter()
                 .find(|l| l.location == loc)
-                .and_then(|l| l.window(sonde::aggregate::Window::H1))
-                .map_or(0, |w| w.attempts)
+                .map_or(0, |l| l.window.attempts)
         };
         let global = stats.window(sonde::aggregate::Window::H1).unwrap();
         assert!(runs("a") > 0 && runs("b") > 0 && runs("c") > 0);

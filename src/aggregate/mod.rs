@@ -280,15 +280,10 @@ pub struct LocationStats {
     pub stale: bool,
     /// It counts in the quorum and the global figures (fresh, or every location is stale).
     pub counted: bool,
-    /// One entry per [`Window::ALL`], this location's runs only.
-    pub windows: Vec<WindowStats>,
-}
-
-impl LocationStats {
-    /// The stats of `window`.
-    pub fn window(&self, window: Window) -> Option<&WindowStats> {
-        self.windows.iter().find(|w| w.window == window)
-    }
+    /// The feed's window (`[publish] window`), this location's runs only: what the page's
+    /// and the feed's per-location figures and weights read. (The other windows are kept
+    /// only globally: a fleet of 10 locations would otherwise fold every window 11 times.)
+    pub window: WindowStats,
 }
 
 impl TargetStats {

@@ -23,7 +23,7 @@
 //! `locations` lists the fleet (stale ones too), and each target's `locations` its state,
 //! figures and weight as each location alone sees them, for a gateway in that region.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
@@ -219,9 +219,11 @@ fn weighed<'a>(
     stats: &'a [TargetStats],
 ) -> Vec<Row> {
     let params = config.publish.weights;
+    let by_id: HashMap<&str, &'a TargetStats> =
+        stats.iter().map(|s| (s.target.as_str(), s)).collect();
     let mut rows: Vec<Row> = Vec::new();
     for target in &config.targets {
-        let Some(view) = stats.iter().find(|s| s.target == target.id).and_then(&view) else {
+        let Some(view) = by_id.get(target.id.as_str()).and_then(|s| view(s)) else {
             continue;
         };
         let require = config
@@ -267,10 +269,11 @@ pub fn build(
                     .locations
                     .iter()
                     .find(|l| l.location == status.location)?;
+                // Capabilities and the latest served model are the target's, from anywhere.
                 Some(View {
                     state: seen.state,
-                    in_window: seen.window(window),
-                    longest: seen.window(Window::D30),
+                    in_window: Some(&seen.window),
+                    longest: stat.window(Window::D30),
                     partial: None,
                 })
             },
@@ -280,22 +283,23 @@ pub fn build(
             by_location.insert((row.entry.id, status.location.as_str()), row.entry.weight);
         }
     }
+    let by_id: HashMap<&str, &TargetStats> = stats.iter().map(|s| (s.target.as_str(), s)).collect();
     for row in &mut rows {
-        let Some(stat) = stats.iter().find(|s| s.target == row.entry.id) else {
+        let Some(stat) = by_id.get(row.entry.id.as_str()) else {
             continue;
         };
         row.entry.locations = stat
             .locations
             .iter()
             .map(|seen| {
-                let in_window = seen.window(window);
+                let in_window = &seen.window;
                 FeedLocation {
                     location: seen.location.clone(),
                     state: seen.state,
                     stale: seen.stale,
-                    availability: in_window.and_then(|w| w.availability),
-                    ttft_p50_ms: in_window.and_then(|w| w.latency.ttft_ms.p50),
-                    samples: in_window.map_or(0, |w| w.attempts),
+                    availability: in_window.availability,
+                    ttft_p50_ms: in_window.latency.ttft_ms.p50,
+                    samples: in_window.attempts,
                     weight: by_location
                         .get(&(row.entry.id.clone(), seen.location.as_str()))
                         .copied()

@@ -1,9 +1,10 @@
 //! Every window of every target, read from the store: raw results for `5m` and `1h`, hourly
-//! rollups for `24h`, daily rollups for `7d` and `30d`, merged per target, location and probe
-//! into `aggregate`'s figures, with each location's stored state; then each target's global
-//! figures (the HdrHistograms of every counted location merged, which is exact: the merged
-//! percentiles are those of the union of the runs) and its global state by quorum
-//! (`aggregate::quorum`).
+//! rollups for `24h`, daily rollups for `7d` and `30d`. Each run or rollup is folded, as it
+//! is read, into its target's global figures when its location counts (the HdrHistograms of
+//! every counted location merged, which is exact: the merged percentiles are those of the
+//! union of the runs), and into its location's own figures for the feed's window; then each
+//! target's global state by quorum (`aggregate::quorum`). Rollups stream from the store one
+//! at a time: a decoded rollup holds four histograms of tens of KB.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -12,29 +13,76 @@ use crate::aggregate::quorum::{self, LocationStatus};
 use crate::aggregate::rollup::{Rollup, Span};
 use crate::aggregate::{LocationStats, TargetStats, Window, WindowStats};
 use crate::config::Config;
-use crate::store::{Store, StoreError, TargetAt};
+use crate::result::ResultRecord;
+use crate::store::{RollupRow, Store, StoreError, TargetAt};
 
 /// Per probe: the merged rollup.
 type PerProbe = BTreeMap<String, Rollup>;
-/// Per window, per target, per location, per probe.
-type Merged = HashMap<Window, HashMap<String, BTreeMap<String, PerProbe>>>;
 
-fn slot<'a>(
-    merged: &'a mut Merged,
-    window: Window,
-    target: &str,
-    location: &str,
-    probe: &str,
-) -> &'a mut Rollup {
-    merged
-        .entry(window)
-        .or_default()
-        .entry(target.to_owned())
-        .or_default()
-        .entry(location.to_owned())
-        .or_default()
-        .entry(probe.to_owned())
-        .or_default()
+/// What is folded while the store is read.
+struct Folding<'a> {
+    /// Per window, per target: every counted location's runs.
+    global: HashMap<Window, HashMap<String, PerProbe>>,
+    /// Per target and location: the feed's window.
+    local: HashMap<TargetAt, PerProbe>,
+    feed_window: Window,
+    fleet: &'a [LocationStatus],
+}
+
+impl Folding<'_> {
+    /// Whether `location` counts in the global figures (a location without a heartbeat —
+    /// rows written before locations — does).
+    fn counts(&self, location: &str) -> bool {
+        self.fleet
+            .iter()
+            .find(|status| status.location == location)
+            .is_none_or(|status| status.counted)
+    }
+
+    /// The slots a run or rollup of `window` seen from `location` goes into.
+    fn slots(
+        &mut self,
+        window: Window,
+        target: &str,
+        location: &str,
+        probe: &str,
+    ) -> Vec<&mut Rollup> {
+        let mut slots = Vec::with_capacity(2);
+        let local = window == self.feed_window;
+        if self.counts(location) {
+            let global = self
+                .global
+                .entry(window)
+                .or_default()
+                .entry(target.to_owned())
+                .or_default()
+                .entry(probe.to_owned())
+                .or_default();
+            slots.push(global);
+        }
+        if local {
+            let here = self
+                .local
+                .entry(TargetAt::new(target, location))
+                .or_default()
+                .entry(probe.to_owned())
+                .or_default();
+            slots.push(here);
+        }
+        slots
+    }
+
+    fn add(&mut self, window: Window, record: &ResultRecord, at: i64) {
+        for slot in self.slots(window, &record.target, &record.location, &record.probe) {
+            slot.add(record, at);
+        }
+    }
+
+    fn merge(&mut self, window: Window, row: &RollupRow) {
+        for slot in self.slots(window, &row.target, &row.location, &row.probe) {
+            slot.merge(&row.rollup);
+        }
+    }
 }
 
 /// Every location that ever wrote to `store`, stale or fresh at `now_ms`.
@@ -48,119 +96,89 @@ pub fn locations(store: &Store, now_ms: i64) -> Result<Vec<LocationStatus>, Stor
 }
 
 /// Every window of every target in the store (and of each of `config`'s targets, with no
-/// runs yet), at `now_ms`, globally and per location.
+/// runs yet), at `now_ms`, globally; and per location, its state and the feed's window.
 pub fn summarize(
     store: &Store,
     config: &Config,
     now_ms: i64,
 ) -> Result<Vec<TargetStats>, StoreError> {
-    let mut merged: Merged = HashMap::new();
+    let fleet = locations(store, now_ms)?;
+    let mut folding = Folding {
+        global: HashMap::new(),
+        local: HashMap::new(),
+        feed_window: Window::from_name(&config.publish.window).unwrap_or(Window::H1),
+        fleet: &fleet,
+    };
     for (record, at) in store.results_since(Window::H1.start(now_ms), None)? {
         for window in [Window::M5, Window::H1] {
             if at >= window.start(now_ms) {
-                let (target, location) = (&record.target, &record.location);
-                slot(&mut merged, window, target, location, &record.probe).add(&record, at);
+                folding.add(window, &record, at);
             }
         }
     }
-    for row in store.rollups_since(Span::Hour, Window::H24.start(now_ms))? {
-        slot(
-            &mut merged,
-            Window::H24,
-            &row.target,
-            &row.location,
-            &row.probe,
-        )
-        .merge(&row.rollup);
-    }
-    for row in store.rollups_since(Span::Day, Window::D30.start(now_ms))? {
+    store.each_rollup_since(Span::Hour, Window::H24.start(now_ms), &mut |row| {
+        folding.merge(Window::H24, &row);
+    })?;
+    store.each_rollup_since(Span::Day, Window::D30.start(now_ms), &mut |row| {
         for window in [Window::D7, Window::D30] {
             if row.bucket >= window.start(now_ms) {
-                slot(&mut merged, window, &row.target, &row.location, &row.probe)
-                    .merge(&row.rollup);
+                folding.merge(window, &row);
             }
         }
-    }
-    let fleet = locations(store, now_ms)?;
-    let counted = |location: &str| {
-        fleet
-            .iter()
-            .find(|status| status.location == location)
-            .is_none_or(|status| status.counted)
-    };
+    })?;
+    let Folding {
+        global,
+        mut local,
+        feed_window,
+        ..
+    } = folding;
     let health = store.health()?;
-    let mut names: Vec<String> = config.targets.iter().map(|t| t.id.clone()).collect();
-    for per_target in merged.values() {
-        for target in per_target.keys() {
-            if !names.contains(target) {
-                names.push(target.clone());
-            }
-        }
+    let mut seen_by: HashMap<String, Vec<String>> = HashMap::new();
+    for at in health.keys().chain(local.keys()) {
+        seen_by
+            .entry(at.target.clone())
+            .or_default()
+            .push(at.location.clone());
     }
-    let empty = BTreeMap::new();
+    let mut names: Vec<String> = config.targets.iter().map(|t| t.id.clone()).collect();
+    let mut extra: Vec<&String> = seen_by.keys().filter(|t| !names.contains(t)).collect();
+    extra.sort_unstable();
+    names.extend(extra.into_iter().cloned());
+    let empty = PerProbe::new();
     let mut out = Vec::with_capacity(names.len());
     for target in names {
-        let mut seen_from: Vec<String> = health
-            .keys()
-            .filter(|at| at.target == target)
-            .map(|at| at.location.clone())
-            .collect();
-        for per_target in merged.values() {
-            seen_from.extend(
-                per_target
-                    .get(&target)
-                    .into_iter()
-                    .flat_map(|l| l.keys().cloned()),
-            );
-        }
-        seen_from.sort_unstable();
-        seen_from.dedup();
-        let per_location = |window: Window| {
-            merged
-                .get(&window)
-                .and_then(|targets| targets.get(&target))
-                .unwrap_or(&empty)
-        };
         let windows: Vec<WindowStats> = Window::ALL
             .iter()
             .map(|&window| {
-                let mut all = PerProbe::new();
-                for (location, probes) in per_location(window) {
-                    if counted(location) {
-                        for (probe, rollup) in probes {
-                            all.entry(probe.clone()).or_default().merge(rollup);
-                        }
-                    }
-                }
-                WindowStats::of(window, &all)
+                let probes = global.get(&window).and_then(|t| t.get(&target));
+                WindowStats::of(window, probes.unwrap_or(&empty))
             })
             .collect();
+        let mut seen_from = seen_by.remove(&target).unwrap_or_default();
+        seen_from.sort_unstable();
+        seen_from.dedup();
+        let alone = seen_from.len() == 1;
         let locations: Vec<LocationStats> = seen_from
-            .iter()
+            .into_iter()
             .map(|location| {
+                let at = TargetAt::new(&target, &location);
                 let (state, state_since_ms) = health
-                    .get(&TargetAt::new(&target, location))
+                    .get(&at)
                     .map_or((State::Unknown, 0), |h| (h.state, h.since_ms));
-                let status = fleet.iter().find(|s| s.location == *location);
-                // One location's figures are the global ones: no second fold.
-                let windows = if seen_from.len() == 1 {
-                    windows.clone()
-                } else {
-                    Window::ALL
-                        .iter()
-                        .map(|&window| {
-                            let probes = per_location(window).get(location);
-                            WindowStats::of(window, probes.unwrap_or(&PerProbe::new()))
-                        })
-                        .collect()
+                let status = fleet.iter().find(|s| s.location == location);
+                let counted = status.is_none_or(|s| s.counted);
+                // One counted location's figures are the global ones: no second fold.
+                let window = match windows.iter().find(|w| w.window == feed_window) {
+                    Some(global) if alone && counted => global.clone(),
+                    _ => WindowStats::of(feed_window, &local.remove(&at).unwrap_or_default()),
                 };
                 LocationStats {
-                    location: location.clone(),
+                    location,
                     state,
                     state_since_ms,
                     stale: status.is_some_and(|s| s.stale),
-                    counted: status.is_none_or(|s| s.counted),
-                    windows,
+                    counted,
+                    window,
                 }
             })
             .collect();

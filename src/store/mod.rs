@@ -239,8 +239,14 @@ pub trait Backend: Send {
     /// Number of stored results.
     fn result_count(&self) -> Result<u64, StoreError>;
 
-    /// Rollups of `span` with `bucket >= since_bucket`, by bucket, target, probe.
-    fn rollups_since(&self, span: Span, since_bucket: i64) -> Result<Vec<RollupRow>, StoreError>;
+    /// Hands `each` the rollups of `span` with `bucket >= since_bucket`, by bucket, target,
+    /// probe, location, one at a time as they are read.
+    fn each_rollup_since(
+        &self,
+        span: Span,
+        since_bucket: i64,
+        each: &mut dyn FnMut(RollupRow),
+    ) -> Result<(), StoreError>;
 
     /// Up to `limit` rollups of `span` after the position `(bucket, target, probe,
     /// location)` (exclusive; `None` from the start), in that order: for reading a whole

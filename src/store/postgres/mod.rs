@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use futures_util::TryStreamExt;
 use tokio_postgres::Client;
 use tokio_postgres::types::ToSql;
 use tokio_postgres_rustls::MakeRustlsConnect;
@@ -281,29 +282,35 @@ impl Postgres {
         }
     }
 
-    /// The rollups a `SELECT bucket, target, probe, location, scalars, ttft, e2e, itl, tps
-    /// …` query returns, in its order.
+    /// Hands `each` the rollups a `SELECT bucket, target, probe, location, scalars, ttft, e2e,
+    /// itl, tps …` query returns, in its order, one at a time as they arrive: a decoded
+    /// rollup holds four histograms of tens of KB, so a month of a fleet's never sits in
+    /// memory at once.
     fn rollup_rows(
         &self,
         sql: &'static str,
         span: Span,
         params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Vec<RollupRow>, StoreError> {
+        each: &mut dyn FnMut(RollupRow),
+    ) -> Result<(), StoreError> {
         self.call(async |pool: &Pool| {
             let client = pool.get().await.map_err(Failure::pool)?;
-            let rows = client.query(sql, params).await.map_err(Failure::Db)?;
-            rows.iter()
-                .map(|row| {
-                    Ok(RollupRow {
-                        span,
-                        bucket: row.try_get(0).map_err(Failure::Db)?,
-                        target: row.try_get(1).map_err(Failure::Db)?,
-                        probe: row.try_get(2).map_err(Failure::Db)?,
-                        location: row.try_get(3).map_err(Failure::Db)?,
-                        rollup: rows::rollup(row, 4)?,
-                    })
-                })
-                .collect()
+            let rows = client
+                .query_raw(sql, params.iter().map(|p| *p as &dyn ToSql))
+                .await
+                .map_err(Failure::Db)?;
+            let mut rows = std::pin::pin!(rows);
+            while let Some(row) = rows.try_next().await.map_err(Failure::Db)? {
+                each(RollupRow {
+                    span,
+                    bucket: row.try_get(0).map_err(Failure::Db)?,
+                    target: row.try_get(1).map_err(Failure::Db)?,
+                    probe: row.try_get(2).map_err(Failure::Db)?,
+                    location: row.try_get(3).map_err(Failure::Db)?,
+                    rollup: rows::rollup(&row, 4)?,
+                });
+            }
+            Ok(())
         })
     }
 
@@ -479,12 +486,18 @@ impl Backend for Postgres {
         })
     }
 
-    fn rollups_since(&self, span: Span, since_bucket: i64) -> Result<Vec<RollupRow>, StoreError> {
+    fn each_rollup_since(
+        &self,
+        span: Span,
+        since_bucket: i64,
+        each: &mut dyn FnMut(RollupRow),
+    ) -> Result<(), StoreError> {
         self.rollup_rows(
             "SELECT bucket, target, probe, location, scalars, ttft, e2e, itl, tps FROM rollups
              WHERE span = $1 AND bucket >= $2 ORDER BY bucket, target, probe, location",
             span,
             &[&span.as_str(), &since_bucket],
+            each,
         )
     }
 
@@ -495,6 +508,7 @@ impl Backend for Postgres {
         limit: usize,
     ) -> Result<Vec<RollupRow>, StoreError> {
         let (bucket, target, probe, location) = after.unwrap_or((i64::MIN, "", "", ""));
+        let mut page = Vec::new();
         self.rollup_rows(
             "SELECT bucket, target, probe, location, scalars, ttft, e2e, itl, tps FROM rollups
              WHERE span = $1 AND (bucket, target, probe, location) > ($2, $3, $4, $5)
@@ -508,7 +522,9 @@ impl Backend for Postgres {
                 &location,
                 &limit_of(limit),
             ],
-        )
+            &mut |row| page.push(row),
+        )?;
+        Ok(page)
     }
 
     fn rollup_scalars_since(

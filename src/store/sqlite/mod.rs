@@ -132,20 +132,21 @@ impl Sqlite {
         Ok(out)
     }
 
-    /// The rollups a `SELECT bucket, target, probe, location, scalars, ttft, e2e, itl, tps …`
-    /// query returns, in its order.
+    /// Hands `each` the rollups a `SELECT bucket, target, probe, location, scalars, ttft, e2e,
+    /// itl, tps …` query returns, in its order, one at a time (a decoded rollup holds four
+    /// histograms of tens of KB: a month of them never sits in memory at once).
     fn rollup_rows(
         &self,
         sql: &str,
         span: Span,
         params: impl rusqlite::Params,
-    ) -> Result<Vec<RollupRow>, StoreError> {
+        each: &mut dyn FnMut(RollupRow),
+    ) -> Result<(), StoreError> {
         let mut statement = self
             .conn
             .prepare_cached(sql)
             .map_err(|source| self.err(source))?;
         let mut rows = statement.query(params).map_err(|source| self.err(source))?;
-        let mut out = Vec::new();
         while let Some(row) = rows.next().map_err(|source| self.err(source))? {
             let get = |i| {
                 row.get_ref(i)
@@ -175,9 +176,9 @@ impl Sqlite {
                     rollup,
                 })
             };
-            out.push(decode().map_err(|source| self.err(source))?);
+            each(decode().map_err(|source| self.err(source))?);
         }
-        Ok(out)
+        Ok(())
     }
 
     fn record_of(&self, row: &rusqlite::Row<'_>) -> Result<ResultRecord, StoreError> {
@@ -307,12 +308,18 @@ impl Backend for Sqlite {
             .map_err(|source| self.err(source))
     }
 
-    fn rollups_since(&self, span: Span, since_bucket: i64) -> Result<Vec<RollupRow>, StoreError> {
+    fn each_rollup_since(
+        &self,
+        span: Span,
+        since_bucket: i64,
+        each: &mut dyn FnMut(RollupRow),
+    ) -> Result<(), StoreError> {
         self.rollup_rows(
             "SELECT bucket, target, probe, location, scalars, ttft, e2e, itl, tps FROM rollups
              WHERE span = ?1 AND bucket >= ?2 ORDER BY bucket, target, probe, location",
             span,
             params![span.as_str(), since_bucket],
+            each,
         )
     }
 
@@ -323,6 +330,7 @@ impl Backend for Sqlite {
         limit: usize,
     ) -> Result<Vec<RollupRow>, StoreError> {
         let (bucket, target, probe, location) = after.unwrap_or((i64::MIN, "", "", ""));
+        let mut page = Vec::new();
         self.rollup_rows(
             "SELECT bucket, target, probe, location, scalars, ttft, e2e, itl, tps FROM rollups
              WHERE span = ?1 AND (bucket, target, probe, location) > (?2, ?3, ?4, ?5)
@@ -336,7 +344,9 @@ impl Backend for Sqlite {
                 location,
                 limit_of(limit)
             ],
-        )
+            &mut |row| page.push(row),
+        )?;
+        Ok(page)
     }
 
     fn rollup_scalars_since(
