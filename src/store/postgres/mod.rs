@@ -338,7 +338,7 @@ impl Postgres {
         })
     }
 
-    /// Results a `SELECT to_jsonb(r) FROM results r …` query returns, in its order.
+    /// Results a `SELECT row_to_json(r)::text FROM results r …` query returns, in its order.
     fn records(
         &self,
         sql: &'static str,
@@ -439,7 +439,7 @@ impl Backend for Postgres {
         target: Option<&str>,
     ) -> Result<Vec<(ResultRecord, i64)>, StoreError> {
         self.records(
-            "SELECT to_jsonb(r) FROM results r WHERE ts_ms >= $1 AND ($2::text IS NULL OR target = $2)
+            "SELECT row_to_json(r)::text FROM results r WHERE ts_ms >= $1 AND ($2::text IS NULL OR target = $2)
              ORDER BY ts_ms, run_id",
             &[&since_ms, &target],
         )
@@ -452,7 +452,7 @@ impl Backend for Postgres {
     ) -> Result<Vec<(ResultRecord, i64)>, StoreError> {
         let (ts_ms, run_id) = after.unwrap_or((i64::MIN, ""));
         self.records(
-            "SELECT to_jsonb(r) FROM results r WHERE (ts_ms, run_id) > ($1, $2)
+            "SELECT row_to_json(r)::text FROM results r WHERE (ts_ms, run_id) > ($1, $2)
              ORDER BY ts_ms, run_id LIMIT $3",
             &[&ts_ms, &run_id, &limit_of(limit)],
         )
@@ -460,7 +460,7 @@ impl Backend for Postgres {
 
     fn newest_since(&self, since_ms: i64, limit: usize) -> Result<Vec<ResultRecord>, StoreError> {
         let mut out = self.records(
-            "SELECT to_jsonb(r) FROM results r WHERE ts_ms >= $1 ORDER BY ts_ms DESC, run_id DESC LIMIT $2",
+            "SELECT row_to_json(r)::text FROM results r WHERE ts_ms >= $1 ORDER BY ts_ms DESC, run_id DESC LIMIT $2",
             &[&since_ms, &limit_of(limit)],
         )?;
         out.reverse();
@@ -469,7 +469,7 @@ impl Backend for Postgres {
 
     fn latest_results(&self, target: &str, limit: usize) -> Result<Vec<ResultRecord>, StoreError> {
         let out = self.records(
-            "SELECT to_jsonb(r) FROM results r WHERE target = $1 ORDER BY ts_ms DESC, run_id DESC LIMIT $2",
+            "SELECT row_to_json(r)::text FROM results r WHERE target = $1 ORDER BY ts_ms DESC, run_id DESC LIMIT $2",
             &[&target, &limit_of(limit)],
         )?;
         Ok(out.into_iter().map(|(record, _)| record).collect())
