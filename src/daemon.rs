@@ -78,7 +78,7 @@ struct Shared {
     gates: Arc<HashMap<String, Gate>>,
     budgets: Budgets,
     /// The fleet's shared limits, when the store coordinates several probers.
-    fleet: Option<Arc<dyn store::Shared>>,
+    fleet: Option<Arc<dyn store::FleetLimits>>,
     /// This prober's location.
     location: String,
     records: RecordSender,
@@ -104,7 +104,7 @@ pub async fn run(
     let sends = records.counts();
     let stats = Arc::new(Stats::default());
     let fleet = match &config.store.backend {
-        StoreBackend::Postgres { .. } => Store::open_read_only(&config.store)?.into_shared(),
+        StoreBackend::Postgres { .. } => Store::open_read_only(&config.store)?.into_fleet_limits(),
         StoreBackend::Sqlite { .. } => None,
     };
     let gates: Arc<HashMap<String, Gate>> = Arc::new(

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::limiter::Gate;
-use crate::store::{LEASE_RENEW, LEASE_TTL, Shared};
+use crate::store::{FleetLimits, LEASE_RENEW, LEASE_TTL};
 
 /// Longest a prober keeps sending at its share on a lease it could not renew (the database
 /// away): the others forget the lease [`LEASE_TTL`] after its last renewal and take its part
@@ -24,7 +24,7 @@ fn trusted_for(window: Duration) -> Duration {
 /// Renews `location`'s leases on every provider of `gates` until `shutdown`, setting each
 /// gate's share.
 pub async fn renew(
-    shared: Arc<dyn Shared>,
+    shared: Arc<dyn FleetLimits>,
     gates: Arc<HashMap<String, Gate>>,
     location: String,
     shutdown: CancellationToken,

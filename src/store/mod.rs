@@ -301,7 +301,7 @@ pub trait Backend: Send {
 
     /// The fleet's shared limits, when the store coordinates several probers (PostgreSQL);
     /// `None` when this prober is alone with its store.
-    fn into_shared(self: Box<Self>) -> Option<Arc<dyn Shared>> {
+    fn into_fleet_limits(self: Box<Self>) -> Option<Arc<dyn FleetLimits>> {
         None
     }
 
@@ -325,7 +325,7 @@ pub const LEASE_SEEN: Duration = Duration::from_secs(LEASE_RENEW.as_secs() * 2);
 
 /// What probers sharing one store share: each provider's request rate, in leases, and its
 /// monthly budget, in reservations. Implemented by the PostgreSQL store.
-pub trait Shared: Send + Sync {
+pub trait FleetLimits: Send + Sync {
     /// Renews `location`'s lease on `provider`'s rate limit, whose window is `window`, and
     /// says how the limit is divided now.
     fn lease_rate(
@@ -420,8 +420,8 @@ impl Store {
     }
 
     /// The fleet's shared limits, when this store coordinates several probers.
-    pub fn into_shared(self) -> Option<Arc<dyn Shared>> {
-        self.0.into_shared()
+    pub fn into_fleet_limits(self) -> Option<Arc<dyn FleetLimits>> {
+        self.0.into_fleet_limits()
     }
 
     /// Opens an existing store for reading, while a daemon may be writing it.

@@ -10,7 +10,7 @@ use tokio_postgres::Transaction;
 
 use super::{Failure, Postgres};
 use crate::result::ResultRecord;
-use crate::store::{LEASE_SEEN, LEASE_TTL, RateShare, Shared, SharedReservation, StoreError};
+use crate::store::{FleetLimits, LEASE_SEEN, LEASE_TTL, RateShare, SharedReservation, StoreError};
 
 /// The publisher's advisory lock: one publishing daemon per store.
 const PUBLISHER_LOCK: i64 = 0x736f_6e64_655f_7075; // "sonde_pu"
@@ -59,7 +59,7 @@ impl Postgres {
     }
 }
 
-impl Shared for Postgres {
+impl FleetLimits for Postgres {
     fn lease_rate(
         &self,
         provider: &str,

@@ -29,7 +29,8 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{
-    Backend, Batch, Copied, Heartbeat, Incident, RollupRow, Shared, Spend, StoreError, TargetAt,
+    Backend, Batch, Copied, FleetLimits, Heartbeat, Incident, RollupRow, Spend, StoreError,
+    TargetAt,
 };
 use crate::aggregate::health::{State, TargetHealth, Transition};
 use crate::aggregate::rollup::{Rollup, Scalars, Span};
@@ -646,8 +647,8 @@ impl Backend for Postgres {
         self.hold_publisher_lock()
     }
 
-    fn into_shared(self: Box<Self>) -> Option<Arc<dyn Shared>> {
-        Some(Arc::from(self as Box<dyn Shared>))
+    fn into_fleet_limits(self: Box<Self>) -> Option<Arc<dyn FleetLimits>> {
+        Some(Arc::from(self as Box<dyn FleetLimits>))
     }
 
     fn incidents(&self, since_ms: i64) -> Result<Vec<Incident>, StoreError> {
