@@ -484,3 +484,63 @@ fn an_unset_or_unreachable_database_is_a_clear_error_without_the_password() {
     );
     assert!(!refused.contains("s3cret"), "{refused}");
 }
+
+#[test]
+fn tls_with_a_private_ca_is_verified_and_required() {
+    let Some(cluster) = common::postgres::start("tls_with_a_private_ca") else {
+        return;
+    };
+    let ca = cluster.enable_tls();
+    let url = format!("{}?sslmode=require", cluster.database("tls"));
+    let var = "SONDE_TEST_TLS_URL";
+    // SAFETY: this test's own variable, set before any store reads it.
+    unsafe { std::env::set_var(var, &url) };
+    let store = |ca_file: Option<&Path>| StoreConfig {
+        backend: StoreBackend::Postgres {
+            url_env: var.into(),
+            ca_file: ca_file.map(Path::to_path_buf),
+        },
+        ..StoreConfig::default()
+    };
+    // The system's roots do not know the test CA: the handshake fails, and says why.
+    let refused = Store::open(&store(None), "here").unwrap_err().to_string();
+    assert!(
+        refused.to_lowercase().contains("certificate") && !refused.contains("postgres@"),
+        "{refused}"
+    );
+    // With `ca_file`, the store opens over TLS and round-trips a batch.
+    let mut opened = Store::open(&store(Some(&ca)), "here").unwrap();
+    let mut record = not_sent(
+        &config(tempfile::tempdir().unwrap().path(), "").targets[0],
+        &sonde::probe::ProbeSet::builtin()
+            .get("ping")
+            .unwrap()
+            .clone(),
+        Scheduled::now(),
+        Outcome::Ok,
+        String::new(),
+    );
+    record.location = "here".into();
+    opened
+        .write(&sonde::store::Batch {
+            results: vec![(record.clone(), 1_000)],
+            ..sonde::store::Batch::default()
+        })
+        .unwrap();
+    let reader = Store::open_read_only(&store(Some(&ca))).unwrap();
+    assert_eq!(
+        reader.results_since(0, None).unwrap()[0].0.run_id,
+        record.run_id
+    );
+    // The server says the store's sessions are encrypted.
+    let encrypted: u32 = cluster
+        .psql(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+             WHERE ssl AND datname = 'tls'",
+        )
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(encrypted >= 2, "{encrypted} TLS sessions of the store");
+}

@@ -120,21 +120,102 @@ impl Cluster {
         self.start_server();
     }
 
-    /// A new empty database; its URL.
-    pub fn database(&self, name: &str) -> String {
+    /// Turns TLS on with a certificate for `127.0.0.1` and `localhost` signed by a CA made
+    /// for it (openssl), restarting the server; returns the CA's PEM file, for
+    /// `[store] ca_file`.
+    pub fn enable_tls(&self) -> PathBuf {
+        let dir = self.dir.path();
+        let openssl = |args: &[&str]| {
+            run(Command::new("openssl").args(args).current_dir(dir));
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=sonde test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]);
+        std::fs::write(
+            dir.join("san.ext"),
+            "subjectAltName = IP:127.0.0.1, DNS:localhost\nbasicConstraints = CA:FALSE\n",
+        )
+        .expect("write the extension file");
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.crt",
+        ]);
+        let data = self.data();
+        for file in ["server.crt", "server.key"] {
+            std::fs::copy(dir.join(file), data.join(file)).expect("copy into the data folder");
+        }
+        if let Some(user) = self.run_as {
+            run(Command::new("chown")
+                .arg(format!("{user}:{user}"))
+                .arg(data.join("server.crt"))
+                .arg(data.join("server.key")));
+        }
+        run(Command::new("chmod")
+            .arg("600")
+            .arg(data.join("server.key")));
+        let conf = data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).expect("read postgresql.conf");
+        text.push_str("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        std::fs::write(&conf, text).expect("write postgresql.conf");
+        self.stop();
+        self.start_server();
+        dir.join("ca.pem")
+    }
+
+    /// Runs `sql` with psql in database `db` as the server's superuser; its output, one
+    /// unaligned row a line.
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        let port = self.port.to_string();
         let output = self.as_server(
             &[
                 "psql",
                 "-h",
                 "127.0.0.1",
                 "-p",
-                &self.port.to_string(),
+                &port,
                 "-U",
                 "postgres",
                 "-d",
-                "postgres",
-                "-c",
-                &format!("CREATE DATABASE {name}"),
+                db,
+                "-tAc",
+                sql,
             ],
             &[],
         );
@@ -143,6 +224,12 @@ impl Cluster {
             "{}",
             String::from_utf8_lossy(&output.stderr)
         );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// A new empty database; its URL.
+    pub fn database(&self, name: &str) -> String {
+        self.psql("postgres", &format!("CREATE DATABASE {name}"));
         format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
     }
 }
