@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 
 use crate::result::{Outcome, ResultRecord};
 
@@ -28,10 +29,35 @@ pub struct RunKey {
     pub location: String,
 }
 
-/// The counters of one process, shared by the writer that counts and the server that shows.
+/// The counters of one process, shared by the daemon and the writer that count and the
+/// server that shows.
 #[derive(Debug, Default)]
 pub struct RunCounters {
     state: Mutex<Counts>,
+    /// What befell runs besides being recorded.
+    pub daemon: DaemonCounts,
+}
+
+/// What the daemon counts besides recorded runs: ticks it skipped, pauses, runs it abandoned
+/// or lost, and waits on the writer. Lost and abandoned runs have no record, so these are
+/// the only trace of them in `/metrics`.
+#[derive(Debug, Default)]
+pub struct DaemonCounts {
+    /// Runs sent and handed to the writer.
+    pub runs: AtomicU64,
+    /// Ticks skipped because the previous run of the same job was still going.
+    pub skipped_overlap: AtomicU64,
+    /// Runs not sent because of a budget (recorded as `skipped_budget`).
+    pub skipped_budget: AtomicU64,
+    /// Pauses imposed by 429s.
+    pub rate_limit_pauses: AtomicU64,
+    /// Runs abandoned at shutdown (still waiting for admission, or past the grace period).
+    pub abandoned: AtomicU64,
+    /// Sends that found the writer's queue full and waited for room.
+    pub writer_waits: AtomicU64,
+    /// Runs not recorded: the writer had stopped, or the store was unreachable for longer
+    /// than `[store] buffer` runs.
+    pub lost: AtomicU64,
 }
 
 #[derive(Debug, Default)]

@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use chrono::Utc;
@@ -57,21 +57,6 @@ pub enum DaemonError {
 /// result never arrives: long enough for a writer to get through a store outage.
 const RESERVATION_MARGIN: Duration = Duration::from_secs(3600);
 
-/// Counters of a daemon's life, logged when it stops.
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Runs sent and recorded.
-    pub runs: AtomicU64,
-    /// Ticks skipped because the previous run of the same job was still going.
-    pub skipped_overlap: AtomicU64,
-    /// Runs not sent because of a budget.
-    pub skipped_budget: AtomicU64,
-    /// Pauses imposed by 429s.
-    pub rate_limit_pauses: AtomicU64,
-    /// Runs abandoned at shutdown (still waiting for admission, or past the grace period).
-    pub abandoned: AtomicU64,
-}
-
 /// What every job shares.
 struct Shared {
     runner: Runner,
@@ -82,7 +67,7 @@ struct Shared {
     /// This prober's location.
     location: String,
     records: RecordSender,
-    stats: Arc<Stats>,
+    counters: Arc<RunCounters>,
     shutdown: CancellationToken,
     abort: CancellationToken,
     runs: TaskTracker,
@@ -94,15 +79,13 @@ pub async fn run(
     config: Config,
     shutdown: CancellationToken,
     grace: Duration,
-) -> Result<Arc<Stats>, DaemonError> {
+) -> Result<Arc<RunCounters>, DaemonError> {
     let store = Store::open(&config.store, &config.prober.location)?;
     let store_name = store.describe();
     let spent = store.month_spend(&month_of(now_ms()))?;
     let budgets = Budgets::new(&config, &spent, &month_of(now_ms()));
     let counters = Arc::new(RunCounters::default());
     let (writer, records) = Writer::spawn(store, &config, Arc::clone(&counters))?;
-    let sends = records.counts();
-    let stats = Arc::new(Stats::default());
     let fleet = match &config.store.backend {
         StoreBackend::Postgres { .. } => Store::open_read_only(&config.store)?.into_fleet_limits(),
         StoreBackend::Sqlite { .. } => None,
@@ -137,12 +120,12 @@ pub async fn run(
         fleet,
         location: config.prober.location.clone(),
         records,
-        stats: Arc::clone(&stats),
+        counters: Arc::clone(&counters),
         shutdown: shutdown.clone(),
         abort: CancellationToken::new(),
         runs: TaskTracker::new(),
     });
-    let publishing = start_publishing(&config, &shutdown, counters).await?;
+    let publishing = start_publishing(&config, &shutdown, Arc::clone(&counters)).await?;
     let jobs = TaskTracker::new();
     let mut count = 0;
     for target in &config.targets {
@@ -188,17 +171,18 @@ pub async fn run(
     publishing.wait().await;
     leases.close();
     leases.wait().await;
+    let counts = &counters.daemon;
     tracing::info!(
-        runs = stats.runs.load(Ordering::Relaxed),
-        skipped_overlap = stats.skipped_overlap.load(Ordering::Relaxed),
-        skipped_budget = stats.skipped_budget.load(Ordering::Relaxed),
-        rate_limit_pauses = stats.rate_limit_pauses.load(Ordering::Relaxed),
-        abandoned = stats.abandoned.load(Ordering::Relaxed),
-        writer_waits = sends.waited.load(Ordering::Relaxed),
-        lost = sends.dropped.load(Ordering::Relaxed),
+        runs = counts.runs.load(Ordering::Relaxed),
+        skipped_overlap = counts.skipped_overlap.load(Ordering::Relaxed),
+        skipped_budget = counts.skipped_budget.load(Ordering::Relaxed),
+        rate_limit_pauses = counts.rate_limit_pauses.load(Ordering::Relaxed),
+        abandoned = counts.abandoned.load(Ordering::Relaxed),
+        writer_waits = counts.writer_waits.load(Ordering::Relaxed),
+        lost = counts.lost.load(Ordering::Relaxed),
         "sonde daemon stopped; every recorded run is on disk"
     );
-    Ok(stats)
+    Ok(counters)
 }
 
 /// Starts the publish loop and the server when the config asks for them; both stop with
@@ -250,7 +234,11 @@ async fn job(shared: Arc<Shared>, target: Target, probe: Probe, schedule: Schedu
             () = tokio::time::sleep_until(deadline) => {}
         }
         if busy.swap(true, Ordering::AcqRel) {
-            shared.stats.skipped_overlap.fetch_add(1, Ordering::Relaxed);
+            shared
+                .counters
+                .daemon
+                .skipped_overlap
+                .fetch_add(1, Ordering::Relaxed);
             tracing::debug!(job = %key, "skipped: the previous run is still going");
             continue;
         }
@@ -288,7 +276,11 @@ async fn one_run(
     let reservation = match reserved {
         Ok(reservation) => reservation,
         Err(reason) => {
-            shared.stats.skipped_budget.fetch_add(1, Ordering::Relaxed);
+            shared
+                .counters
+                .daemon
+                .skipped_budget
+                .fetch_add(1, Ordering::Relaxed);
             let record =
                 shared
                     .runner
@@ -305,7 +297,11 @@ async fn one_run(
         admission = gate.admit() => Some(admission),
     };
     let Some(_admission) = admitted else {
-        shared.stats.abandoned.fetch_add(1, Ordering::Relaxed);
+        shared
+            .counters
+            .daemon
+            .abandoned
+            .fetch_add(1, Ordering::Relaxed);
         return;
     };
     let record = tokio::select! {
@@ -313,12 +309,17 @@ async fn one_run(
         record = shared.runner.run_as(&target, &probe, scheduled, run_id) => Some(record),
     };
     let Some(record) = record else {
-        shared.stats.abandoned.fetch_add(1, Ordering::Relaxed);
+        shared
+            .counters
+            .daemon
+            .abandoned
+            .fetch_add(1, Ordering::Relaxed);
         return;
     };
     if let Some(pause) = gate.learn(&record) {
         shared
-            .stats
+            .counters
+            .daemon
             .rate_limit_pauses
             .fetch_add(1, Ordering::Relaxed);
         let why = match (record.outcome, record.http_status) {
@@ -335,7 +336,7 @@ async fn one_run(
         );
     }
     reservation.settle(&record);
-    shared.stats.runs.fetch_add(1, Ordering::Relaxed);
+    shared.counters.daemon.runs.fetch_add(1, Ordering::Relaxed);
     shared.records.send(record).await;
 }
 

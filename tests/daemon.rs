@@ -56,7 +56,10 @@ fn write_config(
 }
 
 /// Runs the daemon in-process for `duration`, then stops it.
-async fn run_for(config: Config, duration: Duration) -> std::sync::Arc<daemon::Stats> {
+async fn run_for(
+    config: Config,
+    duration: Duration,
+) -> std::sync::Arc<sonde::counters::RunCounters> {
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     tokio::spawn(async move {
@@ -102,7 +105,7 @@ async fn fifty_targets_never_pass_the_providers_rate_limit() {
         );
     }
     assert!(
-        stats.skipped_overlap.load(Ordering::Relaxed) > 0,
+        stats.daemon.skipped_overlap.load(Ordering::Relaxed) > 0,
         "runs waiting for the limiter make later ticks skip, not queue"
     );
 }
@@ -126,7 +129,7 @@ async fn a_429_with_retry_after_pauses_the_whole_provider() {
         .map(|r| r.at)
         .collect();
     assert!(!limited.is_empty());
-    assert!(stats.rate_limit_pauses.load(Ordering::Relaxed) >= 1);
+    assert!(stats.daemon.rate_limit_pauses.load(Ordering::Relaxed) >= 1);
     for at in &limited {
         let too_soon: Vec<_> = requests
             .iter()
@@ -160,7 +163,7 @@ async fn a_budget_cap_stops_sending_and_survives_a_restart() {
         "ping = \"every 1s\"",
     );
     let stats = run_for(config.clone(), Duration::from_secs(8)).await;
-    assert!(stats.skipped_budget.load(Ordering::Relaxed) >= 2);
+    assert!(stats.daemon.skipped_budget.load(Ordering::Relaxed) >= 2);
     let store = Store::open_read_only(&config.store).unwrap();
     let results = store.results_since(0, None).unwrap();
     let sent: Vec<_> = results
@@ -194,7 +197,7 @@ async fn a_budget_cap_stops_sending_and_survives_a_restart() {
     let before = sim.requests().len();
     let stats = run_for(config, Duration::from_secs(3)).await;
     assert_eq!(sim.requests().len(), before, "spend survived the restart");
-    assert!(stats.skipped_budget.load(Ordering::Relaxed) >= 1);
+    assert!(stats.daemon.skipped_budget.load(Ordering::Relaxed) >= 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,7 +221,7 @@ async fn a_run_longer_than_its_period_skips_ticks_instead_of_piling_up() {
     for pair in requests.windows(2) {
         assert!(pair[1].at.duration_since(pair[0].at) >= Duration::from_millis(2500));
     }
-    assert!(stats.skipped_overlap.load(Ordering::Relaxed) >= 3);
+    assert!(stats.daemon.skipped_overlap.load(Ordering::Relaxed) >= 3);
 }
 
 fn sonde_run(dir: &Path) -> std::process::Child {
@@ -447,8 +450,25 @@ async fn the_daemons_run_counters_only_grow_and_carry_their_labels() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (second, text) = scrape().await;
     shutdown.cancel();
-    daemon.await.unwrap().unwrap();
+    let counters = daemon.await.unwrap().unwrap();
     assert!(first.contains_key("sim/a#ok"), "{text}");
+    // The counters of what left no record are exposed too, and grow with the daemon's own.
+    let counter = |name: &str| -> u64 {
+        let line = text
+            .lines()
+            .find(|l| l.split(' ').next() == Some(name))
+            .unwrap_or_else(|| panic!("no {name}: {text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let pauses = counter("sonde_rate_limit_pauses_total");
+    assert!(pauses >= 1, "{text}");
+    assert!(pauses <= counters.daemon.rate_limit_pauses.load(Ordering::Relaxed));
+    assert_eq!(counter("sonde_runs_lost_total"), 0, "{text}");
+    assert!(
+        text.contains("# TYPE sonde_runs_lost_total counter"),
+        "{text}"
+    );
+    assert_eq!(counter("sonde_runs_abandoned_total"), 0, "{text}");
     assert!(
         second.contains_key("busy/always-429#rate_limited"),
         "{text}"

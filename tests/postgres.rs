@@ -446,6 +446,14 @@ async fn past_its_buffer_the_writer_drops_the_oldest_runs_and_says_which() {
     let lost_line = &daemon.lines("a run was lost")[0];
     assert_eq!(lost_line["buffer"], 5, "{lost_line}");
     assert_eq!(lost_line["level"], "ERROR");
+    // The counter `/metrics` shows as sonde_runs_lost_total counts each of them once.
+    tokio::task::block_in_place(|| {
+        daemon.wait_for("the stop line", |d| {
+            !d.lines("sonde daemon stopped").is_empty()
+        });
+    });
+    let stopped = &daemon.lines("sonde daemon stopped")[0];
+    assert_eq!(stopped["lost"], lost.len() as u64, "{stopped}");
 }
 
 #[test]

@@ -2,7 +2,11 @@
 //!
 //! Two kinds of figures, named so they cannot be confused:
 //! - **Counters** that only grow for the life of the process: `sonde_runs_total` (runs this
-//!   daemon recorded, by target, provider, group, probe and outcome). `sonde serve` records
+//!   daemon recorded, by target, provider, group, probe and outcome), and what befell runs
+//!   that left no record: `sonde_runs_lost_total` (the writer had stopped, or the store was
+//!   away longer than `[store] buffer` runs), `sonde_runs_abandoned_total` (at shutdown),
+//!   `sonde_ticks_skipped_total` (the job's previous run still going), with
+//!   `sonde_rate_limit_pauses_total` and `sonde_writer_waits_total`. `sonde serve` records
 //!   nothing and has none.
 //! - **Gauges of a window**, named for it: the 30-day quantiles of TTFT, E2E and speed
 //!   (`sonde_ttft_seconds_30d{quantile}`, with `_samples`; a quantile the samples cannot support
@@ -20,11 +24,12 @@
 //! of the daemon that counted.
 
 use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
 
 use super::feed::{Feed, FeedTarget};
 use crate::aggregate::health::State;
 use crate::aggregate::{Percentiles, TargetStats, Window};
-use crate::counters::RunCounters;
+use crate::counters::{DaemonCounts, RunCounters};
 use crate::result::Outcome;
 
 /// The `Content-Type` of the exposition.
@@ -82,6 +87,43 @@ fn quantiles(
     }
 }
 
+/// The daemon's counters of runs that left no record, and of pauses and waits.
+fn daemon_counts(out: &mut String, counts: &DaemonCounts) {
+    for (name, help, count) in [
+        (
+            "sonde_runs_lost_total",
+            "Runs not recorded: the store's writer had stopped, or the store was unreachable for longer than [store] buffer runs.",
+            &counts.lost,
+        ),
+        (
+            "sonde_runs_abandoned_total",
+            "Runs abandoned at shutdown, waiting for admission or past the grace period.",
+            &counts.abandoned,
+        ),
+        (
+            "sonde_ticks_skipped_total",
+            "Schedule ticks skipped because the job's previous run was still going.",
+            &counts.skipped_overlap,
+        ),
+        (
+            "sonde_rate_limit_pauses_total",
+            "Pauses of a provider's probes imposed by a 429 or a Retry-After.",
+            &counts.rate_limit_pauses,
+        ),
+        (
+            "sonde_writer_waits_total",
+            "Runs that waited for room in the store writer's queue.",
+            &counts.writer_waits,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+            count.load(Ordering::Relaxed)
+        );
+    }
+}
+
 /// The exposition for `stats` and `feed`, with the daemon's `counters` when it has them.
 pub fn render(stats: &[TargetStats], feed: &Feed, counters: Option<&RunCounters>) -> String {
     let mut out = String::new();
@@ -108,6 +150,9 @@ pub fn render(stats: &[TargetStats], feed: &Feed, counters: Option<&RunCounters>
                 label(&key.location)
             );
         }
+    }
+    if let Some(counters) = counters {
+        daemon_counts(&mut out, &counters.daemon);
     }
     let month: Vec<(&str, &crate::aggregate::WindowStats)> = stats
         .iter()

@@ -18,7 +18,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -50,17 +50,8 @@ const MAX_HEARTBEAT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub struct RecordSender {
     queue: SyncSender<ResultRecord>,
-    counts: Arc<SendCounts>,
-}
-
-/// What sending cost: waits on a full queue, and runs lost because the writer had stopped.
-#[derive(Debug, Default)]
-pub struct SendCounts {
-    /// Sends that found the queue full and waited for room.
-    pub waited: AtomicU64,
-    /// Runs not recorded: the writer had stopped, or the store was unreachable for longer
-    /// than `[store] buffer` runs.
-    pub dropped: AtomicU64,
+    /// Where waits on a full queue and lost runs are counted.
+    counters: Arc<RunCounters>,
 }
 
 impl RecordSender {
@@ -72,7 +63,10 @@ impl RecordSender {
             Err(TrySendError::Full(record)) => record,
             Err(TrySendError::Disconnected(record)) => return self.lost(&record),
         };
-        self.counts.waited.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .daemon
+            .writer_waits
+            .fetch_add(1, Ordering::Relaxed);
         let queue = self.queue.clone();
         // The record comes back only when it could not be sent.
         let sent = tokio::task::spawn_blocking(move || queue.send(record).err().map(|e| e.0)).await;
@@ -80,24 +74,19 @@ impl RecordSender {
             Ok(None) => {}
             Ok(Some(unsent)) => self.lost(&unsent),
             Err(_) => {
-                self.counts.dropped.fetch_add(1, Ordering::Relaxed);
+                self.counters.daemon.lost.fetch_add(1, Ordering::Relaxed);
                 tracing::error!("a run was lost: the task handing it to the writer failed");
             }
         }
     }
 
     fn lost(&self, record: &ResultRecord) {
-        self.counts.dropped.fetch_add(1, Ordering::Relaxed);
+        self.counters.daemon.lost.fetch_add(1, Ordering::Relaxed);
         tracing::error!(
             run_id = %record.run_id,
             target_id = %record.target,
             "a run was lost: the store's writer has stopped"
         );
-    }
-
-    /// The counts of every clone of this sender.
-    pub fn counts(&self) -> Arc<SendCounts> {
-        Arc::clone(&self.counts)
     }
 }
 
@@ -116,14 +105,13 @@ impl Writer {
         counters: Arc<RunCounters>,
     ) -> Result<(Writer, RecordSender), StoreError> {
         let mut state = State::load(store, config)?;
-        state.counters = Some(counters);
-        let counts = Arc::clone(&state.counts);
+        state.counters = Arc::clone(&counters);
         let (queue, receiver) = sync_channel(QUEUE);
         let thread = std::thread::Builder::new()
             .name("sonde-store".into())
             .spawn(move || state.run(receiver))
             .map_err(StoreError::Thread)?;
-        let sender = RecordSender { queue, counts };
+        let sender = RecordSender { queue, counters };
         Ok((Writer { thread }, sender))
     }
 
@@ -193,11 +181,10 @@ struct State {
     /// Runs received and not yet stored, oldest first: at most `store_config.buffer`.
     pending: VecDeque<ResultRecord>,
     last_prune: Option<Instant>,
-    /// The daemon's process-lifetime counters, counted as runs are recorded.
-    counters: Option<Arc<RunCounters>>,
-    /// Shared with the senders: runs dropped because the store was away longer than the
-    /// buffer could hold count as `dropped`.
-    counts: Arc<SendCounts>,
+    /// The daemon's process-lifetime counters, shared with the senders: runs counted as
+    /// they are recorded, and as `lost` when the store was away longer than the buffer
+    /// could hold.
+    counters: Arc<RunCounters>,
 }
 
 impl State {
@@ -220,8 +207,7 @@ impl State {
             health,
             pending: VecDeque::new(),
             last_prune: None,
-            counters: None,
-            counts: Arc::default(),
+            counters: Arc::default(),
         })
     }
 
@@ -275,7 +261,7 @@ impl State {
                     );
                     if closed && retry.attempts >= STOPPING_ATTEMPTS {
                         for record in self.pending.drain(..) {
-                            self.counts.dropped.fetch_add(1, Ordering::Relaxed);
+                            self.counters.daemon.lost.fetch_add(1, Ordering::Relaxed);
                             tracing::error!(run_id = %record.run_id, target_id = %record.target, "a run was lost: the store could not be written while stopping");
                         }
                         return;
@@ -300,7 +286,7 @@ impl State {
         self.pending.push_back(record);
         while self.pending.len() > self.store_config.buffer as usize {
             if let Some(oldest) = self.pending.pop_front() {
-                self.counts.dropped.fetch_add(1, Ordering::Relaxed);
+                self.counters.daemon.lost.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(
                     run_id = %oldest.run_id,
                     target_id = %oldest.target,
@@ -367,9 +353,7 @@ impl State {
     /// Counts and logs each recorded run, and each state change.
     fn announce(&self, batch: &Batch) {
         for (record, _) in &batch.results {
-            if let Some(counters) = &self.counters {
-                counters.count(record);
-            }
+            self.counters.count(record);
             tracing::info!(
                 run_id = %record.run_id,
                 target_id = %record.target,
