@@ -22,9 +22,6 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sonde::config::Config;
 use sonde::result::{Outcome, ResultRecord};
-use sonde::store::Store;
-use sonde::store::writer::import;
-use sonde::units::now_ms;
 
 const MASTER_KEY: &str = "sk-sonde-litellm-master-0123456789";
 
@@ -59,28 +56,14 @@ served_model = "other-model"
 
 /// The LiteLLM binary, or `None` when the suite is skipped on purpose.
 fn litellm() -> Option<PathBuf> {
-    if std::env::var("SONDE_SKIP_LITELLM").as_deref() == Ok("1") {
-        eprintln!(
-            "\n!!!!!!!! SKIPPED: the LiteLLM proxy suite (SONDE_SKIP_LITELLM=1). sonde's gateway \
-             export and its measurements through a real gateway are NOT tested in this run. !!!!!!!!\n"
-        );
-        return None;
-    }
-    if let Ok(bin) = std::env::var("SONDE_LITELLM_BIN") {
-        return Some(PathBuf::from(bin));
-    }
-    let setup = Command::new("bash")
-        .arg("tests/litellm/setup.sh")
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run tests/litellm/setup.sh");
-    assert!(
-        setup.status.success(),
-        "installing the LiteLLM proxy failed (tests/litellm/setup.sh); it needs python3 with \
-         venv and PyPI. Set SONDE_SKIP_LITELLM=1 to skip this suite deliberately."
-    );
-    let path = String::from_utf8_lossy(&setup.stdout).trim().to_owned();
-    Some(PathBuf::from(path.lines().last().unwrap_or_default()))
+    common::installed::installed(&common::installed::Tool {
+        name: "the LiteLLM proxy",
+        skip_var: "SONDE_SKIP_LITELLM",
+        path_var: "SONDE_LITELLM_BIN",
+        setup: "tests/litellm/setup.sh",
+        needs: "python3 with venv and PyPI",
+        untested: "sonde's gateway export and its measurements through a real gateway are",
+    })
 }
 
 /// A running proxy; killed when dropped.
@@ -425,21 +408,11 @@ async fn litellm_routes_by_the_weights_sonde_exports_and_never_to_a_down_target(
     // Scripted measurements: fast and slow always up, TTFT 100 vs 900 ms, same price — the
     // feed's weights 0.9 / 0.1; dead failing every run; swap up and fastest of all, but
     // answering with another model (weight 0); the Gemini target alone in its group.
-    let now = now_ms();
-    let mut history = Vec::new();
-    for i in 0..20 {
-        let at = now - 600_000 + i * 20_000;
-        history.push(common::scripted(&config, 0, at, Outcome::Ok, 100.0));
-        history.push(common::scripted(&config, 1, at, Outcome::Ok, 900.0));
-        history.push(common::scripted(&config, 2, at, Outcome::ServerError, 0.0));
-        let mut swapped = common::scripted(&config, 3, at, Outcome::Ok, 50.0);
-        swapped.served_model = Some("tiny".into());
-        swapped.model_substituted = true;
-        history.push(swapped);
-        history.push(common::scripted(&config, 4, at, Outcome::Ok, 100.0));
-    }
-    let store = Store::open(&config.store, &config.prober.location).unwrap();
-    import(store, &config, history).unwrap();
+    use common::Plays::{Down, Substitutes, Up};
+    common::play(
+        &config,
+        &[Up(100.0), Up(900.0), Down, Substitutes, Up(100.0)],
+    );
 
     // The README's reload workflow, as written there.
     let readme = std::fs::read_to_string("README.md").unwrap();

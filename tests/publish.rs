@@ -317,7 +317,7 @@ async fn gateway_exports_parse_in_their_documented_shapes() {
         Some("simple-shuffle")
     );
 
-    let openrouter = gateway::openrouter(&feed);
+    let openrouter = gateway::openrouter(&config, &feed, false);
     let order = openrouter["models"][EVIL]["provider"]["order"]
         .as_array()
         .unwrap();

@@ -165,7 +165,7 @@ fn substitution_fake_streaming_and_refused_requirements_change_the_weights() {
         .map(|d| d["model_info"]["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, ["honest/llama-70b", "buffer/llama-70b"]);
-    let openrouter = gateway::openrouter(&feed);
+    let openrouter = gateway::openrouter(&config, &feed, false);
     let provider = &openrouter["models"]["llama"]["provider"];
     assert_eq!(provider["order"], serde_json::json!(["honest", "buffer"]));
     assert_eq!(
@@ -393,4 +393,70 @@ fn a_wall_display_refresh_is_asked_for_only_when_configured() {
     )
     .unwrap_err();
     assert_eq!(err.key(), Some("publish.refresh"), "{err}");
+}
+
+#[test]
+fn the_openrouter_export_speaks_openrouters_names_and_can_insist_on_them() {
+    let dir = tempfile::tempdir().unwrap();
+    // OpenRouter's names for each provider: one slug for the group, one upstream each, and
+    // `swapper` without a mapping (its sonde names stand).
+    let names = [
+        ("honest", Some("DeepInfra")),
+        ("swapper", None),
+        ("buffer", Some("Together")),
+        ("notools", Some("Lambda")),
+    ];
+    let mut text = config_text(dir.path(), "");
+    for (provider, upstream) in names {
+        let Some(upstream) = upstream else { continue };
+        let block = format!("name = \"{provider}\"\n");
+        let at = text.find(&block).unwrap();
+        let group = at + text[at..].find("group = \"llama\"\n").unwrap();
+        text.insert_str(
+            group,
+            &format!(
+                "openrouter = {{ model = \"meta-llama/llama-3.3-70b-instruct\", provider = \"{upstream}\" }}\n"
+            ),
+        );
+    }
+    let path = dir.path().join("sonde.toml");
+    let config = Config::parse(&path, &text).unwrap();
+    let store = Store::open(&config.store, &config.prober.location).unwrap();
+    import(store, &config, history(&config)).unwrap();
+    let feed = feed_of(&config);
+
+    let export = gateway::openrouter(&config, &feed, false);
+    let llama = &export["models"]["llama"];
+    // Two slugs in the group (swapper kept its model id): OpenRouter's `models`, best first.
+    assert_eq!(
+        llama["models"],
+        serde_json::json!(["meta-llama/llama-3.3-70b-instruct", "llama-70b"])
+    );
+    assert_eq!(
+        llama["provider"],
+        serde_json::json!({
+            "order": ["DeepInfra", "Together"],
+            "ignore": ["Lambda", "swapper"],
+            "allow_fallbacks": true,
+        })
+    );
+    let only = gateway::openrouter(&config, &feed, true);
+    assert_eq!(
+        only["models"]["llama"]["provider"],
+        serde_json::json!({
+            "order": ["DeepInfra", "Together"],
+            "only": ["DeepInfra", "Together"],
+            "ignore": ["Lambda", "swapper"],
+            "allow_fallbacks": false,
+        })
+    );
+
+    // A bad name is a config error with its file, line and key.
+    let bad = text.replacen("provider = \"DeepInfra\"", "provider = \"\"", 1);
+    let err = Config::parse(&path, &bad).unwrap_err().to_string();
+    assert!(
+        err.contains("providers[0].models[0].openrouter.provider"),
+        "{err}"
+    );
+    assert!(err.contains("sonde.toml:"), "{err}");
 }

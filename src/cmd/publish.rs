@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use sonde::config::Config;
 use sonde::owned_dir::{self, Protected, SITE_MARKER};
-use sonde::publish::{self, Snapshot, feed, gateway};
+use sonde::publish::feed::{self, Feed};
+use sonde::publish::{self, Snapshot, gateway};
 use sonde::store::Store;
 
 /// What to publish.
@@ -16,8 +17,12 @@ pub enum Format {
     Site,
     /// A LiteLLM proxy config (`model_list` with per-deployment weights), YAML.
     Litellm,
-    /// OpenRouter `provider.order` per route group, JSON.
+    /// What an OpenRouter request for each route group carries (`model`, `provider` with
+    /// `order` and `ignore`), JSON.
     Openrouter,
+    /// A Portkey gateway config (`strategy.mode = "loadbalance"`, weighted `targets`) per
+    /// route group, JSON.
+    Portkey,
 }
 
 /// Arguments of `sonde publish`.
@@ -34,6 +39,10 @@ pub struct Args {
     /// What to write.
     #[arg(long, value_enum, default_value = "site")]
     format: Format,
+    /// With `--format openrouter`: `provider.only` = the routed providers and no fallbacks,
+    /// so OpenRouter sends nowhere sonde has not measured.
+    #[arg(long)]
+    openrouter_only: bool,
 }
 
 /// Writes the site or the export; exit 0, or 2 when the output is not sonde's to replace.
@@ -41,40 +50,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     super::init_logging("warn");
     let config = Config::load(&args.config)?;
     let protected = Protected::new(&config.file, config.store.file());
-    if args.format == Format::Site {
-        let out = match args.out {
-            Some(out) => protected.check(&out)?,
-            None => match &config.publish.out {
-                Some(out) => out.clone(),
-                None => protected.check(&PathBuf::from("site"))?,
-            },
-        };
-        owned_dir::check_owned(&out, SITE_MARKER)?;
+    let feed = || -> anyhow::Result<Feed> {
         let store = Store::open_read_only(&config.store)?;
         let now = chrono::Utc::now().timestamp_millis();
-        let started = std::time::Instant::now();
-        let snapshot = Snapshot::load(&config, &store, now)?;
-        let files = publish::build(&config, &snapshot)?;
-        publish::write_site(&out, &files)?;
-        let bytes: usize = files.values().map(Vec::len).sum();
-        println!(
-            "published {} files ({} KiB, index.html {} KiB) to {} in {:.0} ms",
-            files.len(),
-            bytes / 1024,
-            files.get("index.html").map_or(0, Vec::len) / 1024,
-            out.display(),
-            started.elapsed().as_secs_f64() * 1000.0
-        );
-        return Ok(ExitCode::SUCCESS);
-    }
-    let store = Store::open_read_only(&config.store)?;
-    let now = chrono::Utc::now().timestamp_millis();
-    let stats = publish::windows::summarize(&store, &config, now)?;
-    let locations = publish::windows::locations(&store, now)?;
-    let feed = feed::build(&config, &stats, &locations, now);
+        let stats = publish::windows::summarize(&store, &config, now)?;
+        let locations = publish::windows::locations(&store, now)?;
+        Ok(feed::build(&config, &stats, &locations, now))
+    };
     let text = match args.format {
-        Format::Litellm => gateway::litellm(&config, &feed),
-        _ => gateway::openrouter_text(&feed)?,
+        Format::Site => return site(args.out, &config, &protected),
+        Format::Litellm => gateway::litellm(&config, &feed()?),
+        Format::Openrouter => gateway::openrouter_text(&config, &feed()?, args.openrouter_only)?,
+        Format::Portkey => gateway::portkey_text(&config, &feed()?)?,
     };
     match args.out {
         Some(path) => {
@@ -83,5 +70,33 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         None => std::io::stdout().lock().write_all(text.as_bytes())?,
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Renders the site into `out` (default: `[publish] out`, else `site`).
+fn site(out: Option<PathBuf>, config: &Config, protected: &Protected) -> anyhow::Result<ExitCode> {
+    let out = match out {
+        Some(out) => protected.check(&out)?,
+        None => match &config.publish.out {
+            Some(out) => out.clone(),
+            None => protected.check(&PathBuf::from("site"))?,
+        },
+    };
+    owned_dir::check_owned(&out, SITE_MARKER)?;
+    let store = Store::open_read_only(&config.store)?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let started = std::time::Instant::now();
+    let snapshot = Snapshot::load(config, &store, now)?;
+    let files = publish::build(config, &snapshot)?;
+    publish::write_site(&out, &files)?;
+    let bytes: usize = files.values().map(Vec::len).sum();
+    println!(
+        "published {} files ({} KiB, index.html {} KiB) to {} in {:.0} ms",
+        files.len(),
+        bytes / 1024,
+        files.get("index.html").map_or(0, Vec::len) / 1024,
+        out.display(),
+        started.elapsed().as_secs_f64() * 1000.0
+    );
     Ok(ExitCode::SUCCESS)
 }

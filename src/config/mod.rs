@@ -182,6 +182,18 @@ struct RawModel {
     probes: Option<Vec<Spanned<String>>>,
     #[serde(default)]
     extra_body: Option<Spanned<toml::Table>>,
+    #[serde(default)]
+    openrouter: Option<RawOpenRouter>,
+}
+
+/// `openrouter = { model = "...", provider = "..." }` on a model.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOpenRouter {
+    #[serde(default)]
+    model: Option<Spanned<String>>,
+    #[serde(default)]
+    provider: Option<Spanned<String>>,
 }
 
 /// One API endpoint family with one credential.
@@ -228,6 +240,18 @@ pub struct Model {
     pub max_tokens_field: MaxTokensField,
     /// JSON merged into every request body (provider's, then the model's).
     pub extra_body: serde_json::Map<String, serde_json::Value>,
+    /// How OpenRouter names this target, for its export.
+    pub openrouter: OpenRouterName,
+}
+
+/// A target's names on OpenRouter: the model slug requests name, and the upstream provider
+/// that `provider.order` lists (by default the model id and sonde's provider name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenRouterName {
+    /// The model slug, e.g. `meta-llama/llama-3.3-70b-instruct`.
+    pub model: String,
+    /// The provider as OpenRouter names it, e.g. `DeepInfra`.
+    pub provider: String,
 }
 
 /// Provider × model: the unit that is probed, scored and weighted.
@@ -549,8 +573,26 @@ fn build_provider(
             &format!("{model_key}.extra_body"),
             raw_model.extra_body,
         ));
+        let openrouter = raw_model.openrouter.map_or((None, None), |raw| {
+            let mut name = |field: &str, value: Option<Spanned<String>>| {
+                let value = value?;
+                if value.get_ref().trim().is_empty() || has_control(value.get_ref()) {
+                    errors.push(source.error(
+                        Some(value.span()),
+                        format!("{model_key}.openrouter.{field}"),
+                        "an OpenRouter name must not be empty nor hold control characters",
+                    ));
+                }
+                Some(value.into_inner())
+            };
+            (name("model", raw.model), name("provider", raw.provider))
+        });
         let span = raw_model.id.span();
         let id = raw_model.id.into_inner();
+        let openrouter = OpenRouterName {
+            model: openrouter.0.unwrap_or_else(|| id.clone()),
+            provider: openrouter.1.unwrap_or_else(|| name.to_owned()),
+        };
         models.push((
             m,
             PendingModel {
@@ -564,6 +606,7 @@ fn build_provider(
                     reasoning_budget: raw_model.reasoning_budget,
                     max_tokens_field: raw_model.max_tokens_field,
                     extra_body: extra,
+                    openrouter,
                 },
                 probes: model_probes
                     .or_else(|| provider_probes.clone())

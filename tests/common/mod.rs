@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod installed;
 pub mod postgres;
 
 use std::net::SocketAddr;
@@ -312,4 +313,39 @@ pub fn scripted(
         r.error = Some(format!("scripted {outcome}"));
     }
     r
+}
+
+/// How a target behaves in a scripted history.
+#[derive(Debug, Clone, Copy)]
+pub enum Plays {
+    /// Always up, with this TTFT in ms.
+    Up(f64),
+    /// Failing every run (a server error).
+    Down,
+    /// Up and fast, but answering with another model (`tiny`).
+    Substitutes,
+}
+
+/// Twenty `stream` runs of each target of `config` over the last ten minutes, target `i`
+/// as `plays[i]` says, stored in `config`'s store.
+pub fn play(config: &Config, plays: &[Plays]) {
+    let now = sonde::units::now_ms();
+    let mut history = Vec::new();
+    for i in 0..20 {
+        let at = now - 600_000 + i * 20_000;
+        for (index, plays) in plays.iter().enumerate() {
+            history.push(match *plays {
+                Plays::Up(ttft) => scripted(config, index, at, Outcome::Ok, ttft),
+                Plays::Down => scripted(config, index, at, Outcome::ServerError, 0.0),
+                Plays::Substitutes => {
+                    let mut swapped = scripted(config, index, at, Outcome::Ok, 50.0);
+                    swapped.served_model = Some("tiny".into());
+                    swapped.model_substituted = true;
+                    swapped
+                }
+            });
+        }
+    }
+    let store = sonde::store::Store::open(&config.store, &config.prober.location).unwrap();
+    sonde::store::writer::import(store, config, history).unwrap();
 }
