@@ -460,3 +460,135 @@ fn the_openrouter_export_speaks_openrouters_names_and_can_insist_on_them() {
     );
     assert!(err.contains("sonde.toml:"), "{err}");
 }
+
+#[test]
+fn the_envoy_export_is_one_weighted_route_per_group_with_down_targets_as_last_resort() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = format!(
+        "[store]\npath = \"{}\"\n",
+        dir.path().join("sonde.db").display()
+    );
+    for (provider, model, group) in [
+        ("Fast_Host", "llama-70b", "llama"),
+        ("slow", "llama-70b", "llama"),
+        ("dead", "llama-70b", "llama"),
+        ("swap", "llama-70b", "llama"),
+        ("gone", "qwen", "qwen"),
+    ] {
+        text.push_str(&format!(
+            "[[providers]]\nname = \"{provider}\"\nkind = \"openai\"\n\
+             base_url = \"http://127.0.0.1:9/v1\"\nprobes = [\"stream\"]\n\
+             [[providers.models]]\nid = \"{model}\"\ngroup = \"{group}\"\n"
+        ));
+    }
+    let path = dir.path().join("sonde.toml");
+    std::fs::write(&path, &text).unwrap();
+    let config = Config::parse(&path, &text).unwrap();
+    use common::Plays::{Down, Substitutes, Up};
+    common::play(&config, &[Up(100.0), Up(900.0), Down, Substitutes, Down]);
+    let feed = feed_of(&config);
+
+    let yaml = gateway::envoy(&config, &feed, "my-gateway");
+    let docs = yaml_rust2::YamlLoader::load_from_str(&yaml).unwrap();
+    // The qwen group has only a down target, so nothing at priority 0: its route still
+    // exists, with the down target as the last resort.
+    assert_eq!(docs.len(), 2, "{yaml}");
+    let rfc1123 = |name: &str| {
+        !name.is_empty()
+            && name.len() <= 253
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !name.starts_with('-')
+            && !name.ends_with('-')
+    };
+    let llama = docs
+        .iter()
+        .find(|d| d["metadata"]["name"].as_str() == Some("sonde-llama"))
+        .unwrap_or_else(|| panic!("{yaml}"));
+    assert_eq!(
+        llama["apiVersion"].as_str(),
+        Some("aigateway.envoyproxy.io/v1alpha1")
+    );
+    assert_eq!(llama["kind"].as_str(), Some("AIGatewayRoute"));
+    let parent = &llama["spec"]["parentRefs"][0];
+    assert_eq!(parent["name"].as_str(), Some("my-gateway"));
+    assert_eq!(parent["kind"].as_str(), Some("Gateway"));
+    let rule = &llama["spec"]["rules"][0];
+    let header = &rule["matches"][0]["headers"][0];
+    assert_eq!(header["name"].as_str(), Some("x-ai-eg-model"));
+    assert_eq!(header["value"].as_str(), Some("llama"));
+    assert_eq!(header["type"].as_str(), Some("Exact"));
+    let refs: Vec<(String, i64, i64, String)> = rule["backendRefs"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap().to_owned(),
+                r["weight"].as_i64().unwrap(),
+                r["priority"].as_i64().unwrap(),
+                r["modelNameOverride"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for (name, weight, priority, model) in &refs {
+        assert!(rfc1123(name), "{name}");
+        assert!(*weight >= 0 && *priority >= 0, "{refs:?}");
+        assert_eq!(model, "llama-70b");
+    }
+    let names: Vec<&str> = refs.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(
+        names,
+        ["fast-host-llama-70b", "slow-llama-70b", "dead-llama-70b"],
+        "the substituting target is left out: {refs:?}"
+    );
+    let fast = target(&feed, "Fast_Host/llama-70b").weight;
+    assert_eq!(refs[0].1, (fast * 1000.0).round() as i64);
+    assert_eq!(refs[0].1 + refs[1].1, 1000, "{refs:?}");
+    assert_eq!((refs[0].2, refs[1].2), (0, 0));
+    assert_eq!((refs[2].1, refs[2].2), (1, 1), "down: a last resort");
+    let qwen = docs
+        .iter()
+        .find(|d| d["metadata"]["name"].as_str() == Some("sonde-qwen"))
+        .unwrap();
+    assert_eq!(
+        qwen["spec"]["rules"][0]["backendRefs"][0]["priority"].as_i64(),
+        Some(1)
+    );
+
+    // The file is sonde's to replace, and nothing else is.
+    let out = dir.path().join("routes.yaml");
+    for _ in 0..2 {
+        let run = std::process::Command::new(env!("CARGO_BIN_EXE_sonde"))
+            .args(["publish", "--config"])
+            .arg(&path)
+            .args([
+                "--format",
+                "envoy",
+                "--envoy-gateway",
+                "my-gateway",
+                "--out",
+            ])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(run.status.success(), "{run:?}");
+    }
+    assert!(
+        std::fs::read_to_string(&out)
+            .unwrap()
+            .contains("AIGatewayRoute")
+    );
+    let mine = dir.path().join("mine.yaml");
+    std::fs::write(&mine, "kind: Mine\n").unwrap();
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_sonde"))
+        .args(["publish", "--config"])
+        .arg(&path)
+        .args(["--format", "envoy", "--out"])
+        .arg(&mine)
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert_eq!(std::fs::read_to_string(&mine).unwrap(), "kind: Mine\n");
+}

@@ -23,6 +23,9 @@ pub enum Format {
     /// A Portkey gateway config (`strategy.mode = "loadbalance"`, weighted `targets`) per
     /// route group, JSON.
     Portkey,
+    /// Envoy AI Gateway `AIGatewayRoute`s (weighted `backendRefs`, priority 1 for down
+    /// targets), YAML.
+    Envoy,
 }
 
 /// Arguments of `sonde publish`.
@@ -43,6 +46,9 @@ pub struct Args {
     /// so OpenRouter sends nowhere sonde has not measured.
     #[arg(long)]
     openrouter_only: bool,
+    /// With `--format envoy`: the Gateway the routes attach to.
+    #[arg(long, default_value = "envoy-ai-gateway")]
+    envoy_gateway: String,
 }
 
 /// Writes the site or the export; exit 0, or 2 when the output is not sonde's to replace.
@@ -62,6 +68,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Format::Litellm => gateway::litellm(&config, &feed()?),
         Format::Openrouter => gateway::openrouter_text(&config, &feed()?, args.openrouter_only)?,
         Format::Portkey => gateway::portkey_text(&config, &feed()?)?,
+        Format::Envoy => gateway::envoy(&config, &feed()?, &args.envoy_gateway),
     };
     match args.out {
         Some(path) => {

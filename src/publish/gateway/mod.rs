@@ -1,5 +1,5 @@
 //! Gateway exports: the feed's weights in the shapes gateways load, one file per gateway
-//! (`litellm.rs`, `openrouter.rs`, `portkey.rs`). Every export carries only targets with a
+//! (`litellm.rs`, `openrouter.rs`, `portkey.rs`, `envoy.rs`). Every export carries only targets with a
 //! weight above 0 where the gateway routes by weight, names API keys by their variable and
 //! never by value, and says it is sonde's (the YAML's first line, the JSON's
 //! `"generator": "sonde"`), so sonde replaces it and nothing else.
@@ -12,10 +12,12 @@ use serde_json::Value;
 use super::feed::{Feed, FeedTarget};
 use crate::config::{Config, Target};
 
+mod envoy;
 mod litellm;
 mod openrouter;
 mod portkey;
 
+pub use envoy::{envoy, kubernetes_name};
 pub use litellm::litellm;
 pub use openrouter::{openrouter, openrouter_text};
 pub use portkey::{portkey, portkey_text};
@@ -57,6 +59,7 @@ fn is_yaml_printable(c: char) -> bool {
 /// Whether `bytes` is an export sonde wrote (so it may replace it).
 pub fn written_by_sonde(bytes: &[u8]) -> bool {
     bytes.starts_with(LITELLM_HEADER.as_bytes())
+        || bytes.starts_with(envoy::ENVOY_HEADER.as_bytes())
         || serde_json::from_slice::<Value>(bytes).is_ok_and(|value| value["generator"] == "sonde")
 }
 
