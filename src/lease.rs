@@ -22,7 +22,7 @@ fn trusted_for(window: Duration) -> Duration {
 }
 
 /// Renews `location`'s leases on every provider of `gates` until `shutdown`, setting each
-/// gate's share.
+/// gate's share; then releases them.
 pub async fn renew(
     shared: Arc<dyn FleetLimits>,
     gates: Arc<HashMap<String, Gate>>,
@@ -77,8 +77,16 @@ pub async fn renew(
             }
         }
         tokio::select! {
-            () = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => break,
             () = tokio::time::sleep(LEASE_RENEW) => {}
+        }
+    }
+    // The daemon admits nothing once stopping, so the leases can go.
+    for provider in gates.keys() {
+        let (store, name, here) = (Arc::clone(&shared), provider.clone(), location.clone());
+        let released = tokio::task::spawn_blocking(move || store.release_rate(&name, &here)).await;
+        if let Ok(Err(err)) = released {
+            tracing::warn!(provider = %provider, error = %err, "releasing the shared rate lease failed; it expires on its own");
         }
     }
 }

@@ -552,3 +552,46 @@ fn tls_with_a_private_ca_is_verified_and_required() {
         .unwrap();
     assert!(encrypted >= 2, "{encrypted} TLS sessions of the store");
 }
+
+#[test]
+fn a_released_lease_stops_counting_at_once_and_still_keeps_a_newcomer_waiting() {
+    let Some(cluster) = common::postgres::start("a_released_lease") else {
+        return;
+    };
+    let var = "SONDE_TEST_LEASE_URL";
+    // SAFETY: this test's own variable, set before any store reads it.
+    unsafe { std::env::set_var(var, cluster.database("leases")) };
+    let config = StoreConfig {
+        backend: StoreBackend::Postgres {
+            url_env: var.into(),
+            ca_file: None,
+        },
+        ..StoreConfig::default()
+    };
+    // Opening as a writer once creates the schema.
+    drop(Store::open(&config, "a").unwrap());
+    let fleet = Store::open_read_only(&config)
+        .unwrap()
+        .into_fleet_limits()
+        .expect("PostgreSQL coordinates a fleet");
+    let window = Duration::from_secs(60);
+    let first = fleet.lease_rate("shared", "a", window).unwrap();
+    assert_eq!((first.holders, first.active), (1, true), "{first:?}");
+    let second = fleet.lease_rate("shared", "b", window).unwrap();
+    assert_eq!((second.holders, second.rank), (2, 1), "{second:?}");
+    assert!(!second.active, "b waits for a's sends to leave the window");
+
+    fleet.release_rate("shared", "a").unwrap();
+    let after = fleet.lease_rate("shared", "b", window).unwrap();
+    assert_eq!(after.holders, 1, "a released its lease: {after:?}");
+    assert!(
+        !after.active,
+        "a's last sends are still in the window: {after:?}"
+    );
+    let newcomer = fleet.lease_rate("shared", "c", window).unwrap();
+    assert_eq!(newcomer.holders, 2, "{newcomer:?}");
+    assert!(!newcomer.active, "{newcomer:?}");
+    // Releasing what one does not hold changes nothing.
+    fleet.release_rate("other", "a").unwrap();
+    assert_eq!(fleet.lease_rate("shared", "c", window).unwrap().holders, 2);
+}

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # `sonde run` probing 1,000 targets every minute on the simulator (zero injected delay) for
 # DURATION seconds (default 300): CPU seconds per 1,000 probes and peak RSS of the daemon
-# (GNU time). Usage: benches/scripts/daemon_1000_targets.sh [TARGETS] [DURATION]
+# (GNU time), and the p50/p99/max queue lag of its runs (how late each was sent after its
+# scheduled time, from the records). Usage: benches/scripts/daemon_1000_targets.sh [TARGETS]
+# [DURATION]; #17's figure is `benches/scripts/daemon_1000_targets.sh 10000 300`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 targets=${1:-1000}
@@ -26,12 +28,20 @@ start_simulator "$port"
 /usr/bin/time -v timeout -s INT "$duration" target/release/sonde run --config "$work/sonde.toml" \
   > /dev/null 2> "$work/daemon.log" || true
 grep -E 'Maximum resident|User time|System time|Elapsed' "$work/daemon.log" > "$work/time.txt" || true
-runs=$(target/release/sonde export --config "$work/sonde.toml" --since 1h --format json | wc -l)
-ok=$(target/release/sonde export --config "$work/sonde.toml" --since 1h --format json | grep -c '"outcome":"ok"' || true)
+target/release/sonde export --config "$work/sonde.toml" --since 1h --format json > "$work/runs.jsonl"
+runs=$(wc -l < "$work/runs.jsonl")
+ok=$(grep -c '"outcome":"ok"' "$work/runs.jsonl" || true)
+lag=$(python3 - "$work/runs.jsonl" <<'PY'
+import json, math, sys
+lags = sorted(json.loads(line).get("queue_lag_ms") or 0.0 for line in open(sys.argv[1]))
+rank = lambda q: lags[max(0, math.ceil(q * len(lags)) - 1)] if lags else float("nan")
+print(f"queue_lag_ms_p50={rank(0.5):.1f} queue_lag_ms_p99={rank(0.99):.1f} queue_lag_ms_max={lags[-1] if lags else float('nan'):.1f}")
+PY
+)
 rss=$(grep 'Maximum resident set size' "$work/time.txt" | awk '{print $NF}')
 user=$(grep 'User time' "$work/time.txt" | awk '{print $NF}')
 sys=$(grep 'System time' "$work/time.txt" | awk '{print $NF}')
 cpu_per_1000=$(echo "($user + $sys) * 1000 / $runs" | bc -l)
 db_kib=$(du -k "$work/sonde.db" | awk '{print $1}')
-printf 'targets=%s duration_s=%s runs=%s ok=%s user_s=%s sys_s=%s cpu_s_per_1000_probes=%.3f peak_rss_kib=%s db_kib=%s\n' \
-  "$targets" "$duration" "$runs" "$ok" "$user" "$sys" "$cpu_per_1000" "$rss" "$db_kib"
+printf 'targets=%s duration_s=%s runs=%s ok=%s user_s=%s sys_s=%s cpu_s_per_1000_probes=%.3f peak_rss_kib=%s db_kib=%s %s\n' \
+  "$targets" "$duration" "$runs" "$ok" "$user" "$sys" "$cpu_per_1000" "$rss" "$db_kib" "$lag"

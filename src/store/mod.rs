@@ -335,6 +335,11 @@ pub trait FleetLimits: Send + Sync {
         window: Duration,
     ) -> Result<RateShare, StoreError>;
 
+    /// Gives up `location`'s lease on `provider` at a graceful stop: the others count one
+    /// holder fewer at their next renewal instead of when the lease expires, while a
+    /// newcomer still waits a window for this prober's last sends to leave it.
+    fn release_rate(&self, provider: &str, location: &str) -> Result<(), StoreError>;
+
     /// Reserves `usd` and `tokens` of `provider`'s `cap` for the run `run_id` in `month`,
     /// until `expires_ms` or until the run's result is stored (whichever is first), if
     /// every location's spend plus every live reservation plus this stays within the cap.

@@ -113,6 +113,26 @@ impl FleetLimits for Postgres {
         })
     }
 
+    fn release_rate(&self, provider: &str, location: &str) -> Result<(), StoreError> {
+        // Not deleted: dated just past the lease's life, it stops counting as a holder at
+        // once and still counts as recent for a window, which is what keeps a newcomer out.
+        let lapsed = ms(LEASE_TTL) + 1;
+        self.call(async |pool| {
+            let client = pool.get().await.map_err(Failure::pool)?;
+            client
+                .execute(
+                    &format!(
+                        "UPDATE rate_leases SET renewed_ms = LEAST(renewed_ms, {NOW_MS} - $3)
+                         WHERE provider = $1 AND location = $2"
+                    ),
+                    &[&provider, &location, &lapsed],
+                )
+                .await
+                .map_err(Failure::Db)?;
+            Ok(())
+        })
+    }
+
     fn reserve(&self, r: &SharedReservation<'_>) -> Result<Result<(), String>, StoreError> {
         self.call(async |pool| {
             let mut client = pool.get().await.map_err(Failure::pool)?;
