@@ -409,14 +409,18 @@ fn the_openrouter_export_speaks_openrouters_names_and_can_insist_on_them() {
     let mut text = config_text(dir.path(), "");
     for (provider, upstream) in names {
         let Some(upstream) = upstream else { continue };
+        // The fake streamer's host serves OpenRouter's free variant of the model.
+        let slug = if provider == "buffer" {
+            "meta-llama/llama-3.3-70b-instruct:free"
+        } else {
+            "meta-llama/llama-3.3-70b-instruct"
+        };
         let block = format!("name = \"{provider}\"\n");
         let at = text.find(&block).unwrap();
         let group = at + text[at..].find("group = \"llama\"\n").unwrap();
         text.insert_str(
             group,
-            &format!(
-                "openrouter = {{ model = \"meta-llama/llama-3.3-70b-instruct\", provider = \"{upstream}\" }}\n"
-            ),
+            &format!("openrouter = {{ model = \"{slug}\", provider = \"{upstream}\" }}\n"),
         );
     }
     let path = dir.path().join("sonde.toml");
@@ -427,11 +431,16 @@ fn the_openrouter_export_speaks_openrouters_names_and_can_insist_on_them() {
 
     let export = gateway::openrouter(&config, &feed, false);
     let llama = &export["models"]["llama"];
-    // Two slugs in the group (swapper kept its model id): OpenRouter's `models`, best first.
+    // Two slugs routed in the group: OpenRouter's `models`, best first; swapper's own model
+    // id is not routed, so not named.
     assert_eq!(
         llama["models"],
-        serde_json::json!(["meta-llama/llama-3.3-70b-instruct", "llama-70b"])
+        serde_json::json!([
+            "meta-llama/llama-3.3-70b-instruct",
+            "meta-llama/llama-3.3-70b-instruct:free"
+        ])
     );
+    assert!(llama.get("model").is_none());
     assert_eq!(
         llama["provider"],
         serde_json::json!({

@@ -1,7 +1,7 @@
 //! OpenRouter (`--format openrouter`): per route group, what a request for the group carries
 //! so OpenRouter routes it as the feed says. `model` is the OpenRouter slug of the group's
-//! targets (`models`, best weight first, when they map to several slugs, which OpenRouter
-//! tries in order); `provider.order` lists the OpenRouter provider names of the targets with
+//! routed targets (`models`, best weight first, when they map to several slugs, which
+//! OpenRouter tries in order; every slug of the group when none is routed); `provider.order` lists the OpenRouter provider names of the targets with
 //! a weight above 0, highest first; `provider.ignore` the group's other providers (down,
 //! substituting, refusing a requirement, or weight 0 for another reason), never one that is
 //! also in `order`. With `only` (`--openrouter-only`), `provider.only` is `order` and
@@ -21,9 +21,11 @@ use crate::publish::feed::Feed;
 
 /// The export as a JSON value.
 pub fn openrouter(config: &Config, feed: &Feed, only: bool) -> Value {
-    let mut models = serde_json::Map::new();
+    let mut models = BTreeMap::new();
     for (group, targets) in by_group(config, feed) {
+        // The slugs of the routed targets; a group with none names every slug it has.
         let mut slugs: Vec<&str> = Vec::new();
+        let mut fallback_slugs: Vec<&str> = Vec::new();
         let mut order: Vec<&str> = Vec::new();
         let mut ignore: Vec<&str> = Vec::new();
         for (entry, target) in &targets {
@@ -34,8 +36,11 @@ pub fn openrouter(config: &Config, feed: &Feed, only: bool) -> Value {
                 ),
                 None => (entry.model.as_str(), entry.provider.as_str()),
             };
-            if !slugs.contains(&slug) {
+            if entry.weight > 0.0 && !slugs.contains(&slug) {
                 slugs.push(slug);
+            }
+            if !fallback_slugs.contains(&slug) {
+                fallback_slugs.push(slug);
             }
             let list = if entry.weight > 0.0 {
                 &mut order
@@ -45,6 +50,9 @@ pub fn openrouter(config: &Config, feed: &Feed, only: bool) -> Value {
             if !list.contains(&provider) {
                 list.push(provider);
             }
+        }
+        if slugs.is_empty() {
+            slugs = fallback_slugs;
         }
         // A provider routed for one of the group's models is not ignored for the group.
         ignore.retain(|provider| !order.contains(provider));
@@ -59,9 +67,8 @@ pub fn openrouter(config: &Config, feed: &Feed, only: bool) -> Value {
             [slug] => request["model"] = json!(slug),
             _ => request["models"] = json!(slugs),
         }
-        models.insert(group.to_owned(), request);
+        models.insert(group, request);
     }
-    let models: BTreeMap<String, Value> = models.into_iter().collect();
     json!({
         "generator": "sonde",
         "version": feed.version,
