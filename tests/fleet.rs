@@ -145,9 +145,17 @@ async fn a_target_down_in_one_location_is_partial_in_all_down_and_a_silent_locat
             |s, f| {
                 let x = s.stats_of("sim/x")?;
                 let fresh = f.locations.iter().filter(|l| !l.stale).count();
+                // b and c judge it healthy only after a few runs: wait for their verdict.
+                let healthy = |loc: &str| {
+                    x.locations
+                        .iter()
+                        .any(|l| l.location == loc && l.state == State::Healthy)
+                };
                 (fresh == 3
                     && x.state == State::Partial
                     && x.down_in() == ["a"]
+                    && healthy("b")
+                    && healthy("c")
                     && s.stats_of("gone/y")?.state == State::Down)
                     .then(|| x.clone())
             },
