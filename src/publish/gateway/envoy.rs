@@ -79,7 +79,7 @@ pub fn envoy(config: &Config, feed: &Feed, gateway: &str) -> String {
 /// start or end badly): lower case ASCII letters and digits, every run of other characters
 /// one `-`, at most 253 characters that start and end alphanumeric; `sonde` when nothing is
 /// left.
-pub fn kubernetes_name(text: &str) -> String {
+fn kubernetes_name(text: &str) -> String {
     let mut name = String::with_capacity(text.len());
     for c in text.chars().flat_map(char::to_lowercase) {
         if c.is_ascii_alphanumeric() {

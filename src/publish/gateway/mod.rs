@@ -17,7 +17,7 @@ mod litellm;
 mod openrouter;
 mod portkey;
 
-pub use envoy::{envoy, kubernetes_name};
+pub use envoy::envoy;
 pub use litellm::litellm;
 pub use openrouter::{openrouter, openrouter_text};
 pub use portkey::{portkey, portkey_text};
