@@ -86,16 +86,14 @@ pub fn worst_case(target: &Target, probe: &Probe) -> (f64, u64) {
         return (0.0, 0);
     }
     // A conservative 3 characters per token (English averages about 4).
-    let prompt_chars: usize = probe
-        .messages
-        .iter()
-        .map(|m| m.content.len())
-        .sum::<usize>()
-        + probe.tool.as_ref().map_or(0, |tool| {
-            tool.parameters.to_string().len() + tool.description.len()
-        });
-    let input =
-        (prompt_chars as u64).div_ceil(3) + TOKENS_PER_MESSAGE * (probe.messages.len() as u64 + 1);
+    let prompt_chars = probe.prompt_chars_max();
+    // A quality item is a system and a user message.
+    let messages = if probe.family.is_some() {
+        2
+    } else {
+        probe.messages.len() as u64
+    };
+    let input = (prompt_chars as u64).div_ceil(3) + TOKENS_PER_MESSAGE * (messages + 1);
     let output = u64::from(probe.max_tokens) + u64::from(target.model.reasoning_budget);
     let usd = (input as f64 * target.model.input_price.unwrap_or(0.0)
         + output as f64 * target.model.output_price.unwrap_or(0.0))

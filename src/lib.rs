@@ -23,6 +23,7 @@ pub mod printer;
 pub mod probe;
 pub mod provider;
 pub mod publish;
+pub mod quality;
 pub mod redact;
 pub mod result;
 pub mod runner;

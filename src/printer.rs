@@ -122,7 +122,7 @@ fn row(record: &ResultRecord) -> [String; 13] {
         (Some(tokens), false) => tokens.to_string(),
         (None, _) => "-".to_owned(),
     };
-    let mut error = one_line(record.error.as_deref().unwrap_or_default());
+    let mut error = one_line(record.problem().as_deref().unwrap_or_default());
     if error.chars().count() > TABLE_ERROR_CHARS {
         error = error
             .chars()

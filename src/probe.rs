@@ -7,6 +7,7 @@
 //! its TTFT: `{nonce}` in a message is replaced, and a probe that has no `{nonce}` gets one
 //! prepended to its first message (a unique prefix defeats prefix caches best).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -16,6 +17,7 @@ use serde::Deserialize;
 
 use crate::capability::Capability;
 use crate::config::error::{ConfigError, Source, read};
+use crate::quality::{self, Family, Item};
 
 /// The probes shipped in `probes/`, compiled in.
 const BUILTIN: &[(&str, &str)] = &[
@@ -24,6 +26,11 @@ const BUILTIN: &[(&str, &str)] = &[
     ("tools", include_str!("../probes/tools.toml")),
     ("json", include_str!("../probes/json.toml")),
     ("models", include_str!("../probes/models.toml")),
+    ("quality", include_str!("../probes/quality.toml")),
+    (
+        "quality-tools",
+        include_str!("../probes/quality-tools.toml"),
+    ),
 ];
 
 /// The placeholder replaced by each run's nonce.
@@ -79,6 +86,9 @@ pub enum ProbeKind {
     /// The provider's model list (`GET …/models`): costs no tokens; `not_found` when the
     /// target's model is not listed.
     Models,
+    /// A quality canary item of the probe's `family`, generated per run (see [`quality`]):
+    /// the messages and tools come from the item, not the file.
+    Quality,
 }
 
 /// A function the model is asked to call.
@@ -113,6 +123,8 @@ struct RawProbe {
     #[serde(default)]
     kind: ProbeKind,
     #[serde(default)]
+    family: Option<toml::Spanned<Family>>,
+    #[serde(default)]
     capabilities: Vec<Capability>,
     #[serde(default = "default_stream")]
     stream: bool,
@@ -145,8 +157,10 @@ pub struct Probe {
     pub name: String,
     /// One line on what it measures.
     pub description: String,
-    /// A chat completion or the model list.
+    /// A chat completion, the model list or a quality item.
     pub kind: ProbeKind,
+    /// The family of a quality probe's items.
+    pub family: Option<Family>,
     /// Capabilities its results establish.
     pub capabilities: Vec<Capability>,
     /// Whether to ask for a streamed answer.
@@ -180,22 +194,61 @@ pub struct Answer<'a> {
     pub tool_arguments: &'a str,
 }
 
+/// What one run of a probe sends, and the quality item it asks.
+#[derive(Debug, Clone)]
+pub struct Prompt<'a> {
+    /// The conversation, carrying the run's nonce.
+    pub messages: Vec<Message>,
+    /// The tools offered.
+    pub tools: Cow<'a, [Tool]>,
+    /// Whether the model must call the (single) tool: the `tools` probe forces it, quality
+    /// items leave the choice to the model.
+    pub force_tool: bool,
+    /// The quality item, for a quality probe.
+    pub item: Option<Item>,
+}
+
 impl Probe {
     /// Parses a probe file's text.
     pub fn parse(name: &str, source: Source<'_>) -> Result<Probe, ConfigError> {
         let raw: RawProbe = source.parse()?;
         let max_tokens = match (raw.kind, raw.max_tokens) {
             (ProbeKind::Models, _) => 0,
-            (ProbeKind::Chat, Some(0)) => {
+            (ProbeKind::Chat | ProbeKind::Quality, Some(0)) => {
                 return Err(source.error(None, "max_tokens", "must be at least 1"));
             }
-            (ProbeKind::Chat, Some(limit)) => limit,
-            (ProbeKind::Chat, None) => {
+            (ProbeKind::Chat | ProbeKind::Quality, Some(limit)) => limit,
+            (ProbeKind::Chat | ProbeKind::Quality, None) => {
                 return Err(source.error(None, "max_tokens", "missing field `max_tokens`"));
             }
         };
         if raw.kind == ProbeKind::Chat && raw.messages.is_empty() {
             return Err(source.error(None, "messages", "a probe needs at least one message"));
+        }
+        let family = match (raw.kind, raw.family) {
+            (ProbeKind::Quality, Some(family)) => Some(*family.get_ref()),
+            (ProbeKind::Quality, None) => {
+                return Err(source.error(
+                    None,
+                    "family",
+                    "a quality probe needs `family = \"exact\"` or `family = \"tools\"`",
+                ));
+            }
+            (_, Some(family)) => {
+                return Err(source.error(
+                    Some(family.span()),
+                    "family",
+                    "only a probe of `kind = \"quality\"` has a family",
+                ));
+            }
+            (_, None) => None,
+        };
+        if raw.kind == ProbeKind::Quality && (!raw.messages.is_empty() || raw.tool.is_some()) {
+            return Err(source.error(
+                None,
+                "messages",
+                "a quality probe's messages and tools come from its generated items: remove them",
+            ));
         }
         let expect_regex = match raw.expect_regex {
             Some(pattern) => Some(Regex::new(pattern.get_ref()).map_err(|err| {
@@ -221,8 +274,9 @@ impl Probe {
             name: name.to_owned(),
             description: raw.description,
             kind: raw.kind,
+            family,
             capabilities: raw.capabilities,
-            stream: raw.stream && raw.kind == ProbeKind::Chat,
+            stream: raw.stream && raw.kind != ProbeKind::Models,
             max_tokens,
             temperature: raw.temperature,
             messages: raw.messages,
@@ -232,6 +286,40 @@ impl Probe {
             expect_regex,
             expect_json_keys: raw.expect_json_keys,
         })
+    }
+
+    /// What the run with id `nonce` sends: the probe's own messages and tool, or the quality
+    /// item the nonce selects.
+    pub fn prompt(&self, nonce: &str) -> Prompt<'_> {
+        match self.family {
+            Some(family) => {
+                let item = Item::for_run(family, nonce);
+                Prompt {
+                    messages: item.messages.clone(),
+                    tools: Cow::Owned(item.tools.clone()),
+                    force_tool: false,
+                    item: Some(item),
+                }
+            }
+            None => Prompt {
+                messages: self.render(nonce),
+                tools: Cow::Borrowed(self.tool.as_slice()),
+                force_tool: self.tool.is_some(),
+                item: None,
+            },
+        }
+    }
+
+    /// The characters a run's prompt may have at most, tool schemas included: for budgets'
+    /// worst cases.
+    pub fn prompt_chars_max(&self) -> usize {
+        if self.family.is_some() {
+            return quality::PROMPT_CHARS_MAX;
+        }
+        self.messages.iter().map(|m| m.content.len()).sum::<usize>()
+            + self.tool.as_ref().map_or(0, |tool| {
+                tool.parameters.to_string().len() + tool.description.len()
+            })
     }
 
     /// The messages of one run, carrying `nonce`.

@@ -8,6 +8,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::quality::{Judgement, Kind};
 use crate::units::Timestamp;
 
 /// What happened to a run: `ok`, or exactly one class of failure.
@@ -215,10 +216,36 @@ pub struct ResultRecord {
     /// to the store. Empty in records written before locations existed.
     #[serde(default)]
     pub location: String,
+    /// The kind of quality item the run asked (`arithmetic`, `tool_call`, …; quality probes
+    /// only).
+    #[serde(default)]
+    pub quality_item: Option<Kind>,
+    /// How the answer to the item was judged (`correct`, `wrong_answer`, `schema_mismatch`,
+    /// …); null unless a whole answer arrived. A wrong answer is still an `ok` run.
+    #[serde(default)]
+    pub quality: Option<Judgement>,
+    /// What was wrong with the answer, in words.
+    #[serde(default)]
+    pub quality_detail: Option<String>,
     /// Every gap between content arrivals in µs, for the target's ITL histogram. Not part of
     /// the printed record: a run carries a few dozen of them, and only aggregation needs them.
     #[serde(skip)]
     pub itl_gaps_us: Vec<u32>,
+}
+
+impl ResultRecord {
+    /// What went wrong, for a table cell: the run's error, else a quality item's wrong
+    /// answer (`wrong_answer: expected "1250", answered "1205"`).
+    pub fn problem(&self) -> Option<String> {
+        if let Some(error) = &self.error {
+            return Some(error.clone());
+        }
+        let judgement = self.quality.filter(|j| *j != Judgement::Correct)?;
+        Some(match &self.quality_detail {
+            Some(detail) => format!("{}: {detail}", judgement.as_str()),
+            None => judgement.as_str().to_owned(),
+        })
+    }
 }
 
 /// A record with every optional field empty, for unit tests.

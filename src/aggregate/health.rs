@@ -18,7 +18,8 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::HealthConfig;
+use super::drift::Drift;
+use crate::config::{HealthConfig, QualityConfig};
 use crate::result::{Outcome, ResultRecord};
 
 /// How far back the degraded rule looks.
@@ -117,9 +118,40 @@ pub fn verdict(record: &ResultRecord) -> Verdict {
     }
 }
 
+/// What an incident is about: a target's availability, or the quality of its answers (a
+/// drift from its own past, `aggregate::drift`). A target may have one of each open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IncidentKind {
+    /// Down or degraded.
+    Health,
+    /// Its answers drifted from its own past.
+    Quality,
+}
+
+impl IncidentKind {
+    /// The stable snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IncidentKind::Health => "health",
+            IncidentKind::Quality => "quality",
+        }
+    }
+
+    /// Parses [`IncidentKind::as_str`]'s names; anything else is health.
+    pub fn from_name(name: &str) -> IncidentKind {
+        match name {
+            "quality" => IncidentKind::Quality,
+            _ => IncidentKind::Health,
+        }
+    }
+}
+
 /// A change of state: the start or end of an incident.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Transition {
+    /// What the incident is about.
+    pub kind: IncidentKind,
     /// The target.
     pub target: String,
     /// The location that saw it (the run's).
@@ -161,6 +193,9 @@ pub struct TargetHealth {
     /// start, not persisted.
     #[serde(skip)]
     pub recent: VecDeque<(i64, bool)>,
+    /// The quality drift detectors.
+    #[serde(default)]
+    pub drift: Drift,
 }
 
 impl Default for TargetHealth {
@@ -174,6 +209,7 @@ impl Default for TargetHealth {
             relapses: 0,
             improved_ms: None,
             recent: VecDeque::new(),
+            drift: Drift::default(),
         }
     }
 }
@@ -202,6 +238,32 @@ impl TargetHealth {
         {
             self.recent.pop_front();
         }
+    }
+
+    /// Takes one run's quality judgement into account: a quality incident opening (from
+    /// healthy to degraded) or closing.
+    pub fn observe_quality(
+        &mut self,
+        record: &ResultRecord,
+        at_ms: i64,
+        config: &QualityConfig,
+    ) -> Option<Transition> {
+        let change = self.drift.observe(record, at_ms, config)?;
+        let (from, to) = if change.opened {
+            (State::Healthy, State::Degraded)
+        } else {
+            (State::Degraded, State::Healthy)
+        };
+        Some(Transition {
+            kind: IncidentKind::Quality,
+            target: record.target.clone(),
+            location: record.location.clone(),
+            from,
+            to,
+            at_ms,
+            cause: change.cause,
+            reopens: false,
+        })
     }
 
     /// Takes one run into account; returns the transition it caused, if any.
@@ -282,6 +344,7 @@ impl TargetHealth {
             ),
         };
         let transition = Transition {
+            kind: IncidentKind::Health,
             target: target.to_owned(),
             location: record.location.clone(),
             from: self.state,

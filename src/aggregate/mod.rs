@@ -7,10 +7,13 @@
 //! day and the 6 / 29 before it. Whole buckets keep every window a merge of at most 30
 //! histograms per target and probe, which is what makes all windows of all targets fast.
 
+pub mod drift;
 pub mod fidelity;
 pub mod health;
+pub mod quality;
 pub mod quorum;
 pub mod rollup;
+pub mod stats;
 
 use std::collections::BTreeMap;
 
@@ -22,6 +25,7 @@ use crate::result::Outcome;
 use crate::units::round3;
 use fidelity::Fidelity;
 use health::State;
+use quality::Quality;
 use rollup::{Count, Rollup, Span, TPS_SCALE};
 
 /// The windows every figure is published for.
@@ -209,6 +213,8 @@ pub struct WindowStats {
     pub capabilities: Capabilities,
     /// Substitution and streaming evidence in the window.
     pub fidelity: Fidelity,
+    /// The quality canary's judgements in the window.
+    pub quality: Quality,
     /// USD spent.
     pub cost_usd: f64,
     /// Tokens spent.
@@ -243,6 +249,7 @@ impl WindowStats {
                 .collect(),
             capabilities: all.scalars.capabilities,
             fidelity: all.scalars.fidelity.clone(),
+            quality: all.scalars.quality.clone(),
             cost_usd: all.scalars.cost_usd,
             tokens: all.scalars.tokens,
             last_ok_ms: all.scalars.last_ok_ms,

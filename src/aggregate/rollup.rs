@@ -17,6 +17,7 @@ use thiserror::Error;
 
 use super::fidelity::Fidelity;
 use super::health::{Verdict, verdict};
+use super::quality::Quality;
 use crate::capability::Capabilities;
 use crate::result::{Outcome, ResultRecord};
 
@@ -125,6 +126,9 @@ pub struct Scalars {
     /// Substitution and streaming evidence.
     #[serde(default)]
     pub fidelity: Fidelity,
+    /// The quality canary's judgements.
+    #[serde(default, skip_serializing_if = "Quality::is_empty")]
+    pub quality: Quality,
 }
 
 impl Scalars {
@@ -139,6 +143,7 @@ impl Scalars {
             + u64::from(record.output_tokens.unwrap_or(0));
         self.capabilities.update(Capabilities::of(record));
         self.fidelity.add(record, at_ms);
+        self.quality.add(record);
         if record.outcome == Outcome::Ok {
             self.last_ok_ms = self.last_ok_ms.max(Some(at_ms));
         } else if record.outcome != Outcome::SkippedBudget
@@ -162,6 +167,7 @@ impl Scalars {
         self.tokens += other.tokens;
         self.capabilities.update(other.capabilities);
         self.fidelity.merge(&other.fidelity);
+        self.quality.merge(&other.quality);
         self.last_ok_ms = self.last_ok_ms.max(other.last_ok_ms);
         if let Some((ms, _)) = &other.last_error
             && self.last_error.as_ref().is_none_or(|(mine, _)| mine <= ms)

@@ -19,6 +19,7 @@ use super::figures::{Summary, SummaryError, TargetSummary, number};
 
 use crate::aggregate::min_samples;
 use crate::aggregate::rollup::{Count, Histograms, TPS_SCALE};
+use crate::aggregate::stats::two_proportion_z;
 
 /// z for a two-sided 99 % interval.
 const Z_INTERVAL: f64 = 2.576;
@@ -194,11 +195,8 @@ fn compare_target(
 }
 
 fn error_rate(before: &TargetSummary, now: &TargetSummary) -> Change {
-    let (n1, n2) = (before.requests as f64, now.requests as f64);
     let (p1, p2) = (before.error_rate, now.error_rate);
-    let pooled = (before.errors + now.errors) as f64 / (n1 + n2).max(1.0);
-    let se = (pooled * (1.0 - pooled) * (1.0 / n1.max(1.0) + 1.0 / n2.max(1.0))).sqrt();
-    let z = if se > 0.0 { (p2 - p1) / se } else { 0.0 };
+    let z = two_proportion_z(before.errors, before.requests, now.errors, now.requests);
     let verdict = if p2 - p1 > ERROR_RATE_FLOOR && z > Z_ONE_SIDED {
         Verdict::Regressed
     } else if p2 - p1 > ERROR_RATE_FLOOR {

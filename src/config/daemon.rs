@@ -103,7 +103,8 @@ pub(super) struct RawServer {
 
 /// The routing-weight formula's parameters (see `publish::feed` and the README): weight ∝
 /// availability^a × (fastest TTFT / TTFT)^l × (cheapest price / price)^p × (1 − rate-limited
-/// share)^r × max(streamed share, 0.1)^s × (substitution factor when it substituted).
+/// share)^r × max(streamed share, 0.1)^s × (substitution factor when it substituted) ×
+/// (quality relative to the group's reference, when flagged below)^q.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WeightParams {
@@ -121,6 +122,9 @@ pub struct WeightParams {
     /// What a target that answered with another model in the window has its score
     /// multiplied by, 0 to 1: 0 (the default) takes it out of routing.
     pub substitution: f64,
+    /// Exponent of a target's quality relative to its group's reference, applied only when
+    /// the canary flags it `below` (0 ignores quality).
+    pub quality: f64,
 }
 
 impl Default for WeightParams {
@@ -132,6 +136,7 @@ impl Default for WeightParams {
             rate_limit: 1.0,
             streaming: 1.0,
             substitution: 0.0,
+            quality: 4.0,
         }
     }
 }
@@ -701,6 +706,7 @@ impl WeightParams {
             self.price,
             self.rate_limit,
             self.streaming,
+            self.quality,
         ];
         if exponents.iter().any(|e| !e.is_finite() || *e < 0.0) {
             Some("every exponent is a finite number, zero or more")

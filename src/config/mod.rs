@@ -10,6 +10,7 @@
 mod daemon;
 pub mod error;
 mod prober;
+mod quality;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -29,6 +30,7 @@ use daemon::{RawDuration, TIMEOUT_RANGE};
 pub use error::ConfigError;
 use error::{Errors, Source};
 pub use prober::{ProberConfig, is_location};
+pub use quality::QualityConfig;
 
 use crate::probe::ProbeSet;
 use crate::scheduler::Schedule;
@@ -120,6 +122,8 @@ struct RawConfig {
     #[serde(default)]
     prober: prober::RawProber,
     #[serde(default)]
+    quality: quality::RawQuality,
+    #[serde(default)]
     publish: daemon::RawPublish,
     #[serde(default)]
     server: daemon::RawServer,
@@ -184,6 +188,8 @@ struct RawModel {
     extra_body: Option<Spanned<toml::Table>>,
     #[serde(default)]
     openrouter: Option<RawOpenRouter>,
+    #[serde(default)]
+    reference: bool,
 }
 
 /// `openrouter = { model = "...", provider = "..." }` on a model.
@@ -242,6 +248,9 @@ pub struct Model {
     pub extra_body: serde_json::Map<String, serde_json::Value>,
     /// How OpenRouter names this target, for its export.
     pub openrouter: OpenRouterName,
+    /// The group's quality reference: the host known to serve the model faithfully, which
+    /// every other target of the group is compared with (`aggregate::quality`).
+    pub reference: bool,
 }
 
 /// A target's names on OpenRouter: the model slug requests name, and the upstream provider
@@ -286,6 +295,8 @@ pub struct Config {
     pub health: HealthConfig,
     /// Where this daemon probes from, and the fleet's quorum.
     pub prober: ProberConfig,
+    /// How quality canary answers are judged.
+    pub quality: QualityConfig,
     /// What is published, where and how often.
     pub publish: PublishConfig,
     /// The live server.
@@ -351,6 +362,7 @@ impl Config {
         let store = daemon::store(&source, e, file, raw.store);
         let health = daemon::health(&source, e, raw.health);
         let prober = prober::prober(&source, e, raw.prober);
+        let quality = quality::quality(&source, e, raw.quality);
         let publish = daemon::publish(&source, e, file, store.file(), raw.publish);
         let server = daemon::server(&source, e, raw.server);
         let mut providers = Vec::new();
@@ -432,6 +444,7 @@ impl Config {
             store,
             health,
             prober,
+            quality,
             publish,
             server,
             groups,
@@ -607,6 +620,7 @@ fn build_provider(
                     max_tokens_field: raw_model.max_tokens_field,
                     extra_body: extra,
                     openrouter,
+                    reference: raw_model.reference,
                 },
                 probes: model_probes
                     .or_else(|| provider_probes.clone())

@@ -255,11 +255,13 @@ impl Adapter for Anthropic {
             body.insert("temperature".into(), Value::from(temperature));
         }
         body.insert("stream".into(), Value::from(call.stream));
-        if let Some(tool) = call.tool {
-            body.insert(
-                "tools".into(),
-                json!([{"name": tool.name, "description": tool.description, "input_schema": tool.parameters}]),
-            );
+        if !call.tools.is_empty() {
+            let tools = call.tools.iter().map(|tool| {
+                json!({"name": tool.name, "description": tool.description, "input_schema": tool.parameters})
+            });
+            body.insert("tools".into(), tools.collect());
+        }
+        if let Some(tool) = call.tools.first().filter(|_| call.force_tool) {
             body.insert(
                 "tool_choice".into(),
                 json!({"type": "tool", "name": tool.name}),

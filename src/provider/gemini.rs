@@ -276,13 +276,23 @@ impl Adapter for Gemini {
             );
         }
         body.insert("generationConfig".into(), Value::Object(generation));
-        if let Some(tool) = call.tool {
+        if !call.tools.is_empty() {
+            // `parametersJsonSchema` takes JSON Schema as it is (`additionalProperties`,
+            // `pattern`, …); `parameters` takes only Gemini's OpenAPI subset.
+            let declarations: Vec<Value> = call
+                .tools
+                .iter()
+                .map(|tool| {
+                    json!({"name": tool.name, "description": tool.description,
+                        "parametersJsonSchema": tool.parameters})
+                })
+                .collect();
             body.insert(
                 "tools".into(),
-                json!([{"functionDeclarations": [{
-                    "name": tool.name, "description": tool.description, "parameters": tool.parameters,
-                }]}]),
+                json!([{ "functionDeclarations": declarations }]),
             );
+        }
+        if let Some(tool) = call.tools.first().filter(|_| call.force_tool) {
             body.insert(
                 "toolConfig".into(),
                 json!({"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [tool.name]}}),

@@ -43,8 +43,10 @@ pub struct Call<'a> {
     pub extra_body: &'a serde_json::Map<String, serde_json::Value>,
     /// The API key, if the provider has one.
     pub key: Option<&'a Secret>,
-    /// A function the model must call.
-    pub tool: Option<&'a Tool>,
+    /// The functions offered (none: no tools in the request).
+    pub tools: &'a [Tool],
+    /// The model must call the first of `tools` (the `tools` probe); otherwise it chooses.
+    pub force_tool: bool,
     /// Ask for JSON output.
     pub json_mode: bool,
 }

@@ -286,13 +286,15 @@ impl Adapter for OpenAi {
                 serde_json::json!({"include_usage": true}),
             );
         }
-        if let Some(tool) = call.tool {
-            body.insert(
-                "tools".into(),
-                serde_json::json!([{"type": "function", "function": {
+        if !call.tools.is_empty() {
+            let tools = call.tools.iter().map(|tool| {
+                serde_json::json!({"type": "function", "function": {
                     "name": tool.name, "description": tool.description, "parameters": tool.parameters,
-                }}]),
-            );
+                }})
+            });
+            body.insert("tools".into(), tools.collect());
+        }
+        if let Some(tool) = call.tools.first().filter(|_| call.force_tool) {
             body.insert(
                 "tool_choice".into(),
                 serde_json::json!({"type": "function", "function": {"name": tool.name}}),

@@ -15,6 +15,7 @@ use crate::measurement::Recorder;
 use crate::probe::{Probe, ProbeKind};
 use crate::provider::headers::{is_json, retry_after};
 use crate::provider::{Adapter, GatewayRoute, RateLimits};
+use crate::quality::{Item, Judgement};
 use crate::redact::Secret;
 use crate::result::{Outcome, ResultRecord};
 use crate::units::micros;
@@ -39,6 +40,10 @@ pub(super) struct Attempt<'a> {
     pub(super) gateway: GatewayRoute,
     /// The answer came as an event stream.
     pub(super) sse: bool,
+    /// The quality item asked, for a quality probe.
+    pub(super) item: Option<&'a Item>,
+    /// How the answer to `item` was judged, and what was wrong with it.
+    pub(super) quality: Option<(Judgement, Option<String>)>,
 }
 
 impl<'a> Attempt<'a> {
@@ -66,6 +71,8 @@ impl<'a> Attempt<'a> {
             rate_limits: RateLimits::default(),
             gateway: GatewayRoute::default(),
             sse: false,
+            item: None,
+            quality: None,
         }
     }
 
@@ -164,7 +171,8 @@ impl<'a> Attempt<'a> {
             read_whole(body, &clock, adapter, &mut recorder, self.deadline).await
         };
         let measured = recorder.finish_us(self.probe.stream, Some(clock.latest_us()));
-        let (outcome, error) = judge(read, &measured, self.probe);
-        self.record(measured, outcome, error)
+        let judged = judge(read, &measured, self.probe, self.item);
+        self.quality = judged.quality;
+        self.record(measured, judged.outcome, judged.error)
     }
 }

@@ -185,12 +185,16 @@ impl Runner {
                 );
             }
         };
-        let messages = probe.render(run_id);
-        let prompt_chars = messages.iter().map(|m| m.content.chars().count()).sum();
+        let prompt = probe.prompt(run_id);
+        let prompt_chars = prompt
+            .messages
+            .iter()
+            .map(|m| m.content.chars().count())
+            .sum();
         let call = Call {
             base_url: &target.provider.base_url,
             model: &target.model.id,
-            messages: &messages,
+            messages: &prompt.messages,
             max_tokens: probe
                 .max_tokens
                 .saturating_add(target.model.reasoning_budget),
@@ -199,13 +203,16 @@ impl Runner {
             stream: probe.stream,
             extra_body: &target.model.extra_body,
             key,
-            tool: probe.tool.as_ref(),
+            tools: &prompt.tools,
+            force_tool: prompt.force_tool,
             json_mode: probe.json_mode,
         };
-        let attempt = Attempt::new(target, probe, scheduled, started, run_id, key, prompt_chars);
+        let mut attempt =
+            Attempt::new(target, probe, scheduled, started, run_id, key, prompt_chars);
+        attempt.item = prompt.item.as_ref();
         let adapter = provider::adapter(target.provider.kind);
         let request = match probe.kind {
-            ProbeKind::Chat => adapter.request(&http.http, &call),
+            ProbeKind::Chat | ProbeKind::Quality => adapter.request(&http.http, &call),
             ProbeKind::Models => adapter.models_request(&http.http, &target.provider.base_url, key),
         };
         let request = match request {

@@ -132,6 +132,12 @@ impl Attempt<'_> {
             run_id: self.run_id.to_owned(),
             gateway_alias,
             location: String::new(),
+            quality_item: self.item.map(|item| item.kind),
+            quality: self.quality.as_ref().map(|(judgement, _)| *judgement),
+            quality_detail: self
+                .quality
+                .and_then(|(_, detail)| detail)
+                .map(|detail| provider_text(self.key, &detail)),
             itl_gaps_us: measured.gaps_us,
         }
     }

@@ -1,7 +1,8 @@
 //! What a simulated model says: enough understanding of a prompt to pass sonde's own probes
 //! and users' simple ones, and a token plan with the time each token is due.
 //!
-//! The answer is chosen, in order: a call to the offered tool, with the arguments the prompt
+//! The answer is chosen, in order: the answer to a quality item (right or wrong at the
+//! scenario's rates, see [`quality`]); a call to the first offered tool, with the arguments the prompt
 //! spells out (`city set to "Paris"`); a JSON object with the keys the prompt names, when
 //! JSON mode is asked (in a code fence when the model "lacks" JSON mode); the behaviour's
 //! fixed `reply`; the numbers of a prompt that asks to "count from A to B"; the word of a
@@ -15,6 +16,7 @@ use std::time::Duration;
 use rand::rngs::SmallRng;
 use regex::Regex;
 
+use super::quality;
 use super::scenario::Behaviour;
 
 /// Longest count the simulator will produce, to bound a runaway prompt.
@@ -47,8 +49,8 @@ pub struct Ask {
     pub include_usage: bool,
     /// The token limit.
     pub max_tokens: Option<u32>,
-    /// The tool the model is offered, by name.
-    pub tool: Option<String>,
+    /// The tools the model is offered, by name.
+    pub tools: Vec<String>,
     /// Whether JSON mode was asked for.
     pub json_mode: bool,
 }
@@ -169,9 +171,13 @@ impl Plan {
     /// Plans the answer to `ask` under its token limit, drawing delays from `rng`.
     pub fn new(behaviour: &Behaviour, ask: &Ask, rng: &mut SmallRng) -> Plan {
         let mut reasoning = reasoning_tokens(behaviour.reasoning_tokens);
-        let tool_name = ask.tool.clone().filter(|_| behaviour.tools);
-        let mut answer = if tool_name.is_some() {
-            pieces(&tool_arguments(&ask.prompt))
+        let (tool_name, mut answer) = if let Some(answer) = quality::answer(behaviour, ask, rng) {
+            match answer.tool {
+                Some(tool) => (Some(tool), pieces(&answer.text)),
+                None => (None, split(&answer.text)),
+            }
+        } else if let Some(tool) = ask.tools.first().filter(|_| behaviour.tools) {
+            (Some(tool.clone()), pieces(&tool_arguments(&ask.prompt)))
         } else if ask.json_mode {
             let json = json_answer(&ask.prompt);
             let text = if behaviour.json_mode {
@@ -179,9 +185,9 @@ impl Plan {
             } else {
                 format!("```json\n{json}\n```")
             };
-            split(&text)
+            (None, split(&text))
         } else {
-            answer_tokens(behaviour, &ask.prompt)
+            (None, answer_tokens(behaviour, &ask.prompt))
         };
         let limit = ask.max_tokens.map_or(usize::MAX, |limit| limit as usize);
         let mut finish_reason = "stop";
@@ -288,7 +294,7 @@ mod tests {
         let mut rng = SmallRng::seed_from_u64(1);
         let ask = Ask {
             prompt: "Call get_weather with city set to \"Paris\".".into(),
-            tool: Some("get_weather".into()),
+            tools: vec!["get_weather".into()],
             ..Ask::default()
         };
         let plan = Plan::new(&Behaviour::default(), &ask, &mut rng);

@@ -62,7 +62,7 @@ impl MessagesRequest {
             stream: self.stream,
             include_usage: true,
             max_tokens: self.max_tokens,
-            tool: self.tools.into_iter().next().map(|tool| tool.name),
+            tools: self.tools.into_iter().map(|tool| tool.name).collect(),
             json_mode,
         }
     }

@@ -81,12 +81,12 @@ impl GenerateRequest {
             stream,
             include_usage: true,
             max_tokens: config.as_ref().and_then(|c| c.max_output_tokens),
-            tool: self
+            tools: self
                 .tools
                 .into_iter()
                 .flat_map(|tool| tool.function_declarations)
-                .next()
-                .map(|declaration| declaration.name),
+                .map(|declaration| declaration.name)
+                .collect(),
             json_mode: config
                 .and_then(|c| c.response_mime_type)
                 .is_some_and(|mime| mime == "application/json"),

@@ -13,6 +13,7 @@ mod answer;
 mod anthropic;
 mod gemini;
 mod openai;
+mod quality;
 mod reply;
 pub mod scenario;
 

@@ -92,7 +92,11 @@ impl ChatRequest {
                 .stream_options
                 .is_some_and(|options| options.include_usage),
             max_tokens: self.max_completion_tokens.or(self.max_tokens),
-            tool: self.tools.into_iter().next().map(|tool| tool.function.name),
+            tools: self
+                .tools
+                .into_iter()
+                .map(|tool| tool.function.name)
+                .collect(),
             json_mode: self
                 .response_format
                 .is_some_and(|format| format.kind.starts_with("json")),

@@ -116,7 +116,7 @@ pub(super) async fn respond(
             behaviour.retry_after_s,
         );
     }
-    if ask.tool.is_some() && !behaviour.tools {
+    if !ask.tools.is_empty() && !behaviour.tools {
         let (status, body) = wire.error(
             ErrorKind::BadRequest,
             "This model does not support tools: \"auto\" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set.",

@@ -208,6 +208,35 @@ pub struct Behaviour {
     pub peak_period_s: u64,
     /// The busy part at the start of each cycle, seconds.
     pub peak_busy_s: u64,
+    /// Share of quality items with one exact answer (`quality` probe) answered right; the
+    /// rest get a plausible wrong answer (a number off by one, a list out of order).
+    #[serde(deserialize_with = "probability")]
+    pub accuracy: f64,
+    /// Share of tool-call quality items (`quality-tools`) answered with `tool_error_kind`.
+    #[serde(deserialize_with = "probability")]
+    pub tool_error_rate: f64,
+    /// How a tool-call item is answered wrong.
+    pub tool_error_kind: ToolErrorKind,
+}
+
+/// The mistakes a simulated model makes on tool-call quality items. `unexpected_call`
+/// strikes the items that must not call a tool; every other kind the items that must.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolErrorKind {
+    /// Arguments missing a required field.
+    #[default]
+    SchemaMismatch,
+    /// Arguments cut short: not JSON.
+    InvalidJson,
+    /// A call to a tool that was not offered.
+    UnknownName,
+    /// An answer in text instead of the call.
+    NoCall,
+    /// A call when no tool applies.
+    UnexpectedCall,
+    /// The right tool, valid arguments, another value than asked.
+    WrongCall,
 }
 
 impl Behaviour {
@@ -273,6 +302,9 @@ impl Default for Behaviour {
             peak_factor: 1.0,
             peak_period_s: 0,
             peak_busy_s: 0,
+            accuracy: 1.0,
+            tool_error_rate: 0.0,
+            tool_error_kind: ToolErrorKind::default(),
         }
     }
 }

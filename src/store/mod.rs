@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::aggregate::health::{State, TargetHealth, Transition};
+use crate::aggregate::health::{IncidentKind, State, TargetHealth, Transition};
 use crate::aggregate::rollup::{Rollup, Scalars, Span};
 use crate::config::{StoreBackend, StoreConfig};
 use crate::result::ResultRecord;
@@ -136,9 +136,12 @@ pub struct Heartbeat {
     pub shortest_ms: i64,
 }
 
-/// A period a target spent down or degraded, as one location saw it.
+/// A period a target spent down or degraded, or with its answers drifted from its own past,
+/// as one location saw it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Incident {
+    /// Availability or quality.
+    pub kind: IncidentKind,
     /// Target id.
     pub target: String,
     /// The location that saw it.

@@ -23,10 +23,10 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::aggregate::health::TargetHealth;
+use crate::aggregate::health::{IncidentKind, TargetHealth};
 use crate::aggregate::rollup::Rollup;
 use crate::aggregate::rollup::Span;
-use crate::config::{Config, HealthConfig, StoreConfig};
+use crate::config::{Config, HealthConfig, QualityConfig, StoreConfig};
 use crate::counters::RunCounters;
 use crate::result::ResultRecord;
 use crate::store::{Batch, Heartbeat, RollupRow, Spend, Store, StoreError, TargetAt};
@@ -169,6 +169,7 @@ struct State {
     store: Store,
     store_config: StoreConfig,
     health_config: HealthConfig,
+    quality_config: QualityConfig,
     /// This prober's location, for its heartbeat.
     location: String,
     /// Its shortest schedule, ms.
@@ -201,6 +202,7 @@ impl State {
             store,
             store_config: config.store.clone(),
             health_config: config.health,
+            quality_config: config.quality.clone(),
             location: config.prober.location.clone(),
             shortest_ms: i64::try_from(config.shortest_schedule().as_millis()).unwrap_or(i64::MAX),
             rollups: HashMap::new(),
@@ -363,11 +365,13 @@ impl State {
                 "recorded"
             );
         }
-        // Going down is what an operator must hear about; every other change is routine.
+        // Going down or drifting is what an operator must hear about; every other change is
+        // routine.
         macro_rules! state_changed {
             ($level:ident, $transition:expr) => {
                 tracing::$level!(
                     target_id = %$transition.target,
+                    kind = $transition.kind.as_str(),
                     from = $transition.from.as_str(),
                     to = $transition.to.as_str(),
                     cause = %$transition.cause,
@@ -376,7 +380,9 @@ impl State {
             };
         }
         for transition in &batch.transitions {
-            if transition.to == crate::aggregate::health::State::Down {
+            let alarming = transition.to == crate::aggregate::health::State::Down
+                || (transition.kind == IncidentKind::Quality && transition.to.is_bad());
+            if alarming {
                 state_changed!(warn, transition);
             } else {
                 state_changed!(info, transition);
@@ -449,13 +455,13 @@ impl State {
                     health.len() - 1
                 }
             };
-            if let Some(transition) =
-                health[index]
-                    .1
+            let state = &mut health[index].1;
+            batch.transitions.extend(
+                state
                     .observe(&record.target, record, at, &self.health_config)
-            {
-                batch.transitions.push(transition);
-            }
+                    .into_iter()
+                    .chain(state.observe_quality(record, at, &self.quality_config)),
+            );
             batch.results.push((record.clone(), at));
         }
         batch.rollups = rollups

@@ -32,7 +32,7 @@ use super::{
     Backend, Batch, Copied, FleetLimits, Heartbeat, Incident, RollupRow, Spend, StoreError,
     TargetAt,
 };
-use crate::aggregate::health::{State, TargetHealth, Transition};
+use crate::aggregate::health::{IncidentKind, State, TargetHealth, Transition};
 use crate::aggregate::rollup::{Rollup, Scalars, Span};
 use crate::redact::Secret;
 use crate::result::ResultRecord;
@@ -407,10 +407,10 @@ impl Backend for Postgres {
             .await?;
             let incident = tx
                 .prepare(
-                    "INSERT INTO incidents (target, state, cause, start_ms, end_ms, location)
-                     SELECT $1, $2, $3, $4, $5, $6 WHERE NOT EXISTS
+                    "INSERT INTO incidents (target, state, cause, start_ms, end_ms, location, kind)
+                     SELECT $1, $2, $3, $4, $5, $6, $7 WHERE NOT EXISTS
                         (SELECT 1 FROM incidents
-                         WHERE target = $1 AND location = $6 AND start_ms = $4)",
+                         WHERE target = $1 AND location = $6 AND start_ms = $4 AND kind = $7)",
                 )
                 .await
                 .map_err(Failure::Db)?;
@@ -424,6 +424,7 @@ impl Backend for Postgres {
                         &row.start_ms,
                         &row.end_ms,
                         &row.location,
+                        &row.kind.as_str(),
                     ],
                 )
                 .await
@@ -656,9 +657,9 @@ impl Backend for Postgres {
             let client = pool.get().await.map_err(Failure::pool)?;
             let rows = client
                 .query(
-                    "SELECT target, state, cause, start_ms, end_ms, location FROM incidents
+                    "SELECT target, state, cause, start_ms, end_ms, location, kind FROM incidents
                      WHERE end_ms IS NULL OR end_ms >= $1
-                     ORDER BY start_ms DESC, target DESC, location DESC",
+                     ORDER BY start_ms DESC, target DESC, location DESC, kind DESC",
                     &[&since_ms],
                 )
                 .await
@@ -666,6 +667,7 @@ impl Backend for Postgres {
             rows.iter()
                 .map(|row| {
                     Ok(Incident {
+                        kind: IncidentKind::from_name(row.try_get(6).map_err(Failure::Db)?),
                         target: row.try_get(0).map_err(Failure::Db)?,
                         state: State::from_name(row.try_get(1).map_err(Failure::Db)?),
                         cause: row.try_get(2).map_err(Failure::Db)?,
@@ -713,38 +715,47 @@ async fn write_transition(
     tx: &tokio_postgres::Transaction<'_>,
     t: &Transition,
 ) -> Result<(), tokio_postgres::Error> {
+    let kind = t.kind.as_str();
     let close = "UPDATE incidents SET end_ms = $2
-                 WHERE target = $1 AND location = $3 AND end_ms IS NULL";
+                 WHERE target = $1 AND location = $3 AND kind = $4 AND end_ms IS NULL";
     if !t.to.is_bad() {
-        tx.execute(close, &[&t.target, &t.at_ms, &t.location])
+        tx.execute(close, &[&t.target, &t.at_ms, &t.location, &kind])
             .await?;
         return Ok(());
     }
     let continued = if t.from.is_bad() {
         tx.execute(
             "UPDATE incidents SET state = CASE WHEN $2::text = 'down' THEN 'down' ELSE state END
-             WHERE target = $1 AND location = $3 AND end_ms IS NULL",
-            &[&t.target, &t.to.as_str(), &t.location],
+             WHERE target = $1 AND location = $3 AND kind = $4 AND end_ms IS NULL",
+            &[&t.target, &t.to.as_str(), &t.location, &kind],
         )
         .await?
     } else if t.reopens {
         tx.execute(
             "UPDATE incidents SET end_ms = NULL,
                 state = CASE WHEN $2::text = 'down' THEN 'down' ELSE state END
-             WHERE id = (SELECT MAX(id) FROM incidents WHERE target = $1 AND location = $3)",
-            &[&t.target, &t.to.as_str(), &t.location],
+             WHERE id = (SELECT MAX(id) FROM incidents
+                         WHERE target = $1 AND location = $3 AND kind = $4)",
+            &[&t.target, &t.to.as_str(), &t.location, &kind],
         )
         .await?
     } else {
         0
     };
     if continued == 0 {
-        tx.execute(close, &[&t.target, &t.at_ms, &t.location])
+        tx.execute(close, &[&t.target, &t.at_ms, &t.location, &kind])
             .await?;
         tx.execute(
-            "INSERT INTO incidents (target, state, cause, start_ms, location)
-             VALUES ($1, $2, $3, $4, $5)",
-            &[&t.target, &t.to.as_str(), &t.cause, &t.at_ms, &t.location],
+            "INSERT INTO incidents (target, state, cause, start_ms, location, kind)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                &t.target,
+                &t.to.as_str(),
+                &t.cause,
+                &t.at_ms,
+                &t.location,
+                &kind,
+            ],
         )
         .await?;
     }

@@ -150,6 +150,15 @@ CREATE TABLE budget_reservations (
 CREATE INDEX budget_reservations_by_provider ON budget_reservations (provider, month);
 "#;
 
+/// The quality canary: each result's item kind, judgement and its detail; incidents get a
+/// kind, so a quality incident and an availability incident of one target are apart.
+const V3: &str = r#"
+ALTER TABLE results ADD COLUMN quality_item TEXT;
+ALTER TABLE results ADD COLUMN quality TEXT;
+ALTER TABLE results ADD COLUMN quality_detail TEXT;
+ALTER TABLE incidents ADD COLUMN kind TEXT NOT NULL DEFAULT 'health';
+"#;
+
 /// The schema version that gave rows a location.
 pub const LOCATIONS_VERSION: i32 = 2;
 
@@ -158,7 +167,7 @@ pub const LOCATIONS_VERSION: i32 = 2;
 pub const LOCATED_TABLES: &[&str] = &["results", "rollups", "spend", "target_state", "incidents"];
 
 /// Every migration, oldest first; migration `n` (from 1) brings the schema to version `n`.
-const MIGRATIONS: &[&str] = &[V1, V2];
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The version this build writes and reads.
 pub const LATEST: i32 = MIGRATIONS.len() as i32;

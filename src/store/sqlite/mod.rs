@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::{Backend, Batch, Copied, Heartbeat, Incident, RollupRow, Spend, StoreError, TargetAt};
-use crate::aggregate::health::{State, TargetHealth, Transition};
+use crate::aggregate::health::{IncidentKind, State, TargetHealth, Transition};
 use crate::aggregate::rollup::{Rollup, Scalars, Span};
 use crate::result::ResultRecord;
 pub use schema::RESULT_COLUMNS;
@@ -241,10 +241,10 @@ impl Backend for Sqlite {
         {
             let mut incident = tx
                 .prepare_cached(
-                    "INSERT INTO incidents (target, state, cause, start_ms, end_ms, location)
-                     SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE NOT EXISTS
+                    "INSERT INTO incidents (target, state, cause, start_ms, end_ms, location, kind)
+                     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE NOT EXISTS
                         (SELECT 1 FROM incidents
-                         WHERE target = ?1 AND location = ?6 AND start_ms = ?4)",
+                         WHERE target = ?1 AND location = ?6 AND start_ms = ?4 AND kind = ?7)",
                 )
                 .map_err(e)?;
             for row in &rows.incidents {
@@ -255,7 +255,8 @@ impl Backend for Sqlite {
                         row.cause,
                         row.start_ms,
                         row.end_ms,
-                        row.location
+                        row.location,
+                        row.kind.as_str()
                     ])
                     .map_err(e)?;
             }
@@ -525,14 +526,15 @@ impl Backend for Sqlite {
         let mut statement = self
             .conn
             .prepare(
-                "SELECT target, state, cause, start_ms, end_ms, location FROM incidents
+                "SELECT target, state, cause, start_ms, end_ms, location, kind FROM incidents
                  WHERE end_ms IS NULL OR end_ms >= ?1
-                 ORDER BY start_ms DESC, target DESC, location DESC",
+                 ORDER BY start_ms DESC, target DESC, location DESC, kind DESC",
             )
             .map_err(|source| self.err(source))?;
         let rows = statement
             .query_map([since_ms], |row| {
                 Ok(Incident {
+                    kind: IncidentKind::from_name(&row.get::<_, String>(6)?),
                     target: row.get(0)?,
                     state: State::from_name(&row.get::<_, String>(1)?),
                     cause: row.get(2)?,
@@ -675,10 +677,11 @@ fn upsert_states(
 /// from good opens an incident (or reopens the last one, on a relapse), a change between
 /// degraded and down keeps the open one (its state is the worst seen), a recovery closes it.
 fn write_transition(tx: &rusqlite::Transaction<'_>, t: &Transition) -> rusqlite::Result<()> {
+    let kind = t.kind.as_str();
     let close = "UPDATE incidents SET end_ms = ?2
-                 WHERE target = ?1 AND location = ?3 AND end_ms IS NULL";
+                 WHERE target = ?1 AND location = ?3 AND kind = ?4 AND end_ms IS NULL";
     if !t.to.is_bad() {
-        tx.execute(close, params![t.target, t.at_ms, t.location])?;
+        tx.execute(close, params![t.target, t.at_ms, t.location, kind])?;
         return Ok(());
     }
     let worst = "state = CASE WHEN ?2 = 'down' THEN 'down' ELSE state END";
@@ -686,27 +689,27 @@ fn write_transition(tx: &rusqlite::Transaction<'_>, t: &Transition) -> rusqlite:
         tx.execute(
             &format!(
                 "UPDATE incidents SET {worst}
-                 WHERE target = ?1 AND location = ?3 AND end_ms IS NULL"
+                 WHERE target = ?1 AND location = ?3 AND kind = ?4 AND end_ms IS NULL"
             ),
-            params![t.target, t.to.as_str(), t.location],
+            params![t.target, t.to.as_str(), t.location, kind],
         )?
     } else if t.reopens {
         tx.execute(
             &format!(
                 "UPDATE incidents SET end_ms = NULL, {worst} WHERE id = \
-                 (SELECT MAX(id) FROM incidents WHERE target = ?1 AND location = ?3)"
+                 (SELECT MAX(id) FROM incidents WHERE target = ?1 AND location = ?3 AND kind = ?4)"
             ),
-            params![t.target, t.to.as_str(), t.location],
+            params![t.target, t.to.as_str(), t.location, kind],
         )?
     } else {
         0
     };
     if continued == 0 {
-        tx.execute(close, params![t.target, t.at_ms, t.location])?;
+        tx.execute(close, params![t.target, t.at_ms, t.location, kind])?;
         tx.execute(
-            "INSERT INTO incidents (target, state, cause, start_ms, location)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![t.target, t.to.as_str(), t.cause, t.at_ms, t.location],
+            "INSERT INTO incidents (target, state, cause, start_ms, location, kind)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![t.target, t.to.as_str(), t.cause, t.at_ms, t.location, kind],
         )?;
     }
     Ok(())

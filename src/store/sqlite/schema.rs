@@ -46,6 +46,9 @@ pub const RESULT_COLUMNS: &[&str] = &[
     "run_id",
     "gateway_alias",
     "location",
+    "quality_item",
+    "quality",
+    "quality_detail",
 ];
 
 const V1: &str = r#"
@@ -194,6 +197,15 @@ CREATE TABLE locations (
 ) WITHOUT ROWID;
 "#;
 
+/// The quality canary: each result's item kind, judgement and its detail; incidents get a
+/// kind, so a quality incident and an availability incident of one target are apart.
+const V4: &str = r#"
+ALTER TABLE results ADD COLUMN quality_item TEXT;
+ALTER TABLE results ADD COLUMN quality TEXT;
+ALTER TABLE results ADD COLUMN quality_detail TEXT;
+ALTER TABLE incidents ADD COLUMN kind TEXT NOT NULL DEFAULT 'health';
+"#;
+
 /// The schema version that gave rows a location.
 pub const LOCATIONS_VERSION: i64 = 3;
 
@@ -203,7 +215,7 @@ pub const LOCATED_TABLES: &[&str] = &["results", "rollups", "spend", "target_sta
 
 /// Every migration, oldest first.
 pub fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1), M::up(V2), M::up(V3)])
+    Migrations::new(vec![M::up(V1), M::up(V2), M::up(V3), M::up(V4)])
 }
 
 #[cfg(test)]
