@@ -7,11 +7,12 @@
 //! ```text
 //! score = availability^a × (fastest TTFT p50 / TTFT p50)^l × ((cheapest + 0.1) / (price + 0.1))^p
 //!         × (1 − rate-limited share)^r × max(streamed share, 0.1)^s × (substitution if it substituted)
+//!         × (quality rate ÷ reference's rate)^q   (only when the quality canary flags it below)
 //! weight = score / Σ scores of the group's routable targets
 //! ```
 //!
 //! with the parameters of `[publish.weights]` (default a = 4, l = 1, p = 0.5, r = 1, s = 1,
-//! substitution = 0). A target missing a figure (no runs yet, no price) takes a neutral 0.5
+//! substitution = 0, q = 4; see `publish::quality`). A target missing a figure (no runs yet, no price) takes a neutral 0.5
 //! for that factor (1 for a missing price, and 1 for streaming when no answer says). A target
 //! that is not routable gets weight 0; when every routable score of a group is 0 they share
 //! equally; a group with no routable target has all weights 0 and says so. Each target's
@@ -29,12 +30,15 @@ use serde::Serialize;
 
 use crate::aggregate::fidelity::Fidelity;
 use crate::aggregate::health::State;
+use crate::aggregate::quality::Standing;
 use crate::aggregate::quorum::LocationStatus;
 use crate::aggregate::{Percentiles, TargetStats, Window, WindowStats};
 use crate::capability::Capabilities;
 use crate::capability::Capability;
 use crate::config::{Config, Target, WeightParams};
 use crate::units::{rfc3339, round3};
+
+use super::quality::{self, FeedQuality};
 
 /// USD per million tokens added to every price before prices are compared.
 pub const PRICE_FLOOR: f64 = 0.1;
@@ -184,6 +188,8 @@ pub struct FeedTarget {
     pub notes: Vec<String>,
     /// The same target from each location that sees it, by name.
     pub locations: Vec<FeedLocation>,
+    /// The quality canary's verdict (over `[quality] window`, every location together).
+    pub quality: FeedQuality,
 }
 
 /// A failure, for the feed.
@@ -217,6 +223,7 @@ fn weighed<'a>(
     config: &Config,
     view: impl Fn(&'a TargetStats) -> Option<View<'a>>,
     stats: &'a [TargetStats],
+    qualities: &HashMap<String, FeedQuality>,
 ) -> Vec<Row> {
     let params = config.publish.weights;
     let by_id: HashMap<&str, &'a TargetStats> =
@@ -230,7 +237,10 @@ fn weighed<'a>(
             .groups
             .get(&target.model.group)
             .map_or(&[][..], |g| &g.require[..]);
-        rows.push(Row::new(target, &view, require, &params));
+        let Some(quality) = qualities.get(&target.id) else {
+            continue;
+        };
+        rows.push(Row::new(target, &view, require, &params, quality));
     }
     assign_weights(&mut rows, &params);
     rows
@@ -246,6 +256,7 @@ pub fn build(
 ) -> Feed {
     let window = Window::from_name(&config.publish.window).unwrap_or(Window::H1);
     let params = config.publish.weights;
+    let qualities = quality::verdicts(config, stats);
     let mut rows = weighed(
         config,
         |stat| {
@@ -258,6 +269,7 @@ pub fn build(
             })
         },
         stats,
+        &qualities,
     );
     // Each location's own ranking, for gateways that route by region.
     let mut by_location: BTreeMap<(String, &str), f64> = BTreeMap::new();
@@ -278,6 +290,7 @@ pub fn build(
                 })
             },
             stats,
+            &qualities,
         );
         for row in here {
             by_location.insert((row.entry.id, status.location.as_str()), row.entry.weight);
@@ -337,7 +350,8 @@ pub fn build(
                          availability^availability × (fastest ttft_p50 in group / \
                          ttft_p50)^latency × ((cheapest price in group + 0.1) / (price + \
                          0.1))^price × (1 − rate_limited_rate)^rate_limit × max(streamed_rate, \
-                         0.1)^streaming × (substitution if model_substituted); price = (3 × \
+                         0.1)^streaming × (substitution if model_substituted) × (quality rate / \
+                         reference's rate)^quality if the quality canary flags it below; price = (3 × \
                          input + output) / 4; a missing figure counts 0.5 (a missing price or \
                          streamed_rate 1); not routable (down, a required capability refused, \
                          or substituting with substitution = 0) gets 0; all-zero groups share \
@@ -371,7 +385,13 @@ struct Row {
 }
 
 impl Row {
-    fn new(target: &Target, view: &View<'_>, require: &[Capability], params: &WeightParams) -> Row {
+    fn new(
+        target: &Target,
+        view: &View<'_>,
+        require: &[Capability],
+        params: &WeightParams,
+        quality: &FeedQuality,
+    ) -> Row {
         let View {
             state,
             in_window,
@@ -449,6 +469,10 @@ impl Row {
             };
             notes.push(format!("{evidence}: score × {}", round3(penalty)));
         }
+        if quality.standing == Standing::Below && quality.factor < 1.0 {
+            factor *= quality.factor;
+            notes.push(format!("{}: score × {}", quality.summary, quality.factor));
+        }
         let entry = FeedTarget {
             id: target.id.clone(),
             provider: target.provider.name.clone(),
@@ -484,6 +508,7 @@ impl Row {
             routable,
             notes,
             locations: Vec::new(),
+            quality: quality.clone(),
         };
         Row {
             entry,
@@ -609,6 +634,7 @@ mod tests {
                 routable: state != State::Down,
                 notes: Vec::new(),
                 locations: Vec::new(),
+                quality: super::quality::unmeasured(),
             },
             price,
             factor: 1.0,

@@ -383,7 +383,20 @@ pub fn render(stats: &[TargetStats], feed: &Feed, counters: Option<&RunCounters>
             |t| t.streamed_rate,
         ),
     ];
-    for (name, help, value) in flags {
+    target_gauges(&mut out, feed, &flags, |_| &feed.window);
+    quality(&mut out, feed);
+    out
+}
+
+/// One gauge per target for each of `gauges` (name, help, value), labelled with the target
+/// and the window its value covers.
+fn target_gauges<'a>(
+    out: &mut String,
+    feed: &'a Feed,
+    gauges: &[(&str, &str, Gauge)],
+    window: impl Fn(&'a FeedTarget) -> &'a str,
+) {
+    for (name, help, value) in gauges {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
         for t in &feed.targets {
             if let Some(value) = value(t) {
@@ -391,10 +404,75 @@ pub fn render(stats: &[TargetStats], feed: &Feed, counters: Option<&RunCounters>
                     out,
                     "{name}{{target=\"{}\",window=\"{}\"}} {value}",
                     label(&t.id),
-                    feed.window
+                    window(t)
                 );
             }
         }
     }
-    out
+}
+
+/// The quality canary's gauges, over `[quality] window` (each target's `quality.window`).
+fn quality(out: &mut String, feed: &Feed) {
+    let _ = writeln!(
+        out,
+        "# HELP sonde_quality_right_ratio Quality canary answers right / answers, by family (exact, tools).\n# TYPE sonde_quality_right_ratio gauge"
+    );
+    for t in &feed.targets {
+        for (family, rate) in [("exact", &t.quality.exact), ("tools", &t.quality.tools)] {
+            if let Some(value) = rate.rate {
+                let _ = writeln!(
+                    out,
+                    "sonde_quality_right_ratio{{target=\"{}\",group=\"{}\",family=\"{family}\",window=\"{}\"}} {value}",
+                    label(&t.id),
+                    label(&t.group),
+                    t.quality.window
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP sonde_quality_answers Quality canary answers judged, by family.\n# TYPE sonde_quality_answers gauge"
+    );
+    for t in &feed.targets {
+        for (family, rate) in [("exact", &t.quality.exact), ("tools", &t.quality.tools)] {
+            let _ = writeln!(
+                out,
+                "sonde_quality_answers{{target=\"{}\",family=\"{family}\",window=\"{}\"}} {}",
+                label(&t.id),
+                t.quality.window,
+                rate.answers
+            );
+        }
+    }
+    let scores: [(&str, &str, Gauge); 3] = [
+        (
+            "sonde_quality_schema_accuracy_ratio",
+            "Tool calls due whose arguments were valid under the tool's schema / calls due that were made.",
+            |t| t.quality.schema_accuracy.rate,
+        ),
+        (
+            "sonde_quality_trigger_f1",
+            "F1 of calling a tool exactly when one is due.",
+            |t| t.quality.trigger_f1,
+        ),
+        (
+            "sonde_quality_factor",
+            "What the routing score is multiplied by for quality (1 unless flagged below).",
+            |t| Some(t.quality.factor),
+        ),
+    ];
+    target_gauges(out, feed, &scores, |t| &t.quality.window);
+    let _ = writeln!(
+        out,
+        "# HELP sonde_quality_standing 1 for the target's standing against its group's quality reference (reference, ok, below, insufficient, unmeasured).\n# TYPE sonde_quality_standing gauge"
+    );
+    for t in &feed.targets {
+        let _ = writeln!(
+            out,
+            "sonde_quality_standing{{target=\"{}\",standing=\"{}\"}} 1",
+            label(&t.id),
+            t.quality.standing.as_str()
+        );
+    }
 }

@@ -11,6 +11,8 @@ pub mod gateway;
 mod markup;
 pub mod metrics;
 mod page;
+pub mod quality;
+mod quality_page;
 mod text;
 pub mod windows;
 

@@ -8,9 +8,11 @@ use askama::Template;
 
 use super::feed::{Feed, FeedTarget, blended_price};
 use super::markup::{self, Compared};
+use super::quality_page;
 use super::text::{ms, number, percent, short_when, slug, state_text, when};
 use super::{Files, PublishError, Snapshot};
 use crate::aggregate::Window;
+use crate::aggregate::health::IncidentKind;
 use crate::capability::Capabilities;
 use crate::config::{Config, Target};
 use crate::result::ResultRecord;
@@ -78,6 +80,8 @@ struct Row {
     notes: String,
     /// For a partial outage: where it is down (`down in eu-west`).
     down_in: String,
+    /// The quality canary's verdict.
+    quality: quality_page::Cell,
 }
 
 fn row(target: &Target, entry: &FeedTarget, snapshot: &Snapshot, prefix: &str) -> Row {
@@ -155,6 +159,7 @@ fn row(target: &Target, entry: &FeedTarget, snapshot: &Snapshot, prefix: &str) -
             .map_or(String::new(), |s| {
                 format!("down in {}", s.down_in().join(", "))
             }),
+        quality: quality_page::cell(&entry.quality),
     }
 }
 
@@ -220,6 +225,8 @@ struct IncidentView {
     href: String,
     state_class: &'static str,
     state_text: &'static str,
+    /// `quality` for a drift of the answers, empty for availability.
+    kind: &'static str,
     cause: String,
     start: String,
     end: String,
@@ -248,6 +255,10 @@ fn incident_views(
                 href: format!("{prefix}t/{}.html", slug(&i.target)),
                 state_class,
                 state_text,
+                kind: match i.kind {
+                    IncidentKind::Health => "",
+                    IncidentKind::Quality => "quality",
+                },
                 cause: i.cause.clone(),
                 start: when(i.start_ms),
                 end: i.end_ms.map_or("ongoing".into(), when),
@@ -301,7 +312,7 @@ struct RunRow {
 }
 
 fn run_row(r: &ResultRecord) -> RunRow {
-    let mut error = r.error.clone().unwrap_or_default();
+    let mut error = r.problem().unwrap_or_default();
     if error.chars().count() > 120 {
         error = error.chars().take(119).collect::<String>() + "…";
     }
@@ -347,6 +358,12 @@ struct TargetPage {
     locations: Vec<LocationRow>,
     /// The fleet has several locations: runs and incidents say where.
     fleet: bool,
+    /// The quality canary's section, when it has answers.
+    quality: Option<quality_page::Section>,
+    /// `[quality] alpha`, for the section's method.
+    alpha: f64,
+    /// `[quality] margin` in percentage points.
+    margin: String,
 }
 
 /// Renders `index.html`, one page per target and one comparison page per route group.
@@ -442,6 +459,9 @@ pub fn render(config: &Config, snapshot: &Snapshot, feed: &Feed) -> Result<Files
                 Vec::new()
             },
             fleet: snapshot.locations.len() > 1,
+            quality: quality_page::section(&entry.quality, snapshot, &target.id),
+            alpha: config.quality.alpha,
+            margin: format!("{}", config.quality.margin * 100.0),
         };
         let html = page.render().map_err(|source| PublishError::Render {
             page: target.id.clone(),
