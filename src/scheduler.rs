@@ -119,6 +119,7 @@ pub fn default_for(probe: &str) -> Schedule {
         "stream" => 5,
         "models" => 60,
         "tools" | "json" => 360,
+        "quality" | "quality-tools" => 15,
         _ => 5,
     };
     Schedule::Every(Duration::from_secs(minutes * 60))

@@ -1,4 +1,4 @@
-//! `sonde demo`: the zero-config main job. The simulator plays eight providers that behave
+//! `sonde demo`: the zero-config main job. The simulator plays nine providers that behave
 //! differently (`examples/demo/`), the daemon probes them on short schedules into a fresh
 //! store, and the status page is served on 127.0.0.1:8080.
 
