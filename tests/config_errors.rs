@@ -454,3 +454,55 @@ fn a_store_is_a_file_or_a_postgres_variable_never_a_url() {
         }
     );
 }
+
+#[test]
+fn quality_settings_are_bounded() {
+    let text = format!("[quality]\nwindow = \"7d\"\nmargin = 0.7\n\n{GOOD}");
+    assert_names(&error_of(&text), 3, "quality.margin", "at most 0.5");
+    let text = format!("[quality]\nwindow = \"1h\"\n\n{GOOD}");
+    assert_names(&error_of(&text), 2, "quality.window", "24h, 7d, 30d");
+    let text = format!("[quality]\ndrift_accept = \"1m\"\n\n{GOOD}");
+    assert_names(&error_of(&text), 2, "quality.drift_accept", "between 1h");
+    let text = format!("[publish]\nweights = {{ quality = -1 }}\n\n{GOOD}");
+    assert_names(&error_of(&text), 2, "publish.weights", "zero or more");
+    let good = format!(
+        "[quality]\nmargin = 0.1\nalpha = 0.05\n\n{}",
+        GOOD.replace(
+            "output_price = 1.10",
+            "output_price = 1.10\n  reference = true"
+        )
+    );
+    let config = Config::parse(Path::new("sonde.toml"), &good).unwrap();
+    assert!(config.targets[0].model.reference);
+    assert_eq!((config.quality.margin, config.quality.alpha), (0.1, 0.05));
+}
+
+#[test]
+fn a_quality_probe_names_its_family() {
+    let dir = tempfile::tempdir().unwrap();
+    let probes = dir.path().join("probes");
+    std::fs::create_dir(&probes).unwrap();
+    std::fs::write(
+        probes.join("canary.toml"),
+        "kind = \"quality\"\nmax_tokens = 64\n",
+    )
+    .unwrap();
+    let err = Config::parse(
+        &dir.path().join("sonde.toml"),
+        &format!("probes_dir = \"probes\"\n{GOOD}"),
+    )
+    .unwrap_err();
+    assert_eq!(err.key(), Some("family"), "{err}");
+    assert!(err.to_string().contains("canary.toml"), "{err}");
+    std::fs::write(
+        probes.join("canary.toml"),
+        "kind = \"chat\"\nfamily = \"exact\"\nmax_tokens = 64\n[[messages]]\nrole = \"user\"\ncontent = \"hi\"\n",
+    )
+    .unwrap();
+    let err = Config::parse(
+        &dir.path().join("sonde.toml"),
+        &format!("probes_dir = \"probes\"\n{GOOD}"),
+    )
+    .unwrap_err();
+    assert_eq!((err.key(), err.line()), (Some("family"), Some(2)), "{err}");
+}

@@ -60,9 +60,9 @@ async fn the_demo_shows_measured_data_within_a_minute() {
             .any(|t| t["id"] == "premium/premium-qwen" && !t["ttft_ms"]["p50"].is_null());
         // The quantized host needs a few dozen canary answers (about 36 of each host at
         // 70 % against 100 %, a quality run every 2 s) before the test can tell.
-        let flagged = targets.iter().any(|t| {
-            t["id"] == "quantized/quant-llama" && t["quality"]["standing"] == "below"
-        });
+        let flagged = targets
+            .iter()
+            .any(|t| t["id"] == "quantized/quant-llama" && t["quality"]["standing"] == "below");
         if measured == 9 && all_measured.is_none() {
             all_measured = Some(started.elapsed());
         }
@@ -113,7 +113,10 @@ async fn the_demo_shows_measured_data_within_a_minute() {
     let (quant, steady) = (find("quantized/quant-llama"), find("steady/steady-llama"));
     assert_eq!(quant["quality"]["standing"], "below", "{quant:#}");
     assert_eq!(steady["quality"]["standing"], "reference", "{steady:#}");
-    assert!(quant["quality"]["factor"].as_f64().unwrap() < 0.5, "{quant:#}");
+    assert!(
+        quant["quality"]["factor"].as_f64().unwrap() < 0.5,
+        "{quant:#}"
+    );
     assert!(
         quant["weight"].as_f64().unwrap() < steady["weight"].as_f64().unwrap(),
         "{feed:#}"
