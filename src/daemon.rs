@@ -126,6 +126,17 @@ pub async fn run(
         runs: TaskTracker::new(),
     });
     let publishing = start_publishing(&config, &shutdown, Arc::clone(&counters)).await?;
+    let notifying = TaskTracker::new();
+    if !config.alerts.is_empty() {
+        notifying.spawn(crate::notify::deliver(
+            config.alerts.clone(),
+            config.store.clone(),
+            config.prober.location.clone(),
+            shared.records.clone(),
+            shutdown.clone(),
+        ));
+    }
+    notifying.close();
     let jobs = TaskTracker::new();
     let mut count = 0;
     for target in &config.targets {
@@ -162,7 +173,9 @@ pub async fn run(
         shared.abort.cancel();
         shared.runs.wait().await;
     }
-    // The last sender goes with `shared`; the writer then flushes and stops.
+    // The notifier holds a sender too: it stops with `shutdown`. The last sender goes with
+    // `shared`; the writer then flushes (deliveries included) and stops.
+    notifying.wait().await;
     drop(shared);
     tokio::task::spawn_blocking(move || writer.join())
         .await

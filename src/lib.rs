@@ -18,6 +18,7 @@ pub mod daemon;
 pub mod lease;
 pub mod limiter;
 pub mod measurement;
+pub mod notify;
 pub mod owned_dir;
 pub mod printer;
 pub mod probe;

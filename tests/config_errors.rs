@@ -506,3 +506,38 @@ fn a_quality_probe_names_its_family() {
     .unwrap_err();
     assert_eq!((err.key(), err.line()), (Some("family"), Some(2)), "{err}");
 }
+
+#[test]
+fn an_alert_names_its_secrets_by_variable_and_its_bounds() {
+    let alert = |body: &str| format!("{GOOD}\n[[alerts]]\nname = \"a\"\n{body}\n");
+    let err = error_of(&alert("kind = \"slack\""));
+    assert_names(&err, 15, "alerts[0].url_env", "the variable holding");
+    let err = error_of(&alert(
+        "kind = \"webhook\"\nurl_env = \"https://hooks.example.com/x\"",
+    ));
+    assert_names(
+        &err,
+        17,
+        "alerts[0].url_env",
+        "NAME of an environment variable",
+    );
+    let err = error_of(&alert("kind = \"pagerduty\""));
+    assert_names(&err, 15, "alerts[0].routing_key_env", "routing key");
+    let err = error_of(&alert(
+        "kind = \"webhook\"\nurl_env = \"HOOK\"\ncauses = [\"latency\"]",
+    ));
+    assert_names(&err, 18, "alerts[0].causes", "health or quality");
+    let err = error_of(&alert(
+        "kind = \"webhook\"\nurl_env = \"HOOK\"\nreminder_every = \"5s\"",
+    ));
+    assert_names(&err, 18, "alerts[0].reminder_every", "between 1m");
+    let good = alert(
+        "kind = \"discord\"\nurl_env = \"HOOK\"\ntargets = [\"deepseek/*\"]\nfailure_threshold = 2",
+    );
+    let config = Config::parse(Path::new("sonde.toml"), &good).unwrap();
+    let alert = &config.alerts[0];
+    assert!(alert.follows("deepseek/deepseek-chat", "deepseek-v3"));
+    assert!(!alert.follows("other/deepseek-chat", "deepseek-v3"));
+    assert_eq!((alert.failure_threshold, alert.max_per_hour), (2, 20));
+    assert_eq!(alert.causes, ["health", "quality"]);
+}

@@ -154,11 +154,15 @@ fn both_backends_publish_the_same_site_from_the_same_history() {
     // SAFETY: set before any thread of this test reads the environment; the variable is
     // this test's own.
     unsafe { std::env::set_var(var, cluster.database("equivalence")) };
+    // An alert, so the outage's notifications go to each backend's outbox.
+    let alert = "[[alerts]]\nname = \"hook\"\nkind = \"webhook\"\nurl_env = \"HOOK\"\n";
     let sqlite = config(
         dir.path(),
-        "[store]\npath = \"sonde.db\"\nretention_days = 400\nrollup_retention_days = 400\n",
+        &format!(
+            "[store]\npath = \"sonde.db\"\nretention_days = 400\nrollup_retention_days = 400\n{alert}"
+        ),
     );
-    let postgres = config(dir.path(), &postgres_store(var));
+    let postgres = config(dir.path(), &format!("{}{alert}", postgres_store(var)));
     let now = now_ms();
     let records = history(&sqlite, now);
     let count = records.len() as u64;
@@ -187,6 +191,18 @@ fn both_backends_publish_the_same_site_from_the_same_history() {
     let incidents = from_sqlite.incidents(0).unwrap();
     assert!(!incidents.is_empty(), "the outage opened an incident");
     assert_eq!(incidents, from_postgres.incidents(0).unwrap());
+    let outbox = from_sqlite.pending_notifications("eu-west", 100).unwrap();
+    assert!(
+        outbox.iter().any(|(_, n)| n.target == "gamma/llama"),
+        "the outage was notified: {outbox:#?}"
+    );
+    let notifications = |rows: Vec<(i64, sonde::aggregate::alerting::Notification)>| {
+        rows.into_iter().map(|(_, n)| n).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        notifications(outbox),
+        notifications(from_postgres.pending_notifications("eu-west", 100).unwrap())
+    );
 
     let windows = |store: &Store| {
         format!(

@@ -14,10 +14,11 @@
 //! hold × 2^k, and two incidents of one target are at least `relapse_window` apart: at most
 //! 60 min / relapse_window + 1 (5 by default) incidents per target per hour.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
+use super::alerting::Mark;
 use super::drift::Drift;
 use crate::config::{HealthConfig, QualityConfig};
 use crate::result::{Outcome, ResultRecord};
@@ -196,6 +197,9 @@ pub struct TargetHealth {
     /// The quality drift detectors.
     #[serde(default)]
     pub drift: Drift,
+    /// Each alert's memory of this target, by alert name and cause.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub alerts: BTreeMap<String, Mark>,
 }
 
 impl Default for TargetHealth {
@@ -210,6 +214,7 @@ impl Default for TargetHealth {
             improved_ms: None,
             recent: VecDeque::new(),
             drift: Drift::default(),
+            alerts: BTreeMap::new(),
         }
     }
 }

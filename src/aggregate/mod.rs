@@ -7,6 +7,7 @@
 //! day and the 6 / 29 before it. Whole buckets keep every window a merge of at most 30
 //! histograms per target and probe, which is what makes all windows of all targets fast.
 
+pub mod alerting;
 pub mod drift;
 pub mod fidelity;
 pub mod health;

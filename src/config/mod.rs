@@ -7,6 +7,7 @@
 //! error of a file is reported at once. API keys appear only as the names of environment
 //! variables: a credential in a header, a URL or `extra_body` is refused.
 
+mod alerts;
 mod daemon;
 pub mod error;
 mod prober;
@@ -22,6 +23,7 @@ use reqwest::header::{HeaderName, HeaderValue};
 use serde::Deserialize;
 use toml::Spanned;
 
+pub use alerts::{Alert, AlertKind, PAGERDUTY_EVENTS};
 pub use daemon::{
     Budget, GroupConfig, HealthConfig, PublishConfig, RateLimit, ServerConfig, StoreBackend,
     StoreConfig, WeightParams,
@@ -123,6 +125,8 @@ struct RawConfig {
     prober: prober::RawProber,
     #[serde(default)]
     quality: quality::RawQuality,
+    #[serde(default)]
+    alerts: Vec<alerts::RawAlert>,
     #[serde(default)]
     publish: daemon::RawPublish,
     #[serde(default)]
@@ -297,6 +301,8 @@ pub struct Config {
     pub prober: ProberConfig,
     /// How quality canary answers are judged.
     pub quality: QualityConfig,
+    /// Who is told about incidents, and how.
+    pub alerts: Vec<Alert>,
     /// What is published, where and how often.
     pub publish: PublishConfig,
     /// The live server.
@@ -363,6 +369,7 @@ impl Config {
         let health = daemon::health(&source, e, raw.health);
         let prober = prober::prober(&source, e, raw.prober);
         let quality = quality::quality(&source, e, raw.quality);
+        let alerts = alerts::alerts(&source, e, raw.alerts);
         let publish = daemon::publish(&source, e, file, store.file(), raw.publish);
         let server = daemon::server(&source, e, raw.server);
         let mut providers = Vec::new();
@@ -445,6 +452,7 @@ impl Config {
             health,
             prober,
             quality,
+            alerts,
             publish,
             server,
             groups,

@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use crate::aggregate::alerting::Notification;
 use crate::aggregate::health::{IncidentKind, State, TargetHealth, Transition};
 use crate::aggregate::rollup::{Rollup, Scalars, Span};
 use crate::config::{StoreBackend, StoreConfig};
@@ -186,6 +187,10 @@ pub struct Batch {
     pub transitions: Vec<Transition>,
     /// The writing locations' signs of life.
     pub heartbeats: Vec<Heartbeat>,
+    /// Notifications the batch's changes lead to, for the outbox.
+    pub notifications: Vec<Notification>,
+    /// Outbox rows a receiver took: id and unix ms.
+    pub delivered: Vec<(i64, i64)>,
 }
 
 /// Rows copied whole from another store (`sonde store migrate`): unlike a [`Batch`], spend
@@ -294,6 +299,14 @@ pub trait Backend: Send {
 
     /// Every location that ever wrote, with its last heartbeat, by name.
     fn heartbeats(&self) -> Result<Vec<Heartbeat>, StoreError>;
+
+    /// Up to `limit` notifications of `location` not yet delivered, oldest first, with their
+    /// outbox ids.
+    fn pending_notifications(
+        &self,
+        location: &str,
+        limit: usize,
+    ) -> Result<Vec<(i64, Notification)>, StoreError>;
 
     /// Whether this process may write the published site: it takes (or still holds) the
     /// store's publisher lock, which one daemon of a fleet holds at a time. A store only

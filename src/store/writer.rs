@@ -23,10 +23,11 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::aggregate::alerting::{self, Budget};
 use crate::aggregate::health::{IncidentKind, TargetHealth};
 use crate::aggregate::rollup::Rollup;
 use crate::aggregate::rollup::Span;
-use crate::config::{Config, HealthConfig, QualityConfig, StoreConfig};
+use crate::config::{Alert, Config, HealthConfig, QualityConfig, StoreConfig};
 use crate::counters::RunCounters;
 use crate::result::ResultRecord;
 use crate::store::{Batch, Heartbeat, RollupRow, Spend, Store, StoreError, TargetAt};
@@ -46,10 +47,20 @@ const QUEUE: usize = 10_000;
 /// Longest an idle writer goes without writing its heartbeat.
 const MAX_HEARTBEAT: Duration = Duration::from_secs(10);
 
-/// Sends finished runs to the writer; dropping every sender lets the writer flush and stop.
+/// What the writer is handed.
+#[derive(Debug)]
+enum Message {
+    /// A finished run.
+    Run(Box<ResultRecord>),
+    /// Outbox rows a receiver took (id, unix ms): marked sent with the next batch.
+    Delivered(Vec<(i64, i64)>),
+}
+
+/// Sends finished runs (and notification deliveries) to the writer; dropping every sender
+/// lets the writer flush and stop.
 #[derive(Debug, Clone)]
 pub struct RecordSender {
-    queue: SyncSender<ResultRecord>,
+    queue: SyncSender<Message>,
     /// Where waits on a full queue and lost runs are counted.
     counters: Arc<RunCounters>,
 }
@@ -58,7 +69,7 @@ impl RecordSender {
     /// Hands `record` to the writer; waits, off the async runtime, while the queue is full.
     /// A record the writer can no longer take is counted and logged as lost.
     pub async fn send(&self, record: ResultRecord) {
-        let record = match self.queue.try_send(record) {
+        let record = match self.queue.try_send(Message::Run(Box::new(record))) {
             Ok(()) => return,
             Err(TrySendError::Full(record)) => record,
             Err(TrySendError::Disconnected(record)) => return self.lost(&record),
@@ -80,7 +91,19 @@ impl RecordSender {
         }
     }
 
-    fn lost(&self, record: &ResultRecord) {
+    /// Tells the writer that a receiver took these outbox rows (id, unix ms). Returns
+    /// false when the writer has stopped (the rows stay pending and are sent again later).
+    pub async fn delivered(&self, rows: Vec<(i64, i64)>) -> bool {
+        let queue = self.queue.clone();
+        tokio::task::spawn_blocking(move || queue.send(Message::Delivered(rows)).is_ok())
+            .await
+            .unwrap_or(false)
+    }
+
+    fn lost(&self, message: &Message) {
+        let Message::Run(record) = message else {
+            return;
+        };
         self.counters.daemon.lost.fetch_add(1, Ordering::Relaxed);
         tracing::error!(
             run_id = %record.run_id,
@@ -106,7 +129,7 @@ impl Writer {
     ) -> Result<(Writer, RecordSender), StoreError> {
         let mut state = State::load(store, config)?;
         state.counters = Arc::clone(&counters);
-        let (queue, receiver) = sync_channel(QUEUE);
+        let (queue, receiver) = sync_channel::<Message>(QUEUE);
         let thread = std::thread::Builder::new()
             .name("sonde-store".into())
             .spawn(move || state.run(receiver))
@@ -141,7 +164,7 @@ pub fn import(
             .map(|record| state.placed(record))
             .collect();
         count += chunk.len() as u64;
-        let mut batch = state.fold(&chunk)?;
+        let (mut batch, budget) = state.fold(&chunk)?;
         for (record, at) in &batch.results {
             match batch
                 .heartbeats
@@ -157,6 +180,7 @@ pub fn import(
             }
         }
         state.store.write(&batch)?;
+        state.alert_budget = budget;
         state.keep(batch);
     }
     Ok(count)
@@ -170,6 +194,12 @@ struct State {
     store_config: StoreConfig,
     health_config: HealthConfig,
     quality_config: QualityConfig,
+    /// Who is told about incidents.
+    alerts: Vec<Alert>,
+    /// Notifications each alert made in the last hour.
+    alert_budget: Budget,
+    /// Outbox rows delivered, to mark sent with the next batch.
+    delivered: Vec<(i64, i64)>,
     /// This prober's location, for its heartbeat.
     location: String,
     /// Its shortest schedule, ms.
@@ -203,6 +233,9 @@ impl State {
             store_config: config.store.clone(),
             health_config: config.health,
             quality_config: config.quality.clone(),
+            alerts: config.alerts.clone(),
+            alert_budget: Budget::default(),
+            delivered: Vec::new(),
             location: config.prober.location.clone(),
             shortest_ms: i64::try_from(config.shortest_schedule().as_millis()).unwrap_or(i64::MAX),
             rollups: HashMap::new(),
@@ -213,7 +246,7 @@ impl State {
         })
     }
 
-    fn run(mut self, receiver: Receiver<ResultRecord>) {
+    fn run(mut self, receiver: Receiver<Message>) {
         let mut closed = false;
         let mut retry = Retry::default();
         let heartbeat_every =
@@ -226,11 +259,14 @@ impl State {
                 }
                 let idle = heartbeat_every.saturating_sub(last_write.elapsed());
                 match receiver.recv_timeout(idle) {
-                    Ok(record) => self.hold(record),
+                    Ok(message) => self.take(message),
                     Err(RecvTimeoutError::Timeout) => {
                         let beat = self.beat(Batch::default());
-                        if let Err(err) = self.store.write(&beat) {
-                            tracing::warn!(error = %err, "writing the heartbeat failed");
+                        match self.store.write(&beat) {
+                            Ok(()) => self.delivered.drain(..beat.delivered.len()).for_each(drop),
+                            Err(err) => {
+                                tracing::warn!(error = %err, "writing the heartbeat failed")
+                            }
                         }
                         last_write = Instant::now();
                         continue;
@@ -242,7 +278,7 @@ impl State {
             let until = Instant::now() + retry.wait().unwrap_or(MAX_WAIT);
             while !closed && (retry.failing() || self.pending.len() < MAX_BATCH) {
                 match receiver.recv_timeout(until.saturating_duration_since(Instant::now())) {
-                    Ok(record) => self.hold(record),
+                    Ok(message) => self.take(message),
                     Err(RecvTimeoutError::Timeout) => break,
                     Err(RecvTimeoutError::Disconnected) => closed = true,
                 }
@@ -282,6 +318,14 @@ impl State {
         record
     }
 
+    /// Takes one message: a run to hold, or deliveries to mark with the next batch.
+    fn take(&mut self, message: Message) {
+        match message {
+            Message::Run(record) => self.hold(*record),
+            Message::Delivered(rows) => self.delivered.extend(rows),
+        }
+    }
+
     /// Holds `record` until it is written; past the buffer, the oldest held run is dropped.
     fn hold(&mut self, record: ResultRecord) {
         let record = self.placed(record);
@@ -303,13 +347,17 @@ impl State {
     fn write_pending(&mut self) -> Result<(), StoreError> {
         let take = self.pending.len().min(MAX_BATCH);
         let records: Vec<ResultRecord> = self.pending.drain(..take).collect();
-        let folded = self.fold(&records).and_then(|batch| {
+        let folded = self.fold(&records).and_then(|(batch, budget)| {
             let batch = self.beat(batch);
             self.store.write(&batch)?;
-            Ok(batch)
+            Ok((batch, budget))
         });
         let batch = match folded {
-            Ok(batch) => batch,
+            Ok((batch, budget)) => {
+                self.alert_budget = budget;
+                self.delivered.drain(..batch.delivered.len()).for_each(drop);
+                batch
+            }
             Err(err) => {
                 for record in records.into_iter().rev() {
                     self.pending.push_front(record);
@@ -322,8 +370,9 @@ impl State {
         Ok(())
     }
 
-    /// `batch` with this prober's heartbeat, now.
+    /// `batch` with this prober's heartbeat, now, and the deliveries to mark.
     fn beat(&self, mut batch: Batch) -> Batch {
+        batch.delivered.clone_from(&self.delivered);
         batch.heartbeats.push(Heartbeat {
             location: self.location.clone(),
             seen_ms: now_ms(),
@@ -391,10 +440,12 @@ impl State {
     }
 
     /// The batch that stores `records`: their rollups merged with what is stored, the spend
-    /// they add, the states they lead to. Nothing in memory changes until it is written (see
+    /// they add, the states they lead to, the notifications those make (with the alerts'
+    /// hourly budget after them). Nothing in memory changes until it is written (see
     /// [`State::keep`]), so a batch that fails is folded afresh on the next attempt.
-    fn fold(&self, records: &[ResultRecord]) -> Result<Batch, StoreError> {
+    fn fold(&self, records: &[ResultRecord]) -> Result<(Batch, Budget), StoreError> {
         let mut batch = Batch::default();
+        let mut budget = self.alert_budget.clone();
         let mut rollups: Vec<(RollupKey, Rollup)> = Vec::new();
         let mut health: Vec<(TargetAt, TargetHealth)> = Vec::new();
         for record in records {
@@ -462,6 +513,13 @@ impl State {
                     .into_iter()
                     .chain(state.observe_quality(record, at, &self.quality_config)),
             );
+            batch.notifications.extend(alerting::evaluate(
+                &self.alerts,
+                state,
+                record,
+                at,
+                &mut budget,
+            ));
             batch.results.push((record.clone(), at));
         }
         batch.rollups = rollups
@@ -478,7 +536,7 @@ impl State {
             )
             .collect();
         batch.health = health;
-        Ok(batch)
+        Ok((batch, budget))
     }
 
     fn prune_if_due(&mut self) {

@@ -32,6 +32,7 @@ use super::{
     Backend, Batch, Copied, FleetLimits, Heartbeat, Incident, RollupRow, Spend, StoreError,
     TargetAt,
 };
+use crate::aggregate::alerting::Notification;
 use crate::aggregate::health::{IncidentKind, State, TargetHealth, Transition};
 use crate::aggregate::rollup::{Rollup, Scalars, Span};
 use crate::redact::Secret;
@@ -388,6 +389,7 @@ impl Backend for Postgres {
                     .map_err(Failure::Db)?;
             }
             rows::put_heartbeats(tx, &batch.heartbeats).await?;
+            rows::put_outbox(tx, &batch.notifications, &batch.delivered).await?;
             fleet::settle(tx, &batch.results).await
         })
     }
@@ -644,6 +646,35 @@ impl Backend for Postgres {
         })
     }
 
+    fn pending_notifications(
+        &self,
+        location: &str,
+        limit: usize,
+    ) -> Result<Vec<(i64, Notification)>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.call(async |pool: &Pool| {
+            let client = pool.get().await.map_err(Failure::pool)?;
+            let rows = client
+                .query(
+                    "SELECT id, body FROM outbox WHERE location = $1 AND sent_ms IS NULL
+                     ORDER BY id LIMIT $2",
+                    &[&location, &limit],
+                )
+                .await
+                .map_err(Failure::Db)?;
+            rows.iter()
+                .map(|row| {
+                    let id: i64 = row.try_get(0).map_err(Failure::Db)?;
+                    let body: String = row.try_get(1).map_err(Failure::Db)?;
+                    let notification = serde_json::from_str(&body).map_err(|err| {
+                        Failure::Corrupt(format!("outbox row {id} does not parse: {err}"))
+                    })?;
+                    Ok((id, notification))
+                })
+                .collect()
+        })
+    }
+
     fn publisher_lock(&self) -> Result<bool, StoreError> {
         self.hold_publisher_lock()
     }
@@ -702,6 +733,12 @@ impl Backend for Postgres {
                 )
                 .await
                 .map_err(Failure::Db)?;
+            tx.execute(
+                "DELETE FROM outbox WHERE sent_ms < $1",
+                &[&results_before_ms],
+            )
+            .await
+            .map_err(Failure::Db)?;
             *counted = (results as usize, rollups as usize);
             Ok(())
         })?;

@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 use tokio_postgres::Transaction;
 
 use super::Failure;
+use crate::aggregate::alerting::Notification;
 use crate::aggregate::health::TargetHealth;
 use crate::aggregate::rollup::{Rollup, Scalars};
 use crate::result::ResultRecord;
@@ -104,6 +105,32 @@ pub(super) fn record(row: &str) -> Result<(ResultRecord, i64), Failure> {
 }
 
 /// Stores heartbeats, keeping the later one of each location.
+/// Adds `notifications` to the outbox and marks the `delivered` ones (id, unix ms) sent.
+pub(super) async fn put_outbox(
+    tx: &Transaction<'_>,
+    notifications: &[Notification],
+    delivered: &[(i64, i64)],
+) -> Result<(), Failure> {
+    for n in notifications {
+        let body = serde_json::to_string(n).unwrap_or_default();
+        tx.execute(
+            "INSERT INTO outbox (location, alert, body, created_ms) VALUES ($1, $2, $3, $4)",
+            &[&n.location, &n.alert, &body, &n.at_ms],
+        )
+        .await
+        .map_err(Failure::Db)?;
+    }
+    for (id, at) in delivered {
+        tx.execute(
+            "UPDATE outbox SET sent_ms = $2 WHERE id = $1 AND sent_ms IS NULL",
+            &[id, at],
+        )
+        .await
+        .map_err(Failure::Db)?;
+    }
+    Ok(())
+}
+
 pub(super) async fn put_heartbeats(
     tx: &Transaction<'_>,
     rows: &[Heartbeat],

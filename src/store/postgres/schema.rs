@@ -159,6 +159,20 @@ ALTER TABLE results ADD COLUMN quality_detail TEXT;
 ALTER TABLE incidents ADD COLUMN kind TEXT NOT NULL DEFAULT 'health';
 "#;
 
+/// Alerts: the outbox of notifications, written in the transaction of the change behind
+/// them, marked sent once a receiver took them.
+const V4: &str = r#"
+CREATE TABLE outbox (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    location TEXT COLLATE "C" NOT NULL,
+    alert TEXT COLLATE "C" NOT NULL,
+    body TEXT NOT NULL,
+    created_ms BIGINT NOT NULL,
+    sent_ms BIGINT
+);
+CREATE INDEX outbox_pending ON outbox (location, id) WHERE sent_ms IS NULL;
+"#;
+
 /// The schema version that gave rows a location.
 pub const LOCATIONS_VERSION: i32 = 2;
 
@@ -167,7 +181,7 @@ pub const LOCATIONS_VERSION: i32 = 2;
 pub const LOCATED_TABLES: &[&str] = &["results", "rollups", "spend", "target_state", "incidents"];
 
 /// Every migration, oldest first; migration `n` (from 1) brings the schema to version `n`.
-const MIGRATIONS: &[&str] = &[V1, V2, V3];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The version this build writes and reads.
 pub const LATEST: i32 = MIGRATIONS.len() as i32;

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::{Backend, Batch, Copied, Heartbeat, Incident, RollupRow, Spend, StoreError, TargetAt};
+use crate::aggregate::alerting::Notification;
 use crate::aggregate::health::{IncidentKind, State, TargetHealth, Transition};
 use crate::aggregate::rollup::{Rollup, Scalars, Span};
 use crate::result::ResultRecord;
@@ -222,6 +223,7 @@ impl Backend for Sqlite {
             write_transition(&tx, transition).map_err(e)?;
         }
         put_heartbeats(&tx, &batch.heartbeats).map_err(e)?;
+        put_outbox(&tx, &batch.notifications, &batch.delivered).map_err(e)?;
         tx.commit().map_err(e)
     }
 
@@ -522,6 +524,38 @@ impl Backend for Sqlite {
             .map_err(|source| self.err(source))
     }
 
+    fn pending_notifications(
+        &self,
+        location: &str,
+        limit: usize,
+    ) -> Result<Vec<(i64, Notification)>, StoreError> {
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT id, body FROM outbox WHERE location = ?1 AND sent_ms IS NULL
+                 ORDER BY id LIMIT ?2",
+            )
+            .map_err(|source| self.err(source))?;
+        let rows = statement
+            .query_map(params![location, limit_of(limit)], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+            })
+            .map_err(|source| self.err(source))?;
+        let rows: Vec<(i64, String)> = rows
+            .collect::<Result<_, _>>()
+            .map_err(|source| self.err(source))?;
+        rows.into_iter()
+            .map(|(id, body)| {
+                serde_json::from_str(&body)
+                    .map(|notification| (id, notification))
+                    .map_err(|err| StoreError::Corrupt {
+                        store: self.path.display().to_string(),
+                        message: format!("outbox row {id} does not parse: {err}"),
+                    })
+            })
+            .collect()
+    }
+
     fn incidents(&self, since_ms: i64) -> Result<Vec<Incident>, StoreError> {
         let mut statement = self
             .conn
@@ -560,6 +594,9 @@ impl Backend for Sqlite {
         let rollups = self
             .conn
             .execute("DELETE FROM rollups WHERE bucket < ?1", [rollups_before_ms])
+            .map_err(|source| self.err(source))?;
+        self.conn
+            .execute("DELETE FROM outbox WHERE sent_ms < ?1", [results_before_ms])
             .map_err(|source| self.err(source))?;
         Ok((results, rollups))
     }
@@ -617,6 +654,27 @@ fn put_spend(tx: &rusqlite::Transaction<'_>, sql: &str, rows: &[Spend]) -> rusql
 }
 
 /// Stores heartbeats, keeping the later one of each location.
+/// Adds `notifications` to the outbox and marks the `delivered` ones (id, unix ms) sent.
+fn put_outbox(
+    tx: &rusqlite::Transaction<'_>,
+    notifications: &[Notification],
+    delivered: &[(i64, i64)],
+) -> rusqlite::Result<()> {
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO outbox (location, alert, body, created_ms) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for n in notifications {
+        let body = serde_json::to_string(n).unwrap_or_default();
+        insert.execute(params![n.location, n.alert, body, n.at_ms])?;
+    }
+    let mut sent =
+        tx.prepare_cached("UPDATE outbox SET sent_ms = ?2 WHERE id = ?1 AND sent_ms IS NULL")?;
+    for (id, at) in delivered {
+        sent.execute(params![id, at])?;
+    }
+    Ok(())
+}
+
 fn put_heartbeats(tx: &rusqlite::Transaction<'_>, rows: &[Heartbeat]) -> rusqlite::Result<()> {
     let mut statement = tx.prepare_cached(
         "INSERT INTO locations (location, seen_ms, shortest_ms) VALUES (?1, ?2, ?3)

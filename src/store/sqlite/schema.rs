@@ -206,6 +206,20 @@ ALTER TABLE results ADD COLUMN quality_detail TEXT;
 ALTER TABLE incidents ADD COLUMN kind TEXT NOT NULL DEFAULT 'health';
 "#;
 
+/// Alerts: the outbox of notifications, written in the transaction of the change behind
+/// them, marked sent once a receiver took them.
+const V5: &str = r#"
+CREATE TABLE outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    location TEXT NOT NULL,
+    alert TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    sent_ms INTEGER
+);
+CREATE INDEX outbox_pending ON outbox (location, id) WHERE sent_ms IS NULL;
+"#;
+
 /// The schema version that gave rows a location.
 pub const LOCATIONS_VERSION: i64 = 3;
 
@@ -215,7 +229,7 @@ pub const LOCATED_TABLES: &[&str] = &["results", "rollups", "spend", "target_sta
 
 /// Every migration, oldest first.
 pub fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1), M::up(V2), M::up(V3), M::up(V4)])
+    Migrations::new(vec![M::up(V1), M::up(V2), M::up(V3), M::up(V4), M::up(V5)])
 }
 
 #[cfg(test)]

@@ -1,0 +1,261 @@
+//! Alerts end to end: a real `sonde run` watches a dead target and tells five real receivers
+//! on 127.0.0.1 (webhook, Slack, Discord, PagerDuty and Alertmanager shapes); one receiver is
+//! down, the daemon is killed with notifications pending, and after a restart every receiver
+//! has had its notification once, in its shape, with no secret in the daemon's log. Through
+//! the writer, a scripted outage and recovery put a trigger and then a resolve in the outbox.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, Uri};
+use common::daemon::Daemon;
+use sonde::aggregate::alerting::Event;
+use sonde::config::Config;
+use sonde::result::Outcome;
+use sonde::store::{Store, writer::import};
+
+/// What a receiver got: path, body, and whether it answered 2xx.
+type Received = Arc<Mutex<Vec<(String, serde_json::Value, bool)>>>;
+
+/// A receiver for every alert: records each POST; answers 503 on `/hook` while `down`.
+async fn receiver(down: Arc<AtomicBool>) -> (SocketAddr, Received) {
+    let received: Received = Arc::default();
+    let state = (Arc::clone(&received), down);
+    let app =
+        Router::new().fallback(
+            |State((received, down)): State<(Received, Arc<AtomicBool>)>,
+             uri: Uri,
+             body: String| async move {
+                let path = uri.path().to_owned();
+                let accept = !(path == "/hook" && down.load(Ordering::SeqCst));
+                let json = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
+                received.lock().unwrap().push((path, json, accept));
+                if accept {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+            },
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app.with_state(state)).await });
+    (addr, received)
+}
+
+const ALERTS: &str = r#"
+[[alerts]]
+name = "hook"
+kind = "webhook"
+url_env = "HOOK_URL"
+
+[[alerts]]
+name = "chat"
+kind = "slack"
+url_env = "SLACK_URL"
+
+[[alerts]]
+name = "gaming"
+kind = "discord"
+url_env = "DISCORD_URL"
+
+[[alerts]]
+name = "pager"
+kind = "pagerduty"
+url_env = "PD_URL"
+routing_key_env = "PD_KEY"
+
+[[alerts]]
+name = "am"
+kind = "alertmanager"
+url_env = "AM_URL"
+"#;
+
+fn write_config(dir: &Path, base_url: &str) {
+    let text = format!(
+        "[store]\npath = \"sonde.db\"\n\n[prober]\nlocation = \"lab\"\n\n[schedules]\nping = \"every 1s\"\n\n\
+         [[providers]]\nname = \"sim\"\nkind = \"openai\"\nbase_url = \"{base_url}\"\nrpm = 600\n\n\
+         [[providers.models]]\nid = \"dead\"\nprobes = [\"ping\"]\n{ALERTS}"
+    );
+    std::fs::write(dir.join("sonde.toml"), text).unwrap();
+}
+
+fn successes(received: &Received, path: &str) -> Vec<serde_json::Value> {
+    received
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(p, _, ok)| p == path && *ok)
+        .map(|(_, body, _)| body.clone())
+        .collect()
+}
+
+async fn wait_until(what: &str, limit: Duration, ready: impl Fn() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !ready() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_receiver_gets_its_notification_once_through_an_outage_and_a_kill() {
+    let sim =
+        common::simulator("[models.\"dead\"]\nerror_rate = 1.0\nerror = \"server_error\"\n").await;
+    let down = Arc::new(AtomicBool::new(true));
+    let (addr, received) = receiver(Arc::clone(&down)).await;
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), &sim.base_url());
+    let url = |path: &str| format!("http://{addr}{path}");
+    let env = [
+        ("HOOK_URL", url("/hook")),
+        ("SLACK_URL", url("/slack")),
+        ("DISCORD_URL", url("/discord")),
+        ("PD_URL", url("/pd")),
+        ("PD_KEY", "PDROUTINGKEY0123".to_owned()),
+        ("AM_URL", url("/am")),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+
+    // The target goes down after three failed pings; every receiver but the webhook takes
+    // its trigger, the webhook answers 503 and is retried.
+    let mut first = Daemon::start(dir.path(), &env);
+    let got_all_but_hook = || {
+        ["/slack", "/discord", "/pd", "/am/api/v2/alerts"]
+            .iter()
+            .all(|path| !successes(&received, path).is_empty())
+    };
+    let hook_refused = || {
+        received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _, ok)| p == "/hook" && !ok)
+            .count()
+            >= 2
+    };
+    wait_until("the first notifications", Duration::from_secs(30), || {
+        got_all_but_hook() && hook_refused()
+    })
+    .await;
+    // Killed with the webhook's notification still pending.
+    let mut process = first.process();
+    process.kill().unwrap();
+    process.wait().unwrap();
+    let first_log = first.text();
+
+    // The receiver is back; the restarted daemon sends what was pending, and only that.
+    down.store(false, Ordering::SeqCst);
+    let mut second = Daemon::start(dir.path(), &env);
+    wait_until(
+        "the webhook's notification",
+        Duration::from_secs(30),
+        || !successes(&received, "/hook").is_empty(),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    common::terminate(second.process()).await;
+    let second_log = second.text();
+
+    for path in ["/hook", "/slack", "/discord", "/pd", "/am/api/v2/alerts"] {
+        assert_eq!(
+            successes(&received, path).len(),
+            1,
+            "{path} got its notification once: {:#?}",
+            received.lock().unwrap()
+        );
+    }
+    let hook = &successes(&received, "/hook")[0];
+    assert_eq!(hook["event"], "trigger");
+    assert_eq!(hook["target"], "sim/dead");
+    assert_eq!(hook["cause"], "health");
+    assert_eq!(hook["state"], "down");
+    assert_eq!(hook["dedup_key"], "sonde/sim/dead/health/lab");
+    assert!(hook["id"].as_i64().is_some());
+    assert!(
+        hook["summary"]
+            .as_str()
+            .unwrap()
+            .contains("failures in a row"),
+        "{hook}"
+    );
+    let slack = &successes(&received, "/slack")[0];
+    assert!(
+        slack["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("[sonde FIRING] sim/dead is down")
+    );
+    assert!(successes(&received, "/discord")[0]["content"].is_string());
+    let pd = &successes(&received, "/pd")[0];
+    assert_eq!(pd["routing_key"], "PDROUTINGKEY0123");
+    assert_eq!(pd["event_action"], "trigger");
+    assert_eq!(pd["dedup_key"], "sonde/sim/dead/health/lab");
+    assert_eq!(pd["payload"]["severity"], "critical");
+    let am = &successes(&received, "/am/api/v2/alerts")[0];
+    assert_eq!(am[0]["labels"]["target"], "sim/dead");
+    assert_eq!(am[0]["labels"]["alertname"], "SondeIncident");
+
+    // Nothing is left pending, and no secret reached the log.
+    let config = Config::load(&dir.path().join("sonde.toml")).unwrap();
+    let store = Store::open_read_only(&config.store).unwrap();
+    assert!(store.pending_notifications("lab", 10).unwrap().is_empty());
+    for log in [&first_log, &second_log] {
+        assert!(!log.contains("PDROUTINGKEY0123"), "{log}");
+        assert!(!log.contains(&format!("{addr}/hook")), "{log}");
+    }
+    assert!(
+        first_log.contains("notification not delivered"),
+        "the refusals are logged: {first_log}"
+    );
+}
+
+#[test]
+fn an_outage_and_its_recovery_put_a_trigger_then_a_resolve_in_the_outbox() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), "http://127.0.0.1:9/v1");
+    let config = Config::load(&dir.path().join("sonde.toml")).unwrap();
+    let now = sonde::units::now_ms();
+    // Five failures, then seventy successes a minute apart: down, degraded while the
+    // failures are within the last hour, then healthy.
+    let history: Vec<_> = (0..75)
+        .map(|i| {
+            let outcome = if i < 5 {
+                Outcome::ServerError
+            } else {
+                Outcome::Ok
+            };
+            common::scripted(&config, 0, now - 80 * 60_000 + i * 60_000, outcome, 100.0)
+        })
+        .collect();
+    let store = Store::open(&config.store, &config.prober.location).unwrap();
+    import(store, &config, history).unwrap();
+    let store = Store::open_read_only(&config.store).unwrap();
+    let pending = store.pending_notifications("lab", 100).unwrap();
+    let hook: Vec<Event> = pending
+        .iter()
+        .filter(|(_, n)| n.alert == "hook")
+        .map(|(_, n)| n.event)
+        .collect();
+    assert_eq!(hook, [Event::Trigger, Event::Resolve], "{pending:#?}");
+    assert_eq!(pending.len(), 10, "five alerts, two notifications each");
+    assert!(pending.windows(2).all(|w| w[0].0 < w[1].0), "in order");
+    let resolve = &pending
+        .iter()
+        .find(|(_, n)| n.event == Event::Resolve)
+        .unwrap()
+        .1;
+    assert_eq!(resolve.state, "healthy");
+    assert!(
+        resolve.summary.contains("healthy again"),
+        "{}",
+        resolve.summary
+    );
+}
