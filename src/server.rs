@@ -247,6 +247,7 @@ fn content_type(path: &str) -> &'static str {
         Some("html") => "text/html; charset=utf-8",
         Some("json") => "application/json",
         Some("csv") => "text/csv; charset=utf-8",
+        Some("svg") => "image/svg+xml",
         _ => "application/octet-stream",
     }
 }

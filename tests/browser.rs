@@ -362,6 +362,36 @@ async fn the_status_page_renders_in_chromium_without_console_errors() {
         .map(|entries| entries.iter().filter(|e| e["level"] == "SEVERE").collect())
         .unwrap_or_default();
     assert!(errors.is_empty(), "console errors: {errors:#?}");
+
+    // Last (a bare image makes the browser ask for /favicon.ico): a target's badge renders as an SVG image of its state, and the favicon is served.
+    let badge = target.replace("/t/", "/badge/").replace(".html", ".svg");
+    page.post("url", json!({"url": badge})).await;
+    assert_eq!(
+        page.script("return document.documentElement.tagName").await,
+        "svg"
+    );
+    let width = page
+        .script("return document.documentElement.getBoundingClientRect().width")
+        .await;
+    assert!(
+        width.as_f64().unwrap() > 60.0,
+        "the badge has a size: {width}"
+    );
+    assert!(
+        page.script("return document.documentElement.textContent")
+            .await
+            .as_str()
+            .unwrap()
+            .contains("sim/fast"),
+    );
+    page.screenshot("browser-badge.png").await;
+    page.post("url", json!({"url": format!("{url}favicon.svg")}))
+        .await;
+    assert_eq!(
+        page.script("return document.querySelectorAll('circle').length")
+            .await,
+        1
+    );
     call(&page.http, "DELETE", &page.base, None).await;
     shutdown.cancel();
 }

@@ -145,7 +145,7 @@ async fn the_pages_show_the_aggregates_escape_names_and_never_the_key() {
             !text.contains(KEY) && !text.contains("KEYHEAD0123456789"),
             "the key is in {name}"
         );
-        if name.ends_with(".html") {
+        if name.ends_with(".html") || name.ends_with(".svg") {
             assert!(!text.contains(EVIL), "{name} has the raw script tag");
             assert!(!text.contains("evil<b>"), "{name} has a raw provider name");
         }
@@ -213,6 +213,36 @@ async fn the_pages_show_the_aggregates_escape_names_and_never_the_key() {
     assert!(files.contains_key("results.csv") && files.contains_key("feed.json"));
     assert!(index.contains("href=\"t/"), "relative links only");
     assert!(!index.contains("href=\"/"), "no absolute links");
+
+    // At a glance: the headline, the favicon in the worst state, a badge (SVG and shields.io
+    // endpoint) per target and per group.
+    assert!(index.contains("Outage: 1 of 3 targets down"), "{index}");
+    assert!(String::from_utf8_lossy(&files["favicon.svg"]).contains("#cf222e"));
+    let file = |prefix: &str, ext: &str| {
+        files
+            .iter()
+            .find(|(name, _)| name.starts_with(prefix) && name.ends_with(ext))
+            .map(|(_, bytes)| String::from_utf8_lossy(bytes).into_owned())
+            .unwrap_or_else(|| panic!("no {prefix}*{ext}"))
+    };
+    let svg = file("badge/dead_gone-", ".svg");
+    assert!(
+        svg.contains(">down</text>") && svg.contains("#cf222e"),
+        "{svg}"
+    );
+    let endpoint: serde_json::Value =
+        serde_json::from_str(&file("badge/dead_gone-", ".json")).unwrap();
+    assert_eq!(
+        endpoint,
+        serde_json::json!({"schemaVersion": 1, "label": "dead/gone", "message": "down", "color": "red"})
+    );
+    let group: serde_json::Value = serde_json::from_str(&file("badge/g/", ".json")).unwrap();
+    assert_eq!(group["message"], "2 of 3 up", "{group}");
+    assert_eq!(group["color"], "yellow");
+    assert!(
+        file("badge/g/", ".svg").contains("&#60;script&#62;"),
+        "names are escaped"
+    );
 }
 
 fn html_escape(text: &str) -> String {

@@ -490,6 +490,7 @@ mod tests {
                 standings(&[a, b], None).contains(&Standing::Below)
             })
             .count();
+        eprintln!("two equal hosts (90 %, 200 answers each): {flagged} of 200 seeds flagged");
         assert!(flagged <= 2, "{flagged} of 200 flagged");
     }
 
@@ -507,6 +508,7 @@ mod tests {
                 standings(&[a, b], None)[1] == Standing::Below
             })
             .count();
+        eprintln!("100 % against 80 % at n = {n}: detected in {detected} of 200 seeds");
         assert!(detected >= 160, "detected in {detected} of 200 at n = {n}");
     }
 }

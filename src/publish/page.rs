@@ -278,6 +278,9 @@ struct IndexPage {
     open_incidents: Vec<IncidentView>,
     groups: Vec<Group>,
     summary: String,
+    /// The overall state in words, and its state's class.
+    banner: String,
+    banner_class: &'static str,
 }
 
 /// One window's figures on a target page.
@@ -498,7 +501,10 @@ pub fn render(config: &Config, snapshot: &Snapshot, feed: &Feed) -> Result<Files
         })?;
         files.insert(group.href.clone(), html.into_bytes());
     }
+    let (banner, overall) = super::badge::headline(feed);
     let index = IndexPage {
+        banner,
+        banner_class: state_text(overall).0,
         title: config.publish.title.clone(),
         refresh,
         generated: when(snapshot.now_ms),
