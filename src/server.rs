@@ -248,6 +248,7 @@ fn content_type(path: &str) -> &'static str {
         Some("json") => "application/json",
         Some("csv") => "text/csv; charset=utf-8",
         Some("svg") => "image/svg+xml",
+        Some("xml") => "application/atom+xml",
         _ => "application/octet-stream",
     }
 }

@@ -250,6 +250,7 @@ async fn the_status_page_renders_in_chromium_without_console_errors() {
         .script("return document.querySelector(\"h2 a[href^='g/']\").getAttribute('href')")
         .await;
     let group = format!("{url}{}", group.as_str().unwrap());
+    let history = format!("{url}incidents.html");
 
     // Every page at a desktop's and a phone's width, in light and dark.
     for (width, scheme) in [
@@ -266,7 +267,12 @@ async fn the_status_page_renders_in_chromium_without_console_errors() {
                 "features": [{"name": "prefers-color-scheme", "value": scheme}]}}),
         )
         .await;
-        for (name, address) in [("index", &url), ("target", &target), ("group", &group)] {
+        for (name, address) in [
+            ("index", &url),
+            ("target", &target),
+            ("group", &group),
+            ("incidents", &history),
+        ] {
             page.post("url", json!({"url": address})).await;
             let at = format!("{name} at {width} px, {scheme}");
             assert_eq!(

@@ -145,7 +145,7 @@ async fn the_pages_show_the_aggregates_escape_names_and_never_the_key() {
             !text.contains(KEY) && !text.contains("KEYHEAD0123456789"),
             "the key is in {name}"
         );
-        if name.ends_with(".html") || name.ends_with(".svg") {
+        if name.ends_with(".html") || name.ends_with(".svg") || name.ends_with(".xml") {
             assert!(!text.contains(EVIL), "{name} has the raw script tag");
             assert!(!text.contains("evil<b>"), "{name} has a raw provider name");
         }
@@ -243,6 +243,32 @@ async fn the_pages_show_the_aggregates_escape_names_and_never_the_key() {
         file("badge/g/", ".svg").contains("&#60;script&#62;"),
         "names are escaped"
     );
+    // The incidents as an Atom feed a feed parser reads, and as a page.
+    let atom = feed_rs::parser::parse(&files["incidents.xml"][..]).expect("valid Atom");
+    assert_eq!(atom.feed_type, feed_rs::model::FeedType::Atom);
+    assert_eq!(
+        atom.title.unwrap().content,
+        format!("Status {EVIL}: incidents"),
+        "the title is escaped, not lost"
+    );
+    assert_eq!(atom.entries.len(), 2, "the outage and the degraded host");
+    let title = |e: &feed_rs::model::Entry| e.title.as_ref().unwrap().content.clone();
+    let entry = atom
+        .entries
+        .iter()
+        .find(|e| title(e) == "dead/gone: down")
+        .unwrap();
+    assert!(
+        entry
+            .id
+            .starts_with("urn:sonde:incident:health:dead%2Fgone:")
+    );
+    assert!(entry.links[0].href.starts_with("t/dead_gone-"));
+    let summary = entry.summary.as_ref().unwrap().content.clone();
+    assert!(summary.ends_with("scripted timeout. Ongoing."), "{summary}");
+    let history = String::from_utf8_lossy(&files["incidents.html"]);
+    assert!(history.contains("dead/gone") && history.contains("Down"));
+    assert!(index.contains("href=\"incidents.xml\""));
 }
 
 fn html_escape(text: &str) -> String {

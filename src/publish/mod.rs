@@ -2,13 +2,15 @@
 //! the store, and written so that a reader never sees half a site.
 //!
 //! Besides the pages and the feed, the site holds `badge/` (an SVG and a shields.io endpoint
-//! per target and group) and a `favicon.svg` in the worst current state.
+//! per target and group), a `favicon.svg` in the worst current state, and the incidents of
+//! every target as a page (`incidents.html`) and an Atom feed (`incidents.xml`).
 //!
 //! [`Snapshot::load`] reads everything once (windows, daily and hourly rollup scalars,
 //! incidents, the latest runs); [`build`] renders every file in memory; [`write_site`]
 //! writes them into a fresh folder next to the target and swaps it in with renames — only
 //! over a folder sonde wrote before (its marker file) or an empty one (`owned_dir`).
 
+mod atom;
 mod badge;
 pub mod feed;
 pub mod gateway;
@@ -174,6 +176,7 @@ pub fn build(config: &Config, snapshot: &Snapshot) -> Result<Files, PublishError
     );
     let mut files = page::render(config, snapshot, &feed)?;
     files.extend(badge::files(&feed)?);
+    files.insert("incidents.xml".into(), atom::incidents(config, snapshot));
     files.insert("feed.json".into(), feed_json(&feed)?);
     let mut csv = Vec::new();
     crate::printer::write(&mut csv, crate::printer::Format::Csv, &snapshot.recent).map_err(

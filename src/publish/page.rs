@@ -268,6 +268,17 @@ fn incident_views(
 }
 
 #[derive(Template)]
+#[template(path = "incidents.html")]
+struct IncidentsPage {
+    title: String,
+    refresh: String,
+    generated: String,
+    incidents: Vec<IncidentView>,
+    /// The fleet has several locations: incidents say where.
+    fleet: bool,
+}
+
+#[derive(Template)]
 #[template(path = "index.html")]
 struct IndexPage {
     title: String,
@@ -501,6 +512,18 @@ pub fn render(config: &Config, snapshot: &Snapshot, feed: &Feed) -> Result<Files
         })?;
         files.insert(group.href.clone(), html.into_bytes());
     }
+    let history = IncidentsPage {
+        title: config.publish.title.clone(),
+        refresh: refresh.clone(),
+        generated: when(snapshot.now_ms),
+        incidents: incident_views(snapshot, "", None, false),
+        fleet: snapshot.locations.len() > 1,
+    };
+    let html = history.render().map_err(|source| PublishError::Render {
+        page: "incidents".into(),
+        source,
+    })?;
+    files.insert("incidents.html".into(), html.into_bytes());
     let (banner, overall) = super::badge::headline(feed);
     let index = IndexPage {
         banner,
