@@ -259,3 +259,80 @@ fn an_outage_and_its_recovery_put_a_trigger_then_a_resolve_in_the_outbox() {
         resolve.summary
     );
 }
+
+#[test]
+fn an_slo_is_published_with_its_attainment_and_error_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "[store]\npath = \"sonde.db\"\n\n[groups.\"llama\"]\nslo = { availability = 0.99, ttft_p95_ms = 300, window = \"24h\" }\n\n\
+                [[providers]]\nname = \"sim\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\n\n\
+                [[providers.models]]\nid = \"dead\"\ngroup = \"llama\"\nprobes = [\"stream\"]\n";
+    std::fs::write(dir.path().join("sonde.toml"), text).unwrap();
+    let config = Config::load(&dir.path().join("sonde.toml")).unwrap();
+    assert!(
+        config.targets[0].model.slo.is_some(),
+        "the group's SLO is the target's"
+    );
+    let now = sonde::units::now_ms();
+    // 200 runs in the last hours: 4 provider faults, and 6 of the 196 successes slower
+    // than the 300 ms bound.
+    let history: Vec<_> = (0..200)
+        .map(|i| {
+            let at = now - 200 * 60_000 + i * 60_000;
+            let outcome = if i % 50 == 7 {
+                Outcome::ServerError
+            } else {
+                Outcome::Ok
+            };
+            let ttft = if i % 33 == 5 { 500.0 } else { 100.0 };
+            common::scripted(&config, 0, at, outcome, ttft)
+        })
+        .collect();
+    let store = Store::open(&config.store, &config.prober.location).unwrap();
+    import(store, &config, history).unwrap();
+    let store = Store::open_read_only(&config.store).unwrap();
+    let snapshot = sonde::publish::Snapshot::load(&config, &store, now).unwrap();
+    let files = sonde::publish::build(&config, &snapshot).unwrap();
+    let feed: serde_json::Value = serde_json::from_slice(&files["feed.json"]).unwrap();
+    let slo = &feed["targets"][0]["slo"];
+    assert_eq!(slo["window"], "24h");
+    let availability = &slo["availability"];
+    assert_eq!(
+        (
+            availability["good"].as_u64(),
+            availability["total"].as_u64()
+        ),
+        (Some(196), Some(200))
+    );
+    assert_eq!(availability["met"], false);
+    // 200 runs at 99 % allow 2 faults; 4 spent the budget twice over.
+    assert!(
+        (availability["budget_left"].as_f64().unwrap() + 1.0).abs() < 1e-9,
+        "{slo}"
+    );
+    let ttft = &slo["ttft"];
+    assert_eq!(
+        (ttft["good"].as_u64(), ttft["total"].as_u64()),
+        (Some(190), Some(196))
+    );
+    assert_eq!(ttft["met"], true);
+    // 5 % of 196 is 9.8 slow runs allowed; 6 spent leave 38.8 %.
+    assert!((ttft["budget_left"].as_f64().unwrap() - (1.0 - 6.0 / 9.8)).abs() < 1e-9);
+    let page = files
+        .iter()
+        .find(|(name, _)| name.starts_with("t/sim_dead-"))
+        .map(|(_, bytes)| String::from_utf8_lossy(bytes).into_owned())
+        .unwrap();
+    assert!(page.contains("Service level, last 24h"), "{page}");
+    assert!(page.contains("exhausted (100 % over)"), "{page}");
+    let index = String::from_utf8_lossy(&files["index.html"]);
+    assert!(
+        index.contains("SLO missed (24h) · budget 0 % left"),
+        "{index}"
+    );
+    let stats = sonde::publish::windows::summarize(&store, &config, now).unwrap();
+    let feed = sonde::publish::feed::build(&config, &stats, &snapshot.locations, now);
+    let metrics = sonde::publish::metrics::render(&stats, &feed, None);
+    assert!(metrics.contains(
+        "sonde_slo_attained_ratio{target=\"sim/dead\",objective=\"availability\",window=\"24h\"} 0.98"
+    ), "{metrics}");
+}

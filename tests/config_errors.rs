@@ -541,3 +541,23 @@ fn an_alert_names_its_secrets_by_variable_and_its_bounds() {
     assert_eq!((alert.failure_threshold, alert.max_per_hour), (2, 20));
     assert_eq!(alert.causes, ["health", "quality"]);
 }
+
+#[test]
+fn an_slo_is_checked_where_it_is_written() {
+    let err = error_of(&GOOD.replace(
+        "output_price = 1.10",
+        "output_price = 1.10\n  slo = { availability = 1.0 }",
+    ));
+    assert_names(&err, 13, "providers[0].models[0].slo", "below 1");
+    let err = error_of(&format!(
+        "[groups.\"deepseek-v3\"]\nslo = {{ ttft_p95_ms = 2000, window = \"1y\" }}\n\n{GOOD}"
+    ));
+    assert_names(&err, 2, "groups.deepseek-v3.slo", "24h, 7d, 30d");
+    let err = error_of(&format!("[groups.\"deepseek-v3\"]\nslo = {{}}\n\n{GOOD}"));
+    assert_names(
+        &err,
+        2,
+        "groups.deepseek-v3.slo",
+        "`availability` or `ttft_p95_ms`",
+    );
+}

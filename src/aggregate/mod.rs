@@ -14,6 +14,7 @@ pub mod health;
 pub mod quality;
 pub mod quorum;
 pub mod rollup;
+pub mod slo;
 pub mod stats;
 
 use std::collections::BTreeMap;
@@ -216,6 +217,9 @@ pub struct WindowStats {
     pub fidelity: Fidelity,
     /// The quality canary's judgements in the window.
     pub quality: Quality,
+    /// Successful streamed runs with a TTFT within the target's SLO bound, and all of them
+    /// (when it has a latency objective).
+    pub ttft_within: Option<(u64, u64)>,
     /// USD spent.
     pub cost_usd: f64,
     /// Tokens spent.
@@ -227,8 +231,13 @@ pub struct WindowStats {
 }
 
 impl WindowStats {
-    /// The figures of `window` from its merged rollups, one per probe.
-    pub fn of(window: Window, per_probe: &BTreeMap<String, Rollup>) -> WindowStats {
+    /// The figures of `window` from its merged rollups, one per probe; with `ttft_bound_us`
+    /// (a latency objective), how many TTFTs were within it.
+    pub fn of(
+        window: Window,
+        per_probe: &BTreeMap<String, Rollup>,
+        ttft_bound_us: Option<u64>,
+    ) -> WindowStats {
         let mut all = Rollup::default();
         for rollup in per_probe.values() {
             all.merge(rollup);
@@ -251,6 +260,10 @@ impl WindowStats {
             capabilities: all.scalars.capabilities,
             fidelity: all.scalars.fidelity.clone(),
             quality: all.scalars.quality.clone(),
+            ttft_within: ttft_bound_us.map(|bound| {
+                let ttft = &all.histograms.ttft_us;
+                (ttft.count_between(0, bound), ttft.len())
+            }),
             cost_usd: all.scalars.cost_usd,
             tokens: all.scalars.tokens,
             last_ok_ms: all.scalars.last_ok_ms,

@@ -169,14 +169,19 @@ pub struct ServerConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawGroup {
-    require: Spanned<Vec<Capability>>,
+    #[serde(default)]
+    require: Vec<Capability>,
+    #[serde(default)]
+    slo: Option<Spanned<super::slo::RawSlo>>,
 }
 
 /// What a route group asks of every target it routes to.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct GroupConfig {
     /// Capabilities a target must not have refused to get traffic (`require = ["tools"]`).
     pub require: Vec<Capability>,
+    /// The objective of its targets that have none of their own.
+    pub slo: Option<super::Slo>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -724,14 +729,14 @@ impl WeightParams {
 pub(super) fn groups(
     source: &Source<'_>,
     errors: &mut Errors,
-    raw: BTreeMap<String, RawGroup>,
+    raw: BTreeMap<String, Spanned<RawGroup>>,
     known: &[&str],
 ) -> BTreeMap<String, GroupConfig> {
     let mut groups = BTreeMap::new();
     for (name, group) in raw {
         if !known.contains(&name.as_str()) {
             errors.push(source.error(
-                Some(group.require.span()),
+                Some(group.span()),
                 format!("groups.{name}"),
                 format!(
                     "no target is in route group {name:?} (groups: {})",
@@ -740,10 +745,14 @@ pub(super) fn groups(
             ));
             continue;
         }
-        let mut require = group.require.into_inner();
+        let group = group.into_inner();
+        let mut require = group.require;
         require.sort_unstable();
         require.dedup();
-        groups.insert(name, GroupConfig { require });
+        let slo = group
+            .slo
+            .and_then(|raw| super::slo::slo(source, errors, &format!("groups.{name}.slo"), raw));
+        groups.insert(name, GroupConfig { require, slo });
     }
     groups
 }

@@ -12,6 +12,7 @@ mod daemon;
 pub mod error;
 mod prober;
 mod quality;
+mod slo;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -33,6 +34,7 @@ pub use error::ConfigError;
 use error::{Errors, Source};
 pub use prober::{ProberConfig, is_location};
 pub use quality::QualityConfig;
+pub use slo::{LATENCY_BUDGET, Slo};
 
 use crate::probe::ProbeSet;
 use crate::scheduler::Schedule;
@@ -134,7 +136,7 @@ struct RawConfig {
     #[serde(default)]
     schedules: BTreeMap<String, Spanned<String>>,
     #[serde(default)]
-    groups: BTreeMap<String, daemon::RawGroup>,
+    groups: BTreeMap<String, Spanned<daemon::RawGroup>>,
     #[serde(default)]
     providers: Vec<RawProvider>,
 }
@@ -194,6 +196,8 @@ struct RawModel {
     openrouter: Option<RawOpenRouter>,
     #[serde(default)]
     reference: bool,
+    #[serde(default)]
+    slo: Option<Spanned<slo::RawSlo>>,
 }
 
 /// `openrouter = { model = "...", provider = "..." }` on a model.
@@ -255,6 +259,8 @@ pub struct Model {
     /// The group's quality reference: the host known to serve the model faithfully, which
     /// every other target of the group is compared with (`aggregate::quality`).
     pub reference: bool,
+    /// Its service-level objective: its own, else its route group's.
+    pub slo: Option<Slo>,
 }
 
 /// A target's names on OpenRouter: the model slug requests name, and the upstream provider
@@ -443,6 +449,13 @@ impl Config {
         known_groups.sort_unstable();
         known_groups.dedup();
         let groups = daemon::groups(&source, e, raw.groups, &known_groups);
+        for target in &mut targets {
+            if target.model.slo.is_none() {
+                target.model.slo = groups
+                    .get(&target.model.group)
+                    .and_then(|group| group.slo.clone());
+            }
+        }
         errors.finish(Config {
             file: file.to_path_buf(),
             providers,
@@ -629,6 +642,9 @@ fn build_provider(
                     extra_body: extra,
                     openrouter,
                     reference: raw_model.reference,
+                    slo: raw_model
+                        .slo
+                        .and_then(|raw| slo::slo(source, errors, &format!("{model_key}.slo"), raw)),
                 },
                 probes: model_probes
                     .or_else(|| provider_probes.clone())

@@ -32,6 +32,7 @@ use crate::aggregate::fidelity::Fidelity;
 use crate::aggregate::health::State;
 use crate::aggregate::quality::Standing;
 use crate::aggregate::quorum::LocationStatus;
+use crate::aggregate::slo::{self, SloStatus};
 use crate::aggregate::{Percentiles, TargetStats, Window, WindowStats};
 use crate::capability::Capabilities;
 use crate::capability::Capability;
@@ -190,6 +191,8 @@ pub struct FeedTarget {
     pub locations: Vec<FeedLocation>,
     /// The quality canary's verdict (over `[quality] window`, every location together).
     pub quality: FeedQuality,
+    /// Its service-level objective over the objective's window, when it has one.
+    pub slo: Option<SloStatus>,
 }
 
 /// A failure, for the feed.
@@ -301,6 +304,15 @@ pub fn build(
         let Some(stat) = by_id.get(row.entry.id.as_str()) else {
             continue;
         };
+        row.entry.slo = config
+            .targets
+            .iter()
+            .find(|t| t.id == row.entry.id)
+            .and_then(|t| t.model.slo.as_ref())
+            .and_then(|slo| {
+                let window = stat.window(Window::from_name(&slo.window)?)?;
+                Some(slo::status(slo, window))
+            });
         row.entry.locations = stat
             .locations
             .iter()
@@ -509,6 +521,7 @@ impl Row {
             notes,
             locations: Vec::new(),
             quality: quality.clone(),
+            slo: None,
         };
         Row {
             entry,
@@ -635,6 +648,7 @@ mod tests {
                 notes: Vec::new(),
                 locations: Vec::new(),
                 quality: super::quality::unmeasured(),
+                slo: None,
             },
             price,
             factor: 1.0,

@@ -385,7 +385,51 @@ pub fn render(stats: &[TargetStats], feed: &Feed, counters: Option<&RunCounters>
     ];
     target_gauges(&mut out, feed, &flags, |_| &feed.window);
     quality(&mut out, feed);
+    slo(&mut out, feed);
     out
+}
+
+/// Each SLO's attained share and error budget left, over the SLO's own window.
+fn slo(out: &mut String, feed: &Feed) {
+    let objectives = |t: &FeedTarget| {
+        let slo = t.slo.as_ref()?;
+        Some(
+            [("availability", slo.availability), ("ttft", slo.ttft)]
+                .into_iter()
+                .filter_map(|(name, o)| o.map(|o| (name, o, slo.window.clone())))
+                .collect::<Vec<_>>(),
+        )
+    };
+    for (name, help, value) in [
+        (
+            "sonde_slo_attained_ratio",
+            "The share of good runs over the SLO's window (availability: ok of ok and faults; ttft: within the bound).",
+            (|o: &crate::aggregate::slo::Objective| o.attained) as fn(&_) -> Option<f64>,
+        ),
+        (
+            "sonde_slo_objective_ratio",
+            "The share the SLO requires.",
+            |o| Some(o.objective),
+        ),
+        (
+            "sonde_slo_error_budget_remaining_ratio",
+            "The share of the SLO's error budget not yet spent over its window (below 0 when overspent).",
+            |o| o.budget_left,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for t in &feed.targets {
+            for (objective, o, window) in objectives(t).unwrap_or_default() {
+                if let Some(value) = value(&o) {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{target=\"{}\",objective=\"{objective}\",window=\"{window}\"}} {value}",
+                        label(&t.id)
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// One gauge per target for each of `gauges` (name, help, value), labelled with the target

@@ -13,6 +13,7 @@ use super::text::{ms, number, percent, short_when, slug, state_text, when};
 use super::{Files, PublishError, Snapshot};
 use crate::aggregate::Window;
 use crate::aggregate::health::IncidentKind;
+use crate::aggregate::slo::SloStatus;
 use crate::capability::Capabilities;
 use crate::config::{Config, Target};
 use crate::result::ResultRecord;
@@ -82,6 +83,10 @@ struct Row {
     down_in: String,
     /// The quality canary's verdict.
     quality: quality_page::Cell,
+    /// Its SLO in short (`SLO met · budget 60 % left`), empty without one.
+    slo: String,
+    /// The SLO's state class.
+    slo_class: &'static str,
 }
 
 fn row(target: &Target, entry: &FeedTarget, snapshot: &Snapshot, prefix: &str) -> Row {
@@ -160,7 +165,64 @@ fn row(target: &Target, entry: &FeedTarget, snapshot: &Snapshot, prefix: &str) -
                 format!("down in {}", s.down_in().join(", "))
             }),
         quality: quality_page::cell(&entry.quality),
+        slo: entry.slo.as_ref().map_or(String::new(), slo_text),
+        slo_class: match &entry.slo {
+            Some(slo) if !slo.met() => "down",
+            Some(_) => "ok",
+            None => "unknown",
+        },
     }
+}
+
+/// A target's SLO in short: met or missed, and the least error budget left.
+fn slo_text(slo: &SloStatus) -> String {
+    let left = [slo.availability, slo.ttft]
+        .iter()
+        .flatten()
+        .filter_map(|o| o.budget_left)
+        .fold(f64::INFINITY, f64::min);
+    let verdict = if slo.met() { "met" } else { "missed" };
+    if left.is_finite() {
+        format!(
+            "SLO {verdict} ({}) · budget {:.0} % left",
+            slo.window,
+            left.max(0.0) * 100.0
+        )
+    } else {
+        format!("SLO ({}): no runs yet", slo.window)
+    }
+}
+
+/// One line of the target page's SLO table: objective, required, attained, good of
+/// counted, budget left.
+type SloRow = (String, String, String, String, String);
+
+/// The target page's SLO table.
+fn slo_rows(slo: &SloStatus) -> Vec<SloRow> {
+    let row = |name: String, o: &crate::aggregate::slo::Objective| {
+        (
+            name,
+            format!("{:.2} %", o.objective * 100.0),
+            o.attained
+                .map_or("–".to_owned(), |a| format!("{:.3} %", a * 100.0)),
+            format!("{} of {}", o.good, o.total),
+            o.budget_left.map_or("–".to_owned(), |b| {
+                if b < 0.0 {
+                    format!("exhausted ({:.0} % over)", -b * 100.0)
+                } else {
+                    format!("{:.1} %", b * 100.0)
+                }
+            }),
+        )
+    };
+    let mut rows = Vec::new();
+    if let Some(o) = &slo.availability {
+        rows.push(row("availability".to_owned(), o));
+    }
+    if let (Some(o), Some(bound)) = (&slo.ttft, slo.ttft_p95_ms) {
+        rows.push(row(format!("TTFT within {bound} ms"), o));
+    }
+    rows
 }
 
 /// One location's view of a target, on its page.
@@ -376,6 +438,8 @@ struct TargetPage {
     quality: Option<quality_page::Section>,
     /// `[quality] alpha`, for the section's method.
     alpha: f64,
+    /// Its SLO's window and objectives, when it has one.
+    slo: Option<(String, Vec<SloRow>)>,
     /// `[quality] margin` in percentage points.
     margin: String,
 }
@@ -475,6 +539,10 @@ pub fn render(config: &Config, snapshot: &Snapshot, feed: &Feed) -> Result<Files
             fleet: snapshot.locations.len() > 1,
             quality: quality_page::section(&entry.quality, snapshot, &target.id),
             alpha: config.quality.alpha,
+            slo: entry
+                .slo
+                .as_ref()
+                .map(|slo| (slo.window.clone(), slo_rows(slo))),
             margin: format!("{}", config.quality.margin * 100.0),
         };
         let html = page.render().map_err(|source| PublishError::Render {

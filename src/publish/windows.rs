@@ -147,11 +147,17 @@ pub fn summarize(
     let empty = PerProbe::new();
     let mut out = Vec::with_capacity(names.len());
     for target in names {
+        let bound_us = config
+            .targets
+            .iter()
+            .find(|t| t.id == target)
+            .and_then(|t| t.model.slo.as_ref()?.ttft_p95_ms)
+            .map(|ms| (ms * 1000.0).round() as u64);
         let windows: Vec<WindowStats> = Window::ALL
             .iter()
             .map(|&window| {
                 let probes = global.get(&window).and_then(|t| t.get(&target));
-                WindowStats::of(window, probes.unwrap_or(&empty))
+                WindowStats::of(window, probes.unwrap_or(&empty), bound_us)
             })
             .collect();
         let mut seen_from = seen_by.remove(&target).unwrap_or_default();
@@ -170,7 +176,11 @@ pub fn summarize(
                 // One counted location's figures are the global ones: no second fold.
                 let window = match windows.iter().find(|w| w.window == feed_window) {
                     Some(global) if alone && counted => global.clone(),
-                    _ => WindowStats::of(feed_window, &local.remove(&at).unwrap_or_default()),
+                    _ => WindowStats::of(
+                        feed_window,
+                        &local.remove(&at).unwrap_or_default(),
+                        bound_us,
+                    ),
                 };
                 LocationStats {
                     location,
