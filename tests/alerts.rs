@@ -336,3 +336,58 @@ fn an_slo_is_published_with_its_attainment_and_error_budget() {
         "sonde_slo_attained_ratio{target=\"sim/dead\",objective=\"availability\",window=\"24h\"} 0.98"
     ), "{metrics}");
 }
+
+/// The notifications each burn alert made from `fails` (which minutes of a history of
+/// `minutes` runs, one a minute, ending now, fail).
+fn burn_alerts(minutes: i64, fails: impl Fn(i64) -> bool) -> Vec<(String, Event)> {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "[store]\npath = \"sonde.db\"\n\n\
+                [[providers]]\nname = \"sim\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\n\n\
+                [[providers.models]]\nid = \"m\"\nprobes = [\"stream\"]\nslo = { availability = 0.99 }\n\n\
+                [[alerts]]\nname = \"fast\"\nkind = \"webhook\"\nurl_env = \"HOOK\"\ncauses = [\"slo_fast\"]\n\n\
+                [[alerts]]\nname = \"slow\"\nkind = \"webhook\"\nurl_env = \"HOOK\"\ncauses = [\"slo_slow\"]\n";
+    std::fs::write(dir.path().join("sonde.toml"), text).unwrap();
+    let config = Config::load(&dir.path().join("sonde.toml")).unwrap();
+    let now = sonde::units::now_ms();
+    let history: Vec<_> = (0..minutes)
+        .map(|m| {
+            let outcome = if fails(m) {
+                Outcome::ServerError
+            } else {
+                Outcome::Ok
+            };
+            common::scripted(&config, 0, now - (minutes - m) * 60_000, outcome, 100.0)
+        })
+        .collect();
+    let store = Store::open(&config.store, &config.prober.location).unwrap();
+    import(store, &config, history).unwrap();
+    let store = Store::open_read_only(&config.store).unwrap();
+    store
+        .pending_notifications(&config.prober.location, 100)
+        .unwrap()
+        .into_iter()
+        .map(|(_, n)| (n.alert, n.event))
+        .collect()
+}
+
+#[test]
+fn a_fast_burn_fires_the_fast_alert_and_a_slow_burn_the_slow_one() {
+    // Six good hours, then twenty minutes failing one run in two: 14.4× over the hour and
+    // the last 5 minutes, but under 6× over six hours.
+    let fast = burn_alerts(380, |m| m >= 360 && m % 2 == 0);
+    assert_eq!(fast, [("fast".to_owned(), Event::Trigger)], "{fast:?}");
+    // One run in twelve failing for six hours and a half: 8.3× over six hours and over 30
+    // minutes, never 14.4× over an hour.
+    let slow = burn_alerts(390, |m| m % 12 == 0);
+    assert_eq!(slow, [("slow".to_owned(), Event::Trigger)], "{slow:?}");
+    // A fast burn that stopped: triggered, then resolved once its short window is quiet.
+    let over = burn_alerts(400, |m| (360..380).contains(&m) && m % 2 == 0);
+    assert_eq!(
+        over,
+        [
+            ("fast".to_owned(), Event::Trigger),
+            ("fast".to_owned(), Event::Resolve)
+        ],
+        "{over:?}"
+    );
+}

@@ -13,8 +13,9 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use super::health::{IncidentKind, TargetHealth};
-use crate::config::Alert;
+use super::health::TargetHealth;
+use super::slo::{FAST_BURN, SLOW_BURN};
+use crate::config::{Alert, Slo};
 use crate::result::ResultRecord;
 
 /// What a notification says happened.
@@ -111,13 +112,14 @@ impl Budget {
     }
 }
 
-/// The notifications `record` leads to, its target's `state` already updated by it (health
-/// and drift), its marks updated in `state`.
+/// The notifications `record` leads to, its target's `state` already updated by it (health,
+/// drift and burn), its marks updated in `state`; `slo` is the target's, for burn causes.
 pub fn evaluate(
     alerts: &[Alert],
     state: &mut TargetHealth,
     record: &ResultRecord,
     at_ms: i64,
+    slo: Option<&Slo>,
     budget: &mut Budget,
 ) -> Vec<Notification> {
     let mut made = Vec::new();
@@ -126,17 +128,24 @@ pub fn evaluate(
         .filter(|a| a.follows(&record.target, &record.group))
     {
         for cause in &alert.causes {
-            let kind = IncidentKind::from_name(cause);
-            let (open, words) = match kind {
-                IncidentKind::Health => (state.state.is_bad(), state.state.as_str()),
-                IncidentKind::Quality => {
+            let (open, words, since) = match cause.as_str() {
+                "health" => (state.state.is_bad(), state.state.as_str(), state.since_ms),
+                "quality" => {
                     let drifting = state.drift.open().next().is_some();
-                    (drifting, if drifting { "drifting" } else { "recovered" })
+                    let words = if drifting { "drifting" } else { "recovered" };
+                    (drifting, words, at_ms)
                 }
-            };
-            let since = match kind {
-                IncidentKind::Health => state.since_ms,
-                IncidentKind::Quality => at_ms,
+                burn => {
+                    let Some(slo) = slo else { continue };
+                    let rule = if burn == "slo_fast" {
+                        FAST_BURN
+                    } else {
+                        SLOW_BURN
+                    };
+                    let burning = state.burn.burning(slo, at_ms, rule);
+                    let words = if burning { "burning" } else { "within budget" };
+                    (burning, words, at_ms)
+                }
             };
             let failures = state.failures;
             let key = format!("{}\u{1f}{cause}", alert.name);
@@ -218,7 +227,26 @@ fn summary(event: Event, record: &ResultRecord, cause: &str, words: &str, failur
     } else {
         format!(" (seen from {})", record.location)
     };
+    let rule = |(long, short, factor): (i64, i64, f64)| {
+        let span =
+            |ms: i64| humantime::format_duration(std::time::Duration::from_millis(ms as u64));
+        format!("{factor}× over {} and {}", span(long), span(short))
+    };
     match (event, cause) {
+        (Event::Resolve, "slo_fast" | "slo_slow") => format!(
+            "{}: its SLO's error budget burns within the rule again{at}",
+            record.target
+        ),
+        (_, "slo_fast") => format!(
+            "{}: its SLO's error budget burns fast, at least {}{at}",
+            record.target,
+            rule(FAST_BURN)
+        ),
+        (_, "slo_slow") => format!(
+            "{}: its SLO's error budget burns slowly, at least {}{at}",
+            record.target,
+            rule(SLOW_BURN)
+        ),
         (Event::Resolve, "quality") => {
             format!("{}: answers back to their past quality{at}", record.target)
         }
@@ -273,6 +301,7 @@ mod tests {
                     &mut state,
                     &record,
                     i as i64 * 60_000,
+                    None,
                     budget,
                 )
                 .into_iter()

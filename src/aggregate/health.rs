@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::alerting::Mark;
 use super::drift::Drift;
+use super::slo::Burn;
 use crate::config::{HealthConfig, QualityConfig};
 use crate::result::{Outcome, ResultRecord};
 
@@ -200,6 +201,10 @@ pub struct TargetHealth {
     /// Each alert's memory of this target, by alert name and cause.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub alerts: BTreeMap<String, Mark>,
+    /// The last 6 hours by the minute, for SLO burn rates. Rebuilt from the store at start,
+    /// not persisted.
+    #[serde(skip)]
+    pub burn: Burn,
 }
 
 impl Default for TargetHealth {
@@ -215,6 +220,7 @@ impl Default for TargetHealth {
             recent: VecDeque::new(),
             drift: Drift::default(),
             alerts: BTreeMap::new(),
+            burn: Burn::default(),
         }
     }
 }

@@ -13,8 +13,9 @@ use super::error::{Errors, Source};
 /// PagerDuty's Events API v2 endpoint, when an alert names no `url_env`.
 pub const PAGERDUTY_EVENTS: &str = "https://events.pagerduty.com/v2/enqueue";
 
-/// The incident causes an alert may follow.
-const CAUSES: [&str; 2] = ["health", "quality"];
+/// What an alert may follow: availability incidents, quality drifts, and an SLO's fast and
+/// slow error-budget burn.
+const CAUSES: [&str; 4] = ["health", "quality", "slo_fast", "slo_slow"];
 
 /// Where a notification goes, in which shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -97,7 +98,7 @@ pub struct Alert {
     pub targets: Vec<String>,
     /// Route groups it follows; all when empty.
     pub groups: Vec<String>,
-    /// Incident causes it follows: `health`, `quality`.
+    /// What it follows: `health`, `quality`, `slo_fast`, `slo_slow`.
     pub causes: Vec<String>,
     /// Runs of one open incident in a row before it triggers.
     pub failure_threshold: u32,
@@ -206,7 +207,7 @@ pub(super) fn alerts(source: &Source<'_>, errors: &mut Errors, raw: Vec<RawAlert
                     errors.push(source.error(
                         Some(causes.span()),
                         key("causes"),
-                        format!("{bad:?} is not a cause: health or quality"),
+                        format!("{bad:?} is not a cause: health, quality, slo_fast or slo_slow"),
                     ));
                 }
                 causes.into_inner()

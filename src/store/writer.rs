@@ -27,7 +27,8 @@ use crate::aggregate::alerting::{self, Budget};
 use crate::aggregate::health::{IncidentKind, TargetHealth};
 use crate::aggregate::rollup::Rollup;
 use crate::aggregate::rollup::Span;
-use crate::config::{Alert, Config, HealthConfig, QualityConfig, StoreConfig};
+use crate::aggregate::slo::SLOW_BURN;
+use crate::config::{Alert, Config, HealthConfig, QualityConfig, Slo, StoreConfig};
 use crate::counters::RunCounters;
 use crate::result::ResultRecord;
 use crate::store::{Batch, Heartbeat, RollupRow, Spend, Store, StoreError, TargetAt};
@@ -196,6 +197,8 @@ struct State {
     quality_config: QualityConfig,
     /// Who is told about incidents.
     alerts: Vec<Alert>,
+    /// Each target's SLO, for burn rates.
+    slos: HashMap<String, Slo>,
     /// Notifications each alert made in the last hour.
     alert_budget: Budget,
     /// Outbox rows delivered, to mark sent with the next batch.
@@ -221,12 +224,28 @@ struct State {
 impl State {
     fn load(store: Store, config: &Config) -> Result<State, StoreError> {
         let mut health = store.health()?;
+        let slos: HashMap<String, Slo> = config
+            .targets
+            .iter()
+            .filter_map(|t| Some((t.id.clone(), t.model.slo.clone()?)))
+            .collect();
+        // The last hour rebuilds the degraded rule; with SLOs, six hours their burn rates.
         let hour_ago = now_ms() - Span::Hour.ms();
-        for (record, at) in store.results_since(hour_ago, None)? {
-            health
+        let since = if slos.is_empty() {
+            hour_ago
+        } else {
+            now_ms() - SLOW_BURN.0
+        };
+        for (record, at) in store.results_since(since, None)? {
+            let state = health
                 .entry(TargetAt::new(&record.target, &record.location))
-                .or_default()
-                .remember(crate::aggregate::health::verdict(&record), at);
+                .or_default();
+            if at >= hour_ago {
+                state.remember(crate::aggregate::health::verdict(&record), at);
+            }
+            if let Some(slo) = slos.get(&record.target) {
+                state.burn.add(&record, at, slo);
+            }
         }
         Ok(State {
             store,
@@ -234,6 +253,7 @@ impl State {
             health_config: config.health,
             quality_config: config.quality.clone(),
             alerts: config.alerts.clone(),
+            slos,
             alert_budget: Budget::default(),
             delivered: Vec::new(),
             location: config.prober.location.clone(),
@@ -513,11 +533,16 @@ impl State {
                     .into_iter()
                     .chain(state.observe_quality(record, at, &self.quality_config)),
             );
+            let slo = self.slos.get(&record.target);
+            if let Some(slo) = slo {
+                state.burn.add(record, at, slo);
+            }
             batch.notifications.extend(alerting::evaluate(
                 &self.alerts,
                 state,
                 record,
                 at,
+                slo,
                 &mut budget,
             ));
             batch.results.push((record.clone(), at));
