@@ -362,3 +362,50 @@ fn the_github_actions_example_names_files_that_exist() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn goodput_is_the_share_of_requests_within_the_slo() {
+    let _alone = alone().await;
+    let sim = common::simulator(SCENARIO).await;
+    let dir = tempfile::tempdir().unwrap();
+    // TTFT uniform over 40–80 ms, an SLO bound at 60 ms: about half the requests are good.
+    let config = dir.path().join("slo.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[providers]]\nname = \"sim\"\nkind = \"openai\"\nbase_url = \"{}\"\n\
+             probes = [\"stream\"]\n\n  [[providers.models]]\n  id = \"spread\"\n  \
+             slo = {{ ttft_p95_ms = 60 }}\n",
+            sim.base_url()
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("goodput");
+    let output = bench(args(
+        &config,
+        &out,
+        &["--concurrency", "8", "--requests", "48"],
+    ))
+    .await;
+    assert!(output.status.success(), "{output:?}");
+    let goodput = &summary(&out)["targets"][0]["goodput"];
+    let within = records(&out)
+        .iter()
+        .filter(|r| {
+            r.outcome == Outcome::Ok
+                && r.ttft_ms
+                    .is_some_and(|t| t + sonde::bench::figures::from_intended(r) <= 60.0)
+        })
+        .count() as i64;
+    let good = goodput["good"].as_i64().unwrap();
+    // The histogram counts at 0.1 % resolution: a TTFT within 60 µs of the bound may fall
+    // either side.
+    assert!(
+        (good - within).abs() <= 2,
+        "{good} in the summary, {within} in the CSV"
+    );
+    assert!((8..=40).contains(&good), "{goodput}");
+    assert_eq!(goodput["ttft_bound_ms"], 60.0);
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("Goodput: **"), "{report}");
+}

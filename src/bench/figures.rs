@@ -22,6 +22,7 @@ use thiserror::Error;
 use super::{Load, Plan};
 use crate::aggregate::rollup::{self, Count, Histograms, Rollup};
 use crate::aggregate::{Latency, Percentiles};
+use crate::config::Slo;
 use crate::result::{Outcome, ResultRecord};
 use crate::units::round3;
 
@@ -74,8 +75,13 @@ impl Tally {
     }
 
     /// The figures, for runs that took `elapsed` from the first intended send to the last
-    /// answer, under `plan`.
-    pub fn summarize(self, plan: &Plan, elapsed: Duration) -> Option<TargetSummary> {
+    /// answer, under `plan`; with the target's `slo`, its goodput.
+    pub fn summarize(
+        self,
+        plan: &Plan,
+        elapsed: Duration,
+        slo: Option<&Slo>,
+    ) -> Option<TargetSummary> {
         let [target, probe, provider, model, group] = self.names?;
         let scalars = &self.rollup.scalars;
         let requests = scalars.attempts();
@@ -110,11 +116,40 @@ impl Tally {
             cost_usd: scalars.cost_usd,
             latency,
             coordinated_omission: omission,
+            goodput: slo.and_then(|slo| slo.ttft_p95_ms).map(|bound| {
+                Goodput::of(&self.rollup.histograms.ttft_us, bound, requests, seconds)
+            }),
             verdict: String::new(),
             histograms: Blobs::of(&self.rollup.histograms),
         };
         summary.verdict = verdict(&summary);
         Some(summary)
+    }
+}
+
+/// Goodput: the requests that were `ok` with a TTFT (from the intended send) within the
+/// target's SLO bound, of all requests — what a user with that objective got.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Goodput {
+    /// The SLO's `ttft_p95_ms`.
+    pub ttft_bound_ms: f64,
+    /// Requests ok and within it.
+    pub good: u64,
+    /// good ÷ requests.
+    pub share: f64,
+    /// good per second over the run.
+    pub per_second: f64,
+}
+
+impl Goodput {
+    fn of(ttft_us: &Histogram<Count>, bound_ms: f64, requests: u64, seconds: f64) -> Goodput {
+        let good = ttft_us.count_between(0, (bound_ms * 1000.0).round() as u64);
+        Goodput {
+            ttft_bound_ms: bound_ms,
+            good,
+            share: round3(good as f64 / requests.max(1) as f64),
+            per_second: round3(good as f64 / seconds),
+        }
     }
 }
 
@@ -229,6 +264,9 @@ pub struct TargetSummary {
     pub latency: Latency,
     /// Closed loop only: the tail corrected for coordinated omission.
     pub coordinated_omission: Option<Omission>,
+    /// With an SLO latency bound on the target: the requests that met it.
+    #[serde(default)]
+    pub goodput: Option<Goodput>,
     /// One line: how the target did.
     pub verdict: String,
     /// The distributions, for comparisons.

@@ -42,6 +42,18 @@ fn section(out: &mut String, s: &TargetSummary) {
     if s.errors > 0 {
         let _ = writeln!(out, "Errors by outcome: {}.\n", top_errors(s));
     }
+    if let Some(goodput) = &s.goodput {
+        let _ = writeln!(
+            out,
+            "Goodput: **{:.1} %** of requests were ok with a TTFT within the SLO's {} \
+             ({} of {}, {:.1} req/s).\n",
+            goodput.share * 100.0,
+            ms(goodput.ttft_bound_ms),
+            goodput.good,
+            s.requests,
+            goodput.per_second
+        );
+    }
     let _ = writeln!(out, "| metric | p50 | p90 | p95 | p99 | max | samples |");
     let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     let l = &s.latency;

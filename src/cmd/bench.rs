@@ -113,7 +113,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ));
         progress.finish(&tally, elapsed);
         written.with_context(|| format!("cannot write {}", csv_path.display()))?;
-        targets.extend(tally.summarize(&plan, elapsed));
+        targets.extend(tally.summarize(&plan, elapsed, target.model.slo.as_ref()));
     }
     csv.flush()
         .with_context(|| format!("cannot write {}", csv_path.display()))?;
