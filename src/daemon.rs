@@ -133,6 +133,7 @@ pub async fn run(
             config.store.clone(),
             config.prober.location.clone(),
             shared.records.clone(),
+            crate::notify::process_env(),
             shutdown.clone(),
         ));
     }

@@ -217,14 +217,10 @@ async fn every_receiver_gets_its_notification_once_through_an_outage_and_a_kill(
     );
 }
 
-#[test]
-fn an_outage_and_its_recovery_put_a_trigger_then_a_resolve_in_the_outbox() {
-    let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), "http://127.0.0.1:9/v1");
-    let config = Config::load(&dir.path().join("sonde.toml")).unwrap();
+/// Stores, through the writer, five failures then seventy successes a minute apart, ending
+/// now: down, degraded while the failures are within the last hour, then healthy.
+fn store_outage(config: &Config) {
     let now = sonde::units::now_ms();
-    // Five failures, then seventy successes a minute apart: down, degraded while the
-    // failures are within the last hour, then healthy.
     let history: Vec<_> = (0..75)
         .map(|i| {
             let outcome = if i < 5 {
@@ -232,11 +228,19 @@ fn an_outage_and_its_recovery_put_a_trigger_then_a_resolve_in_the_outbox() {
             } else {
                 Outcome::Ok
             };
-            common::scripted(&config, 0, now - 80 * 60_000 + i * 60_000, outcome, 100.0)
+            common::scripted(config, 0, now - 80 * 60_000 + i * 60_000, outcome, 100.0)
         })
         .collect();
     let store = Store::open(&config.store, &config.prober.location).unwrap();
-    import(store, &config, history).unwrap();
+    import(store, config, history).unwrap();
+}
+
+#[test]
+fn an_outage_and_its_recovery_put_a_trigger_then_a_resolve_in_the_outbox() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), "http://127.0.0.1:9/v1");
+    let config = Config::load(&dir.path().join("sonde.toml")).unwrap();
+    store_outage(&config);
     let store = Store::open_read_only(&config.store).unwrap();
     let pending = store.pending_notifications("lab", 100).unwrap();
     let hook: Vec<Event> = pending
@@ -389,5 +393,91 @@ fn a_fast_burn_fires_the_fast_alert_and_a_slow_burn_the_slow_one() {
             ("fast".to_owned(), Event::Resolve)
         ],
         "{over:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_notifications_reach_a_refusing_receiver_in_order_once_each() {
+    let down = Arc::new(AtomicBool::new(true));
+    let (addr, received) = receiver(Arc::clone(&down)).await;
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), "http://127.0.0.1:9/v1");
+    let config = Config::load(&dir.path().join("sonde.toml")).unwrap();
+    // An outage and its recovery: a trigger and a resolve for each of the five alerts.
+    store_outage(&config);
+
+    let store = Store::open(&config.store, &config.prober.location).unwrap();
+    let (writer, sender) =
+        sonde::store::writer::Writer::spawn(store, &config, Arc::default()).unwrap();
+    let urls: std::collections::HashMap<&str, String> = [
+        ("HOOK_URL", "/hook"),
+        ("SLACK_URL", "/slack"),
+        ("DISCORD_URL", "/discord"),
+        ("PD_URL", "/pd"),
+        ("AM_URL", "/am"),
+    ]
+    .into_iter()
+    .map(|(var, path)| (var, format!("http://{addr}{path}")))
+    .collect();
+    let env: sonde::notify::Env = Arc::new(move |var| match var {
+        "PD_KEY" => Some("KEY".to_owned()),
+        var => urls.get(var).cloned(),
+    });
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let delivering = tokio::spawn(sonde::notify::deliver(
+        config.alerts.clone(),
+        config.store.clone(),
+        "lab".to_owned(),
+        sender.clone(),
+        env,
+        shutdown.clone(),
+    ));
+    // The webhook refuses twice, then takes what was held back, in order.
+    wait_until("two refusals", Duration::from_secs(20), || {
+        received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(path, _, ok)| path == "/hook" && !ok)
+            .count()
+            >= 2
+    })
+    .await;
+    down.store(false, Ordering::SeqCst);
+    wait_until("every notification", Duration::from_secs(30), || {
+        received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, _, ok)| *ok)
+            .count()
+            >= 10
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    shutdown.cancel();
+    delivering.await.unwrap();
+    drop(sender);
+    tokio::task::spawn_blocking(move || writer.join())
+        .await
+        .unwrap();
+
+    let hook: Vec<String> = successes(&received, "/hook")
+        .iter()
+        .map(|body| body["event"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(hook, ["trigger", "resolve"], "in order, once each");
+    let pd: Vec<String> = successes(&received, "/pd")
+        .iter()
+        .map(|body| body["event_action"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(pd, ["trigger", "resolve"]);
+    for path in ["/slack", "/discord", "/am/api/v2/alerts"] {
+        assert_eq!(successes(&received, path).len(), 2, "{path}");
+    }
+    let store = Store::open_read_only(&config.store).unwrap();
+    assert!(
+        store.pending_notifications("lab", 100).unwrap().is_empty(),
+        "every delivery was recorded"
     );
 }

@@ -13,6 +13,7 @@
 pub mod render;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -39,12 +40,23 @@ struct Backoff {
     next: Instant,
 }
 
-/// Sends `location`'s pending notifications of `alerts` until `shutdown`.
+/// Where receivers' URLs and keys are looked up by variable name: the process environment
+/// for the daemon.
+pub type Env = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// The process environment, as an [`Env`].
+pub fn process_env() -> Env {
+    Arc::new(|var| std::env::var(var).ok())
+}
+
+/// Sends `location`'s pending notifications of `alerts` until `shutdown`, with secrets from
+/// `env`.
 pub async fn deliver(
     alerts: Vec<Alert>,
     store: StoreConfig,
     location: String,
     records: RecordSender,
+    env: Env,
     shutdown: CancellationToken,
 ) {
     crate::runner::transport::install_crypto();
@@ -61,7 +73,6 @@ pub async fn deliver(
         }
     };
     let alerts: HashMap<String, Alert> = alerts.into_iter().map(|a| (a.name.clone(), a)).collect();
-    let env = |var: &str| std::env::var(var).ok();
     let mut reader: Option<Store> = None;
     // Rows a receiver took that the store does not show as sent yet.
     let mut taken: HashSet<i64> = HashSet::new();
@@ -92,7 +103,7 @@ pub async fn deliver(
                 held.insert(&notification.alert);
                 continue;
             }
-            match send(&http, alert, notification, *id, &env).await {
+            match send(&http, alert, notification, *id, env.as_ref()).await {
                 Ok(()) => {
                     tracing::info!(alert = %alert.name, id, event = notification.event.as_str(), target_id = %notification.target, "notification delivered");
                     taken.insert(*id);
