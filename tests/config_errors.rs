@@ -410,8 +410,9 @@ fn route_groups_name_known_groups_and_capabilities() {
         config.groups["deepseek-v3"].require,
         [Capability::Streaming, Capability::Tools]
     );
+    // The error points at the group's own header line.
     let err = error_of(&format!("[groups.llama]\nrequire = [\"tools\"]\n{GOOD}"));
-    assert_names(&err, 2, "groups.llama", "no target is in route group");
+    assert_names(&err, 1, "groups.llama", "no target is in route group");
     let err = error_of(&format!(
         "[groups.deepseek-v3]\nrequire = [\"vision\"]\n{GOOD}"
     ));
@@ -526,7 +527,12 @@ fn an_alert_names_its_secrets_by_variable_and_its_bounds() {
     let err = error_of(&alert(
         "kind = \"webhook\"\nurl_env = \"HOOK\"\ncauses = [\"latency\"]",
     ));
-    assert_names(&err, 18, "alerts[0].causes", "health or quality");
+    assert_names(
+        &err,
+        18,
+        "alerts[0].causes",
+        "health, quality, slo_fast or slo_slow",
+    );
     let err = error_of(&alert(
         "kind = \"webhook\"\nurl_env = \"HOOK\"\nreminder_every = \"5s\"",
     ));
@@ -539,7 +545,7 @@ fn an_alert_names_its_secrets_by_variable_and_its_bounds() {
     assert!(alert.follows("deepseek/deepseek-chat", "deepseek-v3"));
     assert!(!alert.follows("other/deepseek-chat", "deepseek-v3"));
     assert_eq!((alert.failure_threshold, alert.max_per_hour), (2, 20));
-    assert_eq!(alert.causes, ["health", "quality"]);
+    assert_eq!(alert.causes, ["health", "quality", "slo_fast", "slo_slow"]);
 }
 
 #[test]
