@@ -7,6 +7,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// A duration in whole ms, saturating (for comparing with unix-ms differences).
+pub fn duration_ms(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
 /// Unix milliseconds now (wall clock).
 pub fn now_ms() -> i64 {
     ms_of(SystemTime::now())

@@ -17,6 +17,7 @@ use super::health::TargetHealth;
 use super::slo::{FAST_BURN, SLOW_BURN};
 use crate::config::{Alert, Slo};
 use crate::result::ResultRecord;
+use crate::units::duration_ms;
 
 /// What a notification says happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -199,7 +200,7 @@ fn step(
         }
         let due = alert
             .reminder_every
-            .is_some_and(|every| at_ms - mark.last_sent_ms >= every.as_millis() as i64);
+            .is_some_and(|every| at_ms - mark.last_sent_ms >= duration_ms(every));
         if due {
             mark.last_sent_ms = at_ms;
             if budget.allows(alert, at_ms) {

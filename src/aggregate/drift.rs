@@ -21,6 +21,7 @@ use super::stats;
 use crate::config::QualityConfig;
 use crate::quality::{Family, Judgement};
 use crate::result::ResultRecord;
+use crate::units::duration_ms;
 
 /// Answers the baseline averages over (the weight of a new answer is 1 / this, once learnt).
 pub const BASELINE_RUNS: u64 = 500;
@@ -187,10 +188,6 @@ fn step(wrong: bool, from: f64, to: f64) -> f64 {
     } else {
         ((1.0 - to) / (1.0 - from)).ln()
     }
-}
-
-fn duration_ms(duration: std::time::Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

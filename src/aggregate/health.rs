@@ -23,6 +23,7 @@ use super::drift::Drift;
 use super::slo::Burn;
 use crate::config::{HealthConfig, QualityConfig};
 use crate::result::{Outcome, ResultRecord};
+use crate::units::duration_ms;
 
 /// How far back the degraded rule looks.
 const RECENT_MS: i64 = 3_600_000;
@@ -377,10 +378,6 @@ impl TargetHealth {
             .saturating_mul(2u32.saturating_pow(self.relapses.min(31)));
         duration_ms(doubled.min(config.max_hold))
     }
-}
-
-fn duration_ms(duration: std::time::Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ pub struct Request {
 pub struct Missing(pub String);
 
 /// sonde's webhook body: every field of the notification, its outbox `id`, times in RFC 3339.
-pub fn webhook_body(n: &Notification, id: i64) -> Value {
+fn webhook_body(n: &Notification, id: i64) -> Value {
     json!({
         "version": 1,
         "id": id,

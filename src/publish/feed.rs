@@ -300,19 +300,19 @@ pub fn build(
         }
     }
     let by_id: HashMap<&str, &TargetStats> = stats.iter().map(|s| (s.target.as_str(), s)).collect();
+    let slos: HashMap<&str, &crate::config::Slo> = config
+        .targets
+        .iter()
+        .filter_map(|t| Some((t.id.as_str(), t.model.slo.as_ref()?)))
+        .collect();
     for row in &mut rows {
         let Some(stat) = by_id.get(row.entry.id.as_str()) else {
             continue;
         };
-        row.entry.slo = config
-            .targets
-            .iter()
-            .find(|t| t.id == row.entry.id)
-            .and_then(|t| t.model.slo.as_ref())
-            .and_then(|slo| {
-                let window = stat.window(Window::from_name(&slo.window)?)?;
-                Some(slo::status(slo, window))
-            });
+        row.entry.slo = slos.get(row.entry.id.as_str()).and_then(|slo| {
+            let window = stat.window(Window::from_name(&slo.window)?)?;
+            Some(slo::status(slo, window))
+        });
         row.entry.locations = stat
             .locations
             .iter()

@@ -146,13 +146,17 @@ pub fn summarize(
     names.extend(extra.into_iter().cloned());
     let empty = PerProbe::new();
     let mut out = Vec::with_capacity(names.len());
+    // Each latency objective's bound, µs: looked up once per target, not by a scan.
+    let bounds: HashMap<&str, u64> = config
+        .targets
+        .iter()
+        .filter_map(|t| {
+            let ms = t.model.slo.as_ref()?.ttft_p95_ms?;
+            Some((t.id.as_str(), (ms * 1000.0).round() as u64))
+        })
+        .collect();
     for target in names {
-        let bound_us = config
-            .targets
-            .iter()
-            .find(|t| t.id == target)
-            .and_then(|t| t.model.slo.as_ref()?.ttft_p95_ms)
-            .map(|ms| (ms * 1000.0).round() as u64);
+        let bound_us = bounds.get(target.as_str()).copied();
         let windows: Vec<WindowStats> = Window::ALL
             .iter()
             .map(|&window| {

@@ -127,18 +127,6 @@ pub enum Judgement {
 }
 
 impl Judgement {
-    /// Every judgement, in the order reports list them.
-    pub const ALL: [Judgement; 8] = [
-        Judgement::Correct,
-        Judgement::WrongAnswer,
-        Judgement::NoCall,
-        Judgement::UnexpectedCall,
-        Judgement::InvalidJson,
-        Judgement::UnknownName,
-        Judgement::SchemaMismatch,
-        Judgement::WrongCall,
-    ];
-
     /// The stable snake_case name.
     pub fn as_str(self) -> &'static str {
         match self {
