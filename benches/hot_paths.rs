@@ -3,7 +3,7 @@
 //! - `histogram_recording`: one ok run folded into a rollup (TTFT, E2E, 39 ITL gaps, speed) —
 //!   what the store's writer and `sonde bench` do per run;
 //! - `window_aggregation`: the 30-day window of one target, 30 daily rollups of 1,440 runs
-//!   each merged, then every percentile — what `summarize` does per target and window;
+//!   each merged (in sparse form, as windows are summed), then every percentile — what `summarize` does per target and window;
 //! - `weights`: the feed of 200 targets in 10 groups, weight formula included, from their
 //!   window stats;
 //! - `page_rendering`: the whole site (index, 200 target pages, feed, metrics) from a snapshot
@@ -17,6 +17,7 @@ mod common;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sonde::aggregate::Latency;
 use sonde::aggregate::rollup::Rollup;
+use sonde::aggregate::sparse::SparseRollup;
 use sonde::config::StoreConfig;
 use sonde::publish::windows::summarize;
 use sonde::publish::{self, Snapshot, feed};
@@ -43,22 +44,22 @@ fn aggregation(c: &mut Criterion) {
     let config = common::fleet_config(20);
     let target = &config.targets[0];
     let probe = config.probes.get("stream").unwrap();
-    let days: Vec<Rollup> = (0..30)
+    let days: Vec<SparseRollup> = (0..30)
         .map(|day| {
             let mut rollup = Rollup::default();
             for run in 0..RUNS_PER_DAY {
                 let wobble = ((day * 7919 + run * 104_729) % 1000) as f64;
                 rollup.add(&common::synthetic(target, probe, 0, wobble, 0.0), 0);
             }
-            rollup
+            SparseRollup::of(&rollup)
         })
         .collect();
     let mut group = c.benchmark_group("window_aggregation");
     group.bench_function("30_daily_rollups_merged_and_percentiles", |b| {
         b.iter(|| {
-            let mut window = Rollup::default();
+            let mut window = SparseRollup::default();
             for day in &days {
-                window.merge(day);
+                window.add(day);
             }
             Latency::of(&window)
         })

@@ -1,26 +1,37 @@
 //! Publishing at scale: 200 targets with 30 days of history (one result every 10 minutes
-//! per target, 864 k rows, generated through the real write path), then the time to read
-//! the snapshot and render the whole site, and the size of `index.html` (about 400 KB since
-//! each bar cell's title carries its day's run count, issue #18; under 300 KB before).
+//! per target, 864 k rows, generated through the real write path), then
+//!
+//! - a cold publish (`sonde publish`: everything read from the store, then rendered), and
+//! - the daemon's periodic publish: a `History` kept between publishes while each minute
+//!   brings one new run per target (written through the real write path into a copy of the
+//!   store), timed from the store read to the last rendered file;
+//!
+//! and the size of `index.html` (about 400 KB since each bar cell's title carries its day's
+//! run count, issue #18; under 300 KB before).
 //!
 //! `cargo bench --bench publish`. The store is kept in `target/sonde-bench-publish.db`
-//! and reused while it holds the expected rows.
+//! and reused while it holds the expected rows; the periodic publishes write into
+//! `target/sonde-bench-publish-live.db`, a fresh copy each run.
 
 mod common;
 
-use std::path::Path;
-use std::time::Instant;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use sonde::config::{Config, StoreConfig};
+use sonde::publish::history::History;
 use sonde::publish::{self, Snapshot};
 use sonde::store::Store;
+use sonde::store::writer::import;
 
 const TARGETS: usize = 200;
 const EVERY_MIN: i64 = 10;
 const RUNS: i64 = 30 * 24 * 60 / EVERY_MIN;
+/// Periodic publishes timed for the printed figures.
+const PERIODIC: usize = 30;
 
-fn prepare(config: &Config) -> std::path::PathBuf {
+fn prepare(config: &Config) -> PathBuf {
     let probe = config.probes.get("stream").unwrap();
     let start = common::now_ms() - RUNS * EVERY_MIN * 60_000;
     let records = || {
@@ -40,6 +51,80 @@ fn prepare(config: &Config) -> std::path::PathBuf {
     )
 }
 
+/// A copy of the generated store to write new runs into.
+fn live_copy(path: &Path) -> PathBuf {
+    let live = path.with_file_name("sonde-bench-publish-live.db");
+    for suffix in ["", "-wal", "-shm", ".lock"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", live.display()));
+    }
+    std::fs::copy(path, &live).expect("copy the bench store");
+    live
+}
+
+/// The live store's periodic publisher: one run per target a minute, then a publish.
+struct Periodic {
+    config: Config,
+    history: History,
+    now: i64,
+    minute: i64,
+}
+
+impl Periodic {
+    fn new(config: &Config, live: PathBuf) -> Periodic {
+        let config = Config {
+            store: StoreConfig {
+                retention_days: 400,
+                rollup_retention_days: 400,
+                ..StoreConfig::sqlite(live)
+            },
+            ..config.clone()
+        };
+        let mut periodic = Periodic {
+            config,
+            history: History::new(),
+            now: common::now_ms(),
+            minute: 0,
+        };
+        // The daemon's first publish reads everything; the figures are of the later ones.
+        periodic.publish();
+        periodic
+    }
+
+    /// Writes the next minute's runs (not timed).
+    fn next_minute(&mut self) {
+        self.minute += 1;
+        let probe = self.config.probes.get("stream").unwrap().clone();
+        let at = self.now + self.minute * 60_000;
+        let records: Vec<_> = self
+            .config
+            .targets
+            .iter()
+            .enumerate()
+            .map(|(t, target)| {
+                let wobble = ((self.minute * 7919 + t as i64 * 104_729) % 1000) as f64;
+                common::synthetic(target, &probe, at + t as i64, wobble, t as f64)
+            })
+            .collect();
+        let store = Store::open(&self.config.store, &self.config.prober.location).unwrap();
+        import(store, &self.config, records).expect("write a minute of runs");
+    }
+
+    /// One publish at the current minute: snapshot and render; its duration.
+    fn publish(&mut self) -> Duration {
+        let store = Store::open_read_only(&self.config.store).expect("live store");
+        let now = self.now + self.minute * 60_000 + 30_000;
+        let started = Instant::now();
+        let snapshot =
+            Snapshot::load_with(&self.config, &store, now, &mut self.history).expect("snapshot");
+        publish::build(&self.config, &snapshot).expect("build");
+        started.elapsed()
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
 fn render(c: &mut Criterion) {
     let config = common::fleet_config(TARGETS);
     let path = prepare(&config);
@@ -55,21 +140,46 @@ fn render(c: &mut Criterion) {
     let _ = std::fs::write(&sample, &files["index.html"]);
     let bytes: usize = files.values().map(Vec::len).sum();
     println!(
-        "200 targets, 30 days: snapshot {:.0} ms + render {:.0} ms = {:.0} ms; {} files, {} KiB; index.html {} bytes ({:.0} KB)",
-        loaded.as_secs_f64() * 1000.0,
-        (total - loaded).as_secs_f64() * 1000.0,
-        total.as_secs_f64() * 1000.0,
+        "200 targets, 30 days, cold: snapshot {:.0} ms + render {:.0} ms = {:.0} ms; {} files, {} KiB; index.html {} bytes ({:.0} KB)",
+        ms(loaded),
+        ms(total - loaded),
+        ms(total),
         files.len(),
         bytes / 1024,
         index,
         index as f64 / 1000.0
     );
+    let mut periodic = Periodic::new(&config, live_copy(&path));
+    let mut took: Vec<Duration> = (0..PERIODIC)
+        .map(|_| {
+            periodic.next_minute();
+            periodic.publish()
+        })
+        .collect();
+    took.sort();
+    println!(
+        "200 targets, 30 days, periodic (one new run per target a minute): median {:.0} ms, max {:.0} ms over {PERIODIC} publishes; {} counters kept ({:.1} MiB)",
+        ms(took[PERIODIC / 2]),
+        ms(took[PERIODIC - 1]),
+        periodic.history.counters(),
+        periodic.history.counters() as f64 * 16.0 / (1024.0 * 1024.0)
+    );
     let mut group = c.benchmark_group("publish_200_targets_30d");
     group.sample_size(10);
-    group.bench_function("snapshot_and_render", |b| {
+    group.bench_function("cold_snapshot_and_render", |b| {
         b.iter(|| {
             let snapshot = Snapshot::load(&config, &store, now).expect("snapshot");
             publish::build(&config, &snapshot).expect("build")
+        })
+    });
+    group.bench_function("periodic_snapshot_and_render", |b| {
+        b.iter_custom(|iterations| {
+            (0..iterations)
+                .map(|_| {
+                    periodic.next_minute();
+                    periodic.publish()
+                })
+                .sum()
         })
     });
     group.finish();

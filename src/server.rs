@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::counters::RunCounters;
+use crate::publish::history::History;
 use crate::publish::{self, Files, PublishError, Snapshot, feed, metrics};
 use crate::store::{Store, StoreError};
 use crate::units::now_ms;
@@ -51,6 +52,9 @@ pub struct Site {
     /// Whether this daemon held the publisher lock at the last refresh (`None` before the
     /// first), to log only changes.
     publisher: Mutex<Option<bool>>,
+    /// What is kept of the store between publishes and feed computations, so each reads
+    /// only what changed (`publish::history`).
+    history: Mutex<History>,
 }
 
 impl std::fmt::Debug for Site {
@@ -80,6 +84,7 @@ impl Site {
             counters,
             reader: Mutex::new(None),
             publisher: Mutex::new(None),
+            history: Mutex::new(History::new()),
         })
     }
 
@@ -90,7 +95,8 @@ impl Site {
         let site = Arc::clone(self);
         let files = tokio::task::spawn_blocking(move || -> Result<Files, PublishError> {
             let (snapshot, publisher) = site.read(|store| {
-                let snapshot = Snapshot::load(&site.config, store, now_ms())?;
+                let snapshot =
+                    Snapshot::load_with(&site.config, store, now_ms(), &mut site.history())?;
                 let publisher = site.config.publish.out.is_some() && store.publisher_lock()?;
                 Ok((snapshot, publisher))
             })?;
@@ -110,6 +116,16 @@ impl Site {
             *current = Arc::new(files);
         }
         Ok(())
+    }
+
+    /// The history kept between publishes; one left by a panicked computation may be half
+    /// updated, so it is emptied (the next read reads the store whole).
+    fn history(&self) -> std::sync::MutexGuard<'_, History> {
+        self.history.lock().unwrap_or_else(|poisoned| {
+            let mut history = poisoned.into_inner();
+            *history = History::new();
+            history
+        })
     }
 
     /// Logs when this daemon starts or stops writing the site.
@@ -192,7 +208,7 @@ impl Site {
             let now = now_ms();
             let (stats, locations) = site.read(|store| {
                 Ok((
-                    publish::windows::summarize(store, &site.config, now)?,
+                    site.history().stats(&site.config, store, now)?,
                     publish::windows::locations(store, now)?,
                 ))
             })?;

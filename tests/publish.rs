@@ -573,3 +573,129 @@ async fn results_csv_holds_the_newest_runs_up_to_its_cap() {
         "the newest run is in"
     );
 }
+
+/// Runs of target `index` every `every_ms` from `from` to `to` (exclusive), ok but for one in
+/// seven, TTFT varying with time.
+fn runs(
+    config: &Config,
+    index: usize,
+    from: i64,
+    to: i64,
+    every_ms: i64,
+) -> Vec<sonde::result::ResultRecord> {
+    (0..)
+        .map(|i| from + i * every_ms)
+        .take_while(|at| *at < to)
+        .map(|at| {
+            let outcome = if (at / every_ms) % 7 == 0 {
+                Outcome::ServerError
+            } else {
+                Outcome::Ok
+            };
+            common::scripted(
+                config,
+                index,
+                at,
+                outcome,
+                80.0 + (at / 60_000 % 900) as f64,
+            )
+        })
+        .collect()
+}
+
+fn write(config: &Config, location: &str, records: Vec<sonde::result::ResultRecord>) {
+    let mut config = config.clone();
+    config.prober.location = location.to_owned();
+    let store = Store::open(&config.store, location).unwrap();
+    import(store, &config, records).unwrap();
+}
+
+#[test]
+fn a_kept_history_publishes_what_a_cold_read_publishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[store]\npath = \"{}\"\n\n[publish]\nwindow = \"24h\"\n\n[prober]\nlocation = \"a\"\n\n\
+         [[providers]]\nname = \"p\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\n\
+         [[providers.models]]\nid = \"m0\"\n[[providers.models]]\nid = \"m1\"\n",
+        dir.path().join("sonde.db").display()
+    );
+    let config = Config::parse(&dir.path().join("sonde.toml"), &text).unwrap();
+    let day = 86_400_000;
+    let hour = 3_600_000;
+    // Ten days of history up to 20 minutes before an hour's end, late in a day.
+    let t0 = (now_ms() / day) * day - day + 22 * hour + 40 * 60_000;
+    let mut history = Vec::new();
+    for index in 0..2 {
+        history.extend(runs(&config, index, t0 - 10 * day, t0, 20 * 60_000));
+    }
+    write(&config, "a", history);
+    let publish = |kept: &mut sonde::publish::history::History, now: i64| {
+        let store = Store::open_read_only(&config.store).unwrap();
+        let warm = Snapshot::load_with(&config, &store, now, kept).unwrap();
+        let cold = Snapshot::load(&config, &store, now).unwrap();
+        (
+            publish::build(&config, &warm).unwrap(),
+            publish::build(&config, &cold).unwrap(),
+            warm,
+        )
+    };
+    let mut kept = sonde::publish::history::History::new();
+    let (warm, cold, _) = publish(&mut kept, t0);
+    assert_eq!(warm, cold, "the first publish reads everything");
+    let before = kept.counters();
+    assert!(before > 0, "the closed buckets are kept");
+
+    // Across an hour's end: new runs, a run written late into a closed hour and a closed
+    // day, and another location's runs.
+    let t1 = t0 + 50 * 60_000;
+    let mut more = runs(&config, 0, t0, t1, 5 * 60_000);
+    more.push(common::scripted(
+        &config,
+        1,
+        t0 - 3 * hour - 60_000,
+        Outcome::Timeout,
+        0.0,
+    ));
+    more.push(common::scripted(
+        &config,
+        1,
+        t0 - 2 * day,
+        Outcome::Ok,
+        4_000.0,
+    ));
+    write(&config, "a", more);
+    write(
+        &config,
+        "b",
+        runs(&config, 1, t0 - 2 * hour, t1, 10 * 60_000),
+    );
+    let (warm, cold, snapshot) = publish(&mut kept, t1);
+    assert_eq!(
+        String::from_utf8_lossy(&warm["feed.json"]),
+        String::from_utf8_lossy(&cold["feed.json"]),
+        "windows and weights are exact at every publish"
+    );
+    let m1 = snapshot.stats_of("p/m1").unwrap();
+    let week = m1.window(Window::D7).unwrap();
+    assert_eq!(
+        week.outcomes.get(&Outcome::Timeout),
+        Some(&1),
+        "the late run is counted"
+    );
+    let max = week.latency.ttft_ms.max.unwrap();
+    assert!(
+        (4_000.0..4_005.0).contains(&max),
+        "and the late day's: {max}"
+    );
+    assert_eq!(m1.locations.len(), 2, "both locations");
+
+    // Past the day's end everything closed is read again: the whole site is the cold one.
+    let t2 = t0 + 2 * hour;
+    write(&config, "a", runs(&config, 0, t1, t2, 5 * 60_000));
+    let (warm, cold, _) = publish(&mut kept, t2);
+    let differing: Vec<&String> = cold
+        .keys()
+        .filter(|k| warm.get(*k) != cold.get(*k))
+        .collect();
+    assert!(differing.is_empty(), "{differing:?}");
+}

@@ -15,11 +15,12 @@ pub mod quality;
 pub mod quorum;
 pub mod rollup;
 pub mod slo;
+pub mod sparse;
 pub mod stats;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::capability::Capabilities;
@@ -28,7 +29,8 @@ use crate::units::round3;
 use fidelity::Fidelity;
 use health::State;
 use quality::Quality;
-use rollup::{Count, Rollup, Span, TPS_SCALE};
+use rollup::{Span, TPS_SCALE};
+use sparse::{Sparse, SparseRollup};
 
 /// The windows every figure is published for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -115,31 +117,38 @@ pub const SPEED_BOUNDS: [f64; 9] = [5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 
 
 impl Percentiles {
     /// The percentiles of `histogram`, each value divided by `per_unit`, with cumulative
-    /// counts at `bounds` (in the divided unit).
-    pub fn of(histogram: &Histogram<Count>, per_unit: f64, bounds: &[f64]) -> Percentiles {
+    /// counts at `bounds` (ascending, in the divided unit). The same figures as the dense
+    /// histogram's `value_at_quantile`, `max` and `mean` give (the highest equivalent value
+    /// where the cumulative count first reaches ⌈q·n⌉), in one pass over its counters.
+    pub fn of(histogram: &Sparse, per_unit: f64, bounds: &[f64]) -> Percentiles {
         const QUANTILES: [f64; 4] = [0.5, 0.9, 0.95, 0.99];
         let count = histogram.len();
-        // One pass over the recorded values for every quantile and bucket: the same values
-        // as `value_at_quantile` (the highest equivalent value where the cumulative count
-        // first reaches ⌈q·n⌉), without a scan per figure.
         let ranks = QUANTILES.map(|q| ((q * count as f64).ceil() as u64).max(1));
         let mut found: [Option<u64>; 4] = [None; 4];
+        let mut next_rank = 0;
         let mut buckets: Vec<(f64, u64)> = bounds.iter().map(|&b| (b, 0)).collect();
+        let mut next_bound = 0;
         let mut cumulative = 0u64;
-        for value in histogram.iter_recorded() {
-            let at = value.value_iterated_to();
-            let here = u64::from(value.count_at_value());
+        let mut mean = 0.0_f64;
+        for (at, here) in histogram.iter() {
+            let low = sparse::lowest_equivalent(at);
+            // Every bound below this counter holds what came before it.
+            while next_bound < buckets.len() && (low as f64) > buckets[next_bound].0 * per_unit {
+                buckets[next_bound].1 = cumulative;
+                next_bound += 1;
+            }
             cumulative += here;
-            for (slot, rank) in found.iter_mut().zip(ranks) {
-                if slot.is_none() && cumulative >= rank {
-                    *slot = Some(at);
-                }
+            // `at` is the highest equivalent value: the range's middle, as `Histogram::mean`
+            // weighs it, and summed in its order, so the figure is the same to the last bit.
+            let middle = low + ((at + 1 - low) >> 1);
+            mean += middle as f64 * here as f64 / count as f64;
+            while next_rank < ranks.len() && cumulative >= ranks[next_rank] {
+                found[next_rank] = Some(at);
+                next_rank += 1;
             }
-            for (bound, below) in &mut buckets {
-                if (histogram.lowest_equivalent(at) as f64) <= *bound * per_unit {
-                    *below += here;
-                }
-            }
+        }
+        for bucket in &mut buckets[next_bound..] {
+            bucket.1 = cumulative;
         }
         let shown = |i: usize| {
             found[i]
@@ -152,8 +161,8 @@ impl Percentiles {
             p90: shown(1),
             p95: shown(2),
             p99: shown(3),
-            max: (count > 0).then(|| round3(histogram.max() as f64 / per_unit)),
-            sum: histogram.mean() * count as f64 / per_unit,
+            max: histogram.max().map(|max| round3(max as f64 / per_unit)),
+            sum: mean * count as f64 / per_unit,
             buckets,
         }
     }
@@ -178,14 +187,13 @@ pub struct Latency {
 }
 
 impl Latency {
-    /// The percentiles of a rollup's four histograms.
-    pub fn of(rollup: &Rollup) -> Latency {
-        let h = &rollup.histograms;
+    /// The percentiles of a rollup's four distributions.
+    pub fn of(rollup: &SparseRollup) -> Latency {
         Latency {
-            ttft_ms: Percentiles::of(&h.ttft_us, 1000.0, &LATENCY_BOUNDS_MS),
-            e2e_ms: Percentiles::of(&h.e2e_us, 1000.0, &LATENCY_BOUNDS_MS),
-            itl_ms: Percentiles::of(&h.itl_us, 1000.0, &[]),
-            tokens_per_s: Percentiles::of(&h.tps, TPS_SCALE, &SPEED_BOUNDS),
+            ttft_ms: Percentiles::of(&rollup.ttft_us, 1000.0, &LATENCY_BOUNDS_MS),
+            e2e_ms: Percentiles::of(&rollup.e2e_us, 1000.0, &LATENCY_BOUNDS_MS),
+            itl_ms: Percentiles::of(&rollup.itl_us, 1000.0, &[]),
+            tokens_per_s: Percentiles::of(&rollup.tps, TPS_SCALE, &SPEED_BOUNDS),
         }
     }
 }
@@ -235,13 +243,21 @@ impl WindowStats {
     /// (a latency objective), how many TTFTs were within it.
     pub fn of(
         window: Window,
-        per_probe: &BTreeMap<String, Rollup>,
+        per_probe: &BTreeMap<String, SparseRollup>,
         ttft_bound_us: Option<u64>,
     ) -> WindowStats {
-        let mut all = Rollup::default();
-        for rollup in per_probe.values() {
-            all.merge(rollup);
-        }
+        // One probe (the usual case) is its own total: no copy.
+        let mut probes = per_probe.values();
+        let all: Cow<'_, SparseRollup> = match (probes.next(), probes.next()) {
+            (Some(only), None) => Cow::Borrowed(only),
+            _ => {
+                let mut all = SparseRollup::default();
+                for rollup in per_probe.values() {
+                    all.add(rollup);
+                }
+                Cow::Owned(all)
+            }
+        };
         let mut latency = Latency::of(&all);
         latency.e2e_ms = Percentiles::default();
         WindowStats {
@@ -260,14 +276,12 @@ impl WindowStats {
             capabilities: all.scalars.capabilities,
             fidelity: all.scalars.fidelity.clone(),
             quality: all.scalars.quality.clone(),
-            ttft_within: ttft_bound_us.map(|bound| {
-                let ttft = &all.histograms.ttft_us;
-                (ttft.count_between(0, bound), ttft.len())
-            }),
+            ttft_within: ttft_bound_us
+                .map(|bound| (all.ttft_us.count_up_to(bound), all.ttft_us.len())),
             cost_usd: all.scalars.cost_usd,
             tokens: all.scalars.tokens,
             last_ok_ms: all.scalars.last_ok_ms,
-            last_error: all.scalars.last_error,
+            last_error: all.scalars.last_error.clone(),
         }
     }
 }

@@ -133,7 +133,7 @@ pub struct Scalars {
 
 impl Scalars {
     /// Counts one run, finished at unix ms `at_ms`.
-    fn add(&mut self, record: &ResultRecord, at_ms: i64) {
+    pub fn add(&mut self, record: &ResultRecord, at_ms: i64) {
         *self.outcomes.entry(record.outcome).or_default() += 1;
         if verdict(record) == Verdict::Failure {
             self.failures += 1;
@@ -198,17 +198,18 @@ impl Rollup {
     /// Adds one run, finished at unix ms `at_ms`.
     pub fn add(&mut self, record: &ResultRecord, at_ms: i64) {
         self.scalars.add(record, at_ms);
-        if record.outcome == Outcome::Ok {
-            let h = &mut self.histograms;
-            record_ms(&mut h.ttft_us, record.ttft_ms);
-            record_ms(&mut h.e2e_us, record.e2e_ms);
-            for &gap in &record.itl_gaps_us {
-                put(&mut h.itl_us, u64::from(gap));
+        let h = &mut self.histograms;
+        each_value(record, |distribution, value| {
+            let histogram = match distribution {
+                Distribution::Ttft => &mut h.ttft_us,
+                Distribution::E2e => &mut h.e2e_us,
+                Distribution::Itl => &mut h.itl_us,
+                Distribution::Tps => &mut h.tps,
+            };
+            if histogram.record(value).is_err() {
+                histogram.saturating_record(value);
             }
-            if let Some(tps) = record.tokens_per_s {
-                put(&mut h.tps, (tps * TPS_SCALE).round() as u64);
-            }
-        }
+        });
     }
 
     /// Adds another rollup (another bucket, or another prober's).
@@ -260,18 +261,38 @@ fn quantile_ms(histogram: &Histogram<Count>, q: f64) -> Option<f64> {
     (!histogram.is_empty()).then(|| histogram.value_at_quantile(q) as f64 / 1000.0)
 }
 
-fn record_ms(histogram: &mut Histogram<Count>, ms: Option<f64>) {
-    if let Some(ms) = ms {
-        put(histogram, (ms * 1000.0).round() as u64);
-    }
+/// One of a rollup's four distributions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Distribution {
+    /// TTFT, µs.
+    Ttft,
+    /// E2E, µs.
+    E2e,
+    /// Gaps between content arrivals, µs.
+    Itl,
+    /// Output speed, hundredths of a token per second.
+    Tps,
 }
 
-/// Records `value` (at least 1), growing the histogram as needed; a value past what any
-/// histogram can hold is clamped rather than lost.
-fn put(histogram: &mut Histogram<Count>, value: u64) {
-    let value = value.max(1);
-    if histogram.record(value).is_err() {
-        histogram.saturating_record(value);
+/// Hands `each` every value a run adds to the distributions (an ok run only), in their
+/// units and at least 1: the one definition of what a run records, for the dense rollups
+/// the writer keeps and the sparse windows the publisher sums.
+pub fn each_value(record: &ResultRecord, mut each: impl FnMut(Distribution, u64)) {
+    if record.outcome != Outcome::Ok {
+        return;
+    }
+    let mut put = |distribution, value: u64| each(distribution, value.max(1));
+    if let Some(ms) = record.ttft_ms {
+        put(Distribution::Ttft, (ms * 1000.0).round() as u64);
+    }
+    if let Some(ms) = record.e2e_ms {
+        put(Distribution::E2e, (ms * 1000.0).round() as u64);
+    }
+    for &gap in &record.itl_gaps_us {
+        put(Distribution::Itl, u64::from(gap));
+    }
+    if let Some(tps) = record.tokens_per_s {
+        put(Distribution::Tps, (tps * TPS_SCALE).round() as u64);
     }
 }
 

@@ -21,6 +21,7 @@ use thiserror::Error;
 
 use super::{Load, Plan};
 use crate::aggregate::rollup::{self, Count, Histograms, Rollup};
+use crate::aggregate::sparse::{Sparse, SparseRollup};
 use crate::aggregate::{Latency, Percentiles};
 use crate::config::Slo;
 use crate::result::{Outcome, ResultRecord};
@@ -87,7 +88,7 @@ impl Tally {
         let requests = scalars.attempts();
         let ok = scalars.count(Outcome::Ok);
         let seconds = elapsed.as_secs_f64().max(1e-9);
-        let latency = Latency::of(&self.rollup);
+        let latency = Latency::of(&SparseRollup::of(&self.rollup));
         let closed = matches!(plan.load, Load::Closed { .. });
         let omission = closed
             .then(|| Omission::of(&self.rollup.histograms))
@@ -179,7 +180,7 @@ impl Omission {
         let corrected = histograms.ttft_us.clone_correct(interval);
         Some(Omission {
             expected_interval_ms: interval as f64 / 1000.0,
-            corrected_ttft_ms: Percentiles::of(&corrected, 1000.0, &[]),
+            corrected_ttft_ms: Percentiles::of(&Sparse::of(&corrected), 1000.0, &[]),
         })
     }
 }

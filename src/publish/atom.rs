@@ -1,5 +1,6 @@
-//! `incidents.xml`: the incidents of the last 90 days as an Atom feed (RFC 4287), newest
-//! first, for feed readers and chat integrations that follow a status page. Each incident is
+//! `incidents.xml`: the newest [`ENTRIES`] incidents of the last 90 days as an Atom feed
+//! (RFC 4287), newest first, for feed readers and chat integrations that follow a status
+//! page (a reader polls for what is new; `incidents.html` lists them all). Each incident is
 //! one entry whose id stays the same while it lasts and after it ends (its `updated` moves
 //! to the end), so a reader shows it once and updates it.
 
@@ -12,6 +13,10 @@ use super::text::{slug, state_text, when};
 use crate::aggregate::health::IncidentKind;
 use crate::config::Config;
 use crate::store::Incident;
+
+/// Entries in the feed: a reader polling every few minutes needs only the newest, and a
+/// flapping fleet would otherwise make the feed megabytes.
+pub const ENTRIES: usize = 100;
 
 fn at(ms: i64) -> FixedDateTime {
     DateTime::<Utc>::from_timestamp_millis(ms)
@@ -82,6 +87,7 @@ pub fn incidents(config: &Config, snapshot: &Snapshot) -> Vec<u8> {
     let entries: Vec<Entry> = snapshot
         .incidents
         .iter()
+        .take(ENTRIES)
         .map(|incident| entry(incident, fleet))
         .collect();
     let updated = entries

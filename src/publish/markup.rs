@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, Datelike, Timelike};
 
-use super::text::{day, ms, percent, when};
+use super::text::{Tenths, day, ms, percent, when};
 use super::{BAR_DAYS, HEATMAP_DAYS, Snapshot};
 use crate::aggregate::rollup::{Scalars, Span};
 
@@ -132,7 +132,7 @@ pub fn latency_chart(snapshot: &Snapshot, target: &str) -> String {
         .into_iter()
         .flatten()
         .filter(|(b, _)| *b >= start)
-        .filter_map(|(b, s)| Some((*b, s.ttft_p50_ms?, s.ttft_p95_ms.or(s.ttft_p50_ms)?)))
+        .map(|(b, p)| (*b, p.ttft_p50_ms, p.ttft_p95_ms.unwrap_or(p.ttft_p50_ms)))
         .collect();
     if points.is_empty() {
         return "<p class=\"muted\">No successful streamed runs in the last 7 days.</p>".into();
@@ -183,7 +183,7 @@ pub fn latency_chart(snapshot: &Snapshot, target: &str) -> String {
         let value = |p: &(i64, f64, f64)| if pick == 1 { p.1 } else { p.2 };
         let line: Vec<String> = points
             .iter()
-            .map(|p| format!("{:.1},{:.1}", x(p.0), y(value(p))))
+            .map(|p| format!("{},{}", Tenths(x(p.0)), Tenths(y(value(p)))))
             .collect();
         let _ = write!(
             svg,
@@ -193,9 +193,9 @@ pub fn latency_chart(snapshot: &Snapshot, target: &str) -> String {
         for p in &points {
             let _ = write!(
                 svg,
-                "<circle class=\"{class}\" cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\"><title>{} p50 {} · p95 {}</title></circle>",
-                x(p.0),
-                y(value(p)),
+                "<circle class=\"{class}\" cx=\"{}\" cy=\"{}\" r=\"3\"><title>{} p50 {} · p95 {}</title></circle>",
+                Tenths(x(p.0)),
+                Tenths(y(value(p))),
                 when(p.0),
                 ms(Some(p.1)),
                 ms(Some(p.2))
@@ -210,13 +210,11 @@ pub fn latency_chart(snapshot: &Snapshot, target: &str) -> String {
 /// legend of its five shades and the values they stand for.
 pub fn heatmap(snapshot: &Snapshot, target: &str) -> String {
     let mut cells: BTreeMap<(u32, u32), Vec<f64>> = BTreeMap::new();
-    for (bucket, scalars) in snapshot.hourly.get(target).into_iter().flatten() {
-        let (Some(p50), Some(t)) = (
-            scalars.ttft_p50_ms,
-            DateTime::from_timestamp_millis(*bucket),
-        ) else {
+    for (bucket, point) in snapshot.hourly.get(target).into_iter().flatten() {
+        let Some(t) = DateTime::from_timestamp_millis(*bucket) else {
             continue;
         };
+        let p50 = point.ttft_p50_ms;
         cells
             .entry((t.weekday().num_days_from_monday(), t.hour()))
             .or_default()

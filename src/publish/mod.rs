@@ -14,16 +14,19 @@ mod atom;
 mod badge;
 pub mod feed;
 pub mod gateway;
+pub mod history;
 mod markup;
 pub mod metrics;
 mod page;
 pub mod quality;
 mod quality_page;
 mod text;
+pub mod window_cache;
 pub mod windows;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use thiserror::Error;
 
@@ -35,6 +38,7 @@ use crate::config::Config;
 use crate::owned_dir::{self, OwnedDirError, SITE_MARKER};
 use crate::result::ResultRecord;
 use crate::store::{Incident, Store, StoreError};
+use history::{History, HourPoint};
 
 /// Days the uptime bar covers.
 pub const BAR_DAYS: i64 = 90;
@@ -95,65 +99,41 @@ pub struct Snapshot {
     pub locations: Vec<LocationStatus>,
     /// Per target: daily scalars merged over probes, oldest first.
     pub daily: HashMap<String, Vec<(i64, Scalars)>>,
-    /// Per target: hourly scalars of its busiest probe per hour, oldest first.
-    pub hourly: HashMap<String, Vec<(i64, Scalars)>>,
+    /// Per target: its busiest probe's TTFT per hour (hours with a streamed run), oldest
+    /// first.
+    pub hourly: HashMap<String, Vec<(i64, HourPoint)>>,
     /// Incidents of the bar's period, newest first.
     pub incidents: Vec<Incident>,
     /// Per target: its latest runs, newest first.
-    pub latest: HashMap<String, Vec<ResultRecord>>,
-    /// The newest runs of the last 24 hours, at most [`CSV_RUNS`], oldest first
-    /// (`results.csv`).
-    pub recent: Vec<ResultRecord>,
+    pub latest: Arc<HashMap<String, Vec<ResultRecord>>>,
+    /// The newest runs of the last 24 hours, oldest first: `results.csv` has the newest
+    /// [`CSV_RUNS`] of them.
+    pub recent: Arc<Vec<ResultRecord>>,
 }
 
 impl Snapshot {
     /// Reads what the site needs for every target of `config`.
     pub fn load(config: &Config, store: &Store, now_ms: i64) -> Result<Snapshot, StoreError> {
-        let ids: Vec<String> = config.targets.iter().map(|t| t.id.clone()).collect();
-        let stats = windows::summarize(store, config, now_ms)?;
-        let day = Span::Day;
-        let mut daily: HashMap<String, BTreeMap<i64, Scalars>> = HashMap::new();
-        for (bucket, target, _, scalars) in
-            store.rollup_scalars_since(day, day.bucket_of(now_ms) - (BAR_DAYS - 1) * day.ms())?
-        {
-            let merged = daily.entry(target).or_default().entry(bucket).or_default();
-            merged.merge(&scalars);
-        }
-        let hour = Span::Hour;
-        let mut hourly: HashMap<String, BTreeMap<i64, Scalars>> = HashMap::new();
-        for (bucket, target, _, scalars) in
-            store.rollup_scalars_since(hour, hour.bucket_of(now_ms) - HEATMAP_DAYS * day.ms())?
-        {
-            let slot = hourly.entry(target).or_default().entry(bucket).or_default();
-            let ok = |s: &Scalars| {
-                s.outcomes
-                    .get(&crate::result::Outcome::Ok)
-                    .copied()
-                    .unwrap_or(0)
-            };
-            if scalars.ttft_p50_ms.is_some() && ok(&scalars) >= ok(slot) {
-                *slot = scalars;
-            }
-        }
-        let mut latest = HashMap::new();
-        for id in &ids {
-            latest.insert(id.clone(), store.latest_results(id, LAST_RUNS)?);
-        }
+        Snapshot::load_with(config, store, now_ms, &mut History::new())
+    }
+
+    /// [`Snapshot::load`] reading only what changed since `history` last read the store
+    /// (all of it the first time).
+    pub fn load_with(
+        config: &Config,
+        store: &Store,
+        now_ms: i64,
+        history: &mut History,
+    ) -> Result<Snapshot, StoreError> {
         Ok(Snapshot {
             now_ms,
-            stats,
+            stats: history.stats(config, store, now_ms)?,
             locations: windows::locations(store, now_ms)?,
-            daily: daily
-                .into_iter()
-                .map(|(k, v)| (k, v.into_iter().collect()))
-                .collect(),
-            hourly: hourly
-                .into_iter()
-                .map(|(k, v)| (k, v.into_iter().collect()))
-                .collect(),
-            incidents: store.incidents(now_ms - BAR_DAYS * day.ms())?,
-            latest,
-            recent: store.newest_since(now_ms - day.ms(), CSV_RUNS)?,
+            daily: history.daily(store, now_ms)?,
+            hourly: history.hourly(store, now_ms)?,
+            incidents: store.incidents(now_ms - BAR_DAYS * Span::Day.ms())?,
+            latest: history.latest(),
+            recent: history.recent(),
         })
     }
 
@@ -179,12 +159,13 @@ pub fn build(config: &Config, snapshot: &Snapshot) -> Result<Files, PublishError
     files.insert("incidents.xml".into(), atom::incidents(config, snapshot));
     files.insert("feed.json".into(), feed_json(&feed)?);
     let mut csv = Vec::new();
-    crate::printer::write(&mut csv, crate::printer::Format::Csv, &snapshot.recent).map_err(
-        |source| PublishError::Io {
+    let newest = &snapshot.recent[snapshot.recent.len().saturating_sub(CSV_RUNS)..];
+    crate::printer::write(&mut csv, crate::printer::Format::Csv, newest).map_err(|source| {
+        PublishError::Io {
             path: "results.csv".into(),
             source,
-        },
-    )?;
+        }
+    })?;
     files.insert("results.csv".into(), csv);
     Ok(files)
 }

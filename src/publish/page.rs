@@ -2,7 +2,7 @@
 //! (`templates/`), which escape every text. The markup built in Rust (uptime bar, charts,
 //! heatmap) is in [`super::markup`]; how figures are written, in [`super::text`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use askama::Template;
 
@@ -17,6 +17,7 @@ use crate::aggregate::slo::SloStatus;
 use crate::capability::Capabilities;
 use crate::config::{Config, Target};
 use crate::result::ResultRecord;
+use crate::store::Incident;
 use crate::units::rfc3339;
 
 /// A capability badge: green when supported, struck through when not, grey when untested
@@ -294,16 +295,14 @@ struct IncidentView {
     end: String,
 }
 
-fn incident_views(
+fn incident_views<'a>(
     snapshot: &Snapshot,
     prefix: &str,
-    only: Option<&str>,
+    incidents: impl IntoIterator<Item = &'a Incident>,
     open: bool,
 ) -> Vec<IncidentView> {
-    snapshot
-        .incidents
-        .iter()
-        .filter(|i| only.is_none_or(|t| t == i.target))
+    incidents
+        .into_iter()
         .filter(|i| !open || i.end_ms.is_none())
         .map(|i| {
             let (state_class, state_text) = state_text(i.state);
@@ -453,6 +452,7 @@ pub fn render(config: &Config, snapshot: &Snapshot, feed: &Feed) -> Result<Files
         .map_or(String::new(), |every| every.as_secs().to_string());
     let mut groups: Vec<Group> = Vec::new();
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut pages: Vec<(&Target, &FeedTarget)> = Vec::new();
     for entry in &feed.targets {
         let Some(target) = config.targets.iter().find(|t| t.id == entry.id) else {
             continue;
@@ -478,78 +478,42 @@ pub fn render(config: &Config, snapshot: &Snapshot, feed: &Feed) -> Result<Files
                 compared: vec![compared],
             }),
         }
-        let stats = snapshot.stats_of(&target.id);
-        let windows = Window::ALL
-            .iter()
-            .filter_map(|&w| {
-                let s = stats?.window(w)?;
-                Some(WindowRow {
-                    name: w.as_str(),
-                    runs: s.attempts,
-                    availability: percent(s.availability),
-                    ttft50: ms(s.latency.ttft_ms.p50),
-                    ttft95: ms(s.latency.ttft_ms.p95),
-                    ttft99: ms(s.latency.ttft_ms.p99),
-                    speed50: number(s.latency.tokens_per_s.p50),
-                    rate_limited: s.rate_limited,
-                    cost: format!("${:.4}", s.cost_usd),
-                })
-            })
+        pages.push((target, entry));
+    }
+    let mut by_target: HashMap<&str, Vec<&Incident>> = HashMap::new();
+    for incident in &snapshot.incidents {
+        by_target
+            .entry(&incident.target)
+            .or_default()
+            .push(incident);
+    }
+    let page = |(target, entry): &(&Target, &FeedTarget)| {
+        let incidents = by_target
+            .get(target.id.as_str())
+            .map_or(&[][..], Vec::as_slice);
+        target_page(config, snapshot, target, entry, &refresh, incidents)
+    };
+    // Target pages are most of a site and independent: one share per core.
+    let share = pages
+        .len()
+        .div_ceil(std::thread::available_parallelism().map_or(1, usize::from))
+        .max(1);
+    let rendered: Vec<Result<Vec<Page>, PublishError>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = pages
+            .chunks(share)
+            .map(|chunk| scope.spawn(move || chunk.iter().map(page).collect()))
             .collect();
-        let month = stats.and_then(|s| s.window(Window::D30));
-        let total = month.map_or(0, |m| m.attempts).max(1);
-        let errors = month
-            .map(|m| {
-                m.outcomes
-                    .iter()
-                    .map(|(o, n)| {
-                        (
-                            o.to_string(),
-                            *n,
-                            format!("{:.1}%", *n as f64 * 100.0 / total as f64),
-                        )
-                    })
-                    .collect()
+        workers
+            .into_iter()
+            .map(|worker| {
+                worker
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
             })
-            .unwrap_or_default();
-        let page = TargetPage {
-            title: config.publish.title.clone(),
-            refresh: refresh.clone(),
-            generated: when(snapshot.now_ms),
-            row: row(target, entry, snapshot, "../"),
-            group: entry.group.clone(),
-            weight: format!("{:.3}", entry.weight),
-            rank: entry.rank,
-            windows,
-            chart: markup::latency_chart(snapshot, &target.id),
-            heatmap: markup::heatmap(snapshot, &target.id),
-            errors,
-            incidents: incident_views(snapshot, "../", Some(&target.id), false),
-            runs: snapshot
-                .latest
-                .get(&target.id)
-                .map(|runs| runs.iter().map(run_row).collect())
-                .unwrap_or_default(),
-            days: markup::daily_rows(snapshot, &target.id),
-            locations: if entry.locations.len() > 1 {
-                location_rows(entry)
-            } else {
-                Vec::new()
-            },
-            fleet: snapshot.locations.len() > 1,
-            quality: quality_page::section(&entry.quality, snapshot, &target.id),
-            alpha: config.quality.alpha,
-            slo: entry
-                .slo
-                .as_ref()
-                .map(|slo| (slo.window.clone(), slo_rows(slo))),
-            margin: format!("{}", config.quality.margin * 100.0),
-        };
-        let html = page.render().map_err(|source| PublishError::Render {
-            page: target.id.clone(),
-            source,
-        })?;
-        files.insert(format!("t/{}.html", slug(&target.id)), html.into_bytes());
+            .collect()
+    });
+    for share in rendered {
+        files.extend(share?);
     }
     let summary = counts
         .iter()
@@ -584,7 +548,7 @@ pub fn render(config: &Config, snapshot: &Snapshot, feed: &Feed) -> Result<Files
         title: config.publish.title.clone(),
         refresh: refresh.clone(),
         generated: when(snapshot.now_ms),
-        incidents: incident_views(snapshot, "", None, false),
+        incidents: incident_views(snapshot, "", &snapshot.incidents, false),
         fleet: snapshot.locations.len() > 1,
     };
     let html = history.render().map_err(|source| PublishError::Render {
@@ -601,7 +565,7 @@ pub fn render(config: &Config, snapshot: &Snapshot, feed: &Feed) -> Result<Files
         generated: when(snapshot.now_ms),
         generated_iso: rfc3339(snapshot.now_ms),
         window: feed.window.clone(),
-        open_incidents: incident_views(snapshot, "", None, true),
+        open_incidents: incident_views(snapshot, "", &snapshot.incidents, true),
         groups,
         summary,
     };
@@ -611,4 +575,90 @@ pub fn render(config: &Config, snapshot: &Snapshot, feed: &Feed) -> Result<Files
     })?;
     files.insert("index.html".into(), html.into_bytes());
     Ok(files)
+}
+
+/// A rendered page: its path in the site and its bytes.
+type Page = (String, Vec<u8>);
+
+/// The page of one target.
+fn target_page(
+    config: &Config,
+    snapshot: &Snapshot,
+    target: &Target,
+    entry: &FeedTarget,
+    refresh: &str,
+    incidents: &[&Incident],
+) -> Result<Page, PublishError> {
+    let stats = snapshot.stats_of(&target.id);
+    let windows = Window::ALL
+        .iter()
+        .filter_map(|&w| {
+            let s = stats?.window(w)?;
+            Some(WindowRow {
+                name: w.as_str(),
+                runs: s.attempts,
+                availability: percent(s.availability),
+                ttft50: ms(s.latency.ttft_ms.p50),
+                ttft95: ms(s.latency.ttft_ms.p95),
+                ttft99: ms(s.latency.ttft_ms.p99),
+                speed50: number(s.latency.tokens_per_s.p50),
+                rate_limited: s.rate_limited,
+                cost: format!("${:.4}", s.cost_usd),
+            })
+        })
+        .collect();
+    let month = stats.and_then(|s| s.window(Window::D30));
+    let total = month.map_or(0, |m| m.attempts).max(1);
+    let errors = month
+        .map(|m| {
+            m.outcomes
+                .iter()
+                .map(|(o, n)| {
+                    (
+                        o.to_string(),
+                        *n,
+                        format!("{:.1}%", *n as f64 * 100.0 / total as f64),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let page = TargetPage {
+        title: config.publish.title.clone(),
+        refresh: refresh.to_owned(),
+        generated: when(snapshot.now_ms),
+        row: row(target, entry, snapshot, "../"),
+        group: entry.group.clone(),
+        weight: format!("{:.3}", entry.weight),
+        rank: entry.rank,
+        windows,
+        chart: markup::latency_chart(snapshot, &target.id),
+        heatmap: markup::heatmap(snapshot, &target.id),
+        errors,
+        incidents: incident_views(snapshot, "../", incidents.iter().copied(), false),
+        runs: snapshot
+            .latest
+            .get(&target.id)
+            .map(|runs| runs.iter().map(run_row).collect())
+            .unwrap_or_default(),
+        days: markup::daily_rows(snapshot, &target.id),
+        locations: if entry.locations.len() > 1 {
+            location_rows(entry)
+        } else {
+            Vec::new()
+        },
+        fleet: snapshot.locations.len() > 1,
+        quality: quality_page::section(&entry.quality, snapshot, &target.id),
+        alpha: config.quality.alpha,
+        slo: entry
+            .slo
+            .as_ref()
+            .map(|slo| (slo.window.clone(), slo_rows(slo))),
+        margin: format!("{}", config.quality.margin * 100.0),
+    };
+    let html = page.render().map_err(|source| PublishError::Render {
+        page: target.id.clone(),
+        source,
+    })?;
+    Ok((format!("t/{}.html", slug(&target.id)), html.into_bytes()))
 }

@@ -1,87 +1,33 @@
 //! Every window of every target, read from the store: raw results for `5m` and `1h`, hourly
-//! rollups for `24h`, daily rollups for `7d` and `30d`. Each run or rollup is folded, as it
-//! is read, into its target's global figures when its location counts (the HdrHistograms of
-//! every counted location merged, which is exact: the merged percentiles are those of the
-//! union of the runs), and into its location's own figures for the feed's window; then each
-//! target's global state by quorum (`aggregate::quorum`). Rollups stream from the store one
-//! at a time: a decoded rollup holds four histograms of tens of KB.
+//! rollups for `24h`, daily rollups for `7d` and `30d` (through the `WindowCache`, which
+//! keeps their closed buckets summed between publishes). Each location's window is added
+//! into its target's global figures when the location counts (the distributions of every
+//! counted location merged, which is exact: the merged percentiles are those of the union
+//! of the runs), and kept as the location's own figures for the feed's window; then each
+//! target's global state by quorum (`aggregate::quorum`). Distributions are sparse (only
+//! non-zero counters), so a month of windows of every target fits in memory.
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::window_cache::{Key, WindowCache};
 use crate::aggregate::health::State;
 use crate::aggregate::quorum::{self, LocationStatus};
-use crate::aggregate::rollup::{Rollup, Span};
+use crate::aggregate::sparse::{SparseBuilder, SparseRollup};
 use crate::aggregate::{LocationStats, TargetStats, Window, WindowStats};
 use crate::config::Config;
 use crate::result::ResultRecord;
-use crate::store::{RollupRow, Store, StoreError, TargetAt};
+use crate::store::{Store, StoreError, TargetAt};
 
 /// Per probe: the merged rollup.
-type PerProbe = BTreeMap<String, Rollup>;
+type PerProbe = BTreeMap<String, SparseRollup>;
 
-/// What is folded while the store is read.
-struct Folding<'a> {
-    /// Per window, per target: every counted location's runs.
-    global: HashMap<Window, HashMap<String, PerProbe>>,
-    /// Per target and location: the feed's window.
-    local: HashMap<TargetAt, PerProbe>,
-    feed_window: Window,
-    fleet: &'a [LocationStatus],
-}
-
-impl Folding<'_> {
-    /// Whether `location` counts in the global figures (a location without a heartbeat —
-    /// rows written before locations — does).
-    fn counts(&self, location: &str) -> bool {
-        self.fleet
-            .iter()
-            .find(|status| status.location == location)
-            .is_none_or(|status| status.counted)
-    }
-
-    /// The slots a run or rollup of `window` seen from `location` goes into.
-    fn slots(
-        &mut self,
-        window: Window,
-        target: &str,
-        location: &str,
-        probe: &str,
-    ) -> Vec<&mut Rollup> {
-        let mut slots = Vec::with_capacity(2);
-        let local = window == self.feed_window;
-        if self.counts(location) {
-            let global = self
-                .global
-                .entry(window)
-                .or_default()
-                .entry(target.to_owned())
-                .or_default()
-                .entry(probe.to_owned())
-                .or_default();
-            slots.push(global);
+/// Adds `rollup` to `probe`'s in `probes`, taking it whole when it is the first.
+fn add_into(probes: &mut PerProbe, probe: String, rollup: SparseRollup) {
+    match probes.entry(probe) {
+        std::collections::btree_map::Entry::Vacant(slot) => {
+            slot.insert(rollup);
         }
-        if local {
-            let here = self
-                .local
-                .entry(TargetAt::new(target, location))
-                .or_default()
-                .entry(probe.to_owned())
-                .or_default();
-            slots.push(here);
-        }
-        slots
-    }
-
-    fn add(&mut self, window: Window, record: &ResultRecord, at: i64) {
-        for slot in self.slots(window, &record.target, &record.location, &record.probe) {
-            slot.add(record, at);
-        }
-    }
-
-    fn merge(&mut self, window: Window, row: &RollupRow) {
-        for slot in self.slots(window, &row.target, &row.location, &row.probe) {
-            slot.merge(&row.rollup);
-        }
+        std::collections::btree_map::Entry::Occupied(mut slot) => slot.get_mut().add(&rollup),
     }
 }
 
@@ -102,36 +48,93 @@ pub fn summarize(
     config: &Config,
     now_ms: i64,
 ) -> Result<Vec<TargetStats>, StoreError> {
+    summarize_with(store, config, now_ms, &mut WindowCache::new(), None)
+}
+
+/// [`summarize`] with the rollup windows kept in `cache` between calls (a server's
+/// publishes then decode only the rollups that changed since the last one), and with
+/// `hour_runs`, when given, as every run of the last hour instead of reading them.
+pub fn summarize_with(
+    store: &Store,
+    config: &Config,
+    now_ms: i64,
+    cache: &mut WindowCache,
+    hour_runs: Option<&[ResultRecord]>,
+) -> Result<Vec<TargetStats>, StoreError> {
     let fleet = locations(store, now_ms)?;
-    let mut folding = Folding {
-        global: HashMap::new(),
-        local: HashMap::new(),
-        feed_window: Window::from_name(&config.publish.window).unwrap_or(Window::H1),
-        fleet: &fleet,
+    let feed_window = Window::from_name(&config.publish.window).unwrap_or(Window::H1);
+    // A location without a heartbeat (rows written before locations) counts.
+    let counts = |location: &str| {
+        fleet
+            .iter()
+            .find(|status| status.location == location)
+            .is_none_or(|status| status.counted)
     };
-    for (record, at) in store.results_since(Window::H1.start(now_ms), None)? {
-        for window in [Window::M5, Window::H1] {
-            if at >= window.start(now_ms) {
-                folding.add(window, &record, at);
-            }
+    let read: Vec<ResultRecord>;
+    let runs = match hour_runs {
+        Some(runs) => runs,
+        None => {
+            read = store
+                .results_since(Window::H1.start(now_ms), None)?
+                .into_iter()
+                .map(|(record, _)| record)
+                .collect();
+            &read
+        }
+    };
+    // Each run is gathered once, into the last five minutes or the hour before them; the
+    // hour's window is the two added.
+    let (hour_start, minutes_start) = (Window::H1.start(now_ms), Window::M5.start(now_ms));
+    let mut raw: HashMap<(&str, &str, &str), [SparseBuilder; 2]> = HashMap::new();
+    for record in runs {
+        let at = record.ts.ms();
+        if at >= hour_start {
+            let key = (&*record.target, &*record.location, &*record.probe);
+            raw.entry(key).or_default()[usize::from(at >= minutes_start)].add(record, at);
         }
     }
-    store.each_rollup_since(Span::Hour, Window::H24.start(now_ms), &mut |row| {
-        folding.merge(Window::H24, &row);
-    })?;
-    store.each_rollup_since(Span::Day, Window::D30.start(now_ms), &mut |row| {
-        for window in [Window::D7, Window::D30] {
-            if row.bucket >= window.start(now_ms) {
-                folding.merge(window, &row);
-            }
+    let mut every: Vec<((Window, Key), SparseRollup)> = Vec::with_capacity(raw.len() * 5);
+    for ((target, location, probe), [before, minutes]) in raw {
+        let key = Key {
+            target: target.to_owned(),
+            location: location.to_owned(),
+            probe: probe.to_owned(),
+        };
+        let mut hour = before.finish();
+        if !minutes.is_empty() {
+            let minutes = minutes.finish();
+            hour.add(&minutes);
+            every.push(((Window::M5, key.clone()), minutes));
         }
-    })?;
-    let Folding {
-        global,
-        mut local,
-        feed_window,
-        ..
-    } = folding;
+        every.push(((Window::H1, key), hour));
+    }
+    every.extend(cache.windows(store, now_ms)?);
+    // Merged in one order whatever the maps' order, so the same history gives the same bytes.
+    let rank = |w: Window| Window::ALL.iter().position(|&x| x == w);
+    every.sort_by(|a, b| (rank(a.0.0), &a.0.1).cmp(&(rank(b.0.0), &b.0.1)));
+    let mut global: HashMap<Window, HashMap<String, PerProbe>> = HashMap::new();
+    let mut local: HashMap<TargetAt, PerProbe> = HashMap::new();
+    for ((window, key), rollup) in every {
+        let here = (window == feed_window).then(|| TargetAt::new(&key.target, &key.location));
+        // The global figures take the rollup itself; the location's, when it is the feed's
+        // window, a copy: a month's distributions are worth not copying twice.
+        let global_rollup = match here {
+            Some(at) => {
+                let probes = local.entry(at).or_default();
+                add_into(probes, key.probe.clone(), rollup.clone());
+                rollup
+            }
+            None => rollup,
+        };
+        if counts(&key.location) {
+            let targets = global.entry(window).or_default();
+            add_into(
+                targets.entry(key.target).or_default(),
+                key.probe,
+                global_rollup,
+            );
+        }
+    }
     let health = store.health()?;
     let mut seen_by: HashMap<String, Vec<String>> = HashMap::new();
     for at in health.keys().chain(local.keys()) {

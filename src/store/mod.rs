@@ -26,7 +26,7 @@ use thiserror::Error;
 
 use crate::aggregate::alerting::Notification;
 use crate::aggregate::health::{IncidentKind, State, TargetHealth, Transition};
-use crate::aggregate::rollup::{Rollup, Scalars, Span};
+use crate::aggregate::rollup::{DecodeError, Rollup, Scalars, Span};
 use crate::config::{StoreBackend, StoreConfig};
 use crate::result::ResultRecord;
 
@@ -105,6 +105,55 @@ pub struct RollupRow {
     pub location: String,
     /// The runs in it.
     pub rollup: Rollup,
+}
+
+/// A rollup row's key and a fingerprint of its stored content: what the publisher's window
+/// cache checks its sums against without decoding the row.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RollupHead {
+    /// Unix ms of the bucket's start.
+    pub bucket: i64,
+    /// Target id.
+    pub target: String,
+    /// Probe name.
+    pub probe: String,
+    /// The location whose runs these are.
+    pub location: String,
+    /// [`fingerprint`] of the row as stored.
+    pub fingerprint: u64,
+}
+
+/// What [`Backend::each_rollup_head_since`] hands each row to: its head, and the stored
+/// rollup when it was wanted.
+pub type EachHead<'f> =
+    dyn FnMut(RollupHead, Option<StoredRollup<'_>>) -> Result<(), DecodeError> + 'f;
+
+/// A stored rollup as read, before its histograms are decoded.
+#[derive(Debug)]
+pub struct StoredRollup<'a> {
+    /// Its scalars.
+    pub scalars: Scalars,
+    /// Its histograms' V2 blobs: TTFT, E2E, ITL, tokens/s.
+    pub blobs: [&'a [u8]; 4],
+}
+
+/// The fingerprint of a stored rollup: a hash of its scalars' stored text, which counts
+/// every run of the bucket by outcome, so any run added to the row changes it. Eight bytes
+/// at a time (a publish fingerprints every row of a month's windows); fingerprints live
+/// only in memory, so the hash need not be stable across builds.
+pub fn fingerprint(scalars_text: &str) -> u64 {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let bytes = scalars_text.as_bytes();
+    let mut chunks = bytes.chunks_exact(8);
+    let mut hash = bytes.len() as u64;
+    for chunk in &mut chunks {
+        let word = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+        hash = (hash.rotate_left(5) ^ word).wrapping_mul(K);
+    }
+    for &byte in chunks.remainder() {
+        hash = (hash.rotate_left(5) ^ u64::from(byte)).wrapping_mul(K);
+    }
+    hash
 }
 
 /// A target as one location sees it: the key of stored states.
@@ -245,7 +294,12 @@ pub trait Backend: Send {
     fn latest_results(&self, target: &str, limit: usize) -> Result<Vec<ResultRecord>, StoreError>;
 
     /// Number of stored results.
-    fn result_count(&self) -> Result<u64, StoreError>;
+    fn result_count(&self) -> Result<u64, StoreError> {
+        self.result_count_since(i64::MIN)
+    }
+
+    /// Number of stored results with `ts_ms >= since_ms` (an index range count: cheap).
+    fn result_count_since(&self, since_ms: i64) -> Result<u64, StoreError>;
 
     /// Hands `each` the rollups of `span` with `bucket >= since_bucket`, by bucket, target,
     /// probe, location, one at a time as they are read.
@@ -254,6 +308,32 @@ pub trait Backend: Send {
         span: Span,
         since_bucket: i64,
         each: &mut dyn FnMut(RollupRow),
+    ) -> Result<(), StoreError> {
+        self.each_rollup_head_since(span, since_bucket, &mut |_| true, &mut |head, stored| {
+            if let Some(stored) = stored {
+                each(RollupRow {
+                    span,
+                    bucket: head.bucket,
+                    target: head.target,
+                    probe: head.probe,
+                    location: head.location,
+                    rollup: Rollup::from_parts(stored.scalars, stored.blobs)?,
+                });
+            }
+            Ok(())
+        })
+    }
+
+    /// Hands `each` the head of every rollup of `span` with `bucket >= since_bucket`, in
+    /// [`Backend::each_rollup_since`]'s order, with the stored rollup only when `wanted`
+    /// says so (reading and decoding the histograms is most of a read's cost); a rollup
+    /// `each` cannot decode is a corrupt store.
+    fn each_rollup_head_since(
+        &self,
+        span: Span,
+        since_bucket: i64,
+        wanted: &mut dyn FnMut(&RollupHead) -> bool,
+        each: &mut EachHead<'_>,
     ) -> Result<(), StoreError>;
 
     /// Up to `limit` rollups of `span` after the position `(bucket, target, probe,

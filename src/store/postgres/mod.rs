@@ -29,8 +29,8 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{
-    Backend, Batch, Copied, FleetLimits, Heartbeat, Incident, RollupRow, Spend, StoreError,
-    TargetAt,
+    Backend, Batch, Copied, EachHead, FleetLimits, Heartbeat, Incident, RollupHead, RollupRow,
+    Spend, StoreError, StoredRollup, TargetAt,
 };
 use crate::aggregate::alerting::Notification;
 use crate::aggregate::health::{IncidentKind, State, TargetHealth, Transition};
@@ -479,30 +479,63 @@ impl Backend for Postgres {
         Ok(out.into_iter().map(|(record, _)| record).collect())
     }
 
-    fn result_count(&self) -> Result<u64, StoreError> {
+    fn result_count_since(&self, since_ms: i64) -> Result<u64, StoreError> {
         self.call(async |pool: &Pool| {
             let client = pool.get().await.map_err(Failure::pool)?;
             let row = client
-                .query_one("SELECT COUNT(*) FROM results", &[])
+                .query_one(
+                    "SELECT COUNT(*) FROM results WHERE ts_ms >= $1",
+                    &[&since_ms],
+                )
                 .await
                 .map_err(Failure::Db)?;
             Ok(row.try_get::<_, i64>(0).map_err(Failure::Db)? as u64)
         })
     }
 
-    fn each_rollup_since(
+    fn each_rollup_head_since(
         &self,
         span: Span,
         since_bucket: i64,
-        each: &mut dyn FnMut(RollupRow),
+        wanted: &mut dyn FnMut(&RollupHead) -> bool,
+        each: &mut EachHead<'_>,
     ) -> Result<(), StoreError> {
-        self.rollup_rows(
-            "SELECT bucket, target, probe, location, scalars, ttft, e2e, itl, tps FROM rollups
-             WHERE span = $1 AND bucket >= $2 ORDER BY bucket, target, probe, location",
-            span,
-            &[&span.as_str(), &since_bucket],
-            each,
-        )
+        self.call(async |pool: &Pool| {
+            let client = pool.get().await.map_err(Failure::pool)?;
+            let params: [&(dyn ToSql + Sync); 2] = [&span.as_str(), &since_bucket];
+            let rows = client
+                .query_raw(
+                    "SELECT bucket, target, probe, location, scalars, ttft, e2e, itl, tps
+                     FROM rollups WHERE span = $1 AND bucket >= $2
+                     ORDER BY bucket, target, probe, location",
+                    params.iter().map(|p| *p as &dyn ToSql),
+                )
+                .await
+                .map_err(Failure::Db)?;
+            let mut rows = std::pin::pin!(rows);
+            while let Some(row) = rows.try_next().await.map_err(Failure::Db)? {
+                let text: &str = row.try_get(4).map_err(Failure::Db)?;
+                let head = RollupHead {
+                    bucket: row.try_get(0).map_err(Failure::Db)?,
+                    target: row.try_get(1).map_err(Failure::Db)?,
+                    probe: row.try_get(2).map_err(Failure::Db)?,
+                    location: row.try_get(3).map_err(Failure::Db)?,
+                    fingerprint: super::fingerprint(text),
+                };
+                let stored = if wanted(&head) {
+                    let blob = |i: usize| row.try_get::<_, &[u8]>(i).map_err(Failure::Db);
+                    Some(StoredRollup {
+                        scalars: rows::scalars(text)?,
+                        blobs: [blob(5)?, blob(6)?, blob(7)?, blob(8)?],
+                    })
+                } else {
+                    None
+                };
+                each(head, stored)
+                    .map_err(|err| Failure::Corrupt(format!("a rollup does not decode: {err}")))?;
+            }
+            Ok(())
+        })
     }
 
     fn rollups_after(

@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-use super::{Backend, Batch, Copied, Heartbeat, Incident, RollupRow, Spend, StoreError, TargetAt};
+use super::{
+    Backend, Batch, Copied, EachHead, Heartbeat, Incident, RollupHead, RollupRow, Spend,
+    StoreError, StoredRollup, TargetAt,
+};
 use crate::aggregate::alerting::Notification;
 use crate::aggregate::health::{IncidentKind, State, TargetHealth, Transition};
 use crate::aggregate::rollup::{Rollup, Scalars, Span};
@@ -302,28 +305,67 @@ impl Backend for Sqlite {
         Ok(out.into_iter().map(|(record, _)| record).collect())
     }
 
-    fn result_count(&self) -> Result<u64, StoreError> {
+    fn result_count_since(&self, since_ms: i64) -> Result<u64, StoreError> {
         self.conn
-            .query_row("SELECT COUNT(*) FROM results", [], |row| {
-                row.get::<_, i64>(0)
-            })
+            .query_row(
+                "SELECT COUNT(*) FROM results WHERE ts_ms >= ?1",
+                [since_ms],
+                |row| row.get::<_, i64>(0),
+            )
             .map(|n| n as u64)
             .map_err(|source| self.err(source))
     }
 
-    fn each_rollup_since(
+    fn each_rollup_head_since(
         &self,
         span: Span,
         since_bucket: i64,
-        each: &mut dyn FnMut(RollupRow),
+        wanted: &mut dyn FnMut(&RollupHead) -> bool,
+        each: &mut EachHead<'_>,
     ) -> Result<(), StoreError> {
-        self.rollup_rows(
-            "SELECT bucket, target, probe, location, scalars, ttft, e2e, itl, tps FROM rollups
-             WHERE span = ?1 AND bucket >= ?2 ORDER BY bucket, target, probe, location",
-            span,
-            params![span.as_str(), since_bucket],
-            each,
-        )
+        let mut statement = self
+            .conn
+            .prepare_cached(
+                "SELECT bucket, target, probe, location, scalars, ttft, e2e, itl, tps FROM rollups
+                 WHERE span = ?1 AND bucket >= ?2 ORDER BY bucket, target, probe, location",
+            )
+            .map_err(|source| self.err(source))?;
+        let mut rows = statement
+            .query(params![span.as_str(), since_bucket])
+            .map_err(|source| self.err(source))?;
+        let corrupt = |message: String| StoreError::Corrupt {
+            store: self.path.display().to_string(),
+            message,
+        };
+        while let Some(row) = rows.next().map_err(|source| self.err(source))? {
+            let text = row
+                .get_ref(4)
+                .and_then(|value| Ok(value.as_str()?))
+                .map_err(|source| self.err(source))?;
+            let head = RollupHead {
+                bucket: row.get(0).map_err(|source| self.err(source))?,
+                target: row.get(1).map_err(|source| self.err(source))?,
+                probe: row.get(2).map_err(|source| self.err(source))?,
+                location: row.get(3).map_err(|source| self.err(source))?,
+                fingerprint: super::fingerprint(text),
+            };
+            if !wanted(&head) {
+                each(head, None).map_err(|err| corrupt(err.to_string()))?;
+                continue;
+            }
+            // Blob columns are read from the file only here, for a wanted row.
+            let blob = |i| {
+                row.get_ref(i)
+                    .map(|value| value.as_bytes_or_null().ok().flatten().unwrap_or_default())
+                    .map_err(|source| self.err(source))
+            };
+            let blobs = [blob(5)?, blob(6)?, blob(7)?, blob(8)?];
+            let scalars = serde_json::from_str::<Scalars>(text)
+                .map_err(|err| corrupt(format!("rollup scalars do not decode: {err}")))?;
+            each(head, Some(StoredRollup { scalars, blobs }))
+                .map_err(|err| corrupt(err.to_string()))?;
+        }
+        Ok(())
     }
 
     fn rollups_after(

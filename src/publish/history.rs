@@ -1,0 +1,343 @@
+//! What a publisher keeps of the store between publishes, so that a periodic publish reads
+//! what changed rather than a month of history: the rollup windows (`WindowCache`), the
+//! daily and hourly figures of the bar, charts and heatmap for closed buckets, and the
+//! newest runs (`results.csv`, each target's last runs).
+//!
+//! Each publish reads the current and previous hour's and day's rollup scalars (a run may
+//! still land in the previous bucket just after it closed) and the runs recorded in the last
+//! [`OVERLAP_MS`] and after, deduplicated by `run_id`, then checks the kept runs against the
+//! store's count (a run written late — after a store outage, or by a fleet location
+//! catching up — makes them be read again). The `5m` and `1h` windows are folded from the
+//! kept runs, the others come from the `WindowCache`, which checks each summed bucket's
+//! fingerprint at every publish: windows, the feed, the runs listed and `results.csv` never
+//! lag. Closed buckets of the bar, the daily table, the charts and the heatmap are read
+//! once — the hours as each closes — and all again at the first publish of each day: a
+//! run written late into an older hour or day shows there from the next day. A new
+//! `History` reads everything, which is what `sonde publish` does.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use super::window_cache::WindowCache;
+use super::windows::summarize_with;
+use super::{BAR_DAYS, CSV_RUNS, HEATMAP_DAYS, LAST_RUNS};
+use crate::aggregate::rollup::{Scalars, Span};
+use crate::aggregate::{TargetStats, Window};
+use crate::config::Config;
+use crate::result::{Outcome, ResultRecord};
+use crate::store::{Store, StoreError};
+
+/// How far back each publish re-reads runs: a run is committed within this of finishing
+/// unless the store was away.
+pub const OVERLAP_MS: i64 = 5 * 60_000;
+
+/// One hour of a target on the TTFT chart and heatmap: its busiest probe's figures.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HourPoint {
+    /// The probe's ok runs that hour (the busiest probe is shown).
+    pub ok: u64,
+    /// TTFT median, ms.
+    pub ttft_p50_ms: f64,
+    /// TTFT 95th percentile, ms.
+    pub ttft_p95_ms: Option<f64>,
+}
+
+/// Per target, per bucket.
+type ByBucket<T> = HashMap<String, BTreeMap<i64, T>>;
+
+/// The figures of closed buckets, read once.
+#[derive(Debug, Default)]
+struct Closed {
+    /// The day they were read whole (`None`: never).
+    day: Option<i64>,
+    /// Hours before this are in `hours`.
+    hours_to: i64,
+    /// Days before this are in `days`.
+    days_to: i64,
+    /// The busiest probe's TTFT per target and closed hour.
+    hours: ByBucket<HourPoint>,
+    /// Every probe's and location's scalars merged, per target and closed day.
+    days: ByBucket<Scalars>,
+}
+
+/// What a publisher keeps between publishes.
+#[derive(Debug, Default)]
+pub struct History {
+    /// The rollup windows.
+    windows: WindowCache,
+    closed: Closed,
+    /// The newest runs of the last 24 hours, [`CSV_RUNS`] or every run of the last hour when
+    /// that is more, by time then `run_id` (shared with the snapshot being published, not
+    /// copied).
+    recent: Arc<Vec<ResultRecord>>,
+    /// Per target its last [`LAST_RUNS`] runs, newest first.
+    latest: Arc<HashMap<String, Vec<ResultRecord>>>,
+    /// Whether the runs were read at all.
+    runs_read: bool,
+    /// `recent` holds every run from this unix ms on.
+    complete_from: i64,
+}
+
+/// Keeps the busier of two points of one hour (on a tie, the later read, as a cold read
+/// would).
+fn busiest(slot: &mut Option<HourPoint>, scalars: &Scalars) {
+    let Some(p50) = scalars.ttft_p50_ms else {
+        return;
+    };
+    let ok = scalars.count(Outcome::Ok);
+    if slot.is_none_or(|point| ok >= point.ok) {
+        *slot = Some(HourPoint {
+            ok,
+            ttft_p50_ms: p50,
+            ttft_p95_ms: scalars.ttft_p95_ms,
+        });
+    }
+}
+
+/// Orders runs by time then `run_id`, as the store returns them.
+fn by_time(a: &ResultRecord, b: &ResultRecord) -> std::cmp::Ordering {
+    (a.ts.ms(), &a.run_id).cmp(&(b.ts.ms(), &b.run_id))
+}
+
+impl History {
+    /// An empty history: the first publish reads everything.
+    pub fn new() -> History {
+        History::default()
+    }
+
+    /// Counters kept in the rollup windows' sums (16 bytes each).
+    pub fn counters(&self) -> usize {
+        self.windows.counters()
+    }
+
+    /// Every target's windows and states at `now_ms` (`windows::summarize`), reading only
+    /// what changed since the last call.
+    pub fn stats(
+        &mut self,
+        config: &Config,
+        store: &Store,
+        now_ms: i64,
+    ) -> Result<Vec<TargetStats>, StoreError> {
+        self.advance(config, store, now_ms)?;
+        let recent = Arc::clone(&self.recent);
+        let hour_start = Window::H1.start(now_ms);
+        // Every run from `complete_from` on is kept: the hour's runs are all there.
+        let hour_runs = (self.complete_from <= hour_start)
+            .then(|| &recent[recent.partition_point(|r| r.ts.ms() < hour_start)..]);
+        summarize_with(store, config, now_ms, &mut self.windows, hour_runs)
+    }
+
+    /// Reads what changed since the last call for `config`'s targets at `now_ms`.
+    fn advance(&mut self, config: &Config, store: &Store, now_ms: i64) -> Result<(), StoreError> {
+        self.advance_closed(store, now_ms)?;
+        self.advance_runs(config, store, now_ms)
+    }
+
+    /// Reads the buckets that closed (all of them at the first publish of a day).
+    fn advance_closed(&mut self, store: &Store, now_ms: i64) -> Result<(), StoreError> {
+        let (hour, day) = (Span::Hour, Span::Day);
+        let today = day.bucket_of(now_ms);
+        let open_hours = hour.bucket_of(now_ms) - hour.ms();
+        let open_days = today - day.ms();
+        let closed = &mut self.closed;
+        if closed.day != Some(today) {
+            *closed = Closed {
+                day: Some(today),
+                hours_to: hour.bucket_of(now_ms) - HEATMAP_DAYS * day.ms(),
+                days_to: today - (BAR_DAYS - 1) * day.ms(),
+                ..Closed::default()
+            };
+        }
+        if closed.hours_to < open_hours {
+            let mut points: ByBucket<Option<HourPoint>> = HashMap::new();
+            for (bucket, target, _, scalars) in store.rollup_scalars_since(hour, closed.hours_to)? {
+                if bucket < open_hours {
+                    busiest(
+                        points.entry(target).or_default().entry(bucket).or_default(),
+                        &scalars,
+                    );
+                }
+            }
+            for (target, hours) in points {
+                let kept = closed.hours.entry(target).or_default();
+                kept.extend(hours.into_iter().filter_map(|(b, p)| Some((b, p?))));
+            }
+            closed.hours_to = open_hours;
+        }
+        if closed.days_to < open_days {
+            for (bucket, target, _, scalars) in store.rollup_scalars_since(day, closed.days_to)? {
+                if bucket < open_days {
+                    let merged = closed.days.entry(target).or_default();
+                    merged.entry(bucket).or_default().merge(&scalars);
+                }
+            }
+            closed.days_to = open_days;
+        }
+        let first_hour = hour.bucket_of(now_ms) - HEATMAP_DAYS * day.ms();
+        let first_day = today - (BAR_DAYS - 1) * day.ms();
+        for hours in closed.hours.values_mut() {
+            hours.retain(|&b, _| b >= first_hour);
+        }
+        for days in closed.days.values_mut() {
+            days.retain(|&b, _| b >= first_day);
+        }
+        Ok(())
+    }
+
+    /// Reads the runs recorded since the last read: those of the last [`OVERLAP_MS`] before
+    /// the newest kept and after, new by `run_id`. Then the store's count of runs since the
+    /// oldest kept must equal what is kept; when it does not (a run was written late, or
+    /// the first time) the newest runs are read whole.
+    fn advance_runs(
+        &mut self,
+        config: &Config,
+        store: &Store,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let since_day = now_ms - Span::Day.ms();
+        if self.runs_read {
+            self.add_new_runs(store, since_day, Window::H1.start(now_ms))?;
+            if store.result_count_since(self.complete_from)? == self.recent.len() as u64 {
+                return Ok(());
+            }
+        }
+        self.runs_read = true;
+        let mut recent = store.newest_since(since_day, CSV_RUNS)?;
+        self.complete_from = match recent.first() {
+            Some(oldest) if recent.len() >= CSV_RUNS => oldest.ts.ms(),
+            _ => since_day,
+        };
+        let hour_start = Window::H1.start(now_ms);
+        if self.complete_from > hour_start {
+            // More runs in the hour than the file holds: the hour's windows need them all.
+            recent = store
+                .results_since(hour_start, None)?
+                .into_iter()
+                .map(|(record, _)| record)
+                .collect();
+            self.complete_from = hour_start;
+        }
+        self.recent = Arc::new(recent);
+        let mut latest = HashMap::new();
+        for target in &config.targets {
+            latest.insert(
+                target.id.clone(),
+                store.latest_results(&target.id, LAST_RUNS)?,
+            );
+        }
+        self.latest = Arc::new(latest);
+        Ok(())
+    }
+
+    /// Adds the runs recorded since the newest kept, less [`OVERLAP_MS`]; keeps those of the
+    /// last 24 hours, the newest [`CSV_RUNS`] or more when the last hour (from
+    /// `hour_start`) holds more.
+    fn add_new_runs(
+        &mut self,
+        store: &Store,
+        since_day: i64,
+        hour_start: i64,
+    ) -> Result<(), StoreError> {
+        let newest = self.recent.last().map_or(since_day, |r| r.ts.ms());
+        let from = (newest - OVERLAP_MS).max(since_day);
+        let known: HashSet<&str> = self
+            .recent
+            .iter()
+            .rev()
+            .take_while(|r| r.ts.ms() >= from)
+            .map(|r| r.run_id.as_str())
+            .collect();
+        let fresh: Vec<ResultRecord> = store
+            .results_since(from, None)?
+            .into_iter()
+            .map(|(record, _)| record)
+            .filter(|record| !known.contains(record.run_id.as_str()))
+            .collect();
+        // The snapshot sharing them was dropped after its publish: no copy is made here.
+        let latest = Arc::make_mut(&mut self.latest);
+        for record in &fresh {
+            let runs = latest.entry(record.target.clone()).or_default();
+            runs.push(record.clone());
+            runs.sort_by(|a, b| by_time(b, a));
+            runs.truncate(LAST_RUNS);
+        }
+        let recent = Arc::make_mut(&mut self.recent);
+        recent.extend(fresh);
+        recent.sort_by(by_time);
+        let before_day = recent.partition_point(|r| r.ts.ms() < since_day);
+        let before_hour = recent.partition_point(|r| r.ts.ms() < hour_start);
+        let over = before_day.max(recent.len().saturating_sub(CSV_RUNS).min(before_hour));
+        if let Some(last_dropped) = over.checked_sub(1).map(|i| &recent[i]) {
+            self.complete_from = self.complete_from.max(last_dropped.ts.ms() + 1);
+        }
+        self.complete_from = self.complete_from.max(since_day);
+        recent.drain(..over);
+        Ok(())
+    }
+
+    /// Per target, the daily scalars of the bar's days, oldest first: closed days as kept,
+    /// the open ones read now.
+    pub(super) fn daily(
+        &self,
+        store: &Store,
+        now_ms: i64,
+    ) -> Result<HashMap<String, Vec<(i64, Scalars)>>, StoreError> {
+        let mut days = self.closed.days.clone();
+        let open = Span::Day.bucket_of(now_ms) - Span::Day.ms();
+        for (bucket, target, _, scalars) in store.rollup_scalars_since(Span::Day, open)? {
+            days.entry(target)
+                .or_default()
+                .entry(bucket)
+                .or_default()
+                .merge(&scalars);
+        }
+        Ok(days
+            .into_iter()
+            .map(|(target, days)| (target, days.into_iter().collect()))
+            .collect())
+    }
+
+    /// Per target, the hourly chart points of the heatmap's days, oldest first: closed hours
+    /// as kept, the open ones read now.
+    pub(super) fn hourly(
+        &self,
+        store: &Store,
+        now_ms: i64,
+    ) -> Result<HashMap<String, Vec<(i64, HourPoint)>>, StoreError> {
+        let open = Span::Hour.bucket_of(now_ms) - Span::Hour.ms();
+        let mut points: ByBucket<Option<HourPoint>> = HashMap::new();
+        for (bucket, target, _, scalars) in store.rollup_scalars_since(Span::Hour, open)? {
+            busiest(
+                points.entry(target).or_default().entry(bucket).or_default(),
+                &scalars,
+            );
+        }
+        let mut out: HashMap<String, Vec<(i64, HourPoint)>> = self
+            .closed
+            .hours
+            .iter()
+            .map(|(target, hours)| {
+                (
+                    target.clone(),
+                    hours.iter().map(|(b, p)| (*b, *p)).collect(),
+                )
+            })
+            .collect();
+        for (target, hours) in points {
+            let list = out.entry(target).or_default();
+            list.extend(hours.into_iter().filter_map(|(b, p)| Some((b, p?))));
+        }
+        Ok(out)
+    }
+
+    /// The newest runs of the last 24 hours (at least [`CSV_RUNS`] when there are as many),
+    /// oldest first.
+    pub(super) fn recent(&self) -> Arc<Vec<ResultRecord>> {
+        Arc::clone(&self.recent)
+    }
+
+    /// Per target, its last runs, newest first.
+    pub(super) fn latest(&self) -> Arc<HashMap<String, Vec<ResultRecord>>> {
+        Arc::clone(&self.latest)
+    }
+}

@@ -1,0 +1,221 @@
+//! The rollup windows (`24h`, `7d`, `30d`) kept between publishes, so that a periodic
+//! publish decodes only the rollups that changed instead of a month of them per target.
+//!
+//! For each window and (target, location, probe) the cache keeps the sum of the window's
+//! closed buckets (every bucket but the current one) in sparse form, with the fingerprint
+//! and scalars of each bucket in it. A publish reads every rollup head of the windows
+//! (key and fingerprint, not the histograms), keeps a sum only while each of its buckets is
+//! still stored with the same fingerprint, and then decodes only what it lacks: the current
+//! buckets, buckets that closed since, and buckets that left the window (to subtract
+//! them). A bucket written to after it was summed — a late run, another location catching
+//! up, a copy — changes its fingerprint and the sum is rebuilt from the store, so a window
+//! from the cache is always the window a cold read gives (tested in `tests/publish.rs`).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use crate::aggregate::Window;
+use crate::aggregate::rollup::{Scalars, Span};
+use crate::aggregate::sparse::SparseRollup;
+use crate::store::{RollupHead, Store, StoreError};
+
+/// A rollup's target, location and probe.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key {
+    /// Target id.
+    pub target: String,
+    /// The location whose runs these are.
+    pub location: String,
+    /// Probe name.
+    pub probe: String,
+}
+
+impl Key {
+    fn of(head: &RollupHead) -> Key {
+        Key {
+            target: head.target.clone(),
+            location: head.location.clone(),
+            probe: head.probe.clone(),
+        }
+    }
+}
+
+/// The closed buckets of one window and key, summed.
+#[derive(Debug, Default)]
+struct Closed {
+    /// Each bucket in the sum: its fingerprint and scalars (scalars do not subtract, so
+    /// they are merged from these when the window is read).
+    buckets: BTreeMap<i64, (u64, Scalars)>,
+    /// The buckets' distributions added (its scalars unused).
+    sum: SparseRollup,
+}
+
+/// Every window's closed sums, by window and key.
+#[derive(Debug, Default)]
+pub struct WindowCache {
+    closed: HashMap<(Window, Key), Closed>,
+}
+
+/// The rollup windows of `span`.
+fn windows_of(span: Span) -> &'static [Window] {
+    match span {
+        Span::Hour => &[Window::H24],
+        Span::Day => &[Window::D7, Window::D30],
+    }
+}
+
+impl WindowCache {
+    /// An empty cache: the first read decodes every rollup of the windows.
+    pub fn new() -> WindowCache {
+        WindowCache::default()
+    }
+
+    /// Counters held in the sums (16 bytes each): the cache's memory beyond its scalars.
+    pub fn counters(&self) -> usize {
+        self.closed.values().map(|c| c.sum.counters()).sum()
+    }
+
+    /// Every key's `24h`, `7d` and `30d` windows at `now_ms`, whole.
+    pub fn windows(
+        &mut self,
+        store: &Store,
+        now_ms: i64,
+    ) -> Result<HashMap<(Window, Key), SparseRollup>, StoreError> {
+        let mut out = HashMap::new();
+        for span in [Span::Hour, Span::Day] {
+            // A sum whose bucket changed between the two reads is dropped and read again.
+            while !self.read_span(store, span, now_ms, &mut out)? {}
+        }
+        Ok(out)
+    }
+
+    /// Reads `span`'s windows into `out`; false when a sum had to be dropped mid-read.
+    fn read_span(
+        &mut self,
+        store: &Store,
+        span: Span,
+        now_ms: i64,
+        out: &mut HashMap<(Window, Key), SparseRollup>,
+    ) -> Result<bool, StoreError> {
+        let windows = windows_of(span);
+        let current = span.bucket_of(now_ms);
+        // One bucket before the longest window: the one that just left it, to subtract.
+        let since = windows
+            .iter()
+            .map(|w| w.start(now_ms))
+            .min()
+            .unwrap_or(current)
+            - span.ms();
+        let mut stored: HashMap<Key, BTreeMap<i64, u64>> = HashMap::new();
+        store.each_rollup_head_since(span, since, &mut |_| false, &mut |head, _| {
+            stored
+                .entry(Key::of(&head))
+                .or_default()
+                .insert(head.bucket, head.fingerprint);
+            Ok(())
+        })?;
+        let mut wanted: HashSet<(Key, i64)> = HashSet::new();
+        for &window in windows {
+            let start = window.start(now_ms);
+            let keys: HashSet<Key> = stored
+                .keys()
+                .cloned()
+                .chain(
+                    self.closed
+                        .keys()
+                        .filter(|(w, _)| *w == window)
+                        .map(|(_, k)| k.clone()),
+                )
+                .collect();
+            for key in keys {
+                let rows = stored.get(&key);
+                let entry = self.closed.entry((window, key.clone())).or_default();
+                let intact = entry
+                    .buckets
+                    .iter()
+                    .all(|(bucket, (print, _))| rows.and_then(|r| r.get(bucket)) == Some(print));
+                if !intact {
+                    *entry = Closed::default();
+                }
+                for (&bucket, _) in rows.into_iter().flatten() {
+                    let summed = entry.buckets.contains_key(&bucket);
+                    let closed = (start..current).contains(&bucket);
+                    if bucket >= current || (closed && !summed) || (bucket < start && summed) {
+                        wanted.insert((key.clone(), bucket));
+                    }
+                }
+                if entry.buckets.is_empty() && rows.is_none() {
+                    self.closed.remove(&(window, key));
+                }
+            }
+        }
+        let mut open: HashMap<Key, SparseRollup> = HashMap::new();
+        let mut broken = false;
+        let closed = &mut self.closed;
+        store.each_rollup_head_since(
+            span,
+            since,
+            &mut |head| wanted.contains(&(Key::of(head), head.bucket)),
+            &mut |head, stored| {
+                let Some(stored) = stored else {
+                    return Ok(());
+                };
+                let key = Key::of(&head);
+                let sparse = SparseRollup::from_parts(stored.scalars, stored.blobs)?;
+                if head.bucket >= current {
+                    open.entry(key).or_default().add(&sparse);
+                    return Ok(());
+                }
+                for &window in windows {
+                    let start = window.start(now_ms);
+                    let Some(entry) = closed.get_mut(&(window, key.clone())) else {
+                        continue;
+                    };
+                    let summed = entry.buckets.get(&head.bucket).map(|b| b.0);
+                    if head.bucket >= start && summed.is_none() {
+                        entry.sum.add_distributions(&sparse);
+                        entry
+                            .buckets
+                            .insert(head.bucket, (head.fingerprint, sparse.scalars.clone()));
+                    } else if head.bucket < start && summed.is_some() {
+                        let same = summed == Some(head.fingerprint);
+                        if same && entry.sum.subtract_distributions(&sparse).is_ok() {
+                            entry.buckets.remove(&head.bucket);
+                        } else {
+                            *entry = Closed::default();
+                            broken = true;
+                        }
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        if broken {
+            return Ok(false);
+        }
+        for &window in windows {
+            let keys: Vec<Key> = self
+                .closed
+                .keys()
+                .filter(|(w, _)| *w == window)
+                .map(|(_, k)| k.clone())
+                .chain(open.keys().cloned())
+                .collect::<HashSet<Key>>()
+                .into_iter()
+                .collect();
+            for key in keys {
+                let mut whole = SparseRollup::default();
+                if let Some(entry) = self.closed.get(&(window, key.clone())) {
+                    whole.add_distributions(&entry.sum);
+                    for (_, scalars) in entry.buckets.values() {
+                        whole.scalars.merge(scalars);
+                    }
+                }
+                if let Some(current) = open.get(&key) {
+                    whole.add(current);
+                }
+                out.insert((window, key), whole);
+            }
+        }
+        Ok(true)
+    }
+}
