@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# `sonde serve` over the publish bench's store (200 targets x 30 days, a run every 10
+# minutes per target: run `cargo bench --bench publish` once to generate
+# `target/sonde-bench-publish.db`), re-rendering every 10 s for DURATION seconds (default
+# 120), while a client fetches `/feed.json` and `/metrics` every second: peak RSS and RSS at
+# the end (from /proc), CPU seconds, and how long each publish took (the server's debug log).
+# Usage: benches/scripts/serve_rss.sh [DURATION] [SONDE_BINARY]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+duration=${1:-120}
+binary=${2:-target/release/sonde}
+port=${SONDE_BENCH_PORT:-18789}
+store=target/sonde-bench-publish.db
+[ -f "$store" ] || { echo "no $store: run cargo bench --bench publish first" >&2; exit 1; }
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+[ "$binary" != target/release/sonde ] || cargo build --release --quiet
+cp "$store" "$work/sonde.db"
+# The bench's fleet: 20 providers of 10 models, the stream probe (benches/common).
+{
+  printf '[store]\npath = "sonde.db"\n\n[publish]\nevery = "10s"\n\n'
+  for p in $(seq 0 19); do
+    printf '[[providers]]\nname = "provider-%02d"\nkind = "openai"\nbase_url = "http://127.0.0.1:9/v1"\nprobes = ["stream"]\n' "$p"
+    for m in $(seq 0 9); do
+      printf '[[providers.models]]\nid = "model-%02d"\ngroup = "group-%02d"\ninput_price = 0.5\noutput_price = 1.5\n' "$m" "$m"
+    done
+  done
+} > "$work/sonde.toml"
+RUST_LOG=sonde=debug "$binary" serve --config "$work/sonde.toml" --listen "127.0.0.1:$port" \
+  > /dev/null 2> "$work/serve.log" &
+pid=$!
+peak=0
+for _ in $(seq 1 "$duration"); do
+  sleep 1
+  curl -sf "http://127.0.0.1:$port/feed.json" > /dev/null || true
+  curl -sf "http://127.0.0.1:$port/metrics" > /dev/null || true
+  rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
+  [ "$rss" -gt "$peak" ] && peak=$rss
+done
+hwm=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
+read -r utime stime < <(awk '{print $14, $15}' "/proc/$pid/stat")
+ticks=$(getconf CLK_TCK)
+kill -INT "$pid"; wait "$pid" || true
+took=$(grep -o 'took=[0-9.]*[mµ]*s' "$work/serve.log" | sed 's/took=//' | tr '\n' ' ')
+printf 'duration_s=%s rss_end_kib=%s peak_rss_kib=%s vm_hwm_kib=%s cpu_s=%.2f publishes: %s\n' \
+  "$duration" "$rss" "$peak" "$hwm" "$(echo "($utime + $stime) / $ticks" | bc -l)" "$took"
