@@ -179,8 +179,8 @@ pub fn latency_chart(snapshot: &Snapshot, target: &str) -> String {
             &day(b)[5..]
         );
     }
-    for (class, pick) in [("p95", 2), ("p50", 1)] {
-        let value = |p: &(i64, f64, f64)| if pick == 1 { p.1 } else { p.2 };
+    for (class, p95) in [("p95", true), ("p50", false)] {
+        let value = |p: &(i64, f64, f64)| if p95 { p.2 } else { p.1 };
         let line: Vec<String> = points
             .iter()
             .map(|p| format!("{},{}", Tenths(x(p.0)), Tenths(y(value(p)))))
@@ -190,17 +190,20 @@ pub fn latency_chart(snapshot: &Snapshot, target: &str) -> String {
             "<polyline class=\"{class}\" points=\"{}\"/>",
             line.join(" ")
         );
-        for p in &points {
-            let _ = write!(
-                svg,
-                "<circle class=\"{class}\" cx=\"{}\" cy=\"{}\" r=\"3\"><title>{} p50 {} · p95 {}</title></circle>",
-                Tenths(x(p.0)),
-                Tenths(y(value(p))),
-                when(p.0),
-                ms(Some(p.1)),
-                ms(Some(p.2))
-            );
-        }
+    }
+    // One title per hour, on a group of its two marks: hovering either shows it, and the
+    // page carries each hour's text once (it was most of a target page).
+    for p in &points {
+        let _ = write!(
+            svg,
+            "<g><title>{} p50 {} · p95 {}</title><circle class=\"p95\" cx=\"{x}\" cy=\"{}\" r=\"3\"/><circle class=\"p50\" cx=\"{x}\" cy=\"{}\" r=\"3\"/></g>",
+            when(p.0),
+            ms(Some(p.1)),
+            ms(Some(p.2)),
+            Tenths(y(p.2)),
+            Tenths(y(p.1)),
+            x = Tenths(x(p.0)),
+        );
     }
     svg.push_str("</svg>");
     svg
