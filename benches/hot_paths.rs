@@ -3,7 +3,8 @@
 //! - `histogram_recording`: one ok run folded into a rollup (TTFT, E2E, 39 ITL gaps, speed) —
 //!   what the store's writer and `sonde bench` do per run;
 //! - `window_aggregation`: the 30-day window of one target, 30 daily rollups of 1,440 runs
-//!   each merged (in sparse form, as windows are summed), then every percentile — what `summarize` does per target and window;
+//!   each merged (in sparse form, as windows are summed), then every percentile — what
+//!   `summarize` does per target and window;
 //! - `weights`: the feed of 200 targets in 10 groups, weight formula included, from their
 //!   window stats;
 //! - `page_rendering`: the whole site (index, 200 target pages, feed, metrics) from a snapshot

@@ -246,19 +246,24 @@ impl WindowStats {
         per_probe: &BTreeMap<String, SparseRollup>,
         ttft_bound_us: Option<u64>,
     ) -> WindowStats {
-        // One probe (the usual case) is its own total: no copy.
-        let mut probes = per_probe.values();
-        let all: Cow<'_, SparseRollup> = match (probes.next(), probes.next()) {
-            (Some(only), None) => Cow::Borrowed(only),
-            _ => {
-                let mut all = SparseRollup::default();
-                for rollup in per_probe.values() {
-                    all.add(rollup);
+        let by_probe: BTreeMap<String, Latency> = per_probe
+            .iter()
+            .map(|(probe, rollup)| (probe.clone(), Latency::of(rollup)))
+            .collect();
+        // One probe (the usual case) is its own total: neither copied nor computed twice.
+        let mut probes = per_probe.values().zip(by_probe.values());
+        let (all, mut latency): (Cow<'_, SparseRollup>, Latency) =
+            match (probes.next(), probes.next()) {
+                (Some((only, latency)), None) => (Cow::Borrowed(only), latency.clone()),
+                _ => {
+                    let mut all = SparseRollup::default();
+                    for rollup in per_probe.values() {
+                        all.add(rollup);
+                    }
+                    let latency = Latency::of(&all);
+                    (Cow::Owned(all), latency)
                 }
-                Cow::Owned(all)
-            }
-        };
-        let mut latency = Latency::of(&all);
+            };
         latency.e2e_ms = Percentiles::default();
         WindowStats {
             window,
@@ -269,10 +274,7 @@ impl WindowStats {
             rate_limited: all.scalars.count(Outcome::RateLimited),
             outcomes: all.scalars.outcomes.clone(),
             latency,
-            by_probe: per_probe
-                .iter()
-                .map(|(probe, rollup)| (probe.clone(), Latency::of(rollup)))
-                .collect(),
+            by_probe,
             capabilities: all.scalars.capabilities,
             fidelity: all.scalars.fidelity.clone(),
             quality: all.scalars.quality.clone(),

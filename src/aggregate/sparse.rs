@@ -33,16 +33,22 @@ pub struct Sparse {
 pub struct NotContained;
 
 impl Sparse {
-    /// The non-zero counters of `histogram`.
-    pub fn of(histogram: &Histogram<Count>) -> Sparse {
-        let counts: Vec<(u64, u64)> = histogram
-            .iter_recorded()
-            .map(|v| (v.value_iterated_to(), u64::from(v.count_at_value())))
-            .collect();
+    /// The histogram of `counts` (values ascending, counts above zero).
+    fn from_counts(counts: Vec<(u64, u64)>) -> Sparse {
         Sparse {
             len: counts.iter().map(|c| c.1).sum(),
             counts,
         }
+    }
+
+    /// The non-zero counters of `histogram`.
+    pub fn of(histogram: &Histogram<Count>) -> Sparse {
+        Sparse::from_counts(
+            histogram
+                .iter_recorded()
+                .map(|v| (v.value_iterated_to(), u64::from(v.count_at_value())))
+                .collect(),
+        )
     }
 
     /// The non-zero counters of a stored V2 blob (see `rollup::encode`), read straight from
@@ -127,6 +133,12 @@ impl Sparse {
     /// Takes `other`'s counts away; when `other` holds a count this does not, nothing is
     /// changed and the error says so.
     pub fn subtract(&mut self, other: &Sparse) -> Result<(), NotContained> {
+        *self = self.minus(other)?;
+        Ok(())
+    }
+
+    /// This histogram less `other`'s counts, unless `other` holds a count this does not.
+    fn minus(&self, other: &Sparse) -> Result<Sparse, NotContained> {
         let mut left = self.counts.clone();
         let mut at = 0;
         for &(value, count) in &other.counts {
@@ -139,9 +151,7 @@ impl Sparse {
             }
         }
         left.retain(|c| c.1 > 0);
-        self.counts = left;
-        self.len -= other.len;
-        Ok(())
+        Ok(Sparse::from_counts(left))
     }
 }
 
@@ -216,16 +226,14 @@ impl SparseRollup {
     /// buckets' scalars apart and merges them); all four or, when one does not hold
     /// `other`'s counts, none.
     pub fn subtract_distributions(&mut self, other: &SparseRollup) -> Result<(), NotContained> {
-        let mut left = [
-            self.ttft_us.clone(),
-            self.e2e_us.clone(),
-            self.itl_us.clone(),
-            self.tps.clone(),
-        ];
-        for (mine, theirs) in left.iter_mut().zip(Self::parts_of(other)) {
-            mine.subtract(theirs)?;
-        }
-        let [ttft, e2e, itl, tps] = left;
+        let (ttft, e2e) = (
+            self.ttft_us.minus(&other.ttft_us)?,
+            self.e2e_us.minus(&other.e2e_us)?,
+        );
+        let (itl, tps) = (
+            self.itl_us.minus(&other.itl_us)?,
+            self.tps.minus(&other.tps)?,
+        );
         (self.ttft_us, self.e2e_us, self.itl_us, self.tps) = (ttft, e2e, itl, tps);
         Ok(())
     }
@@ -269,10 +277,7 @@ impl SparseBuilder {
                     _ => counts.push((value, 1)),
                 }
             }
-            Sparse {
-                len: counts.iter().map(|c| c.1).sum(),
-                counts,
-            }
+            Sparse::from_counts(counts)
         });
         SparseRollup {
             scalars: self.scalars,
@@ -344,10 +349,7 @@ fn v2_counts(bytes: &[u8]) -> Option<Sparse> {
             index += 1;
         }
     }
-    Some(Sparse {
-        len: counts.iter().map(|c| c.1).sum(),
-        counts,
-    })
+    Some(Sparse::from_counts(counts))
 }
 
 /// The lowest value of counter `index` at 3 significant digits from 1 (2,048 sub-buckets,

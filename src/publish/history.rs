@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use super::window_cache::WindowCache;
-use super::windows::summarize_with;
+use super::windows::{runs_since, summarize_with};
 use super::{BAR_DAYS, CSV_RUNS, HEATMAP_DAYS, LAST_RUNS};
 use crate::aggregate::rollup::{Scalars, Span};
 use crate::aggregate::{TargetStats, Window};
@@ -94,6 +94,44 @@ fn busiest(slot: &mut Option<HourPoint>, scalars: &Scalars) {
     }
 }
 
+/// Per target, the busiest probe's point of each hour from `since` to before `before` (an
+/// hour without a streamed run has none).
+fn hour_points(store: &Store, since: i64, before: i64) -> Result<ByBucket<HourPoint>, StoreError> {
+    let mut points: ByBucket<Option<HourPoint>> = HashMap::new();
+    for (bucket, target, _, scalars) in store.rollup_scalars_since(Span::Hour, since)? {
+        if bucket < before {
+            busiest(
+                points.entry(target).or_default().entry(bucket).or_default(),
+                &scalars,
+            );
+        }
+    }
+    Ok(points
+        .into_iter()
+        .map(|(target, hours)| {
+            let hours = hours.into_iter().filter_map(|(b, p)| Some((b, p?)));
+            (target, hours.collect())
+        })
+        .collect())
+}
+
+/// Merges into `days` every probe's and location's scalars of each day from `since` to
+/// before `before`.
+fn merge_days(
+    store: &Store,
+    since: i64,
+    before: i64,
+    days: &mut ByBucket<Scalars>,
+) -> Result<(), StoreError> {
+    for (bucket, target, _, scalars) in store.rollup_scalars_since(Span::Day, since)? {
+        if bucket < before {
+            let merged = days.entry(target).or_default();
+            merged.entry(bucket).or_default().merge(&scalars);
+        }
+    }
+    Ok(())
+}
+
 /// Orders runs by time then `run_id`, as the store returns them.
 fn by_time(a: &ResultRecord, b: &ResultRecord) -> std::cmp::Ordering {
     (a.ts.ms(), &a.run_id).cmp(&(b.ts.ms(), &b.run_id))
@@ -149,28 +187,13 @@ impl History {
             };
         }
         if closed.hours_to < open_hours {
-            let mut points: ByBucket<Option<HourPoint>> = HashMap::new();
-            for (bucket, target, _, scalars) in store.rollup_scalars_since(hour, closed.hours_to)? {
-                if bucket < open_hours {
-                    busiest(
-                        points.entry(target).or_default().entry(bucket).or_default(),
-                        &scalars,
-                    );
-                }
-            }
-            for (target, hours) in points {
-                let kept = closed.hours.entry(target).or_default();
-                kept.extend(hours.into_iter().filter_map(|(b, p)| Some((b, p?))));
+            for (target, hours) in hour_points(store, closed.hours_to, open_hours)? {
+                closed.hours.entry(target).or_default().extend(hours);
             }
             closed.hours_to = open_hours;
         }
         if closed.days_to < open_days {
-            for (bucket, target, _, scalars) in store.rollup_scalars_since(day, closed.days_to)? {
-                if bucket < open_days {
-                    let merged = closed.days.entry(target).or_default();
-                    merged.entry(bucket).or_default().merge(&scalars);
-                }
-            }
+            merge_days(store, closed.days_to, open_days, &mut closed.days)?;
             closed.days_to = open_days;
         }
         let first_hour = hour.bucket_of(now_ms) - HEATMAP_DAYS * day.ms();
@@ -210,11 +233,7 @@ impl History {
         let hour_start = Window::H1.start(now_ms);
         if self.complete_from > hour_start {
             // More runs in the hour than the file holds: the hour's windows need them all.
-            recent = store
-                .results_since(hour_start, None)?
-                .into_iter()
-                .map(|(record, _)| record)
-                .collect();
+            recent = runs_since(store, hour_start)?;
             self.complete_from = hour_start;
         }
         self.recent = Arc::new(recent);
@@ -247,12 +266,8 @@ impl History {
             .take_while(|r| r.ts.ms() >= from)
             .map(|r| r.run_id.as_str())
             .collect();
-        let fresh: Vec<ResultRecord> = store
-            .results_since(from, None)?
-            .into_iter()
-            .map(|(record, _)| record)
-            .filter(|record| !known.contains(record.run_id.as_str()))
-            .collect();
+        let mut fresh = runs_since(store, from)?;
+        fresh.retain(|record| !known.contains(record.run_id.as_str()));
         // The snapshot sharing them was dropped after its publish: no copy is made here.
         let latest = Arc::make_mut(&mut self.latest);
         for record in &fresh {
@@ -284,13 +299,7 @@ impl History {
     ) -> Result<HashMap<String, Vec<(i64, Scalars)>>, StoreError> {
         let mut days = self.closed.days.clone();
         let open = Span::Day.bucket_of(now_ms) - Span::Day.ms();
-        for (bucket, target, _, scalars) in store.rollup_scalars_since(Span::Day, open)? {
-            days.entry(target)
-                .or_default()
-                .entry(bucket)
-                .or_default()
-                .merge(&scalars);
-        }
+        merge_days(store, open, i64::MAX, &mut days)?;
         Ok(days
             .into_iter()
             .map(|(target, days)| (target, days.into_iter().collect()))
@@ -305,13 +314,6 @@ impl History {
         now_ms: i64,
     ) -> Result<HashMap<String, Vec<(i64, HourPoint)>>, StoreError> {
         let open = Span::Hour.bucket_of(now_ms) - Span::Hour.ms();
-        let mut points: ByBucket<Option<HourPoint>> = HashMap::new();
-        for (bucket, target, _, scalars) in store.rollup_scalars_since(Span::Hour, open)? {
-            busiest(
-                points.entry(target).or_default().entry(bucket).or_default(),
-                &scalars,
-            );
-        }
         let mut out: HashMap<String, Vec<(i64, HourPoint)>> = self
             .closed
             .hours
@@ -323,9 +325,8 @@ impl History {
                 )
             })
             .collect();
-        for (target, hours) in points {
-            let list = out.entry(target).or_default();
-            list.extend(hours.into_iter().filter_map(|(b, p)| Some((b, p?))));
+        for (target, hours) in hour_points(store, open, i64::MAX)? {
+            out.entry(target).or_default().extend(hours);
         }
         Ok(out)
     }

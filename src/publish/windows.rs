@@ -31,6 +31,15 @@ fn add_into(probes: &mut PerProbe, probe: String, rollup: SparseRollup) {
     }
 }
 
+/// Every run of `store` finished at or after `since_ms`, oldest first.
+pub(super) fn runs_since(store: &Store, since_ms: i64) -> Result<Vec<ResultRecord>, StoreError> {
+    Ok(store
+        .results_since(since_ms, None)?
+        .into_iter()
+        .map(|(record, _)| record)
+        .collect())
+}
+
 /// Every location that ever wrote to `store`, stale or fresh at `now_ms`.
 pub fn locations(store: &Store, now_ms: i64) -> Result<Vec<LocationStatus>, StoreError> {
     let beats: Vec<(String, i64, i64)> = store
@@ -74,11 +83,7 @@ pub fn summarize_with(
     let runs = match hour_runs {
         Some(runs) => runs,
         None => {
-            read = store
-                .results_since(Window::H1.start(now_ms), None)?
-                .into_iter()
-                .map(|(record, _)| record)
-                .collect();
+            read = runs_since(store, Window::H1.start(now_ms))?;
             &read
         }
     };

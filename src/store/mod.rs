@@ -156,6 +156,24 @@ pub fn fingerprint(scalars_text: &str) -> u64 {
     hash
 }
 
+impl RollupRow {
+    /// The row of a stored rollup read in `span`, its histograms decoded.
+    pub fn of(
+        span: Span,
+        head: RollupHead,
+        stored: StoredRollup<'_>,
+    ) -> Result<RollupRow, DecodeError> {
+        Ok(RollupRow {
+            span,
+            bucket: head.bucket,
+            target: head.target,
+            probe: head.probe,
+            location: head.location,
+            rollup: Rollup::from_parts(stored.scalars, stored.blobs)?,
+        })
+    }
+}
+
 /// A target as one location sees it: the key of stored states.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TargetAt {
@@ -311,14 +329,7 @@ pub trait Backend: Send {
     ) -> Result<(), StoreError> {
         self.each_rollup_head_since(span, since_bucket, &mut |_| true, &mut |head, stored| {
             if let Some(stored) = stored {
-                each(RollupRow {
-                    span,
-                    bucket: head.bucket,
-                    target: head.target,
-                    probe: head.probe,
-                    location: head.location,
-                    rollup: Rollup::from_parts(stored.scalars, stored.blobs)?,
-                });
+                each(RollupRow::of(span, head, stored)?);
             }
             Ok(())
         })

@@ -284,16 +284,16 @@ impl Postgres {
         }
     }
 
-    /// Hands `each` the rollups a `SELECT bucket, target, probe, location, scalars, ttft, e2e,
-    /// itl, tps …` query returns, in its order, one at a time as they arrive: a decoded
-    /// rollup holds four histograms of tens of KB, so a month of a fleet's never sits in
-    /// memory at once.
-    fn rollup_rows(
+    /// Hands `each` the head of every rollup a `SELECT bucket, target, probe, location,
+    /// scalars, ttft, e2e, itl, tps …` query returns, in its order, one at a time as they
+    /// arrive (a month of a fleet's decoded rollups never sits in memory at once), with the
+    /// stored rollup when `wanted`.
+    fn rollup_heads(
         &self,
         sql: &'static str,
-        span: Span,
         params: &[&(dyn ToSql + Sync)],
-        each: &mut dyn FnMut(RollupRow),
+        wanted: &mut dyn FnMut(&RollupHead) -> bool,
+        each: &mut EachHead<'_>,
     ) -> Result<(), StoreError> {
         self.call(async |pool: &Pool| {
             let client = pool.get().await.map_err(Failure::pool)?;
@@ -303,14 +303,25 @@ impl Postgres {
                 .map_err(Failure::Db)?;
             let mut rows = std::pin::pin!(rows);
             while let Some(row) = rows.try_next().await.map_err(Failure::Db)? {
-                each(RollupRow {
-                    span,
+                let text: &str = row.try_get(4).map_err(Failure::Db)?;
+                let head = RollupHead {
                     bucket: row.try_get(0).map_err(Failure::Db)?,
                     target: row.try_get(1).map_err(Failure::Db)?,
                     probe: row.try_get(2).map_err(Failure::Db)?,
                     location: row.try_get(3).map_err(Failure::Db)?,
-                    rollup: rows::rollup(&row, 4)?,
-                });
+                    fingerprint: super::fingerprint(text),
+                };
+                let stored = if wanted(&head) {
+                    let blob = |i: usize| row.try_get::<_, &[u8]>(i).map_err(Failure::Db);
+                    Some(StoredRollup {
+                        scalars: rows::scalars(text)?,
+                        blobs: [blob(5)?, blob(6)?, blob(7)?, blob(8)?],
+                    })
+                } else {
+                    None
+                };
+                each(head, stored)
+                    .map_err(|err| Failure::Corrupt(format!("a rollup does not decode: {err}")))?;
             }
             Ok(())
         })
@@ -500,42 +511,13 @@ impl Backend for Postgres {
         wanted: &mut dyn FnMut(&RollupHead) -> bool,
         each: &mut EachHead<'_>,
     ) -> Result<(), StoreError> {
-        self.call(async |pool: &Pool| {
-            let client = pool.get().await.map_err(Failure::pool)?;
-            let params: [&(dyn ToSql + Sync); 2] = [&span.as_str(), &since_bucket];
-            let rows = client
-                .query_raw(
-                    "SELECT bucket, target, probe, location, scalars, ttft, e2e, itl, tps
-                     FROM rollups WHERE span = $1 AND bucket >= $2
-                     ORDER BY bucket, target, probe, location",
-                    params.iter().map(|p| *p as &dyn ToSql),
-                )
-                .await
-                .map_err(Failure::Db)?;
-            let mut rows = std::pin::pin!(rows);
-            while let Some(row) = rows.try_next().await.map_err(Failure::Db)? {
-                let text: &str = row.try_get(4).map_err(Failure::Db)?;
-                let head = RollupHead {
-                    bucket: row.try_get(0).map_err(Failure::Db)?,
-                    target: row.try_get(1).map_err(Failure::Db)?,
-                    probe: row.try_get(2).map_err(Failure::Db)?,
-                    location: row.try_get(3).map_err(Failure::Db)?,
-                    fingerprint: super::fingerprint(text),
-                };
-                let stored = if wanted(&head) {
-                    let blob = |i: usize| row.try_get::<_, &[u8]>(i).map_err(Failure::Db);
-                    Some(StoredRollup {
-                        scalars: rows::scalars(text)?,
-                        blobs: [blob(5)?, blob(6)?, blob(7)?, blob(8)?],
-                    })
-                } else {
-                    None
-                };
-                each(head, stored)
-                    .map_err(|err| Failure::Corrupt(format!("a rollup does not decode: {err}")))?;
-            }
-            Ok(())
-        })
+        self.rollup_heads(
+            "SELECT bucket, target, probe, location, scalars, ttft, e2e, itl, tps FROM rollups
+             WHERE span = $1 AND bucket >= $2 ORDER BY bucket, target, probe, location",
+            &[&span.as_str(), &since_bucket],
+            wanted,
+            each,
+        )
     }
 
     fn rollups_after(
@@ -546,11 +528,10 @@ impl Backend for Postgres {
     ) -> Result<Vec<RollupRow>, StoreError> {
         let (bucket, target, probe, location) = after.unwrap_or((i64::MIN, "", "", ""));
         let mut page = Vec::new();
-        self.rollup_rows(
+        self.rollup_heads(
             "SELECT bucket, target, probe, location, scalars, ttft, e2e, itl, tps FROM rollups
              WHERE span = $1 AND (bucket, target, probe, location) > ($2, $3, $4, $5)
              ORDER BY bucket, target, probe, location LIMIT $6",
-            span,
             &[
                 &span.as_str(),
                 &bucket,
@@ -559,7 +540,13 @@ impl Backend for Postgres {
                 &location,
                 &limit_of(limit),
             ],
-            &mut |row| page.push(row),
+            &mut |_| true,
+            &mut |head, stored| {
+                if let Some(stored) = stored {
+                    page.push(RollupRow::of(span, head, stored)?);
+                }
+                Ok(())
+            },
         )?;
         Ok(page)
     }

@@ -136,51 +136,52 @@ impl Sqlite {
         Ok(out)
     }
 
-    /// Hands `each` the rollups a `SELECT bucket, target, probe, location, scalars, ttft, e2e,
-    /// itl, tps …` query returns, in its order, one at a time (a decoded rollup holds four
-    /// histograms of tens of KB: a month of them never sits in memory at once).
-    fn rollup_rows(
+    /// Hands `each` the head of every rollup a `SELECT bucket, target, probe, location,
+    /// scalars, ttft, e2e, itl, tps …` query returns, in its order, one at a time (a month
+    /// of decoded rollups never sits in memory at once), with the stored rollup when
+    /// `wanted`: blob columns are read from the file only then.
+    fn rollup_heads(
         &self,
         sql: &str,
-        span: Span,
         params: impl rusqlite::Params,
-        each: &mut dyn FnMut(RollupRow),
+        wanted: &mut dyn FnMut(&RollupHead) -> bool,
+        each: &mut EachHead<'_>,
     ) -> Result<(), StoreError> {
         let mut statement = self
             .conn
             .prepare_cached(sql)
             .map_err(|source| self.err(source))?;
         let mut rows = statement.query(params).map_err(|source| self.err(source))?;
+        let corrupt = |message: String| StoreError::Corrupt {
+            store: self.path.display().to_string(),
+            message,
+        };
         while let Some(row) = rows.next().map_err(|source| self.err(source))? {
-            let get = |i| {
+            let text = row
+                .get_ref(4)
+                .and_then(|value| Ok(value.as_str()?))
+                .map_err(|source| self.err(source))?;
+            let head = RollupHead {
+                bucket: row.get(0).map_err(|source| self.err(source))?,
+                target: row.get(1).map_err(|source| self.err(source))?,
+                probe: row.get(2).map_err(|source| self.err(source))?,
+                location: row.get(3).map_err(|source| self.err(source))?,
+                fingerprint: super::fingerprint(text),
+            };
+            if !wanted(&head) {
+                each(head, None).map_err(|err| corrupt(err.to_string()))?;
+                continue;
+            }
+            let blob = |i| {
                 row.get_ref(i)
-                    .map(|value| value.as_bytes_or_null().ok().flatten())
+                    .map(|value| value.as_bytes_or_null().ok().flatten().unwrap_or_default())
+                    .map_err(|source| self.err(source))
             };
-            let decode = || -> rusqlite::Result<RollupRow> {
-                let scalars: String = row.get(4)?;
-                let blobs = [get(5)?, get(6)?, get(7)?, get(8)?].map(Option::unwrap_or_default);
-                let rollup = serde_json::from_str::<Scalars>(&scalars)
-                    .map_err(|err| err.to_string())
-                    .and_then(|scalars| {
-                        Rollup::from_parts(scalars, blobs).map_err(|err| err.to_string())
-                    })
-                    .map_err(|message| {
-                        rusqlite::Error::FromSqlConversionFailure(
-                            4,
-                            rusqlite::types::Type::Text,
-                            message.into(),
-                        )
-                    })?;
-                Ok(RollupRow {
-                    span,
-                    bucket: row.get(0)?,
-                    target: row.get(1)?,
-                    probe: row.get(2)?,
-                    location: row.get(3)?,
-                    rollup,
-                })
-            };
-            each(decode().map_err(|source| self.err(source))?);
+            let blobs = [blob(5)?, blob(6)?, blob(7)?, blob(8)?];
+            let scalars = serde_json::from_str::<Scalars>(text)
+                .map_err(|err| corrupt(format!("rollup scalars do not decode: {err}")))?;
+            each(head, Some(StoredRollup { scalars, blobs }))
+                .map_err(|err| corrupt(err.to_string()))?;
         }
         Ok(())
     }
@@ -323,49 +324,13 @@ impl Backend for Sqlite {
         wanted: &mut dyn FnMut(&RollupHead) -> bool,
         each: &mut EachHead<'_>,
     ) -> Result<(), StoreError> {
-        let mut statement = self
-            .conn
-            .prepare_cached(
-                "SELECT bucket, target, probe, location, scalars, ttft, e2e, itl, tps FROM rollups
-                 WHERE span = ?1 AND bucket >= ?2 ORDER BY bucket, target, probe, location",
-            )
-            .map_err(|source| self.err(source))?;
-        let mut rows = statement
-            .query(params![span.as_str(), since_bucket])
-            .map_err(|source| self.err(source))?;
-        let corrupt = |message: String| StoreError::Corrupt {
-            store: self.path.display().to_string(),
-            message,
-        };
-        while let Some(row) = rows.next().map_err(|source| self.err(source))? {
-            let text = row
-                .get_ref(4)
-                .and_then(|value| Ok(value.as_str()?))
-                .map_err(|source| self.err(source))?;
-            let head = RollupHead {
-                bucket: row.get(0).map_err(|source| self.err(source))?,
-                target: row.get(1).map_err(|source| self.err(source))?,
-                probe: row.get(2).map_err(|source| self.err(source))?,
-                location: row.get(3).map_err(|source| self.err(source))?,
-                fingerprint: super::fingerprint(text),
-            };
-            if !wanted(&head) {
-                each(head, None).map_err(|err| corrupt(err.to_string()))?;
-                continue;
-            }
-            // Blob columns are read from the file only here, for a wanted row.
-            let blob = |i| {
-                row.get_ref(i)
-                    .map(|value| value.as_bytes_or_null().ok().flatten().unwrap_or_default())
-                    .map_err(|source| self.err(source))
-            };
-            let blobs = [blob(5)?, blob(6)?, blob(7)?, blob(8)?];
-            let scalars = serde_json::from_str::<Scalars>(text)
-                .map_err(|err| corrupt(format!("rollup scalars do not decode: {err}")))?;
-            each(head, Some(StoredRollup { scalars, blobs }))
-                .map_err(|err| corrupt(err.to_string()))?;
-        }
-        Ok(())
+        self.rollup_heads(
+            "SELECT bucket, target, probe, location, scalars, ttft, e2e, itl, tps FROM rollups
+             WHERE span = ?1 AND bucket >= ?2 ORDER BY bucket, target, probe, location",
+            params![span.as_str(), since_bucket],
+            wanted,
+            each,
+        )
     }
 
     fn rollups_after(
@@ -376,11 +341,10 @@ impl Backend for Sqlite {
     ) -> Result<Vec<RollupRow>, StoreError> {
         let (bucket, target, probe, location) = after.unwrap_or((i64::MIN, "", "", ""));
         let mut page = Vec::new();
-        self.rollup_rows(
+        self.rollup_heads(
             "SELECT bucket, target, probe, location, scalars, ttft, e2e, itl, tps FROM rollups
              WHERE span = ?1 AND (bucket, target, probe, location) > (?2, ?3, ?4, ?5)
              ORDER BY bucket, target, probe, location LIMIT ?6",
-            span,
             params![
                 span.as_str(),
                 bucket,
@@ -389,7 +353,13 @@ impl Backend for Sqlite {
                 location,
                 limit_of(limit)
             ],
-            &mut |row| page.push(row),
+            &mut |_| true,
+            &mut |head, stored| {
+                if let Some(stored) = stored {
+                    page.push(RollupRow::of(span, head, stored)?);
+                }
+                Ok(())
+            },
         )?;
         Ok(page)
     }
