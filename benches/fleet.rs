@@ -5,7 +5,7 @@
 //! What is stored is what 30 days of the fleet leaves, without writing 432 M raw results:
 //! the last hour's raw results (600,000: the `5m` and `1h` windows read them), hourly rollups
 //! for the last 24 hours and daily rollups for 30 days (540,000 rows), each folded by the
-//! writer's own `Rollup::add` from synthetic runs (60 a rollup hour, 1,440 a day) and written
+//! writer's own `SparseRollup::add_run` from synthetic runs (60 a rollup hour, 1,440 a day) and written
 //! through the store's copy path; a state per target and location; every location's
 //! heartbeat, fresh. (The heatmap's 28 days of hourly rollups are left out: one day of them.)
 //!
@@ -21,7 +21,8 @@ mod server;
 use std::time::Instant;
 
 use sonde::aggregate::health::{State, TargetHealth};
-use sonde::aggregate::rollup::{Rollup, Span};
+use sonde::aggregate::rollup::Span;
+use sonde::aggregate::sparse::SparseRollup;
 use sonde::config::{Config, StoreBackend, StoreConfig};
 use sonde::publish::windows::summarize;
 use sonde::publish::{self, Snapshot};
@@ -62,14 +63,14 @@ fn generate(store: &mut Store, config: &Config, locations: usize, now: i64) -> u
             let target = &config.targets[t].id;
             let location = format!("loc-{l:02}");
             // The last hour, raw.
-            let mut hour_rollup = Rollup::default();
+            let mut hour_rollup = SparseRollup::default();
             for minute in 0..60 {
                 let at = now - (60 - minute) * 60_000 + (t as i64 * 37) % 60_000;
                 let record = run(config, t, l, at, minute);
-                hour_rollup.add(&record, at);
+                hour_rollup.add_run(&record, at);
                 page.results.push((record, at));
             }
-            let rollup_row = |span: Span, bucket: i64, rollup: &Rollup| RollupRow {
+            let rollup_row = |span: Span, bucket: i64, rollup: &SparseRollup| RollupRow {
                 span,
                 bucket,
                 target: target.clone(),
@@ -82,9 +83,9 @@ fn generate(store: &mut Store, config: &Config, locations: usize, now: i64) -> u
                 page.rollups
                     .push(rollup_row(Span::Hour, bucket, &hour_rollup));
             }
-            let mut day_rollup = Rollup::default();
+            let mut day_rollup = SparseRollup::default();
             for _ in 0..24 {
-                day_rollup.merge(&hour_rollup);
+                day_rollup.add(&hour_rollup);
             }
             for d in 0..30 {
                 let bucket = Span::Day.bucket_of(now) - d * day;

@@ -1,7 +1,8 @@
 //! The hot paths after measurement, each alone and in memory (no SQLite in the timed part):
 //!
-//! - `histogram_recording`: one ok run folded into a rollup (TTFT, E2E, 39 ITL gaps, speed) —
-//!   what the store's writer and `sonde bench` do per run;
+//! - `histogram_recording`: one ok run folded into a rollup (TTFT, E2E, 39 ITL gaps, speed):
+//!   a dense one, as `sonde bench` does per run, and a sparse one holding a day of runs, as
+//!   the store's writer does per run and span;
 //! - `window_aggregation`: the 30-day window of one target, 30 daily rollups of 1,440 runs
 //!   each merged (in sparse form, as windows are summed), then every percentile — what
 //!   `summarize` does per target and window;
@@ -38,6 +39,18 @@ fn recording(c: &mut Criterion) {
         let mut rollup = Rollup::default();
         b.iter(|| rollup.add(&record, 0));
     });
+    group.bench_function("one_run_into_a_sparse_day", |b| {
+        let mut day = SparseRollup::default();
+        for run in 0..RUNS_PER_DAY {
+            let wobble = ((run * 104_729) % 1000) as f64;
+            day.add_run(&common::synthetic(target, probe, 0, wobble, 0.0), 0);
+        }
+        b.iter_batched_ref(
+            || day.clone(),
+            |day| day.add_run(&record, 0),
+            criterion::BatchSize::SmallInput,
+        );
+    });
     group.finish();
 }
 
@@ -47,12 +60,12 @@ fn aggregation(c: &mut Criterion) {
     let probe = config.probes.get("stream").unwrap();
     let days: Vec<SparseRollup> = (0..30)
         .map(|day| {
-            let mut rollup = Rollup::default();
+            let mut rollup = SparseRollup::default();
             for run in 0..RUNS_PER_DAY {
                 let wobble = ((day * 7919 + run * 104_729) % 1000) as f64;
-                rollup.add(&common::synthetic(target, probe, 0, wobble, 0.0), 0);
+                rollup.add_run(&common::synthetic(target, probe, 0, wobble, 0.0), 0);
             }
-            SparseRollup::of(&rollup)
+            rollup
         })
         .collect();
     let mut group = c.benchmark_group("window_aggregation");

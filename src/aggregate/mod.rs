@@ -123,7 +123,7 @@ impl Percentiles {
     pub fn of(histogram: &Sparse, per_unit: f64, bounds: &[f64]) -> Percentiles {
         const QUANTILES: [f64; 4] = [0.5, 0.9, 0.95, 0.99];
         let count = histogram.len();
-        let ranks = QUANTILES.map(|q| ((q * count as f64).ceil() as u64).max(1));
+        let ranks = QUANTILES.map(|q| sparse::rank_of(q, count));
         let mut found: [Option<u64>; 4] = [None; 4];
         let mut next_rank = 0;
         let mut buckets: Vec<(f64, u64)> = bounds.iter().map(|&b| (b, 0)).collect();

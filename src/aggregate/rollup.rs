@@ -3,10 +3,11 @@
 //!
 //! Latency distributions are HdrHistograms at 3 significant digits (0.1 % relative error),
 //! auto-resizing from 1 µs, so a bucket of fast runs stays small; they are stored as V2
-//! compressed (deflate) blobs, the format every HdrHistogram implementation reads. The
-//! memory trade-off: a decoded histogram of values up to a minute holds about 17 k 32-bit
-//! counters (70 KiB), which is why windows merge rollups (24 hourly, 30 daily) and not raw
-//! runs, and why the writer keeps only the current and previous bucket of each decoded.
+//! compressed (deflate) blobs, the format every HdrHistogram implementation reads. A dense
+//! histogram of values up to a minute holds about 17 k 32-bit counters (70 KiB): the
+//! dense [`Rollup`] serves one-off tallies (`sonde bench`'s report); the writer and the
+//! windows keep rollups sparse (`aggregate::sparse`), as the values they saw. What a run
+//! adds to either is [`each_value`].
 
 use std::collections::BTreeMap;
 
@@ -211,54 +212,6 @@ impl Rollup {
             }
         });
     }
-
-    /// Adds another rollup (another bucket, or another prober's).
-    pub fn merge(&mut self, other: &Rollup) {
-        self.scalars.merge(&other.scalars);
-        let (mine, theirs) = (&mut self.histograms, &other.histograms);
-        for (into, from) in [
-            (&mut mine.ttft_us, &theirs.ttft_us),
-            (&mut mine.e2e_us, &theirs.e2e_us),
-            (&mut mine.itl_us, &theirs.itl_us),
-            (&mut mine.tps, &theirs.tps),
-        ] {
-            // Both auto-resize, so adding cannot run out of range.
-            let _ = into.add(from);
-        }
-    }
-
-    /// The scalar part for storage, with the TTFT percentiles charts read.
-    pub fn stored_scalars(&self) -> Scalars {
-        Scalars {
-            ttft_p50_ms: quantile_ms(&self.histograms.ttft_us, 0.5),
-            ttft_p95_ms: quantile_ms(&self.histograms.ttft_us, 0.95),
-            ..self.scalars.clone()
-        }
-    }
-
-    /// Rebuilds a rollup from its stored parts.
-    pub fn from_parts(scalars: Scalars, blobs: [&[u8]; 4]) -> Result<Rollup, DecodeError> {
-        let [ttft, e2e, itl, tps] = blobs.map(decode);
-        Ok(Rollup {
-            scalars,
-            histograms: Histograms {
-                ttft_us: ttft?,
-                e2e_us: e2e?,
-                itl_us: itl?,
-                tps: tps?,
-            },
-        })
-    }
-
-    /// The four histograms as V2 deflate blobs (TTFT, E2E, ITL, tokens/s).
-    pub fn blobs(&self) -> [Vec<u8>; 4] {
-        let h = &self.histograms;
-        [&h.ttft_us, &h.e2e_us, &h.itl_us, &h.tps].map(encode)
-    }
-}
-
-fn quantile_ms(histogram: &Histogram<Count>, q: f64) -> Option<f64> {
-    (!histogram.is_empty()).then(|| histogram.value_at_quantile(q) as f64 / 1000.0)
 }
 
 /// One of a rollup's four distributions.

@@ -4,8 +4,9 @@
 //! its values into a dense histogram gives back the same counters — in the space of the
 //! values seen rather than the range they span, which is what lets the publisher keep every
 //! target's windows in memory between publishes (a 30-day TTFT window holds a few thousand
-//! counters out of tens of thousands). Adding and subtracting are merges of two sorted
-//! lists.
+//! counters out of tens of thousands) and the writer every target's current buckets. Adding
+//! and subtracting are merges of two sorted lists; it is read from and written to the V2
+//! blobs the store holds without the dense histogram ever being built.
 
 use std::sync::LazyLock;
 
@@ -41,6 +42,19 @@ impl Sparse {
         }
     }
 
+    /// The histogram of `values` (each a counter's highest equivalent value, in any order).
+    fn from_values(mut values: Vec<u64>) -> Sparse {
+        values.sort_unstable();
+        let mut counts: Vec<(u64, u64)> = Vec::new();
+        for value in values {
+            match counts.last_mut() {
+                Some(last) if last.0 == value => last.1 += 1,
+                _ => counts.push((value, 1)),
+            }
+        }
+        Sparse::from_counts(counts)
+    }
+
     /// The non-zero counters of `histogram`.
     pub fn of(histogram: &Histogram<Count>) -> Sparse {
         Sparse::from_counts(
@@ -60,6 +74,55 @@ impl Sparse {
             Some(sparse) => Ok(sparse),
             None => Ok(Sparse::of(&rollup::decode(bytes)?)),
         }
+    }
+
+    /// This histogram as a V2 deflate blob, the format every HdrHistogram implementation
+    /// reads: written from the counters, so the dense histogram is never built. Its header
+    /// says the histogram tracks up to its largest value; the blob is byte for byte what
+    /// `rollup::encode` writes for a dense histogram of the same counters and that bound.
+    pub fn encode(&self) -> Vec<u8> {
+        let high = self.max().unwrap_or(0).max(2);
+        let mut plain = Vec::with_capacity(V2_HEADER + 9 * (2 * self.counts.len() + 1));
+        plain.extend(V2_PLAIN.to_be_bytes());
+        plain.extend([0; 4]); // the payload's length, known at the end
+        plain.extend(0u32.to_be_bytes()); // normalizing offset
+        plain.extend(3u32.to_be_bytes()); // significant digits
+        plain.extend(1u64.to_be_bytes()); // lowest discernible value
+        plain.extend(high.to_be_bytes());
+        plain.extend(1.0f64.to_be_bytes()); // integer to double ratio
+        // Counters from the first to the largest value's: a count each, and a run of more
+        // than one zero as its negated length (one zero is written as a count).
+        let mut next = 0;
+        for &(value, count) in &self.counts {
+            let index = index_of(value);
+            match index - next {
+                0 => {}
+                1 => put_varint(&mut plain, 0),
+                zeros => put_varint(&mut plain, zig_zag(-(zeros as i64))),
+            }
+            put_varint(
+                &mut plain,
+                zig_zag(i64::try_from(count).unwrap_or(i64::MAX)),
+            );
+            next = index + 1;
+        }
+        if self.counts.is_empty() {
+            put_varint(&mut plain, 0);
+        }
+        let payload = (plain.len() - V2_HEADER) as u32;
+        plain[4..8].copy_from_slice(&payload.to_be_bytes());
+        deflated(&plain)
+    }
+
+    /// The highest equivalent value at quantile `q` (what `Histogram::value_at_quantile`
+    /// gives); `None` when empty.
+    pub fn value_at_quantile(&self, q: f64) -> Option<u64> {
+        let rank = rank_of(q, self.len);
+        let mut cumulative = 0;
+        self.counts.iter().find_map(|&(value, count)| {
+            cumulative += count;
+            (cumulative >= rank).then_some(value)
+        })
     }
 
     /// Samples held.
@@ -209,6 +272,37 @@ impl SparseRollup {
         [&other.ttft_us, &other.e2e_us, &other.itl_us, &other.tps]
     }
 
+    /// Counts one run, finished at unix ms `at_ms`: what the writer folds into a bucket.
+    pub fn add_run(&mut self, record: &ResultRecord, at_ms: i64) {
+        self.scalars.add(record, at_ms);
+        let mut values: [Vec<u64>; 4] = Default::default();
+        push_values(record, &mut values);
+        for (mine, values) in self.parts().into_iter().zip(values) {
+            if !values.is_empty() {
+                mine.add(&Sparse::from_values(values));
+            }
+        }
+    }
+
+    /// The scalar part for storage, with the TTFT percentiles charts read.
+    pub fn stored_scalars(&self) -> Scalars {
+        let ms = |q| {
+            self.ttft_us
+                .value_at_quantile(q)
+                .map(|us| us as f64 / 1000.0)
+        };
+        Scalars {
+            ttft_p50_ms: ms(0.5),
+            ttft_p95_ms: ms(0.95),
+            ..self.scalars.clone()
+        }
+    }
+
+    /// The four distributions as V2 deflate blobs (TTFT, E2E, ITL, tokens/s).
+    pub fn blobs(&self) -> [Vec<u8>; 4] {
+        Self::parts_of(self).map(Sparse::encode)
+    }
+
     /// Adds another bucket's (or location's) runs.
     pub fn add(&mut self, other: &SparseRollup) {
         self.scalars.merge(&other.scalars);
@@ -256,9 +350,7 @@ impl SparseBuilder {
     /// Counts one run, finished at unix ms `at_ms`, as [`Rollup::add`] does.
     pub fn add(&mut self, record: &ResultRecord, at_ms: i64) {
         self.scalars.add(record, at_ms);
-        each_value(record, |distribution, value| {
-            self.values[distribution as usize].push(highest_equivalent(value));
-        });
+        push_values(record, &mut self.values);
     }
 
     /// No run was added.
@@ -268,17 +360,7 @@ impl SparseBuilder {
 
     /// The runs' rollup.
     pub fn finish(self) -> SparseRollup {
-        let [ttft, e2e, itl, tps] = self.values.map(|mut values| {
-            values.sort_unstable();
-            let mut counts: Vec<(u64, u64)> = Vec::new();
-            for value in values {
-                match counts.last_mut() {
-                    Some(last) if last.0 == value => last.1 += 1,
-                    _ => counts.push((value, 1)),
-                }
-            }
-            Sparse::from_counts(counts)
-        });
+        let [ttft, e2e, itl, tps] = self.values.map(Sparse::from_values);
         SparseRollup {
             scalars: self.scalars,
             ttft_us: ttft,
@@ -289,9 +371,85 @@ impl SparseBuilder {
     }
 }
 
-/// The compressed and plain V2 cookies (HdrHistogram's serialization format).
+/// Pushes the counter of each value `record` adds to the distributions (see
+/// [`each_value`]) onto that distribution's list.
+fn push_values(record: &ResultRecord, values: &mut [Vec<u64>; 4]) {
+    each_value(record, |distribution, value| {
+        values[distribution as usize].push(highest_equivalent(value.min(MAX_VALUE)));
+    });
+}
+
+/// The largest value a rollup histogram tracks (a dense one cannot grow past it); larger
+/// ones are counted as it.
+const MAX_VALUE: u64 = i64::MAX as u64;
+
+/// The count a quantile `q` of `len` samples reaches (at least the first sample), as
+/// `Histogram::value_at_quantile` counts.
+pub(super) fn rank_of(q: f64, len: u64) -> u64 {
+    ((q.min(1.0) * len as f64).ceil() as u64).max(1)
+}
+
+/// The compressed and plain V2 cookies (HdrHistogram's serialization format), and the plain
+/// header's length.
 const V2_DEFLATE: u32 = 0x1c84_9314;
 const V2_PLAIN: u32 = 0x1c84_9313;
+const V2_HEADER: usize = 40;
+
+/// HdrHistogram's zig-zag of a count or a negated run of zeros.
+fn zig_zag(n: i64) -> u64 {
+    ((n << 1) ^ (n >> 63)) as u64
+}
+
+/// HdrHistogram's varint (LEB128 whose ninth byte carries all its 8 bits).
+fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+    for _ in 0..8 {
+        if value < 0x80 {
+            out.push(value as u8);
+            return;
+        }
+        out.push(value as u8 | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+/// A plain V2 blob wrapped as V2 deflate: the cookie, the compressed length, the zlib
+/// stream at the default level (what HdrHistogram's serializer writes). One compressor per
+/// thread is reset and reused: making one allocates its tables, which cost more than
+/// compressing a rollup's few hundred bytes.
+fn deflated(plain: &[u8]) -> Vec<u8> {
+    use flate2::{Compress, Compression, FlushCompress};
+    thread_local! {
+        static COMPRESSOR: std::cell::RefCell<Compress> =
+            std::cell::RefCell::new(Compress::new(Compression::default(), true));
+    }
+    let mut out = Vec::with_capacity(8 + plain.len() / 2 + 64);
+    out.extend(V2_DEFLATE.to_be_bytes());
+    out.extend([0; 4]);
+    if COMPRESSOR
+        .with_borrow_mut(|compressor| {
+            compressor.reset();
+            loop {
+                out.reserve(plain.len() / 2 + 64);
+                let read = compressor.total_in() as usize;
+                match compressor.compress_vec(&plain[read..], &mut out, FlushCompress::Finish) {
+                    Ok(flate2::Status::StreamEnd) => break,
+                    Ok(_) => {}
+                    // Compressing into memory does not fail; were it to, the plain blob is as
+                    // readable.
+                    Err(_) => return None,
+                }
+            }
+            Some(())
+        })
+        .is_none()
+    {
+        return plain.to_vec();
+    }
+    let length = (out.len() - 8) as u32;
+    out[4..8].copy_from_slice(&length.to_be_bytes());
+    out
+}
 
 /// The counters of a deflate V2 blob of the rollups' shape (3 digits from 1), or `None` for
 /// any other blob (read by the dense decoder, which also says what is wrong with it).
@@ -350,6 +508,15 @@ fn v2_counts(bytes: &[u8]) -> Option<Sparse> {
         }
     }
     Some(Sparse::from_counts(counts))
+}
+
+/// The index of the counter holding `value` at 3 significant digits from 1: the inverse of
+/// [`value_at`].
+fn index_of(value: u64) -> u64 {
+    // Bucket 0 counts 0..2048 one by one; bucket b ≥ 1 the upper half of 2,048 sub-buckets
+    // of 2^b each.
+    let bucket = (64 - (value | 2047).leading_zeros()).saturating_sub(11);
+    ((u64::from(bucket) + 1) << 10) + (value >> bucket) - 1024
 }
 
 /// The lowest value of counter `index` at 3 significant digits from 1 (2,048 sub-buckets,
@@ -413,23 +580,98 @@ mod tests {
         assert_eq!(sum, before, "a failed subtraction changes nothing");
     }
 
-    #[test]
-    fn a_stored_blob_reads_sparse_as_the_dense_decoder_reads_it() {
-        let shapes: [Vec<u64>; 4] = [
+    /// Value sets of every shape: empty, one, the first buckets' edges, dense, far apart.
+    fn shapes() -> [Vec<u64>; 5] {
+        [
             vec![],
+            vec![7],
             vec![1, 1, 2, 1023, 1024, 2047, 2048, 2049, 4095, 4096],
             (1..=5000u64).map(|v| v * 7919 % 3_000_000 + 1).collect(),
             (1..=300u64)
                 .map(|v| v * v * v * 977 % (1 << 45) + 1)
                 .collect(),
-        ];
-        for values in shapes {
+        ]
+    }
+
+    #[test]
+    fn a_stored_blob_reads_sparse_as_the_dense_decoder_reads_it() {
+        for values in shapes() {
             let histogram = dense(values.iter().copied());
             let blob = rollup::encode(&histogram);
             assert!(v2_counts(&blob).is_some() || values.is_empty());
             assert_eq!(Sparse::decode(&blob).unwrap(), Sparse::of(&histogram));
         }
         assert!(Sparse::decode(b"not a histogram").is_err());
+    }
+
+    #[test]
+    fn counter_indexes_invert_their_lowest_values() {
+        for index in (0..4096).chain((4096..=index_of(MAX_VALUE)).step_by(97)) {
+            let value = value_at(index).unwrap();
+            assert_eq!(index_of(value), index, "{value}");
+            assert_eq!(index_of(highest_equivalent(value)), index, "{value}");
+        }
+        assert_eq!(index_of(MAX_VALUE), index_of(highest_equivalent(MAX_VALUE)));
+    }
+
+    #[test]
+    fn a_sparse_blob_is_byte_for_byte_the_dense_serializers() {
+        for values in shapes() {
+            let sparse =
+                Sparse::from_values(values.iter().map(|&v| highest_equivalent(v)).collect());
+            // The dense histogram the blob describes: tracking up to its largest value.
+            let high = sparse.max().unwrap_or(0).max(2);
+            let mut histogram = Histogram::<Count>::new_with_bounds(1, high, 3).unwrap();
+            for &v in &values {
+                histogram.record(v).unwrap();
+            }
+            let blob = sparse.encode();
+            assert_eq!(blob, rollup::encode(&histogram), "{values:?}");
+            assert_eq!(Sparse::decode(&blob).unwrap(), sparse);
+            assert_eq!(Sparse::of(&rollup::decode(&blob).unwrap()), sparse);
+        }
+    }
+
+    #[test]
+    fn runs_folded_or_gathered_sparse_count_what_the_dense_rollup_counts() {
+        let mut dense = Rollup::default();
+        let mut folded = SparseRollup::default();
+        let mut gathered = SparseBuilder::default();
+        for i in 0..300u32 {
+            let mut record = crate::result::sample(crate::result::Outcome::Ok);
+            record.ttft_ms = Some(f64::from(i * 37 % 900) + 0.4);
+            record.e2e_ms = Some(f64::from(i * 91 % 5000) + 100.0);
+            record.itl_gaps_us = vec![i * 13 % 40_000, 7, 0, 7];
+            record.tokens_per_s = Some(f64::from(i % 97) * 1.37);
+            dense.add(&record, i64::from(i));
+            folded.add_run(&record, i64::from(i));
+            gathered.add(&record, i64::from(i));
+        }
+        let gathered = gathered.finish();
+        let of_dense = SparseRollup::of(&dense);
+        for (sparse, want) in [&folded, &gathered].into_iter().flat_map(|s| {
+            SparseRollup::parts_of(s)
+                .into_iter()
+                .zip(SparseRollup::parts_of(&of_dense))
+        }) {
+            assert_eq!(sparse, want);
+        }
+        assert_eq!(gathered.scalars.attempts(), 300);
+        let scalars = folded.stored_scalars();
+        let at = |q| Some(dense.histograms.ttft_us.value_at_quantile(q) as f64 / 1000.0);
+        assert_eq!(scalars.ttft_p50_ms, at(0.5));
+        assert_eq!(scalars.ttft_p95_ms, at(0.95));
+        assert_eq!(scalars.attempts(), 300);
+        // A value past what any histogram tracks is counted at the top, not lost.
+        let mut huge = crate::result::sample(crate::result::Outcome::Ok);
+        huge.ttft_ms = Some(f64::MAX);
+        folded.add_run(&huge, 0);
+        assert_eq!(folded.ttft_us.len(), 301);
+        assert_eq!(folded.ttft_us.max(), Some(highest_equivalent(MAX_VALUE)));
+        assert_eq!(
+            Sparse::decode(&folded.ttft_us.encode()).unwrap(),
+            folded.ttft_us
+        );
     }
 
     #[test]
@@ -458,27 +700,5 @@ mod tests {
                 .sum();
             assert_eq!(*below, want, "{bound}");
         }
-    }
-
-    #[test]
-    fn runs_gathered_sparse_equal_the_dense_rollup_of_the_same_runs() {
-        let mut dense = Rollup::default();
-        let mut sparse = SparseBuilder::default();
-        for i in 0..500u32 {
-            let mut record = crate::result::sample(crate::result::Outcome::Ok);
-            record.ttft_ms = Some(f64::from(i * 37 % 900) + 0.4);
-            record.e2e_ms = Some(f64::from(i * 91 % 5000) + 100.0);
-            record.itl_gaps_us = vec![i * 13 % 40_000, 7, 0];
-            record.tokens_per_s = Some(f64::from(i % 97) * 1.37);
-            dense.add(&record, i64::from(i));
-            sparse.add(&record, i64::from(i));
-        }
-        let sparse = sparse.finish();
-        let of_dense = SparseRollup::of(&dense);
-        assert_eq!(sparse.ttft_us, of_dense.ttft_us);
-        assert_eq!(sparse.e2e_us, of_dense.e2e_us);
-        assert_eq!(sparse.itl_us, of_dense.itl_us);
-        assert_eq!(sparse.tps, of_dense.tps);
-        assert_eq!(sparse.scalars.attempts(), 500);
     }
 }

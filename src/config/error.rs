@@ -138,13 +138,21 @@ impl Source<'_> {
         key: impl Into<String>,
         message: impl Into<String>,
     ) -> ConfigError {
-        let offset = span.map_or(0, |span| span.start.min(self.text.len()));
         ConfigError::Invalid {
             file: self.file.to_path_buf(),
-            line: self.text[..offset].matches('\n').count() + 1,
+            line: self.line(span.map_or(0, |span| span.start)),
             key: key.into(),
             message: message.into(),
         }
+    }
+
+    /// The 1-based line of byte `offset` (a scan of the text before it: look lines up when
+    /// reporting, not for every key read).
+    pub fn line(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())]
+            .matches('\n')
+            .count()
+            + 1
     }
 
     /// Parses the text as TOML into `T`. Syntax errors, unknown keys (all of them, as

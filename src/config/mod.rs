@@ -384,19 +384,19 @@ impl Config {
         for (p, raw_provider) in raw.providers.into_iter().enumerate() {
             let key = format!("providers[{p}]");
             let name = &raw_provider.name;
-            if let Some(first_line) = provider_names.get(name.get_ref()) {
+            if let Some(&first) = provider_names.get(name.get_ref()) {
                 e.push(source.error(
                     Some(name.span()),
                     format!("{key}.name"),
                     format!(
-                        "provider {:?} is already defined on line {first_line}",
-                        name.get_ref()
+                        "provider {:?} is already defined on line {}",
+                        name.get_ref(),
+                        source.line(first)
                     ),
                 ));
                 continue;
             }
-            let line = line_of(text, name.span().start);
-            provider_names.insert(name.get_ref().clone(), line);
+            provider_names.insert(name.get_ref().clone(), name.span().start);
             let provider_schedules = daemon::schedules(
                 &source,
                 e,
@@ -409,20 +409,24 @@ impl Config {
                 continue;
             };
             let provider = Arc::new(provider);
-            let mut model_lines: HashMap<String, usize> = HashMap::new();
+            // Where each model was first defined (a byte offset: its line is looked up only
+            // for an error, so a file of 10,000 models is not scanned 10,000 times).
+            let mut model_starts: HashMap<String, usize> = HashMap::new();
             for (m, model) in models {
-                if let Some(first_line) = model_lines.get(&model.model.id) {
+                if let Some(&first) = model_starts.get(&model.model.id) {
                     e.push(source.error(
                         Some(model.span),
                         format!("{key}.models[{m}].id"),
                         format!(
-                            "duplicate target {}/{}: already defined on line {first_line}",
-                            provider.name, model.model.id
+                            "duplicate target {}/{}: already defined on line {}",
+                            provider.name,
+                            model.model.id,
+                            source.line(first)
                         ),
                     ));
                     continue;
                 }
-                model_lines.insert(model.model.id.clone(), line_of(text, model.span.start));
+                model_starts.insert(model.model.id.clone(), model.span.start);
                 let schedules = model
                     .probes
                     .iter()
@@ -821,10 +825,6 @@ fn to_json(table: toml::Table) -> serde_json::Map<String, serde_json::Value> {
         Ok(serde_json::Value::Object(map)) => map,
         _ => serde_json::Map::new(),
     }
-}
-
-fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
 #[cfg(test)]

@@ -26,7 +26,8 @@ use thiserror::Error;
 
 use crate::aggregate::alerting::Notification;
 use crate::aggregate::health::{IncidentKind, State, TargetHealth, Transition};
-use crate::aggregate::rollup::{DecodeError, Rollup, Scalars, Span};
+use crate::aggregate::rollup::{DecodeError, Scalars, Span};
+use crate::aggregate::sparse::SparseRollup;
 use crate::config::{StoreBackend, StoreConfig};
 use crate::result::ResultRecord;
 
@@ -104,7 +105,7 @@ pub struct RollupRow {
     /// The location whose runs these are.
     pub location: String,
     /// The runs in it.
-    pub rollup: Rollup,
+    pub rollup: SparseRollup,
 }
 
 /// A rollup row's key and a fingerprint of its stored content: what the publisher's window
@@ -169,7 +170,7 @@ impl RollupRow {
             target: head.target,
             probe: head.probe,
             location: head.location,
-            rollup: Rollup::from_parts(stored.scalars, stored.blobs)?,
+            rollup: SparseRollup::from_parts(stored.scalars, stored.blobs)?,
         })
     }
 }
@@ -373,7 +374,7 @@ pub trait Backend: Send {
         bucket: i64,
         at: &TargetAt,
         probe: &str,
-    ) -> Result<Option<Rollup>, StoreError>;
+    ) -> Result<Option<SparseRollup>, StoreError>;
 
     /// Spend per provider in `month` (`YYYY-MM`) by every location together: USD and
     /// tokens.

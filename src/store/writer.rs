@@ -25,9 +25,9 @@ use std::time::{Duration, Instant};
 
 use crate::aggregate::alerting::{self, Budget};
 use crate::aggregate::health::{IncidentKind, TargetHealth};
-use crate::aggregate::rollup::Rollup;
 use crate::aggregate::rollup::Span;
 use crate::aggregate::slo::SLOW_BURN;
+use crate::aggregate::sparse::SparseRollup;
 use crate::config::{Alert, Config, HealthConfig, QualityConfig, Slo, StoreConfig};
 use crate::counters::RunCounters;
 use crate::result::ResultRecord;
@@ -208,8 +208,13 @@ struct State {
     /// Its shortest schedule, ms.
     shortest_ms: i64,
     /// The latest and previous bucket of each span per target, probe and location, as
-    /// stored.
-    rollups: HashMap<RollupKey, Rollup>,
+    /// stored: sparse, so a bucket takes the space of the values it saw (a dense histogram
+    /// of a few milliseconds' spread takes tens of KiB, and 10,000 targets have 20,000
+    /// current buckets).
+    rollups: HashMap<RollupKey, SparseRollup>,
+    /// The hour whose start last trimmed `rollups`: they are trimmed when a newer hour's
+    /// run is kept, not at every batch.
+    trimmed_hour: i64,
     /// Every target's state in every location, as stored.
     health: HashMap<TargetAt, TargetHealth>,
     /// Runs received and not yet stored, oldest first: at most `store_config.buffer`.
@@ -259,6 +264,7 @@ impl State {
             location: config.prober.location.clone(),
             shortest_ms: i64::try_from(config.shortest_schedule().as_millis()).unwrap_or(i64::MAX),
             rollups: HashMap::new(),
+            trimmed_hour: i64::MIN,
             health,
             pending: VecDeque::new(),
             last_prune: None,
@@ -413,8 +419,12 @@ impl State {
         for (at, health) in std::mem::take(&mut batch.health) {
             self.health.insert(at, health);
         }
-        if let Some(latest) = batch.results.iter().map(|(_, at)| *at).max() {
-            // Keep only the latest and previous bucket of each span in memory.
+        if let Some(latest) = batch.results.iter().map(|(_, at)| *at).max()
+            && Span::Hour.bucket_of(latest) > self.trimmed_hour
+        {
+            // Keep only the latest and previous bucket of each span in memory (a day's
+            // buckets change only at an hour's start too).
+            self.trimmed_hour = Span::Hour.bucket_of(latest);
             self.rollups
                 .retain(|(span, bucket, _, _, _), _| *bucket >= span.bucket_of(latest) - span.ms());
         }
@@ -466,8 +476,12 @@ impl State {
     fn fold(&self, records: &[ResultRecord]) -> Result<(Batch, Budget), StoreError> {
         let mut batch = Batch::default();
         let mut budget = self.alert_budget.clone();
-        let mut rollups: Vec<(RollupKey, Rollup)> = Vec::new();
+        // The batch's rollups and states in order of first touch, each found by its key (a
+        // batch of 500 runs touches up to 1,000 rollups).
+        let mut rollups: Vec<(RollupKey, SparseRollup)> = Vec::new();
+        let mut rollup_at: HashMap<RollupKey, usize> = HashMap::new();
         let mut health: Vec<(TargetAt, TargetHealth)> = Vec::new();
+        let mut health_at: HashMap<TargetAt, usize> = HashMap::new();
         for record in records {
             let at = record.ts.ms();
             let here = TargetAt::new(&record.target, &record.location);
@@ -479,8 +493,8 @@ impl State {
                     record.probe.clone(),
                     record.location.clone(),
                 );
-                let index = match rollups.iter().position(|(k, _)| *k == key) {
-                    Some(index) => index,
+                let index = match rollup_at.get(&key) {
+                    Some(&index) => index,
                     None => {
                         let base = match self.rollups.get(&key) {
                             Some(rollup) => rollup.clone(),
@@ -489,11 +503,12 @@ impl State {
                                 .rollup(span, key.1, &here, &key.3)?
                                 .unwrap_or_default(),
                         };
+                        rollup_at.insert(key.clone(), rollups.len());
                         rollups.push((key, base));
                         rollups.len() - 1
                     }
                 };
-                rollups[index].1.add(record, at);
+                rollups[index].1.add_run(record, at);
             }
             let tokens = u64::from(record.input_tokens.unwrap_or(0))
                 + u64::from(record.output_tokens.unwrap_or(0));
@@ -518,10 +533,11 @@ impl State {
                     }),
                 }
             }
-            let index = match health.iter().position(|(key, _)| *key == here) {
-                Some(index) => index,
+            let index = match health_at.get(&here) {
+                Some(&index) => index,
                 None => {
                     let stored = self.health.get(&here).cloned().unwrap_or_default();
+                    health_at.insert(here.clone(), health.len());
                     health.push((here, stored));
                     health.len() - 1
                 }

@@ -34,7 +34,8 @@ use super::{
 };
 use crate::aggregate::alerting::Notification;
 use crate::aggregate::health::{IncidentKind, State, TargetHealth, Transition};
-use crate::aggregate::rollup::{Rollup, Scalars, Span};
+use crate::aggregate::rollup::{Scalars, Span};
+use crate::aggregate::sparse::SparseRollup;
 use crate::redact::Secret;
 use crate::result::ResultRecord;
 
@@ -586,7 +587,7 @@ impl Backend for Postgres {
         bucket: i64,
         at: &TargetAt,
         probe: &str,
-    ) -> Result<Option<Rollup>, StoreError> {
+    ) -> Result<Option<SparseRollup>, StoreError> {
         self.call(async |pool: &Pool| {
             let client = pool.get().await.map_err(Failure::pool)?;
             let row = client

@@ -9,7 +9,8 @@ use tokio_postgres::Transaction;
 use super::Failure;
 use crate::aggregate::alerting::Notification;
 use crate::aggregate::health::TargetHealth;
-use crate::aggregate::rollup::{Rollup, Scalars};
+use crate::aggregate::rollup::Scalars;
+use crate::aggregate::sparse::SparseRollup;
 use crate::result::ResultRecord;
 use crate::store::sqlite::RESULT_COLUMNS;
 use crate::store::{Heartbeat, RollupRow, Spend, TargetAt};
@@ -227,11 +228,11 @@ pub(super) async fn upsert_states(
 }
 
 /// The rollup in the columns `scalars, ttft, e2e, itl, tps` from `first` on.
-pub(super) fn rollup(row: &tokio_postgres::Row, first: usize) -> Result<Rollup, Failure> {
+pub(super) fn rollup(row: &tokio_postgres::Row, first: usize) -> Result<SparseRollup, Failure> {
     let text: &str = row.try_get(first).map_err(Failure::Db)?;
     let blob = |i: usize| row.try_get::<_, &[u8]>(first + i).map_err(Failure::Db);
     let blobs = [blob(1)?, blob(2)?, blob(3)?, blob(4)?];
-    Rollup::from_parts(scalars(text)?, blobs)
+    SparseRollup::from_parts(scalars(text)?, blobs)
         .map_err(|err| Failure::Corrupt(format!("a rollup does not decode: {err}")))
 }
 

@@ -16,7 +16,8 @@ use super::{
 };
 use crate::aggregate::alerting::Notification;
 use crate::aggregate::health::{IncidentKind, State, TargetHealth, Transition};
-use crate::aggregate::rollup::{Rollup, Scalars, Span};
+use crate::aggregate::rollup::{Scalars, Span};
+use crate::aggregate::sparse::SparseRollup;
 use crate::result::ResultRecord;
 pub use schema::RESULT_COLUMNS;
 /// An open SQLite store.
@@ -412,7 +413,7 @@ impl Backend for Sqlite {
         bucket: i64,
         at: &TargetAt,
         probe: &str,
-    ) -> Result<Option<Rollup>, StoreError> {
+    ) -> Result<Option<SparseRollup>, StoreError> {
         let row = self
             .conn
             .query_row(
@@ -444,7 +445,7 @@ impl Backend for Sqlite {
         let scalars: Scalars =
             serde_json::from_str(&scalars).map_err(|err| corrupt(err.to_string()))?;
         let [a, b, c, d] = &blobs;
-        Rollup::from_parts(scalars, [a, b, c, d])
+        SparseRollup::from_parts(scalars, [a, b, c, d])
             .map(Some)
             .map_err(|err| corrupt(err.to_string()))
     }
