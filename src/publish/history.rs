@@ -71,7 +71,7 @@ pub struct History {
     /// copied).
     recent: Arc<Vec<ResultRecord>>,
     /// Per target its last [`LAST_RUNS`] runs, newest first.
-    latest: Arc<HashMap<String, Vec<ResultRecord>>>,
+    latest: Arc<HashMap<String, Arc<Vec<ResultRecord>>>>,
     /// Whether the runs were read at all.
     runs_read: bool,
     /// `recent` holds every run from this unix ms on.
@@ -130,6 +130,15 @@ fn merge_days(
         }
     }
     Ok(())
+}
+
+/// How many of the oldest of `recent` (oldest first) are no longer kept: those before
+/// `since_day`, and those past the newest [`CSV_RUNS`] unless the hour from `hour_start`
+/// needs them.
+fn past_keeping(recent: &[ResultRecord], since_day: i64, hour_start: i64) -> usize {
+    let before_day = recent.partition_point(|r| r.ts.ms() < since_day);
+    let before_hour = recent.partition_point(|r| r.ts.ms() < hour_start);
+    before_day.max(recent.len().saturating_sub(CSV_RUNS).min(before_hour))
 }
 
 /// Orders runs by time then `run_id`, as the store returns them.
@@ -241,7 +250,7 @@ impl History {
         for target in &config.targets {
             latest.insert(
                 target.id.clone(),
-                store.latest_results(&target.id, LAST_RUNS)?,
+                Arc::new(store.latest_results(&target.id, LAST_RUNS)?),
             );
         }
         self.latest = Arc::new(latest);
@@ -268,10 +277,16 @@ impl History {
             .collect();
         let mut fresh = runs_since(store, from)?;
         fresh.retain(|record| !known.contains(record.run_id.as_str()));
-        // The snapshot sharing them was dropped after its publish: no copy is made here.
+        if fresh.is_empty() && past_keeping(&self.recent, since_day, hour_start) == 0 {
+            // Nothing changes: no copy of what a publish still rendering shares.
+            self.complete_from = self.complete_from.max(since_day);
+            return Ok(());
+        }
+        // A publish rendering from them may still share them: then the map of targets and
+        // each target given a new run is copied, no more.
         let latest = Arc::make_mut(&mut self.latest);
         for record in &fresh {
-            let runs = latest.entry(record.target.clone()).or_default();
+            let runs = Arc::make_mut(latest.entry(record.target.clone()).or_default());
             runs.push(record.clone());
             runs.sort_by(|a, b| by_time(b, a));
             runs.truncate(LAST_RUNS);
@@ -279,9 +294,7 @@ impl History {
         let recent = Arc::make_mut(&mut self.recent);
         recent.extend(fresh);
         recent.sort_by(by_time);
-        let before_day = recent.partition_point(|r| r.ts.ms() < since_day);
-        let before_hour = recent.partition_point(|r| r.ts.ms() < hour_start);
-        let over = before_day.max(recent.len().saturating_sub(CSV_RUNS).min(before_hour));
+        let over = past_keeping(recent, since_day, hour_start);
         if let Some(last_dropped) = over.checked_sub(1).map(|i| &recent[i]) {
             self.complete_from = self.complete_from.max(last_dropped.ts.ms() + 1);
         }
@@ -338,7 +351,7 @@ impl History {
     }
 
     /// Per target, its last runs, newest first.
-    pub(super) fn latest(&self) -> Arc<HashMap<String, Vec<ResultRecord>>> {
+    pub(super) fn latest(&self) -> Arc<HashMap<String, Arc<Vec<ResultRecord>>>> {
         Arc::clone(&self.latest)
     }
 }

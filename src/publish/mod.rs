@@ -105,7 +105,7 @@ pub struct Snapshot {
     /// Incidents of the bar's period, newest first.
     pub incidents: Vec<Incident>,
     /// Per target: its latest runs, newest first.
-    pub latest: Arc<HashMap<String, Vec<ResultRecord>>>,
+    pub latest: Arc<HashMap<String, Arc<Vec<ResultRecord>>>>,
     /// The newest runs of the last 24 hours, oldest first: `results.csv` has the newest
     /// [`CSV_RUNS`] of them.
     pub recent: Arc<Vec<ResultRecord>>,
