@@ -4,10 +4,13 @@
 # 64 tokens, no injected delay) on one thread; `sonde bench` sends REQUESTS requests, one
 # at a time, and again REQUESTS + EXTRA; the difference of their CPU (user + system, from
 # getrusage of the finished child) divided by EXTRA is the cost of one request, start-up and
-# report writing cancelled out. Prints it in µs, median of ROUNDS.
+# report writing cancelled out. Prints it in µs, median of ROUNDS, and beside it the floor:
+# the same exchange by `examples/raw_client.rs` (a socket, the request's bytes, the answer
+# read to its last chunk, nothing parsed), measured the same way in the same run.
 #
 #   benches/scripts/bench_client_cpu.sh
 #   REQUESTS=500 EXTRA=5000 ROUNDS=5 CONCURRENCY=1 benches/scripts/bench_client_cpu.sh
+#   SONDE=path/to/another/sonde benches/scripts/bench_client_cpu.sh   # another version
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -16,8 +19,10 @@ EXTRA=${EXTRA:-5000}
 ROUNDS=${ROUNDS:-5}
 CONCURRENCY=${CONCURRENCY:-1}
 PORT=${PORT:-18788}
+SONDE=${SONDE:-target/release/sonde}
 
 source benches/scripts/simulator.sh
+cargo build --release --quiet --example raw_client
 target/release/sonde simulate --listen "127.0.0.1:$PORT" --scenario benches/peers/scenario.toml \
   --seed 1 --threads 1 > "$work/sim.log" 2>&1 &
 sim_pid=$!
@@ -29,31 +34,42 @@ mkdir -p "$work/probes"
 cp benches/peers/probes/count64.toml "$work/probes/"
 sed "s/18787/$PORT/" benches/peers/sonde.toml > "$work/sonde.toml"
 
-python3 - "$work" "$REQUESTS" "$EXTRA" "$ROUNDS" "$CONCURRENCY" <<'PY'
+python3 - "$work" "$REQUESTS" "$EXTRA" "$ROUNDS" "$CONCURRENCY" "$SONDE" "$PORT" <<'PY'
 import os, resource, statistics, subprocess, sys
 
-work, requests, extra, rounds, concurrency = sys.argv[1], *map(int, sys.argv[2:])
+work, requests, extra, rounds, concurrency = sys.argv[1], *map(int, sys.argv[2:6])
+sonde, port = sys.argv[6], sys.argv[7]
 runs = 0
 
-def cpu_of(n):
-    """CPU seconds (user + system) of one `sonde bench` of n requests."""
+def sonde_bench(n):
     global runs
     runs += 1
+    return [sonde, "bench", "--config", f"{work}/sonde.toml", "--target", "sim/zero",
+            "--probe", "count64", "--requests", str(n), "--concurrency", str(concurrency),
+            "--out", f"{work}/report-{runs}"]
+
+def raw_client(n):
+    return ["target/release/examples/raw_client", f"127.0.0.1:{port}", "zero", str(n)]
+
+def cpu_of(command):
+    """CPU seconds (user + system) of one finished child."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    subprocess.run(
-        ["target/release/sonde", "bench", "--config", f"{work}/sonde.toml",
-         "--target", "sim/zero", "--probe", "count64", "--requests", str(n),
-         "--concurrency", str(concurrency), "--out", f"{work}/report-{runs}"],
-        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
-cpu_of(requests)  # warm the page cache and the simulator
-per_request = []
-for _ in range(rounds):
-    small, large = cpu_of(requests), cpu_of(requests + extra)
-    per_request.append((large - small) / extra * 1e6)
-print(f"sonde bench client CPU per streamed 64-token request: "
-      f"{statistics.median(per_request):.1f} µs (median of {rounds}; "
-      f"rounds {', '.join(f'{v:.1f}' for v in per_request)}; concurrency {concurrency})")
+def per_request(client):
+    """µs per request of `client`, median of the rounds, and the rounds."""
+    cpu_of(client(requests))  # warm the page cache and the simulator
+    figures = []
+    for _ in range(rounds):
+        small, large = cpu_of(client(requests)), cpu_of(client(requests + extra))
+        figures.append((large - small) / extra * 1e6)
+    return statistics.median(figures), ", ".join(f"{v:.1f}" for v in figures)
+
+(client, client_rounds), (floor, floor_rounds) = per_request(sonde_bench), per_request(raw_client)
+print(f"sonde bench client CPU per streamed 64-token request: {client:.1f} µs "
+      f"(median of {rounds}; rounds {client_rounds}; concurrency {concurrency})")
+print(f"the exchange alone (examples/raw_client.rs): {floor:.1f} µs "
+      f"(rounds {floor_rounds}); sonde's own: {client - floor:.1f} µs")
 PY

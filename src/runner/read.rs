@@ -33,15 +33,20 @@ where
     E: std::fmt::Display,
 {
     let mut events = SseByteStream::new(body);
+    // One timer for the whole stream (a timeout per event made and dropped one each time).
+    let expiry = tokio::time::sleep_until(deadline.into());
+    tokio::pin!(expiry);
     loop {
-        let next = tokio::time::timeout_at(deadline.into(), events.next())
-            .await
-            .map_err(|_| {
-                (
+        let next = tokio::select! {
+            biased;
+            next = events.next() => next,
+            () = &mut expiry => {
+                return Err((
                     Outcome::Timeout,
                     "the run's deadline passed mid-stream (timeout)".to_owned(),
-                )
-            })?;
+                ));
+            }
+        };
         match next {
             None => return Ok(()),
             Some(Ok(event)) => {

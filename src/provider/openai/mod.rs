@@ -12,6 +12,8 @@
 //! - `data: [DONE]` is the terminal event;
 //! - comments (`: OPENROUTER PROCESSING`) and CRLF line ends are the SSE parser's business.
 
+mod lazy;
+
 use std::borrow::Cow;
 
 use reqwest::{RequestBuilder, Url};
@@ -321,7 +323,12 @@ impl Adapter for OpenAi {
             emit(Event::Done);
             return Ok(());
         }
-        emit_chunk(parse_chunk(data, "SSE event")?, emit);
+        // Most events are plain deltas, read lazily; the rest in full.
+        let chunk = match lazy::read(data) {
+            Some(chunk) => chunk,
+            None => parse_chunk(data, "SSE event")?,
+        };
+        emit_chunk(chunk, emit);
         Ok(())
     }
 
