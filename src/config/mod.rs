@@ -331,6 +331,12 @@ impl Config {
             .unwrap_or(Duration::from_secs(60))
     }
 
+    /// The targets by id, for a pass over many of them (a scan per lookup is quadratic
+    /// at thousands of targets).
+    pub fn targets_by_id(&self) -> HashMap<&str, &Target> {
+        self.targets.iter().map(|t| (t.id.as_str(), t)).collect()
+    }
+
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = error::read(path)?;

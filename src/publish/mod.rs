@@ -109,6 +109,8 @@ pub struct Snapshot {
     /// The newest runs of the last 24 hours, oldest first: `results.csv` has the newest
     /// [`CSV_RUNS`] of them.
     pub recent: Arc<Vec<ResultRecord>>,
+    /// Each target's index in `stats`.
+    by_target: HashMap<String, usize>,
 }
 
 impl Snapshot {
@@ -125,9 +127,15 @@ impl Snapshot {
         now_ms: i64,
         history: &mut History,
     ) -> Result<Snapshot, StoreError> {
+        let stats = history.stats(config, store, now_ms)?;
         Ok(Snapshot {
             now_ms,
-            stats: history.stats(config, store, now_ms)?,
+            by_target: stats
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.target.clone(), i))
+                .collect(),
+            stats,
             locations: windows::locations(store, now_ms)?,
             daily: history.daily(store, now_ms)?,
             hourly: history.hourly(store, now_ms)?,
@@ -139,7 +147,7 @@ impl Snapshot {
 
     /// The stats of `target`.
     pub fn stats_of(&self, target: &str) -> Option<&TargetStats> {
-        self.stats.iter().find(|s| s.target == target)
+        self.stats.get(*self.by_target.get(target)?)
     }
 }
 

@@ -453,8 +453,9 @@ pub fn render(config: &Config, snapshot: &Snapshot, feed: &Feed) -> Result<Files
     let mut groups: Vec<Group> = Vec::new();
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     let mut pages: Vec<(&Target, &FeedTarget)> = Vec::new();
+    let targets = config.targets_by_id();
     for entry in &feed.targets {
-        let Some(target) = config.targets.iter().find(|t| t.id == entry.id) else {
+        let Some(&target) = targets.get(entry.id.as_str()) else {
             continue;
         };
         *counts.entry(state_text(entry.state).1).or_default() += 1;

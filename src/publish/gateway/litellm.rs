@@ -21,8 +21,9 @@ pub fn litellm(config: &Config, feed: &Feed) -> String {
          above 0,\n# weighted for routing_strategy simple-shuffle. Regenerate, then reload the \
          proxy.\nmodel_list:\n"
     );
+    let targets = config.targets_by_id();
     for entry in feed.targets.iter().filter(|t| t.weight > 0.0) {
-        let Some(target) = config.targets.iter().find(|t| t.id == entry.id) else {
+        let Some(target) = targets.get(entry.id.as_str()) else {
             continue;
         };
         let provider = &target.provider;

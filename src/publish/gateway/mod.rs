@@ -76,8 +76,9 @@ fn by_group<'a>(
     feed: &'a Feed,
 ) -> BTreeMap<&'a str, Vec<(&'a FeedTarget, Option<&'a Target>)>> {
     let mut groups: BTreeMap<&str, Vec<(&FeedTarget, Option<&Target>)>> = BTreeMap::new();
+    let targets = config.targets_by_id();
     for entry in &feed.targets {
-        let target = config.targets.iter().find(|t| t.id == entry.id);
+        let target = targets.get(entry.id.as_str()).copied();
         groups
             .entry(&entry.group)
             .or_default()
