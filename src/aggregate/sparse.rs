@@ -426,24 +426,20 @@ fn deflated(plain: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + plain.len() / 2 + 64);
     out.extend(V2_DEFLATE.to_be_bytes());
     out.extend([0; 4]);
-    if COMPRESSOR
-        .with_borrow_mut(|compressor| {
-            compressor.reset();
-            loop {
-                out.reserve(plain.len() / 2 + 64);
-                let read = compressor.total_in() as usize;
-                match compressor.compress_vec(&plain[read..], &mut out, FlushCompress::Finish) {
-                    Ok(flate2::Status::StreamEnd) => break,
-                    Ok(_) => {}
-                    // Compressing into memory does not fail; were it to, the plain blob is as
-                    // readable.
-                    Err(_) => return None,
-                }
+    let compressed = COMPRESSOR.with_borrow_mut(|compressor| {
+        compressor.reset();
+        loop {
+            out.reserve(plain.len() / 2 + 64);
+            let read = compressor.total_in() as usize;
+            match compressor.compress_vec(&plain[read..], &mut out, FlushCompress::Finish) {
+                Ok(flate2::Status::StreamEnd) => return true,
+                Ok(_) => {}
+                Err(_) => return false,
             }
-            Some(())
-        })
-        .is_none()
-    {
+        }
+    });
+    if !compressed {
+        // Compressing into memory does not fail; were it to, the plain blob is as readable.
         return plain.to_vec();
     }
     let length = (out.len() - 8) as u32;

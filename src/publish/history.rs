@@ -277,9 +277,9 @@ impl History {
             .collect();
         let mut fresh = runs_since(store, from)?;
         fresh.retain(|record| !known.contains(record.run_id.as_str()));
+        self.complete_from = self.complete_from.max(since_day);
         if fresh.is_empty() && past_keeping(&self.recent, since_day, hour_start) == 0 {
             // Nothing changes: no copy of what a publish still rendering shares.
-            self.complete_from = self.complete_from.max(since_day);
             return Ok(());
         }
         // A publish rendering from them may still share them: then the map of targets and
@@ -298,7 +298,6 @@ impl History {
         if let Some(last_dropped) = over.checked_sub(1).map(|i| &recent[i]) {
             self.complete_from = self.complete_from.max(last_dropped.ts.ms() + 1);
         }
-        self.complete_from = self.complete_from.max(since_day);
         recent.drain(..over);
         Ok(())
     }

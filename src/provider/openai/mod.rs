@@ -33,8 +33,7 @@ use crate::redact::Secret;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct OpenAi;
 
-/// Longest excerpt of an unparseable body kept in an error.
-
+/// A stream chunk or a whole completion, as far as measurement reads it.
 #[derive(Debug, Deserialize)]
 struct Chunk<'a> {
     #[serde(borrow, default)]
