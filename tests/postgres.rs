@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use common::daemon::Daemon;
 
+use sonde::aggregate::rollup::Span;
 use sonde::config::{Config, StoreBackend, StoreConfig};
 use sonde::publish::{self, Snapshot};
 use sonde::result::{Outcome, ResultRecord};
@@ -233,6 +234,74 @@ fn both_backends_publish_the_same_site_from_the_same_history() {
         "the history is what the feed shows: {gamma}"
     );
     assert_eq!(gamma["weight"], 0.0);
+
+    for config in [&sqlite, &postgres] {
+        a_rewritten_rollup_has_a_new_version(config, now);
+    }
+}
+
+/// A run written late into a closed hour gives that hour's row (and only it) a version it
+/// did not have, and `rollups_at` reads the row as it is now: what a kept history relies on.
+fn a_rewritten_rollup_has_a_new_version(config: &Config, now: i64) {
+    let since = now - 30 * 3_600_000;
+    let heads = |store: &Store| {
+        let mut heads = std::collections::BTreeMap::new();
+        store
+            .each_rollup_head_since(Span::Hour, since, &mut |head| {
+                heads.insert((head.bucket, head.target, head.location), head.version);
+            })
+            .unwrap();
+        heads
+    };
+    let before = heads(&Store::open_read_only(&config.store).unwrap());
+    let mut late = common::scripted(config, 0, now - 5 * 3_600_000, Outcome::Timeout, 0.0);
+    // The history's location: its row of that hour exists.
+    late.location = "eu-west".into();
+    let (target, location, probe) = (
+        late.target.clone(),
+        late.location.clone(),
+        late.probe.clone(),
+    );
+    let bucket = Span::Hour.bucket_of(late.ts.ms());
+    import(
+        Store::open(&config.store, &config.prober.location).unwrap(),
+        config,
+        vec![late],
+    )
+    .unwrap();
+    let store = Store::open_read_only(&config.store).unwrap();
+    let after = heads(&store);
+    let key = (bucket, target.clone(), location.clone());
+    assert!(after[&key] > before[&key], "{}", store.describe());
+    let unchanged = |k: &&(i64, String, String)| **k != key;
+    assert_eq!(
+        before
+            .iter()
+            .filter(|(k, _)| unchanged(k))
+            .collect::<Vec<_>>(),
+        after
+            .iter()
+            .filter(|(k, _)| unchanged(k))
+            .collect::<Vec<_>>(),
+        "no other row changed"
+    );
+    let mut read = Vec::new();
+    store
+        .rollups_at(
+            Span::Hour,
+            &[
+                (bucket, &target, &probe, &location),
+                (bucket, "no/such", &probe, &location),
+            ],
+            &mut |head, stored| {
+                read.push((head.version, stored.scalars.count(Outcome::Timeout)));
+                Ok(())
+            },
+        )
+        .unwrap();
+    assert_eq!(read.len(), 1, "a key with no row is skipped");
+    assert_eq!(read[0].0, after[&key]);
+    assert!(read[0].1 >= 1, "the late timeout is in the row read");
 }
 
 #[test]

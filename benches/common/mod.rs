@@ -33,7 +33,9 @@ where
         rollup_retention_days: 400,
         ..StoreConfig::sqlite(path.clone())
     };
-    if let Ok(store) = Store::open_read_only(&store_config)
+    // Opened to write, so a store kept from an older schema is migrated, not regenerated.
+    if path.exists()
+        && let Ok(store) = Store::open(&store_config, &config.prober.location)
         && store.result_count().unwrap_or(0) == expected
     {
         return path;

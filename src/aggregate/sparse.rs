@@ -65,10 +65,11 @@ impl Sparse {
         )
     }
 
-    /// The non-zero counters of a stored V2 blob (see `rollup::encode`), read straight from
-    /// its encoding — runs of zeros are skipped without building the dense histogram, which
-    /// is most of the cost of reading a rollup. A blob of another shape goes through the
-    /// dense decoder.
+    /// The non-zero counters of a stored V2 blob, plain (what [`Sparse::encode`] writes) or
+    /// deflate (what stores written before held, and `rollup::encode` writes), read straight
+    /// from its encoding — runs of zeros are skipped without building the dense histogram,
+    /// which is most of the cost of reading a rollup. A blob of another shape goes through
+    /// the dense decoder.
     pub fn decode(bytes: &[u8]) -> Result<Sparse, DecodeError> {
         match v2_counts(bytes) {
             Some(sparse) => Ok(sparse),
@@ -76,10 +77,12 @@ impl Sparse {
         }
     }
 
-    /// This histogram as a V2 deflate blob, the format every HdrHistogram implementation
+    /// This histogram as a plain V2 blob, the format every HdrHistogram implementation
     /// reads: written from the counters, so the dense histogram is never built. Its header
     /// says the histogram tracks up to its largest value; the blob is byte for byte what
-    /// `rollup::encode` writes for a dense histogram of the same counters and that bound.
+    /// HdrHistogram's `V2Serializer` writes for a dense histogram of the same counters and
+    /// that bound. Not deflated: a rollup's blob is a few hundred bytes, and inflating one
+    /// (its Huffman tables built anew) cost more than the rest of reading it.
     pub fn encode(&self) -> Vec<u8> {
         let high = self.max().unwrap_or(0).max(2);
         let mut plain = Vec::with_capacity(V2_HEADER + 9 * (2 * self.counts.len() + 1));
@@ -111,7 +114,7 @@ impl Sparse {
         }
         let payload = (plain.len() - V2_HEADER) as u32;
         plain[4..8].copy_from_slice(&payload.to_be_bytes());
-        deflated(&plain)
+        plain
     }
 
     /// The highest equivalent value at quantile `q` (what `Histogram::value_at_quantile`
@@ -413,68 +416,69 @@ fn put_varint(out: &mut Vec<u8>, mut value: u64) {
     out.push(value as u8);
 }
 
-/// A plain V2 blob wrapped as V2 deflate: the cookie, the compressed length, the zlib
-/// stream at the default level (what HdrHistogram's serializer writes). One compressor per
-/// thread is reset and reused: making one allocates its tables, which cost more than
-/// compressing a rollup's few hundred bytes.
-fn deflated(plain: &[u8]) -> Vec<u8> {
-    use flate2::{Compress, Compression, FlushCompress};
-    thread_local! {
-        static COMPRESSOR: std::cell::RefCell<Compress> =
-            std::cell::RefCell::new(Compress::new(Compression::default(), true));
+/// The counters of a plain or deflate V2 blob of the rollups' shape (3 digits from 1), or
+/// `None` for any other blob (read by the dense decoder, which also says what is wrong
+/// with it).
+fn v2_counts(bytes: &[u8]) -> Option<Sparse> {
+    match u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?) {
+        V2_PLAIN => plain_counts(bytes),
+        V2_DEFLATE => inflated(bytes.get(8..)?, plain_counts)?,
+        _ => None,
     }
-    let mut out = Vec::with_capacity(8 + plain.len() / 2 + 64);
-    out.extend(V2_DEFLATE.to_be_bytes());
-    out.extend([0; 4]);
-    let compressed = COMPRESSOR.with_borrow_mut(|compressor| {
-        compressor.reset();
-        loop {
-            out.reserve(plain.len() / 2 + 64);
-            let read = compressor.total_in() as usize;
-            match compressor.compress_vec(&plain[read..], &mut out, FlushCompress::Finish) {
-                Ok(flate2::Status::StreamEnd) => return true,
-                Ok(_) => {}
-                Err(_) => return false,
-            }
-        }
-    });
-    if !compressed {
-        // Compressing into memory does not fail; were it to, the plain blob is as readable.
-        return plain.to_vec();
-    }
-    let length = (out.len() - 8) as u32;
-    out[4..8].copy_from_slice(&length.to_be_bytes());
-    out
 }
 
-/// The counters of a deflate V2 blob of the rollups' shape (3 digits from 1), or `None` for
-/// any other blob (read by the dense decoder, which also says what is wrong with it).
-fn v2_counts(bytes: &[u8]) -> Option<Sparse> {
-    use std::io::Read as _;
+/// The most a rollup's blob inflates to: its counters to the largest trackable value, nine
+/// bytes each, are far less; a blob inflating past it is not a rollup's.
+const MAX_PLAIN: usize = 4 << 20;
+
+/// Hands `read` the inflated bytes of a zlib stream (`None` when it does not inflate
+/// whole within [`MAX_PLAIN`]). One decompressor and buffer per thread are reset and
+/// reused: making a decompressor allocates and fills its tables, which cost more than
+/// inflating a rollup's few hundred bytes.
+fn inflated<R>(compressed: &[u8], read: impl FnOnce(&[u8]) -> R) -> Option<R> {
+    use flate2::{Decompress, FlushDecompress, Status};
+    thread_local! {
+        static INFLATER: std::cell::RefCell<(Decompress, Vec<u8>)> =
+            std::cell::RefCell::new((Decompress::new(true), Vec::new()));
+    }
+    INFLATER.with_borrow_mut(|(inflater, plain)| {
+        inflater.reset(true);
+        plain.clear();
+        loop {
+            plain.reserve(compressed.len() * 4 + 64);
+            let taken = inflater.total_in() as usize;
+            let before = (taken, plain.len());
+            // Not `Finish`: with it, a first call short of room fails for good (miniz).
+            match inflater.decompress_vec(&compressed[taken..], plain, FlushDecompress::None) {
+                Ok(Status::StreamEnd) => return Some(read(plain)),
+                Ok(_) if (inflater.total_in() as usize, plain.len()) == before => return None,
+                Ok(_) if plain.len() > MAX_PLAIN => return None,
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    })
+}
+
+/// The counters of a plain V2 blob of the rollups' shape, or `None`.
+fn plain_counts(plain: &[u8]) -> Option<Sparse> {
     let word = |b: &[u8], at: usize| -> Option<u32> {
         Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
     };
-    if word(bytes, 0)? != V2_DEFLATE {
-        return None;
-    }
-    let mut plain = Vec::new();
-    flate2::read::ZlibDecoder::new(bytes.get(8..)?)
-        .read_to_end(&mut plain)
-        .ok()?;
     let long = |at: usize| -> Option<u64> {
         Some(u64::from_be_bytes(plain.get(at..at + 8)?.try_into().ok()?))
     };
     // Header: cookie, payload length, normalizing offset, digits, lowest, highest, ratio.
     let shape = (
-        word(&plain, 0)?,
-        word(&plain, 8)?,
-        word(&plain, 12)?,
+        word(plain, 0)?,
+        word(plain, 8)?,
+        word(plain, 12)?,
         long(16)?,
     );
     if shape != (V2_PLAIN, 0, 3, 1) {
         return None;
     }
-    let payload = plain.get(40..40 + word(&plain, 4)? as usize)?;
+    let payload = plain.get(40..40 + word(plain, 4)? as usize)?;
     let (mut index, mut at) = (0u64, 0usize);
     let mut counts = Vec::new();
     while at < payload.len() {
@@ -542,6 +546,7 @@ pub fn lowest_equivalent(value: u64) -> u64 {
 mod tests {
     use super::*;
     use crate::aggregate::rollup::Histograms;
+    use hdrhistogram::serialization::{Serializer as _, V2Serializer};
 
     fn dense(values: impl IntoIterator<Item = u64>) -> Histogram<Count> {
         let mut h = Histograms::default().ttft_us;
@@ -598,6 +603,19 @@ mod tests {
             assert_eq!(Sparse::decode(&blob).unwrap(), Sparse::of(&histogram));
         }
         assert!(Sparse::decode(b"not a histogram").is_err());
+        // A cut or damaged stream is not read (the dense decoder then has its say), and the
+        // reused decompressor reads the next blob whole all the same.
+        let blob = rollup::encode(&dense([5_000, 5_000, 90_000]));
+        for cut in 9..blob.len() {
+            assert!(v2_counts(&blob[..cut]).is_none(), "cut at {cut}");
+        }
+        let mut damaged = blob.clone();
+        damaged[12] ^= 0xff;
+        assert!(v2_counts(&damaged).is_none());
+        assert_eq!(
+            Sparse::decode(&blob).unwrap(),
+            Sparse::of(&dense([5_000, 5_000, 90_000]))
+        );
     }
 
     #[test]
@@ -622,7 +640,11 @@ mod tests {
                 histogram.record(v).unwrap();
             }
             let blob = sparse.encode();
-            assert_eq!(blob, rollup::encode(&histogram), "{values:?}");
+            let mut plain = Vec::new();
+            V2Serializer::new()
+                .serialize(&histogram, &mut plain)
+                .unwrap();
+            assert_eq!(blob, plain, "{values:?}");
             assert_eq!(Sparse::decode(&blob).unwrap(), sparse);
             assert_eq!(Sparse::of(&rollup::decode(&blob).unwrap()), sparse);
         }

@@ -9,7 +9,7 @@
 //! store's count (a run written late — after a store outage, or by a fleet location
 //! catching up — makes them be read again). The `5m` and `1h` windows are folded from the
 //! kept runs, the others come from the `WindowCache`, which checks each summed bucket's
-//! fingerprint at every publish: windows, the feed, the runs listed and `results.csv` never
+//! version at every publish: windows, the feed, the runs listed and `results.csv` never
 //! lag. Closed buckets of the bar, the daily table, the charts and the heatmap are read
 //! once — the hours as each closes — and all again at the first publish of each day: a
 //! run written late into an older hour or day shows there from the next day. A new

@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, Datelike, Timelike};
 
-use super::text::{Tenths, day, ms, percent, when};
+use super::text::{Ms, Tenths, When, day, ms, percent};
 use super::{BAR_DAYS, HEATMAP_DAYS, Snapshot};
 use crate::aggregate::rollup::{Scalars, Span};
 
@@ -180,16 +180,13 @@ pub fn latency_chart(snapshot: &Snapshot, target: &str) -> String {
         );
     }
     for (class, p95) in [("p95", true), ("p50", false)] {
-        let value = |p: &(i64, f64, f64)| if p95 { p.2 } else { p.1 };
-        let line: Vec<String> = points
-            .iter()
-            .map(|p| format!("{},{}", Tenths(x(p.0)), Tenths(y(value(p)))))
-            .collect();
-        let _ = write!(
-            svg,
-            "<polyline class=\"{class}\" points=\"{}\"/>",
-            line.join(" ")
-        );
+        let _ = write!(svg, "<polyline class=\"{class}\" points=\"");
+        for (i, p) in points.iter().enumerate() {
+            let value = if p95 { p.2 } else { p.1 };
+            let gap = if i == 0 { "" } else { " " };
+            let _ = write!(svg, "{gap}{},{}", Tenths(x(p.0)), Tenths(y(value)));
+        }
+        svg.push_str("\"/>");
     }
     // One title per hour, on a group of its two marks: hovering either shows it, and the
     // page carries each hour's text once (it was most of a target page).
@@ -197,9 +194,9 @@ pub fn latency_chart(snapshot: &Snapshot, target: &str) -> String {
         let _ = write!(
             svg,
             "<g><title>{} p50 {} · p95 {}</title><circle class=\"p95\" cx=\"{x}\" cy=\"{}\" r=\"3\"/><circle class=\"p50\" cx=\"{x}\" cy=\"{}\" r=\"3\"/></g>",
-            when(p.0),
-            ms(Some(p.1)),
-            ms(Some(p.2)),
+            When(p.0),
+            Ms(Some(p.1)),
+            Ms(Some(p.2)),
             Tenths(y(p.2)),
             Tenths(y(p.1)),
             x = Tenths(x(p.0)),
@@ -261,7 +258,7 @@ pub fn heatmap(snapshot: &Snapshot, target: &str) -> String {
                         html,
                         "<td class=\"h{}\" title=\"{name} {h:02}:00 UTC: TTFT p50 {} ({n} h)\"></td>",
                         level(*v),
-                        ms(Some(*v))
+                        Ms(Some(*v))
                     );
                 }
                 None => html.push_str("<td></td>"),

@@ -34,9 +34,19 @@ fn fields(ms: i64) -> Option<(i32, u32, u32, u32, u32)> {
 
 /// `YYYY-MM-DD HH:MM UTC`.
 pub fn when(ms: i64) -> String {
-    fields(ms)
-        .map(|(y, mo, d, h, mi)| format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02} UTC"))
-        .unwrap_or_default()
+    When(ms).to_string()
+}
+
+/// [`when`] written in place (a chart writes one per hour).
+pub struct When(pub i64);
+
+impl fmt::Display for When {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match fields(self.0) {
+            Some((y, mo, d, h, mi)) => write!(f, "{y:04}-{mo:02}-{d:02} {h:02}:{mi:02} UTC"),
+            None => Ok(()),
+        }
+    }
 }
 
 /// `MM-DD HH:MM` (the page says times are UTC).
@@ -88,13 +98,20 @@ pub fn percent(value: Option<f64>) -> String {
 
 /// A latency: whole milliseconds, or seconds with one decimal from 10 s.
 pub fn ms(value: Option<f64>) -> String {
-    value.map_or("–".into(), |v| {
-        if v >= 10_000.0 {
-            format!("{:.1} s", v / 1000.0)
-        } else {
-            format!("{v:.0} ms")
+    Ms(value).to_string()
+}
+
+/// [`ms`] written in place (a chart writes two per hour).
+pub struct Ms(pub Option<f64>);
+
+impl fmt::Display for Ms {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            None => f.write_str("–"),
+            Some(v) if v >= 10_000.0 => write!(f, "{:.1} s", v / 1000.0),
+            Some(v) => write!(f, "{v:.0} ms"),
         }
-    })
+    }
 }
 
 /// A whole number.

@@ -2,14 +2,15 @@
 //! publish decodes only the rollups that changed instead of a month of them per target.
 //!
 //! For each window and (target, location, probe) the cache keeps the sum of the window's
-//! closed buckets (every bucket but the current one) in sparse form, with the fingerprint
-//! and scalars of each bucket in it. A publish reads every rollup head of the windows
-//! (key and fingerprint, not the histograms), keeps a sum only while each of its buckets is
-//! still stored with the same fingerprint, and then decodes only what it lacks: the current
-//! buckets, buckets that closed since, and buckets that left the window (to subtract
-//! them). A bucket written to after it was summed — a late run, another location catching
-//! up, a copy — changes its fingerprint and the sum is rebuilt from the store, so a window
-//! from the cache is always the window a cold read gives (tested in `tests/publish.rs`).
+//! closed buckets (every bucket but the current one) in sparse form, with the version and
+//! scalars of each bucket in it. A publish reads every rollup head of the windows (key and
+//! version, from an index: not the rows), keeps a sum only while each of its buckets is
+//! still stored with the same version, and then reads and decodes only the rows it lacks:
+//! the current buckets, buckets that closed since, and buckets that left the window (to
+//! subtract them). A bucket written to after it was summed — a late run, another location
+//! catching up, a copy — has a new version and the sum is rebuilt from the store, so a
+//! window from the cache is always the window a cold read gives (tested in
+//! `tests/publish.rs`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -42,9 +43,9 @@ impl Key {
 /// The closed buckets of one window and key, summed.
 #[derive(Debug, Default)]
 struct Closed {
-    /// Each bucket in the sum: its fingerprint and scalars (scalars do not subtract, so
-    /// they are merged from these when the window is read).
-    buckets: BTreeMap<i64, (u64, Scalars)>,
+    /// Each bucket in the sum: its version and scalars (scalars do not subtract, so they
+    /// are merged from these when the window is read).
+    buckets: BTreeMap<i64, (i64, Scalars)>,
     /// The buckets' distributions added (its scalars unused).
     sum: SparseRollup,
 }
@@ -105,13 +106,12 @@ impl WindowCache {
             .min()
             .unwrap_or(current)
             - span.ms();
-        let mut stored: HashMap<Key, BTreeMap<i64, u64>> = HashMap::new();
-        store.each_rollup_head_since(span, since, &mut |_| false, &mut |head, _| {
+        let mut stored: HashMap<Key, BTreeMap<i64, i64>> = HashMap::new();
+        store.each_rollup_head_since(span, since, &mut |head| {
             stored
                 .entry(Key::of(&head))
                 .or_default()
-                .insert(head.bucket, head.fingerprint);
-            Ok(())
+                .insert(head.bucket, head.version);
         })?;
         let mut wanted: HashSet<(Key, i64)> = HashSet::new();
         for &window in windows {
@@ -129,10 +129,9 @@ impl WindowCache {
             for key in keys {
                 let rows = stored.get(&key);
                 let entry = self.closed.entry((window, key.clone())).or_default();
-                let intact = entry
-                    .buckets
-                    .iter()
-                    .all(|(bucket, (print, _))| rows.and_then(|r| r.get(bucket)) == Some(print));
+                let intact = entry.buckets.iter().all(|(bucket, (version, _))| {
+                    rows.and_then(|r| r.get(bucket)) == Some(version)
+                });
                 if !intact {
                     *entry = Closed::default();
                 }
@@ -148,47 +147,57 @@ impl WindowCache {
                 }
             }
         }
+        let keys: Vec<_> = wanted
+            .iter()
+            .map(|(key, bucket)| {
+                (
+                    *bucket,
+                    key.target.as_str(),
+                    key.probe.as_str(),
+                    key.location.as_str(),
+                )
+            })
+            .collect();
         let mut open: HashMap<Key, SparseRollup> = HashMap::new();
-        let mut broken = false;
         let closed = &mut self.closed;
-        store.each_rollup_head_since(
-            span,
-            since,
-            &mut |head| wanted.contains(&(Key::of(head), head.bucket)),
-            &mut |head, stored| {
-                let Some(stored) = stored else {
-                    return Ok(());
+        store.rollups_at(span, &keys, &mut |head, stored| {
+            let key = Key::of(&head);
+            let sparse = SparseRollup::from_parts(stored.scalars, stored.blobs)?;
+            if head.bucket >= current {
+                open.entry(key).or_default().add(&sparse);
+                return Ok(());
+            }
+            for &window in windows {
+                let start = window.start(now_ms);
+                let Some(entry) = closed.get_mut(&(window, key.clone())) else {
+                    continue;
                 };
-                let key = Key::of(&head);
-                let sparse = SparseRollup::from_parts(stored.scalars, stored.blobs)?;
-                if head.bucket >= current {
-                    open.entry(key).or_default().add(&sparse);
-                    return Ok(());
+                let summed = entry.buckets.get(&head.bucket).map(|b| b.0);
+                if head.bucket >= start && summed.is_none() {
+                    entry.sum.add_distributions(&sparse);
+                    entry
+                        .buckets
+                        .insert(head.bucket, (head.version, sparse.scalars.clone()));
+                } else if head.bucket < start
+                    && summed == Some(head.version)
+                    && entry.sum.subtract_distributions(&sparse).is_ok()
+                {
+                    entry.buckets.remove(&head.bucket);
                 }
-                for &window in windows {
-                    let start = window.start(now_ms);
-                    let Some(entry) = closed.get_mut(&(window, key.clone())) else {
-                        continue;
-                    };
-                    let summed = entry.buckets.get(&head.bucket).map(|b| b.0);
-                    if head.bucket >= start && summed.is_none() {
-                        entry.sum.add_distributions(&sparse);
-                        entry
-                            .buckets
-                            .insert(head.bucket, (head.fingerprint, sparse.scalars.clone()));
-                    } else if head.bucket < start && summed.is_some() {
-                        let same = summed == Some(head.fingerprint);
-                        if same && entry.sum.subtract_distributions(&sparse).is_ok() {
-                            entry.buckets.remove(&head.bucket);
-                        } else {
-                            *entry = Closed::default();
-                            broken = true;
-                        }
-                    }
-                }
-                Ok(())
-            },
-        )?;
+            }
+            Ok(())
+        })?;
+        // A bucket that left the window and could not be subtracted (rewritten or deleted
+        // between the two reads) leaves its sum wrong: the sum is read again.
+        let mut broken = false;
+        for ((window, _), entry) in self.closed.iter_mut() {
+            if windows.contains(window)
+                && entry.buckets.range(..window.start(now_ms)).next().is_some()
+            {
+                *entry = Closed::default();
+                broken = true;
+            }
+        }
         if broken {
             return Ok(false);
         }

@@ -108,8 +108,8 @@ pub struct RollupRow {
     pub rollup: SparseRollup,
 }
 
-/// A rollup row's key and a fingerprint of its stored content: what the publisher's window
-/// cache checks its sums against without decoding the row.
+/// A rollup row's key and version: what the publisher's window cache checks its sums
+/// against without reading the row.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RollupHead {
     /// Unix ms of the bucket's start.
@@ -120,14 +120,41 @@ pub struct RollupHead {
     pub probe: String,
     /// The location whose runs these are.
     pub location: String,
-    /// [`fingerprint`] of the row as stored.
-    pub fingerprint: u64,
+    /// The row's version: every write of a rollup row gives it a version no row of the
+    /// store had before (a store-wide counter), so a row with the version a sum saw is the
+    /// row it summed.
+    pub version: i64,
 }
 
-/// What [`Backend::each_rollup_head_since`] hands each row to: its head, and the stored
-/// rollup when it was wanted.
-pub type EachHead<'f> =
-    dyn FnMut(RollupHead, Option<StoredRollup<'_>>) -> Result<(), DecodeError> + 'f;
+/// Why a store whose schema is at `found` cannot be read by this build (at `latest`), and
+/// what to do.
+fn schema_mismatch(found: i64, latest: i64) -> String {
+    if found > latest {
+        format!(
+            "the store holds schema version {found}, newer than this sonde's {latest}: upgrade sonde"
+        )
+    } else {
+        format!(
+            "the store holds schema version {found}, older than this sonde's {latest}: \
+             start this sonde's `sonde run` on it once (it migrates the store), then read it"
+        )
+    }
+}
+
+/// The columns every full read of a rollup row selects, in the order the backends' row
+/// readers take them.
+const ROLLUP_COLUMNS: &str =
+    "bucket, target, probe, location, version, scalars, ttft, e2e, itl, tps";
+
+/// The one order rollups are read in, whatever the backend (text compared byte by byte).
+const ROLLUP_ORDER: &str = "ORDER BY bucket, target, probe, location";
+
+/// A rollup's bucket, target, probe and location: the key of one row of a span.
+pub type RollupKey<'k> = (i64, &'k str, &'k str, &'k str);
+
+/// What [`Backend::rollups_at`] and [`Backend::each_rollup_since`]'s readers hand each
+/// stored row to, before its histograms are decoded.
+pub type EachStored<'f> = dyn FnMut(RollupHead, StoredRollup<'_>) -> Result<(), DecodeError> + 'f;
 
 /// A stored rollup as read, before its histograms are decoded.
 #[derive(Debug)]
@@ -136,25 +163,6 @@ pub struct StoredRollup<'a> {
     pub scalars: Scalars,
     /// Its histograms' V2 blobs: TTFT, E2E, ITL, tokens/s.
     pub blobs: [&'a [u8]; 4],
-}
-
-/// The fingerprint of a stored rollup: a hash of its scalars' stored text, which counts
-/// every run of the bucket by outcome, so any run added to the row changes it. Eight bytes
-/// at a time (a publish fingerprints every row of a month's windows); fingerprints live
-/// only in memory, so the hash need not be stable across builds.
-pub fn fingerprint(scalars_text: &str) -> u64 {
-    const K: u64 = 0x517c_c1b7_2722_0a95;
-    let bytes = scalars_text.as_bytes();
-    let mut chunks = bytes.chunks_exact(8);
-    let mut hash = bytes.len() as u64;
-    for chunk in &mut chunks {
-        let word = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
-        hash = (hash.rotate_left(5) ^ word).wrapping_mul(K);
-    }
-    for &byte in chunks.remainder() {
-        hash = (hash.rotate_left(5) ^ u64::from(byte)).wrapping_mul(K);
-    }
-    hash
 }
 
 impl RollupRow {
@@ -327,25 +335,26 @@ pub trait Backend: Send {
         span: Span,
         since_bucket: i64,
         each: &mut dyn FnMut(RollupRow),
-    ) -> Result<(), StoreError> {
-        self.each_rollup_head_since(span, since_bucket, &mut |_| true, &mut |head, stored| {
-            if let Some(stored) = stored {
-                each(RollupRow::of(span, head, stored)?);
-            }
-            Ok(())
-        })
-    }
+    ) -> Result<(), StoreError>;
 
-    /// Hands `each` the head of every rollup of `span` with `bucket >= since_bucket`, in
-    /// [`Backend::each_rollup_since`]'s order, with the stored rollup only when `wanted`
-    /// says so (reading and decoding the histograms is most of a read's cost); a rollup
-    /// `each` cannot decode is a corrupt store.
+    /// Hands `each` the head (key and version) of every rollup of `span` with `bucket >=
+    /// since_bucket`, in [`Backend::each_rollup_since`]'s order, without reading the rows'
+    /// scalars or histograms (an index of the keys and versions holds them).
     fn each_rollup_head_since(
         &self,
         span: Span,
         since_bucket: i64,
-        wanted: &mut dyn FnMut(&RollupHead) -> bool,
-        each: &mut EachHead<'_>,
+        each: &mut dyn FnMut(RollupHead),
+    ) -> Result<(), StoreError>;
+
+    /// Hands `each` the rollups of `span` stored under `keys` (as they are now, with their
+    /// version), by bucket, target, probe, location; a key with no row is skipped. A row
+    /// `each` cannot decode is a corrupt store.
+    fn rollups_at(
+        &self,
+        span: Span,
+        keys: &[RollupKey<'_>],
+        each: &mut EachStored<'_>,
     ) -> Result<(), StoreError>;
 
     /// Up to `limit` rollups of `span` after the position `(bucket, target, probe,
@@ -374,7 +383,18 @@ pub trait Backend: Send {
         bucket: i64,
         at: &TargetAt,
         probe: &str,
-    ) -> Result<Option<SparseRollup>, StoreError>;
+    ) -> Result<Option<SparseRollup>, StoreError> {
+        let mut found = None;
+        self.rollups_at(
+            span,
+            &[(bucket, &at.target, probe, &at.location)],
+            &mut |_, stored| {
+                found = Some(SparseRollup::from_parts(stored.scalars, stored.blobs)?);
+                Ok(())
+            },
+        )?;
+        Ok(found)
+    }
 
     /// Spend per provider in `month` (`YYYY-MM`) by every location together: USD and
     /// tokens.

@@ -29,13 +29,12 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{
-    Backend, Batch, Copied, EachHead, FleetLimits, Heartbeat, Incident, RollupHead, RollupRow,
-    Spend, StoreError, StoredRollup, TargetAt,
+    Backend, Batch, Copied, EachStored, FleetLimits, Heartbeat, Incident, ROLLUP_COLUMNS,
+    ROLLUP_ORDER, RollupHead, RollupKey, RollupRow, Spend, StoreError, StoredRollup, TargetAt,
 };
 use crate::aggregate::alerting::Notification;
 use crate::aggregate::health::{IncidentKind, State, TargetHealth, Transition};
 use crate::aggregate::rollup::{Scalars, Span};
-use crate::aggregate::sparse::SparseRollup;
 use crate::redact::Secret;
 use crate::result::ResultRecord;
 
@@ -156,8 +155,11 @@ impl Postgres {
                             store.name
                         )));
                     }
-                    Some(version) if version > schema::LATEST => {
-                        return Err(store.migration(schema::newer(version)));
+                    Some(version) if version != schema::LATEST => {
+                        return Err(store.migration(super::schema_mismatch(
+                            version.into(),
+                            schema::LATEST.into(),
+                        )));
                     }
                     Some(_) => {}
                 }
@@ -285,16 +287,14 @@ impl Postgres {
         }
     }
 
-    /// Hands `each` the head of every rollup a `SELECT bucket, target, probe, location,
+    /// Hands `each` every rollup a `SELECT bucket, target, probe, location, version,
     /// scalars, ttft, e2e, itl, tps …` query returns, in its order, one at a time as they
-    /// arrive (a month of a fleet's decoded rollups never sits in memory at once), with the
-    /// stored rollup when `wanted`.
-    fn rollup_heads(
+    /// arrive (a month of a fleet's decoded rollups never sits in memory at once).
+    fn rollup_rows(
         &self,
-        sql: &'static str,
+        sql: &str,
         params: &[&(dyn ToSql + Sync)],
-        wanted: &mut dyn FnMut(&RollupHead) -> bool,
-        each: &mut EachHead<'_>,
+        each: &mut EachStored<'_>,
     ) -> Result<(), StoreError> {
         self.call(async |pool: &Pool| {
             let client = pool.get().await.map_err(Failure::pool)?;
@@ -304,22 +304,17 @@ impl Postgres {
                 .map_err(Failure::Db)?;
             let mut rows = std::pin::pin!(rows);
             while let Some(row) = rows.try_next().await.map_err(Failure::Db)? {
-                let text: &str = row.try_get(4).map_err(Failure::Db)?;
                 let head = RollupHead {
                     bucket: row.try_get(0).map_err(Failure::Db)?,
                     target: row.try_get(1).map_err(Failure::Db)?,
                     probe: row.try_get(2).map_err(Failure::Db)?,
                     location: row.try_get(3).map_err(Failure::Db)?,
-                    fingerprint: super::fingerprint(text),
+                    version: row.try_get(4).map_err(Failure::Db)?,
                 };
-                let stored = if wanted(&head) {
-                    let blob = |i: usize| row.try_get::<_, &[u8]>(i).map_err(Failure::Db);
-                    Some(StoredRollup {
-                        scalars: rows::scalars(text)?,
-                        blobs: [blob(5)?, blob(6)?, blob(7)?, blob(8)?],
-                    })
-                } else {
-                    None
+                let blob = |i: usize| row.try_get::<_, &[u8]>(i).map_err(Failure::Db);
+                let stored = StoredRollup {
+                    scalars: rows::scalars(row.try_get(5).map_err(Failure::Db)?)?,
+                    blobs: [blob(6)?, blob(7)?, blob(8)?, blob(9)?],
                 };
                 each(head, stored)
                     .map_err(|err| Failure::Corrupt(format!("a rollup does not decode: {err}")))?;
@@ -505,18 +500,83 @@ impl Backend for Postgres {
         })
     }
 
+    fn each_rollup_since(
+        &self,
+        span: Span,
+        since_bucket: i64,
+        each: &mut dyn FnMut(RollupRow),
+    ) -> Result<(), StoreError> {
+        self.rollup_rows(
+            &format!(
+                "SELECT {ROLLUP_COLUMNS} FROM rollups WHERE span = $1 AND bucket >= $2
+                 {ROLLUP_ORDER}"
+            ),
+            &[&span.as_str(), &since_bucket],
+            &mut |head, stored| {
+                each(RollupRow::of(span, head, stored)?);
+                Ok(())
+            },
+        )
+    }
+
     fn each_rollup_head_since(
         &self,
         span: Span,
         since_bucket: i64,
-        wanted: &mut dyn FnMut(&RollupHead) -> bool,
-        each: &mut EachHead<'_>,
+        each: &mut dyn FnMut(RollupHead),
     ) -> Result<(), StoreError> {
-        self.rollup_heads(
-            "SELECT bucket, target, probe, location, scalars, ttft, e2e, itl, tps FROM rollups
-             WHERE span = $1 AND bucket >= $2 ORDER BY bucket, target, probe, location",
-            &[&span.as_str(), &since_bucket],
-            wanted,
+        self.call(async |pool: &Pool| {
+            let client = pool.get().await.map_err(Failure::pool)?;
+            // An index-only scan: the primary key's index includes the version.
+            let rows = client
+                .query_raw(
+                    &format!(
+                        "SELECT bucket, target, probe, location, version FROM rollups
+                         WHERE span = $1 AND bucket >= $2 {ROLLUP_ORDER}"
+                    ),
+                    [&span.as_str() as &dyn ToSql, &since_bucket],
+                )
+                .await
+                .map_err(Failure::Db)?;
+            let mut rows = std::pin::pin!(rows);
+            while let Some(row) = rows.try_next().await.map_err(Failure::Db)? {
+                each(RollupHead {
+                    bucket: row.try_get(0).map_err(Failure::Db)?,
+                    target: row.try_get(1).map_err(Failure::Db)?,
+                    probe: row.try_get(2).map_err(Failure::Db)?,
+                    location: row.try_get(3).map_err(Failure::Db)?,
+                    version: row.try_get(4).map_err(Failure::Db)?,
+                });
+            }
+            Ok(())
+        })
+    }
+
+    fn rollups_at(
+        &self,
+        span: Span,
+        keys: &[RollupKey<'_>],
+        each: &mut EachStored<'_>,
+    ) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let buckets: Vec<i64> = keys.iter().map(|k| k.0).collect();
+        let targets: Vec<&str> = keys.iter().map(|k| k.1).collect();
+        let probes: Vec<&str> = keys.iter().map(|k| k.2).collect();
+        let locations: Vec<&str> = keys.iter().map(|k| k.3).collect();
+        // One query for every key: the keys as arrays joined on the primary key.
+        self.rollup_rows(
+            &format!(
+                "SELECT {ROLLUP_COLUMNS} FROM rollups r
+                 JOIN unnest($2::bigint[], $3::text[], $4::text[], $5::text[])
+                    AS k (k_bucket, k_target, k_probe, k_location)
+                 ON r.bucket = k.k_bucket AND r.target = k.k_target COLLATE \"C\"
+                    AND r.probe = k.k_probe COLLATE \"C\"
+                    AND r.location = k.k_location COLLATE \"C\"
+                 WHERE r.span = $1 {ROLLUP_ORDER}"
+            ),
+            &[&span.as_str(), &buckets, &targets, &probes, &locations],
             each,
         )
     }
@@ -529,10 +589,12 @@ impl Backend for Postgres {
     ) -> Result<Vec<RollupRow>, StoreError> {
         let (bucket, target, probe, location) = after.unwrap_or((i64::MIN, "", "", ""));
         let mut page = Vec::new();
-        self.rollup_heads(
-            "SELECT bucket, target, probe, location, scalars, ttft, e2e, itl, tps FROM rollups
-             WHERE span = $1 AND (bucket, target, probe, location) > ($2, $3, $4, $5)
-             ORDER BY bucket, target, probe, location LIMIT $6",
+        self.rollup_rows(
+            &format!(
+                "SELECT {ROLLUP_COLUMNS} FROM rollups
+                 WHERE span = $1 AND (bucket, target, probe, location) > ($2, $3, $4, $5)
+                 {ROLLUP_ORDER} LIMIT $6"
+            ),
             &[
                 &span.as_str(),
                 &bucket,
@@ -541,11 +603,8 @@ impl Backend for Postgres {
                 &location,
                 &limit_of(limit),
             ],
-            &mut |_| true,
             &mut |head, stored| {
-                if let Some(stored) = stored {
-                    page.push(RollupRow::of(span, head, stored)?);
-                }
+                page.push(RollupRow::of(span, head, stored)?);
                 Ok(())
             },
         )?;
@@ -578,28 +637,6 @@ impl Backend for Postgres {
                     ))
                 })
                 .collect()
-        })
-    }
-
-    fn rollup(
-        &self,
-        span: Span,
-        bucket: i64,
-        at: &TargetAt,
-        probe: &str,
-    ) -> Result<Option<SparseRollup>, StoreError> {
-        self.call(async |pool: &Pool| {
-            let client = pool.get().await.map_err(Failure::pool)?;
-            let row = client
-                .query_opt(
-                    "SELECT scalars, ttft, e2e, itl, tps FROM rollups
-                     WHERE span = $1 AND bucket = $2 AND target = $3 AND probe = $4
-                        AND location = $5",
-                    &[&span.as_str(), &bucket, &at.target, &probe, &at.location],
-                )
-                .await
-                .map_err(Failure::Db)?;
-            row.map(|row| rows::rollup(&row, 0)).transpose()
         })
     }
 

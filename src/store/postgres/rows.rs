@@ -10,7 +10,6 @@ use super::Failure;
 use crate::aggregate::alerting::Notification;
 use crate::aggregate::health::TargetHealth;
 use crate::aggregate::rollup::Scalars;
-use crate::aggregate::sparse::SparseRollup;
 use crate::result::ResultRecord;
 use crate::store::sqlite::RESULT_COLUMNS;
 use crate::store::{Heartbeat, RollupRow, Spend, TargetAt};
@@ -161,11 +160,11 @@ pub(super) async fn upsert_rollups(
     let upsert = tx
         .prepare(
             "INSERT INTO rollups
-                (span, bucket, target, probe, location, scalars, ttft, e2e, itl, tps)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                (span, bucket, target, probe, location, scalars, ttft, e2e, itl, tps, version)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, nextval('rollup_version'))
              ON CONFLICT (span, bucket, target, probe, location) DO UPDATE SET
                 scalars = excluded.scalars, ttft = excluded.ttft, e2e = excluded.e2e,
-                itl = excluded.itl, tps = excluded.tps",
+                itl = excluded.itl, tps = excluded.tps, version = excluded.version",
         )
         .await
         .map_err(Failure::Db)?;
@@ -225,15 +224,6 @@ pub(super) async fn upsert_states(
         .await
         .map_err(Failure::Db)?;
     Ok(())
-}
-
-/// The rollup in the columns `scalars, ttft, e2e, itl, tps` from `first` on.
-pub(super) fn rollup(row: &tokio_postgres::Row, first: usize) -> Result<SparseRollup, Failure> {
-    let text: &str = row.try_get(first).map_err(Failure::Db)?;
-    let blob = |i: usize| row.try_get::<_, &[u8]>(first + i).map_err(Failure::Db);
-    let blobs = [blob(1)?, blob(2)?, blob(3)?, blob(4)?];
-    SparseRollup::from_parts(scalars(text)?, blobs)
-        .map_err(|err| Failure::Corrupt(format!("a rollup does not decode: {err}")))
 }
 
 /// A rollup's stored scalars.

@@ -3,8 +3,7 @@
 //! transaction under an advisory lock, so probers starting together apply each once.
 //!
 //! The tables mirror SQLite's (`store/sqlite/schema.rs`) column for column, with PostgreSQL's
-//! types: booleans as `boolean`, histograms as `bytea` (HdrHistogram V2 deflate blobs, as in
-//! SQLite), ITL gaps as `bigint[]`. Keys and ordered text columns use the "C" collation, so
+//! types: booleans as `boolean`, histograms as `bytea` (HdrHistogram V2 blobs, as in SQLite), ITL gaps as `bigint[]`. Keys and ordered text columns use the "C" collation, so
 //! rows sort byte by byte as in SQLite and both backends return them in the same order.
 
 use tokio_postgres::Transaction;
@@ -173,6 +172,17 @@ CREATE TABLE outbox (
 CREATE INDEX outbox_pending ON outbox (location, id) WHERE sent_ms IS NULL;
 "#;
 
+/// Rollup versions: every write of a rollup row gives it the next value of a sequence (no
+/// lock between the locations' writers), and the primary key's index carries each row's
+/// version, so a publisher learns which rows changed by an index-only scan instead of
+/// reading a month of scalars and histograms.
+const V5: &str = r#"
+ALTER TABLE rollups ADD COLUMN version BIGINT NOT NULL DEFAULT 0;
+CREATE SEQUENCE rollup_version;
+ALTER TABLE rollups DROP CONSTRAINT rollups_pkey;
+ALTER TABLE rollups ADD PRIMARY KEY (span, bucket, target, probe, location) INCLUDE (version);
+"#;
+
 /// The schema version that gave rows a location.
 pub const LOCATIONS_VERSION: i32 = 2;
 
@@ -181,7 +191,7 @@ pub const LOCATIONS_VERSION: i32 = 2;
 pub const LOCATED_TABLES: &[&str] = &["results", "rollups", "spend", "target_state", "incidents"];
 
 /// Every migration, oldest first; migration `n` (from 1) brings the schema to version `n`.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// The version this build writes and reads.
 pub const LATEST: i32 = MIGRATIONS.len() as i32;
@@ -197,7 +207,7 @@ pub async fn migrate(tx: &Transaction<'_>) -> Result<i32, String> {
         .map_err(|err| err.to_string())?;
     let current = version(tx).await?.unwrap_or(0);
     if current > LATEST {
-        return Err(newer(current));
+        return Err(super::super::schema_mismatch(current.into(), LATEST.into()));
     }
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         tx.batch_execute(sql)
@@ -229,12 +239,4 @@ pub async fn version(client: &impl tokio_postgres::GenericClient) -> Result<Opti
         .and_then(|row| row.map(|row| row.try_get(0)).transpose())
         .map(Option::flatten)
         .map_err(|err| err.to_string())
-}
-
-/// The error for a schema newer than this build.
-pub fn newer(version: i32) -> String {
-    format!(
-        "the database holds schema version {version}, newer than this sonde's {LATEST}: \
-         upgrade sonde"
-    )
 }

@@ -8,16 +8,15 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, params};
 
 use super::{
-    Backend, Batch, Copied, EachHead, Heartbeat, Incident, RollupHead, RollupRow, Spend,
-    StoreError, StoredRollup, TargetAt,
+    Backend, Batch, Copied, EachStored, Heartbeat, Incident, ROLLUP_COLUMNS, ROLLUP_ORDER,
+    RollupHead, RollupKey, RollupRow, Spend, StoreError, StoredRollup, TargetAt,
 };
 use crate::aggregate::alerting::Notification;
 use crate::aggregate::health::{IncidentKind, State, TargetHealth, Transition};
 use crate::aggregate::rollup::{Scalars, Span};
-use crate::aggregate::sparse::SparseRollup;
 use crate::result::ResultRecord;
 pub use schema::RESULT_COLUMNS;
 /// An open SQLite store.
@@ -106,6 +105,15 @@ impl Sqlite {
             .map_err(|source| sqlite(path, source))?;
         conn.execute_batch("PRAGMA busy_timeout = 5000;")
             .map_err(|source| sqlite(path, source))?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .map_err(|source| sqlite(path, source))?;
+        if version != schema::LATEST {
+            return Err(StoreError::Migration {
+                store: path.display().to_string(),
+                message: super::schema_mismatch(version, schema::LATEST),
+            });
+        }
         Ok(Sqlite {
             conn,
             path: path.to_owned(),
@@ -128,72 +136,82 @@ impl Sqlite {
             .conn
             .prepare_cached(sql)
             .map_err(|source| self.err(source))?;
+        // The columns are looked up once per statement, not once per row.
+        let names = serde_rusqlite::columns_from_statement(&statement);
+        let index = |name: &str| {
+            statement
+                .column_index(name)
+                .map_err(|source| self.err(source))
+        };
+        let (ts_column, gaps_column) = (index("ts_ms")?, index("itl_gaps")?);
         let mut rows = statement.query(params).map_err(|source| self.err(source))?;
         let mut out = Vec::new();
         while let Some(row) = rows.next().map_err(|source| self.err(source))? {
-            let ts_ms: i64 = row.get("ts_ms").map_err(|source| self.err(source))?;
-            out.push((self.record_of(row)?, ts_ms));
+            let ts_ms: i64 = row.get(ts_column).map_err(|source| self.err(source))?;
+            out.push((self.record_of(row, &names, gaps_column)?, ts_ms));
         }
         Ok(out)
     }
 
-    /// Hands `each` the head of every rollup a `SELECT bucket, target, probe, location,
-    /// scalars, ttft, e2e, itl, tps …` query returns, in its order, one at a time (a month
-    /// of decoded rollups never sits in memory at once), with the stored rollup when
-    /// `wanted`: blob columns are read from the file only then.
-    fn rollup_heads(
+    /// Hands `each` every rollup a `SELECT bucket, target, probe, location, version,
+    /// scalars, ttft, e2e, itl, tps …` statement returns for each of `params`, in order.
+    fn rollup_rows<P: rusqlite::Params>(
         &self,
         sql: &str,
-        params: impl rusqlite::Params,
-        wanted: &mut dyn FnMut(&RollupHead) -> bool,
-        each: &mut EachHead<'_>,
+        params: impl IntoIterator<Item = P>,
+        each: &mut EachStored<'_>,
     ) -> Result<(), StoreError> {
         let mut statement = self
             .conn
             .prepare_cached(sql)
             .map_err(|source| self.err(source))?;
-        let mut rows = statement.query(params).map_err(|source| self.err(source))?;
         let corrupt = |message: String| StoreError::Corrupt {
             store: self.path.display().to_string(),
             message,
         };
-        while let Some(row) = rows.next().map_err(|source| self.err(source))? {
-            let text = row
-                .get_ref(4)
-                .and_then(|value| Ok(value.as_str()?))
-                .map_err(|source| self.err(source))?;
-            let head = RollupHead {
-                bucket: row.get(0).map_err(|source| self.err(source))?,
-                target: row.get(1).map_err(|source| self.err(source))?,
-                probe: row.get(2).map_err(|source| self.err(source))?,
-                location: row.get(3).map_err(|source| self.err(source))?,
-                fingerprint: super::fingerprint(text),
-            };
-            if !wanted(&head) {
-                each(head, None).map_err(|err| corrupt(err.to_string()))?;
-                continue;
+        for params in params {
+            let mut rows = statement.query(params).map_err(|source| self.err(source))?;
+            while let Some(row) = rows.next().map_err(|source| self.err(source))? {
+                let head = RollupHead {
+                    bucket: row.get(0).map_err(|source| self.err(source))?,
+                    target: row.get(1).map_err(|source| self.err(source))?,
+                    probe: row.get(2).map_err(|source| self.err(source))?,
+                    location: row.get(3).map_err(|source| self.err(source))?,
+                    version: row.get(4).map_err(|source| self.err(source))?,
+                };
+                let text = row
+                    .get_ref(5)
+                    .and_then(|value| Ok(value.as_str()?))
+                    .map_err(|source| self.err(source))?;
+                let blob = |i| {
+                    row.get_ref(i)
+                        .map(|value| value.as_bytes_or_null().ok().flatten().unwrap_or_default())
+                        .map_err(|source| self.err(source))
+                };
+                let blobs = [blob(6)?, blob(7)?, blob(8)?, blob(9)?];
+                let scalars = serde_json::from_str::<Scalars>(text)
+                    .map_err(|err| corrupt(format!("rollup scalars do not decode: {err}")))?;
+                each(head, StoredRollup { scalars, blobs })
+                    .map_err(|err| corrupt(err.to_string()))?;
             }
-            let blob = |i| {
-                row.get_ref(i)
-                    .map(|value| value.as_bytes_or_null().ok().flatten().unwrap_or_default())
-                    .map_err(|source| self.err(source))
-            };
-            let blobs = [blob(5)?, blob(6)?, blob(7)?, blob(8)?];
-            let scalars = serde_json::from_str::<Scalars>(text)
-                .map_err(|err| corrupt(format!("rollup scalars do not decode: {err}")))?;
-            each(head, Some(StoredRollup { scalars, blobs }))
-                .map_err(|err| corrupt(err.to_string()))?;
         }
         Ok(())
     }
 
-    fn record_of(&self, row: &rusqlite::Row<'_>) -> Result<ResultRecord, StoreError> {
-        let mut record: ResultRecord =
-            serde_rusqlite::from_row(row).map_err(|err| StoreError::Corrupt {
+    /// The record in `row`, whose columns are named `columns`, its ITL gaps in column
+    /// `gaps_column`.
+    fn record_of(
+        &self,
+        row: &rusqlite::Row<'_>,
+        columns: &[String],
+        gaps_column: usize,
+    ) -> Result<ResultRecord, StoreError> {
+        let mut record: ResultRecord = serde_rusqlite::from_row_with_columns(row, columns)
+            .map_err(|err| StoreError::Corrupt {
                 store: self.path.display().to_string(),
                 message: format!("a stored result does not decode: {err}"),
             })?;
-        let gaps: Option<Vec<u8>> = row.get("itl_gaps").map_err(|source| self.err(source))?;
+        let gaps: Option<Vec<u8>> = row.get(gaps_column).map_err(|source| self.err(source))?;
         record.itl_gaps_us = gaps
             .unwrap_or_default()
             .chunks_exact(4)
@@ -318,18 +336,68 @@ impl Backend for Sqlite {
             .map_err(|source| self.err(source))
     }
 
+    fn each_rollup_since(
+        &self,
+        span: Span,
+        since_bucket: i64,
+        each: &mut dyn FnMut(RollupRow),
+    ) -> Result<(), StoreError> {
+        self.rollup_rows(
+            &format!("SELECT {ROLLUP_COLUMNS} FROM rollups WHERE span = ?1 AND bucket >= ?2 {ROLLUP_ORDER}"),
+            [params![span.as_str(), since_bucket]],
+            &mut |head, stored| {
+                each(RollupRow::of(span, head, stored)?);
+                Ok(())
+            },
+        )
+    }
+
     fn each_rollup_head_since(
         &self,
         span: Span,
         since_bucket: i64,
-        wanted: &mut dyn FnMut(&RollupHead) -> bool,
-        each: &mut EachHead<'_>,
+        each: &mut dyn FnMut(RollupHead),
     ) -> Result<(), StoreError> {
-        self.rollup_heads(
-            "SELECT bucket, target, probe, location, scalars, ttft, e2e, itl, tps FROM rollups
-             WHERE span = ?1 AND bucket >= ?2 ORDER BY bucket, target, probe, location",
-            params![span.as_str(), since_bucket],
-            wanted,
+        // The index `rollups_versions` holds these columns: the rows themselves (their
+        // scalars and histograms) are not read.
+        let mut statement = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT bucket, target, probe, location, version FROM rollups
+                 WHERE span = ?1 AND bucket >= ?2 {ROLLUP_ORDER}"
+            ))
+            .map_err(|source| self.err(source))?;
+        let mut rows = statement
+            .query(params![span.as_str(), since_bucket])
+            .map_err(|source| self.err(source))?;
+        while let Some(row) = rows.next().map_err(|source| self.err(source))? {
+            each(RollupHead {
+                bucket: row.get(0).map_err(|source| self.err(source))?,
+                target: row.get(1).map_err(|source| self.err(source))?,
+                probe: row.get(2).map_err(|source| self.err(source))?,
+                location: row.get(3).map_err(|source| self.err(source))?,
+                version: row.get(4).map_err(|source| self.err(source))?,
+            });
+        }
+        Ok(())
+    }
+
+    fn rollups_at(
+        &self,
+        span: Span,
+        keys: &[RollupKey<'_>],
+        each: &mut EachStored<'_>,
+    ) -> Result<(), StoreError> {
+        let mut keys = keys.to_vec();
+        keys.sort_unstable();
+        self.rollup_rows(
+            &format!(
+                "SELECT {ROLLUP_COLUMNS} FROM rollups
+                 WHERE span = ?1 AND bucket = ?2 AND target = ?3 AND probe = ?4 AND location = ?5"
+            ),
+            keys.iter().map(|&(bucket, target, probe, location)| {
+                (span.as_str(), bucket, target, probe, location)
+            }),
             each,
         )
     }
@@ -342,23 +410,22 @@ impl Backend for Sqlite {
     ) -> Result<Vec<RollupRow>, StoreError> {
         let (bucket, target, probe, location) = after.unwrap_or((i64::MIN, "", "", ""));
         let mut page = Vec::new();
-        self.rollup_heads(
-            "SELECT bucket, target, probe, location, scalars, ttft, e2e, itl, tps FROM rollups
-             WHERE span = ?1 AND (bucket, target, probe, location) > (?2, ?3, ?4, ?5)
-             ORDER BY bucket, target, probe, location LIMIT ?6",
-            params![
+        self.rollup_rows(
+            &format!(
+                "SELECT {ROLLUP_COLUMNS} FROM rollups
+                 WHERE span = ?1 AND (bucket, target, probe, location) > (?2, ?3, ?4, ?5)
+                 {ROLLUP_ORDER} LIMIT ?6"
+            ),
+            [params![
                 span.as_str(),
                 bucket,
                 target,
                 probe,
                 location,
                 limit_of(limit)
-            ],
-            &mut |_| true,
+            ]],
             &mut |head, stored| {
-                if let Some(stored) = stored {
-                    page.push(RollupRow::of(span, head, stored)?);
-                }
+                page.push(RollupRow::of(span, head, stored)?);
                 Ok(())
             },
         )?;
@@ -405,49 +472,6 @@ impl Backend for Sqlite {
             params![target, limit_of(limit)],
         )?;
         Ok(out.into_iter().map(|(record, _)| record).collect())
-    }
-
-    fn rollup(
-        &self,
-        span: Span,
-        bucket: i64,
-        at: &TargetAt,
-        probe: &str,
-    ) -> Result<Option<SparseRollup>, StoreError> {
-        let row = self
-            .conn
-            .query_row(
-                "SELECT scalars, ttft, e2e, itl, tps FROM rollups
-                 WHERE span = ?1 AND bucket = ?2 AND target = ?3 AND probe = ?4
-                    AND location = ?5",
-                params![span.as_str(), bucket, at.target, probe, at.location],
-                |row| {
-                    Ok((
-                        row.get::<_, String>(0)?,
-                        [
-                            row.get::<_, Vec<u8>>(1)?,
-                            row.get::<_, Vec<u8>>(2)?,
-                            row.get::<_, Vec<u8>>(3)?,
-                            row.get::<_, Vec<u8>>(4)?,
-                        ],
-                    ))
-                },
-            )
-            .optional()
-            .map_err(|source| self.err(source))?;
-        let Some((scalars, blobs)) = row else {
-            return Ok(None);
-        };
-        let corrupt = |message: String| StoreError::Corrupt {
-            store: self.path.display().to_string(),
-            message,
-        };
-        let scalars: Scalars =
-            serde_json::from_str(&scalars).map_err(|err| corrupt(err.to_string()))?;
-        let [a, b, c, d] = &blobs;
-        SparseRollup::from_parts(scalars, [a, b, c, d])
-            .map(Some)
-            .map_err(|err| corrupt(err.to_string()))
     }
 
     fn month_spend(&self, month: &str) -> Result<HashMap<String, (f64, u64)>, StoreError> {
@@ -702,10 +726,18 @@ fn put_heartbeats(tx: &rusqlite::Transaction<'_>, rows: &[Heartbeat]) -> rusqlit
 
 /// Stores rollups whole, replacing the same span, bucket, target, probe and location.
 fn upsert_rollups(tx: &rusqlite::Transaction<'_>, rows: &[RollupRow]) -> rusqlite::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    // One version for the transaction's rows: only one process writes a SQLite store, so
+    // the counter needs no more than its row.
+    let version: i64 = tx
+        .prepare_cached("UPDATE rollup_version SET n = n + 1 RETURNING n")?
+        .query_row([], |row| row.get(0))?;
     let mut upsert = tx.prepare_cached(
         "INSERT OR REPLACE INTO rollups
-            (span, bucket, target, probe, location, scalars, ttft, e2e, itl, tps)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            (span, bucket, target, probe, location, scalars, ttft, e2e, itl, tps, version)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?;
     for row in rows {
         let scalars = serde_json::to_string(&row.rollup.stored_scalars()).unwrap_or_default();
@@ -720,7 +752,8 @@ fn upsert_rollups(tx: &rusqlite::Transaction<'_>, rows: &[RollupRow]) -> rusqlit
             ttft,
             e2e,
             itl,
-            tps
+            tps,
+            version
         ])?;
     }
     Ok(())
@@ -839,6 +872,28 @@ mod tests {
             Sqlite::open(&dir.path().join("s.db"), "here"),
             Err(StoreError::Locked { .. })
         ));
+    }
+
+    #[test]
+    fn a_reader_of_a_store_not_yet_migrated_is_told_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let mut conn = Connection::open(&path).unwrap();
+        schema::migrations()
+            .to_version(&mut conn, schema::LATEST as usize - 1)
+            .unwrap();
+        let Err(err) = Sqlite::open_read_only(&path) else {
+            panic!("an old schema was read");
+        };
+        let err = err.to_string();
+        assert!(err.contains("older than this sonde's"), "{err}");
+        assert!(err.contains("`sonde run`"), "{err}");
+        drop(conn);
+        drop(Sqlite::open(&path, "here").unwrap());
+        assert!(
+            Sqlite::open_read_only(&path).is_ok(),
+            "the writer migrated it"
+        );
     }
 
     #[test]

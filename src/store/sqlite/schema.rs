@@ -220,6 +220,16 @@ CREATE TABLE outbox (
 CREATE INDEX outbox_pending ON outbox (location, id) WHERE sent_ms IS NULL;
 "#;
 
+/// Rollup versions: every write of a rollup row gives it the next value of a store-wide
+/// counter, and an index holds each row's key and version, so a publisher learns which rows
+/// changed without reading a month of scalars and histograms.
+const V6: &str = r#"
+ALTER TABLE rollups ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX rollups_versions ON rollups (span, bucket, target, probe, location, version);
+CREATE TABLE rollup_version (n INTEGER NOT NULL);
+INSERT INTO rollup_version VALUES (0);
+"#;
+
 /// The schema version that gave rows a location.
 pub const LOCATIONS_VERSION: i64 = 3;
 
@@ -227,9 +237,15 @@ pub const LOCATIONS_VERSION: i64 = 3;
 /// existed to the first writer.
 pub const LOCATED_TABLES: &[&str] = &["results", "rollups", "spend", "target_state", "incidents"];
 
+/// Every migration, oldest first; migration `n` (from 1) brings the schema to version `n`.
+const ALL: &[&str] = &[V1, V2, V3, V4, V5, V6];
+
+/// The version this build writes and reads.
+pub const LATEST: i64 = ALL.len() as i64;
+
 /// Every migration, oldest first.
 pub fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1), M::up(V2), M::up(V3), M::up(V4), M::up(V5)])
+    Migrations::new(ALL.iter().map(|sql| M::up(sql)).collect())
 }
 
 #[cfg(test)]
