@@ -241,8 +241,17 @@ fn both_backends_publish_the_same_site_from_the_same_history() {
 }
 
 /// A run written late into a closed hour gives that hour's row (and only it) a version it
-/// did not have, and `rollups_at` reads the row as it is now: what a kept history relies on.
+/// did not have, and `rollups_at` reads the row as it is now; a publisher keeping its
+/// history sees the late run and a new one as a cold read does.
 fn a_rewritten_rollup_has_a_new_version(config: &Config, now: i64) {
+    let mut kept = sonde::publish::history::History::new();
+    Snapshot::load_with(
+        config,
+        &Store::open_read_only(&config.store).unwrap(),
+        now,
+        &mut kept,
+    )
+    .unwrap();
     let since = now - 30 * 3_600_000;
     let heads = |store: &Store| {
         let mut heads = std::collections::BTreeMap::new();
@@ -263,12 +272,15 @@ fn a_rewritten_rollup_has_a_new_version(config: &Config, now: i64) {
         late.probe.clone(),
     );
     let bucket = Span::Hour.bucket_of(late.ts.ms());
-    import(
-        Store::open(&config.store, &config.prober.location).unwrap(),
-        config,
-        vec![late],
-    )
-    .unwrap();
+    let write = |record| {
+        import(
+            Store::open(&config.store, &config.prober.location).unwrap(),
+            config,
+            vec![record],
+        )
+        .unwrap()
+    };
+    write(late);
     let store = Store::open_read_only(&config.store).unwrap();
     let after = heads(&store);
     let key = (bucket, target.clone(), location.clone());
@@ -302,6 +314,26 @@ fn a_rewritten_rollup_has_a_new_version(config: &Config, now: i64) {
     assert_eq!(read.len(), 1, "a key with no row is skipped");
     assert_eq!(read[0].0, after[&key]);
     assert!(read[0].1 >= 1, "the late timeout is in the row read");
+
+    let mut new = common::scripted(config, 1, now + 30_000, Outcome::Ok, 640.0);
+    new.location = "eu-west".into();
+    write(new);
+    let later = now + 60_000;
+    let warm = Snapshot::load_with(config, &store, later, &mut kept).unwrap();
+    let warm = publish::build(config, &warm).unwrap();
+    let cold = site(config, &store, later);
+    assert_eq!(
+        String::from_utf8_lossy(&warm["feed.json"]),
+        String::from_utf8_lossy(&cold["feed.json"]),
+        "{}",
+        store.describe()
+    );
+    assert_eq!(
+        warm["results.csv"],
+        cold["results.csv"],
+        "{}",
+        store.describe()
+    );
 }
 
 #[test]

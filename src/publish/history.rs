@@ -5,7 +5,8 @@
 //!
 //! Each publish reads the current and previous hour's and day's rollup scalars (a run may
 //! still land in the previous bucket just after it closed) and the runs recorded in the last
-//! [`OVERLAP_MS`] and after, deduplicated by `run_id`, then checks the kept runs against the
+//! [`OVERLAP_MS`] and after that it does not keep (their `run_id`s are read, then only the
+//! new records), then checks the kept runs against the
 //! store's count (a run written late — after a store outage, or by a fleet location
 //! catching up — makes them be read again). The `5m` and `1h` windows are folded from the
 //! kept runs, the others come from the `WindowCache`, which checks each summed bucket's
@@ -257,7 +258,8 @@ impl History {
         Ok(())
     }
 
-    /// Adds the runs recorded since the newest kept, less [`OVERLAP_MS`]; keeps those of the
+    /// Adds the runs recorded since the newest kept, less [`OVERLAP_MS`], that are not kept
+    /// yet (by `run_id`: only the new records are read); keeps those of the
     /// last 24 hours, the newest [`CSV_RUNS`] or more when the last hour (from
     /// `hour_start`) holds more.
     fn add_new_runs(
@@ -275,8 +277,14 @@ impl History {
             .take_while(|r| r.ts.ms() >= from)
             .map(|r| r.run_id.as_str())
             .collect();
-        let mut fresh = runs_since(store, from)?;
-        fresh.retain(|record| !known.contains(record.run_id.as_str()));
+        // The overlap's ids only: the records already kept are not read again.
+        let ids = store.run_ids_since(from)?;
+        let new: Vec<&str> = ids
+            .iter()
+            .map(String::as_str)
+            .filter(|id| !known.contains(id))
+            .collect();
+        let fresh = store.results_with_ids(&new)?;
         self.complete_from = self.complete_from.max(since_day);
         if fresh.is_empty() && past_keeping(&self.recent, since_day, hour_start) == 0 {
             // Nothing changes: no copy of what a publish still rendering shares.

@@ -317,6 +317,13 @@ pub trait Backend: Send {
     /// The newest `limit` results with `ts_ms >= since_ms`, oldest first.
     fn newest_since(&self, since_ms: i64, limit: usize) -> Result<Vec<ResultRecord>, StoreError>;
 
+    /// The `run_id` of every result with `ts_ms >= since_ms`, in no order: what a reader
+    /// that keeps runs checks for new ones without reading the records it has.
+    fn run_ids_since(&self, since_ms: i64) -> Result<Vec<String>, StoreError>;
+
+    /// The stored results among `run_ids`, by time then `run_id`.
+    fn results_with_ids(&self, run_ids: &[&str]) -> Result<Vec<ResultRecord>, StoreError>;
+
     /// The latest `limit` results of `target`, newest first.
     fn latest_results(&self, target: &str, limit: usize) -> Result<Vec<ResultRecord>, StoreError>;
 

@@ -469,6 +469,31 @@ impl Backend for Postgres {
         )
     }
 
+    fn run_ids_since(&self, since_ms: i64) -> Result<Vec<String>, StoreError> {
+        self.call(async |pool: &Pool| {
+            let client = pool.get().await.map_err(Failure::pool)?;
+            let rows = client
+                .query("SELECT run_id FROM results WHERE ts_ms >= $1", &[&since_ms])
+                .await
+                .map_err(Failure::Db)?;
+            rows.iter()
+                .map(|row| row.try_get(0).map_err(Failure::Db))
+                .collect()
+        })
+    }
+
+    fn results_with_ids(&self, run_ids: &[&str]) -> Result<Vec<ResultRecord>, StoreError> {
+        if run_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let out = self.records(
+            "SELECT row_to_json(r)::text FROM results r WHERE run_id = ANY($1)
+             ORDER BY ts_ms, run_id",
+            &[&run_ids],
+        )?;
+        Ok(out.into_iter().map(|(record, _)| record).collect())
+    }
+
     fn newest_since(&self, since_ms: i64, limit: usize) -> Result<Vec<ResultRecord>, StoreError> {
         let mut out = self.records(
             "SELECT row_to_json(r)::text FROM results r WHERE ts_ms >= $1 ORDER BY ts_ms DESC, run_id DESC LIMIT $2",

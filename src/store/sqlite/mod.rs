@@ -325,6 +325,31 @@ impl Backend for Sqlite {
         Ok(out.into_iter().map(|(record, _)| record).collect())
     }
 
+    fn run_ids_since(&self, since_ms: i64) -> Result<Vec<String>, StoreError> {
+        let mut statement = self
+            .conn
+            .prepare_cached("SELECT run_id FROM results WHERE ts_ms >= ?1")
+            .map_err(|source| self.err(source))?;
+        statement
+            .query_map([since_ms], |row| row.get(0))
+            .and_then(|rows| rows.collect())
+            .map_err(|source| self.err(source))
+    }
+
+    fn results_with_ids(&self, run_ids: &[&str]) -> Result<Vec<ResultRecord>, StoreError> {
+        if run_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The ids as one JSON array parameter, each looked up in the `run_id` index.
+        let ids = serde_json::to_string(run_ids).unwrap_or_default();
+        let out = self.records(
+            "SELECT * FROM results WHERE run_id IN (SELECT value FROM json_each(?1))
+             ORDER BY ts_ms, run_id",
+            [ids],
+        )?;
+        Ok(out.into_iter().map(|(record, _)| record).collect())
+    }
+
     fn result_count_since(&self, since_ms: i64) -> Result<u64, StoreError> {
         self.conn
             .query_row(
