@@ -31,11 +31,12 @@ pub struct Key {
 }
 
 impl Key {
-    fn of(head: &RollupHead) -> Key {
+    /// The key of `head`, taking its text (a month's heads are walked at every publish).
+    fn of(head: RollupHead) -> Key {
         Key {
-            target: head.target.clone(),
-            location: head.location.clone(),
-            probe: head.probe.clone(),
+            target: head.target,
+            location: head.location,
+            probe: head.probe,
         }
     }
 }
@@ -108,10 +109,11 @@ impl WindowCache {
             - span.ms();
         let mut stored: HashMap<Key, BTreeMap<i64, i64>> = HashMap::new();
         store.each_rollup_head_since(span, since, &mut |head| {
+            let (bucket, version) = (head.bucket, head.version);
             stored
-                .entry(Key::of(&head))
+                .entry(Key::of(head))
                 .or_default()
-                .insert(head.bucket, head.version);
+                .insert(bucket, version);
         })?;
         let mut wanted: HashSet<(Key, i64)> = HashSet::new();
         for &window in windows {
@@ -161,9 +163,10 @@ impl WindowCache {
         let mut open: HashMap<Key, SparseRollup> = HashMap::new();
         let closed = &mut self.closed;
         store.rollups_at(span, &keys, &mut |head, stored| {
-            let key = Key::of(&head);
+            let (bucket, version) = (head.bucket, head.version);
+            let key = Key::of(head);
             let sparse = SparseRollup::from_parts(stored.scalars, stored.blobs)?;
-            if head.bucket >= current {
+            if bucket >= current {
                 open.entry(key).or_default().add(&sparse);
                 return Ok(());
             }
@@ -172,17 +175,17 @@ impl WindowCache {
                 let Some(entry) = closed.get_mut(&(window, key.clone())) else {
                     continue;
                 };
-                let summed = entry.buckets.get(&head.bucket).map(|b| b.0);
-                if head.bucket >= start && summed.is_none() {
+                let summed = entry.buckets.get(&bucket).map(|b| b.0);
+                if bucket >= start && summed.is_none() {
                     entry.sum.add_distributions(&sparse);
                     entry
                         .buckets
-                        .insert(head.bucket, (head.version, sparse.scalars.clone()));
-                } else if head.bucket < start
-                    && summed == Some(head.version)
+                        .insert(bucket, (version, sparse.scalars.clone()));
+                } else if bucket < start
+                    && summed == Some(version)
                     && entry.sum.subtract_distributions(&sparse).is_ok()
                 {
-                    entry.buckets.remove(&head.bucket);
+                    entry.buckets.remove(&bucket);
                 }
             }
             Ok(())
