@@ -4,11 +4,13 @@
 # (GNU time), and the p50/p99/max queue lag of its runs (how late each was sent after its
 # scheduled time, from the records). Usage: benches/scripts/daemon_1000_targets.sh [TARGETS]
 # [DURATION]; #17's figure is `benches/scripts/daemon_1000_targets.sh 10000 300`.
+# `SONDE=other/sonde` runs another build's daemon against this build's simulator.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 targets=${1:-1000}
 duration=${2:-300}
 port=${SONDE_BENCH_PORT:-18788}
+sonde=${SONDE:-target/release/sonde}
 # shellcheck source=simulator.sh
 source benches/scripts/simulator.sh
 # Ten providers of 100 targets each, limits high enough that every minute's ping is sent.
@@ -25,10 +27,10 @@ source benches/scripts/simulator.sh
 
 start_simulator "$port"
 
-/usr/bin/time -v timeout -s INT "$duration" target/release/sonde run --config "$work/sonde.toml" \
+/usr/bin/time -v timeout -s INT "$duration" "$sonde" run --config "$work/sonde.toml" \
   > /dev/null 2> "$work/daemon.log" || true
 grep -E 'Maximum resident|User time|System time|Elapsed' "$work/daemon.log" > "$work/time.txt" || true
-target/release/sonde export --config "$work/sonde.toml" --since 1h --format json > "$work/runs.jsonl"
+"$sonde" export --config "$work/sonde.toml" --since 1h --format json > "$work/runs.jsonl"
 runs=$(wc -l < "$work/runs.jsonl")
 ok=$(grep -c '"outcome":"ok"' "$work/runs.jsonl" || true)
 lag=$(python3 - "$work/runs.jsonl" <<'PY'
