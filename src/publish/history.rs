@@ -6,9 +6,9 @@
 //! Each publish reads the current and previous hour's and day's rollup scalars (a run may
 //! still land in the previous bucket just after it closed) and the runs recorded in the last
 //! [`OVERLAP_MS`] and after that it does not keep (their `run_id`s are read, then only the
-//! new records), then checks the kept runs against the
-//! store's count (a run written late — after a store outage, or by a fleet location
-//! catching up — makes them be read again). The `5m` and `1h` windows are folded from the
+//! new records), then checks the kept runs against the store's count (a run written late
+//! — after a store outage, or by a fleet location catching up — makes them be read
+//! again). The `5m` and `1h` windows are folded from the
 //! kept runs, the others come from the `WindowCache`, which checks each summed bucket's
 //! version at every publish: windows, the feed, the runs listed and `results.csv` never
 //! lag. Closed buckets of the bar, the daily table, the charts and the heatmap are read
@@ -259,9 +259,8 @@ impl History {
     }
 
     /// Adds the runs recorded since the newest kept, less [`OVERLAP_MS`], that are not kept
-    /// yet (by `run_id`: only the new records are read); keeps those of the
-    /// last 24 hours, the newest [`CSV_RUNS`] or more when the last hour (from
-    /// `hour_start`) holds more.
+    /// yet (by `run_id`: only the new records are read); keeps those of the last 24 hours,
+    /// the newest [`CSV_RUNS`] or more when the last hour (from `hour_start`) holds more.
     fn add_new_runs(
         &mut self,
         store: &Store,

@@ -152,8 +152,8 @@ const ROLLUP_ORDER: &str = "ORDER BY bucket, target, probe, location";
 /// A rollup's bucket, target, probe and location: the key of one row of a span.
 pub type RollupKey<'k> = (i64, &'k str, &'k str, &'k str);
 
-/// What [`Backend::rollups_at`] and [`Backend::each_rollup_since`]'s readers hand each
-/// stored row to, before its histograms are decoded.
+/// What [`Backend::rollups_at`] hands each stored row to, before its histograms are
+/// decoded.
 pub type EachStored<'f> = dyn FnMut(RollupHead, StoredRollup<'_>) -> Result<(), DecodeError> + 'f;
 
 /// A stored rollup as read, before its histograms are decoded.
@@ -370,7 +370,7 @@ pub trait Backend: Send {
     fn rollups_after(
         &self,
         span: Span,
-        after: Option<(i64, &str, &str, &str)>,
+        after: Option<RollupKey<'_>>,
         limit: usize,
     ) -> Result<Vec<RollupRow>, StoreError>;
 

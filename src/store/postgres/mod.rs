@@ -304,13 +304,7 @@ impl Postgres {
                 .map_err(Failure::Db)?;
             let mut rows = std::pin::pin!(rows);
             while let Some(row) = rows.try_next().await.map_err(Failure::Db)? {
-                let head = RollupHead {
-                    bucket: row.try_get(0).map_err(Failure::Db)?,
-                    target: row.try_get(1).map_err(Failure::Db)?,
-                    probe: row.try_get(2).map_err(Failure::Db)?,
-                    location: row.try_get(3).map_err(Failure::Db)?,
-                    version: row.try_get(4).map_err(Failure::Db)?,
-                };
+                let head = rows::rollup_head(&row)?;
                 let blob = |i: usize| row.try_get::<_, &[u8]>(i).map_err(Failure::Db);
                 let stored = StoredRollup {
                     scalars: rows::scalars(row.try_get(5).map_err(Failure::Db)?)?,
@@ -565,13 +559,7 @@ impl Backend for Postgres {
                 .map_err(Failure::Db)?;
             let mut rows = std::pin::pin!(rows);
             while let Some(row) = rows.try_next().await.map_err(Failure::Db)? {
-                each(RollupHead {
-                    bucket: row.try_get(0).map_err(Failure::Db)?,
-                    target: row.try_get(1).map_err(Failure::Db)?,
-                    probe: row.try_get(2).map_err(Failure::Db)?,
-                    location: row.try_get(3).map_err(Failure::Db)?,
-                    version: row.try_get(4).map_err(Failure::Db)?,
-                });
+                each(rows::rollup_head(&row)?);
             }
             Ok(())
         })
@@ -609,7 +597,7 @@ impl Backend for Postgres {
     fn rollups_after(
         &self,
         span: Span,
-        after: Option<(i64, &str, &str, &str)>,
+        after: Option<RollupKey<'_>>,
         limit: usize,
     ) -> Result<Vec<RollupRow>, StoreError> {
         let (bucket, target, probe, location) = after.unwrap_or((i64::MIN, "", "", ""));

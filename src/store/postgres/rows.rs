@@ -12,7 +12,7 @@ use crate::aggregate::health::TargetHealth;
 use crate::aggregate::rollup::Scalars;
 use crate::result::ResultRecord;
 use crate::store::sqlite::RESULT_COLUMNS;
-use crate::store::{Heartbeat, RollupRow, Spend, TargetAt};
+use crate::store::{Heartbeat, RollupHead, RollupRow, Spend, TargetAt};
 
 /// Inserts results whose `run_id` is new, in one statement.
 pub(super) async fn insert_results(
@@ -224,6 +224,17 @@ pub(super) async fn upsert_states(
         .await
         .map_err(Failure::Db)?;
     Ok(())
+}
+
+/// The head in a rollup row's first five columns: bucket, target, probe, location, version.
+pub(super) fn rollup_head(row: &tokio_postgres::Row) -> Result<RollupHead, Failure> {
+    Ok(RollupHead {
+        bucket: row.try_get(0).map_err(Failure::Db)?,
+        target: row.try_get(1).map_err(Failure::Db)?,
+        probe: row.try_get(2).map_err(Failure::Db)?,
+        location: row.try_get(3).map_err(Failure::Db)?,
+        version: row.try_get(4).map_err(Failure::Db)?,
+    })
 }
 
 /// A rollup's stored scalars.

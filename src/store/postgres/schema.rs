@@ -3,7 +3,8 @@
 //! transaction under an advisory lock, so probers starting together apply each once.
 //!
 //! The tables mirror SQLite's (`store/sqlite/schema.rs`) column for column, with PostgreSQL's
-//! types: booleans as `boolean`, histograms as `bytea` (HdrHistogram V2 blobs, as in SQLite), ITL gaps as `bigint[]`. Keys and ordered text columns use the "C" collation, so
+//! types: booleans as `boolean`, histograms as `bytea` (HdrHistogram V2 blobs, as in
+//! SQLite), ITL gaps as `bigint[]`. Keys and ordered text columns use the "C" collation, so
 //! rows sort byte by byte as in SQLite and both backends return them in the same order.
 
 use tokio_postgres::Transaction;

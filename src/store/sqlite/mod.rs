@@ -172,13 +172,7 @@ impl Sqlite {
         for params in params {
             let mut rows = statement.query(params).map_err(|source| self.err(source))?;
             while let Some(row) = rows.next().map_err(|source| self.err(source))? {
-                let head = RollupHead {
-                    bucket: row.get(0).map_err(|source| self.err(source))?,
-                    target: row.get(1).map_err(|source| self.err(source))?,
-                    probe: row.get(2).map_err(|source| self.err(source))?,
-                    location: row.get(3).map_err(|source| self.err(source))?,
-                    version: row.get(4).map_err(|source| self.err(source))?,
-                };
+                let head = rollup_head(row).map_err(|source| self.err(source))?;
                 let text = row
                     .get_ref(5)
                     .and_then(|value| Ok(value.as_str()?))
@@ -368,7 +362,10 @@ impl Backend for Sqlite {
         each: &mut dyn FnMut(RollupRow),
     ) -> Result<(), StoreError> {
         self.rollup_rows(
-            &format!("SELECT {ROLLUP_COLUMNS} FROM rollups WHERE span = ?1 AND bucket >= ?2 {ROLLUP_ORDER}"),
+            &format!(
+                "SELECT {ROLLUP_COLUMNS} FROM rollups WHERE span = ?1 AND bucket >= ?2
+                 {ROLLUP_ORDER}"
+            ),
             [params![span.as_str(), since_bucket]],
             &mut |head, stored| {
                 each(RollupRow::of(span, head, stored)?);
@@ -396,13 +393,7 @@ impl Backend for Sqlite {
             .query(params![span.as_str(), since_bucket])
             .map_err(|source| self.err(source))?;
         while let Some(row) = rows.next().map_err(|source| self.err(source))? {
-            each(RollupHead {
-                bucket: row.get(0).map_err(|source| self.err(source))?,
-                target: row.get(1).map_err(|source| self.err(source))?,
-                probe: row.get(2).map_err(|source| self.err(source))?,
-                location: row.get(3).map_err(|source| self.err(source))?,
-                version: row.get(4).map_err(|source| self.err(source))?,
-            });
+            each(rollup_head(row).map_err(|source| self.err(source))?);
         }
         Ok(())
     }
@@ -430,7 +421,7 @@ impl Backend for Sqlite {
     fn rollups_after(
         &self,
         span: Span,
-        after: Option<(i64, &str, &str, &str)>,
+        after: Option<RollupKey<'_>>,
         limit: usize,
     ) -> Result<Vec<RollupRow>, StoreError> {
         let (bucket, target, probe, location) = after.unwrap_or((i64::MIN, "", "", ""));
@@ -747,6 +738,17 @@ fn put_heartbeats(tx: &rusqlite::Transaction<'_>, rows: &[Heartbeat]) -> rusqlit
         statement.execute(params![row.location, row.seen_ms, row.shortest_ms])?;
     }
     Ok(())
+}
+
+/// The head in a rollup row's first five columns: bucket, target, probe, location, version.
+fn rollup_head(row: &rusqlite::Row<'_>) -> rusqlite::Result<RollupHead> {
+    Ok(RollupHead {
+        bucket: row.get(0)?,
+        target: row.get(1)?,
+        probe: row.get(2)?,
+        location: row.get(3)?,
+        version: row.get(4)?,
+    })
 }
 
 /// Stores rollups whole, replacing the same span, bucket, target, probe and location.
