@@ -4,7 +4,9 @@
 //! - a cold publish (`sonde publish`: everything read from the store, then rendered), and
 //! - the daemon's periodic publish: a `History` kept between publishes while each minute
 //!   brings one new run per target (written through the real write path into a copy of the
-//!   store), timed from the store read to the last rendered file;
+//!   store), timed from the store read to the last rendered file — as a server publishes
+//!   (every file but the targets' pages, which it renders when asked for) and as a publisher
+//!   writing `[publish] out` renders (every page);
 //!
 //! and the size of `index.html` (about 400 KB since each bar cell's title carries its day's
 //! run count, issue #18; under 300 KB before).
@@ -12,6 +14,9 @@
 //! `cargo bench --bench publish`. The store is kept in `target/sonde-bench-publish.db`
 //! and reused while it holds the expected rows; the periodic publishes write into
 //! `target/sonde-bench-publish-live.db`, a fresh copy each run.
+//! `SONDE_BENCH_PUBLISH_TARGETS=500` (a multiple of 20) runs it with more targets, on
+//! `target/sonde-bench-publish-500.db` (what `benches/scripts/serve_rss.sh` reads with
+//! `SONDE_BENCH_TARGETS=500`).
 
 mod common;
 
@@ -21,15 +26,32 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 use sonde::config::{Config, StoreConfig};
 use sonde::publish::history::History;
-use sonde::publish::{self, Snapshot};
+use sonde::publish::{self, Snapshot, feed};
 use sonde::store::Store;
 use sonde::store::writer::import;
 
-const TARGETS: usize = 200;
 const EVERY_MIN: i64 = 10;
 const RUNS: i64 = 30 * 24 * 60 / EVERY_MIN;
 /// Periodic publishes timed for the printed figures.
 const PERIODIC: usize = 30;
+
+/// Targets: `SONDE_BENCH_PUBLISH_TARGETS`, default 200.
+fn targets() -> usize {
+    std::env::var("SONDE_BENCH_PUBLISH_TARGETS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .filter(|n| n % 20 == 0 && *n > 0)
+        .unwrap_or(200)
+}
+
+/// The store's file name in `target/`: the 200-target one keeps its historical name.
+fn store_name(targets: usize) -> String {
+    if targets == 200 {
+        "sonde-bench-publish.db".into()
+    } else {
+        format!("sonde-bench-publish-{targets}.db")
+    }
+}
 
 fn prepare(config: &Config) -> PathBuf {
     let probe = config.probes.get("stream").unwrap();
@@ -45,8 +67,8 @@ fn prepare(config: &Config) -> PathBuf {
     };
     common::generated_store(
         config,
-        "sonde-bench-publish.db",
-        TARGETS as u64 * RUNS as u64,
+        &store_name(config.targets.len()),
+        config.targets.len() as u64 * RUNS as u64,
         records,
     )
 }
@@ -109,15 +131,26 @@ impl Periodic {
         import(store, &self.config, records).expect("write a minute of runs");
     }
 
-    /// One publish at the current minute: snapshot and render; its duration.
-    fn publish(&mut self) -> Duration {
+    /// One publish at the current minute: the snapshot and the server's files (every
+    /// file but the targets' pages), then the targets' pages; the duration of each.
+    fn publish(&mut self) -> (Duration, Duration) {
         let store = Store::open_read_only(&self.config.store).expect("live store");
         let now = self.now + self.minute * 60_000 + 30_000;
         let started = Instant::now();
         let snapshot =
             Snapshot::load_with(&self.config, &store, now, &mut self.history).expect("snapshot");
-        publish::build(&self.config, &snapshot).expect("build");
-        started.elapsed()
+        let feed = feed::build(&self.config, &snapshot.stats, &snapshot.locations, now);
+        publish::build_shared(&self.config, &snapshot, &feed).expect("build");
+        let served = started.elapsed();
+        let pages = Instant::now();
+        let rendered = std::sync::atomic::AtomicUsize::new(0);
+        publish::each_target_page(&self.config, &snapshot, &feed, &|_| {
+            rendered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
+        })
+        .expect("pages");
+        assert_eq!(rendered.into_inner(), self.config.targets.len());
+        (served, pages.elapsed())
     }
 }
 
@@ -126,7 +159,8 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn render(c: &mut Criterion) {
-    let config = common::fleet_config(TARGETS);
+    let targets = targets();
+    let config = common::fleet_config(targets);
     let path = prepare(&config);
     let store = Store::open_read_only(&StoreConfig::sqlite(path.clone())).expect("bench store");
     let now = common::now_ms();
@@ -140,7 +174,7 @@ fn render(c: &mut Criterion) {
     let _ = std::fs::write(&sample, &files["index.html"]);
     let bytes: usize = files.values().map(Vec::len).sum();
     println!(
-        "200 targets, 30 days, cold: snapshot {:.0} ms + render {:.0} ms = {:.0} ms; {} files, {} KiB; index.html {} bytes ({:.0} KB)",
+        "{targets} targets, 30 days, cold: snapshot {:.0} ms + render {:.0} ms = {:.0} ms; {} files, {} KiB; index.html {} bytes ({:.0} KB)",
         ms(loaded),
         ms(total - loaded),
         ms(total),
@@ -150,21 +184,25 @@ fn render(c: &mut Criterion) {
         index as f64 / 1000.0
     );
     let mut periodic = Periodic::new(&config, live_copy(&path));
-    let mut took: Vec<Duration> = (0..PERIODIC)
+    let (mut served, mut whole): (Vec<Duration>, Vec<Duration>) = (0..PERIODIC)
         .map(|_| {
             periodic.next_minute();
-            periodic.publish()
+            let (served, pages) = periodic.publish();
+            (served, served + pages)
         })
-        .collect();
-    took.sort();
+        .unzip();
+    served.sort();
+    whole.sort();
     println!(
-        "200 targets, 30 days, periodic (one new run per target a minute): median {:.0} ms, max {:.0} ms over {PERIODIC} publishes; {} counters kept ({:.1} MiB)",
-        ms(took[PERIODIC / 2]),
-        ms(took[PERIODIC - 1]),
+        "{targets} targets, 30 days, periodic (one new run per target a minute), over {PERIODIC} publishes: served (every file but the targets' pages) median {:.0} ms, max {:.0} ms; with every target's page rendered median {:.0} ms, max {:.0} ms; {} counters kept ({:.1} MiB)",
+        ms(served[PERIODIC / 2]),
+        ms(served[PERIODIC - 1]),
+        ms(whole[PERIODIC / 2]),
+        ms(whole[PERIODIC - 1]),
         periodic.history.counters(),
         periodic.history.counters() as f64 * 16.0 / (1024.0 * 1024.0)
     );
-    let mut group = c.benchmark_group("publish_200_targets_30d");
+    let mut group = c.benchmark_group(format!("publish_{targets}_targets_30d"));
     group.sample_size(10);
     group.bench_function("cold_snapshot_and_render", |b| {
         b.iter(|| {
@@ -177,7 +215,8 @@ fn render(c: &mut Criterion) {
             (0..iterations)
                 .map(|_| {
                     periodic.next_minute();
-                    periodic.publish()
+                    let (served, pages) = periodic.publish();
+                    served + pages
                 })
                 .sum()
         })

@@ -1,4 +1,5 @@
-//! The live server (axum): the published site from memory, `/feed.json` and `/metrics`
+//! The live server (axum): the published site from memory (the targets' pages rendered when
+//! asked for, from the snapshot kept in their place), `/feed.json` and `/metrics`
 //! fresh from the store (a body older than a second is recomputed before it is served, by
 //! one computation however many clients ask at once), `/healthz`. Read-only: it opens the
 //! store read-only and never writes.
@@ -24,8 +25,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::counters::RunCounters;
+use crate::publish::feed::Feed;
 use crate::publish::history::History;
-use crate::publish::{self, Files, PublishError, Snapshot, feed, metrics};
+use crate::publish::{self, PublishError, Snapshot, feed, metrics};
 use crate::store::{Store, StoreError};
 use crate::units::now_ms;
 
@@ -36,10 +38,22 @@ const FRESH_FOR: Duration = Duration::from_secs(1);
 /// copy).
 type Cached = Option<(Instant, Bytes)>;
 
+/// The site as last rendered.
+struct Published {
+    /// Every file but the targets' pages.
+    files: BTreeMap<String, Bytes>,
+    /// What the targets' pages are rendered from, when asked for: kept instead of the pages,
+    /// which are most of a site's bytes and seldom read.
+    snapshot: Snapshot,
+    /// The feed of `snapshot`.
+    feed: Feed,
+}
+
 /// What the server serves.
 pub struct Site {
     config: Arc<Config>,
-    files: RwLock<Arc<BTreeMap<String, Bytes>>>,
+    /// `None` before the first refresh.
+    published: RwLock<Option<Arc<Published>>>,
     feed: Mutex<Cached>,
     metrics: Mutex<Cached>,
     /// One computation at a time, however many requests find the body stale.
@@ -77,7 +91,7 @@ impl Site {
     fn with(config: Arc<Config>, counters: Option<Arc<RunCounters>>) -> Arc<Site> {
         Arc::new(Site {
             config,
-            files: RwLock::new(Arc::new(BTreeMap::new())),
+            published: RwLock::new(None),
             feed: Mutex::new(None),
             metrics: Mutex::new(None),
             computing: tokio::sync::Mutex::new(()),
@@ -93,27 +107,36 @@ impl Site {
     /// every one serves it).
     pub async fn refresh(self: &Arc<Site>) -> Result<(), PublishError> {
         let site = Arc::clone(self);
-        let files = tokio::task::spawn_blocking(move || -> Result<Files, PublishError> {
+        let published = tokio::task::spawn_blocking(move || -> Result<_, PublishError> {
             let (snapshot, publisher) = site.read(|store| {
                 let snapshot =
                     Snapshot::load_with(&site.config, store, now_ms(), &mut site.history())?;
                 let publisher = site.config.publish.out.is_some() && store.publisher_lock()?;
                 Ok((snapshot, publisher))
             })?;
-            let files = publish::build(&site.config, &snapshot)?;
+            let feed = feed::build(
+                &site.config,
+                &snapshot.stats,
+                &snapshot.locations,
+                snapshot.now_ms,
+            );
+            let files = publish::build_shared(&site.config, &snapshot, &feed)?;
             if let Some(out) = site.config.publish.out.as_ref().filter(|_| publisher) {
-                publish::write_site(out, &files)?;
+                publish::write_site_from(out, &site.config, &snapshot, &feed, &files)?;
             }
             site.announce_publisher(publisher);
-            Ok(files)
+            Ok(Published {
+                files: files
+                    .into_iter()
+                    .map(|(k, v)| (k, Bytes::from(v)))
+                    .collect(),
+                snapshot,
+                feed,
+            })
         })
         .await??;
-        let files = files
-            .into_iter()
-            .map(|(k, v)| (k, Bytes::from(v)))
-            .collect();
-        if let Ok(mut current) = self.files.write() {
-            *current = Arc::new(files);
+        if let Ok(mut current) = self.published.write() {
+            *current = Some(Arc::new(published));
         }
         Ok(())
     }
@@ -145,7 +168,8 @@ impl Site {
             tracing::info!("this daemon holds the publisher lock: it writes [publish] out");
         } else {
             tracing::info!(
-                "another daemon holds the publisher lock and writes the site; this one serves                  it and stands by"
+                "another daemon holds the publisher lock and writes the site; this one serves \
+                 it and stands by"
             );
         }
     }
@@ -168,8 +192,26 @@ impl Site {
         read
     }
 
-    fn file(&self, path: &str) -> Option<Bytes> {
-        self.files.read().ok()?.get(path).cloned()
+    /// The file at `path`: from memory, or a target's page rendered from the kept
+    /// snapshot (on a blocking thread: a page takes a fraction of a millisecond).
+    async fn file(&self, path: &str) -> Option<Result<Bytes, PublishError>> {
+        let published = self.published.read().ok()?.clone()?;
+        if let Some(body) = published.files.get(path) {
+            return Some(Ok(body.clone()));
+        }
+        if !path.starts_with("t/") {
+            return None;
+        }
+        let config = Arc::clone(&self.config);
+        let path = path.to_owned();
+        let rendered = tokio::task::spawn_blocking(move || {
+            publish::target_page(&config, &published.snapshot, &published.feed, &path)
+        })
+        .await;
+        match rendered {
+            Ok(page) => Some(page?.map(Bytes::from)),
+            Err(err) => Some(Err(err.into())),
+        }
     }
 
     fn cache(&self, which: Fresh) -> &Mutex<Cached> {
@@ -247,7 +289,7 @@ pub fn router(site: Arc<Site>) -> Router {
 }
 
 async fn index(State(site): State<Arc<Site>>, headers: HeaderMap) -> Response {
-    serve_file(&site, "index.html", &headers)
+    serve_file(&site, "index.html", &headers).await
 }
 
 async fn static_file(
@@ -255,7 +297,7 @@ async fn static_file(
     Path(path): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    serve_file(&site, &path, &headers)
+    serve_file(&site, &path, &headers).await
 }
 
 fn content_type(path: &str) -> &'static str {
@@ -270,13 +312,24 @@ fn content_type(path: &str) -> &'static str {
 }
 
 /// A static file with an ETag (304 when the client has it) and a short max-age.
-fn serve_file(site: &Site, path: &str, headers: &HeaderMap) -> Response {
-    let Some(body) = site.file(path) else {
-        return (
-            StatusCode::NOT_FOUND,
-            "not found (the site appears after the first publish)",
-        )
-            .into_response();
+async fn serve_file(site: &Site, path: &str, headers: &HeaderMap) -> Response {
+    let body = match site.file(path).await {
+        Some(Ok(body)) => body,
+        Some(Err(err)) => {
+            tracing::warn!(error = %err, path, "rendering a page failed");
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("rendering {path} failed: {err}"),
+            )
+                .into_response();
+        }
+        None => {
+            return (
+                StatusCode::NOT_FOUND,
+                "not found (the site appears after the first publish)",
+            )
+                .into_response();
+        }
     };
     let mut hasher = DefaultHasher::new();
     body.hash(&mut hasher);

@@ -428,14 +428,66 @@ async fn the_server_serves_the_site_fresh_feeds_and_metrics() {
             .unwrap(),
         "ok"
     );
+    for missing in ["nope.html", "t/nope.html", "t/x/y.html"] {
+        assert_eq!(
+            http.get(format!("{base}/{missing}"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            404,
+            "{missing}"
+        );
+    }
+
+    // Target pages are rendered when asked for, from the snapshot the index was made from.
+    let index = http.get(format!("{base}/")).send().await.unwrap();
+    let index = index.text().await.unwrap();
+    let hrefs: Vec<&str> = index
+        .split("href=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .filter(|href| href.starts_with("t/") && href.ends_with(".html"))
+        .collect();
     assert_eq!(
-        http.get(format!("{base}/nope.html"))
+        hrefs
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        config.targets.len(),
+        "one page per target"
+    );
+    let mut pages = Vec::new();
+    for href in hrefs {
+        let page = http.get(format!("{base}/{href}")).send().await.unwrap();
+        assert_eq!(page.status(), 200, "{href}");
+        assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
+        let etag = page.headers()["etag"].clone();
+        let text = page.text().await.unwrap();
+        assert!(!text.contains(KEY));
+        let again = http
+            .get(format!("{base}/{href}"))
+            .header("if-none-match", etag)
             .send()
             .await
-            .unwrap()
-            .status(),
-        404
-    );
+            .unwrap();
+        assert_eq!(
+            again.status(),
+            304,
+            "{href} is the same until the next refresh"
+        );
+        pages.push(text);
+    }
+    let titled: std::collections::BTreeSet<String> = pages
+        .iter()
+        .filter_map(|page| Some(page.split("<h1>").nth(1)?.split("</h1>").next()?.to_owned()))
+        .collect();
+    let ids: std::collections::BTreeSet<String> = config
+        .targets
+        .iter()
+        .map(|t| askama_escape(&t.id))
+        .collect();
+    assert_eq!(titled, ids, "each target's own page");
 
     let feed = common::get_json(&http, &format!("{base}/feed.json")).await;
     assert_eq!(feed["version"], 1);
@@ -520,6 +572,45 @@ async fn the_server_serves_the_site_fresh_feeds_and_metrics() {
     assert!(text.contains("sonde_last_run_timestamp_seconds{target=\"dead/gone\"}"));
     assert!(!text.contains(KEY));
     shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_pages_alone_and_written_one_by_one_are_the_built_sites() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = scripted_store(dir.path()).await;
+    let (snapshot, files) = build(&config);
+    let feed = feed::build(
+        &config,
+        &snapshot.stats,
+        &snapshot.locations,
+        snapshot.now_ms,
+    );
+    let shared = publish::build_shared(&config, &snapshot, &feed).unwrap();
+    let pages: Vec<&String> = files.keys().filter(|k| k.starts_with("t/")).collect();
+    assert_eq!(pages.len(), config.targets.len());
+    assert!(shared.keys().all(|k| !k.starts_with("t/")));
+    assert_eq!(shared.len() + pages.len(), files.len());
+    for path in pages {
+        let alone = publish::target_page(&config, &snapshot, &feed, path)
+            .expect("a target's path")
+            .unwrap();
+        assert_eq!(alone, files[path], "{path}");
+    }
+    for unknown in ["t/nope.html", "index.html", "t/", "t/.html"] {
+        assert!(
+            publish::target_page(&config, &snapshot, &feed, unknown).is_none(),
+            "{unknown}"
+        );
+    }
+
+    let out = dir.path().join("site");
+    let written = publish::write_site_from(&out, &config, &snapshot, &feed, &shared).unwrap();
+    assert_eq!(written.files, files.len());
+    assert_eq!(written.bytes, files.values().map(Vec::len).sum::<usize>());
+    for (path, bytes) in &files {
+        assert_eq!(&std::fs::read(out.join(path)).unwrap(), bytes, "{path}");
+    }
+    assert!(out.join(".sonde-site").exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,24 +4,31 @@
 # `target/sonde-bench-publish.db`), re-rendering every 10 s for DURATION seconds (default
 # 120), while a client fetches `/feed.json` and `/metrics` every second: peak RSS and RSS at
 # the end (from /proc), CPU seconds, and how long each publish took (the server's debug log).
+# SONDE_BENCH_TARGETS=500 serves the 500-target store instead
+# (`SONDE_BENCH_PUBLISH_TARGETS=500 cargo bench --bench publish` generates it).
 # Usage: benches/scripts/serve_rss.sh [DURATION] [SONDE_BINARY]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 duration=${1:-120}
 binary=${2:-target/release/sonde}
 port=${SONDE_BENCH_PORT:-18789}
+targets=${SONDE_BENCH_TARGETS:-200}
 store=target/sonde-bench-publish.db
-[ -f "$store" ] || { echo "no $store: run cargo bench --bench publish first" >&2; exit 1; }
+[ "$targets" = 200 ] || store=target/sonde-bench-publish-$targets.db
+[ -f "$store" ] || {
+  echo "no $store: run SONDE_BENCH_PUBLISH_TARGETS=$targets cargo bench --bench publish first" >&2
+  exit 1
+}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 [ "$binary" != target/release/sonde ] || cargo build --release --quiet
 cp "$store" "$work/sonde.db"
-# The bench's fleet: 20 providers of 10 models, the stream probe (benches/common).
+# The bench's fleet: 20 providers of TARGETS / 20 models, the stream probe (benches/common).
 {
   printf '[store]\npath = "sonde.db"\n\n[publish]\nevery = "10s"\n\n'
   for p in $(seq 0 19); do
     printf '[[providers]]\nname = "provider-%02d"\nkind = "openai"\nbase_url = "http://127.0.0.1:9/v1"\nprobes = ["stream"]\n' "$p"
-    for m in $(seq 0 9); do
+    for m in $(seq 0 $((targets / 20 - 1))); do
       printf '[[providers.models]]\nid = "model-%02d"\ngroup = "group-%02d"\ninput_price = 0.5\noutput_price = 1.5\n' "$m" "$m"
     done
   done
@@ -42,5 +49,5 @@ read -r utime stime < <(awk '{print $14, $15}' "/proc/$pid/stat")
 ticks=$(getconf CLK_TCK)
 kill -INT "$pid"; wait "$pid" || true
 took=$(grep -o 'took=[0-9.]*[mµ]*s' "$work/serve.log" | sed 's/took=//' | tr '\n' ' ')
-printf 'duration_s=%s rss_end_kib=%s peak_rss_kib=%s vm_hwm_kib=%s cpu_s=%.2f publishes: %s\n' \
-  "$duration" "$rss" "$peak" "$hwm" "$(echo "($utime + $stime) / $ticks" | bc -l)" "$took"
+printf 'targets=%s duration_s=%s rss_end_kib=%s peak_rss_kib=%s vm_hwm_kib=%s cpu_s=%.2f publishes: %s\n' \
+  "$targets" "$duration" "$rss" "$peak" "$hwm" "$(echo "($utime + $stime) / $ticks" | bc -l)" "$took"

@@ -94,14 +94,14 @@ fn site(out: Option<PathBuf>, config: &Config, protected: &Protected) -> anyhow:
     let now = chrono::Utc::now().timestamp_millis();
     let started = std::time::Instant::now();
     let snapshot = Snapshot::load(config, &store, now)?;
-    let files = publish::build(config, &snapshot)?;
-    publish::write_site(&out, &files)?;
-    let bytes: usize = files.values().map(Vec::len).sum();
+    let feed = feed::build(config, &snapshot.stats, &snapshot.locations, now);
+    let shared = publish::build_shared(config, &snapshot, &feed)?;
+    let written = publish::write_site_from(&out, config, &snapshot, &feed, &shared)?;
     println!(
         "published {} files ({} KiB, index.html {} KiB) to {} in {:.0} ms",
-        files.len(),
-        bytes / 1024,
-        files.get("index.html").map_or(0, Vec::len) / 1024,
+        written.files,
+        written.bytes / 1024,
+        shared.get("index.html").map_or(0, Vec::len) / 1024,
         out.display(),
         started.elapsed().as_secs_f64() * 1000.0
     );

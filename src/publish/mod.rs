@@ -8,7 +8,10 @@
 //! [`Snapshot::load`] reads everything once (windows, daily and hourly rollup scalars,
 //! incidents, the latest runs); [`build`] renders every file in memory; [`write_site`]
 //! writes them into a fresh folder next to the target and swaps it in with renames — only
-//! over a folder sonde wrote before (its marker file) or an empty one (`owned_dir`).
+//! over a folder sonde wrote before (its marker file) or an empty one (`owned_dir`). A
+//! server keeps the snapshot instead of the targets' pages, most of a site's bytes:
+//! [`build_shared`] renders the rest, [`target_page`] one page when it is asked for, and
+//! [`write_site_from`] writes each page as it is rendered.
 
 mod atom;
 mod badge;
@@ -27,6 +30,7 @@ pub mod windows;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use thiserror::Error;
 
@@ -39,6 +43,7 @@ use crate::owned_dir::{self, OwnedDirError, SITE_MARKER};
 use crate::result::ResultRecord;
 use crate::store::{Incident, Store, StoreError};
 use history::{History, HourPoint};
+pub use page::{Page, each_target_page, target_page};
 
 /// Days the uptime bar covers.
 pub const BAR_DAYS: i64 = 90;
@@ -154,7 +159,8 @@ impl Snapshot {
 /// The published files: relative path → bytes.
 pub type Files = BTreeMap<String, Vec<u8>>;
 
-/// Renders the whole site (pages, `feed.json`, `results.csv`) from `snapshot`.
+/// Renders the whole site (pages, `feed.json`, `results.csv`) from `snapshot`, in memory:
+/// what `sonde publish` writes and the tests read.
 pub fn build(config: &Config, snapshot: &Snapshot) -> Result<Files, PublishError> {
     let feed = feed::build(
         config,
@@ -162,10 +168,35 @@ pub fn build(config: &Config, snapshot: &Snapshot) -> Result<Files, PublishError
         &snapshot.locations,
         snapshot.now_ms,
     );
-    let mut files = page::render(config, snapshot, &feed)?;
-    files.extend(badge::files(&feed)?);
+    let mut files = build_shared(config, snapshot, &feed)?;
+    let pages = std::sync::Mutex::new(Vec::new());
+    page::each_target_page(config, snapshot, &feed, &|page| {
+        pages
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(page);
+        Ok(())
+    })?;
+    files.extend(
+        pages
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    Ok(files)
+}
+
+/// Renders every file of the site but the targets' pages (`t/`), which are most of its
+/// bytes: a server renders those when asked ([`target_page`]), a writer one by one
+/// ([`each_target_page`] through [`SiteWriter`]).
+pub fn build_shared(
+    config: &Config,
+    snapshot: &Snapshot,
+    feed: &feed::Feed,
+) -> Result<Files, PublishError> {
+    let mut files = page::render(config, snapshot, feed)?;
+    files.extend(badge::files(feed)?);
     files.insert("incidents.xml".into(), atom::incidents(config, snapshot));
-    files.insert("feed.json".into(), feed_json(&feed)?);
+    files.insert("feed.json".into(), feed_json(feed)?);
     let mut csv = Vec::new();
     let newest = &snapshot.recent[snapshot.recent.len().saturating_sub(CSV_RUNS)..];
     crate::printer::write(&mut csv, crate::printer::Format::Csv, newest).map_err(|source| {
@@ -178,6 +209,26 @@ pub fn build(config: &Config, snapshot: &Snapshot) -> Result<Files, PublishError
     Ok(files)
 }
 
+/// Renders the whole site from `snapshot` and its `feed` into `out`, atomically (as
+/// [`write_site`]), writing each target page as soon as it is rendered: the site is never
+/// held whole in memory.
+pub fn write_site_from(
+    out: &Path,
+    config: &Config,
+    snapshot: &Snapshot,
+    feed: &feed::Feed,
+    shared: &Files,
+) -> Result<Written, PublishError> {
+    let writer = SiteWriter::begin(out)?;
+    for (relative, bytes) in shared {
+        writer.file(relative, bytes)?;
+    }
+    page::each_target_page(config, snapshot, feed, &|(relative, bytes)| {
+        writer.file(&relative, &bytes)
+    })?;
+    writer.finish()
+}
+
 /// `feed.json`'s bytes; a feed that does not serialize is an error, never an empty feed.
 pub fn feed_json(feed: &feed::Feed) -> Result<Vec<u8>, PublishError> {
     serde_json::to_vec_pretty(feed).map_err(|source| PublishError::Serialize {
@@ -186,57 +237,116 @@ pub fn feed_json(feed: &feed::Feed) -> Result<Vec<u8>, PublishError> {
     })
 }
 
-/// Writes `files` as the folder `out`, atomically: into `.NAME.tmp-PID` beside it (with
-/// sonde's marker file), then `out` is moved aside, the new folder renamed into place and the
-/// old one removed. Refused when `out` exists, is not empty and has no marker: sonde replaces
-/// only what it wrote. `out` should be a path checked by `owned_dir::Protected`.
-pub fn write_site(out: &Path, files: &Files) -> Result<(), PublishError> {
-    owned_dir::check_owned(out, SITE_MARKER)?;
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| PublishError::Io { path, source }
-    };
-    let name = out
-        .file_name()
-        .map_or_else(|| "site".into(), |n| n.to_string_lossy().into_owned());
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(io(parent))?;
-    let fresh = parent.join(format!(".{name}.tmp-{}", std::process::id()));
-    let old = parent.join(format!(".{name}.old-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&fresh);
-    let written = write_tree(&fresh, files).and_then(|()| {
-        let _ = std::fs::remove_dir_all(&old);
-        if out.exists() {
-            std::fs::rename(out, &old).map_err(io(out))?;
-        }
-        std::fs::rename(&fresh, out).map_err(io(out))
-    });
-    if written.is_err() {
-        let _ = std::fs::remove_dir_all(&fresh);
+/// Writes `files` as the folder `out`, atomically (see [`SiteWriter`]).
+pub fn write_site(out: &Path, files: &Files) -> Result<Written, PublishError> {
+    let writer = SiteWriter::begin(out)?;
+    for (relative, bytes) in files {
+        writer.file(relative, bytes)?;
     }
-    written?;
-    let _ = std::fs::remove_dir_all(&old);
-    Ok(())
+    writer.finish()
 }
 
-/// Writes `files` and the marker into the new folder `root`.
-fn write_tree(root: &Path, files: &Files) -> Result<(), PublishError> {
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| PublishError::Io { path, source }
-    };
-    std::fs::create_dir_all(root).map_err(io(root))?;
-    let marker = root.join(SITE_MARKER);
-    std::fs::write(&marker, owned_dir::marker_text()).map_err(io(&marker))?;
-    for (relative, bytes) in files {
-        let path = root.join(relative);
+/// A site being written: files go into `.NAME.tmp-PID` beside `out` (with sonde's marker
+/// file); [`SiteWriter::finish`] moves `out` aside, renames the new folder into place and
+/// removes the old one. Refused when `out` exists, is not empty and has no marker: sonde
+/// replaces only what it wrote. `out` should be a path checked by `owned_dir::Protected`.
+/// Dropped unfinished (an error, a panic), it removes its folder and leaves `out` as it was.
+#[derive(Debug)]
+pub struct SiteWriter {
+    /// The site's folder, replaced at the end.
+    out: PathBuf,
+    /// The folder being written.
+    fresh: PathBuf,
+    /// Where the previous site goes during the swap.
+    old: PathBuf,
+    /// Files and bytes written so far.
+    files: AtomicUsize,
+    bytes: AtomicUsize,
+    /// Set once the new folder is in place.
+    done: bool,
+}
+
+/// What a [`SiteWriter`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// Files, the marker left out.
+    pub files: usize,
+    /// Their bytes.
+    pub bytes: usize,
+}
+
+impl SiteWriter {
+    /// Checks that `out` is sonde's to replace and starts its new folder.
+    pub fn begin(out: &Path) -> Result<SiteWriter, PublishError> {
+        owned_dir::check_owned(out, SITE_MARKER)?;
+        let name = out
+            .file_name()
+            .map_or_else(|| "site".into(), |n| n.to_string_lossy().into_owned());
+        let parent = out
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent).map_err(io(parent))?;
+        let fresh = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&fresh);
+        let writer = SiteWriter {
+            out: out.to_owned(),
+            old: parent.join(format!(".{name}.old-{}", std::process::id())),
+            fresh,
+            files: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
+            done: false,
+        };
+        std::fs::create_dir_all(&writer.fresh).map_err(io(&writer.fresh))?;
+        let marker = writer.fresh.join(SITE_MARKER);
+        std::fs::write(&marker, owned_dir::marker_text()).map_err(io(&marker))?;
+        Ok(writer)
+    }
+
+    /// Writes one file of the new site at `relative`; callable from several threads.
+    pub fn file(&self, relative: &str, bytes: &[u8]) -> Result<(), PublishError> {
+        let path = self.fresh.join(relative);
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io(dir))?;
         }
         std::fs::write(&path, bytes).map_err(io(&path))?;
+        self.files.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes.len(), Ordering::Relaxed);
+        Ok(())
     }
-    Ok(())
+
+    /// Swaps the new site in place of the old; what it holds.
+    pub fn finish(mut self) -> Result<Written, PublishError> {
+        let _ = std::fs::remove_dir_all(&self.old);
+        let moved = self.out.exists();
+        if moved {
+            std::fs::rename(&self.out, &self.old).map_err(io(&self.out))?;
+        }
+        if let Err(err) = std::fs::rename(&self.fresh, &self.out) {
+            if moved {
+                let _ = std::fs::rename(&self.old, &self.out);
+            }
+            return Err(io(&self.out)(err));
+        }
+        self.done = true;
+        let _ = std::fs::remove_dir_all(&self.old);
+        Ok(Written {
+            files: *self.files.get_mut(),
+            bytes: *self.bytes.get_mut(),
+        })
+    }
+}
+
+impl Drop for SiteWriter {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = std::fs::remove_dir_all(&self.fresh);
+        }
+    }
+}
+
+/// An I/O error at `path`, as a [`PublishError`].
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PublishError + use<> {
+    let path = path.to_owned();
+    move |source| PublishError::Io { path, source }
 }

@@ -443,16 +443,21 @@ struct TargetPage {
     margin: String,
 }
 
-/// Renders `index.html`, one page per target and one comparison page per route group.
-pub fn render(config: &Config, snapshot: &Snapshot, feed: &Feed) -> Result<Files, PublishError> {
-    let mut files = Files::new();
-    let refresh = config
+/// `[publish] refresh` in seconds, as the pages' meta refresh; empty without one.
+fn refresh(config: &Config) -> String {
+    config
         .publish
         .refresh
-        .map_or(String::new(), |every| every.as_secs().to_string());
+        .map_or(String::new(), |every| every.as_secs().to_string())
+}
+
+/// Renders `index.html`, `incidents.html` and one comparison page per route group: every
+/// page but the targets' ([`each_target_page`], [`target_page`]).
+pub fn render(config: &Config, snapshot: &Snapshot, feed: &Feed) -> Result<Files, PublishError> {
+    let mut files = Files::new();
+    let refresh = refresh(config);
     let mut groups: Vec<Group> = Vec::new();
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut pages: Vec<(&Target, &FeedTarget)> = Vec::new();
     let targets = config.targets_by_id();
     for entry in &feed.targets {
         let Some(&target) = targets.get(entry.id.as_str()) else {
@@ -479,42 +484,6 @@ pub fn render(config: &Config, snapshot: &Snapshot, feed: &Feed) -> Result<Files
                 compared: vec![compared],
             }),
         }
-        pages.push((target, entry));
-    }
-    let mut by_target: HashMap<&str, Vec<&Incident>> = HashMap::new();
-    for incident in &snapshot.incidents {
-        by_target
-            .entry(&incident.target)
-            .or_default()
-            .push(incident);
-    }
-    let page = |(target, entry): &(&Target, &FeedTarget)| {
-        let incidents = by_target
-            .get(target.id.as_str())
-            .map_or(&[][..], Vec::as_slice);
-        target_page(config, snapshot, target, entry, &refresh, incidents)
-    };
-    // Target pages are most of a site and independent: one share per core.
-    let share = pages
-        .len()
-        .div_ceil(std::thread::available_parallelism().map_or(1, usize::from))
-        .max(1);
-    let rendered: Vec<Result<Vec<Page>, PublishError>> = std::thread::scope(|scope| {
-        let workers: Vec<_> = pages
-            .chunks(share)
-            .map(|chunk| scope.spawn(move || chunk.iter().map(page).collect()))
-            .collect();
-        workers
-            .into_iter()
-            .map(|worker| {
-                worker
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
-    });
-    for share in rendered {
-        files.extend(share?);
     }
     let summary = counts
         .iter()
@@ -578,11 +547,88 @@ pub fn render(config: &Config, snapshot: &Snapshot, feed: &Feed) -> Result<Files
     Ok(files)
 }
 
+/// Renders every target's page, one share of the targets per core, and hands each page to
+/// `sink` as it is rendered (from the worker that rendered it), so a caller writing them
+/// out never holds them all.
+pub fn each_target_page(
+    config: &Config,
+    snapshot: &Snapshot,
+    feed: &Feed,
+    sink: &(dyn Fn(Page) -> Result<(), PublishError> + Sync),
+) -> Result<(), PublishError> {
+    let refresh = refresh(config);
+    let targets = config.targets_by_id();
+    let pages: Vec<(&Target, &FeedTarget)> = feed
+        .targets
+        .iter()
+        .filter_map(|entry| Some((*targets.get(entry.id.as_str())?, entry)))
+        .collect();
+    let mut by_target: HashMap<&str, Vec<&Incident>> = HashMap::new();
+    for incident in &snapshot.incidents {
+        by_target
+            .entry(&incident.target)
+            .or_default()
+            .push(incident);
+    }
+    let page = |(target, entry): &(&Target, &FeedTarget)| {
+        let incidents = by_target
+            .get(target.id.as_str())
+            .map_or(&[][..], Vec::as_slice);
+        sink(render_target(
+            config, snapshot, target, entry, &refresh, incidents,
+        )?)
+    };
+    let share = pages
+        .len()
+        .div_ceil(std::thread::available_parallelism().map_or(1, usize::from))
+        .max(1);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = pages
+            .chunks(share)
+            .map(|chunk| scope.spawn(move || chunk.iter().try_for_each(page)))
+            .collect();
+        workers.into_iter().try_for_each(|worker| {
+            worker
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    })
+}
+
+/// The page at `path` (`t/SLUG.html`) rendered alone, as [`each_target_page`] renders it;
+/// `None` when no target of the feed has that path.
+pub fn target_page(
+    config: &Config,
+    snapshot: &Snapshot,
+    feed: &Feed,
+    path: &str,
+) -> Option<Result<Vec<u8>, PublishError>> {
+    let wanted = path.strip_prefix("t/")?.strip_suffix(".html")?;
+    let entry = feed.targets.iter().find(|e| slug(&e.id) == wanted)?;
+    let target = config.targets.iter().find(|t| t.id == entry.id)?;
+    let incidents: Vec<&Incident> = snapshot
+        .incidents
+        .iter()
+        .filter(|i| i.target == target.id)
+        .collect();
+    Some(
+        render_target(
+            config,
+            snapshot,
+            target,
+            entry,
+            &refresh(config),
+            &incidents,
+        )
+        .map(|(_, html)| html),
+    )
+}
+
 /// A rendered page: its path in the site and its bytes.
-type Page = (String, Vec<u8>);
+pub type Page = (String, Vec<u8>);
 
 /// The page of one target.
-fn target_page(
+fn render_target(
     config: &Config,
     snapshot: &Snapshot,
     target: &Target,
