@@ -46,6 +46,72 @@ pub struct HourPoint {
 /// Per target, per bucket.
 type ByBucket<T> = HashMap<String, BTreeMap<i64, T>>;
 
+/// Per target, its closed buckets' figures, oldest first (shared with the snapshots
+/// published from them, not copied).
+type Kept<T> = HashMap<String, Arc<Vec<(i64, T)>>>;
+
+/// One target's figures per bucket, oldest first: the closed buckets' as a [`History`]
+/// keeps them (shared), then the open ones' read at the publish.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series<T> {
+    closed: Arc<Vec<(i64, T)>>,
+    open: Vec<(i64, T)>,
+}
+
+impl<T> Series<T> {
+    /// Every bucket and its figures, oldest first.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &(i64, T)> {
+        self.closed.iter().chain(&self.open)
+    }
+}
+
+impl<T> Default for Series<T> {
+    fn default() -> Self {
+        Series {
+            closed: Arc::default(),
+            open: Vec::new(),
+        }
+    }
+}
+
+/// Per target its series: the closed buckets of `kept` followed by those of `open` (all
+/// later).
+fn series<T: Clone>(kept: &Kept<T>, open: ByBucket<T>) -> HashMap<String, Series<T>> {
+    let mut out: HashMap<String, Series<T>> = kept
+        .iter()
+        .map(|(target, closed)| {
+            let series = Series {
+                closed: Arc::clone(closed),
+                open: Vec::new(),
+            };
+            (target.clone(), series)
+        })
+        .collect();
+    for (target, buckets) in open {
+        out.entry(target).or_default().open.extend(buckets);
+    }
+    out
+}
+
+/// Appends to each target's kept buckets those of `later` (all after the kept ones).
+fn append<T: Clone>(kept: &mut Kept<T>, later: ByBucket<T>) {
+    for (target, buckets) in later {
+        Arc::make_mut(kept.entry(target).or_default()).extend(buckets);
+    }
+}
+
+/// Drops the kept buckets before `first` (copying a target's only when a snapshot still
+/// shares it and it has some to drop).
+fn drop_before<T: Clone>(kept: &mut Kept<T>, first: i64) {
+    for buckets in kept.values_mut() {
+        let old = buckets.partition_point(|(b, _)| *b < first);
+        if old > 0 {
+            Arc::make_mut(buckets).drain(..old);
+        }
+    }
+    kept.retain(|_, buckets| !buckets.is_empty());
+}
+
 /// The figures of closed buckets, read once.
 #[derive(Debug, Default)]
 struct Closed {
@@ -56,9 +122,9 @@ struct Closed {
     /// Days before this are in `days`.
     days_to: i64,
     /// The busiest probe's TTFT per target and closed hour.
-    hours: ByBucket<HourPoint>,
+    hours: Kept<HourPoint>,
     /// Every probe's and location's scalars merged, per target and closed day.
-    days: ByBucket<Scalars>,
+    days: Kept<Scalars>,
 }
 
 /// What a publisher keeps between publishes.
@@ -197,23 +263,23 @@ impl History {
             };
         }
         if closed.hours_to < open_hours {
-            for (target, hours) in hour_points(store, closed.hours_to, open_hours)? {
-                closed.hours.entry(target).or_default().extend(hours);
-            }
+            append(
+                &mut closed.hours,
+                hour_points(store, closed.hours_to, open_hours)?,
+            );
             closed.hours_to = open_hours;
         }
         if closed.days_to < open_days {
-            merge_days(store, closed.days_to, open_days, &mut closed.days)?;
+            let mut days = HashMap::new();
+            merge_days(store, closed.days_to, open_days, &mut days)?;
+            append(&mut closed.days, days);
             closed.days_to = open_days;
         }
-        let first_hour = hour.bucket_of(now_ms) - HEATMAP_DAYS * day.ms();
-        let first_day = today - (BAR_DAYS - 1) * day.ms();
-        for hours in closed.hours.values_mut() {
-            hours.retain(|&b, _| b >= first_hour);
-        }
-        for days in closed.days.values_mut() {
-            days.retain(|&b, _| b >= first_day);
-        }
+        drop_before(
+            &mut closed.hours,
+            hour.bucket_of(now_ms) - HEATMAP_DAYS * day.ms(),
+        );
+        drop_before(&mut closed.days, today - (BAR_DAYS - 1) * day.ms());
         Ok(())
     }
 
@@ -315,14 +381,11 @@ impl History {
         &self,
         store: &Store,
         now_ms: i64,
-    ) -> Result<HashMap<String, Vec<(i64, Scalars)>>, StoreError> {
-        let mut days = self.closed.days.clone();
-        let open = Span::Day.bucket_of(now_ms) - Span::Day.ms();
-        merge_days(store, open, i64::MAX, &mut days)?;
-        Ok(days
-            .into_iter()
-            .map(|(target, days)| (target, days.into_iter().collect()))
-            .collect())
+    ) -> Result<HashMap<String, Series<Scalars>>, StoreError> {
+        let mut open = HashMap::new();
+        let from = Span::Day.bucket_of(now_ms) - Span::Day.ms();
+        merge_days(store, from, i64::MAX, &mut open)?;
+        Ok(series(&self.closed.days, open))
     }
 
     /// Per target, the hourly chart points of the heatmap's days, oldest first: closed hours
@@ -331,23 +394,12 @@ impl History {
         &self,
         store: &Store,
         now_ms: i64,
-    ) -> Result<HashMap<String, Vec<(i64, HourPoint)>>, StoreError> {
-        let open = Span::Hour.bucket_of(now_ms) - Span::Hour.ms();
-        let mut out: HashMap<String, Vec<(i64, HourPoint)>> = self
-            .closed
-            .hours
-            .iter()
-            .map(|(target, hours)| {
-                (
-                    target.clone(),
-                    hours.iter().map(|(b, p)| (*b, *p)).collect(),
-                )
-            })
-            .collect();
-        for (target, hours) in hour_points(store, open, i64::MAX)? {
-            out.entry(target).or_default().extend(hours);
-        }
-        Ok(out)
+    ) -> Result<HashMap<String, Series<HourPoint>>, StoreError> {
+        let from = Span::Hour.bucket_of(now_ms) - Span::Hour.ms();
+        Ok(series(
+            &self.closed.hours,
+            hour_points(store, from, i64::MAX)?,
+        ))
     }
 
     /// The newest runs of the last 24 hours (at least [`CSV_RUNS`] when there are as many),

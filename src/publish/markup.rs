@@ -12,6 +12,7 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, Datelike, Timelike};
 
+use super::history::Series;
 use super::text::{Ms, Tenths, When, day, ms, percent};
 use super::{BAR_DAYS, HEATMAP_DAYS, Snapshot};
 use crate::aggregate::rollup::{Scalars, Span};
@@ -86,7 +87,7 @@ pub fn daily_rows(snapshot: &Snapshot, target: &str) -> Vec<(String, String, u64
         .daily
         .get(target)
         .into_iter()
-        .flatten()
+        .flat_map(Series::iter)
         .filter(|(_, s)| s.attempts() > 0)
         .map(|(bucket, s)| {
             (
@@ -130,7 +131,7 @@ pub fn latency_chart(snapshot: &Snapshot, target: &str) -> String {
         .hourly
         .get(target)
         .into_iter()
-        .flatten()
+        .flat_map(Series::iter)
         .filter(|(b, _)| *b >= start)
         .map(|(b, p)| (*b, p.ttft_p50_ms, p.ttft_p95_ms.unwrap_or(p.ttft_p50_ms)))
         .collect();
@@ -210,7 +211,12 @@ pub fn latency_chart(snapshot: &Snapshot, target: &str) -> String {
 /// legend of its five shades and the values they stand for.
 pub fn heatmap(snapshot: &Snapshot, target: &str) -> String {
     let mut cells: BTreeMap<(u32, u32), Vec<f64>> = BTreeMap::new();
-    for (bucket, point) in snapshot.hourly.get(target).into_iter().flatten() {
+    for (bucket, point) in snapshot
+        .hourly
+        .get(target)
+        .into_iter()
+        .flat_map(Series::iter)
+    {
         let Some(t) = DateTime::from_timestamp_millis(*bucket) else {
             continue;
         };

@@ -42,7 +42,7 @@ use crate::config::Config;
 use crate::owned_dir::{self, OwnedDirError, SITE_MARKER};
 use crate::result::ResultRecord;
 use crate::store::{Incident, Store, StoreError};
-use history::{History, HourPoint};
+use history::{History, HourPoint, Series};
 pub use page::{Page, each_target_page, target_page};
 
 /// Days the uptime bar covers.
@@ -51,6 +51,10 @@ pub const BAR_DAYS: i64 = 90;
 pub const HEATMAP_DAYS: i64 = 28;
 /// Runs listed on a target's page.
 pub const LAST_RUNS: usize = 50;
+/// Incidents listed on `incidents.html`, the newest of the bar's days: a flapping fleet
+/// can open tens of thousands in 90 days, and a page of them all helps no reader (and cost
+/// 20 MB to render at 500 targets). Each target's page lists all of its own.
+pub const INCIDENTS_LISTED: usize = 1_000;
 /// Runs in the site's `results.csv`: the newest of the last 24 hours, at most this many (a
 /// few MB), whatever the number of targets; `sonde export` has them all.
 pub const CSV_RUNS: usize = 10_000;
@@ -103,10 +107,10 @@ pub struct Snapshot {
     /// The fleet's locations, fresh and stale.
     pub locations: Vec<LocationStatus>,
     /// Per target: daily scalars merged over probes, oldest first.
-    pub daily: HashMap<String, Vec<(i64, Scalars)>>,
+    pub daily: HashMap<String, Series<Scalars>>,
     /// Per target: its busiest probe's TTFT per hour (hours with a streamed run), oldest
     /// first.
-    pub hourly: HashMap<String, Vec<(i64, HourPoint)>>,
+    pub hourly: HashMap<String, Series<HourPoint>>,
     /// Incidents of the bar's period, newest first.
     pub incidents: Vec<Incident>,
     /// Per target: its latest runs, newest first.

@@ -10,7 +10,7 @@ use super::feed::{Feed, FeedTarget, blended_price};
 use super::markup::{self, Compared};
 use super::quality_page;
 use super::text::{ms, number, percent, short_when, slug, state_text, when};
-use super::{Files, PublishError, Snapshot};
+use super::{Files, INCIDENTS_LISTED, PublishError, Snapshot};
 use crate::aggregate::Window;
 use crate::aggregate::health::IncidentKind;
 use crate::aggregate::slo::SloStatus;
@@ -335,6 +335,8 @@ struct IncidentsPage {
     refresh: String,
     generated: String,
     incidents: Vec<IncidentView>,
+    /// Incidents of the bar's days past [`INCIDENTS_LISTED`], not listed.
+    older: usize,
     /// The fleet has several locations: incidents say where.
     fleet: bool,
 }
@@ -518,7 +520,13 @@ pub fn render(config: &Config, snapshot: &Snapshot, feed: &Feed) -> Result<Files
         title: config.publish.title.clone(),
         refresh: refresh.clone(),
         generated: when(snapshot.now_ms),
-        incidents: incident_views(snapshot, "", &snapshot.incidents, false),
+        incidents: incident_views(
+            snapshot,
+            "",
+            snapshot.incidents.iter().take(INCIDENTS_LISTED),
+            false,
+        ),
+        older: snapshot.incidents.len().saturating_sub(INCIDENTS_LISTED),
         fleet: snapshot.locations.len() > 1,
     };
     let html = history.render().map_err(|source| PublishError::Render {
@@ -708,4 +716,59 @@ fn render_target(
         source,
     })?;
     Ok((format!("t/{}.html", slug(&target.id)), html.into_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::aggregate::health::State;
+
+    #[test]
+    fn the_incidents_page_lists_the_newest_and_counts_the_rest() {
+        let config = Config::parse(
+            Path::new("sonde.toml"),
+            "[[providers]]\nname = \"p\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\n\
+             [[providers.models]]\nid = \"m\"\n",
+        )
+        .unwrap();
+        let now = 1_780_000_000_000;
+        // Newest first, as the store returns them.
+        let incidents = (0..INCIDENTS_LISTED + 7)
+            .map(|i| Incident {
+                kind: IncidentKind::Health,
+                target: "p/m".into(),
+                location: "here".into(),
+                state: State::Down,
+                cause: format!("cause-{i}"),
+                start_ms: now - i as i64 * 60_000,
+                end_ms: Some(now - i as i64 * 60_000 + 30_000),
+            })
+            .collect();
+        let snapshot = Snapshot {
+            now_ms: now,
+            stats: Vec::new(),
+            locations: Vec::new(),
+            daily: HashMap::new(),
+            hourly: HashMap::new(),
+            incidents,
+            latest: Arc::default(),
+            recent: Arc::default(),
+            by_target: HashMap::new(),
+        };
+        let feed = super::super::feed::build(&config, &[], &[], now);
+        let files = render(&config, &snapshot, &feed).unwrap();
+        let page = String::from_utf8_lossy(&files["incidents.html"]);
+        assert_eq!(
+            page.matches("<tr><td class=\"nw\">").count(),
+            INCIDENTS_LISTED
+        );
+        assert!(
+            page.contains("cause-0<") && page.contains(&format!("cause-{}<", INCIDENTS_LISTED - 1))
+        );
+        assert!(!page.contains(&format!("cause-{}<", INCIDENTS_LISTED)));
+        assert!(page.contains("7 older ones"), "the rest are counted");
+    }
 }
