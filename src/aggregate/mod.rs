@@ -217,8 +217,9 @@ pub struct WindowStats {
     pub outcomes: BTreeMap<Outcome, u64>,
     /// TTFT, ITL and speed over every probe; E2E is only comparable per probe.
     pub latency: Latency,
-    /// The same per probe.
-    pub by_probe: BTreeMap<String, Latency>,
+    /// The same per probe (boxed: a map's node holds room for eleven entries, and most
+    /// targets have one probe; unboxed, that room was most of a snapshot's memory).
+    pub by_probe: BTreeMap<String, Box<Latency>>,
     /// Latest capability evidence in the window.
     pub capabilities: Capabilities,
     /// Substitution and streaming evidence in the window.
@@ -246,15 +247,15 @@ impl WindowStats {
         per_probe: &BTreeMap<String, SparseRollup>,
         ttft_bound_us: Option<u64>,
     ) -> WindowStats {
-        let by_probe: BTreeMap<String, Latency> = per_probe
+        let by_probe: BTreeMap<String, Box<Latency>> = per_probe
             .iter()
-            .map(|(probe, rollup)| (probe.clone(), Latency::of(rollup)))
+            .map(|(probe, rollup)| (probe.clone(), Box::new(Latency::of(rollup))))
             .collect();
         // One probe (the usual case) is its own total: neither copied nor computed twice.
         let mut probes = per_probe.values().zip(by_probe.values());
         let (all, mut latency): (Cow<'_, SparseRollup>, Latency) =
             match (probes.next(), probes.next()) {
-                (Some((only, latency)), None) => (Cow::Borrowed(only), latency.clone()),
+                (Some((only, latency)), None) => (Cow::Borrowed(only), (**latency).clone()),
                 _ => {
                     let mut all = SparseRollup::default();
                     for rollup in per_probe.values() {

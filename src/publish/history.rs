@@ -145,6 +145,15 @@ pub struct History {
     complete_from: i64,
 }
 
+/// The buckets of `target` in `by`, added empty when it has none (its name copied only
+/// then: rows come one per bucket).
+fn target_entry<'a, T>(by: &'a mut ByBucket<T>, target: &str) -> &'a mut BTreeMap<i64, T> {
+    if !by.contains_key(target) {
+        by.insert(target.to_owned(), BTreeMap::new());
+    }
+    by.get_mut(target).expect("just inserted")
+}
+
 /// Keeps the busier of two points of one hour (on a tie, the later read, as a cold read
 /// would).
 fn busiest(slot: &mut Option<HourPoint>, scalars: &Scalars) {
@@ -165,14 +174,14 @@ fn busiest(slot: &mut Option<HourPoint>, scalars: &Scalars) {
 /// hour without a streamed run has none).
 fn hour_points(store: &Store, since: i64, before: i64) -> Result<ByBucket<HourPoint>, StoreError> {
     let mut points: ByBucket<Option<HourPoint>> = HashMap::new();
-    for (bucket, target, _, scalars) in store.rollup_scalars_since(Span::Hour, since)? {
+    store.each_rollup_scalars_since(Span::Hour, since, &mut |bucket, target, _, scalars| {
         if bucket < before {
             busiest(
-                points.entry(target).or_default().entry(bucket).or_default(),
+                target_entry(&mut points, target).entry(bucket).or_default(),
                 &scalars,
             );
         }
-    }
+    })?;
     Ok(points
         .into_iter()
         .map(|(target, hours)| {
@@ -190,13 +199,12 @@ fn merge_days(
     before: i64,
     days: &mut ByBucket<Scalars>,
 ) -> Result<(), StoreError> {
-    for (bucket, target, _, scalars) in store.rollup_scalars_since(Span::Day, since)? {
+    store.each_rollup_scalars_since(Span::Day, since, &mut |bucket, target, _, scalars| {
         if bucket < before {
-            let merged = days.entry(target).or_default();
+            let merged = target_entry(days, target);
             merged.entry(bucket).or_default().merge(&scalars);
         }
-    }
-    Ok(())
+    })
 }
 
 /// How many of the oldest of `recent` (oldest first) are no longer kept: those before

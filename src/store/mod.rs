@@ -152,6 +152,10 @@ const ROLLUP_ORDER: &str = "ORDER BY bucket, target, probe, location";
 /// A rollup's bucket, target, probe and location: the key of one row of a span.
 pub type RollupKey<'k> = (i64, &'k str, &'k str, &'k str);
 
+/// What [`Backend::each_rollup_scalars_since`] hands each row to: bucket, target, probe,
+/// scalars.
+pub type EachScalars<'f> = dyn FnMut(i64, &str, &str, Scalars) + 'f;
+
 /// What [`Backend::rollups_at`] hands each stored row to, before its histograms are
 /// decoded.
 pub type EachStored<'f> = dyn FnMut(RollupHead, StoredRollup<'_>) -> Result<(), DecodeError> + 'f;
@@ -374,14 +378,16 @@ pub trait Backend: Send {
         limit: usize,
     ) -> Result<Vec<RollupRow>, StoreError>;
 
-    /// The scalar part of the rollups of `span` with `bucket >= since_bucket` (cheap: no
-    /// histogram is decoded): bucket, target, probe, scalars; by bucket, target, probe,
-    /// location (every location's row apart).
-    fn rollup_scalars_since(
+    /// Hands `each` the scalar part of every rollup of `span` with `bucket >= since_bucket`
+    /// (cheap: no histogram is decoded), one row at a time — a month of hours is hundreds
+    /// of thousands —: bucket, target, probe, scalars; by bucket, target, probe, location
+    /// (every location's row apart).
+    fn each_rollup_scalars_since(
         &self,
         span: Span,
         since_bucket: i64,
-    ) -> Result<Vec<(i64, String, String, Scalars)>, StoreError>;
+        each: &mut EachScalars<'_>,
+    ) -> Result<(), StoreError>;
 
     /// One stored rollup of one location.
     fn rollup(

@@ -29,12 +29,13 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{
-    Backend, Batch, Copied, EachStored, FleetLimits, Heartbeat, Incident, ROLLUP_COLUMNS,
-    ROLLUP_ORDER, RollupHead, RollupKey, RollupRow, Spend, StoreError, StoredRollup, TargetAt,
+    Backend, Batch, Copied, EachScalars, EachStored, FleetLimits, Heartbeat, Incident,
+    ROLLUP_COLUMNS, ROLLUP_ORDER, RollupHead, RollupKey, RollupRow, Spend, StoreError,
+    StoredRollup, TargetAt,
 };
 use crate::aggregate::alerting::Notification;
 use crate::aggregate::health::{IncidentKind, State, TargetHealth, Transition};
-use crate::aggregate::rollup::{Scalars, Span};
+use crate::aggregate::rollup::Span;
 use crate::redact::Secret;
 use crate::result::ResultRecord;
 
@@ -624,32 +625,33 @@ impl Backend for Postgres {
         Ok(page)
     }
 
-    fn rollup_scalars_since(
+    fn each_rollup_scalars_since(
         &self,
         span: Span,
         since_bucket: i64,
-    ) -> Result<Vec<(i64, String, String, Scalars)>, StoreError> {
+        each: &mut EachScalars<'_>,
+    ) -> Result<(), StoreError> {
         self.call(async |pool: &Pool| {
             let client = pool.get().await.map_err(Failure::pool)?;
             let rows = client
-                .query(
+                .query_raw(
                     "SELECT bucket, target, probe, scalars FROM rollups
                      WHERE span = $1 AND bucket >= $2 ORDER BY bucket, target, probe, location",
-                    &[&span.as_str(), &since_bucket],
+                    [&span.as_str() as &(dyn ToSql + Sync), &since_bucket],
                 )
                 .await
                 .map_err(Failure::Db)?;
-            rows.iter()
-                .map(|row| {
-                    let scalars: &str = row.try_get(3).map_err(Failure::Db)?;
-                    Ok((
-                        row.try_get(0).map_err(Failure::Db)?,
-                        row.try_get(1).map_err(Failure::Db)?,
-                        row.try_get(2).map_err(Failure::Db)?,
-                        rows::scalars(scalars)?,
-                    ))
-                })
-                .collect()
+            let mut rows = std::pin::pin!(rows);
+            while let Some(row) = rows.try_next().await.map_err(Failure::Db)? {
+                let scalars: &str = row.try_get(3).map_err(Failure::Db)?;
+                each(
+                    row.try_get(0).map_err(Failure::Db)?,
+                    row.try_get(1).map_err(Failure::Db)?,
+                    row.try_get(2).map_err(Failure::Db)?,
+                    rows::scalars(scalars)?,
+                );
+            }
+            Ok(())
         })
     }
 

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OpenFlags, params};
 
 use super::{
-    Backend, Batch, Copied, EachStored, Heartbeat, Incident, ROLLUP_COLUMNS, ROLLUP_ORDER,
-    RollupHead, RollupKey, RollupRow, Spend, StoreError, StoredRollup, TargetAt,
+    Backend, Batch, Copied, EachScalars, EachStored, Heartbeat, Incident, ROLLUP_COLUMNS,
+    ROLLUP_ORDER, RollupHead, RollupKey, RollupRow, Spend, StoreError, StoredRollup, TargetAt,
 };
 use crate::aggregate::alerting::Notification;
 use crate::aggregate::health::{IncidentKind, State, TargetHealth, Transition};
@@ -448,11 +448,12 @@ impl Backend for Sqlite {
         Ok(page)
     }
 
-    fn rollup_scalars_since(
+    fn each_rollup_scalars_since(
         &self,
         span: Span,
         since_bucket: i64,
-    ) -> Result<Vec<(i64, String, String, Scalars)>, StoreError> {
+        each: &mut EachScalars<'_>,
+    ) -> Result<(), StoreError> {
         let mut statement = self
             .conn
             .prepare_cached(
@@ -460,26 +461,22 @@ impl Backend for Sqlite {
                  WHERE span = ?1 AND bucket >= ?2 ORDER BY bucket, target, probe, location",
             )
             .map_err(|source| self.err(source))?;
-        let rows = statement
-            .query_map(params![span.as_str(), since_bucket], |row| {
-                Ok((
-                    row.get::<_, i64>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, String>(2)?,
-                    row.get::<_, String>(3)?,
-                ))
-            })
+        let mut rows = statement
+            .query(params![span.as_str(), since_bucket])
             .map_err(|source| self.err(source))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (bucket, target, probe, json) = row.map_err(|source| self.err(source))?;
-            let scalars = serde_json::from_str(&json).map_err(|err| StoreError::Corrupt {
+        while let Some(row) = rows.next().map_err(|source| self.err(source))? {
+            let text = |i| row.get_ref(i).and_then(|v| Ok(v.as_str()?));
+            let (bucket, target, probe, json) = (|| {
+                Ok::<_, rusqlite::Error>((row.get::<_, i64>(0)?, text(1)?, text(2)?, text(3)?))
+            })()
+            .map_err(|source| self.err(source))?;
+            let scalars = serde_json::from_str(json).map_err(|err| StoreError::Corrupt {
                 store: self.path.display().to_string(),
                 message: format!("rollup scalars do not decode: {err}"),
             })?;
-            out.push((bucket, target, probe, scalars));
+            each(bucket, target, probe, scalars);
         }
-        Ok(out)
+        Ok(())
     }
 
     fn latest_results(&self, target: &str, limit: usize) -> Result<Vec<ResultRecord>, StoreError> {
