@@ -51,10 +51,21 @@ struct Closed {
     sum: SparseRollup,
 }
 
-/// Every window's closed sums, by window and key.
+/// Every window's closed sums, by window and key, and the current buckets as last read.
 #[derive(Debug, Default)]
 pub struct WindowCache {
     closed: HashMap<(Window, Key), Closed>,
+    /// Each span's current bucket per key, read at every [`WindowCache::refresh`].
+    open: HashMap<(Span, Key), SparseRollup>,
+}
+
+/// The span whose rollups make `window` (one of the cache's).
+fn span_of(window: Window) -> Span {
+    if windows_of(Span::Hour).contains(&window) {
+        Span::Hour
+    } else {
+        Span::Day
+    }
 }
 
 /// The rollup windows of `span`.
@@ -76,28 +87,46 @@ impl WindowCache {
         self.closed.values().map(|c| c.sum.counters()).sum()
     }
 
-    /// Every key's `24h`, `7d` and `30d` windows at `now_ms`, whole.
-    pub fn windows(
-        &mut self,
-        store: &Store,
-        now_ms: i64,
-    ) -> Result<HashMap<(Window, Key), SparseRollup>, StoreError> {
-        let mut out = HashMap::new();
+    /// Reads what changed for the `24h`, `7d` and `30d` windows at `now_ms`; then
+    /// [`WindowCache::keys`] and [`WindowCache::whole`] give them.
+    pub fn refresh(&mut self, store: &Store, now_ms: i64) -> Result<(), StoreError> {
         for span in [Span::Hour, Span::Day] {
             // A sum whose bucket changed between the two reads is dropped and read again.
-            while !self.read_span(store, span, now_ms, &mut out)? {}
+            while !self.read_span(store, span, now_ms)? {}
         }
-        Ok(out)
+        Ok(())
     }
 
-    /// Reads `span`'s windows into `out`; false when a sum had to be dropped mid-read.
-    fn read_span(
-        &mut self,
-        store: &Store,
-        span: Span,
-        now_ms: i64,
-        out: &mut HashMap<(Window, Key), SparseRollup>,
-    ) -> Result<bool, StoreError> {
+    /// Every window and key with a closed sum or a current bucket at the last refresh.
+    pub fn keys(&self) -> impl Iterator<Item = (Window, &Key)> {
+        let open = self.open.keys().flat_map(move |(span, key)| {
+            windows_of(*span)
+                .iter()
+                .filter(move |&&window| !self.closed.contains_key(&(window, key.clone())))
+                .map(move |&window| (window, key))
+        });
+        self.closed.keys().map(|(w, k)| (*w, k)).chain(open)
+    }
+
+    /// `window` of `key` whole at the last refresh: its closed sum, its buckets' scalars
+    /// and its current bucket. Built when asked for, one at a time: every window of every
+    /// key at once would be a second copy of the cache.
+    pub fn whole(&self, window: Window, key: &Key) -> SparseRollup {
+        let mut whole = SparseRollup::default();
+        if let Some(entry) = self.closed.get(&(window, key.clone())) {
+            whole.add_distributions(&entry.sum);
+            for (_, scalars) in entry.buckets.values() {
+                whole.scalars.merge(scalars);
+            }
+        }
+        if let Some(current) = self.open.get(&(span_of(window), key.clone())) {
+            whole.add(current);
+        }
+        whole
+    }
+
+    /// Reads `span`'s windows; false when a sum had to be dropped mid-read.
+    fn read_span(&mut self, store: &Store, span: Span, now_ms: i64) -> Result<bool, StoreError> {
         let windows = windows_of(span);
         let current = span.bucket_of(now_ms);
         // One bucket before the longest window: the one that just left it, to subtract.
@@ -204,30 +233,9 @@ impl WindowCache {
         if broken {
             return Ok(false);
         }
-        for &window in windows {
-            let keys: Vec<Key> = self
-                .closed
-                .keys()
-                .filter(|(w, _)| *w == window)
-                .map(|(_, k)| k.clone())
-                .chain(open.keys().cloned())
-                .collect::<HashSet<Key>>()
-                .into_iter()
-                .collect();
-            for key in keys {
-                let mut whole = SparseRollup::default();
-                if let Some(entry) = self.closed.get(&(window, key.clone())) {
-                    whole.add_distributions(&entry.sum);
-                    for (_, scalars) in entry.buckets.values() {
-                        whole.scalars.merge(scalars);
-                    }
-                }
-                if let Some(current) = open.get(&key) {
-                    whole.add(current);
-                }
-                out.insert((window, key), whole);
-            }
-        }
+        self.open.retain(|(s, _), _| *s != span);
+        self.open
+            .extend(open.into_iter().map(|(key, rollup)| ((span, key), rollup)));
         Ok(true)
     }
 }

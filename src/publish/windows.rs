@@ -98,55 +98,46 @@ pub fn summarize_with(
             raw.entry(key).or_default()[usize::from(at >= minutes_start)].add(record, at);
         }
     }
-    let mut every: Vec<((Window, Key), SparseRollup)> = Vec::with_capacity(raw.len() * 5);
+    // Each target's windows: the hour's from its runs, the others from the cache, built
+    // when the target's turn comes (all of them at once would copy the cache).
+    let mut by_target: HashMap<String, Vec<(Window, Key, Option<SparseRollup>)>> = HashMap::new();
     for ((target, location, probe), [before, minutes]) in raw {
         let key = Key {
             target: target.to_owned(),
             location: location.to_owned(),
             probe: probe.to_owned(),
         };
+        let entries = by_target.entry(key.target.clone()).or_default();
         let mut hour = before.finish();
         if !minutes.is_empty() {
             let minutes = minutes.finish();
             hour.add(&minutes);
-            every.push(((Window::M5, key.clone()), minutes));
+            entries.push((Window::M5, key.clone(), Some(minutes)));
         }
-        every.push(((Window::H1, key), hour));
+        entries.push((Window::H1, key, Some(hour)));
     }
-    every.extend(cache.windows(store, now_ms)?);
-    // Merged in one order whatever the maps' order, so the same history gives the same bytes.
-    let rank = |w: Window| Window::ALL.iter().position(|&x| x == w);
-    every.sort_by(|a, b| (rank(a.0.0), &a.0.1).cmp(&(rank(b.0.0), &b.0.1)));
-    let mut global: HashMap<Window, HashMap<String, PerProbe>> = HashMap::new();
-    let mut local: HashMap<TargetAt, PerProbe> = HashMap::new();
-    for ((window, key), rollup) in every {
-        let here = (window == feed_window).then(|| TargetAt::new(&key.target, &key.location));
-        // The global figures take the rollup itself; the location's, when it is the feed's
-        // window, a copy: a month's distributions are worth not copying twice.
-        let global_rollup = match here {
-            Some(at) => {
-                let probes = local.entry(at).or_default();
-                add_into(probes, key.probe.clone(), rollup.clone());
-                rollup
-            }
-            None => rollup,
-        };
-        if counts(&key.location) {
-            let targets = global.entry(window).or_default();
-            add_into(
-                targets.entry(key.target).or_default(),
-                key.probe,
-                global_rollup,
-            );
-        }
+    cache.refresh(store, now_ms)?;
+    for (window, key) in cache.keys() {
+        by_target
+            .entry(key.target.clone())
+            .or_default()
+            .push((window, key.clone(), None));
     }
     let health = store.health()?;
     let mut seen_by: HashMap<String, Vec<String>> = HashMap::new();
-    for at in health.keys().chain(local.keys()) {
+    for at in health.keys() {
         seen_by
             .entry(at.target.clone())
             .or_default()
             .push(at.location.clone());
+    }
+    for (target, entries) in &by_target {
+        for (_, key, _) in entries.iter().filter(|(w, _, _)| *w == feed_window) {
+            seen_by
+                .entry(target.clone())
+                .or_default()
+                .push(key.location.clone());
+        }
     }
     let mut names: Vec<String> = config.targets.iter().map(|t| t.id.clone()).collect();
     let mut extra: Vec<&String> = seen_by.keys().filter(|t| !names.contains(t)).collect();
@@ -163,14 +154,29 @@ pub fn summarize_with(
             Some((t.id.as_str(), (ms * 1000.0).round() as u64))
         })
         .collect();
+    // Merged in one order whatever the maps' order, so the same history gives the same bytes.
+    let rank = |w: Window| Window::ALL.iter().position(|&x| x == w);
     for target in names {
+        let mut entries = by_target.remove(&target).unwrap_or_default();
+        entries.sort_by(|a, b| (rank(a.0), &a.1).cmp(&(rank(b.0), &b.1)));
+        let mut global: HashMap<Window, PerProbe> = HashMap::new();
+        let mut local: HashMap<String, PerProbe> = HashMap::new();
+        for (window, key, rollup) in entries {
+            let rollup = rollup.unwrap_or_else(|| cache.whole(window, &key));
+            // The global figures take the rollup itself; the location's, when it is the
+            // feed's window, a copy: a month's distributions are worth not copying twice.
+            if window == feed_window {
+                let probes = local.entry(key.location.clone()).or_default();
+                add_into(probes, key.probe.clone(), rollup.clone());
+            }
+            if counts(&key.location) {
+                add_into(global.entry(window).or_default(), key.probe, rollup);
+            }
+        }
         let bound_us = bounds.get(target.as_str()).copied();
         let windows: Vec<WindowStats> = Window::ALL
             .iter()
-            .map(|&window| {
-                let probes = global.get(&window).and_then(|t| t.get(&target));
-                WindowStats::of(window, probes.unwrap_or(&empty), bound_us)
-            })
+            .map(|&window| WindowStats::of(window, global.get(&window).unwrap_or(&empty), bound_us))
             .collect();
         let mut seen_from = seen_by.remove(&target).unwrap_or_default();
         seen_from.sort_unstable();
@@ -190,7 +196,7 @@ pub fn summarize_with(
                     Some(global) if alone && counted => global.clone(),
                     _ => WindowStats::of(
                         feed_window,
-                        &local.remove(&at).unwrap_or_default(),
+                        &local.remove(&location).unwrap_or_default(),
                         bound_us,
                     ),
                 };
