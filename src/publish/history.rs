@@ -19,6 +19,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+use super::latest::LatestRun;
 use super::window_cache::WindowCache;
 use super::windows::{runs_since, summarize_with};
 use super::{BAR_DAYS, CSV_RUNS, HEATMAP_DAYS, LAST_RUNS};
@@ -138,7 +139,7 @@ pub struct History {
     /// copied).
     recent: Arc<Vec<ResultRecord>>,
     /// Per target its last [`LAST_RUNS`] runs, newest first.
-    latest: Arc<HashMap<String, Arc<Vec<ResultRecord>>>>,
+    latest: Arc<HashMap<String, Arc<Vec<LatestRun>>>>,
     /// Whether the runs were read at all.
     runs_read: bool,
     /// `recent` holds every run from this unix ms on.
@@ -325,7 +326,13 @@ impl History {
         for target in &config.targets {
             latest.insert(
                 target.id.clone(),
-                Arc::new(store.latest_results(&target.id, LAST_RUNS)?),
+                Arc::new(
+                    store
+                        .latest_results(&target.id, LAST_RUNS)?
+                        .iter()
+                        .map(LatestRun::from)
+                        .collect(),
+                ),
             );
         }
         self.latest = Arc::new(latest);
@@ -368,8 +375,8 @@ impl History {
         let latest = Arc::make_mut(&mut self.latest);
         for record in &fresh {
             let runs = Arc::make_mut(latest.entry(record.target.clone()).or_default());
-            runs.push(record.clone());
-            runs.sort_by(|a, b| by_time(b, a));
+            runs.push(LatestRun::from(record));
+            runs.sort_by(|a, b| (b.ts, &b.run_id).cmp(&(a.ts, &a.run_id)));
             runs.truncate(LAST_RUNS);
         }
         let recent = Arc::make_mut(&mut self.recent);
@@ -417,7 +424,7 @@ impl History {
     }
 
     /// Per target, its last runs, newest first.
-    pub(super) fn latest(&self) -> Arc<HashMap<String, Arc<Vec<ResultRecord>>>> {
+    pub(super) fn latest(&self) -> Arc<HashMap<String, Arc<Vec<LatestRun>>>> {
         Arc::clone(&self.latest)
     }
 }

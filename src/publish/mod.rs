@@ -18,6 +18,7 @@ mod badge;
 pub mod feed;
 pub mod gateway;
 pub mod history;
+pub mod latest;
 mod markup;
 pub mod metrics;
 mod page;
@@ -43,6 +44,7 @@ use crate::owned_dir::{self, OwnedDirError, SITE_MARKER};
 use crate::result::ResultRecord;
 use crate::store::{Incident, Store, StoreError};
 use history::{History, HourPoint, Series};
+use latest::LatestRun;
 pub use page::{Page, each_target_page, target_page};
 
 /// Days the uptime bar covers.
@@ -114,7 +116,7 @@ pub struct Snapshot {
     /// Incidents of the bar's period, newest first.
     pub incidents: Vec<Incident>,
     /// Per target: its latest runs, newest first.
-    pub latest: Arc<HashMap<String, Arc<Vec<ResultRecord>>>>,
+    pub latest: Arc<HashMap<String, Arc<Vec<LatestRun>>>>,
     /// The newest runs of the last 24 hours, oldest first: `results.csv` has the newest
     /// [`CSV_RUNS`] of them.
     pub recent: Arc<Vec<ResultRecord>>,

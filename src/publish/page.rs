@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use askama::Template;
 
 use super::feed::{Feed, FeedTarget, blended_price};
+use super::latest::LatestRun;
 use super::markup::{self, Compared};
 use super::quality_page;
 use super::text::{ms, number, percent, short_when, slug, state_text, when};
@@ -16,7 +17,6 @@ use crate::aggregate::health::IncidentKind;
 use crate::aggregate::slo::SloStatus;
 use crate::capability::Capabilities;
 use crate::config::{Config, Target};
-use crate::result::ResultRecord;
 use crate::store::Incident;
 use crate::units::rfc3339;
 
@@ -388,11 +388,7 @@ struct RunRow {
     location: String,
 }
 
-fn run_row(r: &ResultRecord) -> RunRow {
-    let mut error = r.problem().unwrap_or_default();
-    if error.chars().count() > 120 {
-        error = error.chars().take(119).collect::<String>() + "…";
-    }
+fn run_row(r: &LatestRun) -> RunRow {
     RunRow {
         ts: r.ts.to_string().replace('T', " "),
         probe: r.probe.clone(),
@@ -408,7 +404,7 @@ fn run_row(r: &ResultRecord) -> RunRow {
             (Some(model), false) => model.clone(),
             (None, _) => "–".to_owned(),
         },
-        error,
+        error: r.problem.clone().unwrap_or_default(),
         location: r.location.clone(),
     }
 }
