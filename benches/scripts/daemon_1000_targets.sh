@@ -5,20 +5,29 @@
 # scheduled time, from the records). Usage: benches/scripts/daemon_1000_targets.sh [TARGETS]
 # [DURATION]; #17's figure is `benches/scripts/daemon_1000_targets.sh 10000 300`.
 # `SONDE=other/sonde` runs another build's daemon against this build's simulator.
+# `EVERY_S=10` probes every 10 s instead of every 60 (the limits scaled with it);
+# `PUBLISH_EVERY=10s` turns on publishing and the server (on SONDE_BENCH_PORT + 1): #17's
+# "500 targets every 10 s with publishing" is
+# `EVERY_S=10 PUBLISH_EVERY=10s benches/scripts/daemon_1000_targets.sh 500 180`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 targets=${1:-1000}
 duration=${2:-300}
+every_s=${EVERY_S:-60}
 port=${SONDE_BENCH_PORT:-18788}
 sonde=${SONDE:-target/release/sonde}
 # shellcheck source=simulator.sh
 source benches/scripts/simulator.sh
-# Ten providers of 100 targets each, limits high enough that every minute's ping is sent.
+# Ten providers of 100 targets each, limits high enough that every ping is sent.
 {
-  printf '[store]\npath = "sonde.db"\n\n[schedules]\nping = "every 1m"\n\n'
+  printf '[store]\npath = "sonde.db"\n\n[schedules]\nping = "every %ss"\n\n' "$every_s"
+  if [ -n "${PUBLISH_EVERY:-}" ]; then
+    printf '[publish]\nevery = "%s"\n\n[server]\nlisten = "127.0.0.1:%s"\n\n' \
+      "$PUBLISH_EVERY" $((port + 1))
+  fi
   per=$(( (targets + 9) / 10 ))
   for p in $(seq 1 10); do
-    printf '[[providers]]\nname = "sim%02d"\nkind = "openai"\nbase_url = "http://127.0.0.1:%s/v1"\nrpm = %d\nmax_concurrency = 8\nprobes = ["ping"]\n' "$p" "$port" $(( per * 2 ))
+    printf '[[providers]]\nname = "sim%02d"\nkind = "openai"\nbase_url = "http://127.0.0.1:%s/v1"\nrpm = %d\nmax_concurrency = 8\nprobes = ["ping"]\n' "$p" "$port" $(( per * 2 * 60 / every_s ))
     for i in $(seq 1 "$per"); do
       printf '[[providers.models]]\nid = "model-%02d-%03d"\ninput_price = 0.1\noutput_price = 0.2\n' "$p" "$i"
     done
