@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 use sonde::config::{Config, StoreConfig};
 use sonde::publish::history::History;
-use sonde::publish::{self, Snapshot, feed};
+use sonde::publish::{self, Snapshot};
 use sonde::store::Store;
 use sonde::store::writer::import;
 
@@ -139,7 +139,7 @@ impl Periodic {
         let started = Instant::now();
         let snapshot =
             Snapshot::load_with(&self.config, &store, now, &mut self.history).expect("snapshot");
-        let feed = feed::build(&self.config, &snapshot.stats, &snapshot.locations, now);
+        let feed = snapshot.feed(&self.config);
         publish::build_shared(&self.config, &snapshot, &feed).expect("build");
         let served = started.elapsed();
         let pages = Instant::now();

@@ -114,12 +114,7 @@ impl Site {
                 let publisher = site.config.publish.out.is_some() && store.publisher_lock()?;
                 Ok((snapshot, publisher))
             })?;
-            let feed = feed::build(
-                &site.config,
-                &snapshot.stats,
-                &snapshot.locations,
-                snapshot.now_ms,
-            );
+            let feed = snapshot.feed(&site.config);
             let files = publish::build_shared(&site.config, &snapshot, &feed)?;
             if let Some(out) = site.config.publish.out.as_ref().filter(|_| publisher) {
                 publish::write_site_from(out, &site.config, &snapshot, &feed, &files)?;

@@ -579,12 +579,7 @@ async fn target_pages_alone_and_written_one_by_one_are_the_built_sites() {
     let dir = tempfile::tempdir().unwrap();
     let config = scripted_store(dir.path()).await;
     let (snapshot, files) = build(&config);
-    let feed = feed::build(
-        &config,
-        &snapshot.stats,
-        &snapshot.locations,
-        snapshot.now_ms,
-    );
+    let feed = snapshot.feed(&config);
     let shared = publish::build_shared(&config, &snapshot, &feed).unwrap();
     let pages: Vec<&String> = files.keys().filter(|k| k.starts_with("t/")).collect();
     assert_eq!(pages.len(), config.targets.len());

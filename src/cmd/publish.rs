@@ -94,7 +94,7 @@ fn site(out: Option<PathBuf>, config: &Config, protected: &Protected) -> anyhow:
     let now = chrono::Utc::now().timestamp_millis();
     let started = std::time::Instant::now();
     let snapshot = Snapshot::load(config, &store, now)?;
-    let feed = feed::build(config, &snapshot.stats, &snapshot.locations, now);
+    let feed = snapshot.feed(config);
     let shared = publish::build_shared(config, &snapshot, &feed)?;
     let written = publish::write_site_from(&out, config, &snapshot, &feed, &shared)?;
     println!(

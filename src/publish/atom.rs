@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 
 use super::Snapshot;
-use super::text::{slug, state_text, when};
+use super::text::{state_text, target_path, when};
 use crate::aggregate::health::IncidentKind;
 use crate::config::Config;
 use crate::store::Incident;
@@ -73,7 +73,7 @@ fn entry(incident: &Incident, fleet: bool) -> Entry {
             ..Category::default()
         }],
         links: vec![link(
-            format!("t/{}.html", slug(&incident.target)),
+            target_path(&incident.target),
             "alternate",
             "text/html",
         )],

@@ -156,6 +156,11 @@ impl Snapshot {
         })
     }
 
+    /// The routing feed of this snapshot.
+    pub fn feed(&self, config: &Config) -> feed::Feed {
+        feed::build(config, &self.stats, &self.locations, self.now_ms)
+    }
+
     /// The stats of `target`.
     pub fn stats_of(&self, target: &str) -> Option<&TargetStats> {
         self.stats.get(*self.by_target.get(target)?)
@@ -168,12 +173,7 @@ pub type Files = BTreeMap<String, Vec<u8>>;
 /// Renders the whole site (pages, `feed.json`, `results.csv`) from `snapshot`, in memory:
 /// what `sonde publish` writes and the tests read.
 pub fn build(config: &Config, snapshot: &Snapshot) -> Result<Files, PublishError> {
-    let feed = feed::build(
-        config,
-        &snapshot.stats,
-        &snapshot.locations,
-        snapshot.now_ms,
-    );
+    let feed = snapshot.feed(config);
     let mut files = build_shared(config, snapshot, &feed)?;
     let pages = std::sync::Mutex::new(Vec::new());
     page::each_target_page(config, snapshot, &feed, &|page| {

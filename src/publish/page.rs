@@ -10,7 +10,7 @@ use super::feed::{Feed, FeedTarget, blended_price};
 use super::latest::LatestRun;
 use super::markup::{self, Compared};
 use super::quality_page;
-use super::text::{ms, number, percent, short_when, slug, state_text, when};
+use super::text::{ms, number, percent, short_when, slug, state_text, target_path, when};
 use super::{Files, INCIDENTS_LISTED, PublishError, Snapshot};
 use crate::aggregate::Window;
 use crate::aggregate::health::IncidentKind;
@@ -136,8 +136,8 @@ fn row(target: &Target, entry: &FeedTarget, snapshot: &Snapshot, prefix: &str) -
     };
     Row {
         id: target.id.clone(),
-        href: format!("{prefix}t/{}.html", slug(&target.id)),
-        days_href: format!("{prefix}t/{}.html#days", slug(&target.id)),
+        href: format!("{prefix}{}", target_path(&target.id)),
+        days_href: format!("{prefix}{}#days", target_path(&target.id)),
         provider: target.provider.name.clone(),
         model: target.model.id.clone(),
         state_class,
@@ -313,7 +313,7 @@ fn incident_views<'a>(
                 } else {
                     String::new()
                 },
-                href: format!("{prefix}t/{}.html", slug(&i.target)),
+                href: format!("{prefix}{}", target_path(&i.target)),
                 state_class,
                 state_text,
                 kind: match i.kind {
@@ -607,8 +607,7 @@ pub fn target_page(
     feed: &Feed,
     path: &str,
 ) -> Option<Result<Vec<u8>, PublishError>> {
-    let wanted = path.strip_prefix("t/")?.strip_suffix(".html")?;
-    let entry = feed.targets.iter().find(|e| slug(&e.id) == wanted)?;
+    let entry = feed.targets.iter().find(|e| target_path(&e.id) == path)?;
     let target = config.targets.iter().find(|t| t.id == entry.id)?;
     let incidents: Vec<&Incident> = snapshot
         .incidents
@@ -711,7 +710,7 @@ fn render_target(
         page: target.id.clone(),
         source,
     })?;
-    Ok((format!("t/{}.html", slug(&target.id)), html.into_bytes()))
+    Ok((target_path(&target.id), html.into_bytes()))
 }
 
 #[cfg(test)]

@@ -25,6 +25,11 @@ pub fn slug(id: &str) -> String {
     format!("{safe}-{:08x}", stable_hash(id) as u32)
 }
 
+/// The path of `id`'s page in the site.
+pub fn target_path(id: &str) -> String {
+    format!("t/{}.html", slug(id))
+}
+
 /// The calendar fields of unix ms `ms` (UTC): written with integer formatting, which is
 /// several times cheaper than a strftime pattern, and a site writes thousands of dates.
 fn fields(ms: i64) -> Option<(i32, u32, u32, u32, u32)> {

@@ -125,6 +125,14 @@ impl Sqlite {
         sqlite(&self.path, source)
     }
 
+    /// Data of this store that does not decode, as `message` says.
+    fn corrupt(&self, message: String) -> StoreError {
+        StoreError::Corrupt {
+            store: self.path.display().to_string(),
+            message,
+        }
+    }
+
     /// The results a `SELECT * FROM results …` query returns, in its order, with their
     /// unix ms.
     fn records(
@@ -165,18 +173,11 @@ impl Sqlite {
             .conn
             .prepare_cached(sql)
             .map_err(|source| self.err(source))?;
-        let corrupt = |message: String| StoreError::Corrupt {
-            store: self.path.display().to_string(),
-            message,
-        };
         for params in params {
             let mut rows = statement.query(params).map_err(|source| self.err(source))?;
             while let Some(row) = rows.next().map_err(|source| self.err(source))? {
                 let head = rollup_head(row).map_err(|source| self.err(source))?;
-                let text = row
-                    .get_ref(5)
-                    .and_then(|value| Ok(value.as_str()?))
-                    .map_err(|source| self.err(source))?;
+                let text = text_at(row, 5).map_err(|source| self.err(source))?;
                 let blob = |i| {
                     row.get_ref(i)
                         .map(|value| value.as_bytes_or_null().ok().flatten().unwrap_or_default())
@@ -184,9 +185,9 @@ impl Sqlite {
                 };
                 let blobs = [blob(6)?, blob(7)?, blob(8)?, blob(9)?];
                 let scalars = serde_json::from_str::<Scalars>(text)
-                    .map_err(|err| corrupt(format!("rollup scalars do not decode: {err}")))?;
+                    .map_err(|err| self.corrupt(format!("rollup scalars do not decode: {err}")))?;
                 each(head, StoredRollup { scalars, blobs })
-                    .map_err(|err| corrupt(err.to_string()))?;
+                    .map_err(|err| self.corrupt(err.to_string()))?;
             }
         }
         Ok(())
@@ -201,10 +202,7 @@ impl Sqlite {
         gaps_column: usize,
     ) -> Result<ResultRecord, StoreError> {
         let mut record: ResultRecord = serde_rusqlite::from_row_with_columns(row, columns)
-            .map_err(|err| StoreError::Corrupt {
-                store: self.path.display().to_string(),
-                message: format!("a stored result does not decode: {err}"),
-            })?;
+            .map_err(|err| self.corrupt(format!("a stored result does not decode: {err}")))?;
         let gaps: Option<Vec<u8>> = row.get(gaps_column).map_err(|source| self.err(source))?;
         record.itl_gaps_us = gaps
             .unwrap_or_default()
@@ -465,16 +463,11 @@ impl Backend for Sqlite {
             .query(params![span.as_str(), since_bucket])
             .map_err(|source| self.err(source))?;
         while let Some(row) = rows.next().map_err(|source| self.err(source))? {
-            let text = |i| row.get_ref(i).and_then(|v| Ok(v.as_str()?));
-            let (bucket, target, probe, json) = (|| {
-                Ok::<_, rusqlite::Error>((row.get::<_, i64>(0)?, text(1)?, text(2)?, text(3)?))
-            })()
-            .map_err(|source| self.err(source))?;
-            let scalars = serde_json::from_str(json).map_err(|err| StoreError::Corrupt {
-                store: self.path.display().to_string(),
-                message: format!("rollup scalars do not decode: {err}"),
-            })?;
-            each(bucket, target, probe, scalars);
+            let cell = |i| text_at(row, i).map_err(|source| self.err(source));
+            let bucket = row.get(0).map_err(|source| self.err(source))?;
+            let scalars = serde_json::from_str(cell(3)?)
+                .map_err(|err| self.corrupt(format!("rollup scalars do not decode: {err}")))?;
+            each(bucket, cell(1)?, cell(2)?, scalars);
         }
         Ok(())
     }
@@ -598,10 +591,7 @@ impl Backend for Sqlite {
             .map(|(id, body)| {
                 serde_json::from_str(&body)
                     .map(|notification| (id, notification))
-                    .map_err(|err| StoreError::Corrupt {
-                        store: self.path.display().to_string(),
-                        message: format!("outbox row {id} does not parse: {err}"),
-                    })
+                    .map_err(|err| self.corrupt(format!("outbox row {id} does not parse: {err}")))
             })
             .collect()
     }
@@ -735,6 +725,11 @@ fn put_heartbeats(tx: &rusqlite::Transaction<'_>, rows: &[Heartbeat]) -> rusqlit
         statement.execute(params![row.location, row.seen_ms, row.shortest_ms])?;
     }
     Ok(())
+}
+
+/// The text in column `i` of `row`, borrowed.
+fn text_at<'r>(row: &'r rusqlite::Row<'_>, i: usize) -> rusqlite::Result<&'r str> {
+    Ok(row.get_ref(i)?.as_str()?)
 }
 
 /// The head in a rollup row's first five columns: bucket, target, probe, location, version.
