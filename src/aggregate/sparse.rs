@@ -23,10 +23,49 @@ static SHAPE: LazyLock<Histogram<Count>> =
 /// The non-zero counters of a histogram, by value.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Sparse {
-    /// (highest equivalent value, count), values ascending, counts above zero.
-    counts: Vec<(u64, u64)>,
+    /// The counters, indexes ascending, counts above zero.
+    counts: Vec<Counter>,
     /// Total count.
     len: u64,
+}
+
+/// One non-zero counter in eight bytes: its index (the 16 high bits: a rollup histogram has
+/// 55,296 counters) above its count (48 bits). Half the size of a (value, count) pair, which
+/// is what a month of every target's windows is made of; counters packed this way sort by
+/// index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Counter(u64);
+
+impl Counter {
+    /// The most one counter counts: 2.8 × 10¹⁴ samples, past any window's runs; sums
+    /// beyond it stay at it.
+    const MAX_COUNT: u64 = (1 << 48) - 1;
+
+    /// Counter `index` holding `count` (at most [`Counter::MAX_COUNT`]).
+    fn new(index: u64, count: u64) -> Counter {
+        debug_assert!(index <= MAX_INDEX);
+        Counter(index << 48 | count.min(Counter::MAX_COUNT))
+    }
+
+    /// Its index.
+    fn index(self) -> u64 {
+        self.0 >> 48
+    }
+
+    /// Its count.
+    fn count(self) -> u64 {
+        self.0 & Counter::MAX_COUNT
+    }
+
+    /// The highest value it counts.
+    fn value(self) -> u64 {
+        highest_equivalent(value_at(self.index()).unwrap_or(MAX_VALUE))
+    }
+
+    /// This counter with `count` more.
+    fn plus(self, count: u64) -> Counter {
+        Counter::new(self.index(), self.count().saturating_add(count))
+    }
 }
 
 /// Subtracting more than a histogram holds: the subtrahend was not part of it.
@@ -34,22 +73,23 @@ pub struct Sparse {
 pub struct NotContained;
 
 impl Sparse {
-    /// The histogram of `counts` (values ascending, counts above zero).
-    fn from_counts(counts: Vec<(u64, u64)>) -> Sparse {
+    /// The histogram of `counts` (indexes ascending, counts above zero).
+    fn from_counts(counts: Vec<Counter>) -> Sparse {
         Sparse {
-            len: counts.iter().map(|c| c.1).sum(),
+            len: counts.iter().map(|c| c.count()).sum(),
             counts,
         }
     }
 
-    /// The histogram of `values` (each a counter's highest equivalent value, in any order).
-    fn from_values(mut values: Vec<u64>) -> Sparse {
-        values.sort_unstable();
-        let mut counts: Vec<(u64, u64)> = Vec::new();
-        for value in values {
+    /// The histogram of `values` (each at most [`MAX_VALUE`], in any order).
+    fn from_values(values: Vec<u64>) -> Sparse {
+        let mut indexes: Vec<u64> = values.into_iter().map(index_of).collect();
+        indexes.sort_unstable();
+        let mut counts: Vec<Counter> = Vec::new();
+        for index in indexes {
             match counts.last_mut() {
-                Some(last) if last.0 == value => last.1 += 1,
-                _ => counts.push((value, 1)),
+                Some(last) if last.index() == index => *last = last.plus(1),
+                _ => counts.push(Counter::new(index, 1)),
             }
         }
         Sparse::from_counts(counts)
@@ -60,7 +100,10 @@ impl Sparse {
         Sparse::from_counts(
             histogram
                 .iter_recorded()
-                .map(|v| (v.value_iterated_to(), u64::from(v.count_at_value())))
+                .map(|v| {
+                    let index = index_of(v.value_iterated_to().min(MAX_VALUE));
+                    Counter::new(index, u64::from(v.count_at_value()))
+                })
                 .collect(),
         )
     }
@@ -96,8 +139,7 @@ impl Sparse {
         // Counters from the first to the largest value's: a count each, and a run of more
         // than one zero as its negated length (one zero is written as a count).
         let mut next = 0;
-        for &(value, count) in &self.counts {
-            let index = index_of(value);
+        for (index, count) in self.counts.iter().map(|c| (c.index(), c.count())) {
             match index - next {
                 0 => {}
                 1 => put_varint(&mut plain, 0),
@@ -122,9 +164,9 @@ impl Sparse {
     pub fn value_at_quantile(&self, q: f64) -> Option<u64> {
         let rank = rank_of(q, self.len);
         let mut cumulative = 0;
-        self.counts.iter().find_map(|&(value, count)| {
-            cumulative += count;
-            (cumulative >= rank).then_some(value)
+        self.counts.iter().find_map(|counter| {
+            cumulative += counter.count();
+            (cumulative >= rank).then(|| counter.value())
         })
     }
 
@@ -138,29 +180,29 @@ impl Sparse {
         self.len == 0
     }
 
-    /// Counters held (the memory it takes is 16 bytes each).
+    /// Counters held (the memory it takes is 8 bytes each).
     pub fn counters(&self) -> usize {
         self.counts.len()
     }
 
     /// (highest equivalent value, count) of each non-zero counter, ascending.
     pub fn iter(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        self.counts.iter().copied()
+        self.counts.iter().map(|c| (c.value(), c.count()))
     }
 
     /// The largest sample's highest equivalent value (what `Histogram::max` gives).
     pub fn max(&self) -> Option<u64> {
-        self.counts.last().map(|c| c.0)
+        self.counts.last().map(|c| c.value())
     }
 
     /// Samples at or below `value`'s counter (what `Histogram::count_between(0, value)`
     /// gives).
     pub fn count_up_to(&self, value: u64) -> u64 {
-        let top = highest_equivalent(value);
+        let top = index_of(value.min(MAX_VALUE));
         self.counts
             .iter()
-            .take_while(|c| c.0 <= top)
-            .map(|c| c.1)
+            .take_while(|c| c.index() <= top)
+            .map(|c| c.count())
             .sum()
     }
 
@@ -174,21 +216,21 @@ impl Sparse {
             return;
         }
         let mut merged = Vec::with_capacity(self.counts.len() + other.counts.len());
-        let (mut mine, mut theirs) = (self.counts.iter().peekable(), other.counts.iter());
-        for &(value, count) in &mut theirs {
-            while let Some(&&(v, c)) = mine.peek() {
-                if v >= value {
+        let mut mine = self.counts.iter().peekable();
+        for &theirs in &other.counts {
+            while let Some(&&counter) = mine.peek() {
+                if counter.index() >= theirs.index() {
                     break;
                 }
-                merged.push((v, c));
+                merged.push(counter);
                 mine.next();
             }
             match mine.peek() {
-                Some(&&(v, c)) if v == value => {
-                    merged.push((v, c + count));
+                Some(&&counter) if counter.index() == theirs.index() => {
+                    merged.push(counter.plus(theirs.count()));
                     mine.next();
                 }
-                _ => merged.push((value, count)),
+                _ => merged.push(theirs),
             }
         }
         merged.extend(mine);
@@ -207,16 +249,18 @@ impl Sparse {
     fn minus(&self, other: &Sparse) -> Result<Sparse, NotContained> {
         let mut left = self.counts.clone();
         let mut at = 0;
-        for &(value, count) in &other.counts {
-            while at < left.len() && left[at].0 < value {
+        for theirs in &other.counts {
+            while at < left.len() && left[at].index() < theirs.index() {
                 at += 1;
             }
             match left.get_mut(at) {
-                Some(slot) if slot.0 == value && slot.1 >= count => slot.1 -= count,
+                Some(slot) if slot.index() == theirs.index() && slot.count() >= theirs.count() => {
+                    *slot = Counter::new(slot.index(), slot.count() - theirs.count());
+                }
                 _ => return Err(NotContained),
             }
         }
-        left.retain(|c| c.1 > 0);
+        left.retain(|c| c.count() > 0);
         Ok(Sparse::from_counts(left))
     }
 }
@@ -374,17 +418,20 @@ impl SparseBuilder {
     }
 }
 
-/// Pushes the counter of each value `record` adds to the distributions (see
-/// [`each_value`]) onto that distribution's list.
+/// Pushes each value `record` adds to the distributions (see [`each_value`]), at most
+/// [`MAX_VALUE`], onto that distribution's list.
 fn push_values(record: &ResultRecord, values: &mut [Vec<u64>; 4]) {
     each_value(record, |distribution, value| {
-        values[distribution as usize].push(highest_equivalent(value.min(MAX_VALUE)));
+        values[distribution as usize].push(value.min(MAX_VALUE));
     });
 }
 
 /// The largest value a rollup histogram tracks (a dense one cannot grow past it); larger
 /// ones are counted as it.
 const MAX_VALUE: u64 = i64::MAX as u64;
+
+/// The index of the counter of [`MAX_VALUE`], the last a rollup histogram has.
+const MAX_INDEX: u64 = 55_295;
 
 /// The count a quantile `q` of `len` samples reaches (at least the first sample), as
 /// `Histogram::value_at_quantile` counts.
@@ -502,7 +549,10 @@ fn plain_counts(plain: &[u8]) -> Option<Sparse> {
             index = index.checked_add(count.unsigned_abs())?;
         } else {
             if count > 0 {
-                counts.push((highest_equivalent(value_at(index)?), count as u64));
+                if index > MAX_INDEX || count as u64 > Counter::MAX_COUNT {
+                    return None;
+                }
+                counts.push(Counter::new(index, count as u64));
             }
             index += 1;
         }
@@ -619,6 +669,15 @@ mod tests {
     }
 
     #[test]
+    fn a_counter_keeps_its_index_and_stops_at_its_largest_count() {
+        let counter = Counter::new(MAX_INDEX, 7);
+        assert_eq!((counter.index(), counter.count()), (MAX_INDEX, 7));
+        assert_eq!(counter.value(), highest_equivalent(MAX_VALUE));
+        let full = Counter::new(3, Counter::MAX_COUNT).plus(10);
+        assert_eq!((full.index(), full.count()), (3, Counter::MAX_COUNT));
+    }
+
+    #[test]
     fn counter_indexes_invert_their_lowest_values() {
         for index in (0..4096).chain((4096..=index_of(MAX_VALUE)).step_by(97)) {
             let value = value_at(index).unwrap();
@@ -626,6 +685,7 @@ mod tests {
             assert_eq!(index_of(highest_equivalent(value)), index, "{value}");
         }
         assert_eq!(index_of(MAX_VALUE), index_of(highest_equivalent(MAX_VALUE)));
+        assert_eq!(index_of(MAX_VALUE), MAX_INDEX);
     }
 
     #[test]
