@@ -200,7 +200,8 @@ fn render(c: &mut Criterion) {
         ms(whole[PERIODIC / 2]),
         ms(whole[PERIODIC - 1]),
         periodic.history.counters(),
-        periodic.history.counters() as f64 * 16.0 / (1024.0 * 1024.0)
+        periodic.history.counters() as f64 * sonde::aggregate::sparse::COUNTER_BYTES as f64
+            / (1024.0 * 1024.0)
     );
     let mut group = c.benchmark_group(format!("publish_{targets}_targets_30d"));
     group.sample_size(10);

@@ -29,6 +29,9 @@ pub struct Sparse {
     len: u64,
 }
 
+/// The memory one non-zero counter takes.
+pub const COUNTER_BYTES: usize = std::mem::size_of::<Counter>();
+
 /// One non-zero counter in eight bytes: its index (the 16 high bits: a rollup histogram has
 /// 55,296 counters) above its count (48 bits). Half the size of a (value, count) pair, which
 /// is what a month of every target's windows is made of; counters packed this way sort by
@@ -180,7 +183,7 @@ impl Sparse {
         self.len == 0
     }
 
-    /// Counters held (the memory it takes is 8 bytes each).
+    /// Counters held (the memory it takes is [`COUNTER_BYTES`] each).
     pub fn counters(&self) -> usize {
         self.counts.len()
     }

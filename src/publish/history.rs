@@ -94,10 +94,13 @@ fn series<T: Clone>(kept: &Kept<T>, open: ByBucket<T>) -> HashMap<String, Series
     out
 }
 
-/// Appends to each target's kept buckets those of `later` (all after the kept ones).
+/// Appends to each target's kept buckets those of `later` (all after the kept ones). Grown
+/// to fit, not doubled: an hour is appended to every target's month of hours each hour.
 fn append<T: Clone>(kept: &mut Kept<T>, later: ByBucket<T>) {
     for (target, buckets) in later {
-        Arc::make_mut(kept.entry(target).or_default()).extend(buckets);
+        let kept = Arc::make_mut(kept.entry(target).or_default());
+        kept.reserve_exact(buckets.len());
+        kept.extend(buckets);
     }
 }
 
@@ -228,7 +231,7 @@ impl History {
         History::default()
     }
 
-    /// Counters kept in the rollup windows' sums (16 bytes each).
+    /// Counters kept in the rollup windows' sums ([`COUNTER_BYTES`](crate::aggregate::sparse::COUNTER_BYTES) each).
     pub fn counters(&self) -> usize {
         self.windows.counters()
     }

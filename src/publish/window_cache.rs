@@ -13,6 +13,7 @@
 //! `tests/publish.rs`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use crate::aggregate::Window;
 use crate::aggregate::rollup::{Scalars, Span};
@@ -45,8 +46,9 @@ impl Key {
 #[derive(Debug, Default)]
 struct Closed {
     /// Each bucket in the sum: its version and scalars (scalars do not subtract, so they
-    /// are merged from these when the window is read).
-    buckets: BTreeMap<i64, (i64, Scalars)>,
+    /// are merged from these when the window is read). A day's scalars are shared by the
+    /// `7d` and `30d` windows holding it.
+    buckets: BTreeMap<i64, (i64, Arc<Scalars>)>,
     /// The buckets' distributions added (its scalars unused).
     sum: SparseRollup,
 }
@@ -82,7 +84,7 @@ impl WindowCache {
         WindowCache::default()
     }
 
-    /// Counters held in the sums (16 bytes each): the cache's memory beyond its scalars.
+    /// Counters held in the sums ([`COUNTER_BYTES`](crate::aggregate::sparse::COUNTER_BYTES) each): the cache's memory beyond its scalars.
     pub fn counters(&self) -> usize {
         self.closed.values().map(|c| c.sum.counters()).sum()
     }
@@ -194,11 +196,12 @@ impl WindowCache {
         store.rollups_at(span, &keys, &mut |head, stored| {
             let (bucket, version) = (head.bucket, head.version);
             let key = Key::of(head);
-            let sparse = SparseRollup::from_parts(stored.scalars, stored.blobs)?;
+            let mut sparse = SparseRollup::from_parts(stored.scalars, stored.blobs)?;
             if bucket >= current {
                 open.entry(key).or_default().add(&sparse);
                 return Ok(());
             }
+            let scalars = Arc::new(std::mem::take(&mut sparse.scalars));
             for &window in windows {
                 let start = window.start(now_ms);
                 let Some(entry) = closed.get_mut(&(window, key.clone())) else {
@@ -209,7 +212,7 @@ impl WindowCache {
                     entry.sum.add_distributions(&sparse);
                     entry
                         .buckets
-                        .insert(bucket, (version, sparse.scalars.clone()));
+                        .insert(bucket, (version, Arc::clone(&scalars)));
                 } else if bucket < start
                     && summed == Some(version)
                     && entry.sum.subtract_distributions(&sparse).is_ok()
