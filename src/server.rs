@@ -1,8 +1,8 @@
 //! The live server (axum): the published site from memory (the targets' pages rendered when
 //! asked for, from the snapshot kept in their place), `/feed.json` and `/metrics`
 //! fresh from the store (a body older than a second is recomputed before it is served, by
-//! one computation however many clients ask at once), `/healthz`. Read-only: it opens the
-//! store read-only and never writes.
+//! one computation however many clients ask at once), `/results.csv` read from the store
+//! when asked for, `/healthz`. Read-only: it opens the store read-only and never writes.
 //!
 //! [`publish_loop`] re-renders the site every `publish.every` (and writes it to
 //! `publish.out` when set), for the daemon, `sonde serve` and `sonde demo` alike.
@@ -27,7 +27,7 @@ use crate::config::Config;
 use crate::counters::RunCounters;
 use crate::publish::feed::Feed;
 use crate::publish::history::History;
-use crate::publish::{self, PublishError, Snapshot, feed, metrics};
+use crate::publish::{self, PublishError, Snapshot, feed, metrics, results_csv};
 use crate::store::{Store, StoreError};
 use crate::units::now_ms;
 
@@ -40,7 +40,7 @@ type Cached = Option<(Instant, Bytes)>;
 
 /// The site as last rendered.
 struct Published {
-    /// Every file but the targets' pages.
+    /// Every file but the targets' pages (and `results.csv`, read when asked for).
     files: BTreeMap<String, Bytes>,
     /// What the targets' pages are rendered from, when asked for: kept instead of the pages,
     /// which are most of a site's bytes and seldom read.
@@ -58,6 +58,8 @@ pub struct Site {
     metrics: Mutex<Cached>,
     /// One computation at a time, however many requests find the body stale.
     computing: tokio::sync::Mutex<()>,
+    /// Held while `results.csv` is read: a few MB each, so one at a time.
+    reading_csv: tokio::sync::Mutex<()>,
     /// The daemon's run counters for `/metrics`; none for `sonde serve`, which records nothing.
     counters: Option<Arc<RunCounters>>,
     /// The store, opened for reading at the first need and kept (a pool for PostgreSQL);
@@ -95,6 +97,7 @@ impl Site {
             feed: Mutex::new(None),
             metrics: Mutex::new(None),
             computing: tokio::sync::Mutex::new(()),
+            reading_csv: tokio::sync::Mutex::new(()),
             counters,
             reader: Mutex::new(None),
             publisher: Mutex::new(None),
@@ -108,16 +111,21 @@ impl Site {
     pub async fn refresh(self: &Arc<Site>) -> Result<(), PublishError> {
         let site = Arc::clone(self);
         let published = tokio::task::spawn_blocking(move || -> Result<_, PublishError> {
-            let (snapshot, publisher) = site.read(|store| {
+            let (snapshot, publisher, csv) = site.read(|store| {
                 let snapshot =
                     Snapshot::load_with(&site.config, store, now_ms(), &mut site.history())?;
                 let publisher = site.config.publish.out.is_some() && store.publisher_lock()?;
-                Ok((snapshot, publisher))
+                let csv = publisher
+                    .then(|| results_csv::render(store, snapshot.now_ms))
+                    .transpose()?;
+                Ok::<_, PublishError>((snapshot, publisher, csv))
             })?;
             let feed = snapshot.feed(&site.config);
-            let files = publish::build_shared(&site.config, &snapshot, &feed)?;
-            if let Some(out) = site.config.publish.out.as_ref().filter(|_| publisher) {
+            let mut files = publish::build_shared(&site.config, &snapshot, &feed)?;
+            if let (Some(out), Some(csv)) = (site.config.publish.out.as_ref(), csv) {
+                files.insert(results_csv::PATH.into(), csv);
                 publish::write_site_from(out, &site.config, &snapshot, &feed, &files)?;
+                files.remove(results_csv::PATH);
             }
             site.announce_publisher(publisher);
             Ok(Published {
@@ -171,7 +179,10 @@ impl Site {
 
     /// Runs `read` on the kept reader, opening it first when there is none. Blocking: call
     /// it from a blocking task.
-    fn read<T>(&self, read: impl FnOnce(&Store) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    fn read<T, E: From<StoreError>>(
+        &self,
+        read: impl FnOnce(&Store) -> Result<T, E>,
+    ) -> Result<T, E> {
         let mut reader = self
             .reader
             .lock()
@@ -238,13 +249,24 @@ impl Site {
         self.compute(which).await
     }
 
+    /// `results.csv` read from the store now; never kept.
+    async fn results_csv(self: &Arc<Site>) -> Result<Bytes, PublishError> {
+        let _one = self.reading_csv.lock().await;
+        let site = Arc::clone(self);
+        let body = tokio::task::spawn_blocking(move || {
+            site.read(|store| results_csv::render(store, now_ms()))
+        })
+        .await??;
+        Ok(Bytes::from(body))
+    }
+
     /// Computes `which` from the store and caches it.
     async fn compute(self: &Arc<Site>, which: Fresh) -> Result<Bytes, PublishError> {
         let site = Arc::clone(self);
         let body = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, PublishError> {
             let now = now_ms();
             let (stats, locations) = site.read(|store| {
-                Ok((
+                Ok::<_, StoreError>((
                     site.history().stats(&site.config, store, now)?,
                     publish::windows::locations(store, now)?,
                 ))
@@ -279,6 +301,7 @@ pub fn router(site: Arc<Site>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/feed.json", get(feed_json))
         .route("/metrics", get(metrics_text))
+        .route("/results.csv", get(results_csv_file))
         .route("/{*path}", get(static_file))
         .with_state(site)
 }
@@ -353,8 +376,18 @@ async fn metrics_text(State(site): State<Arc<Site>>) -> Response {
     fresh_response(&site, Fresh::Metrics, metrics::CONTENT_TYPE).await
 }
 
+async fn results_csv_file(State(site): State<Arc<Site>>) -> Response {
+    body_response(site.results_csv().await, content_type(results_csv::PATH))
+}
+
 async fn fresh_response(site: &Arc<Site>, which: Fresh, content_type: &'static str) -> Response {
-    match site.fresh(which).await {
+    body_response(site.fresh(which).await, content_type)
+}
+
+/// A body computed from the store, not to be cached by clients; 503 when the store cannot
+/// be read.
+fn body_response(body: Result<Bytes, PublishError>, content_type: &'static str) -> Response {
+    match body {
         Ok(body) => (
             [
                 (CONTENT_TYPE, HeaderValue::from_static(content_type)),

@@ -12,7 +12,7 @@ use std::time::Duration;
 use sonde::aggregate::Window;
 use sonde::config::Config;
 use sonde::publish::windows::{locations, summarize};
-use sonde::publish::{self, Snapshot, feed, gateway, metrics};
+use sonde::publish::{self, Snapshot, feed, gateway, metrics, results_csv};
 use sonde::result::Outcome;
 use sonde::runner::{Runner, Scheduled};
 use sonde::server::{self, Site};
@@ -124,10 +124,13 @@ async fn scripted_store(dir: &Path) -> Config {
     config
 }
 
+/// The snapshot and every file `sonde publish` writes (`results.csv` read from the store).
 fn build(config: &Config) -> (Snapshot, publish::Files) {
     let store = Store::open_read_only(&config.store).unwrap();
     let snapshot = Snapshot::load(config, &store, now_ms()).unwrap();
-    let files = publish::build(config, &snapshot).unwrap();
+    let mut files = publish::build(config, &snapshot).unwrap();
+    let csv = results_csv::render(&store, snapshot.now_ms).unwrap();
+    files.insert(results_csv::PATH.into(), csv);
     (snapshot, files)
 }
 
@@ -494,6 +497,7 @@ async fn the_server_serves_the_site_fresh_feeds_and_metrics() {
     // A new run shows within a second or so: the body is recomputed at most once a second,
     // and the previous one is served while that runs.
     let record = common::scripted(&config, 2, now_ms(), Outcome::Ok, 50.0);
+    let run_id = record.run_id.clone();
     {
         let store = Store::open(&config.store, &config.prober.location).unwrap();
         import(store, &config, vec![record]).unwrap();
@@ -519,6 +523,30 @@ async fn the_server_serves_the_site_fresh_feeds_and_metrics() {
         samples(&fresh),
         samples(&feed).map(|n| n + 1),
         "the feed is fresh"
+    );
+
+    // `results.csv` is read from the store when asked for: the new run is in it.
+    let response = http
+        .get(format!("{base}/results.csv"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/csv; charset=utf-8"
+    );
+    let csv = response.bytes().await.unwrap();
+    let rows: Vec<sonde::result::ResultRecord> = csv::Reader::from_reader(&csv[..])
+        .deserialize()
+        .map(Result::unwrap)
+        .collect();
+    let store = Store::open_read_only(&config.store).unwrap();
+    let day = store.result_count_since(now_ms() - 86_400_000).unwrap();
+    assert_eq!(rows.len() as u64, day, "every run of the last 24 hours");
+    assert_eq!(
+        rows.last().map(|r| r.run_id.as_str()),
+        Some(run_id.as_str())
     );
 
     let response = http.get(format!("{base}/metrics")).send().await.unwrap();
@@ -584,7 +612,11 @@ async fn target_pages_alone_and_written_one_by_one_are_the_built_sites() {
     let pages: Vec<&String> = files.keys().filter(|k| k.starts_with("t/")).collect();
     assert_eq!(pages.len(), config.targets.len());
     assert!(shared.keys().all(|k| !k.starts_with("t/")));
-    assert_eq!(shared.len() + pages.len(), files.len());
+    assert_eq!(
+        shared.len() + pages.len() + 1,
+        files.len(),
+        "and results.csv, read from the store"
+    );
     for path in pages {
         let alone = publish::target_page(&config, &snapshot, &feed, path)
             .expect("a target's path")
@@ -598,6 +630,10 @@ async fn target_pages_alone_and_written_one_by_one_are_the_built_sites() {
         );
     }
 
+    // Written as `sonde publish` writes it: the shared files and results.csv, then the pages.
+    let mut shared = shared;
+    let csv = files[results_csv::PATH].clone();
+    shared.insert(results_csv::PATH.into(), csv);
     let out = dir.path().join("site");
     let written = publish::write_site_from(&out, &config, &snapshot, &feed, &shared).unwrap();
     assert_eq!(written.files, files.len());
@@ -638,26 +674,38 @@ async fn results_csv_holds_the_newest_runs_up_to_its_cap() {
     let dir = tempfile::tempdir().unwrap();
     let config = scripted_store(dir.path()).await;
     let now = now_ms();
-    // More runs in the last 24 hours than the cap, a second apart.
-    let extra = publish::CSV_RUNS as i64 + 50;
+    // More runs in the last 24 hours than the cap, a second apart, and one older.
+    let extra = results_csv::CSV_RUNS as i64 + 50;
     let records = (0..extra)
         .map(|i| common::scripted(&config, 0, now - 80_000_000 + i * 1_000, Outcome::Ok, 100.0))
+        .chain([common::scripted(
+            &config,
+            0,
+            now - 90_000_000,
+            Outcome::Ok,
+            90.0,
+        )])
         .collect::<Vec<_>>();
-    let newest = records.last().unwrap().run_id.clone();
     let store = Store::open(&config.store, &config.prober.location).unwrap();
     import(store, &config, records).unwrap();
+    let store = Store::open_read_only(&config.store).unwrap();
+    let day: Vec<String> = store
+        .results_since(now - 86_400_000, None)
+        .unwrap()
+        .into_iter()
+        .map(|(r, _)| r.run_id)
+        .collect();
+    assert!(day.len() > results_csv::CSV_RUNS);
+    let kept = &day[day.len() - results_csv::CSV_RUNS..];
     let (_, files) = build(&config);
     let mut reader = csv::Reader::from_reader(&files["results.csv"][..]);
     let rows: Vec<sonde::result::ResultRecord> = reader.deserialize().map(Result::unwrap).collect();
-    assert_eq!(rows.len(), publish::CSV_RUNS);
-    assert!(
-        rows.windows(2).all(|pair| pair[0].ts <= pair[1].ts),
-        "oldest first"
+    let ids: Vec<String> = rows.iter().map(|r| r.run_id.clone()).collect();
+    assert_eq!(
+        ids, kept,
+        "the newest runs of the last 24 hours, oldest first"
     );
-    assert!(
-        rows.iter().any(|r| r.run_id == newest),
-        "the newest run is in"
-    );
+    assert!(rows.iter().all(|r| r.ttft_ms != Some(90.0)), "no older run");
 }
 
 /// Runs of target `index` every `every_ms` from `from` to `to` (exclusive), ok but for one in

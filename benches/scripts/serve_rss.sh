@@ -2,7 +2,8 @@
 # `sonde serve` over the publish bench's store (200 targets x 30 days, a run every 10
 # minutes per target: run `cargo bench --bench publish` once to generate
 # `target/sonde-bench-publish.db`), re-rendering every 10 s for DURATION seconds (default
-# 120), while a client fetches `/feed.json` and `/metrics` every second: peak RSS and RSS at
+# 120), while a client fetches `/feed.json` and `/metrics` every second and `/results.csv`
+# (read from the store when asked for) every ten: peak RSS and RSS at
 # the end (from /proc), CPU seconds, and how long each publish took (the server's debug log).
 # SONDE_BENCH_TARGETS=500 serves the 500-target store instead
 # (`SONDE_BENCH_PUBLISH_TARGETS=500 cargo bench --bench publish` generates it).
@@ -37,10 +38,11 @@ RUST_LOG=sonde=debug "$binary" serve --config "$work/sonde.toml" --listen "127.0
   > /dev/null 2> "$work/serve.log" &
 pid=$!
 peak=0
-for _ in $(seq 1 "$duration"); do
+for second in $(seq 1 "$duration"); do
   sleep 1
   curl -sf "http://127.0.0.1:$port/feed.json" > /dev/null || true
   curl -sf "http://127.0.0.1:$port/metrics" > /dev/null || true
+  [ $((second % 10)) != 0 ] || curl -sf "http://127.0.0.1:$port/results.csv" > /dev/null || true
   rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
   [ "$rss" -gt "$peak" ] && peak=$rss
 done

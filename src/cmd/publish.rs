@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use sonde::config::Config;
 use sonde::owned_dir::{self, Protected, SITE_MARKER};
 use sonde::publish::feed::{self, Feed};
-use sonde::publish::{self, Snapshot, gateway};
+use sonde::publish::{self, Snapshot, gateway, results_csv};
 use sonde::store::Store;
 
 /// What to publish.
@@ -95,7 +95,8 @@ fn site(out: Option<PathBuf>, config: &Config, protected: &Protected) -> anyhow:
     let started = std::time::Instant::now();
     let snapshot = Snapshot::load(config, &store, now)?;
     let feed = snapshot.feed(config);
-    let shared = publish::build_shared(config, &snapshot, &feed)?;
+    let mut shared = publish::build_shared(config, &snapshot, &feed)?;
+    shared.insert(results_csv::PATH.into(), results_csv::render(&store, now)?);
     let written = publish::write_site_from(&out, config, &snapshot, &feed, &shared)?;
     println!(
         "published {} files ({} KiB, index.html {} KiB) to {} in {:.0} ms",

@@ -1,17 +1,16 @@
 //! What a publisher keeps of the store between publishes, so that a periodic publish reads
 //! what changed rather than a month of history: the rollup windows (`WindowCache`), the
-//! daily and hourly figures of the bar, charts and heatmap for closed buckets, and the
-//! newest runs (`results.csv`, each target's last runs).
+//! daily and hourly figures of the bar, charts and heatmap for closed buckets, the last
+//! hour's runs and each target's last runs.
 //!
 //! Each publish reads the current and previous hour's and day's rollup scalars (a run may
 //! still land in the previous bucket just after it closed) and the runs recorded in the last
 //! [`OVERLAP_MS`] and after that it does not keep (their `run_id`s are read, then only the
-//! new records), then checks the kept runs against the store's count (a run written late
-//! — after a store outage, or by a fleet location catching up — makes them be read
-//! again). The `5m` and `1h` windows are folded from the
+//! new records), then checks the finishing times of the newest runs it saw against the
+//! store's count (a run written late — after a store outage, or by a fleet location
+//! catching up — makes them be read again). The `5m` and `1h` windows are folded from the
 //! kept runs, the others come from the `WindowCache`, which checks each summed bucket's
-//! version at every publish: windows, the feed, the runs listed and `results.csv` never
-//! lag. Closed buckets of the bar, the daily table, the charts and the heatmap are read
+//! version at every publish: windows, the feed and the runs listed never lag. Closed buckets of the bar, the daily table, the charts and the heatmap are read
 //! once — the hours as each closes — and all again at the first publish of each day: a
 //! run written late into an older hour or day shows there from the next day. A new
 //! `History` reads everything, which is what `sonde publish` does.
@@ -22,7 +21,7 @@ use std::sync::Arc;
 use super::latest::LatestRun;
 use super::window_cache::WindowCache;
 use super::windows::{runs_since, summarize_with};
-use super::{BAR_DAYS, CSV_RUNS, HEATMAP_DAYS, LAST_RUNS};
+use super::{BAR_DAYS, HEATMAP_DAYS, LAST_RUNS};
 use crate::aggregate::rollup::{Scalars, Span};
 use crate::aggregate::{TargetStats, Window};
 use crate::config::Config;
@@ -32,6 +31,12 @@ use crate::store::{Store, StoreError};
 /// How far back each publish re-reads runs: a run is committed within this of finishing
 /// unless the store was away.
 pub const OVERLAP_MS: i64 = 5 * 60_000;
+
+/// Runs whose finishing times are kept to check the store's count against: the newest of
+/// the last 24 hours, this many (or every run of the last hour when that is more). A run
+/// written late among them makes the runs be read again, so it shows among its target's
+/// last runs.
+pub const CHECKED_RUNS: usize = 10_000;
 
 /// One hour of a target on the TTFT chart and heatmap: its busiest probe's figures.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -137,16 +142,17 @@ pub struct History {
     /// The rollup windows.
     windows: WindowCache,
     closed: Closed,
-    /// The newest runs of the last 24 hours, [`CSV_RUNS`] or every run of the last hour when
-    /// that is more, by time then `run_id` (shared with the snapshot being published, not
-    /// copied).
-    recent: Arc<Vec<ResultRecord>>,
+    /// Every run of the last hour (the `1h` window's), by time then `run_id`.
+    hour_runs: Vec<ResultRecord>,
+    /// The finishing times (unix ms) of the newest [`CHECKED_RUNS`] runs of the last 24
+    /// hours, or of every run of the last hour when that is more, ascending.
+    checked: Vec<i64>,
+    /// `checked` holds every run from this unix ms on.
+    complete_from: i64,
     /// Per target its last [`LAST_RUNS`] runs, newest first.
     latest: Arc<HashMap<String, Arc<Vec<LatestRun>>>>,
     /// Whether the runs were read at all.
     runs_read: bool,
-    /// `recent` holds every run from this unix ms on.
-    complete_from: i64,
 }
 
 /// The buckets of `target` in `by`, added empty when it has none (its name copied only
@@ -211,13 +217,13 @@ fn merge_days(
     })
 }
 
-/// How many of the oldest of `recent` (oldest first) are no longer kept: those before
-/// `since_day`, and those past the newest [`CSV_RUNS`] unless the hour from `hour_start`
-/// needs them.
-fn past_keeping(recent: &[ResultRecord], since_day: i64, hour_start: i64) -> usize {
-    let before_day = recent.partition_point(|r| r.ts.ms() < since_day);
-    let before_hour = recent.partition_point(|r| r.ts.ms() < hour_start);
-    before_day.max(recent.len().saturating_sub(CSV_RUNS).min(before_hour))
+/// How many of the oldest of `checked` (ascending) are no longer checked: those before
+/// `since_day`, and those past the newest [`CHECKED_RUNS`] unless the hour from
+/// `hour_start` holds them.
+fn past_checking(checked: &[i64], since_day: i64, hour_start: i64) -> usize {
+    let before_day = checked.partition_point(|&at| at < since_day);
+    let before_hour = checked.partition_point(|&at| at < hour_start);
+    before_day.max(checked.len().saturating_sub(CHECKED_RUNS).min(before_hour))
 }
 
 /// Orders runs by time then `run_id`, as the store returns them.
@@ -245,11 +251,7 @@ impl History {
         now_ms: i64,
     ) -> Result<Vec<TargetStats>, StoreError> {
         self.advance(config, store, now_ms)?;
-        let recent = Arc::clone(&self.recent);
-        let hour_start = Window::H1.start(now_ms);
-        // Every run from `complete_from` on is kept: the hour's runs are all there.
-        let hour_runs = (self.complete_from <= hour_start)
-            .then(|| &recent[recent.partition_point(|r| r.ts.ms() < hour_start)..]);
+        let hour_runs = Some(&self.hour_runs[..]);
         summarize_with(store, config, now_ms, &mut self.windows, hour_runs)
     }
 
@@ -296,9 +298,9 @@ impl History {
     }
 
     /// Reads the runs recorded since the last read: those of the last [`OVERLAP_MS`] before
-    /// the newest kept and after, new by `run_id`. Then the store's count of runs since the
-    /// oldest kept must equal what is kept; when it does not (a run was written late, or
-    /// the first time) the newest runs are read whole.
+    /// the newest kept and after, new by `run_id`. Then the store's count of runs since
+    /// `complete_from` must equal the runs checked; when it does not (a run was written
+    /// late, or the first time) the newest runs are read whole.
     fn advance_runs(
         &mut self,
         config: &Config,
@@ -306,25 +308,32 @@ impl History {
         now_ms: i64,
     ) -> Result<(), StoreError> {
         let since_day = now_ms - Span::Day.ms();
+        let hour_start = Window::H1.start(now_ms);
         if self.runs_read {
-            self.add_new_runs(store, since_day, Window::H1.start(now_ms))?;
-            if store.result_count_since(self.complete_from)? == self.recent.len() as u64 {
+            self.add_new_runs(store, since_day, hour_start)?;
+            if store.result_count_since(self.complete_from)? == self.checked.len() as u64 {
                 return Ok(());
             }
         }
         self.runs_read = true;
-        let mut recent = store.newest_since(since_day, CSV_RUNS)?;
-        self.complete_from = match recent.first() {
-            Some(oldest) if recent.len() >= CSV_RUNS => oldest.ts.ms(),
+        let (mut checked, mut hour_runs) = (Vec::new(), Vec::new());
+        store.each_newest_since(since_day, CHECKED_RUNS, &mut |record| {
+            checked.push(record.ts.ms());
+            if record.ts.ms() >= hour_start {
+                hour_runs.push(record);
+            }
+        })?;
+        self.complete_from = match checked.first() {
+            Some(&oldest) if checked.len() >= CHECKED_RUNS => oldest,
             _ => since_day,
         };
-        let hour_start = Window::H1.start(now_ms);
         if self.complete_from > hour_start {
-            // More runs in the hour than the file holds: the hour's windows need them all.
-            recent = runs_since(store, hour_start)?;
+            // More runs in the hour than are checked: the hour's windows need them all.
+            hour_runs = runs_since(store, hour_start)?;
+            checked = hour_runs.iter().map(|r| r.ts.ms()).collect();
             self.complete_from = hour_start;
         }
-        self.recent = Arc::new(recent);
+        (self.checked, self.hour_runs) = (checked, hour_runs);
         let mut latest = HashMap::new();
         for target in &config.targets {
             latest.insert(
@@ -342,19 +351,20 @@ impl History {
         Ok(())
     }
 
-    /// Adds the runs recorded since the newest kept, less [`OVERLAP_MS`], that are not kept
-    /// yet (by `run_id`: only the new records are read); keeps those of the last 24 hours,
-    /// the newest [`CSV_RUNS`] or more when the last hour (from `hour_start`) holds more.
+    /// Adds the runs recorded since the newest kept, less [`OVERLAP_MS`] (and not before
+    /// `hour_start`), that are not kept yet (by `run_id`: only the new records are read);
+    /// keeps those from `hour_start` on, and checks those of the last 24 hours (from
+    /// `since_day`) as [`CHECKED_RUNS`] says.
     fn add_new_runs(
         &mut self,
         store: &Store,
         since_day: i64,
         hour_start: i64,
     ) -> Result<(), StoreError> {
-        let newest = self.recent.last().map_or(since_day, |r| r.ts.ms());
-        let from = (newest - OVERLAP_MS).max(since_day);
+        let newest = self.hour_runs.last().map_or(hour_start, |r| r.ts.ms());
+        let from = (newest - OVERLAP_MS).max(hour_start);
         let known: HashSet<&str> = self
-            .recent
+            .hour_runs
             .iter()
             .rev()
             .take_while(|r| r.ts.ms() >= from)
@@ -368,8 +378,17 @@ impl History {
             .filter(|id| !known.contains(id))
             .collect();
         let fresh = store.results_with_ids(&new)?;
+        self.checked.extend(fresh.iter().map(|r| r.ts.ms()));
+        self.checked.sort_unstable();
+        let over = past_checking(&self.checked, since_day, hour_start);
+        if let Some(&last_dropped) = over.checked_sub(1).map(|i| &self.checked[i]) {
+            self.complete_from = self.complete_from.max(last_dropped + 1);
+        }
         self.complete_from = self.complete_from.max(since_day);
-        if fresh.is_empty() && past_keeping(&self.recent, since_day, hour_start) == 0 {
+        let over = self.checked.partition_point(|&at| at < self.complete_from);
+        self.checked.drain(..over);
+        let past = self.hour_runs.partition_point(|r| r.ts.ms() < hour_start);
+        if fresh.is_empty() && past == 0 {
             // Nothing changes: no copy of what a publish still rendering shares.
             return Ok(());
         }
@@ -382,14 +401,9 @@ impl History {
             runs.sort_by(|a, b| (b.ts, &b.run_id).cmp(&(a.ts, &a.run_id)));
             runs.truncate(LAST_RUNS);
         }
-        let recent = Arc::make_mut(&mut self.recent);
-        recent.extend(fresh);
-        recent.sort_by(by_time);
-        let over = past_keeping(recent, since_day, hour_start);
-        if let Some(last_dropped) = over.checked_sub(1).map(|i| &recent[i]) {
-            self.complete_from = self.complete_from.max(last_dropped.ts.ms() + 1);
-        }
-        recent.drain(..over);
+        self.hour_runs.drain(..past);
+        self.hour_runs.extend(fresh);
+        self.hour_runs.sort_by(by_time);
         Ok(())
     }
 
@@ -418,12 +432,6 @@ impl History {
             &self.closed.hours,
             hour_points(store, from, i64::MAX)?,
         ))
-    }
-
-    /// The newest runs of the last 24 hours (at least [`CSV_RUNS`] when there are as many),
-    /// oldest first.
-    pub(super) fn recent(&self) -> Arc<Vec<ResultRecord>> {
-        Arc::clone(&self.recent)
     }
 
     /// Per target, its last runs, newest first.

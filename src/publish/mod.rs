@@ -6,7 +6,8 @@
 //! every target as a page (`incidents.html`) and an Atom feed (`incidents.xml`).
 //!
 //! [`Snapshot::load`] reads everything once (windows, daily and hourly rollup scalars,
-//! incidents, the latest runs); [`build`] renders every file in memory; [`write_site`]
+//! incidents, the latest runs); [`build`] renders every file in memory but `results.csv`,
+//! which [`results_csv::render`] streams from the store; [`write_site`]
 //! writes them into a fresh folder next to the target and swaps it in with renames — only
 //! over a folder sonde wrote before (its marker file) or an empty one (`owned_dir`). A
 //! server keeps the snapshot instead of the targets' pages, most of a site's bytes:
@@ -24,6 +25,7 @@ pub mod metrics;
 mod page;
 pub mod quality;
 mod quality_page;
+pub mod results_csv;
 mod text;
 pub mod window_cache;
 pub mod windows;
@@ -41,7 +43,6 @@ use crate::aggregate::rollup::Scalars;
 use crate::aggregate::rollup::Span;
 use crate::config::Config;
 use crate::owned_dir::{self, OwnedDirError, SITE_MARKER};
-use crate::result::ResultRecord;
 use crate::store::{Incident, Store, StoreError};
 use history::{History, HourPoint, Series};
 use latest::LatestRun;
@@ -57,9 +58,6 @@ pub const LAST_RUNS: usize = 50;
 /// can open tens of thousands in 90 days, and a page of them all helps no reader (and cost
 /// 20 MB to render at 500 targets). Each target's page lists all of its own.
 pub const INCIDENTS_LISTED: usize = 1_000;
-/// Runs in the site's `results.csv`: the newest of the last 24 hours, at most this many (a
-/// few MB), whatever the number of targets; `sonde export` has them all.
-pub const CSV_RUNS: usize = 10_000;
 
 /// Why publishing failed.
 #[derive(Debug, Error)]
@@ -117,9 +115,6 @@ pub struct Snapshot {
     pub incidents: Vec<Incident>,
     /// Per target: its latest runs, newest first.
     pub latest: Arc<HashMap<String, Arc<Vec<LatestRun>>>>,
-    /// The newest runs of the last 24 hours, oldest first: `results.csv` has the newest
-    /// [`CSV_RUNS`] of them.
-    pub recent: Arc<Vec<ResultRecord>>,
     /// Each target's index in `stats`.
     by_target: HashMap<String, usize>,
 }
@@ -152,7 +147,6 @@ impl Snapshot {
             hourly: history.hourly(store, now_ms)?,
             incidents: store.incidents(now_ms - BAR_DAYS * Span::Day.ms())?,
             latest: history.latest(),
-            recent: history.recent(),
         })
     }
 
@@ -170,8 +164,8 @@ impl Snapshot {
 /// The published files: relative path → bytes.
 pub type Files = BTreeMap<String, Vec<u8>>;
 
-/// Renders the whole site (pages, `feed.json`, `results.csv`) from `snapshot`, in memory:
-/// what `sonde publish` writes and the tests read.
+/// Renders the whole site (pages, `feed.json`) from `snapshot`, in memory: what the tests
+/// read. `results.csv` is not in it: it is read from the store ([`results_csv::render`]).
 pub fn build(config: &Config, snapshot: &Snapshot) -> Result<Files, PublishError> {
     let feed = snapshot.feed(config);
     let mut files = build_shared(config, snapshot, &feed)?;
@@ -203,15 +197,6 @@ pub fn build_shared(
     files.extend(badge::files(feed)?);
     files.insert("incidents.xml".into(), atom::incidents(config, snapshot));
     files.insert("feed.json".into(), feed_json(feed)?);
-    let mut csv = Vec::new();
-    let newest = &snapshot.recent[snapshot.recent.len().saturating_sub(CSV_RUNS)..];
-    crate::printer::write(&mut csv, crate::printer::Format::Csv, newest).map_err(|source| {
-        PublishError::Io {
-            path: "results.csv".into(),
-            source,
-        }
-    })?;
-    files.insert("results.csv".into(), csv);
     Ok(files)
 }
 

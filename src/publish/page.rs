@@ -750,7 +750,6 @@ mod tests {
             hourly: HashMap::new(),
             incidents,
             latest: Arc::default(),
-            recent: Arc::default(),
             by_target: HashMap::new(),
         };
         let feed = super::super::feed::build(&config, &[], &[], now);

@@ -318,8 +318,14 @@ pub trait Backend: Send {
         limit: usize,
     ) -> Result<Vec<(ResultRecord, i64)>, StoreError>;
 
-    /// The newest `limit` results with `ts_ms >= since_ms`, oldest first.
-    fn newest_since(&self, since_ms: i64, limit: usize) -> Result<Vec<ResultRecord>, StoreError>;
+    /// Hands `each` the newest `limit` results with `ts_ms >= since_ms`, oldest first, one at
+    /// a time as they are read.
+    fn each_newest_since(
+        &self,
+        since_ms: i64,
+        limit: usize,
+        each: &mut dyn FnMut(ResultRecord),
+    ) -> Result<(), StoreError>;
 
     /// The `run_id` of every result with `ts_ms >= since_ms`, in no order: what a reader
     /// that keeps runs checks for new ones without reading the records it has.

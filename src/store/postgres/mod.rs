@@ -348,12 +348,31 @@ impl Postgres {
         sql: &'static str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<(ResultRecord, i64)>, StoreError> {
+        let mut out = Vec::new();
+        self.each_record(sql, params, &mut |record, ts_ms| out.push((record, ts_ms)))?;
+        Ok(out)
+    }
+
+    /// Hands `each` the results a `SELECT row_to_json(r)::text FROM results r …` query
+    /// returns, in its order, with their unix ms, one at a time as they arrive.
+    fn each_record(
+        &self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+        each: &mut dyn FnMut(ResultRecord, i64),
+    ) -> Result<(), StoreError> {
         self.call(async |pool: &Pool| {
             let client = pool.get().await.map_err(Failure::pool)?;
-            let rows = client.query(sql, params).await.map_err(Failure::Db)?;
-            rows.iter()
-                .map(|row| rows::record(row.try_get(0).map_err(Failure::Db)?))
-                .collect()
+            let rows = client
+                .query_raw(sql, params.iter().copied())
+                .await
+                .map_err(Failure::Db)?;
+            let mut rows = std::pin::pin!(rows);
+            while let Some(row) = rows.try_next().await.map_err(Failure::Db)? {
+                let (record, ts_ms) = rows::record(row.try_get(0).map_err(Failure::Db)?)?;
+                each(record, ts_ms);
+            }
+            Ok(())
         })
     }
 }
@@ -489,13 +508,20 @@ impl Backend for Postgres {
         Ok(out.into_iter().map(|(record, _)| record).collect())
     }
 
-    fn newest_since(&self, since_ms: i64, limit: usize) -> Result<Vec<ResultRecord>, StoreError> {
-        let mut out = self.records(
-            "SELECT row_to_json(r)::text FROM results r WHERE ts_ms >= $1 ORDER BY ts_ms DESC, run_id DESC LIMIT $2",
+    fn each_newest_since(
+        &self,
+        since_ms: i64,
+        limit: usize,
+        each: &mut dyn FnMut(ResultRecord),
+    ) -> Result<(), StoreError> {
+        self.each_record(
+            "SELECT row_to_json(r)::text FROM
+               (SELECT * FROM results WHERE ts_ms >= $1
+                ORDER BY ts_ms DESC, run_id DESC LIMIT $2) r
+             ORDER BY ts_ms, run_id",
             &[&since_ms, &limit_of(limit)],
-        )?;
-        out.reverse();
-        Ok(out.into_iter().map(|(record, _)| record).collect())
+            &mut |record, _| each(record),
+        )
     }
 
     fn latest_results(&self, target: &str, limit: usize) -> Result<Vec<ResultRecord>, StoreError> {

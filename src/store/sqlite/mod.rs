@@ -140,6 +140,19 @@ impl Sqlite {
         sql: &str,
         params: impl rusqlite::Params,
     ) -> Result<Vec<(ResultRecord, i64)>, StoreError> {
+        let mut out = Vec::new();
+        self.each_record(sql, params, &mut |record, ts_ms| out.push((record, ts_ms)))?;
+        Ok(out)
+    }
+
+    /// Hands `each` the results a `SELECT * FROM results …` query returns, in its order, with
+    /// their unix ms, one at a time as they are read.
+    fn each_record(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        each: &mut dyn FnMut(ResultRecord, i64),
+    ) -> Result<(), StoreError> {
         let mut statement = self
             .conn
             .prepare_cached(sql)
@@ -153,12 +166,11 @@ impl Sqlite {
         };
         let (ts_column, gaps_column) = (index("ts_ms")?, index("itl_gaps")?);
         let mut rows = statement.query(params).map_err(|source| self.err(source))?;
-        let mut out = Vec::new();
         while let Some(row) = rows.next().map_err(|source| self.err(source))? {
             let ts_ms: i64 = row.get(ts_column).map_err(|source| self.err(source))?;
-            out.push((self.record_of(row, &names, gaps_column)?, ts_ms));
+            each(self.record_of(row, &names, gaps_column)?, ts_ms);
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Hands `each` every rollup a `SELECT bucket, target, probe, location, version,
@@ -308,13 +320,19 @@ impl Backend for Sqlite {
         )
     }
 
-    fn newest_since(&self, since_ms: i64, limit: usize) -> Result<Vec<ResultRecord>, StoreError> {
-        let mut out = self.records(
-            "SELECT * FROM results WHERE ts_ms >= ?1 ORDER BY ts_ms DESC, run_id DESC LIMIT ?2",
+    fn each_newest_since(
+        &self,
+        since_ms: i64,
+        limit: usize,
+        each: &mut dyn FnMut(ResultRecord),
+    ) -> Result<(), StoreError> {
+        self.each_record(
+            "SELECT * FROM (SELECT * FROM results WHERE ts_ms >= ?1
+                            ORDER BY ts_ms DESC, run_id DESC LIMIT ?2)
+             ORDER BY ts_ms, run_id",
             params![since_ms, limit_of(limit)],
-        )?;
-        out.reverse();
-        Ok(out.into_iter().map(|(record, _)| record).collect())
+            &mut |record, _| each(record),
+        )
     }
 
     fn run_ids_since(&self, since_ms: i64) -> Result<Vec<String>, StoreError> {
