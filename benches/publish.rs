@@ -16,7 +16,10 @@
 //! `target/sonde-bench-publish-live.db`, a fresh copy each run.
 //! `SONDE_BENCH_PUBLISH_TARGETS=500` (a multiple of 20) runs it with more targets, on
 //! `target/sonde-bench-publish-500.db` (what `benches/scripts/serve_rss.sh` reads with
-//! `SONDE_BENCH_TARGETS=500`).
+//! `SONDE_BENCH_TARGETS=500`). `SONDE_BENCH_PUBLISH_HOUR_EVERY_S=10` first gives the live
+//! copy a run per target every 10 s over the hour before the periodic publishes, as a
+//! daemon probing that often has (the copy is left in `target/` for `serve_rss.sh`'s
+//! `SONDE_BENCH_STORE`).
 
 mod common;
 
@@ -42,6 +45,15 @@ fn targets() -> usize {
         .and_then(|n| n.parse().ok())
         .filter(|n| n % 20 == 0 && *n > 0)
         .unwrap_or(200)
+}
+
+/// `SONDE_BENCH_PUBLISH_HOUR_EVERY_S`: the seconds between a target's runs over the live
+/// copy's last hour (none when unset).
+fn hour_every_s() -> Option<i64> {
+    std::env::var("SONDE_BENCH_PUBLISH_HOUR_EVERY_S")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .filter(|n| *n > 0)
 }
 
 /// The store's file name in `target/`: the 200-target one keeps its historical name.
@@ -107,6 +119,9 @@ impl Periodic {
             now: common::now_ms(),
             minute: 0,
         };
+        if let Some(every_s) = hour_every_s() {
+            periodic.fill_hour(every_s);
+        }
         // The daemon's first publish reads everything; the figures are of the later ones.
         periodic.publish();
         periodic
@@ -115,20 +130,37 @@ impl Periodic {
     /// Writes the next minute's runs (not timed).
     fn next_minute(&mut self) {
         self.minute += 1;
+        self.write_runs(self.now + self.minute * 60_000, self.minute);
+    }
+
+    /// Writes a run per target every `every_s` seconds over the hour before `now`.
+    fn fill_hour(&mut self, every_s: i64) {
+        let started = Instant::now();
+        for slot in 0..3600 / every_s {
+            self.write_runs(self.now - 3_600_000 + slot * every_s * 1000, slot);
+        }
+        println!(
+            "the last hour filled with a run per target every {every_s} s in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+
+    /// Writes one run per target at `at` (plus the target's index in ms), their TTFTs
+    /// varied by `slot`.
+    fn write_runs(&self, at: i64, slot: i64) {
         let probe = self.config.probes.get("stream").unwrap().clone();
-        let at = self.now + self.minute * 60_000;
         let records: Vec<_> = self
             .config
             .targets
             .iter()
             .enumerate()
             .map(|(t, target)| {
-                let wobble = ((self.minute * 7919 + t as i64 * 104_729) % 1000) as f64;
+                let wobble = ((slot * 7919 + t as i64 * 104_729) % 1000) as f64;
                 common::synthetic(target, &probe, at + t as i64, wobble, t as f64)
             })
             .collect();
         let store = Store::open(&self.config.store, &self.config.prober.location).unwrap();
-        import(store, &self.config, records).expect("write a minute of runs");
+        import(store, &self.config, records).expect("write runs");
     }
 
     /// One publish at the current minute: the snapshot and the server's files (every

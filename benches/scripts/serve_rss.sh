@@ -7,6 +7,9 @@
 # the end (from /proc), CPU seconds, and how long each publish took (the server's debug log).
 # SONDE_BENCH_TARGETS=500 serves the 500-target store instead
 # (`SONDE_BENCH_PUBLISH_TARGETS=500 cargo bench --bench publish` generates it).
+# SONDE_BENCH_STORE=PATH serves another store of that fleet, e.g. the publish bench's live
+# copy `target/sonde-bench-publish-live.db` after a run with
+# SONDE_BENCH_PUBLISH_HOUR_EVERY_S=10 (a dense last hour).
 # Usage: benches/scripts/serve_rss.sh [DURATION] [SONDE_BINARY]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -16,6 +19,7 @@ port=${SONDE_BENCH_PORT:-18789}
 targets=${SONDE_BENCH_TARGETS:-200}
 store=target/sonde-bench-publish.db
 [ "$targets" = 200 ] || store=target/sonde-bench-publish-$targets.db
+store=${SONDE_BENCH_STORE:-$store}
 [ -f "$store" ] || {
   echo "no $store: run SONDE_BENCH_PUBLISH_TARGETS=$targets cargo bench --bench publish first" >&2
   exit 1

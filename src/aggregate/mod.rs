@@ -32,13 +32,22 @@ use quality::Quality;
 use rollup::{Span, TPS_SCALE};
 use sparse::{Sparse, SparseRollup};
 
-/// The windows every figure is published for.
+/// A minute, in ms: the `5m` and `1h` windows begin at a minute's start.
+pub const MINUTE_MS: i64 = 60_000;
+
+/// The minute holding unix ms `at_ms` (its start).
+pub fn minute_of(at_ms: i64) -> i64 {
+    at_ms.div_euclid(MINUTE_MS) * MINUTE_MS
+}
+
+/// The windows every figure is published for. Each begins at a bucket's start: the
+/// current minute, hour or day and the ones before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub enum Window {
-    /// The last five minutes (raw results).
+    /// The current minute and the 4 before it (raw results).
     #[serde(rename = "5m")]
     M5,
-    /// The last hour (raw results).
+    /// The current minute and the 59 before it (raw results).
     #[serde(rename = "1h")]
     H1,
     /// The current hour and the 23 before it.
@@ -75,8 +84,8 @@ impl Window {
     /// Where its runs begin, for `now_ms`.
     pub fn start(self, now_ms: i64) -> i64 {
         match self {
-            Window::M5 => now_ms - 300_000,
-            Window::H1 => now_ms - Span::Hour.ms(),
+            Window::M5 => minute_of(now_ms) - 4 * MINUTE_MS,
+            Window::H1 => minute_of(now_ms) - 59 * MINUTE_MS,
             Window::H24 => Span::Hour.bucket_of(now_ms) - 23 * Span::Hour.ms(),
             Window::D7 => Span::Day.bucket_of(now_ms) - 6 * Span::Day.ms(),
             Window::D30 => Span::Day.bucket_of(now_ms) - 29 * Span::Day.ms(),

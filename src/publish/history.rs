@@ -1,7 +1,7 @@
 //! What a publisher keeps of the store between publishes, so that a periodic publish reads
 //! what changed rather than a month of history: the rollup windows (`WindowCache`), the
 //! daily and hourly figures of the bar, charts and heatmap for closed buckets, the last
-//! hour's runs and each target's last runs.
+//! hour's runs folded per minute (`publish::minutes`) and each target's last runs.
 //!
 //! Each publish reads the current and previous hour's and day's rollup scalars (a run may
 //! still land in the previous bucket just after it closed) and the runs recorded in the last
@@ -19,8 +19,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use super::latest::LatestRun;
+use super::minutes::Minutes;
 use super::window_cache::WindowCache;
-use super::windows::{runs_since, summarize_with};
+use super::windows::{each_run_since, summarize_with};
 use super::{BAR_DAYS, HEATMAP_DAYS, LAST_RUNS};
 use crate::aggregate::rollup::{Scalars, Span};
 use crate::aggregate::{TargetStats, Window};
@@ -142,8 +143,11 @@ pub struct History {
     /// The rollup windows.
     windows: WindowCache,
     closed: Closed,
-    /// Every run of the last hour (the `1h` window's), by time then `run_id`.
-    hour_runs: Vec<ResultRecord>,
+    /// The last hour's runs folded per key and minute (the `5m` and `1h` windows').
+    minutes: Minutes,
+    /// The finishing time and `run_id` of each kept run within [`OVERLAP_MS`] of the
+    /// newest, ascending: the runs the next publish must not count again.
+    overlap: Vec<(i64, String)>,
     /// The finishing times (unix ms) of the newest [`CHECKED_RUNS`] runs of the last 24
     /// hours, or of every run of the last hour when that is more, ascending.
     checked: Vec<i64>,
@@ -226,11 +230,6 @@ fn past_checking(checked: &[i64], since_day: i64, hour_start: i64) -> usize {
     before_day.max(checked.len().saturating_sub(CHECKED_RUNS).min(before_hour))
 }
 
-/// Orders runs by time then `run_id`, as the store returns them.
-fn by_time(a: &ResultRecord, b: &ResultRecord) -> std::cmp::Ordering {
-    (a.ts.ms(), &a.run_id).cmp(&(b.ts.ms(), &b.run_id))
-}
-
 impl History {
     /// An empty history: the first publish reads everything.
     pub fn new() -> History {
@@ -251,8 +250,13 @@ impl History {
         now_ms: i64,
     ) -> Result<Vec<TargetStats>, StoreError> {
         self.advance(config, store, now_ms)?;
-        let hour_runs = Some(&self.hour_runs[..]);
-        summarize_with(store, config, now_ms, &mut self.windows, hour_runs)
+        summarize_with(
+            store,
+            config,
+            now_ms,
+            &mut self.windows,
+            Some(&self.minutes),
+        )
     }
 
     /// Reads what changed since the last call for `config`'s targets at `now_ms`.
@@ -316,24 +320,27 @@ impl History {
             }
         }
         self.runs_read = true;
-        let (mut checked, mut hour_runs) = (Vec::new(), Vec::new());
+        (self.checked, self.minutes, self.overlap) = Default::default();
         store.each_newest_since(since_day, CHECKED_RUNS, &mut |record| {
-            checked.push(record.ts.ms());
+            self.checked.push(record.ts.ms());
             if record.ts.ms() >= hour_start {
-                hour_runs.push(record);
+                self.keep(record);
             }
         })?;
-        self.complete_from = match checked.first() {
-            Some(&oldest) if checked.len() >= CHECKED_RUNS => oldest,
+        self.complete_from = match self.checked.first() {
+            Some(&oldest) if self.checked.len() >= CHECKED_RUNS => oldest,
             _ => since_day,
         };
         if self.complete_from > hour_start {
             // More runs in the hour than are checked: the hour's windows need them all.
-            hour_runs = runs_since(store, hour_start)?;
-            checked = hour_runs.iter().map(|r| r.ts.ms()).collect();
+            (self.checked, self.minutes, self.overlap) = Default::default();
+            each_run_since(store, hour_start, &mut |record| {
+                self.checked.push(record.ts.ms());
+                self.keep(record);
+            })?;
             self.complete_from = hour_start;
         }
-        (self.checked, self.hour_runs) = (checked, hour_runs);
+        self.trim_overlap();
         let mut latest = HashMap::new();
         for target in &config.targets {
             latest.insert(
@@ -361,14 +368,13 @@ impl History {
         since_day: i64,
         hour_start: i64,
     ) -> Result<(), StoreError> {
-        let newest = self.hour_runs.last().map_or(hour_start, |r| r.ts.ms());
+        let newest = self.overlap.last().map_or(hour_start, |(at, _)| *at);
         let from = (newest - OVERLAP_MS).max(hour_start);
         let known: HashSet<&str> = self
-            .hour_runs
+            .overlap
             .iter()
-            .rev()
-            .take_while(|r| r.ts.ms() >= from)
-            .map(|r| r.run_id.as_str())
+            .filter(|(at, _)| *at >= from)
+            .map(|(_, id)| id.as_str())
             .collect();
         // The overlap's ids only: the records already kept are not read again.
         let ids = store.run_ids_since(from)?;
@@ -387,8 +393,8 @@ impl History {
         self.complete_from = self.complete_from.max(since_day);
         let over = self.checked.partition_point(|&at| at < self.complete_from);
         self.checked.drain(..over);
-        let past = self.hour_runs.partition_point(|r| r.ts.ms() < hour_start);
-        if fresh.is_empty() && past == 0 {
+        self.minutes.drop_before(hour_start);
+        if fresh.is_empty() {
             // Nothing changes: no copy of what a publish still rendering shares.
             return Ok(());
         }
@@ -401,10 +407,29 @@ impl History {
             runs.sort_by(|a, b| (b.ts, &b.run_id).cmp(&(a.ts, &a.run_id)));
             runs.truncate(LAST_RUNS);
         }
-        self.hour_runs.drain(..past);
-        self.hour_runs.extend(fresh);
-        self.hour_runs.sort_by(by_time);
+        for record in fresh {
+            self.keep(record);
+        }
+        self.overlap.sort_unstable();
+        self.trim_overlap();
         Ok(())
+    }
+
+    /// Keeps a run of the last hour: counted into its minute, its id into the overlap.
+    fn keep(&mut self, record: ResultRecord) {
+        self.minutes.add(&record);
+        self.overlap.push((record.ts.ms(), record.run_id));
+    }
+
+    /// Forgets the ids of runs more than [`OVERLAP_MS`] older than the newest.
+    fn trim_overlap(&mut self) {
+        let Some(&(newest, _)) = self.overlap.last() else {
+            return;
+        };
+        let old = self
+            .overlap
+            .partition_point(|(at, _)| *at < newest - OVERLAP_MS);
+        self.overlap.drain(..old);
     }
 
     /// Per target, the daily scalars of the bar's days, oldest first: closed days as kept,

@@ -22,6 +22,7 @@ pub mod history;
 pub mod latest;
 mod markup;
 pub mod metrics;
+pub mod minutes;
 mod page;
 pub mod quality;
 mod quality_page;

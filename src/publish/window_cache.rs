@@ -18,6 +18,7 @@ use std::sync::Arc;
 use crate::aggregate::Window;
 use crate::aggregate::rollup::{Scalars, Span};
 use crate::aggregate::sparse::SparseRollup;
+use crate::result::ResultRecord;
 use crate::store::{RollupHead, Store, StoreError};
 
 /// A rollup's target, location and probe.
@@ -32,6 +33,15 @@ pub struct Key {
 }
 
 impl Key {
+    /// The key of `record`'s runs.
+    pub fn of_record(record: &ResultRecord) -> Key {
+        Key {
+            target: record.target.clone(),
+            location: record.location.clone(),
+            probe: record.probe.clone(),
+        }
+    }
+
     /// The key of `head`, taking its text (a month's heads are walked at every publish).
     fn of(head: RollupHead) -> Key {
         Key {

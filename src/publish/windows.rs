@@ -1,4 +1,5 @@
-//! Every window of every target, read from the store: raw results for `5m` and `1h`, hourly
+//! Every window of every target, read from the store: raw results for `5m` and `1h` (folded
+//! per minute, `publish::minutes`), hourly
 //! rollups for `24h`, daily rollups for `7d` and `30d` (through the `WindowCache`, which
 //! keeps their closed buckets summed between publishes). Each location's window is added
 //! into its target's global figures when the location counts (the distributions of every
@@ -9,10 +10,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::minutes::Minutes;
 use super::window_cache::{Key, WindowCache};
 use crate::aggregate::health::State;
 use crate::aggregate::quorum::{self, LocationStatus};
-use crate::aggregate::sparse::{SparseBuilder, SparseRollup};
+use crate::aggregate::sparse::SparseRollup;
 use crate::aggregate::{LocationStats, TargetStats, Window, WindowStats};
 use crate::config::Config;
 use crate::result::ResultRecord;
@@ -31,13 +33,14 @@ fn add_into(probes: &mut PerProbe, probe: String, rollup: SparseRollup) {
     }
 }
 
-/// Every run of `store` finished at or after `since_ms`, oldest first.
-pub(super) fn runs_since(store: &Store, since_ms: i64) -> Result<Vec<ResultRecord>, StoreError> {
-    Ok(store
-        .results_since(since_ms, None)?
-        .into_iter()
-        .map(|(record, _)| record)
-        .collect())
+/// Hands `each` every run of `store` finished at or after `since_ms`, oldest first, one at
+/// a time as they are read.
+pub(super) fn each_run_since(
+    store: &Store,
+    since_ms: i64,
+    each: &mut dyn FnMut(ResultRecord),
+) -> Result<(), StoreError> {
+    store.each_newest_since(since_ms, usize::MAX, each)
 }
 
 /// Every location that ever wrote to `store`, stale or fresh at `now_ms`.
@@ -62,13 +65,13 @@ pub fn summarize(
 
 /// [`summarize`] with the rollup windows kept in `cache` between calls (a server's
 /// publishes then decode only the rollups that changed since the last one), and with
-/// `hour_runs`, when given, as every run of the last hour instead of reading them.
+/// `hour`, when given, as the `1h` window's runs instead of reading them.
 pub fn summarize_with(
     store: &Store,
     config: &Config,
     now_ms: i64,
     cache: &mut WindowCache,
-    hour_runs: Option<&[ResultRecord]>,
+    hour: Option<&Minutes>,
 ) -> Result<Vec<TargetStats>, StoreError> {
     let fleet = locations(store, now_ms)?;
     let feed_window = Window::from_name(&config.publish.window).unwrap_or(Window::H1);
@@ -79,42 +82,24 @@ pub fn summarize_with(
             .find(|status| status.location == location)
             .is_none_or(|status| status.counted)
     };
-    let read: Vec<ResultRecord>;
-    let runs = match hour_runs {
-        Some(runs) => runs,
+    let mut read = Minutes::default();
+    let hour = match hour {
+        Some(hour) => hour,
         None => {
-            read = runs_since(store, Window::H1.start(now_ms))?;
+            each_run_since(store, Window::H1.start(now_ms), &mut |r| read.add(&r))?;
             &read
         }
     };
-    // Each run is gathered once, into the last five minutes or the hour before them; the
-    // hour's window is the two added.
-    let (hour_start, minutes_start) = (Window::H1.start(now_ms), Window::M5.start(now_ms));
-    let mut raw: HashMap<(&str, &str, &str), [SparseBuilder; 2]> = HashMap::new();
-    for record in runs {
-        let at = record.ts.ms();
-        if at >= hour_start {
-            let key = (&*record.target, &*record.location, &*record.probe);
-            raw.entry(key).or_default()[usize::from(at >= minutes_start)].add(record, at);
-        }
-    }
-    // Each target's windows: the hour's from its runs, the others from the cache, built
-    // when the target's turn comes (all of them at once would copy the cache).
+    // Each target's windows: the hour's and five minutes' from its minutes, the others
+    // from the cache, built when the target's turn comes (all of them at once would copy
+    // the cache).
     let mut by_target: HashMap<String, Vec<(Window, Key, Option<SparseRollup>)>> = HashMap::new();
-    for ((target, location, probe), [before, minutes]) in raw {
-        let key = Key {
-            target: target.to_owned(),
-            location: location.to_owned(),
-            probe: probe.to_owned(),
-        };
+    for (key, (hour, minutes)) in hour.windows(now_ms) {
         let entries = by_target.entry(key.target.clone()).or_default();
-        let mut hour = before.finish();
-        if !minutes.is_empty() {
-            let minutes = minutes.finish();
-            hour.add(&minutes);
+        if let Some(minutes) = minutes {
             entries.push((Window::M5, key.clone(), Some(minutes)));
         }
-        entries.push((Window::H1, key, Some(hour)));
+        entries.push((Window::H1, key.clone(), Some(hour)));
     }
     cache.refresh(store, now_ms)?;
     for (window, key) in cache.keys() {
