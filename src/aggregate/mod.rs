@@ -32,8 +32,11 @@ use quality::Quality;
 use rollup::{Span, TPS_SCALE};
 use sparse::{Sparse, SparseRollup};
 
-/// A minute, in ms: the `5m` and `1h` windows begin at a minute's start.
+/// A minute, in ms: the `5m` window begins at a minute's start.
 pub const MINUTE_MS: i64 = 60_000;
+
+/// Five minutes, in ms: the `1h` window begins at a multiple of them.
+pub const FIVE_MINUTES_MS: i64 = 5 * MINUTE_MS;
 
 /// The minute holding unix ms `at_ms` (its start).
 pub fn minute_of(at_ms: i64) -> i64 {
@@ -41,13 +44,13 @@ pub fn minute_of(at_ms: i64) -> i64 {
 }
 
 /// The windows every figure is published for. Each begins at a bucket's start: the
-/// current minute, hour or day and the ones before it.
+/// current minute, five minutes, hour or day and the ones before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub enum Window {
     /// The current minute and the 4 before it (raw results).
     #[serde(rename = "5m")]
     M5,
-    /// The current minute and the 59 before it (raw results).
+    /// The current five minutes and the 11 before them (raw results).
     #[serde(rename = "1h")]
     H1,
     /// The current hour and the 23 before it.
@@ -85,7 +88,7 @@ impl Window {
     pub fn start(self, now_ms: i64) -> i64 {
         match self {
             Window::M5 => minute_of(now_ms) - 4 * MINUTE_MS,
-            Window::H1 => minute_of(now_ms) - 59 * MINUTE_MS,
+            Window::H1 => now_ms - now_ms.rem_euclid(FIVE_MINUTES_MS) - 11 * FIVE_MINUTES_MS,
             Window::H24 => Span::Hour.bucket_of(now_ms) - 23 * Span::Hour.ms(),
             Window::D7 => Span::Day.bucket_of(now_ms) - 6 * Span::Day.ms(),
             Window::D30 => Span::Day.bucket_of(now_ms) - 29 * Span::Day.ms(),

@@ -15,7 +15,7 @@
 //! run written late into an older hour or day shows there from the next day. A new
 //! `History` reads everything, which is what `sonde publish` does.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use super::latest::LatestRun;
@@ -147,7 +147,7 @@ pub struct History {
     minutes: Minutes,
     /// The finishing time and `run_id` of each kept run within [`OVERLAP_MS`] of the
     /// newest, ascending: the runs the next publish must not count again.
-    overlap: Vec<(i64, String)>,
+    overlap: VecDeque<(i64, String)>,
     /// The finishing times (unix ms) of the newest [`CHECKED_RUNS`] runs of the last 24
     /// hours, or of every run of the last hour when that is more, ascending.
     checked: Vec<i64>,
@@ -316,31 +316,34 @@ impl History {
         if self.runs_read {
             self.add_new_runs(store, since_day, hour_start)?;
             if store.result_count_since(self.complete_from)? == self.checked.len() as u64 {
+                self.minutes.settle(now_ms);
                 return Ok(());
             }
         }
         self.runs_read = true;
         (self.checked, self.minutes, self.overlap) = Default::default();
-        store.each_newest_since(since_day, CHECKED_RUNS, &mut |record| {
-            self.checked.push(record.ts.ms());
-            if record.ts.ms() >= hour_start {
-                self.keep(record);
-            }
-        })?;
-        self.complete_from = match self.checked.first() {
-            Some(&oldest) if self.checked.len() >= CHECKED_RUNS => oldest,
+        // The runs checked and those kept come from one read, so they agree.
+        let newest = store.newest_run_ids_since(since_day, CHECKED_RUNS)?;
+        self.complete_from = match newest.first() {
+            Some(&(oldest, _)) if newest.len() >= CHECKED_RUNS => oldest,
             _ => since_day,
         };
         if self.complete_from > hour_start {
             // More runs in the hour than are checked: the hour's windows need them all.
-            (self.checked, self.minutes, self.overlap) = Default::default();
             each_run_since(store, hour_start, &mut |record| {
                 self.checked.push(record.ts.ms());
                 self.keep(record);
             })?;
             self.complete_from = hour_start;
+        } else {
+            let hour = newest.partition_point(|(at, _)| *at < hour_start);
+            let ids: Vec<&str> = newest[hour..].iter().map(|(_, id)| id.as_str()).collect();
+            for record in store.results_with_ids(&ids)? {
+                self.keep(record);
+            }
+            self.checked = newest.into_iter().map(|(at, _)| at).collect();
         }
-        self.trim_overlap();
+        self.minutes.settle(now_ms);
         let mut latest = HashMap::new();
         for target in &config.targets {
             latest.insert(
@@ -368,7 +371,7 @@ impl History {
         since_day: i64,
         hour_start: i64,
     ) -> Result<(), StoreError> {
-        let newest = self.overlap.last().map_or(hour_start, |(at, _)| *at);
+        let newest = self.overlap.back().map_or(hour_start, |(at, _)| *at);
         let from = (newest - OVERLAP_MS).max(hour_start);
         let known: HashSet<&str> = self
             .overlap
@@ -393,7 +396,6 @@ impl History {
         self.complete_from = self.complete_from.max(since_day);
         let over = self.checked.partition_point(|&at| at < self.complete_from);
         self.checked.drain(..over);
-        self.minutes.drop_before(hour_start);
         if fresh.is_empty() {
             // Nothing changes: no copy of what a publish still rendering shares.
             return Ok(());
@@ -410,26 +412,24 @@ impl History {
         for record in fresh {
             self.keep(record);
         }
-        self.overlap.sort_unstable();
-        self.trim_overlap();
         Ok(())
     }
 
-    /// Keeps a run of the last hour: counted into its minute, its id into the overlap.
+    /// Keeps a run of the last hour: counted into its minute, its id into the overlap,
+    /// which forgets the ids of runs more than [`OVERLAP_MS`] older than the newest.
     fn keep(&mut self, record: ResultRecord) {
         self.minutes.add(&record);
-        self.overlap.push((record.ts.ms(), record.run_id));
-    }
-
-    /// Forgets the ids of runs more than [`OVERLAP_MS`] older than the newest.
-    fn trim_overlap(&mut self) {
-        let Some(&(newest, _)) = self.overlap.last() else {
-            return;
-        };
-        let old = self
+        let entry = (record.ts.ms(), record.run_id);
+        let at = self.overlap.partition_point(|kept| *kept < entry);
+        self.overlap.insert(at, entry);
+        let newest = self.overlap.back().map_or(i64::MIN, |(at, _)| *at);
+        while self
             .overlap
-            .partition_point(|(at, _)| *at < newest - OVERLAP_MS);
-        self.overlap.drain(..old);
+            .front()
+            .is_some_and(|(at, _)| *at < newest - OVERLAP_MS)
+        {
+            self.overlap.pop_front();
+        }
     }
 
     /// Per target, the daily scalars of the bar's days, oldest first: closed days as kept,

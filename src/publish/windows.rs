@@ -87,6 +87,7 @@ pub fn summarize_with(
         Some(hour) => hour,
         None => {
             each_run_since(store, Window::H1.start(now_ms), &mut |r| read.add(&r))?;
+            read.settle(now_ms);
             &read
         }
     };

@@ -327,6 +327,15 @@ pub trait Backend: Send {
         each: &mut dyn FnMut(ResultRecord),
     ) -> Result<(), StoreError>;
 
+    /// The unix ms and `run_id` of the newest `limit` results with `ts_ms >= since_ms`, by
+    /// time then `run_id`: what a reader checks the store's count against, without reading
+    /// the records.
+    fn newest_run_ids_since(
+        &self,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, String)>, StoreError>;
+
     /// The `run_id` of every result with `ts_ms >= since_ms`, in no order: what a reader
     /// that keeps runs checks for new ones without reading the records it has.
     fn run_ids_since(&self, since_ms: i64) -> Result<Vec<String>, StoreError>;

@@ -483,6 +483,31 @@ impl Backend for Postgres {
         )
     }
 
+    fn newest_run_ids_since(
+        &self,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        self.call(async |pool: &Pool| {
+            let client = pool.get().await.map_err(Failure::pool)?;
+            let rows = client
+                .query(
+                    "SELECT ts_ms, run_id FROM results WHERE ts_ms >= $1
+                     ORDER BY ts_ms DESC, run_id DESC LIMIT $2",
+                    &[&since_ms, &limit_of(limit)],
+                )
+                .await
+                .map_err(Failure::Db)?;
+            let mut out = rows
+                .iter()
+                .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+                .collect::<Result<Vec<(i64, String)>, _>>()
+                .map_err(Failure::Db)?;
+            out.reverse();
+            Ok(out)
+        })
+    }
+
     fn run_ids_since(&self, since_ms: i64) -> Result<Vec<String>, StoreError> {
         self.call(async |pool: &Pool| {
             let client = pool.get().await.map_err(Failure::pool)?;

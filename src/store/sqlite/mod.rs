@@ -335,6 +335,28 @@ impl Backend for Sqlite {
         )
     }
 
+    fn newest_run_ids_since(
+        &self,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        let mut statement = self
+            .conn
+            .prepare_cached(
+                "SELECT ts_ms, run_id FROM results WHERE ts_ms >= ?1
+                 ORDER BY ts_ms DESC, run_id DESC LIMIT ?2",
+            )
+            .map_err(|source| self.err(source))?;
+        let mut out: Vec<(i64, String)> = statement
+            .query_map(params![since_ms, limit_of(limit)], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .and_then(|rows| rows.collect())
+            .map_err(|source| self.err(source))?;
+        out.reverse();
+        Ok(out)
+    }
+
     fn run_ids_since(&self, since_ms: i64) -> Result<Vec<String>, StoreError> {
         let mut statement = self
             .conn
