@@ -10,8 +10,9 @@
 //! store's count (a run written late — after a store outage, or by a fleet location
 //! catching up — makes them be read again). The `5m` and `1h` windows are folded from the
 //! kept runs, the others come from the `WindowCache`, which checks each summed bucket's
-//! version at every publish: windows, the feed and the runs listed never lag. Closed buckets of the bar, the daily table, the charts and the heatmap are read
-//! once — the hours as each closes — and all again at the first publish of each day: a
+//! version at every publish: windows, the feed and the runs listed never lag. Closed
+//! buckets of the bar, the daily table, the charts and the heatmap are read once — the
+//! hours as each closes — and all again at the first publish of each day: a
 //! run written late into an older hour or day shows there from the next day. A new
 //! `History` reads everything, which is what `sonde publish` does.
 
@@ -236,7 +237,8 @@ impl History {
         History::default()
     }
 
-    /// Counters kept in the rollup windows' sums ([`COUNTER_BYTES`](crate::aggregate::sparse::COUNTER_BYTES) each).
+    /// Counters kept in the rollup windows' sums, of
+    /// [`COUNTER_BYTES`](crate::aggregate::sparse::COUNTER_BYTES) each.
     pub fn counters(&self) -> usize {
         self.windows.counters()
     }

@@ -94,7 +94,9 @@ impl WindowCache {
         WindowCache::default()
     }
 
-    /// Counters held in the sums ([`COUNTER_BYTES`](crate::aggregate::sparse::COUNTER_BYTES) each): the cache's memory beyond its scalars.
+    /// Counters held in the sums, of
+    /// [`COUNTER_BYTES`](crate::aggregate::sparse::COUNTER_BYTES) each: the cache's memory
+    /// beyond its scalars.
     pub fn counters(&self) -> usize {
         self.closed.values().map(|c| c.sum.counters()).sum()
     }

@@ -1,5 +1,5 @@
 //! Every window of every target, read from the store: raw results for `5m` and `1h` (folded
-//! per minute, `publish::minutes`), hourly
+//! per minute and five minutes, `publish::minutes`), hourly
 //! rollups for `24h`, daily rollups for `7d` and `30d` (through the `WindowCache`, which
 //! keeps their closed buckets summed between publishes). Each location's window is added
 //! into its target's global figures when the location counts (the distributions of every
