@@ -159,8 +159,10 @@ async fn connection_setup_and_queue_lag_are_apart_from_latency() {
     let second = runner.run(target, probe, Scheduled::now()).await;
     assert_eq!(second.connect_ms, None, "a pooled connection has no setup");
     assert!(second.queue_lag_ms < 50.0);
+    // The bound is generous (a loaded CI machine added 16 ms once) yet below the 50 ms of
+    // queue lag the first run carries: neither lag nor setup may reach the latency.
     for r in [first, second] {
         assert_eq!(r.outcome, Outcome::Ok);
-        assert!(within(r.ttft_ms, 200.0, 15.0), "{:?}", r.ttft_ms);
+        assert!(within(r.ttft_ms, 200.0, 30.0), "{:?}", r.ttft_ms);
     }
 }
