@@ -388,39 +388,6 @@ impl SparseRollup {
     }
 }
 
-/// Runs gathered into a [`SparseRollup`]: their values collected, then sorted once (adding
-/// a run's values one at a time to a sorted list would move it for each).
-#[derive(Debug, Default)]
-pub struct SparseBuilder {
-    scalars: Scalars,
-    values: [Vec<u64>; 4],
-}
-
-impl SparseBuilder {
-    /// Counts one run, finished at unix ms `at_ms`, as [`Rollup::add`] does.
-    pub fn add(&mut self, record: &ResultRecord, at_ms: i64) {
-        self.scalars.add(record, at_ms);
-        push_values(record, &mut self.values);
-    }
-
-    /// No run was added.
-    pub fn is_empty(&self) -> bool {
-        self.scalars.attempts() == 0
-    }
-
-    /// The runs' rollup.
-    pub fn finish(self) -> SparseRollup {
-        let [ttft, e2e, itl, tps] = self.values.map(Sparse::from_values);
-        SparseRollup {
-            scalars: self.scalars,
-            ttft_us: ttft,
-            e2e_us: e2e,
-            itl_us: itl,
-            tps,
-        }
-    }
-}
-
 /// Pushes each value `record` adds to the distributions (see [`each_value`]), at most
 /// [`MAX_VALUE`], onto that distribution's list.
 fn push_values(record: &ResultRecord, values: &mut [Vec<u64>; 4]) {
@@ -714,10 +681,9 @@ mod tests {
     }
 
     #[test]
-    fn runs_folded_or_gathered_sparse_count_what_the_dense_rollup_counts() {
+    fn runs_folded_sparse_count_what_the_dense_rollup_counts() {
         let mut dense = Rollup::default();
         let mut folded = SparseRollup::default();
-        let mut gathered = SparseBuilder::default();
         for i in 0..300u32 {
             let mut record = crate::result::sample(crate::result::Outcome::Ok);
             record.ttft_ms = Some(f64::from(i * 37 % 900) + 0.4);
@@ -726,18 +692,14 @@ mod tests {
             record.tokens_per_s = Some(f64::from(i % 97) * 1.37);
             dense.add(&record, i64::from(i));
             folded.add_run(&record, i64::from(i));
-            gathered.add(&record, i64::from(i));
         }
-        let gathered = gathered.finish();
         let of_dense = SparseRollup::of(&dense);
-        for (sparse, want) in [&folded, &gathered].into_iter().flat_map(|s| {
-            SparseRollup::parts_of(s)
-                .into_iter()
-                .zip(SparseRollup::parts_of(&of_dense))
-        }) {
+        for (sparse, want) in SparseRollup::parts_of(&folded)
+            .into_iter()
+            .zip(SparseRollup::parts_of(&of_dense))
+        {
             assert_eq!(sparse, want);
         }
-        assert_eq!(gathered.scalars.attempts(), 300);
         let scalars = folded.stored_scalars();
         let at = |q| Some(dense.histograms.ttft_us.value_at_quantile(q) as f64 / 1000.0);
         assert_eq!(scalars.ttft_p50_ms, at(0.5));

@@ -40,7 +40,7 @@ pub(super) fn each_run_since(
     since_ms: i64,
     each: &mut dyn FnMut(ResultRecord),
 ) -> Result<(), StoreError> {
-    store.each_newest_since(since_ms, usize::MAX, each)
+    store.each_result_since(since_ms, None, &mut |record, _| each(record))
 }
 
 /// Every location that ever wrote to `store`, stale or fresh at `now_ms`.

@@ -308,7 +308,22 @@ pub trait Backend: Send {
         &self,
         since_ms: i64,
         target: Option<&str>,
-    ) -> Result<Vec<(ResultRecord, i64)>, StoreError>;
+    ) -> Result<Vec<(ResultRecord, i64)>, StoreError> {
+        let mut out = Vec::new();
+        self.each_result_since(since_ms, target, &mut |record, ts_ms| {
+            out.push((record, ts_ms))
+        })?;
+        Ok(out)
+    }
+
+    /// Hands `each` the results with `ts_ms >= since_ms` (optionally of one target) with
+    /// their unix ms, by time then `run_id`, one at a time as they are read.
+    fn each_result_since(
+        &self,
+        since_ms: i64,
+        target: Option<&str>,
+        each: &mut dyn FnMut(ResultRecord, i64),
+    ) -> Result<(), StoreError>;
 
     /// Up to `limit` results after the position `(ts_ms, run_id)` (exclusive; `None` from the
     /// start), ordered by time then `run_id`: for reading a whole store in pages.

@@ -458,15 +458,17 @@ impl Backend for Postgres {
         })
     }
 
-    fn results_since(
+    fn each_result_since(
         &self,
         since_ms: i64,
         target: Option<&str>,
-    ) -> Result<Vec<(ResultRecord, i64)>, StoreError> {
-        self.records(
+        each: &mut dyn FnMut(ResultRecord, i64),
+    ) -> Result<(), StoreError> {
+        self.each_record(
             "SELECT row_to_json(r)::text FROM results r WHERE ts_ms >= $1 AND ($2::text IS NULL OR target = $2)
              ORDER BY ts_ms, run_id",
             &[&since_ms, &target],
+            each,
         )
     }
 

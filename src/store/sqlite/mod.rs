@@ -295,15 +295,17 @@ impl Backend for Sqlite {
         tx.commit().map_err(e)
     }
 
-    fn results_since(
+    fn each_result_since(
         &self,
         since_ms: i64,
         target: Option<&str>,
-    ) -> Result<Vec<(ResultRecord, i64)>, StoreError> {
-        self.records(
+        each: &mut dyn FnMut(ResultRecord, i64),
+    ) -> Result<(), StoreError> {
+        self.each_record(
             "SELECT * FROM results WHERE ts_ms >= ?1 AND (?2 IS NULL OR target = ?2)
              ORDER BY ts_ms, run_id",
             params![since_ms, target],
+            each,
         )
     }
 
