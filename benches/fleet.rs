@@ -261,7 +261,6 @@ fn main() {
         periodic[1].as_secs_f64() * 1000.0,
         periodic[2].as_secs_f64() * 1000.0,
         history.counters(),
-        history.counters() as f64 * sonde::aggregate::sparse::COUNTER_BYTES as f64
-            / (1024.0 * 1024.0)
+        history.counter_bytes() as f64 / (1024.0 * 1024.0)
     );
 }

@@ -232,8 +232,7 @@ fn render(c: &mut Criterion) {
         ms(whole[PERIODIC / 2]),
         ms(whole[PERIODIC - 1]),
         periodic.history.counters(),
-        periodic.history.counters() as f64 * sonde::aggregate::sparse::COUNTER_BYTES as f64
-            / (1024.0 * 1024.0)
+        periodic.history.counter_bytes() as f64 / (1024.0 * 1024.0)
     );
     let mut group = c.benchmark_group(format!("publish_{targets}_targets_30d"));
     group.sample_size(10);

@@ -142,7 +142,9 @@ impl Percentiles {
         let mut next_bound = 0;
         let mut cumulative = 0u64;
         let mut mean = 0.0_f64;
+        let mut max = None;
         for (at, here) in histogram.iter() {
+            max = Some(at);
             let low = sparse::lowest_equivalent(at);
             // Every bound below this counter holds what came before it.
             while next_bound < buckets.len() && (low as f64) > buckets[next_bound].0 * per_unit {
@@ -173,7 +175,7 @@ impl Percentiles {
             p90: shown(1),
             p95: shown(2),
             p99: shown(3),
-            max: histogram.max().map(|max| round3(max as f64 / per_unit)),
+            max: max.map(|max| round3(max as f64 / per_unit)),
             sum: mean * count as f64 / per_unit,
             buckets,
         }

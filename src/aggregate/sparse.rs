@@ -1,12 +1,17 @@
-//! A sparse HdrHistogram: only the counters that are not zero, as (value, count) pairs in
-//! value order, each value the highest equivalent of its counter at the rollups' precision
-//! (3 significant digits). It holds exactly what the dense histogram holds — recording
-//! its values into a dense histogram gives back the same counters — in the space of the
-//! values seen rather than the range they span, which is what lets the publisher keep every
+//! A sparse HdrHistogram: only the counters that are not zero, in index order, each read as
+//! the highest equivalent value of its counter at the rollups' precision (3 significant
+//! digits) and its count. It holds exactly what the dense histogram holds — recording its
+//! values into a dense histogram gives back the same counters — in the space of the values
+//! seen rather than the range they span, which is what lets the publisher keep every
 //! target's windows in memory between publishes (a 30-day TTFT window holds a few thousand
-//! counters out of tens of thousands) and the writer every target's current buckets. Adding
-//! and subtracting are merges of two sorted lists; it is read from and written to the V2
-//! blobs the store holds without the dense histogram ever being built.
+//! counters out of tens of thousands) and the writer every target's current buckets.
+//!
+//! The counters are packed as varints — each the distance of its index from the one after
+//! the counter before, then its count — about 2.5 bytes a counter where a (value, count)
+//! pair took 16 and a packed `u64` 8; those bytes are most of what a publisher keeps.
+//! Every reading walks them in order, which is all a histogram's readings need: adding and
+//! subtracting are merges of two such walks, percentiles one walk. It is read from and
+//! written to the V2 blobs the store holds without the dense histogram ever being built.
 
 use std::sync::LazyLock;
 
@@ -23,19 +28,15 @@ static SHAPE: LazyLock<Histogram<Count>> =
 /// The non-zero counters of a histogram, by value.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Sparse {
-    /// The counters, indexes ascending, counts above zero.
-    counts: Vec<Counter>,
+    /// The counters, indexes ascending, counts above zero, packed (see [`Packer`]): one
+    /// encoding per histogram, so equal histograms have equal bytes.
+    packed: Box<[u8]>,
     /// Total count.
     len: u64,
 }
 
-/// The memory one non-zero counter takes.
-pub const COUNTER_BYTES: usize = std::mem::size_of::<Counter>();
-
-/// One non-zero counter in eight bytes: its index (the 16 high bits: a rollup histogram has
-/// 55,296 counters) above its count (48 bits). Half the size of a (value, count) pair, which
-/// is what a month of every target's windows is made of; counters packed this way sort by
-/// index.
+/// One non-zero counter, as a walk over a [`Sparse`] reads it: its index (the 16 high bits:
+/// a rollup histogram has 55,296 counters) above its count (48 bits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Counter(u64);
 
@@ -76,39 +77,43 @@ impl Counter {
 pub struct NotContained;
 
 impl Sparse {
-    /// The histogram of `counts` (indexes ascending, counts above zero).
-    fn from_counts(counts: Vec<Counter>) -> Sparse {
-        Sparse {
-            len: counts.iter().map(|c| c.count()).sum(),
-            counts,
-        }
-    }
-
     /// The histogram of `values` (each at most [`MAX_VALUE`], in any order).
     fn from_values(values: Vec<u64>) -> Sparse {
         let mut indexes: Vec<u64> = values.into_iter().map(index_of).collect();
         indexes.sort_unstable();
-        let mut counts: Vec<Counter> = Vec::new();
+        let mut packer = Packer::with_capacity(2 * indexes.len());
+        let mut run: Option<Counter> = None;
         for index in indexes {
-            match counts.last_mut() {
-                Some(last) if last.index() == index => *last = last.plus(1),
-                _ => counts.push(Counter::new(index, 1)),
-            }
+            run = match run {
+                Some(counter) if counter.index() == index => Some(counter.plus(1)),
+                Some(counter) => {
+                    packer.push(counter);
+                    Some(Counter::new(index, 1))
+                }
+                None => Some(Counter::new(index, 1)),
+            };
         }
-        Sparse::from_counts(counts)
+        packer.extend(run);
+        packer.finish()
     }
 
     /// The non-zero counters of `histogram`.
     pub fn of(histogram: &Histogram<Count>) -> Sparse {
-        Sparse::from_counts(
-            histogram
-                .iter_recorded()
-                .map(|v| {
-                    let index = index_of(v.value_iterated_to().min(MAX_VALUE));
-                    Counter::new(index, u64::from(v.count_at_value()))
-                })
-                .collect(),
-        )
+        let mut packer = Packer::with_capacity(0);
+        packer.extend(histogram.iter_recorded().map(|v| {
+            let index = index_of(v.value_iterated_to().min(MAX_VALUE));
+            Counter::new(index, u64::from(v.count_at_value()))
+        }));
+        packer.finish()
+    }
+
+    /// Its counters, indexes ascending.
+    fn counters_iter(&self) -> Counters<'_> {
+        Counters {
+            packed: &self.packed,
+            at: 0,
+            next: 0,
+        }
     }
 
     /// The non-zero counters of a stored V2 blob, plain (what [`Sparse::encode`] writes) or
@@ -131,7 +136,7 @@ impl Sparse {
     /// (its Huffman tables built anew) cost more than the rest of reading it.
     pub fn encode(&self) -> Vec<u8> {
         let high = self.max().unwrap_or(0).max(2);
-        let mut plain = Vec::with_capacity(V2_HEADER + 9 * (2 * self.counts.len() + 1));
+        let mut plain = Vec::with_capacity(V2_HEADER + 2 * self.packed.len() + 9);
         plain.extend(V2_PLAIN.to_be_bytes());
         plain.extend([0; 4]); // the payload's length, known at the end
         plain.extend(0u32.to_be_bytes()); // normalizing offset
@@ -142,7 +147,7 @@ impl Sparse {
         // Counters from the first to the largest value's: a count each, and a run of more
         // than one zero as its negated length (one zero is written as a count).
         let mut next = 0;
-        for (index, count) in self.counts.iter().map(|c| (c.index(), c.count())) {
+        for (index, count) in self.counters_iter().map(|c| (c.index(), c.count())) {
             match index - next {
                 0 => {}
                 1 => put_varint(&mut plain, 0),
@@ -154,7 +159,7 @@ impl Sparse {
             );
             next = index + 1;
         }
-        if self.counts.is_empty() {
+        if self.packed.is_empty() {
             put_varint(&mut plain, 0);
         }
         let payload = (plain.len() - V2_HEADER) as u32;
@@ -167,7 +172,7 @@ impl Sparse {
     pub fn value_at_quantile(&self, q: f64) -> Option<u64> {
         let rank = rank_of(q, self.len);
         let mut cumulative = 0;
-        self.counts.iter().find_map(|counter| {
+        self.counters_iter().find_map(|counter| {
             cumulative += counter.count();
             (cumulative >= rank).then(|| counter.value())
         })
@@ -183,27 +188,31 @@ impl Sparse {
         self.len == 0
     }
 
-    /// Counters held (the memory it takes is [`COUNTER_BYTES`] each).
+    /// Counters held.
     pub fn counters(&self) -> usize {
-        self.counts.len()
+        self.counters_iter().count()
+    }
+
+    /// The bytes its counters take.
+    pub fn bytes(&self) -> usize {
+        self.packed.len()
     }
 
     /// (highest equivalent value, count) of each non-zero counter, ascending.
     pub fn iter(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        self.counts.iter().map(|c| (c.value(), c.count()))
+        self.counters_iter().map(|c| (c.value(), c.count()))
     }
 
     /// The largest sample's highest equivalent value (what `Histogram::max` gives).
     pub fn max(&self) -> Option<u64> {
-        self.counts.last().map(|c| c.value())
+        self.counters_iter().last().map(|c| c.value())
     }
 
     /// Samples at or below `value`'s counter (what `Histogram::count_between(0, value)`
     /// gives).
     pub fn count_up_to(&self, value: u64) -> u64 {
         let top = index_of(value.min(MAX_VALUE));
-        self.counts
-            .iter()
+        self.counters_iter()
             .take_while(|c| c.index() <= top)
             .map(|c| c.count())
             .sum()
@@ -218,27 +227,20 @@ impl Sparse {
             *self = other.clone();
             return;
         }
-        let mut merged = Vec::with_capacity(self.counts.len() + other.counts.len());
-        let mut mine = self.counts.iter().peekable();
-        for &theirs in &other.counts {
-            while let Some(&&counter) = mine.peek() {
-                if counter.index() >= theirs.index() {
-                    break;
-                }
+        // A merged counter's distance and count take no more bytes than the two inputs'.
+        let mut merged = Packer::with_capacity(self.packed.len() + other.packed.len());
+        let mut mine = self.counters_iter().peekable();
+        for theirs in other.counters_iter() {
+            while let Some(counter) = mine.next_if(|c| c.index() < theirs.index()) {
                 merged.push(counter);
-                mine.next();
             }
-            match mine.peek() {
-                Some(&&counter) if counter.index() == theirs.index() => {
-                    merged.push(counter.plus(theirs.count()));
-                    mine.next();
-                }
-                _ => merged.push(theirs),
+            match mine.next_if(|c| c.index() == theirs.index()) {
+                Some(counter) => merged.push(counter.plus(theirs.count())),
+                None => merged.push(theirs),
             }
         }
         merged.extend(mine);
-        self.counts = merged;
-        self.len += other.len;
+        *self = merged.finish();
     }
 
     /// Takes `other`'s counts away; when `other` holds a count this does not, nothing is
@@ -250,21 +252,94 @@ impl Sparse {
 
     /// This histogram less `other`'s counts, unless `other` holds a count this does not.
     fn minus(&self, other: &Sparse) -> Result<Sparse, NotContained> {
-        let mut left = self.counts.clone();
-        let mut at = 0;
-        for theirs in &other.counts {
-            while at < left.len() && left[at].index() < theirs.index() {
-                at += 1;
+        let mut left = Packer::with_capacity(self.packed.len());
+        let mut mine = self.counters_iter().peekable();
+        for theirs in other.counters_iter() {
+            while let Some(counter) = mine.next_if(|c| c.index() < theirs.index()) {
+                left.push(counter);
             }
-            match left.get_mut(at) {
-                Some(slot) if slot.index() == theirs.index() && slot.count() >= theirs.count() => {
-                    *slot = Counter::new(slot.index(), slot.count() - theirs.count());
+            match mine.next_if(|c| c.index() == theirs.index()) {
+                Some(counter) if counter.count() >= theirs.count() => {
+                    let count = counter.count() - theirs.count();
+                    if count > 0 {
+                        left.push(Counter::new(counter.index(), count));
+                    }
                 }
                 _ => return Err(NotContained),
             }
         }
-        left.retain(|c| c.count() > 0);
-        Ok(Sparse::from_counts(left))
+        left.extend(mine);
+        Ok(left.finish())
+    }
+}
+
+/// Builds a [`Sparse`] from counters pushed in ascending index order: each is written as
+/// the varint of its index less the index after the counter before (0 for neighbours), then
+/// the varint of its count.
+struct Packer {
+    /// The bytes so far.
+    packed: Vec<u8>,
+    /// The index after the last counter pushed.
+    next: u64,
+    /// Their counts summed.
+    len: u64,
+}
+
+impl Packer {
+    /// An empty packer with room for `bytes`.
+    fn with_capacity(bytes: usize) -> Packer {
+        Packer {
+            packed: Vec::with_capacity(bytes),
+            next: 0,
+            len: 0,
+        }
+    }
+
+    /// Appends `counter` (its index past every one pushed before, its count above zero).
+    fn push(&mut self, counter: Counter) {
+        debug_assert!(counter.index() >= self.next && counter.count() > 0);
+        put_varint(&mut self.packed, counter.index() - self.next);
+        put_varint(&mut self.packed, counter.count());
+        self.next = counter.index() + 1;
+        self.len = self.len.saturating_add(counter.count());
+    }
+
+    /// The histogram of the counters pushed, in exactly its bytes.
+    fn finish(self) -> Sparse {
+        Sparse {
+            packed: self.packed.into_boxed_slice(),
+            len: self.len,
+        }
+    }
+}
+
+impl Extend<Counter> for Packer {
+    fn extend<I: IntoIterator<Item = Counter>>(&mut self, counters: I) {
+        for counter in counters {
+            self.push(counter);
+        }
+    }
+}
+
+/// A walk over a [`Sparse`]'s counters.
+struct Counters<'a> {
+    /// The packed counters.
+    packed: &'a [u8],
+    /// Where the next counter's bytes begin.
+    at: usize,
+    /// The index after the counter read last.
+    next: u64,
+}
+
+impl Iterator for Counters<'_> {
+    type Item = Counter;
+
+    fn next(&mut self) -> Option<Counter> {
+        let distance = get_varint(self.packed, &mut self.at)?;
+        let count = get_varint(self.packed, &mut self.at)?;
+        let index = self.next + distance;
+        self.next = index + 1;
+        Some(Counter::new(index, count))
     }
 }
 
@@ -386,6 +461,11 @@ impl SparseRollup {
     pub fn counters(&self) -> usize {
         Self::parts_of(self).iter().map(|s| s.counters()).sum()
     }
+
+    /// The bytes the four distributions' counters take.
+    pub fn bytes(&self) -> usize {
+        Self::parts_of(self).iter().map(|s| s.bytes()).sum()
+    }
 }
 
 /// Pushes each value `record` adds to the distributions (see [`each_value`]), at most
@@ -420,7 +500,9 @@ fn zig_zag(n: i64) -> u64 {
     ((n << 1) ^ (n >> 63)) as u64
 }
 
-/// HdrHistogram's varint (LEB128 whose ninth byte carries all its 8 bits).
+/// HdrHistogram's varint (LEB128 whose ninth byte carries all its 8 bits): what the V2
+/// blobs hold and a [`Sparse`] packs its counters in.
+#[inline]
 fn put_varint(out: &mut Vec<u8>, mut value: u64) {
     for _ in 0..8 {
         if value < 0x80 {
@@ -431,6 +513,29 @@ fn put_varint(out: &mut Vec<u8>, mut value: u64) {
         value >>= 7;
     }
     out.push(value as u8);
+}
+
+/// The varint [`put_varint`] wrote at `*at` in `bytes`, `*at` moved past it; `None` when
+/// the bytes end first.
+fn get_varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
+    // Most distances and counts of a histogram are below 128: one byte, read first.
+    let first = *bytes.get(*at)?;
+    *at += 1;
+    if first < 0x80 {
+        return Some(u64::from(first));
+    }
+    let mut value = u64::from(first & 0x7f);
+    for shift in (7..56).step_by(7) {
+        let byte = *bytes.get(*at)?;
+        *at += 1;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    let byte = *bytes.get(*at)?;
+    *at += 1;
+    Some(value | u64::from(byte) << 56)
 }
 
 /// The counters of a plain or deflate V2 blob of the rollups' shape (3 digits from 1), or
@@ -497,23 +602,9 @@ fn plain_counts(plain: &[u8]) -> Option<Sparse> {
     }
     let payload = plain.get(40..40 + word(plain, 4)? as usize)?;
     let (mut index, mut at) = (0u64, 0usize);
-    let mut counts = Vec::new();
+    let mut packer = Packer::with_capacity(payload.len());
     while at < payload.len() {
-        let (mut raw, mut shift) = (0u64, 0u32);
-        loop {
-            let byte = *payload.get(at)?;
-            at += 1;
-            // The ninth byte of HdrHistogram's varint carries 8 bits.
-            if shift == 56 {
-                raw |= u64::from(byte) << 56;
-                break;
-            }
-            raw |= u64::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                break;
-            }
-            shift += 7;
-        }
+        let raw = get_varint(payload, &mut at)?;
         let count = (raw >> 1) as i64 ^ -((raw & 1) as i64);
         if count < 0 {
             index = index.checked_add(count.unsigned_abs())?;
@@ -522,12 +613,12 @@ fn plain_counts(plain: &[u8]) -> Option<Sparse> {
                 if index > MAX_INDEX || count as u64 > Counter::MAX_COUNT {
                     return None;
                 }
-                counts.push(Counter::new(index, count as u64));
+                packer.push(Counter::new(index, count as u64));
             }
             index += 1;
         }
     }
-    Some(Sparse::from_counts(counts))
+    Some(packer.finish())
 }
 
 /// The index of the counter holding `value` at 3 significant digits from 1: the inverse of
@@ -645,6 +736,30 @@ mod tests {
         assert_eq!(counter.value(), highest_equivalent(MAX_VALUE));
         let full = Counter::new(3, Counter::MAX_COUNT).plus(10);
         assert_eq!((full.index(), full.count()), (3, Counter::MAX_COUNT));
+    }
+
+    #[test]
+    fn counters_pack_in_a_few_bytes_and_saturate_when_added() {
+        let spread = Sparse::of(&dense(
+            (1..=20_000u64).map(|v| v * 104_729 % 4_000_000 + 500),
+        ));
+        assert!(spread.counters() > 5_000);
+        assert!(
+            spread.bytes() <= 3 * spread.counters(),
+            "{} bytes for {} counters",
+            spread.bytes(),
+            spread.counters()
+        );
+        let mut packer = Packer::with_capacity(0);
+        packer.push(Counter::new(3, Counter::MAX_COUNT));
+        let mut full = packer.finish();
+        full.add(&Sparse::from_values(vec![3, 3, 9_000]));
+        let counts: Vec<u64> = full.iter().map(|(_, count)| count).collect();
+        assert_eq!(counts, [Counter::MAX_COUNT, 1]);
+        assert_eq!(
+            full.subtract(&Sparse::from_values(vec![9_000, 9_000])),
+            Err(NotContained)
+        );
     }
 
     #[test]

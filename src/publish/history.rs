@@ -237,10 +237,14 @@ impl History {
         History::default()
     }
 
-    /// Counters kept in the rollup windows' sums, of
-    /// [`COUNTER_BYTES`](crate::aggregate::sparse::COUNTER_BYTES) each.
+    /// Counters kept in the rollup windows' sums.
     pub fn counters(&self) -> usize {
         self.windows.counters()
+    }
+
+    /// The bytes those counters take.
+    pub fn counter_bytes(&self) -> usize {
+        self.windows.bytes()
     }
 
     /// Every target's windows and states at `now_ms` (`windows::summarize`), reading only

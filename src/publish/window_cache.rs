@@ -94,11 +94,14 @@ impl WindowCache {
         WindowCache::default()
     }
 
-    /// Counters held in the sums, of
-    /// [`COUNTER_BYTES`](crate::aggregate::sparse::COUNTER_BYTES) each: the cache's memory
-    /// beyond its scalars.
+    /// Counters held in the sums.
     pub fn counters(&self) -> usize {
         self.closed.values().map(|c| c.sum.counters()).sum()
+    }
+
+    /// The bytes the sums' counters take: the cache's memory beyond its scalars.
+    pub fn bytes(&self) -> usize {
+        self.closed.values().map(|c| c.sum.bytes()).sum()
     }
 
     /// Reads what changed for the `24h`, `7d` and `30d` windows at `now_ms`; then
