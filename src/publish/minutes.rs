@@ -22,6 +22,10 @@ struct Buckets {
     minutes: BTreeMap<i64, SparseRollup>,
     /// Each five minutes' runs that left the `5m` window, by their start.
     fives: BTreeMap<i64, SparseRollup>,
+    /// `fives` added in order: the part of the `1h` window before the `5m` window, which
+    /// changes only when a minute is settled or a five minutes expires, so publishes in
+    /// between do not add it up again.
+    before: Option<SparseRollup>,
 }
 
 /// Per key, its runs of the last hour in buckets.
@@ -50,10 +54,12 @@ impl Minutes {
         let (hour_start, minutes_start) = (Window::H1.start(now_ms), Window::M5.start(now_ms));
         self.by_key.retain(|_, buckets| {
             let recent = buckets.minutes.split_off(&minutes_start);
+            let mut changed = false;
             for (minute, rollup) in std::mem::replace(&mut buckets.minutes, recent) {
                 if minute >= hour_start {
                     let five = minute - minute.rem_euclid(FIVE_MINUTES_MS);
                     buckets.fives.entry(five).or_default().add(&rollup);
+                    changed = true;
                 }
             }
             while buckets
@@ -62,6 +68,13 @@ impl Minutes {
                 .is_some_and(|(&five, _)| five < hour_start)
             {
                 buckets.fives.pop_first();
+                changed = true;
+            }
+            if changed {
+                buckets.before = None;
+                for rollup in buckets.fives.values() {
+                    buckets.before.get_or_insert_default().add(rollup);
+                }
             }
             !buckets.minutes.is_empty() || !buckets.fives.is_empty()
         });
@@ -70,12 +83,16 @@ impl Minutes {
     /// Per key at `now_ms` (settled at it): the `1h` window's runs, and the `5m` window's
     /// when it has any.
     pub fn windows(&self, now_ms: i64) -> impl Iterator<Item = (&Key, WindowPair)> {
-        let (hour_start, minutes_start) = (Window::H1.start(now_ms), Window::M5.start(now_ms));
+        let minutes_start = Window::M5.start(now_ms);
         self.by_key.iter().filter_map(move |(key, buckets)| {
-            let mut before: Option<SparseRollup> = None;
-            for rollup in buckets.fives.range(hour_start..).map(|(_, r)| r) {
-                before.get_or_insert_default().add(rollup);
-            }
+            debug_assert!(
+                buckets
+                    .fives
+                    .keys()
+                    .all(|&five| five >= Window::H1.start(now_ms)),
+                "settled at now_ms"
+            );
+            let before = buckets.before.clone();
             let mut recent: Option<SparseRollup> = None;
             for rollup in buckets.minutes.range(minutes_start..).map(|(_, r)| r) {
                 recent.get_or_insert_default().add(rollup);
