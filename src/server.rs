@@ -1,7 +1,8 @@
 //! The live server (axum): the published site from memory (the targets' pages rendered when
 //! asked for, from the snapshot kept in their place), `/feed.json` and `/metrics`
-//! fresh from the store (a body older than a second is recomputed before it is served, by
-//! one computation however many clients ask at once), `/results.csv` read from the store
+//! fresh from the store (bodies older than a second are recomputed before one is served, by
+//! one computation however many clients ask at once, and both from it: a client polling
+//! both costs one reading of the store a second), `/results.csv` read from the store
 //! when asked for, `/healthz`. Read-only: it opens the store read-only and never writes.
 //!
 //! [`publish_loop`] re-renders the site every `publish.every` (and writes it to
@@ -34,9 +35,26 @@ use crate::units::now_ms;
 /// How long `/feed.json` and `/metrics` may be reused.
 const FRESH_FOR: Duration = Duration::from_secs(1);
 
-/// A computed response body and when it was computed (`Bytes`: a response shares it, no
-/// copy).
-type Cached = Option<(Instant, Bytes)>;
+/// `/feed.json` and `/metrics` as computed together from one reading of the store (`Bytes`:
+/// a response shares them, no copy).
+struct Bodies {
+    /// When they were computed.
+    at: Instant,
+    /// `/feed.json`.
+    feed: Bytes,
+    /// `/metrics`.
+    metrics: Bytes,
+}
+
+impl Bodies {
+    /// The body of `which`.
+    fn of(&self, which: Fresh) -> Bytes {
+        match which {
+            Fresh::Feed => self.feed.clone(),
+            Fresh::Metrics => self.metrics.clone(),
+        }
+    }
+}
 
 /// The site as last rendered.
 struct Published {
@@ -54,8 +72,8 @@ pub struct Site {
     config: Arc<Config>,
     /// `None` before the first refresh.
     published: RwLock<Option<Arc<Published>>>,
-    feed: Mutex<Cached>,
-    metrics: Mutex<Cached>,
+    /// The fresh bodies as last computed (`None` before the first request).
+    bodies: Mutex<Option<Bodies>>,
     /// One computation at a time, however many requests find the body stale.
     computing: tokio::sync::Mutex<()>,
     /// Held while `results.csv` is read: a few MB each, so one at a time.
@@ -94,8 +112,7 @@ impl Site {
         Arc::new(Site {
             config,
             published: RwLock::new(None),
-            feed: Mutex::new(None),
-            metrics: Mutex::new(None),
+            bodies: Mutex::new(None),
             computing: tokio::sync::Mutex::new(()),
             reading_csv: tokio::sync::Mutex::new(()),
             counters,
@@ -220,24 +237,18 @@ impl Site {
         }
     }
 
-    fn cache(&self, which: Fresh) -> &Mutex<Cached> {
-        match which {
-            Fresh::Feed => &self.feed,
-            Fresh::Metrics => &self.metrics,
-        }
-    }
-
     /// The cached body of `which` when it is younger than [`FRESH_FOR`].
     fn cached(&self, which: Fresh) -> Option<Bytes> {
-        let cache = self.cache(which).lock().ok()?;
-        let (at, body) = cache.as_ref()?;
-        (at.elapsed() < FRESH_FOR).then(|| body.clone())
+        let bodies = self.bodies.lock().ok()?;
+        let bodies = bodies.as_ref()?;
+        (bodies.at.elapsed() < FRESH_FOR).then(|| bodies.of(which))
     }
 
     /// `/feed.json` or `/metrics`: the cached body when computed within a second; else a
-    /// fresh one. Single flight: the first request to find the body stale computes it while
-    /// the others wait for that computation and share its body, so a burst of pollers costs
-    /// one computation and no poller gets a body older than a second plus one computation.
+    /// fresh one. Single flight: the first request to find the bodies stale computes them
+    /// while the others wait for that computation and share its bodies, so a burst of
+    /// pollers costs one computation and no poller gets a body older than a second plus one
+    /// computation.
     async fn fresh(self: &Arc<Site>, which: Fresh) -> Result<Bytes, PublishError> {
         if let Some(body) = self.cached(which) {
             return Ok(body);
@@ -260,10 +271,10 @@ impl Site {
         Ok(Bytes::from(body))
     }
 
-    /// Computes `which` from the store and caches it.
+    /// Computes both bodies from the store, caches them and gives `which`'s.
     async fn compute(self: &Arc<Site>, which: Fresh) -> Result<Bytes, PublishError> {
         let site = Arc::clone(self);
-        let body = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, PublishError> {
+        let bodies = tokio::task::spawn_blocking(move || -> Result<Bodies, PublishError> {
             let now = now_ms();
             let (stats, locations) = site.read(|store| {
                 Ok::<_, StoreError>((
@@ -272,17 +283,16 @@ impl Site {
                 ))
             })?;
             let feed = feed::build(&site.config, &stats, &locations, now);
-            Ok(match which {
-                Fresh::Feed => publish::feed_json(&feed)?,
-                Fresh::Metrics => {
-                    metrics::render(&stats, &feed, site.counters.as_deref()).into_bytes()
-                }
+            Ok(Bodies {
+                at: Instant::now(),
+                feed: publish::feed_json(&feed)?.into(),
+                metrics: metrics::render(&stats, &feed, site.counters.as_deref()).into(),
             })
         })
         .await??;
-        let body = Bytes::from(body);
-        if let Ok(mut cached) = self.cache(which).lock() {
-            *cached = Some((Instant::now(), body.clone()));
+        let body = bodies.of(which);
+        if let Ok(mut cached) = self.bodies.lock() {
+            *cached = Some(bodies);
         }
         Ok(body)
     }
