@@ -40,15 +40,46 @@ pub const OVERLAP_MS: i64 = 5 * 60_000;
 /// last runs.
 pub const CHECKED_RUNS: usize = 10_000;
 
-/// One hour of a target on the TTFT chart and heatmap: its busiest probe's figures.
+/// One hour of a target on the TTFT chart and heatmap: its busiest probe's figures, in 12
+/// bytes (a publisher keeps a month of them per target; the charts draw them to a pixel,
+/// and a TTFT in milliseconds keeps 7 significant digits in an `f32`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HourPoint {
     /// The probe's ok runs that hour (the busiest probe is shown).
-    pub ok: u64,
+    ok: u32,
     /// TTFT median, ms.
-    pub ttft_p50_ms: f64,
-    /// TTFT 95th percentile, ms.
-    pub ttft_p95_ms: Option<f64>,
+    ttft_p50_ms: f32,
+    /// TTFT 95th percentile, ms; NaN when the hour had too few runs for one.
+    ttft_p95_ms: f32,
+}
+
+impl HourPoint {
+    /// TTFT median, ms.
+    pub fn ttft_p50_ms(&self) -> f64 {
+        f64::from(self.ttft_p50_ms)
+    }
+
+    /// TTFT 95th percentile, ms, when the hour had one.
+    pub fn ttft_p95_ms(&self) -> Option<f64> {
+        Some(f64::from(self.ttft_p95_ms)).filter(|ms| !ms.is_nan())
+    }
+}
+
+/// A bucket's start in whole hours since the epoch (hours and days both begin on one): half
+/// the bytes of unix ms, beside each of a month of points per target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Hour(u32);
+
+impl Hour {
+    /// The hour `ms` (a bucket's start) begins.
+    fn of(ms: i64) -> Hour {
+        Hour(u32::try_from(ms.div_euclid(Span::Hour.ms())).unwrap_or(0))
+    }
+
+    /// Its start, unix ms.
+    fn ms(self) -> i64 {
+        i64::from(self.0) * Span::Hour.ms()
+    }
 }
 
 /// Per target, per bucket.
@@ -56,20 +87,23 @@ type ByBucket<T> = HashMap<String, BTreeMap<i64, T>>;
 
 /// Per target, its closed buckets' figures, oldest first (shared with the snapshots
 /// published from them, not copied).
-type Kept<T> = HashMap<String, Arc<Vec<(i64, T)>>>;
+type Kept<T> = HashMap<String, Arc<Vec<(Hour, T)>>>;
 
 /// One target's figures per bucket, oldest first: the closed buckets' as a [`History`]
 /// keeps them (shared), then the open ones' read at the publish.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series<T> {
-    closed: Arc<Vec<(i64, T)>>,
-    open: Vec<(i64, T)>,
+    closed: Arc<Vec<(Hour, T)>>,
+    open: Vec<(Hour, T)>,
 }
 
 impl<T> Series<T> {
-    /// Every bucket and its figures, oldest first.
-    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &(i64, T)> {
-        self.closed.iter().chain(&self.open)
+    /// Every bucket's start (unix ms) and its figures, oldest first.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (i64, &T)> {
+        self.closed
+            .iter()
+            .chain(&self.open)
+            .map(|(hour, figures)| (hour.ms(), figures))
     }
 }
 
@@ -96,7 +130,12 @@ fn series<T: Clone>(kept: &Kept<T>, open: ByBucket<T>) -> HashMap<String, Series
         })
         .collect();
     for (target, buckets) in open {
-        out.entry(target).or_default().open.extend(buckets);
+        let open = &mut out.entry(target).or_default().open;
+        open.extend(
+            buckets
+                .into_iter()
+                .map(|(b, figures)| (Hour::of(b), figures)),
+        );
     }
     out
 }
@@ -107,7 +146,11 @@ fn append<T: Clone>(kept: &mut Kept<T>, later: ByBucket<T>) {
     for (target, buckets) in later {
         let kept = Arc::make_mut(kept.entry(target).or_default());
         kept.reserve_exact(buckets.len());
-        kept.extend(buckets);
+        kept.extend(
+            buckets
+                .into_iter()
+                .map(|(b, figures)| (Hour::of(b), figures)),
+        );
     }
 }
 
@@ -115,7 +158,7 @@ fn append<T: Clone>(kept: &mut Kept<T>, later: ByBucket<T>) {
 /// shares it and it has some to drop).
 fn drop_before<T: Clone>(kept: &mut Kept<T>, first: i64) {
     for buckets in kept.values_mut() {
-        let old = buckets.partition_point(|(b, _)| *b < first);
+        let old = buckets.partition_point(|(b, _)| b.ms() < first);
         if old > 0 {
             Arc::make_mut(buckets).drain(..old);
         }
@@ -175,12 +218,12 @@ fn busiest(slot: &mut Option<HourPoint>, scalars: &Scalars) {
     let Some(p50) = scalars.ttft_p50_ms else {
         return;
     };
-    let ok = scalars.count(Outcome::Ok);
+    let ok = u32::try_from(scalars.count(Outcome::Ok)).unwrap_or(u32::MAX);
     if slot.is_none_or(|point| ok >= point.ok) {
         *slot = Some(HourPoint {
             ok,
-            ttft_p50_ms: p50,
-            ttft_p95_ms: scalars.ttft_p95_ms,
+            ttft_p50_ms: p50 as f32,
+            ttft_p95_ms: scalars.ttft_p95_ms.map_or(f32::NAN, |ms| ms as f32),
         });
     }
 }

@@ -26,7 +26,7 @@ pub fn uptime_bar(snapshot: &Snapshot, target: &str) -> String {
     let days: BTreeMap<i64, &Scalars> = snapshot
         .daily
         .get(target)
-        .map(|days| days.iter().map(|(b, s)| (*b, s)).collect())
+        .map(|days| days.iter().collect())
         .unwrap_or_default();
     let mut out = String::new();
     let mut empty_from: Option<i64> = None;
@@ -91,7 +91,7 @@ pub fn daily_rows(snapshot: &Snapshot, target: &str) -> Vec<(String, String, u64
         .filter(|(_, s)| s.attempts() > 0)
         .map(|(bucket, s)| {
             (
-                day(*bucket),
+                day(bucket),
                 percent(s.availability()),
                 s.attempts(),
                 s.failures,
@@ -133,7 +133,13 @@ pub fn latency_chart(snapshot: &Snapshot, target: &str) -> String {
         .into_iter()
         .flat_map(Series::iter)
         .filter(|(b, _)| *b >= start)
-        .map(|(b, p)| (*b, p.ttft_p50_ms, p.ttft_p95_ms.unwrap_or(p.ttft_p50_ms)))
+        .map(|(b, p)| {
+            (
+                b,
+                p.ttft_p50_ms(),
+                p.ttft_p95_ms().unwrap_or(p.ttft_p50_ms()),
+            )
+        })
         .collect();
     if points.is_empty() {
         return "<p class=\"muted\">No successful streamed runs in the last 7 days.</p>".into();
@@ -217,10 +223,10 @@ pub fn heatmap(snapshot: &Snapshot, target: &str) -> String {
         .into_iter()
         .flat_map(Series::iter)
     {
-        let Some(t) = DateTime::from_timestamp_millis(*bucket) else {
+        let Some(t) = DateTime::from_timestamp_millis(bucket) else {
             continue;
         };
-        let p50 = point.ttft_p50_ms;
+        let p50 = point.ttft_p50_ms();
         cells
             .entry((t.weekday().num_days_from_monday(), t.hour()))
             .or_default()

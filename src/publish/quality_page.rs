@@ -179,7 +179,7 @@ fn trend(snapshot: &Snapshot, target: &str) -> Vec<(String, String, String)> {
                     None => "–".to_owned(),
                 }
             };
-            (day(*at), of(Family::Exact), of(Family::Tools))
+            (day(at), of(Family::Exact), of(Family::Tools))
         })
         .collect()
 }
