@@ -18,8 +18,9 @@
 //! `target/sonde-bench-publish-500.db` (what `benches/scripts/serve_rss.sh` reads with
 //! `SONDE_BENCH_TARGETS=500`). `SONDE_BENCH_PUBLISH_HOUR_EVERY_S=10` first gives the live
 //! copy a run per target every 10 s over the hour before the periodic publishes, as a
-//! daemon probing that often has (the copy is left in `target/` for `serve_rss.sh`'s
-//! `SONDE_BENCH_STORE`).
+//! daemon probing that often has, and copies it then, before the periodic publishes write
+//! their minutes past the clock, to `target/sonde-bench-publish-hour.db` for
+//! `serve_rss.sh`'s `SONDE_BENCH_STORE` (serve it within minutes: the hour is the last one).
 
 mod common;
 
@@ -27,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use sonde::config::{Config, StoreConfig};
+use sonde::config::{Config, StoreBackend, StoreConfig};
 use sonde::publish::history::History;
 use sonde::publish::{self, Snapshot};
 use sonde::store::Store;
@@ -121,6 +122,10 @@ impl Periodic {
         };
         if let Some(every_s) = hour_every_s() {
             periodic.fill_hour(every_s);
+            if let StoreBackend::Sqlite { path } = &periodic.config.store.backend {
+                let hour = path.with_file_name("sonde-bench-publish-hour.db");
+                std::fs::copy(path, hour).expect("copy the store with its dense hour");
+            }
         }
         // The daemon's first publish reads everything; the figures are of the later ones.
         periodic.publish();

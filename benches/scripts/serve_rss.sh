@@ -7,9 +7,11 @@
 # the end (from /proc), CPU seconds, and how long each publish took (the server's debug log).
 # SONDE_BENCH_TARGETS=500 serves the 500-target store instead
 # (`SONDE_BENCH_PUBLISH_TARGETS=500 cargo bench --bench publish` generates it).
-# SONDE_BENCH_STORE=PATH serves another store of that fleet, e.g. the publish bench's live
-# copy `target/sonde-bench-publish-live.db` after a run with
-# SONDE_BENCH_PUBLISH_HOUR_EVERY_S=10 (a dense last hour).
+# SONDE_BENCH_STORE=PATH serves another store of that fleet, e.g.
+# `target/sonde-bench-publish-hour.db` (a dense last hour: a run per target every 10 s),
+# which a run of the publish bench with SONDE_BENCH_PUBLISH_HOUR_EVERY_S=10 leaves. The
+# store is served from a copy; SONDE_BENCH_IN_PLACE=1 serves it where it is (`sonde serve` opens it read-only), for a
+# store too large to copy (5,000 targets: 14 GB).
 # Usage: benches/scripts/serve_rss.sh [DURATION] [SONDE_BINARY]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -27,10 +29,15 @@ store=${SONDE_BENCH_STORE:-$store}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 [ "$binary" != target/release/sonde ] || cargo build --release --quiet
-cp "$store" "$work/sonde.db"
+served=$work/sonde.db
+if [ "${SONDE_BENCH_IN_PLACE:-}" = 1 ]; then
+  served=$(realpath "$store")
+else
+  cp "$store" "$served"
+fi
 # The bench's fleet: 20 providers of TARGETS / 20 models, the stream probe (benches/common).
 {
-  printf '[store]\npath = "sonde.db"\n\n[publish]\nevery = "10s"\n\n'
+  printf '[store]\npath = "%s"\n\n[publish]\nevery = "10s"\n\n' "$served"
   for p in $(seq 0 19); do
     printf '[[providers]]\nname = "provider-%02d"\nkind = "openai"\nbase_url = "http://127.0.0.1:9/v1"\nprobes = ["stream"]\n' "$p"
     for m in $(seq 0 $((targets / 20 - 1))); do
