@@ -156,8 +156,13 @@ fn rollup_percentiles_match_the_raw_values_and_windows_hold_their_runs() {
     );
 
     // Rollups (24h) and raw (1h) give the same distribution, within 0.1 % of the exact one.
-    let rolled = &a.window(Window::H24).unwrap().by_probe["stream"].ttft_ms;
-    let raw = &hour.by_probe["stream"].ttft_ms;
+    let rolled = &a
+        .window(Window::H24)
+        .unwrap()
+        .probe("stream")
+        .unwrap()
+        .ttft_ms;
+    let raw = &hour.probe("stream").unwrap().ttft_ms;
     assert_eq!(rolled, raw);
     assert_eq!(rolled.count, 1200);
     for (q, got) in [
@@ -180,7 +185,7 @@ fn rollup_percentiles_match_the_raw_values_and_windows_hold_their_runs() {
 
     // Percentiles the samples cannot support are not shown.
     let b = stats.iter().find(|s| s.target == "p/b").unwrap();
-    let ping = &b.window(Window::H1).unwrap().by_probe["ping"].ttft_ms;
+    let ping = &b.window(Window::H1).unwrap().probe("ping").unwrap().ttft_ms;
     assert_eq!(ping.count, 0);
     let five = &a.window(Window::M5).unwrap().latency.ttft_ms;
     assert!(

@@ -112,57 +112,27 @@ pub struct Percentiles {
     pub p99: Option<f64>,
     /// Largest sample.
     pub max: Option<f64>,
-    /// Sum of the samples (from the histogram's mean), for `/metrics`.
-    #[serde(skip)]
-    pub sum: f64,
-    /// Samples at or below each of `bounds`, for `/metrics` histogram buckets.
-    #[serde(skip)]
-    pub buckets: Vec<(f64, u64)>,
 }
 
-/// Bucket bounds of latency histograms on `/metrics`, ms.
-pub const LATENCY_BOUNDS_MS: [f64; 11] = [
-    50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0, 60000.0, 120000.0,
-];
-/// Bucket bounds of speed histograms on `/metrics`, tokens/s.
-pub const SPEED_BOUNDS: [f64; 9] = [5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 5000.0];
-
 impl Percentiles {
-    /// The percentiles of `histogram`, each value divided by `per_unit`, with cumulative
-    /// counts at `bounds` (ascending, in the divided unit). The same figures as the dense
-    /// histogram's `value_at_quantile`, `max` and `mean` give (the highest equivalent value
+    /// The percentiles of `histogram`, each value divided by `per_unit`. The same figures as
+    /// the dense histogram's `value_at_quantile` and `max` give (the highest equivalent value
     /// where the cumulative count first reaches ⌈q·n⌉), in one pass over its counters.
-    pub fn of(histogram: &Sparse, per_unit: f64, bounds: &[f64]) -> Percentiles {
+    pub fn of(histogram: &Sparse, per_unit: f64) -> Percentiles {
         const QUANTILES: [f64; 4] = [0.5, 0.9, 0.95, 0.99];
         let count = histogram.len();
         let ranks = QUANTILES.map(|q| sparse::rank_of(q, count));
         let mut found: [Option<u64>; 4] = [None; 4];
         let mut next_rank = 0;
-        let mut buckets: Vec<(f64, u64)> = bounds.iter().map(|&b| (b, 0)).collect();
-        let mut next_bound = 0;
         let mut cumulative = 0u64;
-        let mut mean = 0.0_f64;
         let mut max = None;
         for (at, here) in histogram.iter() {
             max = Some(at);
-            let low = sparse::lowest_equivalent(at);
-            // Every bound below this counter holds what came before it.
-            while next_bound < buckets.len() && (low as f64) > buckets[next_bound].0 * per_unit {
-                buckets[next_bound].1 = cumulative;
-                next_bound += 1;
-            }
             cumulative += here;
-            // `at` is the highest equivalent value: the range's middle, as `Histogram::mean`
-            // weighs it, and summed in its order, so the figure is the same to the last bit.
-            let middle = low + ((at + 1 - low) >> 1);
-            mean += middle as f64 * here as f64 / count as f64;
             while next_rank < ranks.len() && cumulative >= ranks[next_rank] {
                 found[next_rank] = Some(at);
                 next_rank += 1;
             }
-        }
-        for bucket in &mut buckets[next_bound..] {
-            bucket.1 = cumulative;
         }
         let shown = |i: usize| {
             found[i]
@@ -176,8 +146,6 @@ impl Percentiles {
             p95: shown(2),
             p99: shown(3),
             max: max.map(|max| round3(max as f64 / per_unit)),
-            sum: mean * count as f64 / per_unit,
-            buckets,
         }
     }
 }
@@ -204,16 +172,16 @@ impl Latency {
     /// The percentiles of a rollup's four distributions.
     pub fn of(rollup: &SparseRollup) -> Latency {
         Latency {
-            ttft_ms: Percentiles::of(&rollup.ttft_us, 1000.0, &LATENCY_BOUNDS_MS),
-            e2e_ms: Percentiles::of(&rollup.e2e_us, 1000.0, &LATENCY_BOUNDS_MS),
-            itl_ms: Percentiles::of(&rollup.itl_us, 1000.0, &[]),
-            tokens_per_s: Percentiles::of(&rollup.tps, TPS_SCALE, &SPEED_BOUNDS),
+            ttft_ms: Percentiles::of(&rollup.ttft_us, 1000.0),
+            e2e_ms: Percentiles::of(&rollup.e2e_us, 1000.0),
+            itl_ms: Percentiles::of(&rollup.itl_us, 1000.0),
+            tokens_per_s: Percentiles::of(&rollup.tps, TPS_SCALE),
         }
     }
 }
 
 /// One target over one window.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct WindowStats {
     /// The window.
     pub window: Window,
@@ -231,9 +199,9 @@ pub struct WindowStats {
     pub outcomes: BTreeMap<Outcome, u64>,
     /// TTFT, ITL and speed over every probe; E2E is only comparable per probe.
     pub latency: Latency,
-    /// The same per probe (boxed: a map's node holds room for eleven entries, and most
-    /// targets have one probe; unboxed, that room was most of a snapshot's memory).
-    pub by_probe: BTreeMap<String, Box<Latency>>,
+    /// The same per probe, by name (a list of exactly its probes, not a map: a map's node
+    /// holds room for eleven, and most targets have one probe).
+    pub by_probe: Vec<(String, Latency)>,
     /// Latest capability evidence in the window.
     pub capabilities: Capabilities,
     /// Substitution and streaming evidence in the window.
@@ -254,6 +222,22 @@ pub struct WindowStats {
 }
 
 impl WindowStats {
+    /// The figures of `probe`'s runs, when it ran.
+    pub fn probe(&self, probe: &str) -> Option<&Latency> {
+        self.by_probe
+            .iter()
+            .find_map(|(name, latency)| (name == probe).then_some(latency))
+    }
+
+    /// The figures of the probe with the most E2E samples (E2E is only comparable within a
+    /// probe).
+    pub fn busiest_probe(&self) -> Option<&Latency> {
+        self.by_probe
+            .iter()
+            .map(|(_, latency)| latency)
+            .max_by_key(|latency| latency.e2e_ms.count)
+    }
+
     /// The figures of `window` from its merged rollups, one per probe; with `ttft_bound_us`
     /// (a latency objective), how many TTFTs were within it.
     pub fn of(
@@ -261,15 +245,17 @@ impl WindowStats {
         per_probe: &BTreeMap<String, SparseRollup>,
         ttft_bound_us: Option<u64>,
     ) -> WindowStats {
-        let by_probe: BTreeMap<String, Box<Latency>> = per_probe
-            .iter()
-            .map(|(probe, rollup)| (probe.clone(), Box::new(Latency::of(rollup))))
-            .collect();
+        let mut by_probe = Vec::with_capacity(per_probe.len());
+        by_probe.extend(
+            per_probe
+                .iter()
+                .map(|(probe, rollup)| (probe.clone(), Latency::of(rollup))),
+        );
         // One probe (the usual case) is its own total: neither copied nor computed twice.
-        let mut probes = per_probe.values().zip(by_probe.values());
+        let mut probes = per_probe.values().zip(&by_probe);
         let (all, mut latency): (Cow<'_, SparseRollup>, Latency) =
             match (probes.next(), probes.next()) {
-                (Some((only, latency)), None) => (Cow::Borrowed(only), (**latency).clone()),
+                (Some((only, (_, latency))), None) => (Cow::Borrowed(only), latency.clone()),
                 _ => {
                     let mut all = SparseRollup::default();
                     for rollup in per_probe.values() {
@@ -305,7 +291,7 @@ impl WindowStats {
 
 /// One target: its global state and windows (every counted location merged), and the same
 /// seen from each location.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct TargetStats {
     /// Target id.
     pub target: String,
@@ -320,7 +306,7 @@ pub struct TargetStats {
 }
 
 /// One target seen from one location.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct LocationStats {
     /// The location.
     pub location: String,

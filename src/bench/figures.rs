@@ -180,7 +180,7 @@ impl Omission {
         let corrected = histograms.ttft_us.clone_correct(interval);
         Some(Omission {
             expected_interval_ms: interval as f64 / 1000.0,
-            corrected_ttft_ms: Percentiles::of(&Sparse::of(&corrected), 1000.0, &[]),
+            corrected_ttft_ms: Percentiles::of(&Sparse::of(&corrected), 1000.0),
         })
     }
 }

@@ -414,7 +414,7 @@ impl Row {
         let share = |count: u64| (attempts > 0).then(|| count as f64 / attempts as f64);
         let latency = in_window.map(|w| &w.latency);
         let e2e = in_window
-            .and_then(|w| w.by_probe.values().max_by_key(|l| l.e2e_ms.count))
+            .and_then(WindowStats::busiest_probe)
             .map(|l| l.e2e_ms.clone())
             .unwrap_or_default();
         let capabilities = longest.map(|w| w.capabilities).unwrap_or_default();

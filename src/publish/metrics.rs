@@ -191,12 +191,7 @@ pub fn render(stats: &[TargetStats], feed: &Feed, counters: Option<&RunCounters>
     );
     let e2e: Vec<_> = month
         .iter()
-        .filter_map(|(t, w)| {
-            w.by_probe
-                .values()
-                .max_by_key(|l| l.e2e_ms.count)
-                .map(|l| (*t, &l.e2e_ms))
-        })
+        .filter_map(|(t, w)| w.busiest_probe().map(|l| (*t, &l.e2e_ms)))
         .collect();
     quantiles(
         &mut out,
