@@ -24,6 +24,7 @@ use super::minutes::Minutes;
 use super::window_cache::WindowCache;
 use super::windows::{each_run_since, summarize_with};
 use super::{BAR_DAYS, HEATMAP_DAYS, LAST_RUNS};
+use crate::aggregate::quality::Quality;
 use crate::aggregate::rollup::{Scalars, Span};
 use crate::aggregate::{TargetStats, Window};
 use crate::config::Config;
@@ -62,6 +63,43 @@ impl HourPoint {
     /// TTFT 95th percentile, ms, when the hour had one.
     pub fn ttft_p95_ms(&self) -> Option<f64> {
         Some(f64::from(self.ttft_p95_ms)).filter(|ms| !ms.is_nan())
+    }
+}
+
+/// One day of a target on the uptime bar, the daily table and the quality trend: what they
+/// show of every probe's and location's runs that day. A publisher keeps the bar's 90 days
+/// per target; the day's whole scalars (outcome map, latest error and served model) took
+/// ten times the room.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DayPoint {
+    /// Runs of every outcome.
+    attempts: u64,
+    /// `ok` runs.
+    ok: u64,
+    /// Provider faults.
+    pub failures: u64,
+    /// The quality canary's judgements.
+    pub quality: Quality,
+}
+
+impl DayPoint {
+    /// Counts a rollup's runs in.
+    fn add(&mut self, scalars: &Scalars) {
+        self.attempts += scalars.attempts();
+        self.ok += scalars.count(Outcome::Ok);
+        self.failures += scalars.failures;
+        self.quality.merge(&scalars.quality);
+    }
+
+    /// Runs counted, of every outcome.
+    pub fn attempts(&self) -> u64 {
+        self.attempts
+    }
+
+    /// ok ÷ (ok + provider faults), as [`Scalars::availability`]; `None` without either.
+    pub fn availability(&self) -> Option<f64> {
+        let counted = self.ok + self.failures;
+        (counted > 0).then(|| self.ok as f64 / counted as f64)
     }
 }
 
@@ -178,7 +216,7 @@ struct Closed {
     /// The busiest probe's TTFT per target and closed hour.
     hours: Kept<HourPoint>,
     /// Every probe's and location's scalars merged, per target and closed day.
-    days: Kept<Scalars>,
+    days: Kept<DayPoint>,
 }
 
 /// What a publisher keeps between publishes.
@@ -255,12 +293,12 @@ fn merge_days(
     store: &Store,
     since: i64,
     before: i64,
-    days: &mut ByBucket<Scalars>,
+    days: &mut ByBucket<DayPoint>,
 ) -> Result<(), StoreError> {
     store.each_rollup_scalars_since(Span::Day, since, &mut |bucket, target, _, scalars| {
         if bucket < before {
             let merged = target_entry(days, target);
-            merged.entry(bucket).or_default().merge(&scalars);
+            merged.entry(bucket).or_default().add(&scalars);
         }
     })
 }
@@ -487,7 +525,7 @@ impl History {
         &self,
         store: &Store,
         now_ms: i64,
-    ) -> Result<HashMap<String, Series<Scalars>>, StoreError> {
+    ) -> Result<HashMap<String, Series<DayPoint>>, StoreError> {
         let mut open = HashMap::new();
         let from = Span::Day.bucket_of(now_ms) - Span::Day.ms();
         merge_days(store, from, i64::MAX, &mut open)?;

@@ -12,10 +12,10 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, Datelike, Timelike};
 
-use super::history::Series;
+use super::history::{DayPoint, Series};
 use super::text::{Ms, Tenths, When, day, ms, percent};
 use super::{BAR_DAYS, HEATMAP_DAYS, Snapshot};
-use crate::aggregate::rollup::{Scalars, Span};
+use crate::aggregate::rollup::Span;
 
 /// 90 days, one cell per day (`i` up, `b` degraded, `s` down, `u` no data), each titled with
 /// the day, its availability and its runs; runs of days without data share one cell, which
@@ -23,7 +23,7 @@ use crate::aggregate::rollup::{Scalars, Span};
 pub fn uptime_bar(snapshot: &Snapshot, target: &str) -> String {
     let span = Span::Day;
     let first = span.bucket_of(snapshot.now_ms) - (BAR_DAYS - 1) * span.ms();
-    let days: BTreeMap<i64, &Scalars> = snapshot
+    let days: BTreeMap<i64, &DayPoint> = snapshot
         .daily
         .get(target)
         .map(|days| days.iter().collect())

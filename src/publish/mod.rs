@@ -40,12 +40,11 @@ use thiserror::Error;
 
 use crate::aggregate::TargetStats;
 use crate::aggregate::quorum::LocationStatus;
-use crate::aggregate::rollup::Scalars;
 use crate::aggregate::rollup::Span;
 use crate::config::Config;
 use crate::owned_dir::{self, OwnedDirError, SITE_MARKER};
 use crate::store::{Incident, Store, StoreError};
-use history::{History, HourPoint, Series};
+use history::{DayPoint, History, HourPoint, Series};
 use latest::LatestRun;
 pub use page::{Page, each_target_page, target_page};
 
@@ -108,7 +107,7 @@ pub struct Snapshot {
     /// The fleet's locations, fresh and stale.
     pub locations: Vec<LocationStatus>,
     /// Per target: daily scalars merged over probes, oldest first.
-    pub daily: HashMap<String, Series<Scalars>>,
+    pub daily: HashMap<String, Series<DayPoint>>,
     /// Per target: its busiest probe's TTFT per hour (hours with a streamed run), oldest
     /// first.
     pub hourly: HashMap<String, Series<HourPoint>>,
