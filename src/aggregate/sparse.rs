@@ -7,7 +7,7 @@
 //! counters out of tens of thousands) and the writer every target's current buckets.
 //!
 //! The counters are packed as varints — each the distance of its index from the one after
-//! the counter before, then its count — about 2.5 bytes a counter where a (value, count)
+//! the counter before, then its count — about 2 bytes a counter where a (value, count)
 //! pair took 16 and a packed `u64` 8; those bytes are most of what a publisher keeps.
 //! Every reading walks them in order, which is all a histogram's readings need: adding and
 //! subtracting are merges of two such walks, percentiles one walk. It is read from and
