@@ -35,10 +35,15 @@ pub struct Sparse {
     len: u64,
 }
 
-/// One non-zero counter, as a walk over a [`Sparse`] reads it: its index (the 16 high bits:
-/// a rollup histogram has 55,296 counters) above its count (48 bits).
+/// One non-zero counter, as a walk over a [`Sparse`] reads it (a rollup histogram has
+/// 55,296 counters).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Counter(u64);
+struct Counter {
+    /// Its index.
+    index: u64,
+    /// Its count.
+    count: u64,
+}
 
 impl Counter {
     /// The most one counter counts: 2.8 × 10¹⁴ samples, past any window's runs; sums
@@ -48,17 +53,20 @@ impl Counter {
     /// Counter `index` holding `count` (at most [`Counter::MAX_COUNT`]).
     fn new(index: u64, count: u64) -> Counter {
         debug_assert!(index <= MAX_INDEX);
-        Counter(index << 48 | count.min(Counter::MAX_COUNT))
+        Counter {
+            index,
+            count: count.min(Counter::MAX_COUNT),
+        }
     }
 
     /// Its index.
     fn index(self) -> u64 {
-        self.0 >> 48
+        self.index
     }
 
     /// Its count.
     fn count(self) -> u64 {
-        self.0 & Counter::MAX_COUNT
+        self.count
     }
 
     /// The highest value it counts.
