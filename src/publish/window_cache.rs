@@ -2,8 +2,10 @@
 //! publish decodes only the rollups that changed instead of a month of them per target.
 //!
 //! For each window and (target, location, probe) the cache keeps the sum of the window's
-//! closed buckets (every bucket but the current one) in sparse form, with the version and
-//! scalars of each bucket in it. A publish reads every rollup head of the windows (key and
+//! closed buckets (every bucket but the current one) in sparse form, with the version of
+//! each bucket in it. Scalars do not subtract: when a bucket leaves a window (once an hour
+//! for `24h`, once a day for `7d` and `30d`) that window's scalars are merged again from
+//! the rows of its buckets, read without their histograms. A publish reads every rollup head of the windows (key and
 //! version, from an index: not the rows), keeps a sum only while each of its buckets is
 //! still stored with the same version, and then reads and decodes only the rows it lacks:
 //! the current buckets, buckets that closed since, and buckets that left the window (to
@@ -13,7 +15,6 @@
 //! `tests/publish.rs`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
 
 use crate::aggregate::Window;
 use crate::aggregate::rollup::{Scalars, Span};
@@ -55,12 +56,30 @@ impl Key {
 /// The closed buckets of one window and key, summed.
 #[derive(Debug, Default)]
 struct Closed {
-    /// Each bucket in the sum: its version and scalars (scalars do not subtract, so they
-    /// are merged from these when the window is read). A day's scalars are shared by the
-    /// `7d` and `30d` windows holding it.
-    buckets: BTreeMap<i64, (i64, Arc<Scalars>)>,
-    /// The buckets' distributions added (its scalars unused).
+    /// Each bucket in the sum and its version, ascending by bucket.
+    buckets: Vec<(i64, i64)>,
+    /// The buckets' rollups added: distributions and scalars. Scalars do not subtract, so
+    /// when a bucket leaves the window they are merged again from the rows still in it.
     sum: SparseRollup,
+}
+
+impl Closed {
+    /// The version of `bucket` in the sum, if it is in it.
+    fn version(&self, bucket: i64) -> Option<i64> {
+        let at = self.buckets.binary_search_by_key(&bucket, |b| b.0).ok()?;
+        Some(self.buckets[at].1)
+    }
+
+    /// Records `bucket` at `version` as summed.
+    fn insert(&mut self, bucket: i64, version: i64) {
+        let at = self.buckets.partition_point(|b| b.0 < bucket);
+        self.buckets.insert(at, (bucket, version));
+    }
+
+    /// Records `bucket` as no longer summed.
+    fn remove(&mut self, bucket: i64) {
+        self.buckets.retain(|b| b.0 != bucket);
+    }
 }
 
 /// Every window's closed sums, by window and key, and the current buckets as last read.
@@ -131,10 +150,7 @@ impl WindowCache {
     pub fn whole(&self, window: Window, key: &Key) -> SparseRollup {
         let mut whole = SparseRollup::default();
         if let Some(entry) = self.closed.get(&(window, key.clone())) {
-            whole.add_distributions(&entry.sum);
-            for (_, scalars) in entry.buckets.values() {
-                whole.scalars.merge(scalars);
-            }
+            whole.add(&entry.sum);
         }
         if let Some(current) = self.open.get(&(span_of(window), key.clone())) {
             whole.add(current);
@@ -177,14 +193,15 @@ impl WindowCache {
             for key in keys {
                 let rows = stored.get(&key);
                 let entry = self.closed.entry((window, key.clone())).or_default();
-                let intact = entry.buckets.iter().all(|(bucket, (version, _))| {
-                    rows.and_then(|r| r.get(bucket)) == Some(version)
-                });
+                let intact = entry
+                    .buckets
+                    .iter()
+                    .all(|(bucket, version)| rows.and_then(|r| r.get(bucket)) == Some(version));
                 if !intact {
                     *entry = Closed::default();
                 }
                 for (&bucket, _) in rows.into_iter().flatten() {
-                    let summed = entry.buckets.contains_key(&bucket);
+                    let summed = entry.version(bucket).is_some();
                     let closed = (start..current).contains(&bucket);
                     if bucket >= current || (closed && !summed) || (bucket < start && summed) {
                         wanted.insert((key.clone(), bucket));
@@ -207,32 +224,31 @@ impl WindowCache {
             })
             .collect();
         let mut open: HashMap<Key, SparseRollup> = HashMap::new();
+        let mut left: HashSet<(Window, Key)> = HashSet::new();
         let closed = &mut self.closed;
         store.rollups_at(span, &keys, &mut |head, stored| {
             let (bucket, version) = (head.bucket, head.version);
             let key = Key::of(head);
-            let mut sparse = SparseRollup::from_parts(stored.scalars, stored.blobs)?;
+            let sparse = SparseRollup::from_parts(stored.scalars, stored.blobs)?;
             if bucket >= current {
                 open.entry(key).or_default().add(&sparse);
                 return Ok(());
             }
-            let scalars = Arc::new(std::mem::take(&mut sparse.scalars));
             for &window in windows {
                 let start = window.start(now_ms);
                 let Some(entry) = closed.get_mut(&(window, key.clone())) else {
                     continue;
                 };
-                let summed = entry.buckets.get(&bucket).map(|b| b.0);
+                let summed = entry.version(bucket);
                 if bucket >= start && summed.is_none() {
-                    entry.sum.add_distributions(&sparse);
-                    entry
-                        .buckets
-                        .insert(bucket, (version, Arc::clone(&scalars)));
+                    entry.sum.add(&sparse);
+                    entry.insert(bucket, version);
                 } else if bucket < start
                     && summed == Some(version)
                     && entry.sum.subtract_distributions(&sparse).is_ok()
                 {
-                    entry.buckets.remove(&bucket);
+                    entry.remove(bucket);
+                    left.insert((window, key.clone()));
                 }
             }
             Ok(())
@@ -242,11 +258,17 @@ impl WindowCache {
         let mut broken = false;
         for ((window, _), entry) in self.closed.iter_mut() {
             if windows.contains(window)
-                && entry.buckets.range(..window.start(now_ms)).next().is_some()
+                && entry
+                    .buckets
+                    .first()
+                    .is_some_and(|b| b.0 < window.start(now_ms))
             {
                 *entry = Closed::default();
                 broken = true;
             }
+        }
+        if !self.merge_scalars_again(store, span, &left)? {
+            broken = true;
         }
         if broken {
             return Ok(false);
@@ -255,5 +277,65 @@ impl WindowCache {
         self.open
             .extend(open.into_iter().map(|(key, rollup)| ((span, key), rollup)));
         Ok(true)
+    }
+
+    /// Merges again the scalars of each sum in `left` (a bucket left it) from the rows of
+    /// the buckets still in it, in bucket order as they were first merged; false when a row
+    /// changed since it was summed (that sum is dropped, to be read again).
+    fn merge_scalars_again(
+        &mut self,
+        store: &Store,
+        span: Span,
+        left: &HashSet<(Window, Key)>,
+    ) -> Result<bool, StoreError> {
+        if left.is_empty() {
+            return Ok(true);
+        }
+        let wanted: HashSet<(&Key, i64)> = left
+            .iter()
+            .filter_map(|(window, key)| Some((key, self.closed.get(&(*window, key.clone()))?)))
+            .flat_map(|(key, entry)| entry.buckets.iter().map(move |b| (key, b.0)))
+            .collect();
+        let keys: Vec<_> = wanted
+            .iter()
+            .map(|(key, bucket)| {
+                (
+                    *bucket,
+                    key.target.as_str(),
+                    key.probe.as_str(),
+                    key.location.as_str(),
+                )
+            })
+            .collect();
+        let mut rows: HashMap<(Key, i64), (i64, Scalars)> = HashMap::new();
+        store.rollups_at(span, &keys, &mut |head, stored| {
+            let (bucket, version) = (head.bucket, head.version);
+            rows.insert((Key::of(head), bucket), (version, stored.scalars));
+            Ok(())
+        })?;
+        let mut intact = true;
+        for (window, key) in left {
+            let Some(entry) = self.closed.get_mut(&(*window, key.clone())) else {
+                continue;
+            };
+            let merged = entry.buckets.iter().try_fold(
+                Scalars::default(),
+                |mut scalars, &(bucket, version)| {
+                    let (stored, row) = rows.get(&(key.clone(), bucket))?;
+                    (*stored == version).then(|| {
+                        scalars.merge(row);
+                        scalars
+                    })
+                },
+            );
+            match merged {
+                Some(scalars) => entry.sum.scalars = scalars,
+                None => {
+                    *entry = Closed::default();
+                    intact = false;
+                }
+            }
+        }
+        Ok(intact)
     }
 }
