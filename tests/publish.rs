@@ -421,6 +421,40 @@ async fn the_server_serves_the_site_fresh_feeds_and_metrics() {
         .await
         .unwrap();
     assert_eq!(again.status(), 304);
+    let plain = index.bytes().await.unwrap();
+    assert!(plain.starts_with(b"<!doctype html>"));
+    // A client that accepts gzip gets the page as kept, compressed, with its own ETag.
+    let gzip = http
+        .get(format!("{base}/index.html"))
+        .header("accept-encoding", "gzip, br")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gzip.headers()["content-encoding"], "gzip");
+    assert_eq!(gzip.headers()["vary"], "accept-encoding");
+    let gzip_etag = gzip.headers()["etag"].clone();
+    let compressed = gzip.bytes().await.unwrap();
+    assert!(
+        compressed.len() * 2 < plain.len(),
+        "{} of {}",
+        compressed.len(),
+        plain.len()
+    );
+    let mut inflated = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(&compressed[..]),
+        &mut inflated,
+    )
+    .unwrap();
+    assert_eq!(inflated, plain, "the same page");
+    let again = http
+        .get(format!("{base}/index.html"))
+        .header("accept-encoding", "gzip")
+        .header("if-none-match", gzip_etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 304);
     assert_eq!(
         http.get(format!("{base}/healthz"))
             .send()

@@ -1,5 +1,5 @@
-//! The live server (axum): the published site from memory (the targets' pages rendered when
-//! asked for, from the snapshot kept in their place), `/feed.json` and `/metrics`
+//! The live server (axum): the published site from memory (gzip-compressed, `kept`; the
+//! targets' pages rendered when asked for, from the snapshot kept in their place), `/feed.json` and `/metrics`
 //! fresh from the store (bodies older than a second are recomputed before one is served, by
 //! one computation however many clients ask at once, and both from it: a client polling
 //! both costs one reading of the store a second), `/results.csv` read from the store
@@ -8,15 +8,17 @@
 //! [`publish_loop`] re-renders the site every `publish.every` (and writes it to
 //! `publish.out` when set), for the daemon, `sonde serve` and `sonde demo` alike.
 
+mod kept;
+
 use std::collections::BTreeMap;
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
+use axum::http::header::{
+    CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE, ETAG, IF_NONE_MATCH, VARY,
+};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -31,6 +33,7 @@ use crate::publish::history::History;
 use crate::publish::{self, PublishError, Snapshot, feed, metrics, results_csv};
 use crate::store::{Store, StoreError};
 use crate::units::now_ms;
+use kept::{KeptFile, accepts_gzip, shrunk};
 
 /// How long `/feed.json` and `/metrics` may be reused.
 const FRESH_FOR: Duration = Duration::from_secs(1);
@@ -59,7 +62,7 @@ impl Bodies {
 /// The site as last rendered.
 struct Published {
     /// Every file but the targets' pages (and `results.csv`, read when asked for).
-    files: BTreeMap<String, Bytes>,
+    files: BTreeMap<String, KeptFile>,
     /// What the targets' pages are rendered from, when asked for: kept instead of the pages,
     /// which are most of a site's bytes and seldom read.
     snapshot: Snapshot,
@@ -148,7 +151,7 @@ impl Site {
             Ok(Published {
                 files: files
                     .into_iter()
-                    .map(|(k, v)| (k, Bytes::from(v)))
+                    .map(|(path, body)| (path, KeptFile::compressed(body)))
                     .collect(),
                 snapshot,
                 feed,
@@ -217,10 +220,10 @@ impl Site {
 
     /// The file at `path`: from memory, or a target's page rendered from the kept
     /// snapshot (on a blocking thread: a page takes a fraction of a millisecond).
-    async fn file(&self, path: &str) -> Option<Result<Bytes, PublishError>> {
+    async fn file(&self, path: &str) -> Option<Result<KeptFile, PublishError>> {
         let published = self.published.read().ok()?.clone()?;
-        if let Some(body) = published.files.get(path) {
-            return Some(Ok(body.clone()));
+        if let Some(file) = published.files.get(path) {
+            return Some(Ok(file.clone()));
         }
         if !path.starts_with("t/") {
             return None;
@@ -232,7 +235,7 @@ impl Site {
         })
         .await;
         match rendered {
-            Ok(page) => Some(page?.map(Bytes::from)),
+            Ok(page) => Some(page?.map(KeptFile::plain)),
             Err(err) => Some(Err(err.into())),
         }
     }
@@ -273,6 +276,10 @@ impl Site {
 
     /// Computes both bodies from the store, caches them and gives `which`'s.
     async fn compute(self: &Arc<Site>, which: Fresh) -> Result<Bytes, PublishError> {
+        // The stale bodies are of no further use: not kept while the new ones are made.
+        if let Ok(mut cached) = self.bodies.lock() {
+            *cached = None;
+        }
         let site = Arc::clone(self);
         let bodies = tokio::task::spawn_blocking(move || -> Result<Bodies, PublishError> {
             let now = now_ms();
@@ -285,8 +292,8 @@ impl Site {
             let feed = feed::build(&site.config, &stats, &locations, now);
             Ok(Bodies {
                 at: Instant::now(),
-                feed: publish::feed_json(&feed)?.into(),
-                metrics: metrics::render(&stats, &feed, site.counters.as_deref()).into(),
+                feed: shrunk(publish::feed_json(&feed)?),
+                metrics: shrunk(metrics::render(&stats, &feed, site.counters.as_deref()).into()),
             })
         })
         .await??;
@@ -339,18 +346,20 @@ fn content_type(path: &str) -> &'static str {
     }
 }
 
-/// A static file with an ETag (304 when the client has it) and a short max-age.
+/// A static file with an ETag (304 when the client has it) and a short max-age; gzip to a
+/// client that accepts it.
 async fn serve_file(site: &Site, path: &str, headers: &HeaderMap) -> Response {
-    let body = match site.file(path).await {
-        Some(Ok(body)) => body,
-        Some(Err(err)) => {
-            tracing::warn!(error = %err, path, "rendering a page failed");
-            return (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("rendering {path} failed: {err}"),
-            )
-                .into_response();
-        }
+    let failed = |err: &dyn std::fmt::Display| {
+        tracing::warn!(error = %err, path, "rendering a page failed");
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("rendering {path} failed: {err}"),
+        )
+            .into_response()
+    };
+    let file = match site.file(path).await {
+        Some(Ok(file)) => file,
+        Some(Err(err)) => return failed(&err),
         None => {
             return (
                 StatusCode::NOT_FOUND,
@@ -359,21 +368,27 @@ async fn serve_file(site: &Site, path: &str, headers: &HeaderMap) -> Response {
                 .into_response();
         }
     };
-    let mut hasher = DefaultHasher::new();
-    body.hash(&mut hasher);
-    let etag = format!("\"{:016x}\"", hasher.finish());
-    let cache = [(CACHE_CONTROL, "public, max-age=30")];
+    let body = match file.body(accepts_gzip(headers)) {
+        Ok(body) => body,
+        Err(err) => return failed(&err),
+    };
+    let cache = [
+        (CACHE_CONTROL, "public, max-age=30"),
+        (VARY, "accept-encoding"),
+    ];
     if headers
         .get(IF_NONE_MATCH)
-        .is_some_and(|value| value.as_bytes() == etag.as_bytes())
+        .is_some_and(|value| value.as_bytes() == body.etag.as_bytes())
     {
-        return (StatusCode::NOT_MODIFIED, [(ETAG, etag)], cache).into_response();
+        return (StatusCode::NOT_MODIFIED, [(ETAG, body.etag)], cache).into_response();
     }
+    let encoding = body.gzipped.then_some([(CONTENT_ENCODING, "gzip")]);
     (
         [(CONTENT_TYPE, content_type(path))],
-        [(ETAG, etag)],
+        [(ETAG, body.etag)],
         cache,
-        body,
+        encoding,
+        body.bytes,
     )
         .into_response()
 }
