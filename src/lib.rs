@@ -15,6 +15,7 @@ pub mod capability;
 pub mod config;
 pub mod counters;
 pub mod daemon;
+pub mod interned;
 pub mod lease;
 pub mod limiter;
 pub mod measurement;

@@ -276,7 +276,7 @@ fn a_drift_from_the_targets_own_past_opens_a_quality_incident() {
         .filter(|i| i.kind == IncidentKind::Quality)
         .collect();
     assert_eq!(quality.len(), 1, "{incidents:#?}");
-    assert_eq!(quality[0].target, "sim/degraded");
+    assert_eq!(&*quality[0].target, "sim/degraded");
     assert_eq!(quality[0].end_ms, None, "still open");
     assert!(
         quality[0].cause.starts_with("exact answers wrong in"),

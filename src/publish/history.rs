@@ -28,6 +28,7 @@ use crate::aggregate::quality::Quality;
 use crate::aggregate::rollup::{Scalars, Span};
 use crate::aggregate::{TargetStats, Window};
 use crate::config::Config;
+use crate::interned::Names;
 use crate::result::{Outcome, ResultRecord};
 use crate::store::{Store, StoreError};
 
@@ -41,13 +42,11 @@ pub const OVERLAP_MS: i64 = 5 * 60_000;
 /// last runs.
 pub const CHECKED_RUNS: usize = 10_000;
 
-/// One hour of a target on the TTFT chart and heatmap: its busiest probe's figures, in 12
+/// One hour of a target on the TTFT chart and heatmap: its busiest probe's figures, in 8
 /// bytes (a publisher keeps a month of them per target; the charts draw them to a pixel,
 /// and a TTFT in milliseconds keeps 7 significant digits in an `f32`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HourPoint {
-    /// The probe's ok runs that hour (the busiest probe is shown).
-    ok: u32,
     /// TTFT median, ms.
     ttft_p50_ms: f32,
     /// TTFT 95th percentile, ms; NaN when the hour had too few runs for one.
@@ -237,6 +236,8 @@ pub struct History {
     complete_from: i64,
     /// Per target its last [`LAST_RUNS`] runs, newest first.
     latest: Arc<HashMap<String, Arc<Vec<LatestRun>>>>,
+    /// The names those runs share.
+    names: Names,
     /// Whether the runs were read at all.
     runs_read: bool,
 }
@@ -250,26 +251,26 @@ fn target_entry<'a, T>(by: &'a mut ByBucket<T>, target: &str) -> &'a mut BTreeMa
     by.get_mut(target).expect("just inserted")
 }
 
-/// Keeps the busier of two points of one hour (on a tie, the later read, as a cold read
-/// would).
-fn busiest(slot: &mut Option<HourPoint>, scalars: &Scalars) {
+/// Keeps the point of the busier of two probes (or locations) of one hour, by ok runs (on a
+/// tie, the later read, as a cold read would).
+fn busiest(slot: &mut Option<(u32, HourPoint)>, scalars: &Scalars) {
     let Some(p50) = scalars.ttft_p50_ms else {
         return;
     };
     let ok = u32::try_from(scalars.count(Outcome::Ok)).unwrap_or(u32::MAX);
-    if slot.is_none_or(|point| ok >= point.ok) {
-        *slot = Some(HourPoint {
-            ok,
+    if slot.is_none_or(|(busiest, _)| ok >= busiest) {
+        let point = HourPoint {
             ttft_p50_ms: p50 as f32,
             ttft_p95_ms: scalars.ttft_p95_ms.map_or(f32::NAN, |ms| ms as f32),
-        });
+        };
+        *slot = Some((ok, point));
     }
 }
 
 /// Per target, the busiest probe's point of each hour from `since` to before `before` (an
 /// hour without a streamed run has none).
 fn hour_points(store: &Store, since: i64, before: i64) -> Result<ByBucket<HourPoint>, StoreError> {
-    let mut points: ByBucket<Option<HourPoint>> = HashMap::new();
+    let mut points: ByBucket<Option<(u32, HourPoint)>> = HashMap::new();
     store.each_rollup_scalars_since(Span::Hour, since, &mut |bucket, target, _, scalars| {
         if bucket < before {
             busiest(
@@ -281,7 +282,7 @@ fn hour_points(store: &Store, since: i64, before: i64) -> Result<ByBucket<HourPo
     Ok(points
         .into_iter()
         .map(|(target, hours)| {
-            let hours = hours.into_iter().filter_map(|(b, p)| Some((b, p?)));
+            let hours = hours.into_iter().filter_map(|(b, p)| Some((b, p?.1)));
             (target, hours.collect())
         })
         .collect())
@@ -439,7 +440,7 @@ impl History {
                     store
                         .latest_results(&target.id, LAST_RUNS)?
                         .iter()
-                        .map(LatestRun::from)
+                        .map(|record| LatestRun::of(record, &mut self.names))
                         .collect(),
                 ),
             );
@@ -492,7 +493,7 @@ impl History {
         let latest = Arc::make_mut(&mut self.latest);
         for record in &fresh {
             let runs = Arc::make_mut(latest.entry(record.target.clone()).or_default());
-            runs.push(LatestRun::from(record));
+            runs.push(LatestRun::of(record, &mut self.names));
             runs.sort_by(|a, b| (b.ts, &b.run_id).cmp(&(a.ts, &a.run_id)));
             runs.truncate(LAST_RUNS);
         }

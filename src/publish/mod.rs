@@ -119,6 +119,14 @@ pub struct Snapshot {
     by_target: HashMap<String, usize>,
 }
 
+/// The incidents of the bar's days, newest first, in no more room than they take: a
+/// snapshot keeps them until the next publish.
+fn incidents(store: &Store, now_ms: i64) -> Result<Vec<Incident>, StoreError> {
+    let mut incidents = store.incidents(now_ms - BAR_DAYS * Span::Day.ms())?;
+    incidents.shrink_to_fit();
+    Ok(incidents)
+}
+
 impl Snapshot {
     /// Reads what the site needs for every target of `config`.
     pub fn load(config: &Config, store: &Store, now_ms: i64) -> Result<Snapshot, StoreError> {
@@ -145,7 +153,7 @@ impl Snapshot {
             locations: windows::locations(store, now_ms)?,
             daily: history.daily(store, now_ms)?,
             hourly: history.hourly(store, now_ms)?,
-            incidents: store.incidents(now_ms - BAR_DAYS * Span::Day.ms())?,
+            incidents: incidents(store, now_ms)?,
             latest: history.latest(),
         })
     }

@@ -307,9 +307,9 @@ fn incident_views<'a>(
         .map(|i| {
             let (state_class, state_text) = state_text(i.state);
             IncidentView {
-                target: i.target.clone(),
+                target: i.target.to_string(),
                 location: if snapshot.locations.len() > 1 {
-                    i.location.clone()
+                    i.location.to_string()
                 } else {
                     String::new()
                 },
@@ -320,7 +320,7 @@ fn incident_views<'a>(
                     IncidentKind::Health => "",
                     IncidentKind::Quality => "quality",
                 },
-                cause: i.cause.clone(),
+                cause: i.cause.to_string(),
                 start: when(i.start_ms),
                 end: i.end_ms.map_or("ongoing".into(), when),
             }
@@ -391,7 +391,7 @@ struct RunRow {
 fn run_row(r: &LatestRun) -> RunRow {
     RunRow {
         ts: r.ts.to_string().replace('T', " "),
-        probe: r.probe.clone(),
+        probe: r.probe.to_string(),
         outcome: r.outcome.to_string(),
         ok: r.outcome == crate::result::Outcome::Ok,
         http: r.http_status.map_or("–".into(), |s| s.to_string()),
@@ -401,11 +401,11 @@ fn run_row(r: &LatestRun) -> RunRow {
         streamed: crate::capability::word(r.cap_streaming),
         served: match (&r.served_model, r.model_substituted) {
             (Some(model), true) => format!("≠ {model}"),
-            (Some(model), false) => model.clone(),
+            (Some(model), false) => model.to_string(),
             (None, _) => "–".to_owned(),
         },
-        error: r.problem.clone().unwrap_or_default(),
-        location: r.location.clone(),
+        error: r.problem.as_deref().unwrap_or_default().to_owned(),
+        location: r.location.to_string(),
     }
 }
 
@@ -612,7 +612,7 @@ pub fn target_page(
     let incidents: Vec<&Incident> = snapshot
         .incidents
         .iter()
-        .filter(|i| i.target == target.id)
+        .filter(|i| *i.target == *target.id)
         .collect();
     Some(
         render_target(
@@ -737,7 +737,7 @@ mod tests {
                 target: "p/m".into(),
                 location: "here".into(),
                 state: State::Down,
-                cause: format!("cause-{i}"),
+                cause: format!("cause-{i}").into(),
                 start_ms: now - i as i64 * 60_000,
                 end_ms: Some(now - i as i64 * 60_000 + 30_000),
             })

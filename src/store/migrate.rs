@@ -28,6 +28,16 @@ pub struct Counts {
     pub locations: u64,
 }
 
+/// Gives an empty `location` (a row written before stores had locations) `unlocated`.
+fn give_place<T>(location: &mut T, unlocated: &str)
+where
+    T: std::ops::Deref<Target = str> + for<'a> From<&'a str>,
+{
+    if location.is_empty() {
+        *location = T::from(unlocated);
+    }
+}
+
 /// Copies every row of `from` into `to`, giving rows written before stores had locations to
 /// `unlocated`; `progress` hears the results copied so far.
 pub fn copy(
@@ -36,11 +46,7 @@ pub fn copy(
     unlocated: &str,
     mut progress: impl FnMut(u64),
 ) -> Result<Counts, StoreError> {
-    let place = |location: &mut String| {
-        if location.is_empty() {
-            unlocated.clone_into(location);
-        }
-    };
+    let place = |location: &mut _| give_place(location, unlocated);
     let mut counts = Counts::default();
     let mut after: Option<(i64, String)> = None;
     loop {
@@ -96,7 +102,7 @@ pub fn copy(
     let mut incidents = from.incidents(i64::MIN)?;
     incidents
         .iter_mut()
-        .for_each(|incident| place(&mut incident.location));
+        .for_each(|incident| give_place(&mut incident.location, unlocated));
     let mut spend = from.spend()?;
     spend.iter_mut().for_each(|row| place(&mut row.location));
     // Oldest first, so that incident ids keep their order in the destination.

@@ -218,19 +218,20 @@ pub struct Heartbeat {
 }
 
 /// A period a target spent down or degraded, or with its answers drifted from its own past,
-/// as one location saw it.
+/// as one location saw it. Its text is shared ([`crate::interned`]): a flapping fleet has
+/// tens of thousands in the 90 days a publisher reads, and a few dozen distinct names.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Incident {
     /// Availability or quality.
     pub kind: IncidentKind,
     /// Target id.
-    pub target: String,
+    pub target: Arc<str>,
     /// The location that saw it.
-    pub location: String,
+    pub location: Arc<str>,
     /// Down or degraded.
     pub state: State,
     /// What started it.
-    pub cause: String,
+    pub cause: Arc<str>,
     /// Unix ms it began.
     pub start_ms: i64,
     /// Unix ms it ended; `None` while it lasts.

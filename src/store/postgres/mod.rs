@@ -36,6 +36,7 @@ use super::{
 use crate::aggregate::alerting::Notification;
 use crate::aggregate::health::{IncidentKind, State, TargetHealth, Transition};
 use crate::aggregate::rollup::Span;
+use crate::interned::Names;
 use crate::redact::Secret;
 use crate::result::ResultRecord;
 
@@ -441,12 +442,12 @@ impl Backend for Postgres {
                 tx.execute(
                     &incident,
                     &[
-                        &row.target,
+                        &&*row.target,
                         &row.state.as_str(),
-                        &row.cause,
+                        &&*row.cause,
                         &row.start_ms,
                         &row.end_ms,
-                        &row.location,
+                        &&*row.location,
                         &row.kind.as_str(),
                     ],
                 )
@@ -821,16 +822,20 @@ impl Backend for Postgres {
                 )
                 .await
                 .map_err(Failure::Db)?;
+            let mut names = Names::new();
+            let mut text = |row: &tokio_postgres::Row, at| {
+                Ok::<_, Failure>(names.get(row.try_get(at).map_err(Failure::Db)?))
+            };
             rows.iter()
                 .map(|row| {
                     Ok(Incident {
                         kind: IncidentKind::from_name(row.try_get(6).map_err(Failure::Db)?),
-                        target: row.try_get(0).map_err(Failure::Db)?,
+                        target: text(row, 0)?,
                         state: State::from_name(row.try_get(1).map_err(Failure::Db)?),
-                        cause: row.try_get(2).map_err(Failure::Db)?,
+                        cause: text(row, 2)?,
                         start_ms: row.try_get(3).map_err(Failure::Db)?,
                         end_ms: row.try_get(4).map_err(Failure::Db)?,
-                        location: row.try_get(5).map_err(Failure::Db)?,
+                        location: text(row, 5)?,
                     })
                 })
                 .collect()

@@ -17,6 +17,7 @@ use super::{
 use crate::aggregate::alerting::Notification;
 use crate::aggregate::health::{IncidentKind, State, TargetHealth, Transition};
 use crate::aggregate::rollup::{Scalars, Span};
+use crate::interned::Names;
 use crate::result::ResultRecord;
 pub use schema::RESULT_COLUMNS;
 /// An open SQLite store.
@@ -647,16 +648,20 @@ impl Backend for Sqlite {
                  ORDER BY start_ms DESC, target DESC, location DESC, kind DESC",
             )
             .map_err(|source| self.err(source))?;
+        let mut names = Names::new();
+        let mut text = |row: &rusqlite::Row<'_>, at| {
+            Ok::<_, rusqlite::Error>(names.get(&row.get::<_, String>(at)?))
+        };
         let rows = statement
             .query_map([since_ms], |row| {
                 Ok(Incident {
                     kind: IncidentKind::from_name(&row.get::<_, String>(6)?),
-                    target: row.get(0)?,
+                    target: text(row, 0)?,
                     state: State::from_name(&row.get::<_, String>(1)?),
-                    cause: row.get(2)?,
+                    cause: text(row, 2)?,
                     start_ms: row.get(3)?,
                     end_ms: row.get(4)?,
-                    location: row.get(5)?,
+                    location: text(row, 5)?,
                 })
             })
             .map_err(|source| self.err(source))?;
