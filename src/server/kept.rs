@@ -1,5 +1,5 @@
 //! A published file as the server keeps it between publishes: gzip-compressed (a site's
-//! pages are most of a publisher's memory as plain bytes, and shrink about twentyfold),
+//! pages are much of a publisher's memory as plain bytes, and shrink about tenfold),
 //! with the ETag of its plain bytes. A client that accepts gzip gets the compressed bytes as
 //! they are; any other gets them inflated when it asks.
 
