@@ -3,16 +3,16 @@
 //!
 //! For each window and (target, location, probe) the cache keeps the sum of the window's
 //! closed buckets (every bucket but the current one) in sparse form, with the version of
-//! each bucket in it. Scalars do not subtract: when a bucket leaves a window (once an hour
-//! for `24h`, once a day for `7d` and `30d`) that window's scalars are merged again from
-//! the rows of its buckets, read without their histograms. A publish reads every rollup head of the windows (key and
-//! version, from an index: not the rows), keeps a sum only while each of its buckets is
-//! still stored with the same version, and then reads and decodes only the rows it lacks:
-//! the current buckets, buckets that closed since, and buckets that left the window (to
-//! subtract them). A bucket written to after it was summed — a late run, another location
-//! catching up, a copy — has a new version and the sum is rebuilt from the store, so a
-//! window from the cache is always the window a cold read gives (tested in
-//! `tests/publish.rs`).
+//! each bucket in it. A publish reads every rollup head of the windows (key and version,
+//! from an index: not the rows), keeps a sum only while each of its buckets is still stored
+//! with the same version, and then reads and decodes only the rows it lacks: the current
+//! buckets, buckets that closed since, and buckets that left the window (to subtract them).
+//! Scalars do not subtract: when a bucket leaves a window (once an hour for `24h`, once a
+//! day for `7d` and `30d`) that window's scalars are merged again from the rows of its
+//! buckets, read without their histograms. A bucket written to after it was summed — a late
+//! run, another location catching up, a copy — has a new version and the sum is rebuilt
+//! from the store, so a window from the cache is always the window a cold read gives
+//! (tested in `tests/publish.rs`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -20,7 +20,7 @@ use crate::aggregate::Window;
 use crate::aggregate::rollup::{Scalars, Span};
 use crate::aggregate::sparse::SparseRollup;
 use crate::result::ResultRecord;
-use crate::store::{RollupHead, Store, StoreError};
+use crate::store::{RollupHead, RollupKey, Store, StoreError};
 
 /// A rollup's target, location and probe.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -41,6 +41,11 @@ impl Key {
             location: record.location.clone(),
             probe: record.probe.clone(),
         }
+    }
+
+    /// The store's key of this key's rollup of `bucket`.
+    fn at(&self, bucket: i64) -> RollupKey<'_> {
+        (bucket, &self.target, &self.probe, &self.location)
     }
 
     /// The key of `head`, taking its text (a month's heads are walked at every publish).
@@ -212,17 +217,7 @@ impl WindowCache {
                 }
             }
         }
-        let keys: Vec<_> = wanted
-            .iter()
-            .map(|(key, bucket)| {
-                (
-                    *bucket,
-                    key.target.as_str(),
-                    key.probe.as_str(),
-                    key.location.as_str(),
-                )
-            })
-            .collect();
+        let keys: Vec<_> = wanted.iter().map(|(key, bucket)| key.at(*bucket)).collect();
         let mut open: HashMap<Key, SparseRollup> = HashMap::new();
         let mut left: HashSet<(Window, Key)> = HashSet::new();
         let closed = &mut self.closed;
@@ -296,17 +291,7 @@ impl WindowCache {
             .filter_map(|(window, key)| Some((key, self.closed.get(&(*window, key.clone()))?)))
             .flat_map(|(key, entry)| entry.buckets.iter().map(move |b| (key, b.0)))
             .collect();
-        let keys: Vec<_> = wanted
-            .iter()
-            .map(|(key, bucket)| {
-                (
-                    *bucket,
-                    key.target.as_str(),
-                    key.probe.as_str(),
-                    key.location.as_str(),
-                )
-            })
-            .collect();
+        let keys: Vec<_> = wanted.iter().map(|(key, bucket)| key.at(*bucket)).collect();
         let mut rows: HashMap<(Key, i64), (i64, Scalars)> = HashMap::new();
         store.rollups_at(span, &keys, &mut |head, stored| {
             let (bucket, version) = (head.bucket, head.version);

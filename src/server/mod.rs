@@ -1,9 +1,10 @@
 //! The live server (axum): the published site from memory (gzip-compressed, `kept`; the
-//! targets' pages rendered when asked for, from the snapshot kept in their place), `/feed.json` and `/metrics`
-//! fresh from the store (bodies older than a second are recomputed before one is served, by
-//! one computation however many clients ask at once, and both from it: a client polling
-//! both costs one reading of the store a second), `/results.csv` read from the store
-//! when asked for, `/healthz`. Read-only: it opens the store read-only and never writes.
+//! targets' pages rendered when asked for, from the snapshot kept in their place),
+//! `/feed.json` and `/metrics` fresh from the store (bodies older than a second are
+//! recomputed before one is served, by one computation however many clients ask at once,
+//! and both from it: a client polling both costs one reading of the store a second),
+//! `/results.csv` read from the store when asked for, `/healthz`. Read-only: it opens the
+//! store read-only and never writes.
 //!
 //! [`publish_loop`] re-renders the site every `publish.every` (and writes it to
 //! `publish.out` when set), for the daemon, `sonde serve` and `sonde demo` alike.
