@@ -110,25 +110,31 @@ fn hash(bytes: &[u8]) -> u64 {
     hasher.finish()
 }
 
-/// Whether the request's `Accept-Encoding` accepts gzip (listed, or `*`, with a weight
-/// above zero).
+/// Whether the request's `Accept-Encoding` accepts gzip: listed with a weight above zero,
+/// or, when not listed, `*` with one (RFC 9110: a listed coding's own weight wins).
 pub fn accepts_gzip(headers: &HeaderMap) -> bool {
-    headers
+    let (mut gzip, mut any) = (None, None);
+    let codings = headers
         .get_all(ACCEPT_ENCODING)
         .iter()
         .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .any(|coding| {
-            let mut parts = coding.split(';').map(str::trim);
-            let name = parts.next().unwrap_or_default();
-            let refused = parts.any(|param| {
-                param
-                    .strip_prefix("q=")
-                    .and_then(|q| q.parse::<f32>().ok())
-                    .is_some_and(|q| q == 0.0)
-            });
-            (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
-        })
+        .flat_map(|value| value.split(','));
+    for coding in codings {
+        let mut parts = coding.split(';').map(str::trim);
+        let name = parts.next().unwrap_or_default();
+        let refused = parts.any(|param| {
+            param
+                .strip_prefix("q=")
+                .and_then(|q| q.parse::<f32>().ok())
+                .is_some_and(|q| q == 0.0)
+        });
+        if name.eq_ignore_ascii_case("gzip") {
+            gzip = Some(!refused);
+        } else if name == "*" {
+            any = Some(!refused);
+        }
+    }
+    gzip.or(any).unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -182,5 +188,10 @@ mod tests {
         assert!(!accepting("gzip;q=0"));
         assert!(!accepting("br, deflate"));
         assert!(!accepting("identity"));
+        assert!(
+            !accepting("gzip;q=0, *"),
+            "a listed coding's own weight wins over *"
+        );
+        assert!(!accepting("*;q=0"));
     }
 }
