@@ -1,6 +1,6 @@
-//! Names kept once. A publisher holds, per target, tens of thousands of incidents and its
-//! last runs, whose target, probe, location, served model and cause are a few dozen
-//! distinct strings in all: each is one shared allocation instead of one per record.
+//! Names kept once. A publisher holds tens of thousands of incidents and each target's last
+//! runs, whose target, probe, location, served model and cause are a few distinct strings
+//! per target: each is one shared allocation instead of one per record.
 
 use std::collections::HashSet;
 use std::sync::Arc;

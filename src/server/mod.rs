@@ -74,6 +74,9 @@ struct Published {
 /// What the server serves.
 pub struct Site {
     config: Arc<Config>,
+    /// Whether a server serves it: a daemon that only writes `[publish] out` keeps nothing
+    /// of a publish once written.
+    served: bool,
     /// `None` before the first refresh.
     published: RwLock<Option<Arc<Published>>>,
     /// The fresh bodies as last computed (`None` before the first request).
@@ -104,17 +107,20 @@ impl std::fmt::Debug for Site {
 impl Site {
     /// An empty site for `config` (pages appear at the first [`Site::refresh`]).
     pub fn new(config: Arc<Config>) -> Arc<Site> {
-        Site::with(config, None)
+        Site::with(config, true, None)
     }
 
-    /// [`Site::new`] for the daemon, whose `/metrics` also shows `counters`.
+    /// [`Site::new`] for the daemon, whose `/metrics` also shows `counters`; served only
+    /// when its config has `[server] listen`.
     pub fn counting(config: Arc<Config>, counters: Arc<RunCounters>) -> Arc<Site> {
-        Site::with(config, Some(counters))
+        let served = config.server.listen.is_some();
+        Site::with(config, served, Some(counters))
     }
 
-    fn with(config: Arc<Config>, counters: Option<Arc<RunCounters>>) -> Arc<Site> {
+    fn with(config: Arc<Config>, served: bool, counters: Option<Arc<RunCounters>>) -> Arc<Site> {
         Arc::new(Site {
             config,
+            served,
             published: RwLock::new(None),
             bodies: Mutex::new(None),
             computing: tokio::sync::Mutex::new(()),
@@ -126,9 +132,9 @@ impl Site {
         })
     }
 
-    /// Renders the site from the store and swaps it in; writes it to `publish.out` too when
-    /// this daemon holds the store's publisher lock (one daemon of a fleet writes the site;
-    /// every one serves it).
+    /// Renders the site from the store and swaps it in when served; writes it to
+    /// `publish.out` too when this daemon holds the store's publisher lock (one daemon of a
+    /// fleet writes the site; every one serves it).
     pub async fn refresh(self: &Arc<Site>) -> Result<(), PublishError> {
         let site = Arc::clone(self);
         let published = tokio::task::spawn_blocking(move || -> Result<_, PublishError> {
@@ -149,17 +155,17 @@ impl Site {
                 files.remove(results_csv::PATH);
             }
             site.announce_publisher(publisher);
-            Ok(Published {
+            Ok(site.served.then(|| Published {
                 files: files
                     .into_iter()
                     .map(|(path, body)| (path, KeptFile::compressed(body)))
                     .collect(),
                 snapshot,
                 feed,
-            })
+            }))
         })
         .await??;
-        if let Ok(mut current) = self.published.write() {
+        if let (Some(published), Ok(mut current)) = (published, self.published.write()) {
             *current = Some(Arc::new(published));
         }
         Ok(())
