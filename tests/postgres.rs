@@ -260,7 +260,14 @@ fn a_rewritten_rollup_has_a_new_version(config: &Config, now: i64) {
         let mut heads = std::collections::BTreeMap::new();
         store
             .each_rollup_head_since(Span::Hour, since, &mut |head| {
-                heads.insert((head.bucket, head.target, head.location), head.version);
+                heads.insert(
+                    (
+                        head.bucket,
+                        head.target.to_owned(),
+                        head.location.to_owned(),
+                    ),
+                    head.version,
+                );
             })
             .unwrap();
         heads

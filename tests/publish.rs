@@ -857,6 +857,37 @@ fn a_kept_history_publishes_what_a_cold_read_publishes() {
     );
     assert_eq!(m1.locations.len(), 2, "both locations");
 
+    // Minutes later in the same hour: the two locations' closed sums, merged at the last
+    // publish, are taken again where they did not change; where a late run changed one
+    // (location a's 24 hours of m1), they are merged again. (The bar and heatmap take a
+    // late run from the next day: only the windows are compared.)
+    let t1b = t1 + 6 * 60_000;
+    let mut late = runs(&config, 1, t1, t1b, 2 * 60_000);
+    late.push(common::scripted(
+        &config,
+        1,
+        t0 - 5 * hour,
+        Outcome::Ok,
+        3_000.0,
+    ));
+    write(&config, "a", late);
+    write(&config, "b", runs(&config, 1, t1, t1b, 3 * 60_000));
+    let (warm, cold, snapshot) = publish(&mut kept, t1b);
+    assert_eq!(
+        String::from_utf8_lossy(&warm["feed.json"]),
+        String::from_utf8_lossy(&cold["feed.json"]),
+        "the merged windows are the cold ones"
+    );
+    let m1 = snapshot.stats_of("p/m1").unwrap();
+    let runs_in = |window: &sonde::aggregate::WindowStats| window.outcomes.values().sum::<u64>();
+    let of_locations: u64 = m1.locations.iter().map(|l| runs_in(&l.window)).sum();
+    assert_eq!(
+        runs_in(m1.window(Window::H24).unwrap()),
+        of_locations,
+        "the merged 24 hours hold every run of both locations"
+    );
+    assert!(of_locations > 0);
+
     // Past the day's end everything closed is read again: the whole site is the cold one.
     let t2 = t0 + 2 * hour;
     write(&config, "a", runs(&config, 0, t1, t2, 5 * 60_000));

@@ -14,7 +14,8 @@
 //! from the store, so a window from the cache is always the window a cold read gives
 //! (tested in `tests/publish.rs`).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::aggregate::Window;
 use crate::aggregate::rollup::{Scalars, Span};
@@ -23,7 +24,7 @@ use crate::result::ResultRecord;
 use crate::store::{RollupHead, RollupKey, Store, StoreError};
 
 /// A rollup's target, location and probe.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Key {
     /// Target id.
     pub target: String,
@@ -48,24 +49,48 @@ impl Key {
         (bucket, &self.target, &self.probe, &self.location)
     }
 
-    /// The key of `head`, taking its text (a month's heads are walked at every publish).
-    fn of(head: RollupHead) -> Key {
-        Key {
-            target: head.target,
-            location: head.location,
-            probe: head.probe,
+    /// Makes this the key of `head`, reusing its strings' room: the key to look up with
+    /// while a month of heads is walked, without an allocation per head.
+    fn set(&mut self, head: &RollupHead<'_>) {
+        for (text, from) in [
+            (&mut self.target, head.target),
+            (&mut self.location, head.location),
+            (&mut self.probe, head.probe),
+        ] {
+            text.clear();
+            text.push_str(from);
         }
     }
 }
 
-/// The closed buckets of one window and key, summed.
-#[derive(Debug, Default)]
+/// A stamp no other state of a closed sum had: a sum changed gets a new one, so a merge
+/// of sums made earlier is known to be current when the stamps of its sums are.
+fn stamp() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The closed buckets of one window and key, summed. Changed only through its methods,
+/// which give it a new stamp.
+#[derive(Debug)]
 struct Closed {
     /// Each bucket in the sum and its version, ascending by bucket.
     buckets: Vec<(i64, i64)>,
     /// The buckets' rollups added: distributions and scalars. Scalars do not subtract, so
     /// when a bucket leaves the window they are merged again from the rows still in it.
     sum: SparseRollup,
+    /// This state's [`stamp`].
+    stamp: u64,
+}
+
+impl Default for Closed {
+    fn default() -> Closed {
+        Closed {
+            buckets: Vec::new(),
+            sum: SparseRollup::default(),
+            stamp: stamp(),
+        }
+    }
 }
 
 impl Closed {
@@ -75,24 +100,57 @@ impl Closed {
         Some(self.buckets[at].1)
     }
 
-    /// Records `bucket` at `version` as summed.
-    fn insert(&mut self, bucket: i64, version: i64) {
+    /// Adds `rollup`, `bucket`'s at `version`.
+    fn add(&mut self, bucket: i64, version: i64, rollup: &SparseRollup) {
+        self.sum.add(rollup);
         let at = self.buckets.partition_point(|b| b.0 < bucket);
         self.buckets.insert(at, (bucket, version));
+        self.stamp = stamp();
     }
 
-    /// Records `bucket` as no longer summed.
-    fn remove(&mut self, bucket: i64) {
+    /// Takes `bucket`'s `rollup` out of the distributions (its scalars are merged again
+    /// later); false when they do not hold it.
+    fn subtract(&mut self, bucket: i64, rollup: &SparseRollup) -> bool {
+        if self.sum.subtract_distributions(rollup).is_err() {
+            return false;
+        }
         self.buckets.retain(|b| b.0 != bucket);
+        self.stamp = stamp();
+        true
+    }
+
+    /// Sets the scalars, merged again from the buckets' rows.
+    fn set_scalars(&mut self, scalars: Scalars) {
+        self.sum.scalars = scalars;
+        self.stamp = stamp();
     }
 }
+
+/// One target's and probe's closed sums of a window over several locations, merged.
+#[derive(Debug)]
+struct Merged {
+    /// The stamps of the sums merged, in the locations' order.
+    stamps: Vec<u64>,
+    /// Their sum.
+    sum: SparseRollup,
+}
+
+/// A window, target and probe: what a [`Merged`] is kept under.
+type MergedKey = (Window, String, String);
 
 /// Every window's closed sums, by window and key, and the current buckets as last read.
 #[derive(Debug, Default)]
 pub struct WindowCache {
-    closed: HashMap<(Window, Key), Closed>,
+    /// Each window's closed sums by key.
+    closed: HashMap<Window, HashMap<Key, Closed>>,
     /// Each span's current bucket per key, read at every [`WindowCache::refresh`].
-    open: HashMap<(Span, Key), SparseRollup>,
+    open: HashMap<Span, HashMap<Key, SparseRollup>>,
+    /// The sums of a target's locations merged since the last refresh
+    /// ([`WindowCache::merged`]).
+    merged: HashMap<MergedKey, Merged>,
+    /// Those merged before it: one is taken again while the sums it merged are unchanged,
+    /// and the others are dropped at the next refresh.
+    merged_before: HashMap<MergedKey, Merged>,
 }
 
 /// The span whose rollups make `window` (one of the cache's).
@@ -118,19 +176,28 @@ impl WindowCache {
         WindowCache::default()
     }
 
+    /// Every sum the cache holds: each key's and the merged ones.
+    fn sums(&self) -> impl Iterator<Item = &SparseRollup> {
+        let closed = self.closed.values().flat_map(|sums| sums.values());
+        closed
+            .map(|c| &c.sum)
+            .chain(self.merged.values().map(|m| &m.sum))
+    }
+
     /// Counters held in the sums.
     pub fn counters(&self) -> usize {
-        self.closed.values().map(|c| c.sum.counters()).sum()
+        self.sums().map(SparseRollup::counters).sum()
     }
 
     /// The bytes the sums' counters take: the cache's memory beyond its scalars.
     pub fn bytes(&self) -> usize {
-        self.closed.values().map(|c| c.sum.bytes()).sum()
+        self.sums().map(SparseRollup::bytes).sum()
     }
 
     /// Reads what changed for the `24h`, `7d` and `30d` windows at `now_ms`; then
-    /// [`WindowCache::keys`] and [`WindowCache::whole`] give them.
+    /// [`WindowCache::keys`], [`WindowCache::whole`] and [`WindowCache::merged`] give them.
     pub fn refresh(&mut self, store: &Store, now_ms: i64) -> Result<(), StoreError> {
+        self.merged_before = std::mem::take(&mut self.merged);
         for span in [Span::Hour, Span::Day] {
             // A sum whose bucket changed between the two reads is dropped and read again.
             while !self.read_span(store, span, now_ms)? {}
@@ -140,13 +207,19 @@ impl WindowCache {
 
     /// Every window and key with a closed sum or a current bucket at the last refresh.
     pub fn keys(&self) -> impl Iterator<Item = (Window, &Key)> {
-        let open = self.open.keys().flat_map(move |(span, key)| {
-            windows_of(*span)
-                .iter()
-                .filter(move |&&window| !self.closed.contains_key(&(window, key.clone())))
-                .map(move |&window| (window, key))
+        let closed = self
+            .closed
+            .iter()
+            .flat_map(|(window, sums)| sums.keys().map(move |key| (*window, key)));
+        let open = self.open.iter().flat_map(move |(span, keys)| {
+            keys.keys().flat_map(move |key| {
+                windows_of(*span)
+                    .iter()
+                    .filter(move |window| !self.closed_of(**window, key).is_some())
+                    .map(move |&window| (window, key))
+            })
         });
-        self.closed.keys().map(|(w, k)| (*w, k)).chain(open)
+        closed.chain(open)
     }
 
     /// `window` of `key` whole at the last refresh: its closed sum, its buckets' scalars
@@ -154,13 +227,61 @@ impl WindowCache {
     /// key at once would be a second copy of the cache.
     pub fn whole(&self, window: Window, key: &Key) -> SparseRollup {
         let mut whole = SparseRollup::default();
-        if let Some(entry) = self.closed.get(&(window, key.clone())) {
+        if let Some(entry) = self.closed_of(window, key) {
             whole.add(&entry.sum);
         }
-        if let Some(current) = self.open.get(&(span_of(window), key.clone())) {
+        if let Some(current) = self.open_of(window, key) {
             whole.add(current);
         }
         whole
+    }
+
+    /// `window` of one target and probe over `keys` (theirs, in one location order) whole
+    /// at the last refresh: the keys' closed sums merged, then their current buckets.
+    /// The merged closed sums are kept while none of them changes (until a bucket closes,
+    /// in a periodic publish), so a fleet's target costs one merge of its locations'
+    /// current buckets instead of one of every location's month.
+    pub fn merged(&mut self, window: Window, keys: &[&Key]) -> SparseRollup {
+        let [first, ..] = keys else {
+            return SparseRollup::default();
+        };
+        if keys.len() == 1 {
+            return self.whole(window, first);
+        }
+        let sums = self.closed.get(&window);
+        let closed: Vec<&Closed> = keys.iter().filter_map(|key| sums?.get(*key)).collect();
+        let stamps: Vec<u64> = closed.iter().map(|c| c.stamp).collect();
+        let at = (window, first.target.clone(), first.probe.clone());
+        let merged = match self.merged_before.remove(&at) {
+            Some(merged) if merged.stamps == stamps => merged,
+            _ => {
+                let mut sum = SparseRollup::default();
+                for entry in closed {
+                    sum.add(&entry.sum);
+                }
+                Merged { stamps, sum }
+            }
+        };
+        let mut current = SparseRollup::default();
+        for key in keys {
+            if let Some(open) = self.open_of(window, key) {
+                current.add(open);
+            }
+        }
+        let mut whole = merged.sum.clone();
+        whole.add(&current);
+        self.merged.insert(at, merged);
+        whole
+    }
+
+    /// The closed sum of `window` and `key`.
+    fn closed_of(&self, window: Window, key: &Key) -> Option<&Closed> {
+        self.closed.get(&window)?.get(key)
+    }
+
+    /// The current bucket of `window`'s span and `key`.
+    fn open_of(&self, window: Window, key: &Key) -> Option<&SparseRollup> {
+        self.open.get(&span_of(window))?.get(key)
     }
 
     /// Reads `span`'s windows; false when a sum had to be dropped mid-read.
@@ -174,46 +295,49 @@ impl WindowCache {
             .min()
             .unwrap_or(current)
             - span.ms();
-        let mut stored: HashMap<Key, BTreeMap<i64, i64>> = HashMap::new();
+        // Each key's rows, (bucket, version) ascending: the heads come by bucket first.
+        let mut stored: HashMap<Key, Vec<(i64, i64)>> = HashMap::new();
+        let mut scratch = Key::default();
         store.each_rollup_head_since(span, since, &mut |head| {
-            let (bucket, version) = (head.bucket, head.version);
-            stored
-                .entry(Key::of(head))
-                .or_default()
-                .insert(bucket, version);
+            scratch.set(&head);
+            let row = (head.bucket, head.version);
+            match stored.get_mut(&scratch) {
+                Some(rows) => rows.push(row),
+                None => {
+                    stored.insert(scratch.clone(), vec![row]);
+                }
+            }
         })?;
-        let mut wanted: HashSet<(Key, i64)> = HashSet::new();
+        let version_in = |rows: &[(i64, i64)], bucket: i64| {
+            let at = rows.binary_search_by_key(&bucket, |row| row.0).ok()?;
+            Some(rows[at].1)
+        };
+        let mut wanted: HashSet<(&Key, i64)> = HashSet::new();
         for &window in windows {
             let start = window.start(now_ms);
-            let keys: HashSet<Key> = stored
-                .keys()
-                .cloned()
-                .chain(
-                    self.closed
-                        .keys()
-                        .filter(|(w, _)| *w == window)
-                        .map(|(_, k)| k.clone()),
-                )
-                .collect();
-            for key in keys {
-                let rows = stored.get(&key);
-                let entry = self.closed.entry((window, key.clone())).or_default();
+            let sums = self.closed.entry(window).or_default();
+            // A key with no row left has nothing to sum.
+            sums.retain(|key, _| stored.contains_key(key));
+            for (key, rows) in &stored {
+                if !sums.contains_key(key) {
+                    sums.insert(key.clone(), Closed::default());
+                }
+                let Some(entry) = sums.get_mut(key) else {
+                    continue;
+                };
                 let intact = entry
                     .buckets
                     .iter()
-                    .all(|(bucket, version)| rows.and_then(|r| r.get(bucket)) == Some(version));
+                    .all(|&(bucket, version)| version_in(rows, bucket) == Some(version));
                 if !intact {
                     *entry = Closed::default();
                 }
-                for (&bucket, _) in rows.into_iter().flatten() {
+                for &(bucket, _) in rows {
                     let summed = entry.version(bucket).is_some();
                     let closed = (start..current).contains(&bucket);
                     if bucket >= current || (closed && !summed) || (bucket < start && summed) {
-                        wanted.insert((key.clone(), bucket));
+                        wanted.insert((key, bucket));
                     }
-                }
-                if entry.buckets.is_empty() && rows.is_none() {
-                    self.closed.remove(&(window, key));
                 }
             }
         }
@@ -222,28 +346,31 @@ impl WindowCache {
         let mut left: HashSet<(Window, Key)> = HashSet::new();
         let closed = &mut self.closed;
         store.rollups_at(span, &keys, &mut |head, stored| {
+            scratch.set(&head);
             let (bucket, version) = (head.bucket, head.version);
-            let key = Key::of(head);
             let sparse = SparseRollup::from_parts(stored.scalars, stored.blobs)?;
             if bucket >= current {
-                open.entry(key).or_default().add(&sparse);
+                match open.get_mut(&scratch) {
+                    Some(rollup) => rollup.add(&sparse),
+                    None => {
+                        open.insert(scratch.clone(), sparse);
+                    }
+                }
                 return Ok(());
             }
             for &window in windows {
                 let start = window.start(now_ms);
-                let Some(entry) = closed.get_mut(&(window, key.clone())) else {
+                let Some(entry) = closed.get_mut(&window).and_then(|s| s.get_mut(&scratch)) else {
                     continue;
                 };
                 let summed = entry.version(bucket);
                 if bucket >= start && summed.is_none() {
-                    entry.sum.add(&sparse);
-                    entry.insert(bucket, version);
+                    entry.add(bucket, version, &sparse);
                 } else if bucket < start
                     && summed == Some(version)
-                    && entry.sum.subtract_distributions(&sparse).is_ok()
+                    && entry.subtract(bucket, &sparse)
                 {
-                    entry.remove(bucket);
-                    left.insert((window, key.clone()));
+                    left.insert((window, scratch.clone()));
                 }
             }
             Ok(())
@@ -251,15 +378,13 @@ impl WindowCache {
         // A bucket that left the window and could not be subtracted (rewritten or deleted
         // between the two reads) leaves its sum wrong: the sum is read again.
         let mut broken = false;
-        for ((window, _), entry) in self.closed.iter_mut() {
-            if windows.contains(window)
-                && entry
-                    .buckets
-                    .first()
-                    .is_some_and(|b| b.0 < window.start(now_ms))
-            {
-                *entry = Closed::default();
-                broken = true;
+        for &window in windows {
+            let start = window.start(now_ms);
+            for entry in self.closed.entry(window).or_default().values_mut() {
+                if entry.buckets.first().is_some_and(|b| b.0 < start) {
+                    *entry = Closed::default();
+                    broken = true;
+                }
             }
         }
         if !self.merge_scalars_again(store, span, &left)? {
@@ -268,9 +393,7 @@ impl WindowCache {
         if broken {
             return Ok(false);
         }
-        self.open.retain(|(s, _), _| *s != span);
-        self.open
-            .extend(open.into_iter().map(|(key, rollup)| ((span, key), rollup)));
+        self.open.insert(span, open);
         Ok(true)
     }
 
@@ -288,19 +411,23 @@ impl WindowCache {
         }
         let wanted: HashSet<(&Key, i64)> = left
             .iter()
-            .filter_map(|(window, key)| Some((key, self.closed.get(&(*window, key.clone()))?)))
+            .filter_map(|(window, key)| Some((key, self.closed_of(*window, key)?)))
             .flat_map(|(key, entry)| entry.buckets.iter().map(move |b| (key, b.0)))
             .collect();
         let keys: Vec<_> = wanted.iter().map(|(key, bucket)| key.at(*bucket)).collect();
         let mut rows: HashMap<(Key, i64), (i64, Scalars)> = HashMap::new();
+        let mut scratch = Key::default();
         store.rollups_at(span, &keys, &mut |head, stored| {
-            let (bucket, version) = (head.bucket, head.version);
-            rows.insert((Key::of(head), bucket), (version, stored.scalars));
+            scratch.set(&head);
+            rows.insert(
+                (scratch.clone(), head.bucket),
+                (head.version, stored.scalars),
+            );
             Ok(())
         })?;
         let mut intact = true;
         for (window, key) in left {
-            let Some(entry) = self.closed.get_mut(&(*window, key.clone())) else {
+            let Some(entry) = self.closed.get_mut(window).and_then(|s| s.get_mut(key)) else {
                 continue;
             };
             let merged = entry.buckets.iter().try_fold(
@@ -314,7 +441,7 @@ impl WindowCache {
                 },
             );
             match merged {
-                Some(scalars) => entry.sum.scalars = scalars,
+                Some(scalars) => entry.set_scalars(scalars),
                 None => {
                     *entry = Closed::default();
                     intact = false;

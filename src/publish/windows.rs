@@ -147,17 +147,33 @@ pub fn summarize_with(
         entries.sort_by(|a, b| (rank(a.0), &a.1).cmp(&(rank(b.0), &b.1)));
         let mut global: HashMap<Window, PerProbe> = HashMap::new();
         let mut local: HashMap<String, PerProbe> = HashMap::new();
+        // The cache's windows of the counted locations, per window and probe: the cache
+        // merges them (and keeps their closed sums merged between publishes).
+        let mut kept: HashMap<(Window, String), Vec<Key>> = HashMap::new();
         for (window, key, rollup) in entries {
-            let rollup = rollup.unwrap_or_else(|| cache.whole(window, &key));
-            // The global figures take the rollup itself; the location's, when it is the
-            // feed's window, a copy: a month's distributions are worth not copying twice.
             if window == feed_window {
+                let rollup = match &rollup {
+                    Some(rollup) => rollup.clone(),
+                    None => cache.whole(window, &key),
+                };
                 let probes = local.entry(key.location.clone()).or_default();
-                add_into(probes, key.probe.clone(), rollup.clone());
+                add_into(probes, key.probe.clone(), rollup);
             }
-            if counts(&key.location) {
-                add_into(global.entry(window).or_default(), key.probe, rollup);
+            if !counts(&key.location) {
+                continue;
             }
+            match rollup {
+                Some(rollup) => add_into(global.entry(window).or_default(), key.probe, rollup),
+                None => kept
+                    .entry((window, key.probe.clone()))
+                    .or_default()
+                    .push(key),
+            }
+        }
+        for ((window, probe), keys) in kept {
+            let keys: Vec<&Key> = keys.iter().collect();
+            let rollup = cache.merged(window, &keys);
+            add_into(global.entry(window).or_default(), probe, rollup);
         }
         let bound_us = bounds.get(target.as_str()).copied();
         let windows: Vec<WindowStats> = Window::ALL

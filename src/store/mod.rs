@@ -108,18 +108,19 @@ pub struct RollupRow {
     pub rollup: SparseRollup,
 }
 
-/// A rollup row's key and version: what the publisher's window cache checks its sums
-/// against without reading the row.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct RollupHead {
+/// A rollup row's key and version, borrowed from the row as it is read: what the
+/// publisher's window cache checks its sums against without reading the row (a month of
+/// heads is walked at every publish: nothing is allocated for one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RollupHead<'a> {
     /// Unix ms of the bucket's start.
     pub bucket: i64,
     /// Target id.
-    pub target: String,
+    pub target: &'a str,
     /// Probe name.
-    pub probe: String,
+    pub probe: &'a str,
     /// The location whose runs these are.
-    pub location: String,
+    pub location: &'a str,
     /// The row's version: every write of a rollup row gives it a version no row of the
     /// store had before (a store-wide counter), so a row with the version a sum saw is the
     /// row it summed.
@@ -158,7 +159,8 @@ pub type EachScalars<'f> = dyn FnMut(i64, &str, &str, Scalars) + 'f;
 
 /// What [`Backend::rollups_at`] hands each stored row to, before its histograms are
 /// decoded.
-pub type EachStored<'f> = dyn FnMut(RollupHead, StoredRollup<'_>) -> Result<(), DecodeError> + 'f;
+pub type EachStored<'f> =
+    dyn FnMut(RollupHead<'_>, StoredRollup<'_>) -> Result<(), DecodeError> + 'f;
 
 /// A stored rollup as read, before its histograms are decoded.
 #[derive(Debug)]
@@ -173,15 +175,15 @@ impl RollupRow {
     /// The row of a stored rollup read in `span`, its histograms decoded.
     pub fn of(
         span: Span,
-        head: RollupHead,
+        head: RollupHead<'_>,
         stored: StoredRollup<'_>,
     ) -> Result<RollupRow, DecodeError> {
         Ok(RollupRow {
             span,
             bucket: head.bucket,
-            target: head.target,
-            probe: head.probe,
-            location: head.location,
+            target: head.target.to_owned(),
+            probe: head.probe.to_owned(),
+            location: head.location.to_owned(),
             rollup: SparseRollup::from_parts(stored.scalars, stored.blobs)?,
         })
     }
@@ -380,13 +382,14 @@ pub trait Backend: Send {
     ) -> Result<(), StoreError>;
 
     /// Hands `each` the head (key and version) of every rollup of `span` with `bucket >=
-    /// since_bucket`, in [`Backend::each_rollup_since`]'s order, without reading the rows'
-    /// scalars or histograms (an index of the keys and versions holds them).
+    /// since_bucket`, each key's by bucket ascending (the keys in any order), without
+    /// reading the rows' scalars or histograms (an index of the keys and versions holds
+    /// them).
     fn each_rollup_head_since(
         &self,
         span: Span,
         since_bucket: i64,
-        each: &mut dyn FnMut(RollupHead),
+        each: &mut dyn FnMut(RollupHead<'_>),
     ) -> Result<(), StoreError>;
 
     /// Hands `each` the rollups of `span` stored under `keys` (as they are now, with their

@@ -597,7 +597,7 @@ impl Backend for Postgres {
         &self,
         span: Span,
         since_bucket: i64,
-        each: &mut dyn FnMut(RollupHead),
+        each: &mut dyn FnMut(RollupHead<'_>),
     ) -> Result<(), StoreError> {
         self.call(async |pool: &Pool| {
             let client = pool.get().await.map_err(Failure::pool)?;

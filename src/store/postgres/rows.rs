@@ -227,7 +227,7 @@ pub(super) async fn upsert_states(
 }
 
 /// The head in a rollup row's first five columns: bucket, target, probe, location, version.
-pub(super) fn rollup_head(row: &tokio_postgres::Row) -> Result<RollupHead, Failure> {
+pub(super) fn rollup_head(row: &tokio_postgres::Row) -> Result<RollupHead<'_>, Failure> {
     Ok(RollupHead {
         bucket: row.try_get(0).map_err(Failure::Db)?,
         target: row.try_get(1).map_err(Failure::Db)?,

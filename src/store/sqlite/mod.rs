@@ -419,7 +419,7 @@ impl Backend for Sqlite {
         &self,
         span: Span,
         since_bucket: i64,
-        each: &mut dyn FnMut(RollupHead),
+        each: &mut dyn FnMut(RollupHead<'_>),
     ) -> Result<(), StoreError> {
         // The index `rollups_versions` holds these columns: the rows themselves (their
         // scalars and histograms) are not read.
@@ -780,12 +780,12 @@ fn text_at<'r>(row: &'r rusqlite::Row<'_>, i: usize) -> rusqlite::Result<&'r str
 }
 
 /// The head in a rollup row's first five columns: bucket, target, probe, location, version.
-fn rollup_head(row: &rusqlite::Row<'_>) -> rusqlite::Result<RollupHead> {
+fn rollup_head<'r>(row: &'r rusqlite::Row<'_>) -> rusqlite::Result<RollupHead<'r>> {
     Ok(RollupHead {
         bucket: row.get(0)?,
-        target: row.get(1)?,
-        probe: row.get(2)?,
-        location: row.get(3)?,
+        target: text_at(row, 1)?,
+        probe: text_at(row, 2)?,
+        location: text_at(row, 3)?,
         version: row.get(4)?,
     })
 }
