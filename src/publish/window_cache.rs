@@ -13,6 +13,12 @@
 //! run, another location catching up, a copy — has a new version and the sum is rebuilt
 //! from the store, so a window from the cache is always the window a cold read gives
 //! (tested in `tests/publish.rs`).
+//!
+//! A fleet's target is seen from several locations: its global window is every counted
+//! location's merged. Those closed sums, merged, are kept too, with the stamp of each sum
+//! in them (a sum changed gets a new stamp), and taken again while the stamps are the
+//! same: a periodic publish then adds the locations' current buckets to one merged month
+//! instead of merging every location's month again.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -215,7 +221,7 @@ impl WindowCache {
             keys.keys().flat_map(move |key| {
                 windows_of(*span)
                     .iter()
-                    .filter(move |window| !self.closed_of(**window, key).is_some())
+                    .filter(move |window| self.closed_of(**window, key).is_none())
                     .map(move |&window| (window, key))
             })
         });
