@@ -46,7 +46,6 @@ pub fn copy(
     unlocated: &str,
     mut progress: impl FnMut(u64),
 ) -> Result<Counts, StoreError> {
-    let place = |location: &mut _| give_place(location, unlocated);
     let mut counts = Counts::default();
     let mut after: Option<(i64, String)> = None;
     loop {
@@ -55,7 +54,7 @@ pub fn copy(
             PAGE,
         )?;
         page.iter_mut()
-            .for_each(|(record, _)| place(&mut record.location));
+            .for_each(|(record, _)| give_place(&mut record.location, unlocated));
         let Some((last, ts_ms)) = page.last() else {
             break;
         };
@@ -87,7 +86,8 @@ pub fn copy(
                 last.location.clone(),
             ));
             counts.rollups += page.len() as u64;
-            page.iter_mut().for_each(|row| place(&mut row.location));
+            page.iter_mut()
+                .for_each(|row| give_place(&mut row.location, unlocated));
             to.copy(&Copied {
                 rollups: page,
                 ..Copied::default()
@@ -97,14 +97,16 @@ pub fn copy(
     let mut health: Vec<_> = from.health()?.into_iter().collect();
     health
         .iter_mut()
-        .for_each(|(at, _)| place(&mut at.location));
+        .for_each(|(at, _)| give_place(&mut at.location, unlocated));
     health.sort_by(|a, b| a.0.cmp(&b.0));
     let mut incidents = from.incidents(i64::MIN)?;
     incidents
         .iter_mut()
         .for_each(|incident| give_place(&mut incident.location, unlocated));
     let mut spend = from.spend()?;
-    spend.iter_mut().for_each(|row| place(&mut row.location));
+    spend
+        .iter_mut()
+        .for_each(|row| give_place(&mut row.location, unlocated));
     // Oldest first, so that incident ids keep their order in the destination.
     incidents.reverse();
     let rest = Copied {
