@@ -18,8 +18,8 @@ use sonde::config::{Config, StoreBackend, StoreConfig};
 use sonde::publish::{self, Snapshot};
 use sonde::result::{Outcome, ResultRecord};
 use sonde::runner::{Scheduled, not_sent};
-use sonde::store::Store;
 use sonde::store::writer::import;
+use sonde::store::{Seen, Store};
 use sonde::units::now_ms;
 
 /// Providers and models of the scripted history: two hosts of one group, and a third
@@ -256,10 +256,11 @@ fn a_rewritten_rollup_has_a_new_version(config: &Config, now: i64) {
     )
     .unwrap();
     let since = now - 30 * 3_600_000;
-    let heads = |store: &Store| {
+    // Every head (`after` None), or those written after a read: with what the read saw.
+    let heads = |store: &Store, after: Option<&Seen>| {
         let mut heads = std::collections::BTreeMap::new();
-        store
-            .each_rollup_head_since(Span::Hour, since, &mut |head| {
+        let seen = store
+            .each_rollup_head_written(Span::Hour, since, after, &mut |head| {
                 heads.insert(
                     (
                         head.bucket,
@@ -270,9 +271,13 @@ fn a_rewritten_rollup_has_a_new_version(config: &Config, now: i64) {
                 );
             })
             .unwrap();
-        heads
+        (heads, seen)
     };
-    let before = heads(&Store::open_read_only(&config.store).unwrap());
+    let (before, seen) = heads(&Store::open_read_only(&config.store).unwrap(), None);
+    let runs_seen = Store::open_read_only(&config.store)
+        .unwrap()
+        .each_result_written(i64::MIN, None, &mut |_| {})
+        .unwrap();
     let mut late = common::scripted(config, 0, now - 5 * 3_600_000, Outcome::Timeout, 0.0);
     // The history's location: its row of that hour exists.
     late.location = "eu-west".into();
@@ -292,9 +297,34 @@ fn a_rewritten_rollup_has_a_new_version(config: &Config, now: i64) {
     };
     write(late);
     let store = Store::open_read_only(&config.store).unwrap();
-    let after = heads(&store);
+    let (after, _) = heads(&store, None);
     let key = (bucket, target.clone(), location.clone());
     assert!(after[&key] > before[&key], "{}", store.describe());
+    // Asked for what was written since the first read: that row alone, at its new
+    // version, and the late run alone, however old its hour.
+    let (written, seen) = heads(&store, Some(&seen));
+    assert_eq!(
+        written.into_iter().collect::<Vec<_>>(),
+        [(key.clone(), after[&key])],
+        "{}",
+        store.describe()
+    );
+    assert!(
+        heads(&store, Some(&seen)).0.is_empty(),
+        "nothing written since"
+    );
+    let mut late_runs = Vec::new();
+    let runs_seen = store
+        .each_result_written(i64::MIN, Some(&runs_seen), &mut |record| {
+            late_runs.push((record.ts.ms(), record.outcome))
+        })
+        .unwrap();
+    assert_eq!(
+        late_runs,
+        [(now - 5 * 3_600_000, Outcome::Timeout)],
+        "{}",
+        store.describe()
+    );
     let unchanged = |k: &&(i64, String, String)| **k != key;
     assert_eq!(
         before
@@ -329,6 +359,13 @@ fn a_rewritten_rollup_has_a_new_version(config: &Config, now: i64) {
     new.location = "eu-west".into();
     let new_id = new.run_id.clone();
     write(new);
+    let mut new_runs = Vec::new();
+    store
+        .each_result_written(i64::MIN, Some(&runs_seen), &mut |record| {
+            new_runs.push(record.run_id)
+        })
+        .unwrap();
+    assert_eq!(new_runs, std::slice::from_ref(&new_id), "{}", store.describe());
     let later = now + 60_000;
     let warm = Snapshot::load_with(config, &store, later, &mut kept).unwrap();
     let warm = publish::build(config, &warm).unwrap();

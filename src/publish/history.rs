@@ -4,25 +4,26 @@
 //! hour's runs folded per minute (`publish::minutes`) and each target's last runs.
 //!
 //! Each publish reads the current and previous hour's and day's rollup scalars (a run may
-//! still land in the previous bucket just after it closed) and the runs recorded in the last
-//! [`OVERLAP_MS`] and after that it does not keep (their `run_id`s are read, then only the
-//! new records), then checks the finishing times of the newest runs it saw against the
-//! store's count (a run written late — after a store outage, or by a fleet location
-//! catching up — makes them be read again). The `5m` and `1h` windows are folded from the
-//! kept runs, the others come from the `WindowCache`, which checks each summed bucket's
-//! version at every publish: windows, the feed and the runs listed never lag. Closed
-//! buckets of the bar, the daily table, the charts and the heatmap are read once — the
-//! hours as each closes — and all again at the first publish of each day: a
-//! run written late into an older hour or day shows there from the next day. A new
-//! `History` reads everything, which is what `sonde publish` does.
+//! still land in the previous bucket just after it closed) and the runs written since the
+//! last read, whatever their finishing time ([`Seen`]: the store's own record of what a
+//! read saw, so a run written late — after a store outage, or by a fleet location catching
+//! up — is read like any other). A new run joins its target's last runs and, when it
+//! finished within the hour, its minute; one that came too late to be summed in the order a
+//! cold read sums it (`Minutes::takes_in_order`) makes the hour's runs be read whole again.
+//! The `5m` and `1h` windows are folded from the kept runs, the others come from the
+//! `WindowCache`, which reads the rollup heads written since its last read: windows, the
+//! feed and the runs listed never lag. Closed buckets of the bar, the daily table, the
+//! charts and the heatmap are read once — the hours as each closes — and all again at the
+//! first publish of each day: a run written late into an older hour or day shows there from
+//! the next day. A new `History` reads everything, which is what `sonde publish` does.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::latest::LatestRun;
 use super::minutes::Minutes;
 use super::window_cache::WindowCache;
-use super::windows::{each_run_since, summarize_with};
+use super::windows::summarize_with;
 use super::{BAR_DAYS, HEATMAP_DAYS, LAST_RUNS};
 use crate::aggregate::quality::Quality;
 use crate::aggregate::rollup::{Scalars, Span};
@@ -30,17 +31,7 @@ use crate::aggregate::{TargetStats, Window};
 use crate::config::Config;
 use crate::interned::Names;
 use crate::result::{Outcome, ResultRecord};
-use crate::store::{Store, StoreError};
-
-/// How far back each publish re-reads runs: a run is committed within this of finishing
-/// unless the store was away.
-pub const OVERLAP_MS: i64 = 5 * 60_000;
-
-/// Runs whose finishing times are kept to check the store's count against: the newest of
-/// the last 24 hours, this many (or every run of the last hour when that is more). A run
-/// written late among them makes the runs be read again, so it shows among its target's
-/// last runs.
-pub const CHECKED_RUNS: usize = 10_000;
+use crate::store::{Seen, Store, StoreError};
 
 /// One hour of a target on the TTFT chart and heatmap: its busiest probe's figures, in 8
 /// bytes (a publisher keeps a month of them per target; the charts draw them to a pixel,
@@ -226,20 +217,12 @@ pub struct History {
     closed: Closed,
     /// The last hour's runs folded per key and minute (the `5m` and `1h` windows').
     minutes: Minutes,
-    /// The finishing time and `run_id` of each kept run within [`OVERLAP_MS`] of the
-    /// newest, ascending: the runs the next publish must not count again.
-    overlap: VecDeque<(i64, String)>,
-    /// The finishing times (unix ms) of the newest [`CHECKED_RUNS`] runs of the last 24
-    /// hours, or of every run of the last hour when that is more, ascending.
-    checked: Vec<i64>,
-    /// `checked` holds every run from this unix ms on.
-    complete_from: i64,
+    /// What the last read of runs saw; `None`: the next reads the hour's runs whole.
+    runs_seen: Option<Seen>,
     /// Per target its last [`LAST_RUNS`] runs, newest first.
     latest: Arc<HashMap<String, Arc<Vec<LatestRun>>>>,
     /// The names those runs share.
     names: Names,
-    /// Whether the runs were read at all.
-    runs_read: bool,
 }
 
 /// The buckets of `target` in `by`, added empty when it has none (its name copied only
@@ -302,15 +285,6 @@ fn merge_days(
             merged.entry(bucket).or_default().add(&scalars);
         }
     })
-}
-
-/// How many of the oldest of `checked` (ascending) are no longer checked: those before
-/// `since_day`, and those past the newest [`CHECKED_RUNS`] unless the hour from
-/// `hour_start` holds them.
-fn past_checking(checked: &[i64], since_day: i64, hour_start: i64) -> usize {
-    let before_day = checked.partition_point(|&at| at < since_day);
-    let before_hour = checked.partition_point(|&at| at < hour_start);
-    before_day.max(checked.len().saturating_sub(CHECKED_RUNS).min(before_hour))
 }
 
 impl History {
@@ -389,49 +363,41 @@ impl History {
         Ok(())
     }
 
-    /// Reads the runs recorded since the last read: those of the last [`OVERLAP_MS`] before
-    /// the newest kept and after, new by `run_id`. Then the store's count of runs since
-    /// `complete_from` must equal the runs checked; when it does not (a run was written
-    /// late, or the first time) the newest runs are read whole.
+    /// Reads the runs written since the last read (late ones too), or the hour's whole at
+    /// the first read and when a run came too late to be summed as a cold read sums it.
     fn advance_runs(
         &mut self,
         config: &Config,
         store: &Store,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        let since_day = now_ms - Span::Day.ms();
         let hour_start = Window::H1.start(now_ms);
-        if self.runs_read {
-            self.add_new_runs(store, since_day, hour_start)?;
-            if store.result_count_since(self.complete_from)? == self.checked.len() as u64 {
+        if let Some(after) = self.runs_seen.take() {
+            let mut written = Vec::new();
+            let seen = store.each_result_written(i64::MIN, Some(&after), &mut |record| {
+                written.push(record);
+            })?;
+            let in_order = written
+                .iter()
+                .filter(|record| record.ts.ms() >= hour_start)
+                .all(|record| self.minutes.takes_in_order(record));
+            if in_order {
+                if seen.results_pruned_before != after.results_pruned_before {
+                    self.forget_before(seen.results_pruned_before);
+                }
+                self.add_written(written, hour_start);
                 self.minutes.settle(now_ms);
+                self.runs_seen = Some(seen);
                 return Ok(());
             }
         }
-        self.runs_read = true;
-        (self.checked, self.minutes, self.overlap) = Default::default();
-        // The runs checked and those kept come from one read, so they agree.
-        let newest = store.newest_run_ids_since(since_day, CHECKED_RUNS)?;
-        self.complete_from = match newest.first() {
-            Some(&(oldest, _)) if newest.len() >= CHECKED_RUNS => oldest,
-            _ => since_day,
-        };
-        if self.complete_from > hour_start {
-            // More runs in the hour than are checked: the hour's windows need them all.
-            each_run_since(store, hour_start, &mut |record| {
-                self.checked.push(record.ts.ms());
-                self.keep(record);
-            })?;
-            self.complete_from = hour_start;
-        } else {
-            let hour = newest.partition_point(|(at, _)| *at < hour_start);
-            let ids: Vec<&str> = newest[hour..].iter().map(|(_, id)| id.as_str()).collect();
-            for record in store.results_with_ids(&ids)? {
-                self.keep(record);
-            }
-            self.checked = newest.into_iter().map(|(at, _)| at).collect();
-        }
+        self.minutes = Minutes::default();
+        let minutes = &mut self.minutes;
+        let seen = store.each_result_written(hour_start, None, &mut |record| {
+            minutes.add(&record);
+        })?;
         self.minutes.settle(now_ms);
+        // Read after the runs: a run written in between is in both, and taken once.
         let mut latest = HashMap::new();
         for target in &config.targets {
             latest.insert(
@@ -446,77 +412,41 @@ impl History {
             );
         }
         self.latest = Arc::new(latest);
+        self.runs_seen = Some(seen);
         Ok(())
     }
 
-    /// Adds the runs recorded since the newest kept, less [`OVERLAP_MS`] (and not before
-    /// `hour_start`), that are not kept yet (by `run_id`: only the new records are read);
-    /// keeps those from `hour_start` on, and checks those of the last 24 hours (from
-    /// `since_day`) as [`CHECKED_RUNS`] says.
-    fn add_new_runs(
-        &mut self,
-        store: &Store,
-        since_day: i64,
-        hour_start: i64,
-    ) -> Result<(), StoreError> {
-        let newest = self.overlap.back().map_or(hour_start, |(at, _)| *at);
-        let from = (newest - OVERLAP_MS).max(hour_start);
-        let known: HashSet<&str> = self
-            .overlap
-            .iter()
-            .filter(|(at, _)| *at >= from)
-            .map(|(_, id)| id.as_str())
-            .collect();
-        // The overlap's ids only: the records already kept are not read again.
-        let ids = store.run_ids_since(from)?;
-        let new: Vec<&str> = ids
-            .iter()
-            .map(String::as_str)
-            .filter(|id| !known.contains(id))
-            .collect();
-        let fresh = store.results_with_ids(&new)?;
-        self.checked.extend(fresh.iter().map(|r| r.ts.ms()));
-        self.checked.sort_unstable();
-        let over = past_checking(&self.checked, since_day, hour_start);
-        if let Some(&last_dropped) = over.checked_sub(1).map(|i| &self.checked[i]) {
-            self.complete_from = self.complete_from.max(last_dropped + 1);
-        }
-        self.complete_from = self.complete_from.max(since_day);
-        let over = self.checked.partition_point(|&at| at < self.complete_from);
-        self.checked.drain(..over);
-        if fresh.is_empty() {
+    /// Adds runs newly written: each among its target's last runs (unless it is there
+    /// already), and into its minute when it finished from `hour_start` on.
+    fn add_written(&mut self, written: Vec<ResultRecord>, hour_start: i64) {
+        if written.is_empty() {
             // Nothing changes: no copy of what a publish still rendering shares.
-            return Ok(());
+            return;
         }
         // A publish rendering from them may still share them: then the map of targets and
         // each target given a new run is copied, no more.
         let latest = Arc::make_mut(&mut self.latest);
-        for record in &fresh {
+        for record in &written {
             let runs = Arc::make_mut(latest.entry(record.target.clone()).or_default());
+            if runs.iter().any(|run| *run.run_id == *record.run_id) {
+                continue;
+            }
             runs.push(LatestRun::of(record, &mut self.names));
             runs.sort_by(|a, b| (b.ts, &b.run_id).cmp(&(a.ts, &a.run_id)));
             runs.truncate(LAST_RUNS);
         }
-        for record in fresh {
-            self.keep(record);
+        for record in written.iter().filter(|r| r.ts.ms() >= hour_start) {
+            self.minutes.add(record);
         }
-        Ok(())
     }
 
-    /// Keeps a run of the last hour: counted into its minute, its id into the overlap,
-    /// which forgets the ids of runs more than [`OVERLAP_MS`] older than the newest.
-    fn keep(&mut self, record: ResultRecord) {
-        self.minutes.add(&record);
-        let entry = (record.ts.ms(), record.run_id);
-        let at = self.overlap.partition_point(|kept| *kept < entry);
-        self.overlap.insert(at, entry);
-        let newest = self.overlap.back().map_or(i64::MIN, |(at, _)| *at);
-        while self
-            .overlap
-            .front()
-            .is_some_and(|(at, _)| *at < newest - OVERLAP_MS)
-        {
-            self.overlap.pop_front();
+    /// Forgets the last runs that finished before `before_ms`: the store pruned them.
+    fn forget_before(&mut self, before_ms: i64) {
+        let latest = Arc::make_mut(&mut self.latest);
+        for runs in latest.values_mut() {
+            if runs.iter().any(|run| run.ts.ms() < before_ms) {
+                Arc::make_mut(runs).retain(|run| run.ts.ms() >= before_ms);
+            }
         }
     }
 

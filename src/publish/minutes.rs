@@ -26,12 +26,25 @@ struct Buckets {
     /// changes only when a minute is settled or a five minutes expires, so publishes in
     /// between do not add it up again.
     before: Option<SparseRollup>,
+    /// Unix ms of the newest run added.
+    newest: i64,
 }
 
 /// Per key, its runs of the last hour in buckets.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Minutes {
     by_key: HashMap<Key, Buckets>,
+    /// Minutes before this were folded into their five minutes at the last settle.
+    settled_from: i64,
+}
+
+impl Default for Minutes {
+    fn default() -> Minutes {
+        Minutes {
+            by_key: HashMap::new(),
+            settled_from: i64::MIN,
+        }
+    }
 }
 
 impl Minutes {
@@ -41,6 +54,7 @@ impl Minutes {
     pub fn add(&mut self, record: &ResultRecord) {
         let at = record.ts.ms();
         let buckets = self.by_key.entry(Key::of_record(record)).or_default();
+        buckets.newest = buckets.newest.max(at);
         buckets
             .minutes
             .entry(minute_of(at))
@@ -48,10 +62,22 @@ impl Minutes {
             .add_run(record, at);
     }
 
+    /// Whether `record`, added now, is summed as a cold read sums it — floating-point sums
+    /// depend on their order —: it is newer than every run of its key kept, and its minute
+    /// is not folded into its five minutes yet (or its key has nothing kept). A writer
+    /// stores each key's runs in order, so only a run written late is not.
+    pub fn takes_in_order(&self, record: &ResultRecord) -> bool {
+        let at = record.ts.ms();
+        self.by_key
+            .get(&Key::of_record(record))
+            .is_none_or(|buckets| at > buckets.newest && minute_of(at) >= self.settled_from)
+    }
+
     /// At `now_ms`: folds each minute that left the `5m` window into its five minutes, and
     /// forgets the buckets before the `1h` window.
     pub fn settle(&mut self, now_ms: i64) {
         let (hour_start, minutes_start) = (Window::H1.start(now_ms), Window::M5.start(now_ms));
+        self.settled_from = self.settled_from.max(minutes_start);
         self.by_key.retain(|_, buckets| {
             let recent = buckets.minutes.split_off(&minutes_start);
             let mut changed = false;

@@ -3,10 +3,14 @@
 //!
 //! For each window and (target, location, probe) the cache keeps the sum of the window's
 //! closed buckets (every bucket but the current one) in sparse form, with the version of
-//! each bucket in it. A publish reads every rollup head of the windows (key and version,
-//! from an index: not the rows), keeps a sum only while each of its buckets is still stored
-//! with the same version, and then reads and decodes only the rows it lacks: the current
-//! buckets, buckets that closed since, and buckets that left the window (to subtract them).
+//! each bucket in it, and every rollup head of the windows (key and version) as last read.
+//! A publish reads only the heads written since the last read (`store::Seen`; every head
+//! at the first read, after a failed one, and when the store pruned), keeps a sum only
+//! while each of its buckets is still stored with the same version, and then reads and
+//! decodes only the rows it lacks: the current buckets of the keys written to, buckets
+//! that closed since, and buckets that left the window (to subtract them). Within one hour
+//! (one day for `7d` and `30d`) only the keys written to are looked at; once the windows
+//! move, every key is.
 //! Scalars do not subtract: when a bucket leaves a window (once an hour for `24h`, once a
 //! day for `7d` and `30d`) that window's scalars are merged again from the rows of its
 //! buckets, read without their histograms. A bucket written to after it was summed — a late
@@ -27,7 +31,7 @@ use crate::aggregate::Window;
 use crate::aggregate::rollup::{Scalars, Span};
 use crate::aggregate::sparse::SparseRollup;
 use crate::result::ResultRecord;
-use crate::store::{RollupHead, RollupKey, Store, StoreError};
+use crate::store::{RollupHead, RollupKey, Seen, Store, StoreError};
 
 /// A rollup's target, location and probe.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -102,8 +106,7 @@ impl Default for Closed {
 impl Closed {
     /// The version of `bucket` in the sum, if it is in it.
     fn version(&self, bucket: i64) -> Option<i64> {
-        let at = self.buckets.binary_search_by_key(&bucket, |b| b.0).ok()?;
-        Some(self.buckets[at].1)
+        version_in(&self.buckets, bucket)
     }
 
     /// Adds `rollup`, `bucket`'s at `version`.
@@ -141,6 +144,74 @@ struct Merged {
     sum: SparseRollup,
 }
 
+/// One span's rollup heads in the windows as of the last read, kept so that a read asks
+/// the store only for the heads written since.
+#[derive(Debug, Default)]
+struct Heads {
+    /// What the last read saw; `None`: every head is read.
+    seen: Option<Seen>,
+    /// Each key's rows, (bucket, version) ascending by bucket.
+    rows: HashMap<Key, Vec<(i64, i64)>>,
+    /// The span's current bucket at the last read: when it moves, so do the windows.
+    current: Option<i64>,
+}
+
+/// Each key's heads written since the last read, (bucket, version) ascending.
+type Written = HashMap<Key, Vec<(i64, i64)>>;
+
+impl Heads {
+    /// Reads the heads of `span` from `since` written since the last read (every one at
+    /// the first, or when the last failed) into `rows`, and forgets those before `since`
+    /// and those the store pruned. Returns the heads written since, or `None` when every
+    /// head was read.
+    fn read(
+        &mut self,
+        store: &Store,
+        span: Span,
+        since: i64,
+    ) -> Result<Option<Written>, StoreError> {
+        let after = self.seen.take();
+        if after.is_none() {
+            self.rows.clear();
+        }
+        let mut written = Written::new();
+        let mut scratch = Key::default();
+        let rows = &mut self.rows;
+        let seen = store.each_rollup_head_written(span, since, after.as_ref(), &mut |head| {
+            scratch.set(&head);
+            let row = (head.bucket, head.version);
+            match rows.get_mut(&scratch) {
+                Some(rows) => match rows.binary_search_by_key(&row.0, |r| r.0) {
+                    Ok(at) => rows[at].1 = row.1,
+                    Err(at) => rows.insert(at, row),
+                },
+                None => {
+                    rows.insert(scratch.clone(), vec![row]);
+                }
+            }
+            if after.is_some() {
+                match written.get_mut(&scratch) {
+                    Some(rows) => rows.push(row),
+                    None => {
+                        written.insert(scratch.clone(), vec![row]);
+                    }
+                }
+            }
+        })?;
+        let floor = since.max(seen.rollups_pruned_before);
+        self.rows.retain(|_, rows| {
+            let gone = rows.partition_point(|row| row.0 < floor);
+            rows.drain(..gone);
+            !rows.is_empty()
+        });
+        let pruned = after
+            .as_ref()
+            .is_some_and(|after| after.rollups_pruned_before != seen.rollups_pruned_before);
+        self.seen = Some(seen);
+        Ok(after.filter(|_| !pruned).map(|_| written))
+    }
+}
+
 /// A window, target and probe: what a [`Merged`] is kept under.
 type MergedKey = (Window, String, String);
 
@@ -157,6 +228,14 @@ pub struct WindowCache {
     /// Those merged before it: one is taken again while the sums it merged are unchanged,
     /// and the others are dropped at the next refresh.
     merged_before: HashMap<MergedKey, Merged>,
+    /// Each span's heads as last read.
+    heads: HashMap<Span, Heads>,
+}
+
+/// The version of `bucket` among a key's `rows` ((bucket, version) ascending), if stored.
+fn version_in(rows: &[(i64, i64)], bucket: i64) -> Option<i64> {
+    let at = rows.binary_search_by_key(&bucket, |row| row.0).ok()?;
+    Some(rows[at].1)
 }
 
 /// The span whose rollups make `window` (one of the cache's).
@@ -301,49 +380,64 @@ impl WindowCache {
             .min()
             .unwrap_or(current)
             - span.ms();
-        // Each key's rows, (bucket, version) ascending: the heads come by bucket first.
-        let mut stored: HashMap<Key, Vec<(i64, i64)>> = HashMap::new();
-        let mut scratch = Key::default();
-        store.each_rollup_head_since(span, since, &mut |head| {
-            scratch.set(&head);
-            let row = (head.bucket, head.version);
-            match stored.get_mut(&scratch) {
-                Some(rows) => rows.push(row),
-                None => {
-                    stored.insert(scratch.clone(), vec![row]);
-                }
-            }
-        })?;
-        let version_in = |rows: &[(i64, i64)], bucket: i64| {
-            let at = rows.binary_search_by_key(&bucket, |row| row.0).ok()?;
-            Some(rows[at].1)
-        };
+        let mut heads = self.heads.remove(&span).unwrap_or_default();
+        let changed = heads.read(store, span, since)?;
+        // Every key is looked at when the windows moved or every head was read; otherwise
+        // only the keys with a head written since the last read.
+        let whole = changed.is_none() || heads.current != Some(current);
+        heads.current = Some(current);
+        let stored = &heads.rows;
         let mut wanted: HashSet<(&Key, i64)> = HashSet::new();
         for &window in windows {
             let start = window.start(now_ms);
             let sums = self.closed.entry(window).or_default();
-            // A key with no row left has nothing to sum.
-            sums.retain(|key, _| stored.contains_key(key));
-            for (key, rows) in &stored {
+            let keys: Vec<(&Key, &[(i64, i64)])> = match &changed {
+                Some(changed) if !whole => changed
+                    .iter()
+                    .filter_map(|(key, rows)| Some((stored.get_key_value(key)?.0, &rows[..])))
+                    .collect(),
+                _ => {
+                    // A key with no row left has nothing to sum.
+                    sums.retain(|key, _| stored.contains_key(key));
+                    stored.iter().map(|(key, rows)| (key, &rows[..])).collect()
+                }
+            };
+            for (key, written) in keys {
+                let rows = &stored[key];
                 if !sums.contains_key(key) {
                     sums.insert(key.clone(), Closed::default());
                 }
                 let Some(entry) = sums.get_mut(key) else {
                     continue;
                 };
-                let intact = entry
-                    .buckets
-                    .iter()
-                    .all(|&(bucket, version)| version_in(rows, bucket) == Some(version));
-                if !intact {
+                // A sum is intact while every bucket in it has the version it was summed at:
+                // all of them checked when every key is looked at, else those written since.
+                let intact = if whole {
+                    entry
+                        .buckets
+                        .iter()
+                        .all(|&(bucket, version)| version_in(rows, bucket) == Some(version))
+                } else {
+                    written.iter().all(|&(bucket, version)| {
+                        entry.version(bucket).is_none_or(|summed| summed == version)
+                    })
+                };
+                let look = if intact {
+                    written
+                } else {
                     *entry = Closed::default();
-                }
-                for &(bucket, _) in rows {
+                    rows
+                };
+                for &(bucket, _) in look {
                     let summed = entry.version(bucket).is_some();
                     let closed = (start..current).contains(&bucket);
-                    if bucket >= current || (closed && !summed) || (bucket < start && summed) {
+                    if (closed && !summed) || (bucket < start && summed) {
                         wanted.insert((key, bucket));
                     }
+                }
+                // The current buckets are read whole for every key looked at.
+                for &(bucket, _) in rows.iter().filter(|row| row.0 >= current) {
+                    wanted.insert((key, bucket));
                 }
             }
         }
@@ -351,6 +445,7 @@ impl WindowCache {
         let mut open: HashMap<Key, SparseRollup> = HashMap::new();
         let mut left: HashSet<(Window, Key)> = HashSet::new();
         let closed = &mut self.closed;
+        let mut scratch = Key::default();
         store.rollups_at(span, &keys, &mut |head, stored| {
             scratch.set(&head);
             let (bucket, version) = (head.bucket, head.version);
@@ -397,9 +492,20 @@ impl WindowCache {
             broken = true;
         }
         if broken {
+            // Every head is read again, and every key looked at.
             return Ok(false);
         }
-        self.open.insert(span, open);
+        let kept = self.open.entry(span).or_default();
+        match changed {
+            Some(changed) if !whole => {
+                for key in changed.keys() {
+                    kept.remove(key);
+                }
+                kept.extend(open);
+            }
+            _ => *kept = open,
+        }
+        self.heads.insert(span, heads);
         Ok(true)
     }
 

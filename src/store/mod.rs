@@ -14,6 +14,7 @@
 
 pub mod migrate;
 mod postgres;
+mod seen;
 pub(crate) mod sqlite;
 pub mod writer;
 
@@ -30,6 +31,7 @@ use crate::aggregate::rollup::{DecodeError, Scalars, Span};
 use crate::aggregate::sparse::SparseRollup;
 use crate::config::{StoreBackend, StoreConfig};
 use crate::result::ResultRecord;
+pub use seen::Seen;
 
 /// What can go wrong with the store.
 #[derive(Debug, Error)]
@@ -88,6 +90,15 @@ pub enum StoreError {
         store: String,
         /// What did not decode.
         message: String,
+    },
+    /// A read was asked for what changed since a read of another kind of store.
+    #[error(
+        "store {store}: asked what changed since a read of another store; read it whole \
+         (a publisher's history belongs to one store)"
+    )]
+    OtherStore {
+        /// The store asked.
+        store: String,
     },
 }
 
@@ -345,21 +356,16 @@ pub trait Backend: Send {
         each: &mut dyn FnMut(ResultRecord),
     ) -> Result<(), StoreError>;
 
-    /// The unix ms and `run_id` of the newest `limit` results with `ts_ms >= since_ms`, by
-    /// time then `run_id`: what a reader checks the store's count against, without reading
-    /// the records.
-    fn newest_run_ids_since(
+    /// Hands `each` the results with `ts_ms >= since_ms` written after `after` (every one
+    /// when `None`), by time then `run_id`, one at a time as they are read; returns what
+    /// this read saw, taken in its snapshot: a reader that keeps runs reads only the new
+    /// ones, late or not.
+    fn each_result_written(
         &self,
         since_ms: i64,
-        limit: usize,
-    ) -> Result<Vec<(i64, String)>, StoreError>;
-
-    /// The `run_id` of every result with `ts_ms >= since_ms`, in no order: what a reader
-    /// that keeps runs checks for new ones without reading the records it has.
-    fn run_ids_since(&self, since_ms: i64) -> Result<Vec<String>, StoreError>;
-
-    /// The stored results among `run_ids`, by time then `run_id`.
-    fn results_with_ids(&self, run_ids: &[&str]) -> Result<Vec<ResultRecord>, StoreError>;
+        after: Option<&Seen>,
+        each: &mut dyn FnMut(ResultRecord),
+    ) -> Result<Seen, StoreError>;
 
     /// The latest `limit` results of `target`, newest first.
     fn latest_results(&self, target: &str, limit: usize) -> Result<Vec<ResultRecord>, StoreError>;
@@ -382,15 +388,16 @@ pub trait Backend: Send {
     ) -> Result<(), StoreError>;
 
     /// Hands `each` the head (key and version) of every rollup of `span` with `bucket >=
-    /// since_bucket`, each key's by bucket ascending (the keys in any order), without
-    /// reading the rows' scalars or histograms (an index of the keys and versions holds
-    /// them).
-    fn each_rollup_head_since(
+    /// since_bucket` written after `after` (every one when `None`), each key's by bucket
+    /// ascending (the keys in any order), without reading the rows' scalars or histograms
+    /// (an index holds the heads); returns what this read saw, taken in its snapshot.
+    fn each_rollup_head_written(
         &self,
         span: Span,
         since_bucket: i64,
+        after: Option<&Seen>,
         each: &mut dyn FnMut(RollupHead<'_>),
-    ) -> Result<(), StoreError>;
+    ) -> Result<Seen, StoreError>;
 
     /// Hands `each` the rollups of `span` stored under `keys` (as they are now, with their
     /// version), by bucket, target, probe, location; a key with no row is skipped. A row
@@ -481,7 +488,8 @@ pub trait Backend: Send {
     }
 
     /// Deletes raw results older than `results_before_ms` and rollups whose bucket began
-    /// before `rollups_before_ms`; returns how many of each.
+    /// before `rollups_before_ms`, and records those bounds for readers ([`Seen`]); returns
+    /// how many of each.
     fn prune(
         &mut self,
         results_before_ms: i64,

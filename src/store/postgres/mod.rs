@@ -28,9 +28,10 @@ use tokio_postgres::Client;
 use tokio_postgres::types::ToSql;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use super::seen::Upto;
 use super::{
     Backend, Batch, Copied, EachScalars, EachStored, FleetLimits, Heartbeat, Incident,
-    ROLLUP_COLUMNS, ROLLUP_ORDER, RollupHead, RollupKey, RollupRow, Spend, StoreError,
+    ROLLUP_COLUMNS, ROLLUP_ORDER, RollupHead, RollupKey, RollupRow, Seen, Spend, StoreError,
     StoredRollup, TargetAt,
 };
 use crate::aggregate::alerting::Notification;
@@ -364,18 +365,80 @@ impl Postgres {
     ) -> Result<(), StoreError> {
         self.call(async |pool: &Pool| {
             let client = pool.get().await.map_err(Failure::pool)?;
-            let rows = client
-                .query_raw(sql, params.iter().copied())
-                .await
-                .map_err(Failure::Db)?;
-            let mut rows = std::pin::pin!(rows);
-            while let Some(row) = rows.try_next().await.map_err(Failure::Db)? {
-                let (record, ts_ms) = rows::record(row.try_get(0).map_err(Failure::Db)?)?;
-                each(record, ts_ms);
-            }
-            Ok(())
+            each_record_on(&**client, sql, params, each).await
         })
     }
+
+    /// Runs `read` in one read-only snapshot (repeatable read) with the snapshot `after`
+    /// describes (`None`: no earlier read), and returns what it saw: that snapshot and the
+    /// pruned bounds.
+    fn read_written(
+        &self,
+        after: Option<&Seen>,
+        read: impl AsyncFnOnce(&tokio_postgres::Transaction<'_>, Option<&str>) -> Result<(), Failure>,
+    ) -> Result<Seen, StoreError> {
+        let after = after
+            .map(|seen| {
+                seen.snapshot().ok_or_else(|| StoreError::OtherStore {
+                    store: self.name.clone(),
+                })
+            })
+            .transpose()?;
+        self.call(async |pool: &Pool| {
+            let mut client = pool.get().await.map_err(Failure::pool)?;
+            let tx = client
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await
+                .map_err(Failure::Db)?;
+            let row = tx
+                .query_one(
+                    "SELECT pg_current_snapshot()::text, results_before, rollups_before
+                     FROM pruned",
+                    &[],
+                )
+                .await
+                .map_err(Failure::Db)?;
+            let seen = Seen {
+                upto: Upto::Snapshot(row.try_get(0).map_err(Failure::Db)?),
+                results_pruned_before: row.try_get(1).map_err(Failure::Db)?,
+                rollups_pruned_before: row.try_get(2).map_err(Failure::Db)?,
+            };
+            read(&tx, after).await?;
+            tx.commit().await.map_err(Failure::Db)?;
+            Ok(seen)
+        })
+    }
+}
+
+/// A row written by a transaction the snapshot in parameter `$2` (`$3`), as text, did not
+/// see: one that had not committed when that read began.
+const WRITTEN_AFTER_2: &str = "xact >= pg_snapshot_xmin($2::text::pg_snapshot)
+    AND NOT pg_visible_in_snapshot(xact, $2::text::pg_snapshot)";
+/// [`WRITTEN_AFTER_2`] with the snapshot in `$3`.
+const WRITTEN_AFTER_3: &str = "xact >= pg_snapshot_xmin($3::text::pg_snapshot)
+    AND NOT pg_visible_in_snapshot(xact, $3::text::pg_snapshot)";
+
+/// Hands `each` the results a `SELECT row_to_json(r)::text FROM results r …` query on
+/// `client` returns, in its order, with their unix ms, one at a time as they arrive.
+async fn each_record_on(
+    client: &impl tokio_postgres::GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+    each: &mut dyn FnMut(ResultRecord, i64),
+) -> Result<(), Failure> {
+    let rows = client
+        .query_raw(sql, params.iter().copied())
+        .await
+        .map_err(Failure::Db)?;
+    let mut rows = std::pin::pin!(rows);
+    while let Some(row) = rows.try_next().await.map_err(Failure::Db)? {
+        let (record, ts_ms) = rows::record(row.try_get(0).map_err(Failure::Db)?)?;
+        each(record, ts_ms);
+    }
+    Ok(())
 }
 
 impl Drop for Postgres {
@@ -486,54 +549,39 @@ impl Backend for Postgres {
         )
     }
 
-    fn newest_run_ids_since(
+    fn each_result_written(
         &self,
         since_ms: i64,
-        limit: usize,
-    ) -> Result<Vec<(i64, String)>, StoreError> {
-        self.call(async |pool: &Pool| {
-            let client = pool.get().await.map_err(Failure::pool)?;
-            let rows = client
-                .query(
-                    "SELECT ts_ms, run_id FROM results WHERE ts_ms >= $1
-                     ORDER BY ts_ms DESC, run_id DESC LIMIT $2",
-                    &[&since_ms, &limit_of(limit)],
-                )
-                .await
-                .map_err(Failure::Db)?;
-            let mut out = rows
-                .iter()
-                .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
-                .collect::<Result<Vec<(i64, String)>, _>>()
-                .map_err(Failure::Db)?;
-            out.reverse();
-            Ok(out)
+        after: Option<&Seen>,
+        each: &mut dyn FnMut(ResultRecord),
+    ) -> Result<Seen, StoreError> {
+        self.read_written(after, async |tx, after| {
+            let each = &mut |record, _| each(record);
+            match after {
+                None => {
+                    each_record_on(
+                        tx,
+                        "SELECT row_to_json(r)::text FROM results r WHERE ts_ms >= $1
+                         ORDER BY ts_ms, run_id",
+                        &[&since_ms],
+                        each,
+                    )
+                    .await
+                }
+                Some(snapshot) => {
+                    each_record_on(
+                        tx,
+                        &format!(
+                            "SELECT row_to_json(r)::text FROM results r
+                             WHERE ts_ms >= $1 AND {WRITTEN_AFTER_2} ORDER BY ts_ms, run_id"
+                        ),
+                        &[&since_ms, &snapshot],
+                        each,
+                    )
+                    .await
+                }
+            }
         })
-    }
-
-    fn run_ids_since(&self, since_ms: i64) -> Result<Vec<String>, StoreError> {
-        self.call(async |pool: &Pool| {
-            let client = pool.get().await.map_err(Failure::pool)?;
-            let rows = client
-                .query("SELECT run_id FROM results WHERE ts_ms >= $1", &[&since_ms])
-                .await
-                .map_err(Failure::Db)?;
-            rows.iter()
-                .map(|row| row.try_get(0).map_err(Failure::Db))
-                .collect()
-        })
-    }
-
-    fn results_with_ids(&self, run_ids: &[&str]) -> Result<Vec<ResultRecord>, StoreError> {
-        if run_ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let out = self.records(
-            "SELECT row_to_json(r)::text FROM results r WHERE run_id = ANY($1)
-             ORDER BY ts_ms, run_id",
-            &[&run_ids],
-        )?;
-        Ok(out.into_iter().map(|(record, _)| record).collect())
     }
 
     fn each_newest_since(
@@ -593,22 +641,32 @@ impl Backend for Postgres {
         )
     }
 
-    fn each_rollup_head_since(
+    fn each_rollup_head_written(
         &self,
         span: Span,
         since_bucket: i64,
+        after: Option<&Seen>,
         each: &mut dyn FnMut(RollupHead<'_>),
-    ) -> Result<(), StoreError> {
-        self.call(async |pool: &Pool| {
-            let client = pool.get().await.map_err(Failure::pool)?;
-            // An index-only scan: the primary key's index includes the version.
-            let rows = client
+    ) -> Result<Seen, StoreError> {
+        self.read_written(after, async |tx, after| {
+            // Every head: an index-only scan, the primary key's index includes the version.
+            // The heads written since: the rows of the transactions the last read did not
+            // see, found through `rollups_by_xact`.
+            let span = span.as_str();
+            let (written_after, params): (_, Vec<&(dyn ToSql + Sync)>) = match &after {
+                None => (String::new(), vec![&span, &since_bucket]),
+                Some(snapshot) => (
+                    format!("AND {WRITTEN_AFTER_3}"),
+                    vec![&span, &since_bucket, snapshot],
+                ),
+            };
+            let rows = tx
                 .query_raw(
                     &format!(
                         "SELECT bucket, target, probe, location, version FROM rollups
-                         WHERE span = $1 AND bucket >= $2 {ROLLUP_ORDER}"
+                         WHERE span = $1 AND bucket >= $2 {written_after} {ROLLUP_ORDER}"
                     ),
-                    [&span.as_str() as &dyn ToSql, &since_bucket],
+                    params.iter().map(|p| *p as &dyn ToSql),
                 )
                 .await
                 .map_err(Failure::Db)?;
@@ -867,6 +925,13 @@ impl Backend for Postgres {
             tx.execute(
                 "DELETE FROM outbox WHERE sent_ms < $1",
                 &[&results_before_ms],
+            )
+            .await
+            .map_err(Failure::Db)?;
+            tx.execute(
+                "UPDATE pruned SET results_before = GREATEST(results_before, $1),
+                    rollups_before = GREATEST(rollups_before, $2)",
+                &[&results_before_ms, &rollups_before_ms],
             )
             .await
             .map_err(Failure::Db)?;

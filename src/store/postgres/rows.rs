@@ -164,7 +164,8 @@ pub(super) async fn upsert_rollups(
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, nextval('rollup_version'))
              ON CONFLICT (span, bucket, target, probe, location) DO UPDATE SET
                 scalars = excluded.scalars, ttft = excluded.ttft, e2e = excluded.e2e,
-                itl = excluded.itl, tps = excluded.tps, version = excluded.version",
+                itl = excluded.itl, tps = excluded.tps, version = excluded.version,
+                xact = excluded.xact",
         )
         .await
         .map_err(Failure::Db)?;

@@ -184,6 +184,22 @@ ALTER TABLE rollups DROP CONSTRAINT rollups_pkey;
 ALTER TABLE rollups ADD PRIMARY KEY (span, bucket, target, probe, location) INCLUDE (version);
 "#;
 
+/// What a reader saw: results and rollups carry the id of the transaction that last wrote
+/// them (a constant for the rows from before, which every reader has seen), so a reader
+/// asks for the rows whose transaction its last snapshot did not see; pruning records the
+/// bounds it deleted before. The default is set apart from the column so that adding it
+/// does not rewrite the tables.
+const V6: &str = r#"
+ALTER TABLE results ADD COLUMN xact xid8 NOT NULL DEFAULT '0';
+ALTER TABLE results ALTER COLUMN xact SET DEFAULT pg_current_xact_id();
+CREATE INDEX results_by_xact ON results (xact);
+ALTER TABLE rollups ADD COLUMN xact xid8 NOT NULL DEFAULT '0';
+ALTER TABLE rollups ALTER COLUMN xact SET DEFAULT pg_current_xact_id();
+CREATE INDEX rollups_by_xact ON rollups (xact);
+CREATE TABLE pruned (results_before BIGINT NOT NULL, rollups_before BIGINT NOT NULL);
+INSERT INTO pruned VALUES (-9223372036854775808, -9223372036854775808);
+"#;
+
 /// The schema version that gave rows a location.
 pub const LOCATIONS_VERSION: i32 = 2;
 
@@ -192,7 +208,7 @@ pub const LOCATIONS_VERSION: i32 = 2;
 pub const LOCATED_TABLES: &[&str] = &["results", "rollups", "spend", "target_state", "incidents"];
 
 /// Every migration, oldest first; migration `n` (from 1) brings the schema to version `n`.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 /// The version this build writes and reads.
 pub const LATEST: i32 = MIGRATIONS.len() as i32;

@@ -10,9 +10,11 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags, params};
 
+use super::seen::Upto;
 use super::{
     Backend, Batch, Copied, EachScalars, EachStored, Heartbeat, Incident, ROLLUP_COLUMNS,
-    ROLLUP_ORDER, RollupHead, RollupKey, RollupRow, Spend, StoreError, StoredRollup, TargetAt,
+    ROLLUP_ORDER, RollupHead, RollupKey, RollupRow, Seen, Spend, StoreError, StoredRollup,
+    TargetAt,
 };
 use crate::aggregate::alerting::Notification;
 use crate::aggregate::health::{IncidentKind, State, TargetHealth, Transition};
@@ -134,6 +136,45 @@ impl Sqlite {
         }
     }
 
+    /// A read transaction: what is read until it finishes is one snapshot, the one its
+    /// [`Seen`] describes.
+    fn read_snapshot(&self) -> Result<rusqlite::Transaction<'_>, StoreError> {
+        self.conn
+            .unchecked_transaction()
+            .map_err(|source| self.err(source))
+    }
+
+    /// What a read in the current transaction sees: the write counter and the pruned
+    /// bounds.
+    fn seen(&self) -> Result<Seen, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT (SELECT n FROM rollup_version), results_before, rollups_before
+                 FROM pruned",
+                [],
+                |row| {
+                    Ok(Seen {
+                        upto: Upto::Counter(row.get(0)?),
+                        results_pruned_before: row.get(1)?,
+                        rollups_pruned_before: row.get(2)?,
+                    })
+                },
+            )
+            .map_err(|source| self.err(source))
+    }
+
+    /// The write counter rows must be greater than to be written after `after`; `None`:
+    /// every row.
+    fn written_after(&self, after: Option<&Seen>) -> Result<Option<i64>, StoreError> {
+        after
+            .map(|seen| {
+                seen.counter().ok_or_else(|| StoreError::OtherStore {
+                    store: self.describe(),
+                })
+            })
+            .transpose()
+    }
+
     /// The results a `SELECT * FROM results …` query returns, in its order, with their
     /// unix ms.
     fn records(
@@ -235,8 +276,10 @@ impl Backend for Sqlite {
         let path = self.path.clone();
         let e = |source| sqlite(&path, source);
         let tx = self.conn.transaction().map_err(e)?;
-        insert_results(&tx, &path, &batch.results)?;
-        upsert_rollups(&tx, &batch.rollups).map_err(e)?;
+        let version =
+            next_version(&tx, !batch.results.is_empty() || !batch.rollups.is_empty()).map_err(e)?;
+        insert_results(&tx, &path, &batch.results, version)?;
+        upsert_rollups(&tx, &batch.rollups, version).map_err(e)?;
         put_spend(
             &tx,
             "INSERT INTO spend (provider, month, location, usd, tokens)
@@ -259,8 +302,10 @@ impl Backend for Sqlite {
         let path = self.path.clone();
         let e = |source| sqlite(&path, source);
         let tx = self.conn.transaction().map_err(e)?;
-        insert_results(&tx, &path, &rows.results)?;
-        upsert_rollups(&tx, &rows.rollups).map_err(e)?;
+        let version =
+            next_version(&tx, !rows.results.is_empty() || !rows.rollups.is_empty()).map_err(e)?;
+        insert_results(&tx, &path, &rows.results, version)?;
+        upsert_rollups(&tx, &rows.rollups, version).map_err(e)?;
         put_spend(
             &tx,
             "INSERT OR REPLACE INTO spend (provider, month, location, usd, tokens)
@@ -338,51 +383,29 @@ impl Backend for Sqlite {
         )
     }
 
-    fn newest_run_ids_since(
+    fn each_result_written(
         &self,
         since_ms: i64,
-        limit: usize,
-    ) -> Result<Vec<(i64, String)>, StoreError> {
-        let mut statement = self
-            .conn
-            .prepare_cached(
-                "SELECT ts_ms, run_id FROM results WHERE ts_ms >= ?1
-                 ORDER BY ts_ms DESC, run_id DESC LIMIT ?2",
-            )
-            .map_err(|source| self.err(source))?;
-        let mut out: Vec<(i64, String)> = statement
-            .query_map(params![since_ms, limit_of(limit)], |row| {
-                Ok((row.get(0)?, row.get(1)?))
-            })
-            .and_then(|rows| rows.collect())
-            .map_err(|source| self.err(source))?;
-        out.reverse();
-        Ok(out)
-    }
-
-    fn run_ids_since(&self, since_ms: i64) -> Result<Vec<String>, StoreError> {
-        let mut statement = self
-            .conn
-            .prepare_cached("SELECT run_id FROM results WHERE ts_ms >= ?1")
-            .map_err(|source| self.err(source))?;
-        statement
-            .query_map([since_ms], |row| row.get(0))
-            .and_then(|rows| rows.collect())
-            .map_err(|source| self.err(source))
-    }
-
-    fn results_with_ids(&self, run_ids: &[&str]) -> Result<Vec<ResultRecord>, StoreError> {
-        if run_ids.is_empty() {
-            return Ok(Vec::new());
+        after: Option<&Seen>,
+        each: &mut dyn FnMut(ResultRecord),
+    ) -> Result<Seen, StoreError> {
+        let read = self.read_snapshot()?;
+        let seen = self.seen()?;
+        match self.written_after(after)? {
+            None => self.each_record(
+                "SELECT * FROM results WHERE ts_ms >= ?1 ORDER BY ts_ms, run_id",
+                [since_ms],
+                &mut |record, _| each(record),
+            )?,
+            Some(version) => self.each_record(
+                "SELECT * FROM results WHERE version > ?2 AND ts_ms >= ?1
+                 ORDER BY ts_ms, run_id",
+                [since_ms, version],
+                &mut |record, _| each(record),
+            )?,
         }
-        // The ids as one JSON array parameter, each looked up in the `run_id` index.
-        let ids = serde_json::to_string(run_ids).unwrap_or_default();
-        let out = self.records(
-            "SELECT * FROM results WHERE run_id IN (SELECT value FROM json_each(?1))
-             ORDER BY ts_ms, run_id",
-            [ids],
-        )?;
-        Ok(out.into_iter().map(|(record, _)| record).collect())
+        read.finish().map_err(|source| self.err(source))?;
+        Ok(seen)
     }
 
     fn result_count_since(&self, since_ms: i64) -> Result<u64, StoreError> {
@@ -415,28 +438,41 @@ impl Backend for Sqlite {
         )
     }
 
-    fn each_rollup_head_since(
+    fn each_rollup_head_written(
         &self,
         span: Span,
         since_bucket: i64,
+        after: Option<&Seen>,
         each: &mut dyn FnMut(RollupHead<'_>),
-    ) -> Result<(), StoreError> {
-        // The index `rollups_versions` holds these columns: the rows themselves (their
-        // scalars and histograms) are not read.
+    ) -> Result<Seen, StoreError> {
+        let read = self.read_snapshot()?;
+        let seen = self.seen()?;
+        // Indexes hold these columns (`rollups_versions` every head, `rollups_by_version`
+        // the heads by version): the rows' scalars and histograms are not read.
+        let (written_after, version) = match self.written_after(after)? {
+            None => ("", i64::MIN),
+            Some(version) => ("AND version > ?3", version),
+        };
         let mut statement = self
             .conn
             .prepare_cached(&format!(
                 "SELECT bucket, target, probe, location, version FROM rollups
-                 WHERE span = ?1 AND bucket >= ?2 {ROLLUP_ORDER}"
+                 WHERE span = ?1 AND bucket >= ?2 {written_after} {ROLLUP_ORDER}"
             ))
             .map_err(|source| self.err(source))?;
-        let mut rows = statement
-            .query(params![span.as_str(), since_bucket])
-            .map_err(|source| self.err(source))?;
+        let mut rows = if written_after.is_empty() {
+            statement.query(params![span.as_str(), since_bucket])
+        } else {
+            statement.query(params![span.as_str(), since_bucket, version])
+        }
+        .map_err(|source| self.err(source))?;
         while let Some(row) = rows.next().map_err(|source| self.err(source))? {
             each(rollup_head(row).map_err(|source| self.err(source))?);
         }
-        Ok(())
+        drop(rows);
+        drop(statement);
+        read.finish().map_err(|source| self.err(source))?;
+        Ok(seen)
     }
 
     fn rollups_at(
@@ -674,33 +710,53 @@ impl Backend for Sqlite {
         results_before_ms: i64,
         rollups_before_ms: i64,
     ) -> Result<(usize, usize), StoreError> {
-        let results = self
-            .conn
+        let path = self.path.clone();
+        let e = |source| sqlite(&path, source);
+        let tx = self.conn.transaction().map_err(e)?;
+        let results = tx
             .execute("DELETE FROM results WHERE ts_ms < ?1", [results_before_ms])
-            .map_err(|source| self.err(source))?;
-        let rollups = self
-            .conn
+            .map_err(e)?;
+        let rollups = tx
             .execute("DELETE FROM rollups WHERE bucket < ?1", [rollups_before_ms])
-            .map_err(|source| self.err(source))?;
-        self.conn
-            .execute("DELETE FROM outbox WHERE sent_ms < ?1", [results_before_ms])
-            .map_err(|source| self.err(source))?;
+            .map_err(e)?;
+        tx.execute("DELETE FROM outbox WHERE sent_ms < ?1", [results_before_ms])
+            .map_err(e)?;
+        tx.execute(
+            "UPDATE pruned SET results_before = MAX(results_before, ?1),
+                rollups_before = MAX(rollups_before, ?2)",
+            [results_before_ms, rollups_before_ms],
+        )
+        .map_err(e)?;
+        tx.commit().map_err(e)?;
         Ok((results, rollups))
     }
 }
 
-/// Inserts results whose `run_id` is new.
+/// The transaction's value of the store's write counter, taken when it `writes` rows a
+/// reader asks for by it (results, rollups); 0 otherwise. Only one process writes a SQLite
+/// store, so the counter, one row, grows in commit order.
+fn next_version(tx: &rusqlite::Transaction<'_>, writes: bool) -> rusqlite::Result<i64> {
+    if !writes {
+        return Ok(0);
+    }
+    tx.prepare_cached("UPDATE rollup_version SET n = n + 1 RETURNING n")?
+        .query_row([], |row| row.get(0))
+}
+
+/// Inserts results whose `run_id` is new, written at `version`.
 fn insert_results(
     tx: &rusqlite::Transaction<'_>,
     path: &Path,
     results: &[(ResultRecord, i64)],
+    version: i64,
 ) -> Result<(), StoreError> {
     let e = |source| sqlite(path, source);
     let columns: Vec<String> = RESULT_COLUMNS.iter().map(|c| format!("\"{c}\"")).collect();
     let values: Vec<String> = RESULT_COLUMNS.iter().map(|c| format!(":{c}")).collect();
     let mut insert = tx
         .prepare_cached(&format!(
-            "INSERT OR IGNORE INTO results (ts_ms, itl_gaps, {}) VALUES (:ts_ms, :itl_gaps, {})",
+            "INSERT OR IGNORE INTO results (ts_ms, itl_gaps, version, {})
+             VALUES (:ts_ms, :itl_gaps, :version, {})",
             columns.join(", "),
             values.join(", ")
         ))
@@ -718,6 +774,7 @@ fn insert_results(
         let mut params = named.to_slice();
         params.push((":ts_ms", ts_ms));
         params.push((":itl_gaps", &gaps));
+        params.push((":version", &version));
         insert.execute(params.as_slice()).map_err(e)?;
     }
     Ok(())
@@ -790,16 +847,13 @@ fn rollup_head<'r>(row: &'r rusqlite::Row<'_>) -> rusqlite::Result<RollupHead<'r
     })
 }
 
-/// Stores rollups whole, replacing the same span, bucket, target, probe and location.
-fn upsert_rollups(tx: &rusqlite::Transaction<'_>, rows: &[RollupRow]) -> rusqlite::Result<()> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    // One version for the transaction's rows: only one process writes a SQLite store, so
-    // the counter needs no more than its row.
-    let version: i64 = tx
-        .prepare_cached("UPDATE rollup_version SET n = n + 1 RETURNING n")?
-        .query_row([], |row| row.get(0))?;
+/// Stores rollups whole, replacing the same span, bucket, target, probe and location,
+/// written at `version`.
+fn upsert_rollups(
+    tx: &rusqlite::Transaction<'_>,
+    rows: &[RollupRow],
+    version: i64,
+) -> rusqlite::Result<()> {
     let mut upsert = tx.prepare_cached(
         "INSERT OR REPLACE INTO rollups
             (span, bucket, target, probe, location, scalars, ttft, e2e, itl, tps, version)

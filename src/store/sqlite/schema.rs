@@ -230,6 +230,17 @@ CREATE TABLE rollup_version (n INTEGER NOT NULL);
 INSERT INTO rollup_version VALUES (0);
 "#;
 
+/// What a reader saw: every write transaction takes the next value of the write counter
+/// (`rollup_version`, from V6) for its results as for its rollups, so a reader asks for the
+/// rows with a greater one; pruning records the bounds it deleted before.
+const V7: &str = r#"
+ALTER TABLE results ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX results_by_version ON results (version);
+CREATE INDEX rollups_by_version ON rollups (span, version);
+CREATE TABLE pruned (results_before INTEGER NOT NULL, rollups_before INTEGER NOT NULL);
+INSERT INTO pruned VALUES (-9223372036854775808, -9223372036854775808);
+"#;
+
 /// The schema version that gave rows a location.
 pub const LOCATIONS_VERSION: i64 = 3;
 
@@ -238,7 +249,7 @@ pub const LOCATIONS_VERSION: i64 = 3;
 pub const LOCATED_TABLES: &[&str] = &["results", "rollups", "spend", "target_state", "incidents"];
 
 /// Every migration, oldest first; migration `n` (from 1) brings the schema to version `n`.
-const ALL: &[&str] = &[V1, V2, V3, V4, V5, V6];
+const ALL: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
 
 /// The version this build writes and reads.
 pub const LATEST: i64 = ALL.len() as i64;
