@@ -365,7 +365,12 @@ fn a_rewritten_rollup_has_a_new_version(config: &Config, now: i64) {
             new_runs.push(record.run_id)
         })
         .unwrap();
-    assert_eq!(new_runs, std::slice::from_ref(&new_id), "{}", store.describe());
+    assert_eq!(
+        new_runs,
+        std::slice::from_ref(&new_id),
+        "{}",
+        store.describe()
+    );
     let later = now + 60_000;
     let warm = Snapshot::load_with(config, &store, later, &mut kept).unwrap();
     let warm = publish::build(config, &warm).unwrap();

@@ -898,3 +898,66 @@ fn a_kept_history_publishes_what_a_cold_read_publishes() {
         .collect();
     assert!(differing.is_empty(), "{differing:?}");
 }
+
+/// A store pruned past retention: a publisher that kept the runs and windows from before
+/// forgets what the store deleted, and publishes what a cold read does.
+#[test]
+fn a_kept_history_forgets_what_the_store_pruned() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[store]\npath = \"{}\"\n\n[prober]\nlocation = \"a\"\n\n\
+         [[providers]]\nname = \"p\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\n\
+         [[providers.models]]\nid = \"m0\"\n[[providers.models]]\nid = \"m1\"\n",
+        dir.path().join("sonde.db").display()
+    );
+    let config = Config::parse(&dir.path().join("sonde.toml"), &text).unwrap();
+    let day = 86_400_000;
+    let now = (now_ms() / day) * day + 12 * 3_600_000 - day;
+    // m0 ran all week; m1 only 5 and 4 days ago, so all its last runs are old.
+    write(
+        &config,
+        "a",
+        runs(&config, 0, now - 7 * day, now, 30 * 60_000),
+    );
+    write(
+        &config,
+        "a",
+        runs(&config, 1, now - 5 * day, now - 4 * day, 60 * 60_000),
+    );
+    let mut kept = sonde::publish::history::History::new();
+    let store = Store::open_read_only(&config.store).unwrap();
+    let first = Snapshot::load_with(&config, &store, now, &mut kept).unwrap();
+    assert!(!first.latest["p/m1"].is_empty(), "m1's old runs are listed");
+
+    let mut writer = Store::open(&config.store, "a").unwrap();
+    let (results, rollups) = writer.prune(now - 3 * day, now - 3 * day).unwrap();
+    assert!(results > 0 && rollups > 0);
+    drop(writer);
+    let later = now + 60_000;
+    let warm = Snapshot::load_with(&config, &store, later, &mut kept).unwrap();
+    let cold = Snapshot::load(&config, &store, later).unwrap();
+    assert!(
+        warm.latest.get("p/m1").is_none_or(|runs| runs.is_empty()),
+        "m1's runs were all pruned"
+    );
+    assert_eq!(warm.latest, cold.latest, "the last runs are the store's");
+    let week = |snapshot: &Snapshot| {
+        let stats = snapshot.stats_of("p/m0").unwrap();
+        stats
+            .window(Window::D7)
+            .unwrap()
+            .outcomes
+            .values()
+            .sum::<u64>()
+    };
+    assert_eq!(
+        week(&warm),
+        week(&cold),
+        "the week holds what the store does"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&publish::build(&config, &warm).unwrap()["feed.json"]),
+        String::from_utf8_lossy(&publish::build(&config, &cold).unwrap()["feed.json"]),
+        "windows and weights are a cold read's"
+    );
+}
