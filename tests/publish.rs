@@ -843,6 +843,11 @@ fn a_kept_history_publishes_what_a_cold_read_publishes() {
         String::from_utf8_lossy(&cold["feed.json"]),
         "windows and weights are exact at every publish"
     );
+    assert_same_site(
+        &warm,
+        &cold,
+        "the late runs are on the bar and heatmap at once",
+    );
     let m1 = snapshot.stats_of("p/m1").unwrap();
     let week = m1.window(Window::D7).unwrap();
     assert_eq!(
@@ -859,8 +864,7 @@ fn a_kept_history_publishes_what_a_cold_read_publishes() {
 
     // Minutes later in the same hour: the two locations' closed sums, merged at the last
     // publish, are taken again where they did not change; where a late run changed one
-    // (location a's 24 hours of m1), they are merged again. (The bar and heatmap take a
-    // late run from the next day: only the windows are compared.)
+    // (location a's 24 hours of m1), they are merged again.
     let t1b = t1 + 6 * 60_000;
     let mut late = runs(&config, 1, t1, t1b, 2 * 60_000);
     late.push(common::scripted(
@@ -878,6 +882,7 @@ fn a_kept_history_publishes_what_a_cold_read_publishes() {
         String::from_utf8_lossy(&cold["feed.json"]),
         "the merged windows are the cold ones"
     );
+    assert_same_site(&warm, &cold, "and so are the pages");
     let m1 = snapshot.stats_of("p/m1").unwrap();
     let runs_in = |window: &sonde::aggregate::WindowStats| window.outcomes.values().sum::<u64>();
     let of_locations: u64 = m1.locations.iter().map(|l| runs_in(&l.window)).sum();
@@ -888,15 +893,21 @@ fn a_kept_history_publishes_what_a_cold_read_publishes() {
     );
     assert!(of_locations > 0);
 
-    // Past the day's end everything closed is read again: the whole site is the cold one.
+    // Past the day's end: the whole site is the cold one.
     let t2 = t0 + 2 * hour;
     write(&config, "a", runs(&config, 0, t1, t2, 5 * 60_000));
     let (warm, cold, _) = publish(&mut kept, t2);
-    let differing: Vec<&String> = cold
+    assert_same_site(&warm, &cold, "past the day's end");
+}
+
+/// Fails with `what` and the files that differ unless `warm` and `cold` are the same site.
+fn assert_same_site(warm: &publish::Files, cold: &publish::Files, what: &str) {
+    let differing: std::collections::BTreeSet<&String> = cold
         .keys()
+        .chain(warm.keys())
         .filter(|k| warm.get(*k) != cold.get(*k))
         .collect();
-    assert!(differing.is_empty(), "{differing:?}");
+    assert!(differing.is_empty(), "{what}: {differing:?}");
 }
 
 /// A store pruned past retention: a publisher that kept the runs and windows from before

@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, Datelike, Timelike};
 
-use super::history::{DayPoint, Series};
+use super::points::{DayPoint, Series};
 use super::text::{Ms, Tenths, When, day, ms, percent};
 use super::{BAR_DAYS, HEATMAP_DAYS, Snapshot};
 use crate::aggregate::rollup::Span;

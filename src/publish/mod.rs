@@ -24,6 +24,7 @@ mod markup;
 pub mod metrics;
 pub mod minutes;
 mod page;
+mod points;
 pub mod quality;
 mod quality_page;
 pub mod results_csv;
@@ -44,9 +45,10 @@ use crate::aggregate::rollup::Span;
 use crate::config::Config;
 use crate::owned_dir::{self, OwnedDirError, SITE_MARKER};
 use crate::store::{Incident, Store, StoreError};
-use history::{DayPoint, History, HourPoint, Series};
+use history::History;
 use latest::LatestRun;
 pub use page::{Page, each_target_page, target_page};
+use points::{DayPoint, HourPoint, Series};
 
 /// Days the uptime bar covers.
 pub const BAR_DAYS: i64 = 90;

@@ -164,9 +164,8 @@ const ROLLUP_ORDER: &str = "ORDER BY bucket, target, probe, location";
 /// A rollup's bucket, target, probe and location: the key of one row of a span.
 pub type RollupKey<'k> = (i64, &'k str, &'k str, &'k str);
 
-/// What [`Backend::each_rollup_scalars_since`] hands each row to: bucket, target, probe,
-/// scalars.
-pub type EachScalars<'f> = dyn FnMut(i64, &str, &str, Scalars) + 'f;
+/// What [`Backend::each_rollup_scalars_written`] hands each row to: its head and scalars.
+pub type EachScalars<'f> = dyn FnMut(RollupHead<'_>, Scalars) + 'f;
 
 /// What [`Backend::rollups_at`] hands each stored row to, before its histograms are
 /// decoded.
@@ -419,16 +418,18 @@ pub trait Backend: Send {
         limit: usize,
     ) -> Result<Vec<RollupRow>, StoreError>;
 
-    /// Hands `each` the scalar part of every rollup of `span` with `bucket >= since_bucket`
-    /// (cheap: no histogram is decoded), one row at a time — a month of hours is hundreds
-    /// of thousands —: bucket, target, probe, scalars; by bucket, target, probe, location
-    /// (every location's row apart).
-    fn each_rollup_scalars_since(
+    /// Hands `each` the head and scalar part of every rollup of `span` with `bucket >=
+    /// since_bucket` written after `after` (every one when `None`; cheap: no histogram is
+    /// decoded), one row at a time — a month of hours is hundreds of thousands —, by
+    /// bucket, target, probe, location (every location's row apart); returns what this
+    /// read saw, taken in its snapshot.
+    fn each_rollup_scalars_written(
         &self,
         span: Span,
         since_bucket: i64,
+        after: Option<&Seen>,
         each: &mut EachScalars<'_>,
-    ) -> Result<(), StoreError>;
+    ) -> Result<Seen, StoreError>;
 
     /// One stored rollup of one location.
     fn rollup(

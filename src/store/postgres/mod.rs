@@ -369,6 +369,45 @@ impl Postgres {
         })
     }
 
+    /// Hands `each` the rows of `span` from `since_bucket` written after `after` (those of
+    /// the transactions its snapshot did not see, found through `rollups_by_xact`; every
+    /// one when `None`), their head's columns and then `more`, in the one order and one
+    /// snapshot; returns what that snapshot saw.
+    fn each_rollup_written(
+        &self,
+        more: &str,
+        span: Span,
+        since_bucket: i64,
+        after: Option<&Seen>,
+        each: &mut dyn FnMut(&tokio_postgres::Row) -> Result<(), Failure>,
+    ) -> Result<Seen, StoreError> {
+        self.read_written(after, async |tx, after| {
+            let span = span.as_str();
+            let (written_after, params): (_, Vec<&(dyn ToSql + Sync)>) = match &after {
+                None => (String::new(), vec![&span, &since_bucket]),
+                Some(snapshot) => (
+                    format!("AND {WRITTEN_AFTER_3}"),
+                    vec![&span, &since_bucket, snapshot],
+                ),
+            };
+            let rows = tx
+                .query_raw(
+                    &format!(
+                        "SELECT bucket, target, probe, location, version{more} FROM rollups
+                         WHERE span = $1 AND bucket >= $2 {written_after} {ROLLUP_ORDER}"
+                    ),
+                    params.iter().map(|p| *p as &dyn ToSql),
+                )
+                .await
+                .map_err(Failure::Db)?;
+            let mut rows = std::pin::pin!(rows);
+            while let Some(row) = rows.try_next().await.map_err(Failure::Db)? {
+                each(&row)?;
+            }
+            Ok(())
+        })
+    }
+
     /// Runs `read` in one read-only snapshot (repeatable read) with the snapshot `after`
     /// describes (`None`: no earlier read), and returns what it saw: that snapshot and the
     /// pruned bounds.
@@ -648,32 +687,9 @@ impl Backend for Postgres {
         after: Option<&Seen>,
         each: &mut dyn FnMut(RollupHead<'_>),
     ) -> Result<Seen, StoreError> {
-        self.read_written(after, async |tx, after| {
-            // Every head: an index-only scan, the primary key's index includes the version.
-            // The heads written since: the rows of the transactions the last read did not
-            // see, found through `rollups_by_xact`.
-            let span = span.as_str();
-            let (written_after, params): (_, Vec<&(dyn ToSql + Sync)>) = match &after {
-                None => (String::new(), vec![&span, &since_bucket]),
-                Some(snapshot) => (
-                    format!("AND {WRITTEN_AFTER_3}"),
-                    vec![&span, &since_bucket, snapshot],
-                ),
-            };
-            let rows = tx
-                .query_raw(
-                    &format!(
-                        "SELECT bucket, target, probe, location, version FROM rollups
-                         WHERE span = $1 AND bucket >= $2 {written_after} {ROLLUP_ORDER}"
-                    ),
-                    params.iter().map(|p| *p as &dyn ToSql),
-                )
-                .await
-                .map_err(Failure::Db)?;
-            let mut rows = std::pin::pin!(rows);
-            while let Some(row) = rows.try_next().await.map_err(Failure::Db)? {
-                each(rows::rollup_head(&row)?);
-            }
+        // Every head: an index-only scan, the primary key's index includes the version.
+        self.each_rollup_written("", span, since_bucket, after, &mut |row| {
+            each(rows::rollup_head(row)?);
             Ok(())
         })
     }
@@ -737,32 +753,16 @@ impl Backend for Postgres {
         Ok(page)
     }
 
-    fn each_rollup_scalars_since(
+    fn each_rollup_scalars_written(
         &self,
         span: Span,
         since_bucket: i64,
+        after: Option<&Seen>,
         each: &mut EachScalars<'_>,
-    ) -> Result<(), StoreError> {
-        self.call(async |pool: &Pool| {
-            let client = pool.get().await.map_err(Failure::pool)?;
-            let rows = client
-                .query_raw(
-                    "SELECT bucket, target, probe, scalars FROM rollups
-                     WHERE span = $1 AND bucket >= $2 ORDER BY bucket, target, probe, location",
-                    [&span.as_str() as &(dyn ToSql + Sync), &since_bucket],
-                )
-                .await
-                .map_err(Failure::Db)?;
-            let mut rows = std::pin::pin!(rows);
-            while let Some(row) = rows.try_next().await.map_err(Failure::Db)? {
-                let scalars: &str = row.try_get(3).map_err(Failure::Db)?;
-                each(
-                    row.try_get(0).map_err(Failure::Db)?,
-                    row.try_get(1).map_err(Failure::Db)?,
-                    row.try_get(2).map_err(Failure::Db)?,
-                    rows::scalars(scalars)?,
-                );
-            }
+    ) -> Result<Seen, StoreError> {
+        self.each_rollup_written(", scalars", span, since_bucket, after, &mut |row| {
+            let scalars = rows::scalars(row.try_get(5).map_err(Failure::Db)?)?;
+            each(rows::rollup_head(row)?, scalars);
             Ok(())
         })
     }

@@ -163,6 +163,47 @@ impl Sqlite {
             .map_err(|source| self.err(source))
     }
 
+    /// Hands `each` the rows of `span` from `since_bucket` written after `after` (every
+    /// one when `None`), their head's columns and then `more`, in the one order and one
+    /// snapshot; returns what that snapshot saw.
+    fn each_rollup_written(
+        &self,
+        more: &str,
+        span: Span,
+        since_bucket: i64,
+        after: Option<&Seen>,
+        each: &mut dyn FnMut(&rusqlite::Row<'_>) -> Result<(), StoreError>,
+    ) -> Result<Seen, StoreError> {
+        let read = self.read_snapshot()?;
+        let seen = self.seen()?;
+        // Two statements, so that reading every row keeps to the key's index.
+        let (written_after, version) = match self.written_after(after)? {
+            None => ("", i64::MIN),
+            Some(version) => ("AND version > ?3", version),
+        };
+        let e = |source| self.err(source);
+        let mut statement = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT bucket, target, probe, location, version{more} FROM rollups
+                 WHERE span = ?1 AND bucket >= ?2 {written_after} {ROLLUP_ORDER}"
+            ))
+            .map_err(e)?;
+        let mut rows = if written_after.is_empty() {
+            statement.query(params![span.as_str(), since_bucket])
+        } else {
+            statement.query(params![span.as_str(), since_bucket, version])
+        }
+        .map_err(e)?;
+        while let Some(row) = rows.next().map_err(e)? {
+            each(row)?;
+        }
+        drop(rows);
+        drop(statement);
+        read.finish().map_err(e)?;
+        Ok(seen)
+    }
+
     /// The write counter rows must be greater than to be written after `after`; `None`:
     /// every row.
     fn written_after(&self, after: Option<&Seen>) -> Result<Option<i64>, StoreError> {
@@ -445,34 +486,12 @@ impl Backend for Sqlite {
         after: Option<&Seen>,
         each: &mut dyn FnMut(RollupHead<'_>),
     ) -> Result<Seen, StoreError> {
-        let read = self.read_snapshot()?;
-        let seen = self.seen()?;
         // Indexes hold these columns (`rollups_versions` every head, `rollups_by_version`
         // the heads by version): the rows' scalars and histograms are not read.
-        let (written_after, version) = match self.written_after(after)? {
-            None => ("", i64::MIN),
-            Some(version) => ("AND version > ?3", version),
-        };
-        let mut statement = self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT bucket, target, probe, location, version FROM rollups
-                 WHERE span = ?1 AND bucket >= ?2 {written_after} {ROLLUP_ORDER}"
-            ))
-            .map_err(|source| self.err(source))?;
-        let mut rows = if written_after.is_empty() {
-            statement.query(params![span.as_str(), since_bucket])
-        } else {
-            statement.query(params![span.as_str(), since_bucket, version])
-        }
-        .map_err(|source| self.err(source))?;
-        while let Some(row) = rows.next().map_err(|source| self.err(source))? {
+        self.each_rollup_written("", span, since_bucket, after, &mut |row| {
             each(rollup_head(row).map_err(|source| self.err(source))?);
-        }
-        drop(rows);
-        drop(statement);
-        read.finish().map_err(|source| self.err(source))?;
-        Ok(seen)
+            Ok(())
+        })
     }
 
     fn rollups_at(
@@ -525,30 +544,20 @@ impl Backend for Sqlite {
         Ok(page)
     }
 
-    fn each_rollup_scalars_since(
+    fn each_rollup_scalars_written(
         &self,
         span: Span,
         since_bucket: i64,
+        after: Option<&Seen>,
         each: &mut EachScalars<'_>,
-    ) -> Result<(), StoreError> {
-        let mut statement = self
-            .conn
-            .prepare_cached(
-                "SELECT bucket, target, probe, scalars FROM rollups
-                 WHERE span = ?1 AND bucket >= ?2 ORDER BY bucket, target, probe, location",
-            )
-            .map_err(|source| self.err(source))?;
-        let mut rows = statement
-            .query(params![span.as_str(), since_bucket])
-            .map_err(|source| self.err(source))?;
-        while let Some(row) = rows.next().map_err(|source| self.err(source))? {
-            let cell = |i| text_at(row, i).map_err(|source| self.err(source));
-            let bucket = row.get(0).map_err(|source| self.err(source))?;
-            let scalars = serde_json::from_str(cell(3)?)
+    ) -> Result<Seen, StoreError> {
+        self.each_rollup_written(", scalars", span, since_bucket, after, &mut |row| {
+            let e = |source| self.err(source);
+            let scalars = serde_json::from_str(text_at(row, 5).map_err(e)?)
                 .map_err(|err| self.corrupt(format!("rollup scalars do not decode: {err}")))?;
-            each(bucket, cell(1)?, cell(2)?, scalars);
-        }
-        Ok(())
+            each(rollup_head(row).map_err(e)?, scalars);
+            Ok(())
+        })
     }
 
     fn latest_results(&self, target: &str, limit: usize) -> Result<Vec<ResultRecord>, StoreError> {

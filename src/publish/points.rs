@@ -1,0 +1,425 @@
+//! The figures of the uptime bar, the daily table, the TTFT chart and the heatmap: one
+//! point per target and bucket (an hour of the heatmap's 28 days, a day of the bar's 90),
+//! folded from every probe's and location's rollup of that bucket.
+//!
+//! A publisher keeps the closed buckets' points, and the rows of the open buckets (the
+//! current and previous hour or day: a run may still land in the previous bucket just after
+//! it closed) one per probe and location, and at each publish reads only the rows written
+//! since its last read ([`Seen`]). A row written into an open bucket replaces its own; a
+//! bucket that closes is folded from its rows; a row written late into a closed bucket makes
+//! that bucket be read again. So the bar and heatmap are at every publish what a cold read
+//! gives, a late run included, and a periodic publish reads the rows that changed, not two
+//! days of every target's.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use crate::aggregate::quality::Quality;
+use crate::aggregate::rollup::{Scalars, Span};
+use crate::result::Outcome;
+use crate::store::{RollupHead, Seen, Store, StoreError};
+
+/// One hour of a target on the TTFT chart and heatmap: its busiest probe's figures, in 8
+/// bytes (a publisher keeps a month of them per target; the charts draw them to a pixel,
+/// and a TTFT in milliseconds keeps 7 significant digits in an `f32`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HourPoint {
+    /// TTFT median, ms.
+    ttft_p50_ms: f32,
+    /// TTFT 95th percentile, ms; NaN when the hour had too few runs for one.
+    ttft_p95_ms: f32,
+}
+
+impl HourPoint {
+    /// TTFT median, ms.
+    pub fn ttft_p50_ms(&self) -> f64 {
+        f64::from(self.ttft_p50_ms)
+    }
+
+    /// TTFT 95th percentile, ms, when the hour had one.
+    pub fn ttft_p95_ms(&self) -> Option<f64> {
+        Some(f64::from(self.ttft_p95_ms)).filter(|ms| !ms.is_nan())
+    }
+}
+
+/// One day of a target on the uptime bar, the daily table and the quality trend: what they
+/// show of every probe's and location's runs that day. A publisher keeps the bar's 90 days
+/// per target; the day's whole scalars (outcome map, latest error and served model) took
+/// ten times the room.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DayPoint {
+    /// Runs of every outcome.
+    attempts: u64,
+    /// `ok` runs.
+    ok: u64,
+    /// Provider faults.
+    pub failures: u64,
+    /// The quality canary's judgements.
+    pub quality: Quality,
+}
+
+impl DayPoint {
+    /// Counts another point's runs in.
+    fn merge(&mut self, other: &DayPoint) {
+        self.attempts += other.attempts;
+        self.ok += other.ok;
+        self.failures += other.failures;
+        self.quality.merge(&other.quality);
+    }
+
+    /// Counts a rollup's runs in.
+    fn add(&mut self, scalars: &Scalars) {
+        self.attempts += scalars.attempts();
+        self.ok += scalars.count(Outcome::Ok);
+        self.failures += scalars.failures;
+        self.quality.merge(&scalars.quality);
+    }
+
+    /// Runs counted, of every outcome.
+    pub fn attempts(&self) -> u64 {
+        self.attempts
+    }
+
+    /// ok ÷ (ok + provider faults), as [`Scalars::availability`]; `None` without either.
+    pub fn availability(&self) -> Option<f64> {
+        let counted = self.ok + self.failures;
+        (counted > 0).then(|| self.ok as f64 / counted as f64)
+    }
+}
+
+/// A bucket's start in whole hours since the epoch (hours and days both begin on one): half
+/// the bytes of unix ms, beside each of a month of points per target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Hour(u32);
+
+impl Hour {
+    /// The hour `ms` (a bucket's start) begins.
+    fn of(ms: i64) -> Hour {
+        Hour(u32::try_from(ms.div_euclid(Span::Hour.ms())).unwrap_or(0))
+    }
+
+    /// Its start, unix ms.
+    fn ms(self) -> i64 {
+        i64::from(self.0) * Span::Hour.ms()
+    }
+}
+
+/// Per target, per bucket.
+type ByBucket<T> = HashMap<String, BTreeMap<i64, T>>;
+
+/// Per target, its closed buckets' figures, oldest first (shared with the snapshots
+/// published from them, not copied).
+type Kept<T> = HashMap<String, Arc<Vec<(Hour, T)>>>;
+
+/// One target's figures per bucket, oldest first: the closed buckets' as a [`History`]
+/// keeps them (shared), then the open ones' read at the publish.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series<T> {
+    closed: Arc<Vec<(Hour, T)>>,
+    open: Vec<(Hour, T)>,
+}
+
+impl<T> Series<T> {
+    /// Every bucket's start (unix ms) and its figures, oldest first.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (i64, &T)> {
+        self.closed
+            .iter()
+            .chain(&self.open)
+            .map(|(hour, figures)| (hour.ms(), figures))
+    }
+}
+
+impl<T> Default for Series<T> {
+    fn default() -> Self {
+        Series {
+            closed: Arc::default(),
+            open: Vec::new(),
+        }
+    }
+}
+
+/// Per target its series: the closed buckets of `kept` followed by those of `open` (all
+/// later).
+fn series<T: Clone>(kept: &Kept<T>, open: ByBucket<T>) -> HashMap<String, Series<T>> {
+    let mut out: HashMap<String, Series<T>> = kept
+        .iter()
+        .map(|(target, closed)| {
+            let series = Series {
+                closed: Arc::clone(closed),
+                open: Vec::new(),
+            };
+            (target.clone(), series)
+        })
+        .collect();
+    for (target, buckets) in open {
+        let open = &mut out.entry(target).or_default().open;
+        open.extend(
+            buckets
+                .into_iter()
+                .map(|(b, figures)| (Hour::of(b), figures)),
+        );
+    }
+    out
+}
+
+/// Appends to each target's kept buckets those of `later` (all after the kept ones). Grown
+/// to fit, not doubled: an hour is appended to every target's month of hours each hour.
+fn append<T: Clone>(kept: &mut Kept<T>, later: ByBucket<T>) {
+    for (target, buckets) in later {
+        let kept = Arc::make_mut(kept.entry(target).or_default());
+        kept.reserve_exact(buckets.len());
+        kept.extend(
+            buckets
+                .into_iter()
+                .map(|(b, figures)| (Hour::of(b), figures)),
+        );
+    }
+}
+
+/// Drops the kept buckets before `first` (copying a target's only when a snapshot still
+/// shares it and it has some to drop).
+fn drop_before<T: Clone>(kept: &mut Kept<T>, first: i64) {
+    for buckets in kept.values_mut() {
+        let old = buckets.partition_point(|(b, _)| b.ms() < first);
+        if old > 0 {
+            Arc::make_mut(buckets).drain(..old);
+        }
+    }
+    kept.retain(|_, buckets| !buckets.is_empty());
+}
+
+/// A target's figure of one bucket, folded from the bucket's rows in the store's order (by
+/// probe, then location).
+pub trait Point: Clone {
+    /// What one row gives, and what a bucket's rows fold into.
+    type Part: Clone + Default;
+    /// The part of a row with these scalars.
+    fn part(scalars: &Scalars) -> Self::Part;
+    /// Folds the next row's `part` into `into`.
+    fn fold(into: &mut Self::Part, part: &Self::Part);
+    /// The point of a bucket's folded parts; `None`: the bucket shows none.
+    fn of(folded: Self::Part) -> Option<Self>;
+}
+
+impl Point for DayPoint {
+    type Part = DayPoint;
+
+    fn part(scalars: &Scalars) -> DayPoint {
+        let mut point = DayPoint::default();
+        point.add(scalars);
+        point
+    }
+
+    fn fold(into: &mut DayPoint, part: &DayPoint) {
+        into.merge(part);
+    }
+
+    fn of(folded: DayPoint) -> Option<DayPoint> {
+        Some(folded)
+    }
+}
+
+impl Point for HourPoint {
+    /// The row's `ok` runs and figures; `None` without a streamed run.
+    type Part = Option<(u32, HourPoint)>;
+
+    fn part(scalars: &Scalars) -> Self::Part {
+        let p50 = scalars.ttft_p50_ms?;
+        let ok = u32::try_from(scalars.count(Outcome::Ok)).unwrap_or(u32::MAX);
+        let point = HourPoint {
+            ttft_p50_ms: p50 as f32,
+            ttft_p95_ms: scalars.ttft_p95_ms.map_or(f32::NAN, |ms| ms as f32),
+        };
+        Some((ok, point))
+    }
+
+    /// The busier of two probes (or locations), by ok runs; on a tie, the later row.
+    fn fold(into: &mut Self::Part, part: &Self::Part) {
+        if let Some((ok, point)) = part
+            && into.is_none_or(|(busiest, _)| *ok >= busiest)
+        {
+            *into = Some((*ok, *point));
+        }
+    }
+
+    fn of(folded: Self::Part) -> Option<HourPoint> {
+        folded.map(|(_, point)| point)
+    }
+}
+
+/// A row's bucket, target, probe and location: its place in the store's order.
+type RowKey = (i64, String, String, String);
+
+/// The key of the row `head` is the head of.
+fn row_key(head: &RollupHead<'_>) -> RowKey {
+    (
+        head.bucket,
+        head.target.to_owned(),
+        head.probe.to_owned(),
+        head.location.to_owned(),
+    )
+}
+
+/// Rows (in the store's order) being folded into each target's point of each bucket.
+struct Folding<P: Point>(HashMap<String, BTreeMap<i64, P::Part>>);
+
+impl<P: Point> Folding<P> {
+    fn new() -> Folding<P> {
+        Folding(HashMap::new())
+    }
+
+    /// Folds in the next row: `target`'s of `bucket`.
+    fn add(&mut self, bucket: i64, target: &str, part: &P::Part) {
+        // The target's name is copied once, not per row.
+        if !self.0.contains_key(target) {
+            self.0.insert(target.to_owned(), BTreeMap::new());
+        }
+        let buckets = self.0.get_mut(target).expect("just inserted");
+        P::fold(buckets.entry(bucket).or_default(), part);
+    }
+
+    /// Folds in `rows` of a row map, in its (the store's) order.
+    fn add_rows<'r>(mut self, rows: impl Iterator<Item = (&'r RowKey, &'r P::Part)>) -> Self
+    where
+        P::Part: 'r,
+    {
+        for ((bucket, target, ..), part) in rows {
+            self.add(*bucket, target, part);
+        }
+        self
+    }
+
+    /// Each target's points, the buckets that show none left out.
+    fn points(self) -> ByBucket<P> {
+        self.0
+            .into_iter()
+            .map(|(target, buckets)| {
+                let points = buckets
+                    .into_iter()
+                    .filter_map(|(bucket, part)| Some((bucket, P::of(part)?)));
+                (target, points.collect())
+            })
+            .collect()
+    }
+}
+
+/// One span's points: the closed buckets' kept, the open buckets' rows as last read.
+#[derive(Debug)]
+pub struct Points<P: Point> {
+    span: Span,
+    /// What the last read saw; `None`: the next reads every row of the range.
+    seen: Option<Seen>,
+    /// Each target's points of the closed buckets, oldest first.
+    closed: Kept<P>,
+    /// The rows of the buckets from `open_from`.
+    open: BTreeMap<RowKey, P::Part>,
+    /// The previous bucket's start at the last read.
+    open_from: i64,
+}
+
+impl<P: Point> Points<P> {
+    /// No points of `span` yet: the first read reads every row of the range.
+    pub fn new(span: Span) -> Points<P> {
+        Points {
+            span,
+            seen: None,
+            closed: HashMap::new(),
+            open: BTreeMap::new(),
+            open_from: i64::MIN,
+        }
+    }
+
+    /// Each target's points of the buckets from `first` at `now_ms`, reading the rows
+    /// written since the last call (every row of the range at the first).
+    pub fn read(
+        &mut self,
+        store: &Store,
+        first: i64,
+        now_ms: i64,
+    ) -> Result<HashMap<String, Series<P>>, StoreError> {
+        let open_from = self.span.bucket_of(now_ms) - self.span.ms();
+        let after = self.seen.take();
+        // Rows of the buckets open now or at the last read are kept; other rows, read
+        // whole the first time, are folded as they come; one written since into a closed
+        // bucket makes that bucket be read again.
+        let open_floor = match after {
+            None => {
+                (self.closed, self.open) = Default::default();
+                open_from
+            }
+            Some(_) => open_from.min(self.open_from),
+        };
+        let (mut closed, mut late) = (Folding::<P>::new(), HashSet::new());
+        let open = &mut self.open;
+        let seen = store.each_rollup_scalars_written(
+            self.span,
+            first,
+            after.as_ref(),
+            &mut |head, scalars| {
+                if head.bucket >= open_floor {
+                    open.insert(row_key(&head), P::part(&scalars));
+                } else if after.is_none() {
+                    closed.add(head.bucket, head.target, &P::part(&scalars));
+                } else {
+                    late.insert(head.bucket);
+                }
+            },
+        )?;
+        append(&mut self.closed, closed.points());
+        // The buckets that closed since the last read: folded from their rows.
+        let from_now = (open_from, String::new(), String::new(), String::new());
+        let still_open = self.open.split_off(&from_now);
+        let closing = std::mem::replace(&mut self.open, still_open);
+        append(
+            &mut self.closed,
+            Folding::new().add_rows(closing.iter()).points(),
+        );
+        self.open_from = open_from;
+        if !late.is_empty() {
+            self.read_again(store, &late, open_from)?;
+        }
+        let first = first.max(seen.rollups_pruned_before);
+        drop_before(&mut self.closed, first);
+        self.open.retain(|(bucket, ..), _| *bucket >= first);
+        self.seen = Some(seen);
+        let open = Folding::new().add_rows(self.open.iter()).points();
+        Ok(series(&self.closed, open))
+    }
+
+    /// Replaces every target's points of the closed buckets in `late` by those of their
+    /// rows as stored now.
+    fn read_again(
+        &mut self,
+        store: &Store,
+        late: &HashSet<i64>,
+        open_from: i64,
+    ) -> Result<(), StoreError> {
+        let from = late.iter().copied().min().unwrap_or(open_from);
+        let mut rows = Folding::<P>::new();
+        store.each_rollup_scalars_written(self.span, from, None, &mut |head, scalars| {
+            if late.contains(&head.bucket) && head.bucket < open_from {
+                rows.add(head.bucket, head.target, &P::part(&scalars));
+            }
+        })?;
+        let mut points = rows.points();
+        for (target, kept) in &mut self.closed {
+            if kept.iter().any(|(hour, _)| late.contains(&hour.ms())) {
+                Arc::make_mut(kept).retain(|(hour, _)| !late.contains(&hour.ms()));
+            }
+            if let Some(new) = points.remove(target) {
+                insert(kept, new);
+            }
+        }
+        for (target, new) in points {
+            insert(self.closed.entry(target).or_default(), new);
+        }
+        Ok(())
+    }
+}
+
+/// Adds `new` points to a target's `kept` ones, in bucket order.
+fn insert<P: Clone>(kept: &mut Arc<Vec<(Hour, P)>>, new: BTreeMap<i64, P>) {
+    let kept = Arc::make_mut(kept);
+    kept.extend(new.into_iter().map(|(b, point)| (Hour::of(b), point)));
+    kept.sort_by_key(|(hour, _)| *hour);
+}
