@@ -176,23 +176,15 @@ impl Sqlite {
     ) -> Result<Seen, StoreError> {
         let read = self.read_snapshot()?;
         let seen = self.seen()?;
-        // Two statements, so that reading every row keeps to the key's index.
-        let (written_after, version) = match self.written_after(after)? {
-            None => ("", i64::MIN),
-            Some(version) => ("AND version > ?3", version),
-        };
+        let version = self.written_after(after)?;
         let e = |source| self.err(source);
         let mut statement = self
             .conn
-            .prepare_cached(&format!(
-                "SELECT bucket, target, probe, location, version{more} FROM rollups
-                 WHERE span = ?1 AND bucket >= ?2 {written_after} {ROLLUP_ORDER}"
-            ))
+            .prepare_cached(&rollups_written_sql(more, version.is_some()))
             .map_err(e)?;
-        let mut rows = if written_after.is_empty() {
-            statement.query(params![span.as_str(), since_bucket])
-        } else {
-            statement.query(params![span.as_str(), since_bucket, version])
+        let mut rows = match version {
+            Some(version) => statement.query(params![span.as_str(), since_bucket, version]),
+            None => statement.query(params![span.as_str(), since_bucket]),
         }
         .map_err(e)?;
         while let Some(row) = rows.next().map_err(e)? {
@@ -439,8 +431,7 @@ impl Backend for Sqlite {
                 &mut |record, _| each(record),
             )?,
             Some(version) => self.each_record(
-                "SELECT * FROM results WHERE version > ?2 AND ts_ms >= ?1
-                 ORDER BY ts_ms, run_id",
+                RESULTS_WRITTEN_SINCE,
                 [since_ms, version],
                 &mut |record, _| each(record),
             )?,
@@ -752,6 +743,27 @@ fn next_version(tx: &rusqlite::Transaction<'_>, writes: bool) -> rusqlite::Resul
         .query_row([], |row| row.get(0))
 }
 
+/// The results written since a read (`?2`, its counter) from `?1`: through the version's
+/// index, named (SQLite's planner, without statistics, would scan the time index).
+const RESULTS_WRITTEN_SINCE: &str = "SELECT * FROM results INDEXED BY results_by_version
+     WHERE version > ?2 AND ts_ms >= ?1 ORDER BY ts_ms, run_id";
+
+/// The rollups of a span (`?1`) from a bucket (`?2`), their head's columns and then `more`:
+/// every one through the key's index, or (`written_since`) those written since a read
+/// (`?3`, its counter) through the version's, named (SQLite's planner, without statistics,
+/// would take the key's for both).
+fn rollups_written_sql(more: &str, written_since: bool) -> String {
+    let (rows, written) = if written_since {
+        ("rollups INDEXED BY rollups_by_version", "AND version > ?3")
+    } else {
+        ("rollups", "")
+    };
+    format!(
+        "SELECT bucket, target, probe, location, version{more} FROM {rows}
+         WHERE span = ?1 AND bucket >= ?2 {written} {ROLLUP_ORDER}"
+    )
+}
+
 /// Inserts results whose `run_id` is new, written at `version`.
 fn insert_results(
     tx: &rusqlite::Transaction<'_>,
@@ -978,6 +990,40 @@ mod tests {
         fields.sort_unstable();
         columns.sort_unstable();
         assert_eq!(fields, columns);
+    }
+
+    #[test]
+    fn reads_of_what_was_written_since_go_through_the_version_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Sqlite::open(&dir.path().join("s.db"), "here").unwrap();
+        let plan = |sql: &str| {
+            let mut statement = store
+                .conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap();
+            let values = vec![1; statement.parameter_count()];
+            let rows = statement.query_map(rusqlite::params_from_iter(values), |row| {
+                row.get::<_, String>(3)
+            });
+            rows.unwrap()
+                .map(Result::unwrap)
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        let results = plan(RESULTS_WRITTEN_SINCE);
+        assert!(
+            results.contains("results_by_version (version>?)"),
+            "{results}"
+        );
+        for more in ["", ", scalars"] {
+            let since = plan(&rollups_written_sql(more, true));
+            assert!(
+                since.contains("rollups_by_version (span=? AND version>?)"),
+                "{since}"
+            );
+            let every = plan(&rollups_written_sql(more, false));
+            assert!(!every.contains("rollups_by_version"), "{every}");
+        }
     }
 
     #[test]
