@@ -24,7 +24,7 @@ mod markup;
 pub mod metrics;
 pub mod minutes;
 mod page;
-mod points;
+pub mod points;
 pub mod quality;
 mod quality_page;
 pub mod results_csv;

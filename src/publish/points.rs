@@ -264,6 +264,7 @@ fn row_key(head: &RollupHead<'_>) -> RowKey {
 struct Folding<P: Point>(HashMap<String, BTreeMap<i64, P::Part>>);
 
 impl<P: Point> Folding<P> {
+    /// Nothing folded yet.
     fn new() -> Folding<P> {
         Folding(HashMap::new())
     }
