@@ -60,7 +60,8 @@ impl Key {
     }
 
     /// Makes this the key of `head`, reusing its strings' room: the key to look up with
-    /// while a month of heads is walked, without an allocation per head.
+    /// while heads are read (a month of them at a first read), without an allocation per
+    /// head.
     fn set(&mut self, head: &RollupHead<'_>) {
         for (text, from) in [
             (&mut self.target, head.target),

@@ -120,8 +120,8 @@ pub struct RollupRow {
 }
 
 /// A rollup row's key and version, borrowed from the row as it is read: what the
-/// publisher's window cache checks its sums against without reading the row (a month of
-/// heads is walked at every publish: nothing is allocated for one).
+/// publisher's window cache checks its sums against without reading the row (a first read,
+/// or one after the windows moved, walks a month of heads: nothing is allocated for one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RollupHead<'a> {
     /// Unix ms of the bucket's start.
