@@ -2,7 +2,10 @@
 //! 30 days, on PostgreSQL. Then every window of every target (merged over the locations,
 //! and each location's) and a whole publish, read back cold; then the publishes of a fleet
 //! publisher that keeps its history (`publish::history::History`, as the daemon holding the
-//! publisher lock does), each after another minute of the fleet's runs.
+//! publisher lock does), each after another minute of the fleet's runs. The history ends
+//! 2 min 45 s before an hour begins, so the third of those publishes is the first of a new
+//! hour (the `24h` window moves: the one publish an hour that looks at every key), marked
+//! in what the bench prints.
 //!
 //! What is stored is what 30 days of the fleet leaves, without writing 432 M raw results:
 //! the last hour's raw results (600,000: the `5m` and `1h` windows read them), hourly rollups
@@ -13,7 +16,10 @@
 //!
 //! `cargo bench --bench fleet` (needs PostgreSQL's server binaries, as the tests do; it starts
 //! its own server in a temporary folder). `SONDE_BENCH_FLEET_LOCATIONS` and
-//! `SONDE_BENCH_FLEET_TARGETS` scale it down (10 and 1,000 by default).
+//! `SONDE_BENCH_FLEET_TARGETS` scale it down (10 and 1,000 by default);
+//! `SONDE_BENCH_FLEET_MINUTES` sets how many periodic publishes the kept publisher makes
+//! (5), and `SONDE_BENCH_FLEET_KEPT_ONLY=1` skips the cold reads (most of the bench's
+//! time) to measure only the kept publisher.
 
 mod common;
 #[path = "../tests/common/postgres.rs"]
@@ -181,7 +187,9 @@ fn main() {
         },
         ..config
     };
-    let now = common::now_ms();
+    // 2 min 45 s before an hour begins: the kept publisher's third periodic publish is the
+    // first of a new hour, when the `24h` window moves and every key is looked at.
+    let now = common::now_ms() / Span::Hour.ms() * Span::Hour.ms() - 165_000;
     let mut store = Store::open(&config.store, "loc-00").expect("open store");
     let started = Instant::now();
     let rows = generate(&mut store, &config, locations, now);
@@ -195,8 +203,17 @@ fn main() {
     // that lets the publisher's walk of rollup heads read the index alone.
     cluster.psql("fleet", "VACUUM ANALYZE");
     let reader = Store::open_read_only(&config.store).expect("open for reading");
+    if std::env::var_os("SONDE_BENCH_FLEET_KEPT_ONLY").is_none_or(|v| v != "1") {
+        cold_reads(&reader, &config, locations, now);
+    }
+    kept_publishes(&reader, &config, locations, now);
+}
+
+/// Every window and a whole publish read cold (nothing kept), and the store's reads they
+/// rest on, timed apart.
+fn cold_reads(reader: &Store, config: &Config, locations: usize, now: i64) {
     let cold = Instant::now();
-    let stats = summarize(&reader, &config, now).expect("windows");
+    let stats = summarize(reader, config, now).expect("windows");
     let cold = cold.elapsed();
     assert_eq!(stats.len(), config.targets.len());
     assert!(stats.iter().all(|s| s.locations.len() == locations));
@@ -223,11 +240,11 @@ fn main() {
         t_daily.as_secs_f64() * 1000.0
     );
     let windows = common::median(3, || {
-        summarize(&reader, &config, now).expect("windows");
+        summarize(reader, config, now).expect("windows");
     });
     let publish = common::median(3, || {
-        let snapshot = Snapshot::load(&config, &reader, now).expect("snapshot");
-        publish::build(&config, &snapshot).expect("build");
+        let snapshot = Snapshot::load(config, reader, now).expect("snapshot");
+        publish::build(config, &snapshot).expect("build");
     });
     println!(
         "all windows of {} targets × {locations} locations (merged and per location): {:.0} ms \
@@ -237,32 +254,50 @@ fn main() {
         cold.as_secs_f64() * 1000.0,
         publish.as_secs_f64() * 1000.0
     );
-    // The fleet's publisher keeps its history between publishes: its first reads everything,
-    // each later one what the minute since changed.
+}
+
+/// The publishes of a publisher that keeps its history between them: its first reads
+/// everything, each later one what the minute since changed.
+fn kept_publishes(reader: &Store, config: &Config, locations: usize, now: i64) {
     let mut history = History::new();
     let publish_at = |at: i64, history: &mut History| {
         let started = Instant::now();
-        let snapshot = Snapshot::load_with(&config, &reader, at, history).expect("snapshot");
-        publish::build(&config, &snapshot).expect("build");
+        let snapshot = Snapshot::load_with(config, reader, at, history).expect("snapshot");
+        publish::build(config, &snapshot).expect("build");
         started.elapsed()
     };
     let first = publish_at(now, &mut history);
     let mut writer = Store::open(&config.store, "loc-00").expect("open store");
-    let mut periodic: Vec<Duration> = (1..=3)
+    let minutes = count("SONDE_BENCH_FLEET_MINUTES", 5).max(1) as i64;
+    let mut hours = Vec::new();
+    let mut periodic: Vec<Duration> = (1..=minutes)
         .map(|minute| {
             let at = now + minute * 60_000;
-            next_minute(&mut writer, &config, locations, at, 60 + minute);
+            next_minute(&mut writer, config, locations, at, 60 + minute);
+            hours.push(Span::Hour.bucket_of(at + 30_000));
             publish_at(at + 30_000, &mut history)
+        })
+        .collect();
+    let each: Vec<String> = periodic
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let new_hour = i > 0 && hours[i] != hours[i - 1];
+            let mark = if new_hour { " (a new hour)" } else { "" };
+            format!("{:.0}{mark}", t.as_secs_f64() * 1000.0)
         })
         .collect();
     periodic.sort();
     println!(
         "a publisher keeping its history: first publish {:.0} ms, then after each minute of \
-         {} runs: median {:.0} ms (max {:.0} ms); {} counters kept ({:.1} MiB)",
+         {} runs: median {:.0} ms (min {:.0}, max {:.0}; each: {} ms); {} counters kept \
+         ({:.1} MiB)",
         first.as_secs_f64() * 1000.0,
         locations * config.targets.len(),
-        periodic[1].as_secs_f64() * 1000.0,
-        periodic[2].as_secs_f64() * 1000.0,
+        periodic[periodic.len() / 2].as_secs_f64() * 1000.0,
+        periodic[0].as_secs_f64() * 1000.0,
+        periodic[periodic.len() - 1].as_secs_f64() * 1000.0,
+        each.join(", "),
         history.counters(),
         history.counter_bytes() as f64 / (1024.0 * 1024.0)
     );
