@@ -17,6 +17,7 @@ pub mod rollup;
 pub mod slo;
 pub mod sparse;
 pub mod stats;
+pub mod sum;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -31,6 +32,7 @@ use health::State;
 use quality::Quality;
 use rollup::{Span, TPS_SCALE};
 use sparse::{Sparse, SparseRollup};
+use sum::{RollupSum, SparseSum};
 
 /// A minute, in ms: the `5m` window begins at a minute's start.
 pub const MINUTE_MS: i64 = 60_000;
@@ -119,14 +121,29 @@ impl Percentiles {
     /// the dense histogram's `value_at_quantile` and `max` give (the highest equivalent value
     /// where the cumulative count first reaches ⌈q·n⌉), in one pass over its counters.
     pub fn of(histogram: &Sparse, per_unit: f64) -> Percentiles {
+        Percentiles::of_counters(histogram.len(), histogram.iter(), per_unit)
+    }
+
+    /// The percentiles of the sum of histograms (see [`Percentiles::of`]), in one pass over
+    /// their counters together.
+    pub fn of_sum(histograms: &SparseSum<'_>, per_unit: f64) -> Percentiles {
+        Percentiles::of_counters(histograms.len(), histograms.iter(), per_unit)
+    }
+
+    /// The percentiles of `count` samples in `counters` ((highest equivalent value, count),
+    /// ascending).
+    fn of_counters(
+        count: u64,
+        counters: impl Iterator<Item = (u64, u64)>,
+        per_unit: f64,
+    ) -> Percentiles {
         const QUANTILES: [f64; 4] = [0.5, 0.9, 0.95, 0.99];
-        let count = histogram.len();
         let ranks = QUANTILES.map(|q| sparse::rank_of(q, count));
         let mut found: [Option<u64>; 4] = [None; 4];
         let mut next_rank = 0;
         let mut cumulative = 0u64;
         let mut max = None;
-        for (at, here) in histogram.iter() {
+        for (at, here) in counters {
             max = Some(at);
             cumulative += here;
             while next_rank < ranks.len() && cumulative >= ranks[next_rank] {
@@ -171,11 +188,21 @@ pub struct Latency {
 impl Latency {
     /// The percentiles of a rollup's four distributions.
     pub fn of(rollup: &SparseRollup) -> Latency {
+        Latency::of_distributions(rollup.distributions().map(|d| SparseSum::new([d])))
+    }
+
+    /// The percentiles of a sum of rollups' four distributions.
+    pub fn of_sum(rollups: &RollupSum) -> Latency {
+        Latency::of_distributions(rollups.distributions())
+    }
+
+    /// The percentiles of TTFT, E2E, ITL and tokens/s, in that order.
+    fn of_distributions([ttft, e2e, itl, tps]: [SparseSum<'_>; 4]) -> Latency {
         Latency {
-            ttft_ms: Percentiles::of(&rollup.ttft_us, 1000.0),
-            e2e_ms: Percentiles::of(&rollup.e2e_us, 1000.0),
-            itl_ms: Percentiles::of(&rollup.itl_us, 1000.0),
-            tokens_per_s: Percentiles::of(&rollup.tps, TPS_SCALE),
+            ttft_ms: Percentiles::of_sum(&ttft, 1000.0),
+            e2e_ms: Percentiles::of_sum(&e2e, 1000.0),
+            itl_ms: Percentiles::of_sum(&itl, 1000.0),
+            tokens_per_s: Percentiles::of_sum(&tps, TPS_SCALE),
         }
     }
 }
@@ -242,49 +269,50 @@ impl WindowStats {
     /// (a latency objective), how many TTFTs were within it.
     pub fn of(
         window: Window,
-        per_probe: &BTreeMap<String, SparseRollup>,
+        per_probe: &BTreeMap<String, RollupSum>,
         ttft_bound_us: Option<u64>,
     ) -> WindowStats {
         let mut by_probe = Vec::with_capacity(per_probe.len());
         by_probe.extend(
             per_probe
                 .iter()
-                .map(|(probe, rollup)| (probe.clone(), Latency::of(rollup))),
+                .map(|(probe, rollup)| (probe.clone(), Latency::of_sum(rollup))),
         );
         // One probe (the usual case) is its own total: neither copied nor computed twice.
         let mut probes = per_probe.values().zip(&by_probe);
-        let (all, mut latency): (Cow<'_, SparseRollup>, Latency) =
-            match (probes.next(), probes.next()) {
-                (Some((only, (_, latency))), None) => (Cow::Borrowed(only), latency.clone()),
-                _ => {
-                    let mut all = SparseRollup::default();
-                    for rollup in per_probe.values() {
-                        all.add(rollup);
-                    }
-                    let latency = Latency::of(&all);
-                    (Cow::Owned(all), latency)
+        let (all, mut latency): (Cow<'_, RollupSum>, Latency) = match (probes.next(), probes.next())
+        {
+            (Some((only, (_, latency))), None) => (Cow::Borrowed(only), latency.clone()),
+            _ => {
+                let mut all = RollupSum::default();
+                for rollup in per_probe.values() {
+                    all.append(rollup);
                 }
-            };
+                let latency = Latency::of_sum(&all);
+                (Cow::Owned(all), latency)
+            }
+        };
         latency.e2e_ms = Percentiles::default();
+        let scalars = all.scalars();
+        let ttft_us = all.ttft_us();
         WindowStats {
             window,
-            attempts: all.scalars.attempts(),
-            ok: all.scalars.count(Outcome::Ok),
-            failures: all.scalars.failures,
-            availability: all.scalars.availability(),
-            rate_limited: all.scalars.count(Outcome::RateLimited),
-            outcomes: all.scalars.outcomes.clone(),
+            attempts: scalars.attempts(),
+            ok: scalars.count(Outcome::Ok),
+            failures: scalars.failures,
+            availability: scalars.availability(),
+            rate_limited: scalars.count(Outcome::RateLimited),
             latency,
             by_probe,
-            capabilities: all.scalars.capabilities,
-            fidelity: all.scalars.fidelity.clone(),
-            quality: all.scalars.quality.clone(),
-            ttft_within: ttft_bound_us
-                .map(|bound| (all.ttft_us.count_up_to(bound), all.ttft_us.len())),
-            cost_usd: all.scalars.cost_usd,
-            tokens: all.scalars.tokens,
-            last_ok_ms: all.scalars.last_ok_ms,
-            last_error: all.scalars.last_error.clone(),
+            capabilities: scalars.capabilities,
+            ttft_within: ttft_bound_us.map(|bound| (ttft_us.count_up_to(bound), ttft_us.len())),
+            cost_usd: scalars.cost_usd,
+            tokens: scalars.tokens,
+            last_ok_ms: scalars.last_ok_ms,
+            outcomes: scalars.outcomes,
+            fidelity: scalars.fidelity,
+            quality: scalars.quality,
+            last_error: scalars.last_error,
         }
     }
 }

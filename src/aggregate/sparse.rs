@@ -401,8 +401,9 @@ impl SparseRollup {
         ]
     }
 
-    fn parts_of(other: &SparseRollup) -> [&Sparse; 4] {
-        [&other.ttft_us, &other.e2e_us, &other.itl_us, &other.tps]
+    /// Its four distributions: TTFT, E2E, ITL, tokens/s.
+    pub fn distributions(&self) -> [&Sparse; 4] {
+        [&self.ttft_us, &self.e2e_us, &self.itl_us, &self.tps]
     }
 
     /// Counts one run, finished at unix ms `at_ms`: what the writer folds into a bucket.
@@ -433,7 +434,7 @@ impl SparseRollup {
 
     /// The four distributions as V2 deflate blobs (TTFT, E2E, ITL, tokens/s).
     pub fn blobs(&self) -> [Vec<u8>; 4] {
-        Self::parts_of(self).map(Sparse::encode)
+        self.distributions().map(Sparse::encode)
     }
 
     /// Adds another bucket's (or location's) runs.
@@ -444,7 +445,7 @@ impl SparseRollup {
 
     /// Adds `other`'s distributions only (a window summing its buckets' scalars apart).
     pub fn add_distributions(&mut self, other: &SparseRollup) {
-        for (mine, theirs) in self.parts().into_iter().zip(Self::parts_of(other)) {
+        for (mine, theirs) in self.parts().into_iter().zip(other.distributions()) {
             mine.add(theirs);
         }
     }
@@ -467,12 +468,12 @@ impl SparseRollup {
 
     /// Counters held in all four distributions.
     pub fn counters(&self) -> usize {
-        Self::parts_of(self).iter().map(|s| s.counters()).sum()
+        self.distributions().iter().map(|s| s.counters()).sum()
     }
 
     /// The bytes the four distributions' counters take.
     pub fn bytes(&self) -> usize {
-        Self::parts_of(self).iter().map(|s| s.bytes()).sum()
+        self.distributions().iter().map(|s| s.bytes()).sum()
     }
 }
 
@@ -812,9 +813,10 @@ mod tests {
             folded.add_run(&record, i64::from(i));
         }
         let of_dense = SparseRollup::of(&dense);
-        for (sparse, want) in SparseRollup::parts_of(&folded)
+        for (sparse, want) in folded
+            .distributions()
             .into_iter()
-            .zip(SparseRollup::parts_of(&of_dense))
+            .zip(of_dense.distributions())
         {
             assert_eq!(sparse, want);
         }

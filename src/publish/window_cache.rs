@@ -25,11 +25,13 @@
 //! instead of merging every location's month again.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::aggregate::Window;
 use crate::aggregate::rollup::{Scalars, Span};
 use crate::aggregate::sparse::SparseRollup;
+use crate::aggregate::sum::RollupSum;
 use crate::result::ResultRecord;
 use crate::store::{RollupHead, RollupKey, Seen, Store, StoreError};
 
@@ -89,7 +91,8 @@ struct Closed {
     buckets: Vec<(i64, i64)>,
     /// The buckets' rollups added: distributions and scalars. Scalars do not subtract, so
     /// when a bucket leaves the window they are merged again from the rows still in it.
-    sum: SparseRollup,
+    /// Shared with the windows read from it until they are dropped (a publish's).
+    sum: Arc<SparseRollup>,
     /// This state's [`stamp`].
     stamp: u64,
 }
@@ -98,7 +101,7 @@ impl Default for Closed {
     fn default() -> Closed {
         Closed {
             buckets: Vec::new(),
-            sum: SparseRollup::default(),
+            sum: Arc::default(),
             stamp: stamp(),
         }
     }
@@ -112,7 +115,7 @@ impl Closed {
 
     /// Adds `rollup`, `bucket`'s at `version`.
     fn add(&mut self, bucket: i64, version: i64, rollup: &SparseRollup) {
-        self.sum.add(rollup);
+        Arc::make_mut(&mut self.sum).add(rollup);
         let at = self.buckets.partition_point(|b| b.0 < bucket);
         self.buckets.insert(at, (bucket, version));
         self.stamp = stamp();
@@ -121,7 +124,10 @@ impl Closed {
     /// Takes `bucket`'s `rollup` out of the distributions (its scalars are merged again
     /// later); false when they do not hold it.
     fn subtract(&mut self, bucket: i64, rollup: &SparseRollup) -> bool {
-        if self.sum.subtract_distributions(rollup).is_err() {
+        if Arc::make_mut(&mut self.sum)
+            .subtract_distributions(rollup)
+            .is_err()
+        {
             return false;
         }
         self.buckets.retain(|b| b.0 != bucket);
@@ -131,7 +137,7 @@ impl Closed {
 
     /// Sets the scalars, merged again from the buckets' rows.
     fn set_scalars(&mut self, scalars: Scalars) {
-        self.sum.scalars = scalars;
+        Arc::make_mut(&mut self.sum).scalars = scalars;
         self.stamp = stamp();
     }
 }
@@ -142,7 +148,7 @@ struct Merged {
     /// The stamps of the sums merged, in the locations' order.
     stamps: Vec<u64>,
     /// Their sum.
-    sum: SparseRollup,
+    sum: Arc<SparseRollup>,
 }
 
 /// One span's rollup heads in the windows as of the last read, kept so that a read asks
@@ -222,7 +228,7 @@ pub struct WindowCache {
     /// Each window's closed sums by key.
     closed: HashMap<Window, HashMap<Key, Closed>>,
     /// Each span's current bucket per key, read at every [`WindowCache::refresh`].
-    open: HashMap<Span, HashMap<Key, SparseRollup>>,
+    open: HashMap<Span, HashMap<Key, Arc<SparseRollup>>>,
     /// The sums of a target's locations merged since the last refresh
     /// ([`WindowCache::merged`]).
     merged: HashMap<MergedKey, Merged>,
@@ -266,8 +272,8 @@ impl WindowCache {
     fn sums(&self) -> impl Iterator<Item = &SparseRollup> {
         let closed = self.closed.values().flat_map(|sums| sums.values());
         closed
-            .map(|c| &c.sum)
-            .chain(self.merged.values().map(|m| &m.sum))
+            .map(|c| &*c.sum)
+            .chain(self.merged.values().map(|m| &*m.sum))
     }
 
     /// Counters held in the sums.
@@ -308,28 +314,27 @@ impl WindowCache {
         closed.chain(open)
     }
 
-    /// `window` of `key` whole at the last refresh: its closed sum, its buckets' scalars
-    /// and its current bucket. Built when asked for, one at a time: every window of every
-    /// key at once would be a second copy of the cache.
-    pub fn whole(&self, window: Window, key: &Key) -> SparseRollup {
-        let mut whole = SparseRollup::default();
+    /// `window` of `key` whole at the last refresh: its closed sum (distributions and its
+    /// buckets' scalars) and its current bucket, held apart and read as one.
+    pub fn whole(&self, window: Window, key: &Key) -> RollupSum {
+        let mut whole = RollupSum::default();
         if let Some(entry) = self.closed_of(window, key) {
-            whole.add(&entry.sum);
+            whole.push(Arc::clone(&entry.sum));
         }
         if let Some(current) = self.open_of(window, key) {
-            whole.add(current);
+            whole.push(Arc::clone(current));
         }
         whole
     }
 
     /// `window` of one target and probe over `keys` (theirs, in one location order) whole
-    /// at the last refresh: the keys' closed sums merged, then their current buckets.
-    /// The merged closed sums are kept while none of them changes (until a bucket closes,
-    /// in a periodic publish), so a fleet's target costs one merge of its locations'
-    /// current buckets instead of one of every location's month.
-    pub fn merged(&mut self, window: Window, keys: &[&Key]) -> SparseRollup {
+    /// at the last refresh: the keys' closed sums merged, then their current buckets, held
+    /// apart and read as one. The merged closed sums are kept while none of them changes
+    /// (until a bucket closes, in a periodic publish), so a fleet's target costs no merge
+    /// at all in a periodic publish instead of one of every location's month.
+    pub fn merged(&mut self, window: Window, keys: &[&Key]) -> RollupSum {
         let [first, ..] = keys else {
-            return SparseRollup::default();
+            return RollupSum::default();
         };
         if keys.len() == 1 {
             return self.whole(window, first);
@@ -345,17 +350,18 @@ impl WindowCache {
                 for entry in closed {
                     sum.add(&entry.sum);
                 }
-                Merged { stamps, sum }
+                Merged {
+                    stamps,
+                    sum: Arc::new(sum),
+                }
             }
         };
-        let mut current = SparseRollup::default();
+        let mut whole = RollupSum::of(Arc::clone(&merged.sum));
         for key in keys {
             if let Some(open) = self.open_of(window, key) {
-                current.add(open);
+                whole.push(Arc::clone(open));
             }
         }
-        let mut whole = merged.sum.clone();
-        whole.add(&current);
         self.merged.insert(at, merged);
         whole
     }
@@ -366,7 +372,7 @@ impl WindowCache {
     }
 
     /// The current bucket of `window`'s span and `key`.
-    fn open_of(&self, window: Window, key: &Key) -> Option<&SparseRollup> {
+    fn open_of(&self, window: Window, key: &Key) -> Option<&Arc<SparseRollup>> {
         self.open.get(&span_of(window))?.get(key)
     }
 
@@ -502,9 +508,17 @@ impl WindowCache {
                 for key in changed.keys() {
                     kept.remove(key);
                 }
-                kept.extend(open);
+                kept.extend(
+                    open.into_iter()
+                        .map(|(key, rollup)| (key, Arc::new(rollup))),
+                );
             }
-            _ => *kept = open,
+            _ => {
+                *kept = open
+                    .into_iter()
+                    .map(|(key, rollup)| (key, Arc::new(rollup)))
+                    .collect();
+            }
         }
         self.heads.insert(span, heads);
         Ok(true)

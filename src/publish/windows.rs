@@ -9,27 +9,33 @@
 //! non-zero counters), so a month of windows of every target fits in memory.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use super::minutes::Minutes;
 use super::window_cache::{Key, WindowCache};
 use crate::aggregate::health::State;
 use crate::aggregate::quorum::{self, LocationStatus};
 use crate::aggregate::sparse::SparseRollup;
+use crate::aggregate::sum::RollupSum;
 use crate::aggregate::{LocationStats, TargetStats, Window, WindowStats};
 use crate::config::Config;
 use crate::result::ResultRecord;
 use crate::store::{Store, StoreError, TargetAt};
 
-/// Per probe: the merged rollup.
-type PerProbe = BTreeMap<String, SparseRollup>;
+/// A target's windows before they are summed: each window and key, with its rollup when
+/// it is read from the hour's runs (`5m`, `1h`) and `None` when the cache holds it.
+type Entries = Vec<(Window, Key, Option<Arc<SparseRollup>>)>;
+
+/// Per probe: the rollups it sums.
+type PerProbe = BTreeMap<String, RollupSum>;
 
 /// Adds `rollup` to `probe`'s in `probes`, taking it whole when it is the first.
-fn add_into(probes: &mut PerProbe, probe: String, rollup: SparseRollup) {
+fn add_into(probes: &mut PerProbe, probe: String, rollup: RollupSum) {
     match probes.entry(probe) {
         std::collections::btree_map::Entry::Vacant(slot) => {
             slot.insert(rollup);
         }
-        std::collections::btree_map::Entry::Occupied(mut slot) => slot.get_mut().add(&rollup),
+        std::collections::btree_map::Entry::Occupied(mut slot) => slot.get_mut().append(&rollup),
     }
 }
 
@@ -94,13 +100,13 @@ pub fn summarize_with(
     // Each target's windows: the hour's and five minutes' from its minutes, the others
     // from the cache, built when the target's turn comes (all of them at once would copy
     // the cache).
-    let mut by_target: HashMap<String, Vec<(Window, Key, Option<SparseRollup>)>> = HashMap::new();
+    let mut by_target: HashMap<String, Entries> = HashMap::new();
     for (key, (hour, minutes)) in hour.windows(now_ms) {
         let entries = by_target.entry(key.target.clone()).or_default();
         if let Some(minutes) = minutes {
-            entries.push((Window::M5, key.clone(), Some(minutes)));
+            entries.push((Window::M5, key.clone(), Some(Arc::new(minutes))));
         }
-        entries.push((Window::H1, key.clone(), Some(hour)));
+        entries.push((Window::H1, key.clone(), Some(Arc::new(hour))));
     }
     cache.refresh(store, now_ms)?;
     for (window, key) in cache.keys() {
@@ -153,7 +159,7 @@ pub fn summarize_with(
         for (window, key, rollup) in entries {
             if window == feed_window {
                 let rollup = match &rollup {
-                    Some(rollup) => rollup.clone(),
+                    Some(rollup) => RollupSum::of(Arc::clone(rollup)),
                     None => cache.whole(window, &key),
                 };
                 let probes = local.entry(key.location.clone()).or_default();
@@ -163,7 +169,11 @@ pub fn summarize_with(
                 continue;
             }
             match rollup {
-                Some(rollup) => add_into(global.entry(window).or_default(), key.probe, rollup),
+                Some(rollup) => add_into(
+                    global.entry(window).or_default(),
+                    key.probe,
+                    RollupSum::of(rollup),
+                ),
                 None => kept
                     .entry((window, key.probe.clone()))
                     .or_default()
