@@ -526,41 +526,44 @@ impl WindowCache {
 
     /// Merges again the scalars of each sum in `left` (a bucket left it) from the rows of
     /// the buckets still in it, in bucket order as they were first merged; false when a row
-    /// changed since it was summed (that sum is dropped, to be read again).
+    /// changed since it was summed (that sum is dropped, to be read again). A bucket leaves
+    /// when the windows move, and then it leaves nearly every key's: the span's scalars are
+    /// read in one pass from the oldest bucket summed, without their histograms, rather
+    /// than row by row.
     fn merge_scalars_again(
         &mut self,
         store: &Store,
         span: Span,
         left: &HashSet<(Window, Key)>,
     ) -> Result<bool, StoreError> {
-        if left.is_empty() {
-            return Ok(true);
-        }
-        let wanted: HashSet<(&Key, i64)> = left
+        let oldest = left
             .iter()
-            .filter_map(|(window, key)| Some((key, self.closed_of(*window, key)?)))
-            .flat_map(|(key, entry)| entry.buckets.iter().map(move |b| (key, b.0)))
-            .collect();
-        let keys: Vec<_> = wanted.iter().map(|(key, bucket)| key.at(*bucket)).collect();
-        let mut rows: HashMap<(Key, i64), (i64, Scalars)> = HashMap::new();
+            .filter_map(|(window, key)| Some(self.closed_of(*window, key)?.buckets.first()?.0))
+            .min();
+        let Some(oldest) = oldest else {
+            return Ok(true);
+        };
+        // Each key's rows: (bucket, version, scalars), ascending by bucket.
+        let mut rows: HashMap<&Key, Vec<(i64, i64, Scalars)>> =
+            left.iter().map(|(_, key)| (key, Vec::new())).collect();
         let mut scratch = Key::default();
-        store.rollups_at(span, &keys, &mut |head, stored| {
+        store.each_rollup_scalars_written(span, oldest, None, &mut |head, scalars| {
             scratch.set(&head);
-            rows.insert(
-                (scratch.clone(), head.bucket),
-                (head.version, stored.scalars),
-            );
-            Ok(())
+            if let Some(rows) = rows.get_mut(&scratch) {
+                rows.push((head.bucket, head.version, scalars));
+            }
         })?;
         let mut intact = true;
         for (window, key) in left {
             let Some(entry) = self.closed.get_mut(window).and_then(|s| s.get_mut(key)) else {
                 continue;
             };
+            let stored = rows.get(key).map_or(&[][..], Vec::as_slice);
             let merged = entry.buckets.iter().try_fold(
                 Scalars::default(),
                 |mut scalars, &(bucket, version)| {
-                    let (stored, row) = rows.get(&(key.clone(), bucket))?;
+                    let at = stored.binary_search_by_key(&bucket, |row| row.0).ok()?;
+                    let (_, stored, row) = &stored[at];
                     (*stored == version).then(|| {
                         scalars.merge(row);
                         scalars
