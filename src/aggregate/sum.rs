@@ -105,6 +105,11 @@ impl RollupSum {
         self.parts.extend(other.parts.iter().cloned());
     }
 
+    /// No parts: no runs.
+    pub fn is_empty(&self) -> bool {
+        self.parts.is_empty()
+    }
+
     /// The parts' scalars merged, in their order.
     pub fn scalars(&self) -> Scalars {
         let mut parts = self.parts.iter();

@@ -9,39 +9,39 @@
 //! kept publisher and a cold one sum the same buckets in the same order.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use super::window_cache::Key;
 use crate::aggregate::sparse::SparseRollup;
+use crate::aggregate::sum::RollupSum;
 use crate::aggregate::{FIVE_MINUTES_MS, Window, minute_of};
 use crate::result::ResultRecord;
 
-/// One key's runs: by minute while in the `5m` window, then by five minutes.
+/// One key's runs: by minute while in the `5m` window, then by five minutes. Each bucket
+/// is shared with the windows read from it until they are dropped (a publish's).
 #[derive(Debug, Default)]
 struct Buckets {
     /// Each minute's runs, by the minute's start.
-    minutes: BTreeMap<i64, SparseRollup>,
+    minutes: BTreeMap<i64, Arc<SparseRollup>>,
     /// Each five minutes' runs that left the `5m` window, by their start.
-    fives: BTreeMap<i64, SparseRollup>,
-    /// `fives` added in order: the part of the `1h` window before the `5m` window, which
-    /// changes only when a minute is settled or a five minutes expires, so publishes in
-    /// between do not add it up again.
-    before: Option<SparseRollup>,
-    /// `fives` but the last, added in order, and the start of that last five minutes:
-    /// `before` is this plus the last five minutes, so a minute folded into the last five
-    /// minutes, or one starting the next, costs one addition instead of a dozen. `None`
-    /// when it must be added up again (a five minutes left the hour, or a minute came into
-    /// an earlier one).
-    prefix: Option<(Option<SparseRollup>, i64)>,
+    fives: BTreeMap<i64, Arc<SparseRollup>>,
+    /// `fives` but the last, added in order, and the start of that last five minutes: the
+    /// `1h` window is this, the last five minutes and the `5m` window's minutes, read
+    /// together. It changes only when a five minutes closes or leaves the hour, so a minute
+    /// folded into the last five minutes costs one addition, and publishes in between none.
+    /// `None` when it must be added up again (a five minutes left the hour, or a minute came
+    /// into an earlier one).
+    prefix: Option<(Option<Arc<SparseRollup>>, i64)>,
     /// Unix ms of the newest run added.
     newest: i64,
 }
 
 impl Buckets {
-    /// Adds up `before` again after `fives` changed (`refold`: not only at their end), as
+    /// Adds up `prefix` again after `fives` changed (`refold`: not only at their end), as
     /// the left fold over `fives` in order it always is.
     fn fold(&mut self, refold: bool) {
-        let Some((&last, last_five)) = self.fives.last_key_value() else {
-            (self.before, self.prefix) = (None, None);
+        let Some(&last) = self.fives.keys().next_back() else {
+            self.prefix = None;
             return;
         };
         let (mut prefix, from) = match self.prefix.take() {
@@ -49,11 +49,11 @@ impl Buckets {
             _ => (None, i64::MIN),
         };
         for rollup in self.fives.range(from..last).map(|(_, r)| r) {
-            prefix.get_or_insert_default().add(rollup);
+            match &mut prefix {
+                Some(prefix) => Arc::make_mut(prefix).add(rollup),
+                None => prefix = Some(Arc::clone(rollup)),
+            }
         }
-        let mut before = prefix.clone().unwrap_or_default();
-        before.add(last_five);
-        self.before = Some(before);
         self.prefix = Some((prefix, last));
     }
 }
@@ -83,11 +83,8 @@ impl Minutes {
         let at = record.ts.ms();
         let buckets = self.by_key.entry(Key::of_record(record)).or_default();
         buckets.newest = buckets.newest.max(at);
-        buckets
-            .minutes
-            .entry(minute_of(at))
-            .or_default()
-            .add_run(record, at);
+        let minute = buckets.minutes.entry(minute_of(at)).or_default();
+        Arc::make_mut(minute).add_run(record, at);
     }
 
     /// Whether `record`, added now, is summed as a cold read sums it — floating-point sums
@@ -116,7 +113,14 @@ impl Minutes {
                         .fives
                         .last_key_value()
                         .is_some_and(|(&l, _)| five < l);
-                    buckets.fives.entry(five).or_default().add(&rollup);
+                    match buckets.fives.entry(five) {
+                        std::collections::btree_map::Entry::Vacant(slot) => {
+                            slot.insert(rollup);
+                        }
+                        std::collections::btree_map::Entry::Occupied(mut slot) => {
+                            Arc::make_mut(slot.get_mut()).add(&rollup);
+                        }
+                    }
                     changed = true;
                 }
             }
@@ -136,7 +140,7 @@ impl Minutes {
     }
 
     /// Per key at `now_ms` (settled at it): the `1h` window's runs, and the `5m` window's
-    /// when it has any.
+    /// when it has any, as the buckets they sum.
     pub fn windows(&self, now_ms: i64) -> impl Iterator<Item = (&Key, WindowPair)> {
         let minutes_start = Window::M5.start(now_ms);
         self.by_key.iter().filter_map(move |(key, buckets)| {
@@ -147,25 +151,28 @@ impl Minutes {
                     .all(|&five| five >= Window::H1.start(now_ms)),
                 "settled at now_ms"
             );
-            let before = buckets.before.clone();
-            let mut recent: Option<SparseRollup> = None;
+            let mut recent = RollupSum::default();
             for rollup in buckets.minutes.range(minutes_start..).map(|(_, r)| r) {
-                recent.get_or_insert_default().add(rollup);
+                recent.push(Arc::clone(rollup));
             }
-            if before.is_none() && recent.is_none() {
+            let mut hour = RollupSum::default();
+            if let Some((Some(prefix), _)) = &buckets.prefix {
+                hour.push(Arc::clone(prefix));
+            }
+            if let Some(last) = buckets.fives.values().next_back() {
+                hour.push(Arc::clone(last));
+            }
+            hour.append(&recent);
+            if hour.is_empty() {
                 return None;
             }
-            let mut hour = before.unwrap_or_default();
-            if let Some(recent) = &recent {
-                hour.add(recent);
-            }
-            Some((key, (hour, recent)))
+            Some((key, (hour, (!recent.is_empty()).then_some(recent))))
         })
     }
 }
 
 /// A key's `1h` window and, when it has runs, its `5m` window.
-pub type WindowPair = (SparseRollup, Option<SparseRollup>);
+pub type WindowPair = (RollupSum, Option<RollupSum>);
 
 #[cfg(test)]
 mod tests {
@@ -221,21 +228,22 @@ mod tests {
             .collect();
         let (h1, m5) = &windows["ping"];
         let m5 = m5.as_ref().unwrap();
-        assert_eq!((h1.scalars.attempts(), m5.scalars.attempts()), (4, 2));
+        assert_eq!((h1.scalars().attempts(), m5.scalars().attempts()), (4, 2));
         let lowest = |ms: u64| Some(highest_equivalent(ms * 1000));
-        assert_eq!(h1.ttft_us.value_at_quantile(0.0), lowest(2));
-        assert_eq!(m5.ttft_us.value_at_quantile(0.0), lowest(4));
+        let first = |sum: &RollupSum| sum.ttft_us().iter().next().map(|(value, _)| value);
+        assert_eq!(first(h1), lowest(2));
+        assert_eq!(first(m5), lowest(4));
         let (h1, m5) = &windows["stream"];
-        assert_eq!(h1.scalars.attempts(), 5);
-        assert_eq!(m5.as_ref().unwrap().ttft_us.len(), 5);
+        assert_eq!(h1.scalars().attempts(), 5);
+        assert_eq!(m5.as_ref().unwrap().ttft_us().len(), 5);
         // Minutes that left the five minutes are kept by five minutes, whenever settled.
         let settled = fold(true);
         let counts = |m: &Minutes| {
             let mut counts: Vec<(String, u64, Option<u64>)> = m
                 .windows(now)
                 .map(|(k, (h1, m5))| {
-                    let m5 = m5.map(|m5| m5.scalars.attempts());
-                    (k.probe.clone(), h1.scalars.attempts(), m5)
+                    let m5 = m5.map(|m5| m5.scalars().attempts());
+                    (k.probe.clone(), h1.scalars().attempts(), m5)
                 })
                 .collect();
             counts.sort();
@@ -251,7 +259,7 @@ mod tests {
         minutes.settle(later);
         let left: Vec<u64> = minutes
             .windows(later)
-            .map(|(_, (h1, _))| h1.scalars.attempts())
+            .map(|(_, (h1, _))| h1.scalars().attempts())
             .collect();
         assert_eq!(left, [1]);
         minutes.settle(later + FIVE_MINUTES_MS);
@@ -272,8 +280,8 @@ mod tests {
             minutes
                 .windows(now)
                 .map(|(_, (h1, m5))| {
-                    let m5 = m5.map(|m5| (m5.scalars.cost_usd.to_bits(), m5.ttft_us.len()));
-                    (h1.scalars.cost_usd.to_bits(), h1.ttft_us.len(), m5)
+                    let m5 = m5.map(|m5| (m5.scalars().cost_usd.to_bits(), m5.ttft_us().len()));
+                    (h1.scalars().cost_usd.to_bits(), h1.ttft_us().len(), m5)
                 })
                 .collect::<Vec<_>>()
         };

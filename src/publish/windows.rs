@@ -9,22 +9,20 @@
 //! non-zero counters), so a month of windows of every target fits in memory.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
 use super::minutes::Minutes;
 use super::window_cache::{Key, WindowCache};
 use crate::aggregate::health::State;
 use crate::aggregate::quorum::{self, LocationStatus};
-use crate::aggregate::sparse::SparseRollup;
 use crate::aggregate::sum::RollupSum;
 use crate::aggregate::{LocationStats, TargetStats, Window, WindowStats};
 use crate::config::Config;
 use crate::result::ResultRecord;
 use crate::store::{Store, StoreError, TargetAt};
 
-/// A target's windows before they are summed: each window and key, with its rollup when
-/// it is read from the hour's runs (`5m`, `1h`) and `None` when the cache holds it.
-type Entries = Vec<(Window, Key, Option<Arc<SparseRollup>>)>;
+/// A target's windows before they are summed: each window and key, with its rollups when
+/// they are the hour's runs (`5m`, `1h`) and `None` when the cache holds them.
+type Entries = Vec<(Window, Key, Option<RollupSum>)>;
 
 /// Per probe: the rollups it sums.
 type PerProbe = BTreeMap<String, RollupSum>;
@@ -104,9 +102,9 @@ pub fn summarize_with(
     for (key, (hour, minutes)) in hour.windows(now_ms) {
         let entries = by_target.entry(key.target.clone()).or_default();
         if let Some(minutes) = minutes {
-            entries.push((Window::M5, key.clone(), Some(Arc::new(minutes))));
+            entries.push((Window::M5, key.clone(), Some(minutes)));
         }
-        entries.push((Window::H1, key.clone(), Some(Arc::new(hour))));
+        entries.push((Window::H1, key.clone(), Some(hour)));
     }
     cache.refresh(store, now_ms)?;
     for (window, key) in cache.keys() {
@@ -159,7 +157,7 @@ pub fn summarize_with(
         for (window, key, rollup) in entries {
             if window == feed_window {
                 let rollup = match &rollup {
-                    Some(rollup) => RollupSum::of(Arc::clone(rollup)),
+                    Some(rollup) => rollup.clone(),
                     None => cache.whole(window, &key),
                 };
                 let probes = local.entry(key.location.clone()).or_default();
@@ -169,11 +167,7 @@ pub fn summarize_with(
                 continue;
             }
             match rollup {
-                Some(rollup) => add_into(
-                    global.entry(window).or_default(),
-                    key.probe,
-                    RollupSum::of(rollup),
-                ),
+                Some(rollup) => add_into(global.entry(window).or_default(), key.probe, rollup),
                 None => kept
                     .entry((window, key.probe.clone()))
                     .or_default()
