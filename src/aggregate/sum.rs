@@ -40,7 +40,9 @@ impl<'a> SparseSum<'a> {
 
     /// Samples at or below `value`'s counter (see [`Sparse::count_up_to`]).
     pub fn count_up_to(&self, value: u64) -> u64 {
-        self.parts.iter().map(|part| part.count_up_to(value)).sum()
+        self.parts
+            .iter()
+            .fold(0u64, |n, part| n.saturating_add(part.count_up_to(value)))
     }
 
     /// (highest equivalent value, count) of each non-zero counter of the sum, ascending:
@@ -56,8 +58,8 @@ impl<'a> SparseSum<'a> {
             })
             .collect();
         std::iter::from_fn(move || {
-            // A window sums a few parts (its kept sum and a current bucket per location):
-            // the smallest head is found by a scan, which beats a heap at that size.
+            // A window sums a few parts (its kept sum and a current bucket per location),
+            // so the smallest head is found by a scan.
             let value = heads.iter().map(|((value, _), _)| *value).min()?;
             let mut count = 0u64;
             heads.retain_mut(|(head, walk)| {
@@ -105,7 +107,7 @@ impl RollupSum {
         self.parts.extend(other.parts.iter().cloned());
     }
 
-    /// No parts: no runs.
+    /// No parts.
     pub fn is_empty(&self) -> bool {
         self.parts.is_empty()
     }
