@@ -5,7 +5,8 @@
 //! publisher lock does), each after another minute of the fleet's runs. The history ends
 //! 2 min 45 s before an hour begins, so the third of those publishes is the first of a new
 //! hour (the `24h` window moves: the one publish an hour that looks at every key), marked
-//! in what the bench prints.
+//! in what the bench prints; `SONDE_BENCH_FLEET_TURN=day` ends it before a day begins
+//! instead (`24h`, `7d` and `30d` all move: the one publish a day that costs the most).
 //!
 //! What is stored is what 30 days of the fleet leaves, without writing 432 M raw results:
 //! the last hour's raw results (600,000: the `5m` and `1h` windows read them), hourly rollups
@@ -159,6 +160,15 @@ fn next_minute(store: &mut Store, config: &Config, locations: usize, at: i64, mi
     store.copy(&page).expect("copy a minute");
 }
 
+/// The bucket whose turn the kept publishes cross: an hour, or a day with
+/// `SONDE_BENCH_FLEET_TURN=day`.
+fn turn() -> Span {
+    match std::env::var("SONDE_BENCH_FLEET_TURN").as_deref() {
+        Ok("day") => Span::Day,
+        _ => Span::Hour,
+    }
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; a filter that names another bench skips this one.
     if std::env::args()
@@ -187,9 +197,10 @@ fn main() {
         },
         ..config
     };
-    // 2 min 45 s before an hour begins: the kept publisher's third periodic publish is the
-    // first of a new hour, when the `24h` window moves and every key is looked at.
-    let now = common::now_ms() / Span::Hour.ms() * Span::Hour.ms() - 165_000;
+    // 2 min 45 s before an hour (or a day) begins: the kept publisher's third periodic
+    // publish is the first of a new one, when its windows move and every key is looked at.
+    let turn = turn();
+    let now = common::now_ms() / turn.ms() * turn.ms() - 165_000;
     let mut store = Store::open(&config.store, "loc-00").expect("open store");
     let started = Instant::now();
     let rows = generate(&mut store, &config, locations, now);
@@ -269,12 +280,13 @@ fn kept_publishes(reader: &Store, config: &Config, locations: usize, now: i64) {
     let first = publish_at(now, &mut history);
     let mut writer = Store::open(&config.store, "loc-00").expect("open store");
     let minutes = count("SONDE_BENCH_FLEET_MINUTES", 5).max(1) as i64;
-    let mut hours = Vec::new();
+    let turn = turn();
+    let mut buckets = Vec::new();
     let mut periodic: Vec<Duration> = (1..=minutes)
         .map(|minute| {
             let at = now + minute * 60_000;
             next_minute(&mut writer, config, locations, at, 60 + minute);
-            hours.push(Span::Hour.bucket_of(at + 30_000));
+            buckets.push(turn.bucket_of(at + 30_000));
             publish_at(at + 30_000, &mut history)
         })
         .collect();
@@ -282,8 +294,12 @@ fn kept_publishes(reader: &Store, config: &Config, locations: usize, now: i64) {
         .iter()
         .enumerate()
         .map(|(i, t)| {
-            let new_hour = i > 0 && hours[i] != hours[i - 1];
-            let mark = if new_hour { " (a new hour)" } else { "" };
+            let turned = i > 0 && buckets[i] != buckets[i - 1];
+            let mark = match (turned, turn) {
+                (false, _) => "",
+                (true, Span::Day) => " (a new day)",
+                (true, _) => " (a new hour)",
+            };
             format!("{:.0}{mark}", t.as_secs_f64() * 1000.0)
         })
         .collect();
