@@ -21,8 +21,9 @@
 //! A fleet's target is seen from several locations: its global window is every counted
 //! location's merged. Those closed sums, merged, are kept too, with the stamp of each sum
 //! in them (a sum changed gets a new stamp), and taken again while the stamps are the
-//! same: a periodic publish then adds the locations' current buckets to one merged month
-//! instead of merging every location's month again.
+//! same: a periodic publish then reads the locations' current buckets together with one
+//! merged month (`aggregate::sum::RollupSum`) instead of merging every location's month
+//! again.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

@@ -1,9 +1,9 @@
 //! Every window of every target, read from the store: raw results for `5m` and `1h` (folded
 //! per minute and five minutes, `publish::minutes`), hourly
 //! rollups for `24h`, daily rollups for `7d` and `30d` (through the `WindowCache`, which
-//! keeps their closed buckets summed between publishes). Each location's window is added
-//! into its target's global figures when the location counts (the distributions of every
-//! counted location merged, which is exact: the merged percentiles are those of the union
+//! keeps their closed buckets summed between publishes). Each location's window is counted
+//! in its target's global figures when the location counts (the distributions of every
+//! counted location read as one sum, which is exact: the merged percentiles are those of the union
 //! of the runs), and kept as the location's own figures for the feed's window; then each
 //! target's global state by quorum (`aggregate::quorum`). Distributions are sparse (only
 //! non-zero counters), so a month of windows of every target fits in memory.
@@ -27,14 +27,9 @@ type Entries = Vec<(Window, Key, Option<RollupSum>)>;
 /// Per probe: the rollups it sums.
 type PerProbe = BTreeMap<String, RollupSum>;
 
-/// Adds `rollup` to `probe`'s in `probes`, taking it whole when it is the first.
+/// Adds `rollup`'s parts to `probe`'s in `probes`.
 fn add_into(probes: &mut PerProbe, probe: String, rollup: RollupSum) {
-    match probes.entry(probe) {
-        std::collections::btree_map::Entry::Vacant(slot) => {
-            slot.insert(rollup);
-        }
-        std::collections::btree_map::Entry::Occupied(mut slot) => slot.get_mut().append(&rollup),
-    }
+    probes.entry(probe).or_default().append(&rollup);
 }
 
 /// Hands `each` every run of `store` finished at or after `since_ms`, oldest first, one at
@@ -96,8 +91,8 @@ pub fn summarize_with(
         }
     };
     // Each target's windows: the hour's and five minutes' from its minutes, the others
-    // from the cache, built when the target's turn comes (all of them at once would copy
-    // the cache).
+    // from the cache when the target's turn comes (the cache merges its locations' closed
+    // sums then, when they changed).
     let mut by_target: HashMap<String, Entries> = HashMap::new();
     for (key, (hour, minutes)) in hour.windows(now_ms) {
         let entries = by_target.entry(key.target.clone()).or_default();
