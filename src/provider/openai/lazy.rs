@@ -55,17 +55,36 @@ fn first(seen: &mut bool) -> Option<()> {
 
 /// The bytes that end a plain string: its closing quote, or what needs the full decode (an
 /// escape, or a control character, which JSON forbids inside a string).
-static ENDS_PLAIN_TEXT: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut byte = 0;
-    while byte < 0x20 {
-        table[byte] = true;
-        byte += 1;
+fn ends_plain_text(byte: u8) -> bool {
+    byte == b'"' || byte == b'\\' || byte < 0x20
+}
+
+/// Where the first byte of `bytes` that [`ends_plain_text`] is, eight bytes at a time: the
+/// keys and values of a chunk are most of its bytes, and a byte-at-a-time scan was the
+/// largest part of reading it.
+fn plain_text_end(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    // A byte's high bit is set where it is below `n` (for `n` <= 0x80). A borrow can also
+    // mark bytes above a marked one, never below it, so the lowest mark is exact.
+    let below = |word: u64, n: u8| word.wrapping_sub(ONES * u64::from(n)) & !word & HIGHS;
+    let mut chunks = bytes.chunks_exact(8);
+    let mut at = 0;
+    for chunk in chunks.by_ref() {
+        let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        let marks = below(word ^ (ONES * u64::from(b'"')), 1)
+            | below(word ^ (ONES * u64::from(b'\\')), 1)
+            | below(word, 0x20);
+        if marks != 0 {
+            return Some(at + marks.trailing_zeros() as usize / 8);
+        }
+        at += 8;
     }
-    table[b'"' as usize] = true;
-    table[b'\\' as usize] = true;
-    table
-};
+    let rest = chunks.remainder();
+    rest.iter()
+        .position(|&byte| ends_plain_text(byte))
+        .map(|i| at + i)
+}
 
 /// A cursor over the chunk's bytes.
 struct Reader<'a> {
@@ -115,10 +134,7 @@ impl<'a> Reader<'a> {
     fn string(&mut self) -> Option<&'a str> {
         self.take(b'"')?;
         let start = self.at;
-        let end = start
-            + self.bytes[start..]
-                .iter()
-                .position(|&byte| ENDS_PLAIN_TEXT[usize::from(byte)])?;
+        let end = start + plain_text_end(&self.bytes[start..])?;
         (self.bytes[end] == b'"').then_some(())?;
         self.at = end + 1;
         // Both ends are ASCII quotes, so the slice is on character boundaries.
@@ -306,6 +322,41 @@ mod tests {
                 };
                 if let Some(chunk) = read(variant) {
                     assert_eq!(Some(events(chunk)), full(variant), "{variant}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_word_scan_finds_the_byte_a_scan_byte_by_byte_finds() {
+        // Every byte value at every offset of strings long enough to span three words,
+        // over a background of plain bytes, UTF-8 and the values next to the ones it seeks.
+        for background in [b'a', 0xc3, 0x21, 0x23, 0x5b, 0x5d, 0x20, 0x7f, 0xff] {
+            for len in 0..24 {
+                for at in 0..len {
+                    for byte in 0..=255u8 {
+                        let mut bytes = vec![background; len];
+                        bytes[at] = byte;
+                        let naive = bytes.iter().position(|&b| ends_plain_text(b));
+                        assert_eq!(plain_text_end(&bytes), naive, "{bytes:?}");
+                    }
+                }
+            }
+        }
+        // Two marks, where a borrow from the first could mark a byte after it.
+        let edges = [
+            0x00, 0x01, 0x1f, 0x20, 0x21, b'"', 0x23, b'\\', 0x5d, 0x80, 0xff,
+        ];
+        for len in 0..20 {
+            for (first, second) in (0..len).flat_map(|a| (0..len).map(move |b| (a, b))) {
+                for (x, y) in edges
+                    .iter()
+                    .flat_map(|&x| edges.iter().map(move |&y| (x, y)))
+                {
+                    let mut bytes = vec![b'a'; len];
+                    (bytes[first], bytes[second]) = (x, y);
+                    let naive = bytes.iter().position(|&b| ends_plain_text(b));
+                    assert_eq!(plain_text_end(&bytes), naive, "{bytes:?}");
                 }
             }
         }
