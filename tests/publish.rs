@@ -664,12 +664,23 @@ async fn target_pages_alone_and_written_one_by_one_are_the_built_sites() {
         );
     }
 
-    // Written as `sonde publish` writes it: the shared files and results.csv, then the pages.
-    let mut shared = shared;
-    let csv = files[results_csv::PATH].clone();
-    shared.insert(results_csv::PATH.into(), csv);
+    // Written as `sonde publish` writes it: results.csv, the shared files (each handed on
+    // as it is written, as a server keeps them), then the pages.
     let out = dir.path().join("site");
-    let written = publish::write_site_from(&out, &config, &snapshot, &feed, &shared).unwrap();
+    let mut kept = publish::Files::new();
+    let written = publish::write_site_from(
+        &out,
+        &config,
+        &snapshot,
+        &feed,
+        &files[results_csv::PATH],
+        &mut |path, bytes| {
+            kept.insert(path, bytes);
+            Ok(())
+        },
+    )
+    .unwrap();
+    assert_eq!(kept, shared);
     assert_eq!(written.files, files.len());
     assert_eq!(written.bytes, files.values().map(Vec::len).sum::<usize>());
     for (path, bytes) in &files {

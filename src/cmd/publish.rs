@@ -95,14 +95,20 @@ fn site(out: Option<PathBuf>, config: &Config, protected: &Protected) -> anyhow:
     let started = std::time::Instant::now();
     let snapshot = Snapshot::load(config, &store, now)?;
     let feed = snapshot.feed(config);
-    let mut shared = publish::build_shared(config, &snapshot, &feed)?;
-    shared.insert(results_csv::PATH.into(), results_csv::render(&store, now)?);
-    let written = publish::write_site_from(&out, config, &snapshot, &feed, &shared)?;
+    let csv = results_csv::render(&store, now)?;
+    let mut index_len = 0;
+    let written =
+        publish::write_site_from(&out, config, &snapshot, &feed, &csv, &mut |path, bytes| {
+            if path == "index.html" {
+                index_len = bytes.len();
+            }
+            Ok(())
+        })?;
     println!(
         "published {} files ({} KiB, index.html {} KiB) to {} in {:.0} ms",
         written.files,
         written.bytes / 1024,
-        shared.get("index.html").map_or(0, Vec::len) / 1024,
+        index_len / 1024,
         out.display(),
         started.elapsed().as_secs_f64() * 1000.0
     );

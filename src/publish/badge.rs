@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::feed::{Feed, FeedTarget};
 use super::text::slug;
-use super::{Files, PublishError};
+use super::{PublishError, Sink};
 use crate::aggregate::health::State;
 
 /// Pixels per character of the badge's 11 px Verdana, on average, and the padding.
@@ -108,13 +108,12 @@ pub fn headline(feed: &Feed) -> (String, State) {
     (text, state)
 }
 
-/// Every badge, its endpoint JSON and the favicon.
-pub fn files(feed: &Feed) -> Result<Files, PublishError> {
-    let mut files = Files::new();
+/// Every badge, its endpoint JSON and the favicon, each handed to `sink`.
+pub fn files(feed: &Feed, sink: &mut Sink<'_>) -> Result<(), PublishError> {
     for target in &feed.targets {
         let (svg, endpoint) = render(&target.id, words(target.state), target.state)?;
-        files.insert(format!("badge/{}.svg", slug(&target.id)), svg);
-        files.insert(format!("badge/{}.json", slug(&target.id)), endpoint);
+        sink(format!("badge/{}.svg", slug(&target.id)), svg)?;
+        sink(format!("badge/{}.json", slug(&target.id)), endpoint)?;
     }
     for group in feed.groups.keys() {
         let members: Vec<&FeedTarget> = feed.targets.iter().filter(|t| &t.group == group).collect();
@@ -126,16 +125,15 @@ pub fn files(feed: &Feed) -> Result<Files, PublishError> {
         };
         let message = format!("{up} of {} up", members.len());
         let (svg, endpoint) = render(group, &message, state)?;
-        files.insert(format!("badge/g/{}.svg", slug(group)), svg);
-        files.insert(format!("badge/g/{}.json", slug(group)), endpoint);
+        sink(format!("badge/g/{}.svg", slug(group)), svg)?;
+        sink(format!("badge/g/{}.json", slug(group)), endpoint)?;
     }
     let (fill, _) = colors(worst(&feed.targets));
-    files.insert(
+    sink(
         "favicon.svg".into(),
         format!(
             "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 16 16\"><circle cx=\"8\" cy=\"8\" r=\"7\" fill=\"{fill}\"/></svg>"
         )
         .into_bytes(),
-    );
-    Ok(files)
+    )
 }

@@ -11,8 +11,8 @@
 //! writes them into a fresh folder next to the target and swaps it in with renames — only
 //! over a folder sonde wrote before (its marker file) or an empty one (`owned_dir`). A
 //! server keeps the snapshot instead of the targets' pages, most of a site's bytes:
-//! [`build_shared`] renders the rest, [`target_page`] one page when it is asked for, and
-//! [`write_site_from`] writes each page as it is rendered.
+//! [`each_shared_file`] renders the rest one file at a time, [`target_page`] one page when
+//! it is asked for, and [`write_site_from`] writes each file as it is rendered.
 
 mod atom;
 mod badge;
@@ -195,35 +195,58 @@ pub fn build(config: &Config, snapshot: &Snapshot) -> Result<Files, PublishError
     Ok(files)
 }
 
+/// Takes each file of a site as it is rendered: its path in the site and its bytes.
+pub type Sink<'a> = dyn FnMut(String, Vec<u8>) -> Result<(), PublishError> + 'a;
+
 /// Renders every file of the site but the targets' pages (`t/`), which are most of its
-/// bytes: a server renders those when asked ([`target_page`]), a writer one by one
-/// ([`each_target_page`] through [`SiteWriter`]).
+/// bytes (a server renders those when asked, [`target_page`]; a writer one by one,
+/// [`each_target_page`]), and hands each to `sink` as it is rendered: a caller that
+/// compresses or writes them holds one plain file at a time, not the site (at 5,000
+/// targets `index.html` and `feed.json` are 10 MB each).
+pub fn each_shared_file(
+    config: &Config,
+    snapshot: &Snapshot,
+    feed: &feed::Feed,
+    sink: &mut Sink<'_>,
+) -> Result<(), PublishError> {
+    page::shared_pages(config, snapshot, feed, sink)?;
+    badge::files(feed, sink)?;
+    sink("incidents.xml".into(), atom::incidents(config, snapshot))?;
+    sink("feed.json".into(), feed_json(feed)?)
+}
+
+/// [`each_shared_file`]'s files, in memory.
 pub fn build_shared(
     config: &Config,
     snapshot: &Snapshot,
     feed: &feed::Feed,
 ) -> Result<Files, PublishError> {
-    let mut files = page::render(config, snapshot, feed)?;
-    files.extend(badge::files(feed)?);
-    files.insert("incidents.xml".into(), atom::incidents(config, snapshot));
-    files.insert("feed.json".into(), feed_json(feed)?);
+    let mut files = Files::new();
+    each_shared_file(config, snapshot, feed, &mut |path, bytes| {
+        files.insert(path, bytes);
+        Ok(())
+    })?;
     Ok(files)
 }
 
 /// Renders the whole site from `snapshot` and its `feed` into `out`, atomically (as
-/// [`write_site`]), writing each target page as soon as it is rendered: the site is never
-/// held whole in memory.
+/// [`write_site`]), with `results_csv` (read from the store: [`results_csv::render`]):
+/// each file written as soon as it is rendered, so the site is never held whole in memory.
+/// Each shared file (all but the targets' pages) is then handed to `keep`.
 pub fn write_site_from(
     out: &Path,
     config: &Config,
     snapshot: &Snapshot,
     feed: &feed::Feed,
-    shared: &Files,
+    results_csv: &[u8],
+    keep: &mut Sink<'_>,
 ) -> Result<Written, PublishError> {
     let writer = SiteWriter::begin(out)?;
-    for (relative, bytes) in shared {
-        writer.file(relative, bytes)?;
-    }
+    writer.file(results_csv::PATH, results_csv)?;
+    each_shared_file(config, snapshot, feed, &mut |path, bytes| {
+        writer.file(&path, &bytes)?;
+        keep(path, bytes)
+    })?;
     page::each_target_page(config, snapshot, feed, &|(relative, bytes)| {
         writer.file(&relative, &bytes)
     })?;

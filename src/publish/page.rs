@@ -11,7 +11,7 @@ use super::latest::LatestRun;
 use super::markup::{self, Compared};
 use super::quality_page;
 use super::text::{ms, number, percent, short_when, slug, state_text, target_path, when};
-use super::{Files, INCIDENTS_LISTED, PublishError, Snapshot};
+use super::{INCIDENTS_LISTED, PublishError, Sink, Snapshot};
 use crate::aggregate::Window;
 use crate::aggregate::health::IncidentKind;
 use crate::aggregate::slo::SloStatus;
@@ -449,10 +449,15 @@ fn refresh(config: &Config) -> String {
         .map_or(String::new(), |every| every.as_secs().to_string())
 }
 
-/// Renders `index.html`, `incidents.html` and one comparison page per route group: every
-/// page but the targets' ([`each_target_page`], [`target_page`]).
-pub fn render(config: &Config, snapshot: &Snapshot, feed: &Feed) -> Result<Files, PublishError> {
-    let mut files = Files::new();
+/// Renders `index.html`, `incidents.html` and one comparison page per route group (every
+/// page but the targets': [`each_target_page`], [`target_page`]), handing each to `sink`
+/// as it is rendered.
+pub fn shared_pages(
+    config: &Config,
+    snapshot: &Snapshot,
+    feed: &Feed,
+    sink: &mut Sink<'_>,
+) -> Result<(), PublishError> {
     let refresh = refresh(config);
     let mut groups: Vec<Group> = Vec::new();
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
@@ -510,7 +515,7 @@ pub fn render(config: &Config, snapshot: &Snapshot, feed: &Feed) -> Result<Files
             page: group.name.clone(),
             source,
         })?;
-        files.insert(group.href.clone(), html.into_bytes());
+        sink(group.href.clone(), html.into_bytes())?;
     }
     let history = IncidentsPage {
         title: config.publish.title.clone(),
@@ -529,7 +534,7 @@ pub fn render(config: &Config, snapshot: &Snapshot, feed: &Feed) -> Result<Files
         page: "incidents".into(),
         source,
     })?;
-    files.insert("incidents.html".into(), html.into_bytes());
+    sink("incidents.html".into(), html.into_bytes())?;
     let (banner, overall) = super::badge::headline(feed);
     let index = IndexPage {
         banner,
@@ -547,8 +552,7 @@ pub fn render(config: &Config, snapshot: &Snapshot, feed: &Feed) -> Result<Files
         page: "index".into(),
         source,
     })?;
-    files.insert("index.html".into(), html.into_bytes());
-    Ok(files)
+    sink("index.html".into(), html.into_bytes())
 }
 
 /// Renders every target's page, one share of the targets per core, and hands each page to
@@ -753,7 +757,7 @@ mod tests {
             by_target: HashMap::new(),
         };
         let feed = super::super::feed::build(&config, &[], &[], now);
-        let files = render(&config, &snapshot, &feed).unwrap();
+        let files = super::super::build_shared(&config, &snapshot, &feed).unwrap();
         let page = String::from_utf8_lossy(&files["incidents.html"]);
         assert_eq!(
             page.matches("<tr><td class=\"nw\">").count(),

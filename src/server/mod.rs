@@ -148,18 +148,23 @@ impl Site {
                 Ok::<_, PublishError>((snapshot, publisher, csv))
             })?;
             let feed = snapshot.feed(&site.config);
-            let mut files = publish::build_shared(&site.config, &snapshot, &feed)?;
-            if let (Some(out), Some(csv)) = (site.config.publish.out.as_ref(), csv) {
-                files.insert(results_csv::PATH.into(), csv);
-                publish::write_site_from(out, &site.config, &snapshot, &feed, &files)?;
-                files.remove(results_csv::PATH);
+            // Each file is compressed as it comes: the plain site is never held whole.
+            let mut files = BTreeMap::new();
+            let keep = &mut |path, body| {
+                if site.served {
+                    files.insert(path, KeptFile::compressed(body));
+                }
+                Ok(())
+            };
+            match (site.config.publish.out.as_ref(), csv) {
+                (Some(out), Some(csv)) => {
+                    publish::write_site_from(out, &site.config, &snapshot, &feed, &csv, keep)?;
+                }
+                _ => publish::each_shared_file(&site.config, &snapshot, &feed, keep)?,
             }
             site.announce_publisher(publisher);
             Ok(site.served.then(|| Published {
-                files: files
-                    .into_iter()
-                    .map(|(path, body)| (path, KeptFile::compressed(body)))
-                    .collect(),
+                files,
                 snapshot,
                 feed,
             }))
