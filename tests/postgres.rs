@@ -194,7 +194,14 @@ fn both_backends_publish_the_same_site_from_the_same_history() {
     assert_eq!(from_sqlite.spend().unwrap(), from_postgres.spend().unwrap());
     let incidents = from_sqlite.incidents(0).unwrap();
     assert!(!incidents.is_empty(), "the outage opened an incident");
-    assert_eq!(incidents, from_postgres.incidents(0).unwrap());
+    let from_postgres_incidents = from_postgres.incidents(0).unwrap();
+    assert_eq!(incidents, from_postgres_incidents);
+    // A publisher keeps them until its next publish: read into the room they take.
+    assert_eq!(incidents.capacity(), incidents.len());
+    assert_eq!(
+        from_postgres_incidents.capacity(),
+        from_postgres_incidents.len()
+    );
     let outbox = from_sqlite.pending_notifications("eu-west", 100).unwrap();
     assert!(
         outbox.iter().any(|(_, n)| n.target == "gamma/llama"),

@@ -884,19 +884,20 @@ impl Backend for Postgres {
             let mut text = |row: &tokio_postgres::Row, at| {
                 Ok::<_, Failure>(names.get(row.try_get(at).map_err(Failure::Db)?))
             };
-            rows.iter()
-                .map(|row| {
-                    Ok(Incident {
-                        kind: IncidentKind::from_name(row.try_get(6).map_err(Failure::Db)?),
-                        target: text(row, 0)?,
-                        state: State::from_name(row.try_get(1).map_err(Failure::Db)?),
-                        cause: text(row, 2)?,
-                        start_ms: row.try_get(3).map_err(Failure::Db)?,
-                        end_ms: row.try_get(4).map_err(Failure::Db)?,
-                        location: text(row, 5)?,
-                    })
-                })
-                .collect()
+            // Read into the room it takes (a collected `Result` list grows by doubling).
+            let mut incidents = Vec::with_capacity(rows.len());
+            for row in &rows {
+                incidents.push(Incident {
+                    kind: IncidentKind::from_name(row.try_get(6).map_err(Failure::Db)?),
+                    target: text(row, 0)?,
+                    state: State::from_name(row.try_get(1).map_err(Failure::Db)?),
+                    cause: text(row, 2)?,
+                    start_ms: row.try_get(3).map_err(Failure::Db)?,
+                    end_ms: row.try_get(4).map_err(Failure::Db)?,
+                    location: text(row, 5)?,
+                });
+            }
+            Ok(incidents)
         })
     }
 

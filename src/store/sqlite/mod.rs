@@ -676,6 +676,16 @@ impl Backend for Sqlite {
     }
 
     fn incidents(&self, since_ms: i64) -> Result<Vec<Incident>, StoreError> {
+        // Counted first so the list is read into the room it takes: a publisher reads tens
+        // of thousands at each publish, and a doubling list would hold up to twice that.
+        let count: i64 = self
+            .conn
+            .query_row(
+                "SELECT count(*) FROM incidents WHERE end_ms IS NULL OR end_ms >= ?1",
+                [since_ms],
+                |row| row.get(0),
+            )
+            .map_err(|source| self.err(source))?;
         let mut statement = self
             .conn
             .prepare(
@@ -701,8 +711,11 @@ impl Backend for Sqlite {
                 })
             })
             .map_err(|source| self.err(source))?;
-        rows.collect::<Result<_, _>>()
-            .map_err(|source| self.err(source))
+        let mut incidents = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+        for row in rows {
+            incidents.push(row.map_err(|source| self.err(source))?);
+        }
+        Ok(incidents)
     }
 
     fn prune(
