@@ -5,11 +5,14 @@
 mod common;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use sonde::aggregate::Window;
 use sonde::aggregate::health::State;
 use sonde::config::{Config, HealthConfig, StoreConfig};
+use sonde::publish::Snapshot;
+use sonde::publish::history::History;
 use sonde::publish::windows::summarize;
 use sonde::result::{Outcome, ResultRecord};
 use sonde::runner::{Scheduled, not_sent};
@@ -282,4 +285,51 @@ fn a_flapping_target_stays_one_incident_in_the_store() {
     let incidents = store.incidents(0).unwrap();
     assert_eq!(incidents.len(), 1, "{incidents:?}");
     assert_eq!(incidents[0].state, State::Down);
+}
+
+#[test]
+fn a_kept_history_shares_the_incidents_until_they_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        store: StoreConfig {
+            retention_days: 400,
+            rollup_retention_days: 400,
+            ..StoreConfig::sqlite(dir.path().join("sonde.db"))
+        },
+        ..config()
+    };
+    let start = now_ms() - 30 * 60_000;
+    let down_only = || HealthConfig {
+        degraded_below: 0.0,
+        ..HealthConfig::default()
+    };
+    let outage = scripted(&config, "ooooxxxxx", start, 60_000);
+    write_with(dir.path(), outage, down_only());
+    let mut history = History::new();
+    let now = now_ms();
+    let load = |history: &mut History| {
+        let store = Store::open_read_only(&config.store).unwrap();
+        Snapshot::load_with(&config, &store, now, history).unwrap()
+    };
+    let (first, second) = (load(&mut history), load(&mut history));
+    assert_eq!(first.incidents.len(), 1, "{:?}", first.incidents);
+    assert_eq!(first.incidents[0].end_ms, None, "open");
+    assert!(
+        Arc::ptr_eq(&first.incidents, &second.incidents),
+        "unchanged: one copy for both snapshots"
+    );
+
+    // Another target goes down: the next snapshot has both, as the store holds them now.
+    let other: Vec<ResultRecord> = (0..5)
+        .map(|i| run_at(&config, 1, "ping", start + i * 60_000, Outcome::Timeout))
+        .collect();
+    write_with(dir.path(), other, down_only());
+    let third = load(&mut history);
+    assert!(!Arc::ptr_eq(&second.incidents, &third.incidents));
+    assert_eq!(third.incidents.len(), 2, "{:?}", third.incidents);
+    let store = Store::open_read_only(&config.store).unwrap();
+    assert_eq!(
+        third.incidents,
+        Snapshot::load(&config, &store, now).unwrap().incidents
+    );
 }

@@ -28,7 +28,7 @@ use crate::aggregate::{TargetStats, Window};
 use crate::config::Config;
 use crate::interned::Names;
 use crate::result::ResultRecord;
-use crate::store::{Seen, Store, StoreError};
+use crate::store::{Incident, Seen, Store, StoreError};
 
 /// What a publisher keeps between publishes.
 #[derive(Debug)]
@@ -47,6 +47,9 @@ pub struct History {
     latest: Arc<HashMap<String, Arc<Vec<LatestRun>>>>,
     /// The names those runs share.
     names: Names,
+    /// The incidents of the bar's days as last read: shared with the snapshots while they
+    /// do not change, so a publish does not hold a second copy beside its predecessor's.
+    incidents: Arc<Vec<Incident>>,
 }
 
 impl Default for History {
@@ -66,6 +69,7 @@ impl History {
             runs_seen: None,
             latest: Arc::default(),
             names: Names::default(),
+            incidents: Arc::default(),
         }
     }
 
@@ -206,6 +210,20 @@ impl History {
         let hour = Span::Hour.bucket_of(now_ms);
         self.hours
             .read(store, hour - HEATMAP_DAYS * Span::Day.ms(), now_ms)
+    }
+
+    /// The incidents of the bar's days, newest first: those of the last call when the store
+    /// holds the same.
+    pub(super) fn incidents(
+        &mut self,
+        store: &Store,
+        now_ms: i64,
+    ) -> Result<Arc<Vec<Incident>>, StoreError> {
+        let incidents = store.incidents(now_ms - BAR_DAYS * Span::Day.ms())?;
+        if incidents != *self.incidents {
+            self.incidents = Arc::new(incidents);
+        }
+        Ok(Arc::clone(&self.incidents))
     }
 
     /// Per target, its last runs, newest first.

@@ -41,7 +41,6 @@ use thiserror::Error;
 
 use crate::aggregate::TargetStats;
 use crate::aggregate::quorum::LocationStatus;
-use crate::aggregate::rollup::Span;
 use crate::config::Config;
 use crate::owned_dir::{self, OwnedDirError, SITE_MARKER};
 use crate::store::{Incident, Store, StoreError};
@@ -114,19 +113,11 @@ pub struct Snapshot {
     /// first.
     pub hourly: HashMap<String, Series<HourPoint>>,
     /// Incidents of the bar's period, newest first.
-    pub incidents: Vec<Incident>,
+    pub incidents: Arc<Vec<Incident>>,
     /// Per target: its latest runs, newest first.
     pub latest: Arc<HashMap<String, Arc<Vec<LatestRun>>>>,
     /// Each target's index in `stats`.
     by_target: HashMap<String, usize>,
-}
-
-/// The incidents of the bar's days, newest first, in no more room than they take: a
-/// snapshot keeps them until the next publish.
-fn incidents(store: &Store, now_ms: i64) -> Result<Vec<Incident>, StoreError> {
-    let mut incidents = store.incidents(now_ms - BAR_DAYS * Span::Day.ms())?;
-    incidents.shrink_to_fit();
-    Ok(incidents)
 }
 
 impl Snapshot {
@@ -155,7 +146,7 @@ impl Snapshot {
             locations: windows::locations(store, now_ms)?,
             daily: history.daily(store, now_ms)?,
             hourly: history.hourly(store, now_ms)?,
-            incidents: incidents(store, now_ms)?,
+            incidents: history.incidents(store, now_ms)?,
             latest: history.latest(),
         })
     }

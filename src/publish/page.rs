@@ -544,7 +544,7 @@ pub fn shared_pages(
         generated: when(snapshot.now_ms),
         generated_iso: rfc3339(snapshot.now_ms),
         window: feed.window.clone(),
-        open_incidents: incident_views(snapshot, "", &snapshot.incidents, true),
+        open_incidents: incident_views(snapshot, "", snapshot.incidents.iter(), true),
         groups,
         summary,
     };
@@ -572,7 +572,7 @@ pub fn each_target_page(
         .filter_map(|entry| Some((*targets.get(entry.id.as_str())?, entry)))
         .collect();
     let mut by_target: HashMap<&str, Vec<&Incident>> = HashMap::new();
-    for incident in &snapshot.incidents {
+    for incident in snapshot.incidents.iter() {
         by_target
             .entry(&incident.target)
             .or_default()
@@ -745,14 +745,14 @@ mod tests {
                 start_ms: now - i as i64 * 60_000,
                 end_ms: Some(now - i as i64 * 60_000 + 30_000),
             })
-            .collect();
+            .collect::<Vec<_>>();
         let snapshot = Snapshot {
             now_ms: now,
             stats: Vec::new(),
             locations: Vec::new(),
             daily: HashMap::new(),
             hourly: HashMap::new(),
-            incidents,
+            incidents: Arc::new(incidents),
             latest: Arc::default(),
             by_target: HashMap::new(),
         };
