@@ -528,6 +528,42 @@ async fn the_server_serves_the_site_fresh_feeds_and_metrics() {
 
     let feed = common::get_json(&http, &format!("{base}/feed.json")).await;
     assert_eq!(feed["version"], 1);
+    // The fresh bodies are kept compressed as the files are: gzip to a client that takes
+    // it, the same JSON inflated to one that does not, and a poller sending its ETag back
+    // gets a 304 while they are unchanged.
+    let gzip = http
+        .get(format!("{base}/feed.json"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gzip.headers()["content-encoding"], "gzip");
+    assert_eq!(gzip.headers()["cache-control"], "no-cache");
+    let gzip_etag = gzip.headers()["etag"].clone();
+    let mut inflated = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(&gzip.bytes().await.unwrap()[..]),
+        &mut inflated,
+    )
+    .unwrap();
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&inflated).unwrap(),
+        feed
+    );
+    let again = http
+        .get(format!("{base}/feed.json"))
+        .header("accept-encoding", "gzip")
+        .header("if-none-match", gzip_etag.clone())
+        .send()
+        .await
+        .unwrap();
+    // Within the second the body is kept, the same; past it (a slow machine), recomputed
+    // with a new `generated_at`, so a new ETag.
+    match again.status().as_u16() {
+        304 => {}
+        200 => assert_ne!(again.headers()["etag"], gzip_etag),
+        status => panic!("{status}"),
+    }
     // A new run shows within a second or so: the body is recomputed at most once a second,
     // and the previous one is served while that runs.
     let record = common::scripted(&config, 2, now_ms(), Outcome::Ok, 50.0);

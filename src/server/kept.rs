@@ -100,7 +100,7 @@ impl KeptFile {
 
 /// `body` as `Bytes` to keep, without the spare room its growth left (up to as much again
 /// as its bytes: a page or feed is rendered into a buffer that doubles as it fills).
-pub fn shrunk(body: Vec<u8>) -> Bytes {
+fn shrunk(body: Vec<u8>) -> Bytes {
     Bytes::from(body.into_boxed_slice())
 }
 

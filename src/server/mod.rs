@@ -34,25 +34,26 @@ use crate::publish::history::History;
 use crate::publish::{self, PublishError, Snapshot, feed, metrics, results_csv};
 use crate::store::{Store, StoreError};
 use crate::units::now_ms;
-use kept::{KeptFile, accepts_gzip, shrunk};
+use kept::{KeptFile, accepts_gzip};
 
 /// How long `/feed.json` and `/metrics` may be reused.
 const FRESH_FOR: Duration = Duration::from_secs(1);
 
-/// `/feed.json` and `/metrics` as computed together from one reading of the store (`Bytes`:
-/// a response shares them, no copy).
+/// `/feed.json` and `/metrics` as computed together from one reading of the store, kept
+/// gzip-compressed as the site's files are (at 5,000 targets they are 33 MB plain, a
+/// tenth of that compressed; a response shares the bytes, no copy).
 struct Bodies {
     /// When they were computed.
     at: Instant,
     /// `/feed.json`.
-    feed: Bytes,
+    feed: KeptFile,
     /// `/metrics`.
-    metrics: Bytes,
+    metrics: KeptFile,
 }
 
 impl Bodies {
     /// The body of `which`.
-    fn of(&self, which: Fresh) -> Bytes {
+    fn of(&self, which: Fresh) -> KeptFile {
         match which {
             Fresh::Feed => self.feed.clone(),
             Fresh::Metrics => self.metrics.clone(),
@@ -253,7 +254,7 @@ impl Site {
     }
 
     /// The cached body of `which` when it is younger than [`FRESH_FOR`].
-    fn cached(&self, which: Fresh) -> Option<Bytes> {
+    fn cached(&self, which: Fresh) -> Option<KeptFile> {
         let bodies = self.bodies.lock().ok()?;
         let bodies = bodies.as_ref()?;
         (bodies.at.elapsed() < FRESH_FOR).then(|| bodies.of(which))
@@ -264,7 +265,7 @@ impl Site {
     /// while the others wait for that computation and share its bodies, so a burst of
     /// pollers costs one computation and no poller gets a body older than a second plus one
     /// computation.
-    async fn fresh(self: &Arc<Site>, which: Fresh) -> Result<Bytes, PublishError> {
+    async fn fresh(self: &Arc<Site>, which: Fresh) -> Result<KeptFile, PublishError> {
         if let Some(body) = self.cached(which) {
             return Ok(body);
         }
@@ -287,7 +288,7 @@ impl Site {
     }
 
     /// Computes both bodies from the store, caches them and gives `which`'s.
-    async fn compute(self: &Arc<Site>, which: Fresh) -> Result<Bytes, PublishError> {
+    async fn compute(self: &Arc<Site>, which: Fresh) -> Result<KeptFile, PublishError> {
         // The stale bodies are of no further use: not kept while the new ones are made.
         if let Ok(mut cached) = self.bodies.lock() {
             *cached = None;
@@ -304,8 +305,10 @@ impl Site {
             let feed = feed::build(&site.config, &stats, &locations, now);
             Ok(Bodies {
                 at: Instant::now(),
-                feed: shrunk(publish::feed_json(&feed)?),
-                metrics: shrunk(metrics::render(&stats, &feed, site.counters.as_deref()).into()),
+                feed: KeptFile::compressed(publish::feed_json(&feed)?),
+                metrics: KeptFile::compressed(
+                    metrics::render(&stats, &feed, site.counters.as_deref()).into(),
+                ),
             })
         })
         .await??;
@@ -380,49 +383,82 @@ async fn serve_file(site: &Site, path: &str, headers: &HeaderMap) -> Response {
                 .into_response();
         }
     };
-    let body = match file.body(accepts_gzip(headers)) {
-        Ok(body) => body,
-        Err(err) => return failed(&err),
-    };
-    let cache = [
-        (CACHE_CONTROL, "public, max-age=30"),
-        (VARY, "accept-encoding"),
-    ];
+    kept_response(&file, content_type(path), "public, max-age=30", headers)
+        .unwrap_or_else(|err| failed(&err))
+}
+
+/// `file` with its ETag (304 when the client has it) and `cache_control`; gzip to a client
+/// that accepts it. An error only when it must be inflated and cannot be.
+fn kept_response(
+    file: &KeptFile,
+    content_type: &'static str,
+    cache_control: &'static str,
+    headers: &HeaderMap,
+) -> std::io::Result<Response> {
+    let body = file.body(accepts_gzip(headers))?;
+    let cache = [(CACHE_CONTROL, cache_control), (VARY, "accept-encoding")];
     if headers
         .get(IF_NONE_MATCH)
         .is_some_and(|value| value.as_bytes() == body.etag.as_bytes())
     {
-        return (StatusCode::NOT_MODIFIED, [(ETAG, body.etag)], cache).into_response();
+        return Ok((StatusCode::NOT_MODIFIED, [(ETAG, body.etag)], cache).into_response());
     }
     let encoding = body.gzipped.then_some([(CONTENT_ENCODING, "gzip")]);
-    (
-        [(CONTENT_TYPE, content_type(path))],
+    Ok((
+        [(CONTENT_TYPE, content_type)],
         [(ETAG, body.etag)],
         cache,
         encoding,
         body.bytes,
     )
-        .into_response()
+        .into_response())
 }
 
-async fn feed_json(State(site): State<Arc<Site>>) -> Response {
-    fresh_response(&site, Fresh::Feed, "application/json").await
+async fn feed_json(State(site): State<Arc<Site>>, headers: HeaderMap) -> Response {
+    fresh_response(&site, Fresh::Feed, "application/json", &headers).await
 }
 
-async fn metrics_text(State(site): State<Arc<Site>>) -> Response {
-    fresh_response(&site, Fresh::Metrics, metrics::CONTENT_TYPE).await
+async fn metrics_text(State(site): State<Arc<Site>>, headers: HeaderMap) -> Response {
+    fresh_response(&site, Fresh::Metrics, metrics::CONTENT_TYPE, &headers).await
 }
 
 async fn results_csv_file(State(site): State<Arc<Site>>) -> Response {
     body_response(site.results_csv().await, content_type(results_csv::PATH))
 }
 
-async fn fresh_response(site: &Arc<Site>, which: Fresh, content_type: &'static str) -> Response {
-    body_response(site.fresh(which).await, content_type)
+/// A fresh body, not to be kept by clients without asking again (`no-cache`: a poller
+/// sending its ETag back gets a 304 while the figures are unchanged); 503 when the store
+/// cannot be read.
+async fn fresh_response(
+    site: &Arc<Site>,
+    which: Fresh,
+    content_type: &'static str,
+    headers: &HeaderMap,
+) -> Response {
+    let response = match site.fresh(which).await {
+        Ok(file) => kept_response(&file, content_type, "no-cache", headers),
+        Err(err) => return unreadable(&err),
+    };
+    response.unwrap_or_else(|err| {
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("inflating the body failed: {err}"),
+        )
+            .into_response()
+    })
 }
 
-/// A body computed from the store, not to be cached by clients; 503 when the store cannot
-/// be read.
+/// 503: the store cannot be read.
+fn unreadable(err: &PublishError) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("the store cannot be read: {err}"),
+    )
+        .into_response()
+}
+
+/// `results.csv`, read from the store when asked for, not to be cached by clients; 503 when
+/// the store cannot be read.
 fn body_response(body: Result<Bytes, PublishError>, content_type: &'static str) -> Response {
     match body {
         Ok(body) => (
@@ -433,11 +469,7 @@ fn body_response(body: Result<Bytes, PublishError>, content_type: &'static str) 
             body,
         )
             .into_response(),
-        Err(err) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("the store cannot be read: {err}"),
-        )
-            .into_response(),
+        Err(err) => unreadable(&err),
     }
 }
 
