@@ -36,8 +36,18 @@ use crate::store::{Store, StoreError};
 use crate::units::now_ms;
 use kept::{KeptFile, accepts_gzip};
 
-/// How long `/feed.json` and `/metrics` may be reused.
+/// How long `/feed.json` and `/metrics` may be reused, at least.
 const FRESH_FOR: Duration = Duration::from_secs(1);
+
+/// How long the bodies may be reused, in computations of them: pollers asking every second
+/// of a fleet whose bodies take longer than a second to compute would otherwise keep a core
+/// computing them, against the publishes and the pages.
+const FRESH_FOR_COMPUTATIONS: u32 = 2;
+
+/// How long bodies that took `took` to compute may be reused.
+fn reuse_for(took: Duration) -> Duration {
+    FRESH_FOR.max(took * FRESH_FOR_COMPUTATIONS)
+}
 
 /// `/feed.json` and `/metrics` as computed together from one reading of the store, kept
 /// gzip-compressed as the site's files are (at 5,000 targets they are 33 MB plain, a
@@ -45,6 +55,9 @@ const FRESH_FOR: Duration = Duration::from_secs(1);
 struct Bodies {
     /// When they were computed.
     at: Instant,
+    /// How long they may be reused: [`FRESH_FOR`], or [`FRESH_FOR_COMPUTATIONS`] times
+    /// what computing them took.
+    fresh_for: Duration,
     /// `/feed.json`.
     feed: KeptFile,
     /// `/metrics`.
@@ -253,18 +266,18 @@ impl Site {
         }
     }
 
-    /// The cached body of `which` when it is younger than [`FRESH_FOR`].
+    /// The cached body of `which` while it may be reused.
     fn cached(&self, which: Fresh) -> Option<KeptFile> {
         let bodies = self.bodies.lock().ok()?;
         let bodies = bodies.as_ref()?;
-        (bodies.at.elapsed() < FRESH_FOR).then(|| bodies.of(which))
+        (bodies.at.elapsed() < bodies.fresh_for).then(|| bodies.of(which))
     }
 
-    /// `/feed.json` or `/metrics`: the cached body when computed within a second; else a
-    /// fresh one. Single flight: the first request to find the bodies stale computes them
-    /// while the others wait for that computation and share its bodies, so a burst of
-    /// pollers costs one computation and no poller gets a body older than a second plus one
-    /// computation.
+    /// `/feed.json` or `/metrics`: the cached body while it may be reused (a second, or
+    /// twice what computing it took when that is longer); else a fresh one. Single flight:
+    /// the first request to find the bodies stale computes them while the others wait for
+    /// that computation and share its bodies, so a burst of pollers costs one computation
+    /// and no poller gets a body older than that reuse plus one computation.
     async fn fresh(self: &Arc<Site>, which: Fresh) -> Result<KeptFile, PublishError> {
         if let Some(body) = self.cached(which) {
             return Ok(body);
@@ -295,7 +308,7 @@ impl Site {
         }
         let site = Arc::clone(self);
         let bodies = tokio::task::spawn_blocking(move || -> Result<Bodies, PublishError> {
-            let now = now_ms();
+            let (started, now) = (Instant::now(), now_ms());
             let (stats, locations) = site.read(|store| {
                 Ok::<_, StoreError>((
                     site.history().stats(&site.config, store, now)?,
@@ -304,11 +317,12 @@ impl Site {
             })?;
             let feed = feed::build(&site.config, &stats, &locations, now);
             Ok(Bodies {
-                at: Instant::now(),
                 feed: KeptFile::compressed(publish::feed_json(&feed)?),
                 metrics: KeptFile::compressed(
                     metrics::render(&stats, &feed, site.counters.as_deref()).into(),
                 ),
+                at: Instant::now(),
+                fresh_for: reuse_for(started.elapsed()),
             })
         })
         .await??;
@@ -498,5 +512,17 @@ pub async fn publish_loop(site: Arc<Site>, shutdown: CancellationToken) {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(every) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_are_reused_a_second_or_twice_their_computation() {
+        assert_eq!(reuse_for(Duration::from_millis(80)), FRESH_FOR);
+        assert_eq!(reuse_for(Duration::from_millis(500)), FRESH_FOR);
+        assert_eq!(reuse_for(Duration::from_secs(3)), Duration::from_secs(6));
     }
 }
