@@ -44,7 +44,8 @@ const FRESH_FOR: Duration = Duration::from_secs(1);
 /// computing them, against the publishes and the pages.
 const FRESH_FOR_COMPUTATIONS: u32 = 2;
 
-/// How long bodies that took `took` to compute may be reused.
+/// How long bodies that took `took` to produce (a wait for a publish holding the store's
+/// reader included: a busy server reuses them longer) may be reused.
 fn reuse_for(took: Duration) -> Duration {
     FRESH_FOR.max(took * FRESH_FOR_COMPUTATIONS)
 }
