@@ -391,6 +391,13 @@ async fn gateway_exports_parse_in_their_documented_shapes() {
     );
 }
 
+/// The plain bytes of a gzip body.
+fn inflate(gzip: &[u8]) -> Vec<u8> {
+    let mut plain = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(gzip), &mut plain).unwrap();
+    plain
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_serves_the_site_fresh_feeds_and_metrics() {
     let dir = tempfile::tempdir().unwrap();
@@ -440,13 +447,7 @@ async fn the_server_serves_the_site_fresh_feeds_and_metrics() {
         compressed.len(),
         plain.len()
     );
-    let mut inflated = Vec::new();
-    std::io::Read::read_to_end(
-        &mut flate2::read::GzDecoder::new(&compressed[..]),
-        &mut inflated,
-    )
-    .unwrap();
-    assert_eq!(inflated, plain, "the same page");
+    assert_eq!(inflate(&compressed), plain, "the same page");
     let again = http
         .get(format!("{base}/index.html"))
         .header("accept-encoding", "gzip")
@@ -540,12 +541,7 @@ async fn the_server_serves_the_site_fresh_feeds_and_metrics() {
     assert_eq!(gzip.headers()["content-encoding"], "gzip");
     assert_eq!(gzip.headers()["cache-control"], "no-cache");
     let gzip_etag = gzip.headers()["etag"].clone();
-    let mut inflated = Vec::new();
-    std::io::Read::read_to_end(
-        &mut flate2::read::GzDecoder::new(&gzip.bytes().await.unwrap()[..]),
-        &mut inflated,
-    )
-    .unwrap();
+    let inflated = inflate(&gzip.bytes().await.unwrap());
     assert_eq!(
         serde_json::from_slice::<serde_json::Value>(&inflated).unwrap(),
         feed
