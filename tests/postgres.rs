@@ -223,6 +223,22 @@ fn both_backends_publish_the_same_site_from_the_same_history() {
     };
     assert_eq!(windows(&from_sqlite), windows(&from_postgres));
 
+    // A fork reads what its store reads, from another thread, and goes on reading once the
+    // store it came from is dropped (PostgreSQL's shares that store's pool and runtime).
+    let all = from_sqlite.results_since(0, None).unwrap();
+    for config in [&sqlite, &postgres] {
+        let store = Store::open_read_only(&config.store).unwrap();
+        let fork = store.fork().unwrap();
+        assert_eq!(fork.describe(), store.describe());
+        drop(store);
+        let read = std::thread::spawn(move || fork.results_since(0, None).unwrap());
+        assert!(
+            read.join().unwrap() == all,
+            "{:?} forked",
+            config.store.backend
+        );
+    }
+
     let a = site(&sqlite, &from_sqlite, now);
     let b = site(&postgres, &from_postgres, now);
     assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());

@@ -21,8 +21,9 @@ use super::latest::LatestRun;
 use super::minutes::Minutes;
 use super::points::{DayPoint, HourPoint, Points, Series};
 use super::window_cache::WindowCache;
-use super::windows::summarize_with;
+use super::windows::{locations, summarize_from};
 use super::{BAR_DAYS, HEATMAP_DAYS, LAST_RUNS};
+use crate::aggregate::quorum::LocationStatus;
 use crate::aggregate::rollup::Span;
 use crate::aggregate::{TargetStats, Window};
 use crate::config::Config;
@@ -39,17 +40,40 @@ pub struct History {
     hours: Points<HourPoint>,
     /// The uptime bar's and daily table's days.
     days: Points<DayPoint>,
+    /// The runs: the last hour's per minute, and each target's last.
+    runs: Runs,
+    /// The incidents of the bar's days as last read: shared with the snapshots while they
+    /// do not change, so a publish does not hold a second copy beside its predecessor's.
+    incidents: Arc<Vec<Incident>>,
+}
+
+/// The runs a publisher keeps between publishes.
+#[derive(Debug, Default)]
+struct Runs {
     /// The last hour's runs folded per key and minute (the `5m` and `1h` windows').
     minutes: Minutes,
     /// What the last read of runs saw; `None`: the next reads the hour's runs whole.
-    runs_seen: Option<Seen>,
+    seen: Option<Seen>,
     /// Per target its last [`LAST_RUNS`] runs, newest first.
     latest: Arc<HashMap<String, Arc<Vec<LatestRun>>>>,
     /// The names those runs share.
     names: Names,
-    /// The incidents of the bar's days as last read: shared with the snapshots while they
-    /// do not change, so a publish does not hold a second copy beside its predecessor's.
-    incidents: Arc<Vec<Incident>>,
+}
+
+/// What one read of the store gives a snapshot.
+pub(super) struct Read {
+    /// Every target's windows and states.
+    pub stats: Vec<TargetStats>,
+    /// Every location that ever wrote to the store, stale or fresh.
+    pub locations: Vec<LocationStatus>,
+    /// Per target, the bar's days, oldest first.
+    pub daily: HashMap<String, Series<DayPoint>>,
+    /// Per target, the heatmap's hours, oldest first.
+    pub hourly: HashMap<String, Series<HourPoint>>,
+    /// The incidents of the bar's days, newest first.
+    pub incidents: Arc<Vec<Incident>>,
+    /// Per target, its last runs, newest first.
+    pub latest: Arc<HashMap<String, Arc<Vec<LatestRun>>>>,
 }
 
 impl Default for History {
@@ -65,10 +89,7 @@ impl History {
             windows: WindowCache::new(),
             hours: Points::new(Span::Hour),
             days: Points::new(Span::Day),
-            minutes: Minutes::default(),
-            runs_seen: None,
-            latest: Arc::default(),
-            names: Names::default(),
+            runs: Runs::default(),
             incidents: Arc::default(),
         }
     }
@@ -83,34 +104,119 @@ impl History {
         self.windows.bytes()
     }
 
-    /// Every target's windows and states at `now_ms` (`windows::summarize`), reading only
-    /// what changed since the last call.
+    /// Every target's windows and states at `now_ms` (`windows::summarize`), and the
+    /// fleet's locations, reading only what changed since the last call.
     pub fn stats(
         &mut self,
         config: &Config,
         store: &Store,
         now_ms: i64,
-    ) -> Result<Vec<TargetStats>, StoreError> {
-        self.advance_runs(config, store, now_ms)?;
-        summarize_with(
-            store,
-            config,
-            now_ms,
-            &mut self.windows,
-            Some(&self.minutes),
-        )
+    ) -> Result<(Vec<TargetStats>, Vec<LocationStatus>), StoreError> {
+        let read = self.read_with(config, store, now_ms, false)?;
+        Ok((read.stats, read.locations))
     }
 
-    /// Reads the runs written since the last read (late ones too), or the hour's whole at
-    /// the first read and when a run came too late to be summed as a cold read sums it.
-    fn advance_runs(
+    /// Everything a snapshot at `now_ms` holds, reading only what changed since the last
+    /// call.
+    pub(super) fn read(
         &mut self,
         config: &Config,
         store: &Store,
         now_ms: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Read, StoreError> {
+        self.read_with(config, store, now_ms, true)
+    }
+
+    /// Reads the store in three at once, each on a handle of its own
+    /// ([`Backend::fork`](crate::store::Backend::fork)), since most of a periodic
+    /// publish is waiting for the store: the runs written since, the rollup windows, and the
+    /// rest (locations, states and, with `points`, the bar's days, the heatmap's hours and
+    /// the incidents). Then sums the windows.
+    fn read_with(
+        &mut self,
+        config: &Config,
+        store: &Store,
+        now_ms: i64,
+        points: bool,
+    ) -> Result<Read, StoreError> {
+        let (for_runs, for_windows) = (store.fork()?, store.fork()?);
+        let History {
+            windows,
+            hours,
+            days,
+            runs,
+            incidents: kept_incidents,
+        } = self;
+        let (advancing, refreshing) = (&mut *runs, &mut *windows);
+        let (ran, refreshed, rest) = std::thread::scope(|scope| {
+            let ran = scope.spawn(move || advancing.advance(config, &for_runs, now_ms));
+            let refreshed = scope.spawn(move || refreshing.refresh(&for_windows, now_ms));
+            let rest = (|| {
+                let fleet = locations(store, now_ms)?;
+                let health = store.health()?;
+                let points = match points {
+                    true => Some((
+                        days.read(
+                            store,
+                            Span::Day.bucket_of(now_ms) - (BAR_DAYS - 1) * Span::Day.ms(),
+                            now_ms,
+                        )?,
+                        hours.read(
+                            store,
+                            Span::Hour.bucket_of(now_ms) - HEATMAP_DAYS * Span::Day.ms(),
+                            now_ms,
+                        )?,
+                        incidents(kept_incidents, store, now_ms)?,
+                    )),
+                    false => None,
+                };
+                Ok::<_, StoreError>((fleet, health, points))
+            })();
+            (joined(ran), joined(refreshed), rest)
+        });
+        ran?;
+        refreshed?;
+        let (fleet, health, points) = rest?;
+        let stats = summarize_from(config, now_ms, &fleet, &health, windows, &runs.minutes);
+        let (daily, hourly, incidents) = points.unwrap_or_default();
+        Ok(Read {
+            stats,
+            locations: fleet,
+            daily,
+            hourly,
+            incidents,
+            latest: Arc::clone(&runs.latest),
+        })
+    }
+}
+
+/// What a scoped thread returned, or its panic resumed.
+fn joined<T>(thread: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    thread
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+/// The incidents of the bar's days, newest first: `kept`, the last read's, while the store
+/// holds the same.
+fn incidents(
+    kept: &mut Arc<Vec<Incident>>,
+    store: &Store,
+    now_ms: i64,
+) -> Result<Arc<Vec<Incident>>, StoreError> {
+    let incidents = store.incidents(now_ms - BAR_DAYS * Span::Day.ms())?;
+    if incidents != **kept {
+        *kept = Arc::new(incidents);
+    }
+    Ok(Arc::clone(kept))
+}
+
+impl Runs {
+    /// Reads the runs written since the last read (late ones too), or the hour's whole at
+    /// the first read and when a run came too late to be summed as a cold read sums it.
+    fn advance(&mut self, config: &Config, store: &Store, now_ms: i64) -> Result<(), StoreError> {
         let hour_start = Window::H1.start(now_ms);
-        if let Some(after) = self.runs_seen.take() {
+        if let Some(after) = self.seen.take() {
             let mut written = Vec::new();
             let seen = store.each_result_written(i64::MIN, Some(&after), &mut |record| {
                 written.push(record);
@@ -125,7 +231,7 @@ impl History {
                 }
                 self.add_written(written, hour_start);
                 self.minutes.settle(now_ms);
-                self.runs_seen = Some(seen);
+                self.seen = Some(seen);
                 return Ok(());
             }
         }
@@ -150,7 +256,7 @@ impl History {
             );
         }
         self.latest = Arc::new(latest);
-        self.runs_seen = Some(seen);
+        self.seen = Some(seen);
         Ok(())
     }
 
@@ -186,48 +292,5 @@ impl History {
                 Arc::make_mut(runs).retain(|run| run.ts.ms() >= before_ms);
             }
         }
-    }
-
-    /// Per target, the bar's days, oldest first, reading the rows written since the last
-    /// call.
-    pub(super) fn daily(
-        &mut self,
-        store: &Store,
-        now_ms: i64,
-    ) -> Result<HashMap<String, Series<DayPoint>>, StoreError> {
-        let today = Span::Day.bucket_of(now_ms);
-        self.days
-            .read(store, today - (BAR_DAYS - 1) * Span::Day.ms(), now_ms)
-    }
-
-    /// Per target, the heatmap's hours, oldest first, reading the rows written since the
-    /// last call.
-    pub(super) fn hourly(
-        &mut self,
-        store: &Store,
-        now_ms: i64,
-    ) -> Result<HashMap<String, Series<HourPoint>>, StoreError> {
-        let hour = Span::Hour.bucket_of(now_ms);
-        self.hours
-            .read(store, hour - HEATMAP_DAYS * Span::Day.ms(), now_ms)
-    }
-
-    /// The incidents of the bar's days, newest first: those of the last call when the store
-    /// holds the same.
-    pub(super) fn incidents(
-        &mut self,
-        store: &Store,
-        now_ms: i64,
-    ) -> Result<Arc<Vec<Incident>>, StoreError> {
-        let incidents = store.incidents(now_ms - BAR_DAYS * Span::Day.ms())?;
-        if incidents != *self.incidents {
-            self.incidents = Arc::new(incidents);
-        }
-        Ok(Arc::clone(&self.incidents))
-    }
-
-    /// Per target, its last runs, newest first.
-    pub(super) fn latest(&self) -> Arc<HashMap<String, Arc<Vec<LatestRun>>>> {
-        Arc::clone(&self.latest)
     }
 }

@@ -134,20 +134,21 @@ impl Snapshot {
         now_ms: i64,
         history: &mut History,
     ) -> Result<Snapshot, StoreError> {
-        let stats = history.stats(config, store, now_ms)?;
+        let read = history.read(config, store, now_ms)?;
         Ok(Snapshot {
             now_ms,
-            by_target: stats
+            by_target: read
+                .stats
                 .iter()
                 .enumerate()
                 .map(|(i, s)| (s.target.clone(), i))
                 .collect(),
-            stats,
-            locations: windows::locations(store, now_ms)?,
-            daily: history.daily(store, now_ms)?,
-            hourly: history.hourly(store, now_ms)?,
-            incidents: history.incidents(store, now_ms)?,
-            latest: history.latest(),
+            stats: read.stats,
+            locations: read.locations,
+            daily: read.daily,
+            hourly: read.hourly,
+            incidents: read.incidents,
+            latest: read.latest,
         })
     }
 

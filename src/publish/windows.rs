@@ -12,12 +12,11 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::minutes::Minutes;
 use super::window_cache::{Key, WindowCache};
-use crate::aggregate::health::State;
+use crate::aggregate::health::{State, TargetHealth};
 use crate::aggregate::quorum::{self, LocationStatus};
 use crate::aggregate::sum::RollupSum;
 use crate::aggregate::{LocationStats, TargetStats, Window, WindowStats};
 use crate::config::Config;
-use crate::result::ResultRecord;
 use crate::store::{Store, StoreError, TargetAt};
 
 /// A target's windows before they are summed: each window and key, with its rollups when
@@ -30,16 +29,6 @@ type PerProbe = BTreeMap<String, RollupSum>;
 /// Adds `rollup`'s parts to `probe`'s in `probes`.
 fn add_into(probes: &mut PerProbe, probe: String, rollup: RollupSum) {
     probes.entry(probe).or_default().append(&rollup);
-}
-
-/// Hands `each` every run of `store` finished at or after `since_ms`, oldest first, one at
-/// a time as they are read.
-pub(super) fn each_run_since(
-    store: &Store,
-    since_ms: i64,
-    each: &mut dyn FnMut(ResultRecord),
-) -> Result<(), StoreError> {
-    store.each_result_since(since_ms, None, &mut |record, _| each(record))
 }
 
 /// Every location that ever wrote to `store`, stale or fresh at `now_ms`.
@@ -59,20 +48,29 @@ pub fn summarize(
     config: &Config,
     now_ms: i64,
 ) -> Result<Vec<TargetStats>, StoreError> {
-    summarize_with(store, config, now_ms, &mut WindowCache::new(), None)
+    let fleet = locations(store, now_ms)?;
+    let mut hour = Minutes::default();
+    store.each_result_since(Window::H1.start(now_ms), None, &mut |r, _| hour.add(&r))?;
+    hour.settle(now_ms);
+    let mut cache = WindowCache::new();
+    cache.refresh(store, now_ms)?;
+    let health = store.health()?;
+    Ok(summarize_from(
+        config, now_ms, &fleet, &health, &mut cache, &hour,
+    ))
 }
 
-/// [`summarize`] with the rollup windows kept in `cache` between calls (a server's
-/// publishes then decode only the rollups that changed since the last one), and with
-/// `hour`, when given, as the `1h` window's runs instead of reading them.
-pub fn summarize_with(
-    store: &Store,
+/// [`summarize`] from what was read: the fleet's locations, the targets' states, the
+/// rollup windows refreshed in `cache` (kept between a server's publishes, which then
+/// decode only the rollups that changed since the last one) and the hour's runs in `hour`.
+pub(super) fn summarize_from(
     config: &Config,
     now_ms: i64,
+    fleet: &[LocationStatus],
+    health: &HashMap<TargetAt, TargetHealth>,
     cache: &mut WindowCache,
-    hour: Option<&Minutes>,
-) -> Result<Vec<TargetStats>, StoreError> {
-    let fleet = locations(store, now_ms)?;
+    hour: &Minutes,
+) -> Vec<TargetStats> {
     let feed_window = Window::from_name(&config.publish.window).unwrap_or(Window::H1);
     // A location without a heartbeat (rows written before locations) counts.
     let counts = |location: &str| {
@@ -80,15 +78,6 @@ pub fn summarize_with(
             .iter()
             .find(|status| status.location == location)
             .is_none_or(|status| status.counted)
-    };
-    let mut read = Minutes::default();
-    let hour = match hour {
-        Some(hour) => hour,
-        None => {
-            each_run_since(store, Window::H1.start(now_ms), &mut |r| read.add(&r))?;
-            read.settle(now_ms);
-            &read
-        }
     };
     // Each target's windows: the hour's and five minutes' from its minutes, the others
     // from the cache when the target's turn comes (the cache merges its locations' closed
@@ -101,14 +90,12 @@ pub fn summarize_with(
         }
         entries.push((Window::H1, key.clone(), Some(hour)));
     }
-    cache.refresh(store, now_ms)?;
     for (window, key) in cache.keys() {
         by_target
             .entry(key.target.clone())
             .or_default()
             .push((window, key.clone(), None));
     }
-    let health = store.health()?;
     let mut seen_by: HashMap<String, Vec<String>> = HashMap::new();
     for at in health.keys() {
         seen_by
@@ -226,5 +213,5 @@ pub fn summarize_with(
             locations,
         });
     }
-    Ok(out)
+    out
 }

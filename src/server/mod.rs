@@ -310,12 +310,8 @@ impl Site {
         let site = Arc::clone(self);
         let bodies = tokio::task::spawn_blocking(move || -> Result<Bodies, PublishError> {
             let (started, now) = (Instant::now(), now_ms());
-            let (stats, locations) = site.read(|store| {
-                Ok::<_, StoreError>((
-                    site.history().stats(&site.config, store, now)?,
-                    publish::windows::locations(store, now)?,
-                ))
-            })?;
+            let (stats, locations) =
+                site.read(|store| site.history().stats(&site.config, store, now))?;
             let feed = feed::build(&site.config, &stats, &locations, now);
             Ok(Bodies {
                 feed: KeptFile::compressed(publish::feed_json(&feed)?),

@@ -310,6 +310,12 @@ pub trait Backend: Send {
     /// The store for messages: a file path, or the server and database (never a password).
     fn describe(&self) -> String;
 
+    /// Another handle reading this store, for reads on another thread at the same time as
+    /// this one's: PostgreSQL's shares the connection pool and its runtime (each read takes
+    /// a connection of its own), SQLite's is a read-only connection of its own. It never
+    /// writes, takes no lock and holds no fleet session.
+    fn fork(&self) -> Result<Store, StoreError>;
+
     /// Writes a batch in one durable transaction.
     fn write(&mut self, batch: &Batch) -> Result<(), StoreError>;
 

@@ -31,7 +31,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use super::seen::Upto;
 use super::{
     Backend, Batch, Copied, EachScalars, EachStored, FleetLimits, Heartbeat, Incident,
-    ROLLUP_COLUMNS, ROLLUP_ORDER, RollupHead, RollupKey, RollupRow, Seen, Spend, StoreError,
+    ROLLUP_COLUMNS, ROLLUP_ORDER, RollupHead, RollupKey, RollupRow, Seen, Spend, Store, StoreError,
     StoredRollup, TargetAt,
 };
 use crate::aggregate::alerting::Notification;
@@ -71,9 +71,10 @@ pub fn url_from_env(var: &str) -> Result<Secret, StoreError> {
 
 /// An open PostgreSQL store.
 pub struct Postgres {
-    /// Drives the connections; shut down in the background on drop, so a store may be
-    /// dropped anywhere, even inside another runtime.
-    runtime: Option<tokio::runtime::Runtime>,
+    /// Drives the connections, shared with the store's forks; shut down in the background
+    /// when the last of them is dropped, so a store may be dropped anywhere, even inside
+    /// another runtime.
+    runtime: Option<Arc<tokio::runtime::Runtime>>,
     /// Connections for reads.
     pool: Pool,
     /// How to open the writer's connection again.
@@ -132,7 +133,7 @@ impl Postgres {
             .build()
             .map_err(|err| StoreError::Setup(format!("cannot build the connection pool: {err}")))?;
         let mut store = Postgres {
-            runtime: Some(runtime),
+            runtime: Some(Arc::new(runtime)),
             pool,
             config,
             tls,
@@ -174,7 +175,7 @@ impl Postgres {
     /// The runtime driving the connections (gone only once the store is dropped).
     fn runtime(&self) -> Result<&tokio::runtime::Runtime, StoreError> {
         self.runtime
-            .as_ref()
+            .as_deref()
             .ok_or_else(|| self.failed("the store is closed"))
     }
 
@@ -482,7 +483,7 @@ async fn each_record_on(
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
+        if let Some(runtime) = self.runtime.take().and_then(Arc::into_inner) {
             runtime.shutdown_background();
         }
     }
@@ -491,6 +492,20 @@ impl Drop for Postgres {
 impl Backend for Postgres {
     fn describe(&self) -> String {
         self.name.clone()
+    }
+
+    fn fork(&self) -> Result<Store, StoreError> {
+        Ok(Store(Box::new(Postgres {
+            runtime: self.runtime.clone(),
+            pool: self.pool.clone(),
+            config: self.config.clone(),
+            tls: self.tls.clone(),
+            writer: None,
+            publisher: std::sync::Mutex::new(None),
+            access: Access::Reader,
+            name: self.name.clone(),
+            url: self.url.clone(),
+        })))
     }
 
     fn write(&mut self, batch: &Batch) -> Result<(), StoreError> {

@@ -13,7 +13,7 @@ use rusqlite::{Connection, OpenFlags, params};
 use super::seen::Upto;
 use super::{
     Backend, Batch, Copied, EachScalars, EachStored, Heartbeat, Incident, ROLLUP_COLUMNS,
-    ROLLUP_ORDER, RollupHead, RollupKey, RollupRow, Seen, Spend, StoreError, StoredRollup,
+    ROLLUP_ORDER, RollupHead, RollupKey, RollupRow, Seen, Spend, Store, StoreError, StoredRollup,
     TargetAt,
 };
 use crate::aggregate::alerting::Notification;
@@ -301,6 +301,10 @@ impl Sqlite {
 }
 
 impl Backend for Sqlite {
+    fn fork(&self) -> Result<Store, StoreError> {
+        Ok(Store(Box::new(Sqlite::open_read_only(&self.path)?)))
+    }
+
     fn describe(&self) -> String {
         self.path.display().to_string()
     }
