@@ -786,7 +786,7 @@ async fn results_csv_holds_the_newest_runs_up_to_its_cap() {
 }
 
 /// Runs of target `index` every `every_ms` from `from` to `to` (exclusive), ok but for one in
-/// seven, TTFT varying with time.
+/// seven, TTFT and spend varying with time (spends whose float sum depends on its order).
 fn runs(
     config: &Config,
     index: usize,
@@ -803,15 +803,31 @@ fn runs(
             } else {
                 Outcome::Ok
             };
-            common::scripted(
+            let mut run = common::scripted(
                 config,
                 index,
                 at,
                 outcome,
                 80.0 + (at / 60_000 % 900) as f64,
-            )
+            );
+            run.cost_usd = Some((at / 60_000 % 97) as f64 * 1.3e-5);
+            run
         })
         .collect()
+}
+
+/// A run of target `index` at `at` showing what only it shows: a capability flag, a
+/// substitution, an error. When its bucket leaves a window, the window holds none of them.
+fn singular(config: &Config, index: usize, at: i64, flag: &str) -> sonde::result::ResultRecord {
+    let mut run = common::scripted(config, index, at, Outcome::Ok, 95.0);
+    match flag {
+        "tools" => run.cap_tools = Some(true),
+        _ => run.cap_json = Some(false),
+    }
+    run.served_model = Some(format!("other-{flag}"));
+    run.model_substituted = true;
+    run.cost_usd = Some(0.1);
+    run
 }
 
 fn write(config: &Config, location: &str, records: Vec<sonde::result::ResultRecord>) {
@@ -839,11 +855,19 @@ fn a_kept_history_publishes_what_a_cold_read_publishes() {
     for index in 0..2 {
         history.extend(runs(&config, index, t0 - 10 * day, t0, 20 * 60_000));
     }
+    // The only evidence of its kind, in the buckets that leave `7d` (past the day's end
+    // below) and `24h` (past the hour's end).
+    let (today, this_hour) = (t0 / day * day, t0 / hour * hour);
+    history.push(singular(&config, 1, today - 6 * day + hour, "tools"));
+    history.push(singular(&config, 1, this_hour - 23 * hour + 60_000, "json"));
     write(&config, "a", history);
     let publish = |kept: &mut sonde::publish::history::History, now: i64| {
         let store = Store::open_read_only(&config.store).unwrap();
         let warm = Snapshot::load_with(&config, &store, now, kept).unwrap();
         let cold = Snapshot::load(&config, &store, now).unwrap();
+        // Every figure to the last bit, the spend's float sum and the fields taken whole
+        // from one bucket included.
+        assert_eq!(format!("{:?}", warm.stats), format!("{:?}", cold.stats));
         (
             publish::build(&config, &warm).unwrap(),
             publish::build(&config, &cold).unwrap(),

@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::sparse::NotContained;
 use crate::result::ResultRecord;
 
 /// Who answered one run, as the provider said.
@@ -94,6 +95,20 @@ impl Fidelity {
         {
             self.last_substitute = Some(theirs.clone());
         }
+    }
+
+    /// Takes `bucket`'s answer counts out (a bucket this merged): the latest answer and
+    /// substitution are taken whole by a merge and stay.
+    pub fn subtract_counts(&mut self, bucket: &Fidelity) -> Result<(), NotContained> {
+        for (mine, theirs) in [
+            (&mut self.named, bucket.named),
+            (&mut self.substituted, bucket.substituted),
+            (&mut self.streamed, bucket.streamed),
+            (&mut self.not_streamed, bucket.not_streamed),
+        ] {
+            *mine = mine.checked_sub(theirs).ok_or(NotContained)?;
+        }
+        Ok(())
     }
 
     /// Substituted ÷ named answers; `None` without a named answer.

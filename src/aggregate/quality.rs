@@ -16,6 +16,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::rollup::subtract_each;
+use super::sparse::NotContained;
 use super::stats;
 use crate::config::QualityConfig;
 use crate::quality::{Family, Judgement, Kind};
@@ -54,6 +56,19 @@ impl Quality {
                 *mine.entry(*judgement).or_default() += count;
             }
         }
+    }
+
+    /// Takes `bucket`'s judgements out (a bucket this merged), dropping the kinds left with
+    /// none, as a merge of the other buckets alone would give.
+    pub fn subtract(&mut self, bucket: &Quality) -> Result<(), NotContained> {
+        for (kind, judgements) in &bucket.kinds {
+            let mine = self.kinds.get_mut(kind).ok_or(NotContained)?;
+            subtract_each(mine, judgements)?;
+            if mine.is_empty() {
+                self.kinds.remove(kind);
+            }
+        }
+        Ok(())
     }
 
     /// No judged answer.

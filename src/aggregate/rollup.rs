@@ -19,7 +19,8 @@ use thiserror::Error;
 use super::fidelity::Fidelity;
 use super::health::{Verdict, verdict};
 use super::quality::Quality;
-use crate::capability::Capabilities;
+use super::sparse::NotContained;
+use crate::capability::{Capabilities, Capability};
 use crate::result::{Outcome, ResultRecord};
 
 /// A histogram counter. 32 bits halve the memory of the writer's rollup cache and the work
@@ -100,6 +101,27 @@ pub struct Rollup {
     pub histograms: Histograms,
 }
 
+/// The fields of [`Scalars`] a merge takes whole from one bucket — the latest or newest
+/// holding one — rather than adding up: last ok, last error, the latest named answer, the
+/// latest substitution and each capability flag.
+pub const TAKEN: usize = 4 + Capability::ALL.len();
+
+/// Takes each of `theirs`' counts out of `mine`, dropping the keys that reach zero (a sum
+/// never holds a zero count: merges only add what runs counted).
+pub(crate) fn subtract_each<K: Ord + Copy>(
+    mine: &mut BTreeMap<K, u64>,
+    theirs: &BTreeMap<K, u64>,
+) -> Result<(), NotContained> {
+    for (key, count) in theirs {
+        let held = mine.get_mut(key).ok_or(NotContained)?;
+        *held = held.checked_sub(*count).ok_or(NotContained)?;
+        if *held == 0 {
+            mine.remove(key);
+        }
+    }
+    Ok(())
+}
+
 /// The rollup's scalar part, stored as JSON next to the histogram blobs.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Scalars {
@@ -175,6 +197,50 @@ impl Scalars {
         {
             self.last_error = other.last_error.clone();
         }
+    }
+
+    /// Takes the counts of `bucket` (a bucket this sum merged) out: runs per outcome,
+    /// failures, tokens, the answers counted for substitution and streaming, the quality
+    /// judgements. The spend (a float sum, exact only in its order) and the fields taken
+    /// whole from one bucket ([`Scalars::holds`]) do not subtract; a window re-adds the one
+    /// and tells from the other whether the bucket leaving took them along.
+    pub fn subtract_counts(&mut self, bucket: &Scalars) -> Result<(), NotContained> {
+        subtract_each(&mut self.outcomes, &bucket.outcomes)?;
+        self.failures = self
+            .failures
+            .checked_sub(bucket.failures)
+            .ok_or(NotContained)?;
+        self.tokens = self.tokens.checked_sub(bucket.tokens).ok_or(NotContained)?;
+        self.fidelity.subtract_counts(&bucket.fidelity)?;
+        self.quality.subtract(&bucket.quality)
+    }
+
+    /// For each field a merge takes whole from one bucket instead of adding up (see
+    /// [`TAKEN`]), whether this sum holds `bucket`'s value of it.
+    pub fn holds(&self, bucket: &Scalars) -> [bool; TAKEN] {
+        fn same<T: PartialEq>(mine: &Option<T>, theirs: &Option<T>) -> bool {
+            theirs.is_some() && mine == theirs
+        }
+        let flag = |i: usize| {
+            let capability = Capability::ALL[i];
+            same(
+                &self.capabilities.get(capability),
+                &bucket.capabilities.get(capability),
+            )
+        };
+        [
+            same(&self.last_ok_ms, &bucket.last_ok_ms),
+            same(&self.last_error, &bucket.last_error),
+            same(&self.fidelity.latest, &bucket.fidelity.latest),
+            same(
+                &self.fidelity.last_substitute,
+                &bucket.fidelity.last_substitute,
+            ),
+            flag(0),
+            flag(1),
+            flag(2),
+            flag(3),
+        ]
     }
 
     /// Runs counted, of every outcome.

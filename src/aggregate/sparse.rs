@@ -450,9 +450,9 @@ impl SparseRollup {
         }
     }
 
-    /// Takes `other`'s distributions away (scalars do not subtract: a window keeps its
-    /// buckets' scalars apart and merges them); all four or, when one does not hold
-    /// `other`'s counts, none.
+    /// Takes `other`'s distributions away (the scalars' counts subtract apart,
+    /// `Scalars::subtract_counts`); all four or, when one does not hold `other`'s counts,
+    /// none.
     pub fn subtract_distributions(&mut self, other: &SparseRollup) -> Result<(), NotContained> {
         let (ttft, e2e) = (
             self.ttft_us.minus(&other.ttft_us)?,

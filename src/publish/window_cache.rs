@@ -11,9 +11,14 @@
 //! that closed since, and buckets that left the window (to subtract them). Within one hour
 //! (one day for `7d` and `30d`) only the keys written to are looked at; once the windows
 //! move, every key is.
-//! Scalars do not subtract: when a bucket leaves a window (once an hour for `24h`, once a
-//! day for `7d` and `30d`) that window's scalars are merged again from the rows of its
-//! buckets, read without their histograms. A bucket written to after it was summed — a late
+//! A bucket leaving a window is subtracted from its sum: its distributions and counts
+//! exactly, and the spend (a float sum, exact only in one order) added up again from the
+//! buckets left, in bucket order, as a cold read adds it. The fields a merge takes whole
+//! from one bucket (last ok, last error, the latest named answer and substitution, each
+//! capability flag) stay, unless the bucket leaving is the newest holding the sum's value
+//! of one: then that sum's scalars are merged again from the rows of its buckets, read
+//! without their histograms (as they are when a bucket is summed after a newer one, so
+//! scalars are always merged in bucket order). A bucket written to after it was summed — a late
 //! run, another location catching up, a copy — has a new version and the sum is rebuilt
 //! from the store, so a window from the cache is always the window a cold read gives
 //! (tested in `tests/publish.rs`).
@@ -30,7 +35,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::aggregate::Window;
-use crate::aggregate::rollup::{Scalars, Span};
+use crate::aggregate::rollup::{Scalars, Span, TAKEN};
 use crate::aggregate::sparse::SparseRollup;
 use crate::aggregate::sum::RollupSum;
 use crate::result::ResultRecord;
@@ -84,16 +89,32 @@ fn stamp() -> u64 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
+/// A bucket in a closed sum.
+#[derive(Debug, Clone, Copy)]
+struct Summed {
+    /// The bucket.
+    bucket: i64,
+    /// Its row's version when summed.
+    version: i64,
+    /// Its spend: a window's is these added in bucket order, as a cold read adds them
+    /// (float addition is exact only in one order), so it is added again when one leaves.
+    cost_usd: f64,
+}
+
 /// The closed buckets of one window and key, summed. Changed only through its methods,
 /// which give it a new stamp.
 #[derive(Debug)]
 struct Closed {
-    /// Each bucket in the sum and its version, ascending by bucket.
-    buckets: Vec<(i64, i64)>,
-    /// The buckets' rollups added: distributions and scalars. Scalars do not subtract, so
-    /// when a bucket leaves the window they are merged again from the rows still in it.
+    /// Each bucket in the sum, ascending.
+    buckets: Vec<Summed>,
+    /// The buckets' rollups added: distributions and scalars. A bucket leaving the window
+    /// is subtracted: its distributions and counts exactly, the spend added again from the
+    /// buckets left; the fields a merge takes whole from one bucket stay unless they were
+    /// that bucket's, and then the scalars are merged again from the rows still in it.
     /// Shared with the windows read from it until they are dropped (a publish's).
     sum: Arc<SparseRollup>,
+    /// Per field taken whole ([`TAKEN`]): the newest bucket holding the sum's value of it.
+    from: [Option<i64>; TAKEN],
     /// This state's [`stamp`].
     stamp: u64,
 }
@@ -103,6 +124,7 @@ impl Default for Closed {
         Closed {
             buckets: Vec::new(),
             sum: Arc::default(),
+            from: [None; TAKEN],
             stamp: stamp(),
         }
     }
@@ -111,35 +133,80 @@ impl Default for Closed {
 impl Closed {
     /// The version of `bucket` in the sum, if it is in it.
     fn version(&self, bucket: i64) -> Option<i64> {
-        version_in(&self.buckets, bucket)
+        let at = self
+            .buckets
+            .binary_search_by_key(&bucket, |summed| summed.bucket)
+            .ok()?;
+        Some(self.buckets[at].version)
     }
 
-    /// Adds `rollup`, `bucket`'s at `version`.
-    fn add(&mut self, bucket: i64, version: i64, rollup: &SparseRollup) {
-        Arc::make_mut(&mut self.sum).add(rollup);
-        let at = self.buckets.partition_point(|b| b.0 < bucket);
-        self.buckets.insert(at, (bucket, version));
+    /// Adds `rollup`, `bucket`'s at `version`; false when a newer bucket is in the sum
+    /// already: then its scalars are not merged in bucket order, and must be merged again.
+    fn add(&mut self, bucket: i64, version: i64, rollup: &SparseRollup) -> bool {
+        let sum = Arc::make_mut(&mut self.sum);
+        sum.add(rollup);
+        let at = self.buckets.partition_point(|b| b.bucket < bucket);
+        let newest = at == self.buckets.len();
+        self.buckets.insert(
+            at,
+            Summed {
+                bucket,
+                version,
+                cost_usd: rollup.scalars.cost_usd,
+            },
+        );
+        note_taken(&mut self.from, &sum.scalars, &rollup.scalars, bucket);
         self.stamp = stamp();
+        newest
     }
 
-    /// Takes `bucket`'s `rollup` out of the distributions (its scalars are merged again
-    /// later); false when they do not hold it.
-    fn subtract(&mut self, bucket: i64, rollup: &SparseRollup) -> bool {
-        if Arc::make_mut(&mut self.sum)
-            .subtract_distributions(rollup)
-            .is_err()
-        {
-            return false;
+    /// Takes `bucket`'s `rollup` out; `Some(false)` when its scalars must be merged again
+    /// (the bucket held a field taken whole), `None` when the sum does not hold it.
+    fn subtract(&mut self, bucket: i64, rollup: &SparseRollup) -> Option<bool> {
+        let sum = Arc::make_mut(&mut self.sum);
+        sum.subtract_distributions(rollup).ok()?;
+        self.buckets.retain(|b| b.bucket != bucket);
+        self.stamp = stamp();
+        let exact = !self.from.contains(&Some(bucket))
+            && sum.scalars.subtract_counts(&rollup.scalars).is_ok();
+        if exact {
+            sum.scalars.cost_usd = self.buckets.iter().fold(0.0, |c, b| c + b.cost_usd);
         }
-        self.buckets.retain(|b| b.0 != bucket);
+        Some(exact)
+    }
+
+    /// Merges the scalars again from `rows` (the stored (bucket, version, scalars) of the
+    /// key, ascending), in bucket order as a cold read does; false when a bucket summed is
+    /// not stored at the version it was summed at.
+    fn merge_scalars(&mut self, rows: &[(i64, i64, Scalars)]) -> bool {
+        let mut scalars = Scalars::default();
+        let mut from = [None; TAKEN];
+        for summed in &mut self.buckets {
+            let Ok(at) = rows.binary_search_by_key(&summed.bucket, |row| row.0) else {
+                return false;
+            };
+            let (_, version, row) = &rows[at];
+            if *version != summed.version {
+                return false;
+            }
+            scalars.merge(row);
+            note_taken(&mut from, &scalars, row, summed.bucket);
+            summed.cost_usd = row.cost_usd;
+        }
+        Arc::make_mut(&mut self.sum).scalars = scalars;
+        self.from = from;
         self.stamp = stamp();
         true
     }
+}
 
-    /// Sets the scalars, merged again from the buckets' rows.
-    fn set_scalars(&mut self, scalars: Scalars) {
-        Arc::make_mut(&mut self.sum).scalars = scalars;
-        self.stamp = stamp();
+/// Notes `bucket` as where each field taken whole comes from when `sum`, with `added`
+/// (its scalars) just merged, holds its value.
+fn note_taken(from: &mut [Option<i64>; TAKEN], sum: &Scalars, added: &Scalars, bucket: i64) {
+    for (from, held) in from.iter_mut().zip(sum.holds(added)) {
+        if held {
+            *from = Some(bucket);
+        }
     }
 }
 
@@ -424,7 +491,7 @@ impl WindowCache {
                     entry
                         .buckets
                         .iter()
-                        .all(|&(bucket, version)| version_in(rows, bucket) == Some(version))
+                        .all(|b| version_in(rows, b.bucket) == Some(b.version))
                 } else {
                     written.iter().all(|&(bucket, version)| {
                         entry.version(bucket).is_none_or(|summed| summed == version)
@@ -451,7 +518,7 @@ impl WindowCache {
         }
         let keys: Vec<_> = wanted.iter().map(|(key, bucket)| key.at(*bucket)).collect();
         let mut open: HashMap<Key, SparseRollup> = HashMap::new();
-        let mut left: HashSet<(Window, Key)> = HashSet::new();
+        let mut again: HashSet<(Window, Key)> = HashSet::new();
         let closed = &mut self.closed;
         let mut scratch = Key::default();
         store.rollups_at(span, &keys, &mut |head, stored| {
@@ -473,13 +540,15 @@ impl WindowCache {
                     continue;
                 };
                 let summed = entry.version(bucket);
-                if bucket >= start && summed.is_none() {
-                    entry.add(bucket, version, &sparse);
-                } else if bucket < start
-                    && summed == Some(version)
-                    && entry.subtract(bucket, &sparse)
-                {
-                    left.insert((window, scratch.clone()));
+                let exact = if bucket >= start && summed.is_none() {
+                    entry.add(bucket, version, &sparse)
+                } else if bucket < start && summed == Some(version) {
+                    entry.subtract(bucket, &sparse).unwrap_or(true)
+                } else {
+                    true
+                };
+                if !exact {
+                    again.insert((window, scratch.clone()));
                 }
             }
             Ok(())
@@ -490,13 +559,13 @@ impl WindowCache {
         for &window in windows {
             let start = window.start(now_ms);
             for entry in self.closed.entry(window).or_default().values_mut() {
-                if entry.buckets.first().is_some_and(|b| b.0 < start) {
+                if entry.buckets.first().is_some_and(|b| b.bucket < start) {
                     *entry = Closed::default();
                     broken = true;
                 }
             }
         }
-        if !self.merge_scalars_again(store, span, &left)? {
+        if !self.merge_scalars_again(store, span, &again)? {
             broken = true;
         }
         if broken {
@@ -525,58 +594,63 @@ impl WindowCache {
         Ok(true)
     }
 
-    /// Merges again the scalars of each sum in `left` (a bucket left it) from the rows of
-    /// the buckets still in it, in bucket order as they were first merged; false when a row
-    /// changed since it was summed (that sum is dropped, to be read again). A bucket leaves
-    /// when the windows move, and then it leaves nearly every key's: the span's scalars are
-    /// read in one pass from the oldest bucket summed, without their histograms, rather
-    /// than row by row.
+    /// Merges again the scalars of each sum in `again` (a bucket that left it took a field
+    /// merged whole along, or a bucket came in before a newer one) from the rows of the
+    /// buckets in it, in bucket order as a cold read merges them; false when a row changed
+    /// since it was summed (that sum is dropped, to be read again). A few sums read their
+    /// own rows; when many do, the span's scalars are read in one pass from the oldest
+    /// bucket summed, without their histograms, rather than row by row.
     fn merge_scalars_again(
         &mut self,
         store: &Store,
         span: Span,
-        left: &HashSet<(Window, Key)>,
+        again: &HashSet<(Window, Key)>,
     ) -> Result<bool, StoreError> {
-        let oldest = left
+        let sums: Vec<(&Key, &[Summed])> = again
             .iter()
-            .filter_map(|(window, key)| Some(self.closed_of(*window, key)?.buckets.first()?.0))
-            .min();
-        let Some(oldest) = oldest else {
+            .filter_map(|(window, key)| Some((key, &self.closed_of(*window, key)?.buckets[..])))
+            .collect();
+        let Some(oldest) = sums
+            .iter()
+            .filter_map(|(_, b)| Some(b.first()?.bucket))
+            .min()
+        else {
             return Ok(true);
         };
         // Each key's rows: (bucket, version, scalars), ascending by bucket.
         let mut rows: HashMap<&Key, Vec<(i64, i64, Scalars)>> =
-            left.iter().map(|(_, key)| (key, Vec::new())).collect();
+            sums.iter().map(|(key, _)| (*key, Vec::new())).collect();
         let mut scratch = Key::default();
-        store.each_rollup_scalars_written(span, oldest, None, &mut |head, scalars| {
+        let mut take = |head: RollupHead<'_>, scalars: Scalars| {
             scratch.set(&head);
             if let Some(rows) = rows.get_mut(&scratch) {
                 rows.push((head.bucket, head.version, scalars));
             }
-        })?;
+        };
+        let keyed: usize = sums.iter().map(|(_, buckets)| buckets.len()).sum();
+        let span_keys = self.heads.get(&span).map_or(0, |heads| heads.rows.len());
+        if keyed <= span_keys {
+            let mut keys: Vec<RollupKey<'_>> = sums
+                .iter()
+                .flat_map(|(key, buckets)| buckets.iter().map(|b| key.at(b.bucket)))
+                .collect();
+            keys.sort_unstable();
+            keys.dedup();
+            store.rollups_at(span, &keys, &mut |head, stored| {
+                take(head, stored.scalars);
+                Ok(())
+            })?;
+        } else {
+            store.each_rollup_scalars_written(span, oldest, None, &mut take)?;
+        }
         let mut intact = true;
-        for (window, key) in left {
+        for (window, key) in again {
             let Some(entry) = self.closed.get_mut(window).and_then(|s| s.get_mut(key)) else {
                 continue;
             };
-            let stored = rows.get(key).map_or(&[][..], Vec::as_slice);
-            let merged = entry.buckets.iter().try_fold(
-                Scalars::default(),
-                |mut scalars, &(bucket, version)| {
-                    let at = stored.binary_search_by_key(&bucket, |row| row.0).ok()?;
-                    let (_, stored, row) = &stored[at];
-                    (*stored == version).then(|| {
-                        scalars.merge(row);
-                        scalars
-                    })
-                },
-            );
-            match merged {
-                Some(scalars) => entry.set_scalars(scalars),
-                None => {
-                    *entry = Closed::default();
-                    intact = false;
-                }
+            if !entry.merge_scalars(rows.get(key).map_or(&[][..], Vec::as_slice)) {
+                *entry = Closed::default();
+                intact = false;
             }
         }
         Ok(intact)
