@@ -858,8 +858,9 @@ fn a_kept_history_publishes_what_a_cold_read_publishes() {
     // The only evidence of its kind, in the buckets that leave `7d` (past the day's end
     // below) and `24h` (past the hour's end).
     let (today, this_hour) = (t0 / day * day, t0 / hour * hour);
+    history.push(singular(&config, 0, today - 6 * day + hour, "tools"));
     history.push(singular(&config, 1, today - 6 * day + hour, "tools"));
-    history.push(singular(&config, 1, this_hour - 23 * hour + 60_000, "json"));
+    history.push(singular(&config, 0, this_hour - 23 * hour + 60_000, "json"));
     write(&config, "a", history);
     let publish = |kept: &mut sonde::publish::history::History, now: i64| {
         let store = Store::open_read_only(&config.store).unwrap();

@@ -154,8 +154,8 @@ impl History {
             let rest = (|| {
                 let fleet = locations(store, now_ms)?;
                 let health = store.health()?;
-                let points = match points {
-                    true => Some((
+                let points = if points {
+                    Some((
                         days.read(
                             store,
                             Span::Day.bucket_of(now_ms) - (BAR_DAYS - 1) * Span::Day.ms(),
@@ -167,8 +167,9 @@ impl History {
                             now_ms,
                         )?,
                         incidents(kept_incidents, store, now_ms)?,
-                    )),
-                    false => None,
+                    ))
+                } else {
+                    None
                 };
                 Ok::<_, StoreError>((fleet, health, points))
             })();

@@ -565,7 +565,8 @@ impl WindowCache {
                 }
             }
         }
-        if !self.merge_scalars_again(store, span, &again)? {
+        let stored = heads.rows.values().map(Vec::len).sum();
+        if !self.merge_scalars_again(store, span, &again, stored)? {
             broken = true;
         }
         if broken {
@@ -598,13 +599,14 @@ impl WindowCache {
     /// merged whole along, or a bucket came in before a newer one) from the rows of the
     /// buckets in it, in bucket order as a cold read merges them; false when a row changed
     /// since it was summed (that sum is dropped, to be read again). A few sums read their
-    /// own rows; when many do, the span's scalars are read in one pass from the oldest
+    /// own rows (fewer than half of the span's `stored` rows); when many do, the span's scalars are read in one pass from the oldest
     /// bucket summed, without their histograms, rather than row by row.
     fn merge_scalars_again(
         &mut self,
         store: &Store,
         span: Span,
         again: &HashSet<(Window, Key)>,
+        stored: usize,
     ) -> Result<bool, StoreError> {
         let sums: Vec<(&Key, &[Summed])> = again
             .iter()
@@ -627,9 +629,11 @@ impl WindowCache {
                 rows.push((head.bucket, head.version, scalars));
             }
         };
+        // A row read by its key costs more than one read in the pass (a join, and its
+        // histograms come along): the keys' own rows are read when they are fewer than half
+        // of the span's.
         let keyed: usize = sums.iter().map(|(_, buckets)| buckets.len()).sum();
-        let span_keys = self.heads.get(&span).map_or(0, |heads| heads.rows.len());
-        if keyed <= span_keys {
+        if keyed * 2 < stored {
             let mut keys: Vec<RollupKey<'_>> = sums
                 .iter()
                 .flat_map(|(key, buckets)| buckets.iter().map(|b| key.at(b.bucket)))
