@@ -19,10 +19,10 @@ use std::sync::Arc;
 
 use super::latest::LatestRun;
 use super::minutes::Minutes;
-use super::points::{DayPoint, HourPoint, Points, Series};
+use super::points::{DayPoint, HourPoint, Points};
 use super::window_cache::WindowCache;
 use super::windows::{locations, summarize_from};
-use super::{BAR_DAYS, HEATMAP_DAYS, LAST_RUNS};
+use super::{BAR_DAYS, HEATMAP_DAYS, LAST_RUNS, Snapshot};
 use crate::aggregate::quorum::LocationStatus;
 use crate::aggregate::rollup::Span;
 use crate::aggregate::{TargetStats, Window};
@@ -58,22 +58,6 @@ struct Runs {
     latest: Arc<HashMap<String, Arc<Vec<LatestRun>>>>,
     /// The names those runs share.
     names: Names,
-}
-
-/// What one read of the store gives a snapshot.
-pub(super) struct Read {
-    /// Every target's windows and states.
-    pub stats: Vec<TargetStats>,
-    /// Every location that ever wrote to the store, stale or fresh.
-    pub locations: Vec<LocationStatus>,
-    /// Per target, the bar's days, oldest first.
-    pub daily: HashMap<String, Series<DayPoint>>,
-    /// Per target, the heatmap's hours, oldest first.
-    pub hourly: HashMap<String, Series<HourPoint>>,
-    /// The incidents of the bar's days, newest first.
-    pub incidents: Arc<Vec<Incident>>,
-    /// Per target, its last runs, newest first.
-    pub latest: Arc<HashMap<String, Arc<Vec<LatestRun>>>>,
 }
 
 impl Default for History {
@@ -116,14 +100,13 @@ impl History {
         Ok((read.stats, read.locations))
     }
 
-    /// Everything a snapshot at `now_ms` holds, reading only what changed since the last
-    /// call.
-    pub(super) fn read(
+    /// The snapshot at `now_ms`, reading only what changed since the last call.
+    pub(super) fn snapshot(
         &mut self,
         config: &Config,
         store: &Store,
         now_ms: i64,
-    ) -> Result<Read, StoreError> {
+    ) -> Result<Snapshot, StoreError> {
         self.read_with(config, store, now_ms, true)
     }
 
@@ -131,14 +114,14 @@ impl History {
     /// ([`Backend::fork`](crate::store::Backend::fork)), since most of a periodic
     /// publish is waiting for the store: the runs written since, the rollup windows, and the
     /// rest (locations, states and, with `points`, the bar's days, the heatmap's hours and
-    /// the incidents). Then sums the windows.
+    /// the incidents; without, the snapshot has none). Then sums the windows.
     fn read_with(
         &mut self,
         config: &Config,
         store: &Store,
         now_ms: i64,
         points: bool,
-    ) -> Result<Read, StoreError> {
+    ) -> Result<Snapshot, StoreError> {
         let (for_runs, for_windows) = (store.fork()?, store.fork()?);
         let History {
             windows,
@@ -180,7 +163,13 @@ impl History {
         let (fleet, health, points) = rest?;
         let stats = summarize_from(config, now_ms, &fleet, &health, windows, &runs.minutes);
         let (daily, hourly, incidents) = points.unwrap_or_default();
-        Ok(Read {
+        Ok(Snapshot {
+            now_ms,
+            by_target: stats
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.target.clone(), i))
+                .collect(),
             stats,
             locations: fleet,
             daily,

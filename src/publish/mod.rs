@@ -134,22 +134,7 @@ impl Snapshot {
         now_ms: i64,
         history: &mut History,
     ) -> Result<Snapshot, StoreError> {
-        let read = history.read(config, store, now_ms)?;
-        Ok(Snapshot {
-            now_ms,
-            by_target: read
-                .stats
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (s.target.clone(), i))
-                .collect(),
-            stats: read.stats,
-            locations: read.locations,
-            daily: read.daily,
-            hourly: read.hourly,
-            incidents: read.incidents,
-            latest: read.latest,
-        })
+        history.snapshot(config, store, now_ms)
     }
 
     /// The routing feed of this snapshot.
