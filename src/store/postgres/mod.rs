@@ -722,7 +722,13 @@ impl Backend for Postgres {
         let targets: Vec<&str> = keys.iter().map(|k| k.1).collect();
         let probes: Vec<&str> = keys.iter().map(|k| k.2).collect();
         let locations: Vec<&str> = keys.iter().map(|k| k.3).collect();
-        // One query for every key: the keys as arrays joined on the primary key.
+        let mut distinct = buckets.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        // One query for every key: the keys as arrays joined on the primary key. The
+        // keys' buckets, given apart, let the join read only their rows through the index:
+        // without them, PostgreSQL hashes the whole span to join a few buckets' keys
+        // (4 buckets of 10,000 keys: 0.9 s against 0.3 s).
         self.rollup_rows(
             &format!(
                 "SELECT {ROLLUP_COLUMNS} FROM rollups r
@@ -731,9 +737,16 @@ impl Backend for Postgres {
                  ON r.bucket = k.k_bucket AND r.target = k.k_target COLLATE \"C\"
                     AND r.probe = k.k_probe COLLATE \"C\"
                     AND r.location = k.k_location COLLATE \"C\"
-                 WHERE r.span = $1 {ROLLUP_ORDER}"
+                 WHERE r.span = $1 AND r.bucket = ANY($6) {ROLLUP_ORDER}"
             ),
-            &[&span.as_str(), &buckets, &targets, &probes, &locations],
+            &[
+                &span.as_str(),
+                &buckets,
+                &targets,
+                &probes,
+                &locations,
+                &distinct,
+            ],
             each,
         )
     }
