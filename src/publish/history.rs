@@ -22,7 +22,7 @@ use super::minutes::Minutes;
 use super::points::{DayPoint, HourPoint, Points};
 use super::window_cache::WindowCache;
 use super::windows::{locations, summarize_from};
-use super::{BAR_DAYS, HEATMAP_DAYS, LAST_RUNS, Snapshot};
+use super::{BAR_DAYS, HEATMAP_DAYS, LAST_RUNS, Snapshot, joined};
 use crate::aggregate::quorum::LocationStatus;
 use crate::aggregate::rollup::Span;
 use crate::aggregate::{TargetStats, Window};
@@ -178,13 +178,6 @@ impl History {
             latest: Arc::clone(&runs.latest),
         })
     }
-}
-
-/// What a scoped thread returned, or its panic resumed.
-fn joined<T>(thread: std::thread::ScopedJoinHandle<'_, T>) -> T {
-    thread
-        .join()
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 /// The incidents of the bar's days, newest first: `kept`, the last read's, while the store

@@ -351,3 +351,11 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PublishError + use<> {
     let path = path.to_owned();
     move |source| PublishError::Io { path, source }
 }
+
+/// What a scoped thread returned, or its panic resumed: the reads a publish runs at once
+/// (`history`, `window_cache`) end as if they had run on the caller's thread.
+fn joined<T>(thread: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    thread
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}

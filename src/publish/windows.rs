@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::joined;
 use super::minutes::Minutes;
 use super::window_cache::{Key, WindowCache};
 use crate::aggregate::health::{State, TargetHealth};
@@ -56,29 +57,25 @@ pub fn summarize(
     cache.refresh(store, now_ms)?;
     let health = store.health()?;
     Ok(summarize_from(
-        config, now_ms, &fleet, &health, &mut cache, &hour,
+        config, now_ms, &fleet, &health, &cache, &hour,
     ))
 }
 
 /// [`summarize`] from what was read: the fleet's locations, the targets' states, the
 /// rollup windows refreshed in `cache` (kept between a server's publishes, which then
 /// decode only the rollups that changed since the last one) and the hour's runs in `hour`.
+/// The targets are summed on every core, each core a run of them in order: summing is
+/// most of a publish's work once its reads are done, and one target's figures depend on
+/// nothing but its own windows.
 pub(super) fn summarize_from(
     config: &Config,
     now_ms: i64,
     fleet: &[LocationStatus],
     health: &HashMap<TargetAt, TargetHealth>,
-    cache: &mut WindowCache,
+    cache: &WindowCache,
     hour: &Minutes,
 ) -> Vec<TargetStats> {
     let feed_window = Window::from_name(&config.publish.window).unwrap_or(Window::H1);
-    // A location without a heartbeat (rows written before locations) counts.
-    let counts = |location: &str| {
-        fleet
-            .iter()
-            .find(|status| status.location == location)
-            .is_none_or(|status| status.counted)
-    };
     // Each target's windows: the hour's and five minutes' from its minutes, the others
     // from the cache when the target's turn comes (the cache merges its locations' closed
     // sums then, when they changed).
@@ -115,21 +112,99 @@ pub(super) fn summarize_from(
     let mut extra: Vec<&String> = seen_by.keys().filter(|t| !names.contains(t)).collect();
     extra.sort_unstable();
     names.extend(extra.into_iter().cloned());
-    let empty = PerProbe::new();
-    let mut out = Vec::with_capacity(names.len());
-    // Each latency objective's bound, µs: looked up once per target, not by a scan.
-    let bounds: HashMap<&str, u64> = config
-        .targets
-        .iter()
-        .filter_map(|t| {
-            let ms = t.model.slo.as_ref()?.ttft_p95_ms?;
-            Some((t.id.as_str(), (ms * 1000.0).round() as u64))
+    let targets: Vec<Target> = names
+        .into_iter()
+        .map(|name| Target {
+            entries: by_target.remove(&name).unwrap_or_default(),
+            seen_from: seen_by.remove(&name).unwrap_or_default(),
+            name,
         })
         .collect();
-    // Merged in one order whatever the maps' order, so the same history gives the same bytes.
-    let rank = |w: Window| Window::ALL.iter().position(|&x| x == w);
-    for target in names {
-        let mut entries = by_target.remove(&target).unwrap_or_default();
+    let summing = Summing {
+        config,
+        feed_window,
+        fleet,
+        health,
+        cache,
+        // Each latency objective's bound, µs: looked up once per target, not by a scan.
+        bounds: config
+            .targets
+            .iter()
+            .filter_map(|t| {
+                let ms = t.model.slo.as_ref()?.ttft_p95_ms?;
+                Some((t.id.as_str(), (ms * 1000.0).round() as u64))
+            })
+            .collect(),
+    };
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let share = targets.len().div_ceil(cores).max(1);
+    let mut shares: Vec<Vec<Target>> = Vec::new();
+    let mut targets = targets.into_iter().peekable();
+    while targets.peek().is_some() {
+        shares.push(targets.by_ref().take(share).collect());
+    }
+    let summing = &summing;
+    std::thread::scope(|scope| {
+        let threads: Vec<_> = shares
+            .into_iter()
+            .map(|share| {
+                scope.spawn(move || share.into_iter().map(|t| summing.target(t)).collect())
+            })
+            .collect();
+        threads
+            .into_iter()
+            .flat_map(|thread| joined::<Vec<TargetStats>>(thread))
+            .collect()
+    })
+}
+
+/// One target's windows before they are summed, and the locations it was seen from.
+struct Target {
+    /// Its id.
+    name: String,
+    /// Its windows.
+    entries: Entries,
+    /// Every location with a state or a feed window for it, unsorted.
+    seen_from: Vec<String>,
+}
+
+/// What every target's summing shares.
+struct Summing<'a> {
+    /// The configuration.
+    config: &'a Config,
+    /// The feed's window, also each location's own.
+    feed_window: Window,
+    /// The fleet's locations.
+    fleet: &'a [LocationStatus],
+    /// Each target's state per location.
+    health: &'a HashMap<TargetAt, TargetHealth>,
+    /// The rollup windows.
+    cache: &'a WindowCache,
+    /// Each target's TTFT objective's bound, µs.
+    bounds: HashMap<&'a str, u64>,
+}
+
+impl Summing<'_> {
+    /// Whether `location`'s windows count in a target's global figures; a location without
+    /// a heartbeat (rows written before locations) counts.
+    fn counts(&self, location: &str) -> bool {
+        self.fleet
+            .iter()
+            .find(|status| status.location == location)
+            .is_none_or(|status| status.counted)
+    }
+
+    /// `target`'s windows summed globally and per location, and its state by quorum.
+    fn target(&self, target: Target) -> TargetStats {
+        let Target {
+            name: target,
+            mut entries,
+            mut seen_from,
+        } = target;
+        let (cache, feed_window) = (self.cache, self.feed_window);
+        let empty = PerProbe::new();
+        // Merged in one order whatever the maps' order, so the same history gives the same bytes.
+        let rank = |w: Window| Window::ALL.iter().position(|&x| x == w);
         entries.sort_by(|a, b| (rank(a.0), &a.1).cmp(&(rank(b.0), &b.1)));
         let mut global: HashMap<Window, PerProbe> = HashMap::new();
         let mut local: HashMap<String, PerProbe> = HashMap::new();
@@ -145,7 +220,7 @@ pub(super) fn summarize_from(
                 let probes = local.entry(key.location.clone()).or_default();
                 add_into(probes, key.probe.clone(), rollup);
             }
-            if !counts(&key.location) {
+            if !self.counts(&key.location) {
                 continue;
             }
             match rollup {
@@ -161,12 +236,11 @@ pub(super) fn summarize_from(
             let rollup = cache.merged(window, &keys);
             add_into(global.entry(window).or_default(), probe, rollup);
         }
-        let bound_us = bounds.get(target.as_str()).copied();
+        let bound_us = self.bounds.get(target.as_str()).copied();
         let windows: Vec<WindowStats> = Window::ALL
             .iter()
             .map(|&window| WindowStats::of(window, global.get(&window).unwrap_or(&empty), bound_us))
             .collect();
-        let mut seen_from = seen_by.remove(&target).unwrap_or_default();
         seen_from.sort_unstable();
         seen_from.dedup();
         let alone = seen_from.len() == 1;
@@ -174,10 +248,11 @@ pub(super) fn summarize_from(
             .into_iter()
             .map(|location| {
                 let at = TargetAt::new(&target, &location);
-                let (state, state_since_ms) = health
+                let (state, state_since_ms) = self
+                    .health
                     .get(&at)
                     .map_or((State::Unknown, 0), |h| (h.state, h.since_ms));
-                let status = fleet.iter().find(|s| s.location == location);
+                let status = self.fleet.iter().find(|s| s.location == location);
                 let counted = status.is_none_or(|s| s.counted);
                 // One counted location's figures are the global ones: no second fold.
                 let window = match windows.iter().find(|w| w.window == feed_window) {
@@ -203,15 +278,14 @@ pub(super) fn summarize_from(
             .filter(|l| l.counted)
             .map(|l| (l.state, l.state_since_ms))
             .collect();
-        let quorum = config.prober.quorum_of(counted_states.len());
+        let quorum = self.config.prober.quorum_of(counted_states.len());
         let (state, state_since_ms) = quorum::global_state(&counted_states, quorum);
-        out.push(TargetStats {
+        TargetStats {
             target,
             state,
             state_since_ms,
             windows,
             locations,
-        });
+        }
     }
-    out
 }

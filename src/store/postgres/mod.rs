@@ -46,8 +46,9 @@ use crate::result::ResultRecord;
 const WRITER_LOCK: i32 = 0x736f_6e64; // "sond"
 /// Longest wait for a connection (new or from the pool) before the call fails.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections the pool keeps for readers.
-const POOL_SIZE: usize = 4;
+/// Connections the pool keeps for readers: a publish reads on four at once (the runs, each
+/// span's rollup windows, the rest), and the server's requests (`results.csv`) take others.
+const POOL_SIZE: usize = 6;
 
 /// Whether a store is opened to write (lock, migrations) or only to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
