@@ -583,9 +583,14 @@ impl Backend for Postgres {
         target: Option<&str>,
         each: &mut dyn FnMut(ResultRecord, i64),
     ) -> Result<(), StoreError> {
+        // The runs are ordered before they become JSON here and in `each_result_written`:
+        // ordered after, PostgreSQL built each run's JSON first and sorted the texts (about
+        // 1.2 KB each; 700 MB through a temp file for a fleet's hour of 600,000 runs),
+        // where the index on `ts_ms` gives the order with a sort of each millisecond's runs.
         self.each_record(
-            "SELECT row_to_json(r)::text FROM results r WHERE ts_ms >= $1 AND ($2::text IS NULL OR target = $2)
-             ORDER BY ts_ms, run_id",
+            "SELECT row_to_json(r)::text FROM
+               (SELECT * FROM results WHERE ts_ms >= $1 AND ($2::text IS NULL OR target = $2)
+                ORDER BY ts_ms, run_id) r",
             &[&since_ms, &target],
             each,
         )
@@ -616,8 +621,8 @@ impl Backend for Postgres {
                 None => {
                     each_record_on(
                         tx,
-                        "SELECT row_to_json(r)::text FROM results r WHERE ts_ms >= $1
-                         ORDER BY ts_ms, run_id",
+                        "SELECT row_to_json(r)::text FROM
+                           (SELECT * FROM results WHERE ts_ms >= $1 ORDER BY ts_ms, run_id) r",
                         &[&since_ms],
                         each,
                     )
@@ -627,8 +632,9 @@ impl Backend for Postgres {
                     each_record_on(
                         tx,
                         &format!(
-                            "SELECT row_to_json(r)::text FROM results r
-                             WHERE ts_ms >= $1 AND {WRITTEN_AFTER_2} ORDER BY ts_ms, run_id"
+                            "SELECT row_to_json(r)::text FROM
+                               (SELECT * FROM results WHERE ts_ms >= $1 AND {WRITTEN_AFTER_2}
+                                ORDER BY ts_ms, run_id) r"
                         ),
                         &[&since_ms, &snapshot],
                         each,
