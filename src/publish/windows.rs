@@ -44,18 +44,33 @@ pub fn locations(store: &Store, now_ms: i64) -> Result<Vec<LocationStatus>, Stor
 
 /// Every window of every target in the store (and of each of `config`'s targets, with no
 /// runs yet), at `now_ms`, globally; and per location, its state and the feed's window.
+/// The hour's runs are read on a handle of their own
+/// ([`Backend::fork`](crate::store::Backend::fork)) while the rollup windows are, as a
+/// kept history reads them: most of either read is waiting for the store.
 pub fn summarize(
     store: &Store,
     config: &Config,
     now_ms: i64,
 ) -> Result<Vec<TargetStats>, StoreError> {
-    let fleet = locations(store, now_ms)?;
-    let mut hour = Minutes::default();
-    store.each_result_since(Window::H1.start(now_ms), None, &mut |r, _| hour.add(&r))?;
-    hour.settle(now_ms);
+    let for_runs = store.fork()?;
     let mut cache = WindowCache::new();
-    cache.refresh(store, now_ms)?;
-    let health = store.health()?;
+    let (hour, rest) = std::thread::scope(|scope| {
+        let hour = scope.spawn(move || {
+            let mut hour = Minutes::default();
+            for_runs.each_result_since(Window::H1.start(now_ms), None, &mut |r, _| {
+                hour.add(&r);
+            })?;
+            hour.settle(now_ms);
+            Ok::<_, StoreError>(hour)
+        });
+        let rest = (|| {
+            let fleet = locations(store, now_ms)?;
+            cache.refresh(store, now_ms)?;
+            Ok::<_, StoreError>((fleet, store.health()?))
+        })();
+        (joined(hour), rest)
+    });
+    let (hour, (fleet, health)) = (hour?, rest?);
     Ok(summarize_from(
         config, now_ms, &fleet, &health, &cache, &hour,
     ))
