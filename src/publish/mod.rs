@@ -359,3 +359,23 @@ fn joined<T>(thread: std::thread::ScopedJoinHandle<'_, T>) -> T {
         .join()
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
+
+/// `each` of every item, on every core: each core a run of the items in order, the results
+/// in the items' order. For what a publish does per target once its reads are done.
+fn on_every_core<T: Send, R: Send>(items: Vec<T>, each: impl Fn(T) -> R + Sync) -> Vec<R> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let share = items.len().div_ceil(cores).max(1);
+    let mut items = items.into_iter().peekable();
+    let mut shares: Vec<Vec<T>> = Vec::new();
+    while items.peek().is_some() {
+        shares.push(items.by_ref().take(share).collect());
+    }
+    let each = &each;
+    std::thread::scope(|scope| {
+        let threads: Vec<_> = shares
+            .into_iter()
+            .map(|share| scope.spawn(move || share.into_iter().map(each).collect::<Vec<R>>()))
+            .collect();
+        threads.into_iter().flat_map(joined).collect()
+    })
+}

@@ -586,21 +586,9 @@ pub fn each_target_page(
             config, snapshot, target, entry, &refresh, incidents,
         )?)
     };
-    let share = pages
-        .len()
-        .div_ceil(std::thread::available_parallelism().map_or(1, usize::from))
-        .max(1);
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = pages
-            .chunks(share)
-            .map(|chunk| scope.spawn(move || chunk.iter().try_for_each(page)))
-            .collect();
-        workers.into_iter().try_for_each(|worker| {
-            worker
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        })
-    })
+    super::on_every_core(pages, |entry| page(&entry))
+        .into_iter()
+        .collect()
 }
 
 /// The page at `path` (`t/SLUG.html`) rendered alone, as [`each_target_page`] renders it;

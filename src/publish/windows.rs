@@ -10,9 +10,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::joined;
 use super::minutes::Minutes;
 use super::window_cache::{Key, WindowCache};
+use super::{joined, on_every_core};
 use crate::aggregate::health::{State, TargetHealth};
 use crate::aggregate::quorum::{self, LocationStatus};
 use crate::aggregate::sum::RollupSum;
@@ -151,26 +151,7 @@ pub(super) fn summarize_from(
             })
             .collect(),
     };
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let share = targets.len().div_ceil(cores).max(1);
-    let mut shares: Vec<Vec<Target>> = Vec::new();
-    let mut targets = targets.into_iter().peekable();
-    while targets.peek().is_some() {
-        shares.push(targets.by_ref().take(share).collect());
-    }
-    let summing = &summing;
-    std::thread::scope(|scope| {
-        let threads: Vec<_> = shares
-            .into_iter()
-            .map(|share| {
-                scope.spawn(move || share.into_iter().map(|t| summing.target(t)).collect())
-            })
-            .collect();
-        threads
-            .into_iter()
-            .flat_map(|thread| joined::<Vec<TargetStats>>(thread))
-            .collect()
-    })
+    on_every_core(targets, |target| summing.target(target))
 }
 
 /// One target's windows before they are summed, and the locations it was seen from.
