@@ -132,7 +132,10 @@ const SPANS: [Span; 2] = [Span::Hour, Span::Day];
 
 /// Where [`SPANS`] has the span whose rollups make `window` (one of the cache's).
 fn span_at(window: Window) -> usize {
-    usize::from(!windows_of(Span::Hour).contains(&window))
+    SPANS
+        .iter()
+        .position(|&span| windows_of(span).contains(&window))
+        .unwrap_or(SPANS.len() - 1)
 }
 
 /// The rollup windows of `span`.
