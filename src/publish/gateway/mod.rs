@@ -18,7 +18,7 @@ mod openrouter;
 mod portkey;
 
 pub use envoy::envoy;
-pub use litellm::litellm;
+pub use litellm::{Deployment, deployments, litellm};
 pub use openrouter::{openrouter, openrouter_text};
 pub use portkey::{portkey, portkey_text};
 
