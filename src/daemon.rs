@@ -199,15 +199,15 @@ pub async fn run(
     Ok(counters)
 }
 
-/// Starts the publish loop and the server when the config asks for them; both stop with
-/// `shutdown`.
+/// Starts the publish loop (which syncs the gateways) and the server when the config asks
+/// for them; both stop with `shutdown`.
 async fn start_publishing(
     config: &Config,
     shutdown: &CancellationToken,
     counters: Arc<RunCounters>,
 ) -> Result<TaskTracker, DaemonError> {
     let tasks = TaskTracker::new();
-    if config.publish.out.is_none() && config.server.listen.is_none() {
+    if config.publish.out.is_none() && config.server.listen.is_none() && config.sync.is_empty() {
         return Ok(tasks);
     }
     let site = Site::counting(Arc::new(config.clone()), counters);

@@ -34,5 +34,6 @@ pub mod scheduler;
 pub mod server;
 pub mod simulator;
 pub mod store;
+pub mod sync;
 pub mod timer;
 pub mod units;

@@ -39,6 +39,10 @@ enum Command {
     /// Manage the store: `sonde store migrate` copies one store into another.
     #[command(subcommand)]
     Store(cmd::store::Command),
+    /// Bring a running gateway's deployments to the feed's weights (the daemon does it after
+    /// each publish with `[[sync]]`).
+    #[command(subcommand)]
+    Sync(cmd::sync::Command),
     /// Serve the built-in provider simulator.
     Simulate(cmd::simulate::Args),
     /// Load targets closed- or open-loop and write report.md, results.csv and
@@ -59,6 +63,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => cmd::demo::run(args),
         Command::Simulate(args) => cmd::simulate::run(args),
         Command::Store(command) => cmd::store::run(command),
+        Command::Sync(command) => cmd::sync::run(command),
         Command::Bench(args) => cmd::bench::run(args),
     };
     match result {

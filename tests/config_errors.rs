@@ -531,7 +531,7 @@ fn an_alert_names_its_secrets_by_variable_and_its_bounds() {
         &err,
         18,
         "alerts[0].causes",
-        "health, quality, slo_fast or slo_slow",
+        "health, quality, slo_fast, slo_slow or sync",
     );
     let err = error_of(&alert(
         "kind = \"webhook\"\nurl_env = \"HOOK\"\nreminder_every = \"5s\"",
@@ -545,7 +545,10 @@ fn an_alert_names_its_secrets_by_variable_and_its_bounds() {
     assert!(alert.follows("deepseek/deepseek-chat", "deepseek-v3"));
     assert!(!alert.follows("other/deepseek-chat", "deepseek-v3"));
     assert_eq!((alert.failure_threshold, alert.max_per_hour), (2, 20));
-    assert_eq!(alert.causes, ["health", "quality", "slo_fast", "slo_slow"]);
+    assert_eq!(
+        alert.causes,
+        ["health", "quality", "slo_fast", "slo_slow", "sync"]
+    );
 }
 
 #[test]
@@ -566,4 +569,45 @@ fn an_slo_is_checked_where_it_is_written() {
         "groups.deepseek-v3.slo",
         "`availability` or `ttft_p95_ms`",
     );
+}
+
+#[test]
+fn a_gateway_sync_names_its_key_by_variable_and_its_url_without_credentials() {
+    let key = format!(
+        "[[sync]]\nkind = \"litellm\"\nurl = \"http://litellm:4000\"\nkey_env = \"sk-admin-hunter2\"\n{GOOD}"
+    );
+    let err = error_of(&key);
+    assert_names(
+        &err,
+        4,
+        "sync[0].key_env",
+        "NAME of an environment variable",
+    );
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+    let url = format!(
+        "[[sync]]\nkind = \"litellm\"\nurl = \"http://admin:hunter2@litellm:4000\"\nkey_env = \"K\"\n{GOOD}"
+    );
+    let err = error_of(&url);
+    assert_names(&err, 3, "sync[0].url", "without credentials");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+    let change = format!(
+        "[[sync]]\nkind = \"litellm\"\nurl = \"http://litellm:4000\"\nkey_env = \"K\"\nmin_change = 1.5\n{GOOD}"
+    );
+    assert_names(&error_of(&change), 5, "sync[0].min_change", "below 1");
+    let twice = format!(
+        "[[sync]]\nkind = \"litellm\"\nurl = \"http://a:4000\"\nkey_env = \"K\"\n\
+         [[sync]]\nkind = \"litellm\"\nurl = \"http://b:4000\"\nkey_env = \"K\"\n{GOOD}"
+    );
+    assert_names(&error_of(&twice), 7, "sync[1].name", "a name of its own");
+
+    let good = format!(
+        "[[sync]]\nname = \"prod\"\nkind = \"litellm\"\nurl = \"https://litellm.internal\"\n\
+         key_env = \"LITELLM_MASTER_KEY\"\non_down = \"remove\"\nmin_change = 0\n{GOOD}"
+    );
+    let config = Config::parse(Path::new("conf/sonde.toml"), &good).unwrap();
+    assert_eq!(config.sync.len(), 1);
+    assert_eq!(config.sync[0].name, "prod");
+    assert_eq!(config.sync[0].on_down, sonde::config::OnDown::Remove);
+    assert_eq!(config.sync[0].min_change, 0.0);
+    assert_eq!(config.sync[0].key_env, "LITELLM_MASTER_KEY");
 }

@@ -16,8 +16,8 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use serde_json::Value;
 use sonde::config::Config;
@@ -67,18 +67,7 @@ fn litellm() -> Option<PathBuf> {
 }
 
 /// A running proxy; killed when dropped.
-struct Proxy {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+struct Proxy(common::Spawned);
 
 impl Proxy {
     /// Starts `litellm --config <config>` as the README says (master key from the
@@ -102,41 +91,32 @@ impl Proxy {
             .stderr(out)
             .spawn()
             .expect("start the LiteLLM proxy");
-        let mut proxy = Proxy { child, port, log };
-        let started = Instant::now();
-        let http = common::http();
-        loop {
-            let url = format!("http://127.0.0.1:{port}/health/liveliness");
-            if http
-                .get(&url)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
-                eprintln!("LiteLLM up in {:.1} s", started.elapsed().as_secs_f64());
-                return proxy;
-            }
-            if let Ok(Some(status)) = proxy.child.try_wait() {
-                panic!("LiteLLM exited ({status}): {}", proxy.log_tail());
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(120),
-                "LiteLLM not up within 120 s: {}",
-                proxy.log_tail()
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        let mut proxy = Proxy(common::Spawned { child, port, log });
+        let url = format!("http://127.0.0.1:{port}/health/liveliness");
+        let log = proxy.0.log.clone();
+        let took =
+            common::wait_until_up(&url, &mut proxy.0.child, Duration::from_secs(120), || {
+                tail(&log)
+            })
+            .await;
+        eprintln!("LiteLLM up in {:.1} s", took.as_secs_f64());
+        proxy
     }
 
     fn base_url(&self) -> String {
-        format!("http://127.0.0.1:{}/v1", self.port)
+        format!("http://127.0.0.1:{}/v1", self.0.port)
     }
 
     fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
+        tail(&self.0.log)
     }
+}
+
+/// The last 40 lines of the log at `path`.
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
 /// Runs the sonde binary in `dir` with the proxy's key in `LITELLM_KEY`.
@@ -460,28 +440,7 @@ async fn litellm_routes_by_the_weights_sonde_exports_and_never_to_a_down_target(
     .await;
 
     let http = common::http();
-    let body = serde_json::json!({
-        "model": "chat",
-        "messages": [{"role": "user", "content": "Reply with the single word: pong"}],
-    })
-    .to_string();
-    let mut served: BTreeMap<String, u32> = BTreeMap::new();
-    for _ in 0..200 {
-        let response = http
-            .post(format!("{}/chat/completions", proxy.base_url()))
-            .bearer_auth(MASTER_KEY)
-            .header("content-type", "application/json")
-            .body(body.clone())
-            .send()
-            .await
-            .unwrap();
-        assert!(response.status().is_success(), "{response:?}");
-        let id = response.headers()["x-litellm-model-id"]
-            .to_str()
-            .unwrap()
-            .to_owned();
-        *served.entry(id).or_default() += 1;
-    }
+    let served = common::litellm_split(&proxy.base_url(), MASTER_KEY, "chat", 200).await;
     eprintln!("LiteLLM split of 200 requests by sonde's weights: {served:?}");
     let fast = served.get("sim/fast").copied().unwrap_or(0);
     let slow = served.get("sim/slow").copied().unwrap_or(0);

@@ -136,6 +136,8 @@ pub fn evaluate(
                     let words = if drifting { "drifting" } else { "recovered" };
                     (drifting, words, at_ms)
                 }
+                // A gateway's held group: told by the syncer, not by runs.
+                "sync" => continue,
                 burn => {
                     let Some(slo) = slo else { continue };
                     let rule = if burn == "slo_fast" {

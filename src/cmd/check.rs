@@ -14,7 +14,8 @@ pub struct Args {
     config: PathBuf,
 }
 
-/// Validates the config; prints one line per target. Exit 2 when invalid.
+/// Validates the config; prints one line per target and per gateway sync. Exit 2 when
+/// invalid.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
     let mut out = std::io::stdout().lock();
@@ -28,10 +29,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     for target in &config.targets {
         let key = match &target.provider.api_key_env {
             None => "no key".to_owned(),
-            Some(var) if std::env::var_os(var).is_some_and(|v| !v.is_empty()) => {
-                format!("{var} (set)")
-            }
-            Some(var) => format!("{var} (NOT SET)"),
+            Some(var) => variable(var),
         };
         writeln!(
             out,
@@ -44,5 +42,25 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             key
         )?;
     }
+    for sync in &config.sync {
+        writeln!(
+            out,
+            "  sync {}  kind=litellm  url={}  key={}  on_down={}  min_change={}",
+            sync.name,
+            sync.url,
+            variable(&sync.key_env),
+            sync.on_down.as_str(),
+            sync.min_change
+        )?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A variable's name and whether it is set, never its value.
+fn variable(var: &str) -> String {
+    if std::env::var_os(var).is_some_and(|v| !v.is_empty()) {
+        format!("{var} (set)")
+    } else {
+        format!("{var} (NOT SET)")
+    }
 }

@@ -11,12 +11,16 @@ pub mod run;
 pub mod serve;
 pub mod simulate;
 pub mod store;
+pub mod sync;
 
 use std::io::IsTerminal;
 
 use anyhow::bail;
 use sonde::config::{Config, Target};
 use sonde::probe::Probe;
+use sonde::publish::feed::{self, Feed};
+use sonde::publish::windows;
+use sonde::store::Store;
 use tracing_subscriber::EnvFilter;
 
 /// How log lines are written.
@@ -46,6 +50,15 @@ pub fn init_logging_as(default: &str, format: LogFormat) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+/// The feed as a cold read of the config's store gives it now.
+pub fn cold_feed(config: &Config) -> anyhow::Result<Feed> {
+    let store = Store::open_read_only(&config.store)?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let stats = windows::summarize(&store, config, now)?;
+    let locations = windows::locations(&store, now)?;
+    Ok(feed::build(config, &stats, &locations, now))
 }
 
 /// A multi-threaded tokio runtime for one command.

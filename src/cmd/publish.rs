@@ -6,7 +6,6 @@ use std::process::ExitCode;
 
 use sonde::config::Config;
 use sonde::owned_dir::{self, Protected, SITE_MARKER};
-use sonde::publish::feed::{self, Feed};
 use sonde::publish::{self, Snapshot, gateway, results_csv};
 use sonde::store::Store;
 
@@ -56,13 +55,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     super::init_logging("warn");
     let config = Config::load(&args.config)?;
     let protected = Protected::new(&config.file, config.store.file());
-    let feed = || -> anyhow::Result<Feed> {
-        let store = Store::open_read_only(&config.store)?;
-        let now = chrono::Utc::now().timestamp_millis();
-        let stats = publish::windows::summarize(&store, &config, now)?;
-        let locations = publish::windows::locations(&store, now)?;
-        Ok(feed::build(&config, &stats, &locations, now))
-    };
+    let feed = || super::cold_feed(&config);
     let text = match args.format {
         Format::Site => return site(args.out, &config, &protected),
         Format::Litellm => gateway::litellm(&config, &feed()?),

@@ -13,9 +13,9 @@ use super::error::{Errors, Source};
 /// PagerDuty's Events API v2 endpoint, when an alert names no `url_env`.
 pub const PAGERDUTY_EVENTS: &str = "https://events.pagerduty.com/v2/enqueue";
 
-/// What an alert may follow: availability incidents, quality drifts, and an SLO's fast and
-/// slow error-budget burn.
-const CAUSES: [&str; 4] = ["health", "quality", "slo_fast", "slo_slow"];
+/// What an alert may follow: availability incidents, quality drifts, an SLO's fast and slow
+/// error-budget burn, and a gateway sync holding a group at its last weights.
+const CAUSES: [&str; 5] = ["health", "quality", "slo_fast", "slo_slow", "sync"];
 
 /// Where a notification goes, in which shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -98,7 +98,7 @@ pub struct Alert {
     pub targets: Vec<String>,
     /// Route groups it follows; all when empty.
     pub groups: Vec<String>,
-    /// What it follows: `health`, `quality`, `slo_fast`, `slo_slow`.
+    /// What it follows: `health`, `quality`, `slo_fast`, `slo_slow`, `sync`.
     pub causes: Vec<String>,
     /// Runs of one open incident in a row before it triggers.
     pub failure_threshold: u32,
@@ -207,7 +207,9 @@ pub(super) fn alerts(source: &Source<'_>, errors: &mut Errors, raw: Vec<RawAlert
                     errors.push(source.error(
                         Some(causes.span()),
                         key("causes"),
-                        format!("{bad:?} is not a cause: health, quality, slo_fast or slo_slow"),
+                        format!(
+                            "{bad:?} is not a cause: health, quality, slo_fast, slo_slow or sync"
+                        ),
                     ));
                 }
                 causes.into_inner()

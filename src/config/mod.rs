@@ -13,6 +13,7 @@ pub mod error;
 mod prober;
 mod quality;
 mod slo;
+mod sync;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -35,6 +36,7 @@ use error::{Errors, Source};
 pub use prober::{ProberConfig, is_location};
 pub use quality::QualityConfig;
 pub use slo::{LATENCY_BUDGET, Slo};
+pub use sync::{DEFAULT_MIN_CHANGE, OnDown, SyncConfig, SyncKind};
 
 use crate::probe::ProbeSet;
 use crate::scheduler::Schedule;
@@ -129,6 +131,8 @@ struct RawConfig {
     quality: quality::RawQuality,
     #[serde(default)]
     alerts: Vec<alerts::RawAlert>,
+    #[serde(default)]
+    sync: Vec<sync::RawSync>,
     #[serde(default)]
     publish: daemon::RawPublish,
     #[serde(default)]
@@ -309,6 +313,8 @@ pub struct Config {
     pub quality: QualityConfig,
     /// Who is told about incidents, and how.
     pub alerts: Vec<Alert>,
+    /// The gateways kept at the feed's weights after each publish.
+    pub sync: Vec<SyncConfig>,
     /// What is published, where and how often.
     pub publish: PublishConfig,
     /// The live server.
@@ -382,6 +388,7 @@ impl Config {
         let prober = prober::prober(&source, e, raw.prober);
         let quality = quality::quality(&source, e, raw.quality);
         let alerts = alerts::alerts(&source, e, raw.alerts);
+        let sync = sync::syncs(&source, e, raw.sync);
         let publish = daemon::publish(&source, e, file, store.file(), raw.publish);
         let server = daemon::server(&source, e, raw.server);
         let mut providers = Vec::new();
@@ -476,6 +483,7 @@ impl Config {
             prober,
             quality,
             alerts,
+            sync,
             publish,
             server,
             groups,

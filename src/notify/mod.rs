@@ -59,13 +59,7 @@ pub async fn deliver(
     env: Env,
     shutdown: CancellationToken,
 ) {
-    crate::runner::transport::install_crypto();
-    let http = match reqwest::Client::builder()
-        .timeout(TIMEOUT)
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("sonde/", env!("CARGO_PKG_VERSION")))
-        .build()
-    {
+    let http = match client() {
         Ok(http) => http,
         Err(err) => {
             tracing::error!(error = %err.without_url(), "cannot build the notification client: no alert will be sent");
@@ -154,8 +148,20 @@ async fn read(
     }
 }
 
-/// POSTs one notification; the error says why it was not taken, never the URL or key.
-async fn send(
+/// The HTTP client notifications are sent with: no redirects followed, a receiver's
+/// timeout.
+pub fn client() -> Result<reqwest::Client, reqwest::Error> {
+    crate::runner::transport::install_crypto();
+    reqwest::Client::builder()
+        .timeout(TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("sonde/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// POSTs one notification (as `id`) to `alert`'s receiver; the error says why it was not
+/// taken, never the URL or key.
+pub async fn send(
     http: &reqwest::Client,
     alert: &Alert,
     notification: &Notification,

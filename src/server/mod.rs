@@ -29,10 +29,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::counters::RunCounters;
+use crate::notify;
 use crate::publish::feed::Feed;
 use crate::publish::history::History;
 use crate::publish::{self, PublishError, Snapshot, feed, metrics, results_csv};
 use crate::store::{Store, StoreError};
+use crate::sync::Gateways;
 use crate::units::now_ms;
 use kept::{KeptFile, accepts_gzip};
 
@@ -92,6 +94,9 @@ pub struct Site {
     /// Whether a server serves it: a daemon that only writes `[publish] out` keeps nothing
     /// of a publish once written.
     served: bool,
+    /// Whether each publish hands its feed to the config's `[[sync]]` gateways (the daemon
+    /// with gateways to drive; never `sonde serve`).
+    syncing: bool,
     /// `None` before the first refresh.
     published: RwLock<Option<Arc<Published>>>,
     /// The fresh bodies as last computed (`None` before the first request).
@@ -133,9 +138,11 @@ impl Site {
     }
 
     fn with(config: Arc<Config>, served: bool, counters: Option<Arc<RunCounters>>) -> Arc<Site> {
+        let syncing = counters.is_some() && !config.sync.is_empty();
         Arc::new(Site {
             config,
             served,
+            syncing,
             published: RwLock::new(None),
             bodies: Mutex::new(None),
             computing: tokio::sync::Mutex::new(()),
@@ -149,15 +156,17 @@ impl Site {
 
     /// Renders the site from the store and swaps it in when served; writes it to
     /// `publish.out` too when this daemon holds the store's publisher lock (one daemon of a
-    /// fleet writes the site; every one serves it).
-    pub async fn refresh(self: &Arc<Site>) -> Result<(), PublishError> {
+    /// fleet writes the site; every one serves it). Returns the feed when this daemon holds
+    /// the lock and has gateways to sync: the lock's holder alone drives them.
+    pub async fn refresh(self: &Arc<Site>) -> Result<Option<Feed>, PublishError> {
         let site = Arc::clone(self);
         let published = tokio::task::spawn_blocking(move || -> Result<_, PublishError> {
             let (snapshot, publisher, csv) = site.read(|store| {
                 let snapshot =
                     Snapshot::load_with(&site.config, store, now_ms(), &mut site.history())?;
-                let publisher = site.config.publish.out.is_some() && store.publisher_lock()?;
-                let csv = publisher
+                let publisher = (site.config.publish.out.is_some() || site.syncing)
+                    && store.publisher_lock()?;
+                let csv = (publisher && site.config.publish.out.is_some())
                     .then(|| results_csv::render(store, snapshot.now_ms))
                     .transpose()?;
                 Ok::<_, PublishError>((snapshot, publisher, csv))
@@ -178,17 +187,20 @@ impl Site {
                 _ => publish::each_shared_file(&site.config, &snapshot, &feed, keep)?,
             }
             site.announce_publisher(publisher);
-            Ok(site.served.then(|| Published {
+            let for_sync = (publisher && site.syncing).then(|| feed.clone());
+            let published = site.served.then(|| Published {
                 files,
                 snapshot,
                 feed,
-            }))
+            });
+            Ok((published, for_sync))
         })
         .await??;
+        let (published, for_sync) = published;
         if let (Some(published), Ok(mut current)) = (published, self.published.write()) {
             *current = Some(Arc::new(published));
         }
-        Ok(())
+        Ok(for_sync)
     }
 
     /// The history kept between publishes; one left by a panicked computation may be half
@@ -203,7 +215,7 @@ impl Site {
 
     /// Logs when this daemon starts or stops writing the site.
     fn announce_publisher(&self, publisher: bool) {
-        if self.config.publish.out.is_none() {
+        if self.config.publish.out.is_none() && !self.syncing {
             return;
         }
         let mut last = self
@@ -215,11 +227,14 @@ impl Site {
         }
         *last = Some(publisher);
         if publisher {
-            tracing::info!("this daemon holds the publisher lock: it writes [publish] out");
+            tracing::info!(
+                "this daemon holds the publisher lock: it writes [publish] out and syncs the \
+                 gateways"
+            );
         } else {
             tracing::info!(
-                "another daemon holds the publisher lock and writes the site; this one serves \
-                 it and stands by"
+                "another daemon holds the publisher lock and writes the site and syncs the \
+                 gateways; this one serves the site and stands by"
             );
         }
     }
@@ -495,14 +510,26 @@ pub async fn serve(
         .await
 }
 
-/// Refreshes `site` now and every `publish.every` until `shutdown`; failures are logged and
-/// retried at the next tick (the store may not exist before the first run is recorded).
+/// Refreshes `site` now and every `publish.every` until `shutdown`, then syncs the
+/// `[[sync]]` gateways with the feed when this daemon holds the publisher lock; failures are
+/// logged and retried at the next tick (the store may not exist before the first run is
+/// recorded).
 pub async fn publish_loop(site: Arc<Site>, shutdown: CancellationToken) {
     let every = site.config.publish.every;
+    let mut gateways = Gateways::new(&site.config);
+    let env = notify::process_env();
     loop {
         let started = Instant::now();
         match site.refresh().await {
-            Ok(()) => tracing::debug!(took = ?started.elapsed(), "published"),
+            Ok(for_sync) => {
+                tracing::debug!(took = ?started.elapsed(), "published");
+                if let Some(feed) = for_sync {
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = gateways.sync(&site.config, &feed, &env) => {}
+                    }
+                }
+            }
             Err(err) => tracing::warn!(error = %err, "publishing failed; retrying next tick"),
         }
         tokio::select! {

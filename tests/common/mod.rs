@@ -349,3 +349,88 @@ pub fn play(config: &Config, plays: &[Plays]) {
     let store = sonde::store::Store::open(&config.store, &config.prober.location).unwrap();
     sonde::store::writer::import(store, config, history).unwrap();
 }
+
+/// Waits until `url` answers 2xx; panics with `log()` when `child` (the server) exits first or
+/// `limit` passes. Returns how long it took.
+pub async fn wait_until_up(
+    url: &str,
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+    log: impl Fn() -> String,
+) -> std::time::Duration {
+    let started = std::time::Instant::now();
+    let http = http();
+    loop {
+        if http
+            .get(url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return started.elapsed();
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{url}: the server exited ({status}): {}", log());
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{url} is not up within {limit:?}: {}",
+            log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
+/// A server process a test started, on `port`, writing to `log`; killed when dropped.
+pub struct Spawned {
+    /// The process.
+    pub child: std::process::Child,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    /// Its stdout and stderr.
+    pub log: std::path::PathBuf,
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends `n` chat requests for `group` to a LiteLLM router's `/chat/completions` at `base`
+/// with `key`; how many each deployment served (by `x-litellm-model-id`). Every request
+/// must succeed.
+pub async fn litellm_split(
+    base: &str,
+    key: &str,
+    group: &str,
+    n: usize,
+) -> std::collections::BTreeMap<String, u32> {
+    let http = http();
+    let body = serde_json::json!({
+        "model": group,
+        "messages": [{"role": "user", "content": "Reply with the single word: pong"}],
+    })
+    .to_string();
+    let mut served = std::collections::BTreeMap::new();
+    for _ in 0..n {
+        let response = http
+            .post(format!("{base}/chat/completions"))
+            .bearer_auth(key)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let id = response
+            .headers()
+            .get("x-litellm-model-id")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let text = response.text().await.unwrap();
+        assert!(status.is_success(), "{status}: {text}");
+        *served.entry(id.unwrap_or_default()).or_default() += 1;
+    }
+    served
+}
