@@ -56,6 +56,9 @@ impl RateLimits {
                     .get(*name)
                     .and_then(|value| value.to_str().ok())
                     .and_then(|value| value.trim().parse::<u64>().ok())
+                    // SQLite stores integers as i64: a larger count (a hostile or broken
+                    // header) would make the run unwritable, so it is capped there.
+                    .map(|value| value.min(i64::MAX as u64))
             })
         };
         RateLimits {
@@ -171,6 +174,16 @@ mod tests {
         assert_eq!(
             RateLimits::from_headers(&HeaderMap::new()),
             RateLimits::default()
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-ratelimit-remaining-tokens",
+            HeaderValue::from_static("18446744073709551615"),
+        );
+        assert_eq!(
+            RateLimits::from_headers(&headers).remaining_tokens,
+            Some(i64::MAX as u64),
+            "capped where the store can hold it"
         );
     }
 }
