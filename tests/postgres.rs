@@ -127,6 +127,29 @@ fn history(config: &Config, now: i64) -> Vec<ResultRecord> {
                         r.served_model = Some("llama-3.1-8b-instruct".into());
                         r.model_substituted = true;
                     }
+                    // Every other column filled now and then, so both backends' readers
+                    // are held to every type: NUMERIC(20) past f64's exact integers, enums,
+                    // booleans.
+                    if i.is_multiple_of(11) {
+                        r.ratelimit_remaining_requests = Some(i64::MAX as u64 - i);
+                        r.ratelimit_remaining_tokens = Some(i);
+                        r.quality_item = Some(sonde::quality::Kind::Arithmetic);
+                        r.quality = Some(sonde::quality::Judgement::WrongAnswer);
+                        r.quality_detail = Some("answered 41, not 42 — «quoted»".into());
+                        r.finish_reason = Some("stop".into());
+                        r.upstream = Some("DeepInfra".into());
+                        r.reasoning_tokens = Some(5);
+                        r.ttfat_ms = Some(91.5);
+                        r.itl_p50_ms = Some(10.25);
+                        r.itl_max_ms = Some(14.75);
+                        r.connect_ms = Some(1.5);
+                        r.close_ms = Some(0.25);
+                        r.tokens_estimated = true;
+                        r.gateway_alias = true;
+                        r.cap_tools = Some(false);
+                        r.cap_json = Some(true);
+                        r.cap_usage_in_stream = Some(false);
+                    }
                 } else if outcome == Outcome::RateLimited {
                     r.http_status = Some(429);
                     r.retry_after_s = Some(2.5);

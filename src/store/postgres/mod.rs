@@ -13,6 +13,7 @@
 //! and its I/O never runs on the probing runtime.
 
 mod fleet;
+mod record;
 mod rows;
 mod schema;
 mod tls;
@@ -346,10 +347,10 @@ impl Postgres {
         })
     }
 
-    /// Results a `SELECT row_to_json(r)::text FROM results r …` query returns, in its order.
+    /// Results a `SELECT {record::COLUMNS} FROM results r …` query returns, in its order.
     fn records(
         &self,
-        sql: &'static str,
+        sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<(ResultRecord, i64)>, StoreError> {
         let mut out = Vec::new();
@@ -357,11 +358,11 @@ impl Postgres {
         Ok(out)
     }
 
-    /// Hands `each` the results a `SELECT row_to_json(r)::text FROM results r …` query
+    /// Hands `each` the results a `SELECT {record::COLUMNS} FROM results r …` query
     /// returns, in its order, with their unix ms, one at a time as they arrive.
     fn each_record(
         &self,
-        sql: &'static str,
+        sql: &str,
         params: &[&(dyn ToSql + Sync)],
         each: &mut dyn FnMut(ResultRecord, i64),
     ) -> Result<(), StoreError> {
@@ -462,7 +463,7 @@ const WRITTEN_AFTER_2: &str = "xact >= pg_snapshot_xmin($2::text::pg_snapshot)
 const WRITTEN_AFTER_3: &str = "xact >= pg_snapshot_xmin($3::text::pg_snapshot)
     AND NOT pg_visible_in_snapshot(xact, $3::text::pg_snapshot)";
 
-/// Hands `each` the results a `SELECT row_to_json(r)::text FROM results r …` query on
+/// Hands `each` the results a `SELECT {record::COLUMNS} FROM results r …` query on
 /// `client` returns, in its order, with their unix ms, one at a time as they arrive.
 async fn each_record_on(
     client: &impl tokio_postgres::GenericClient,
@@ -476,7 +477,7 @@ async fn each_record_on(
         .map_err(Failure::Db)?;
     let mut rows = std::pin::pin!(rows);
     while let Some(row) = rows.try_next().await.map_err(Failure::Db)? {
-        let (record, ts_ms) = rows::record(row.try_get(0).map_err(Failure::Db)?)?;
+        let (record, ts_ms) = record::record(&row)?;
         each(record, ts_ms);
     }
     Ok(())
@@ -583,14 +584,12 @@ impl Backend for Postgres {
         target: Option<&str>,
         each: &mut dyn FnMut(ResultRecord, i64),
     ) -> Result<(), StoreError> {
-        // The runs are ordered before they become JSON here and in `each_result_written`:
-        // ordered after, PostgreSQL built each run's JSON first and sorted the texts (about
-        // 1.2 KB each; 700 MB through a temp file for a fleet's hour of 600,000 runs),
-        // where the index on `ts_ms` gives the order with a sort of each millisecond's runs.
         self.each_record(
-            "SELECT row_to_json(r)::text FROM
-               (SELECT * FROM results WHERE ts_ms >= $1 AND ($2::text IS NULL OR target = $2)
-                ORDER BY ts_ms, run_id) r",
+            &format!(
+                "SELECT {} FROM results r WHERE ts_ms >= $1 AND ($2::text IS NULL OR target = $2)
+                 ORDER BY ts_ms, run_id",
+                *record::COLUMNS
+            ),
             &[&since_ms, &target],
             each,
         )
@@ -603,8 +602,11 @@ impl Backend for Postgres {
     ) -> Result<Vec<(ResultRecord, i64)>, StoreError> {
         let (ts_ms, run_id) = after.unwrap_or((i64::MIN, ""));
         self.records(
-            "SELECT row_to_json(r)::text FROM results r WHERE (ts_ms, run_id) > ($1, $2)
-             ORDER BY ts_ms, run_id LIMIT $3",
+            &format!(
+                "SELECT {} FROM results r WHERE (ts_ms, run_id) > ($1, $2)
+                 ORDER BY ts_ms, run_id LIMIT $3",
+                *record::COLUMNS
+            ),
             &[&ts_ms, &run_id, &limit_of(limit)],
         )
     }
@@ -621,8 +623,10 @@ impl Backend for Postgres {
                 None => {
                     each_record_on(
                         tx,
-                        "SELECT row_to_json(r)::text FROM
-                           (SELECT * FROM results WHERE ts_ms >= $1 ORDER BY ts_ms, run_id) r",
+                        &format!(
+                            "SELECT {} FROM results r WHERE ts_ms >= $1 ORDER BY ts_ms, run_id",
+                            *record::COLUMNS
+                        ),
                         &[&since_ms],
                         each,
                     )
@@ -632,9 +636,9 @@ impl Backend for Postgres {
                     each_record_on(
                         tx,
                         &format!(
-                            "SELECT row_to_json(r)::text FROM
-                               (SELECT * FROM results WHERE ts_ms >= $1 AND {WRITTEN_AFTER_2}
-                                ORDER BY ts_ms, run_id) r"
+                            "SELECT {} FROM results r WHERE ts_ms >= $1 AND {WRITTEN_AFTER_2}
+                             ORDER BY ts_ms, run_id",
+                            *record::COLUMNS
                         ),
                         &[&since_ms, &snapshot],
                         each,
@@ -652,10 +656,13 @@ impl Backend for Postgres {
         each: &mut dyn FnMut(ResultRecord),
     ) -> Result<(), StoreError> {
         self.each_record(
-            "SELECT row_to_json(r)::text FROM
-               (SELECT * FROM results WHERE ts_ms >= $1
-                ORDER BY ts_ms DESC, run_id DESC LIMIT $2) r
-             ORDER BY ts_ms, run_id",
+            &format!(
+                "SELECT {} FROM
+                   (SELECT * FROM results WHERE ts_ms >= $1
+                    ORDER BY ts_ms DESC, run_id DESC LIMIT $2) r
+                 ORDER BY ts_ms, run_id",
+                *record::COLUMNS
+            ),
             &[&since_ms, &limit_of(limit)],
             &mut |record, _| each(record),
         )
@@ -663,7 +670,11 @@ impl Backend for Postgres {
 
     fn latest_results(&self, target: &str, limit: usize) -> Result<Vec<ResultRecord>, StoreError> {
         let out = self.records(
-            "SELECT row_to_json(r)::text FROM results r WHERE target = $1 ORDER BY ts_ms DESC, run_id DESC LIMIT $2",
+            &format!(
+                "SELECT {} FROM results r WHERE target = $1
+                 ORDER BY ts_ms DESC, run_id DESC LIMIT $2",
+                *record::COLUMNS
+            ),
             &[&target, &limit_of(limit)],
         )?;
         Ok(out.into_iter().map(|(record, _)| record).collect())

@@ -1,7 +1,7 @@
-//! Rows in and out of PostgreSQL: results as JSON (one statement per batch through
-//! `jsonb_populate_recordset`, read back with `row_to_json`, so the record's serde fields are
-//! the columns with no list to keep in step), rollups as scalars plus HdrHistogram blobs,
-//! target states as JSON text.
+//! Rows into PostgreSQL: results as JSON (one statement per batch through
+//! `jsonb_populate_recordset`, so the record's serde fields are the columns; they are read
+//! back as typed columns by `record`), rollups as scalars plus HdrHistogram blobs, target
+//! states as JSON text.
 
 use serde_json::{Map, Value};
 use tokio_postgres::Transaction;
@@ -84,27 +84,6 @@ pub(super) async fn put_spend(
     Ok(())
 }
 
-/// A stored result row as JSON: the record's fields, and the columns beside them.
-#[derive(serde::Deserialize)]
-struct StoredResult {
-    ts_ms: i64,
-    #[serde(default)]
-    itl_gaps_us: Option<Vec<u32>>,
-    #[serde(flatten)]
-    record: ResultRecord,
-}
-
-/// A record and its unix ms from the JSON text of its row (`row_to_json`, which the server
-/// writes faster than `jsonb`, parsed in one pass).
-pub(super) fn record(row: &str) -> Result<(ResultRecord, i64), Failure> {
-    let stored: StoredResult = serde_json::from_str(row)
-        .map_err(|err| Failure::Corrupt(format!("a stored result does not decode: {err}")))?;
-    let mut record = stored.record;
-    record.itl_gaps_us = stored.itl_gaps_us.unwrap_or_default();
-    Ok((record, stored.ts_ms))
-}
-
-/// Stores heartbeats, keeping the later one of each location.
 /// Adds `notifications` to the outbox and marks the `delivered` ones (id, unix ms) sent.
 pub(super) async fn put_outbox(
     tx: &Transaction<'_>,
@@ -131,6 +110,7 @@ pub(super) async fn put_outbox(
     Ok(())
 }
 
+/// Stores heartbeats, keeping the later one of each location.
 pub(super) async fn put_heartbeats(
     tx: &Transaction<'_>,
     rows: &[Heartbeat],
