@@ -510,13 +510,14 @@ pub async fn serve(
         .await
 }
 
-/// Refreshes `site` now and every `publish.every` until `shutdown`, then syncs the
-/// `[[sync]]` gateways with the feed when this daemon holds the publisher lock; failures are
-/// logged and retried at the next tick (the store may not exist before the first run is
-/// recorded).
+/// Refreshes `site` now and every `publish.every` until `shutdown`, and hands each feed to
+/// the `[[sync]]` gateways when this daemon holds the publisher lock (a sync at a time, on a
+/// task of its own); failures are logged and retried at the next tick (the store may not
+/// exist before the first run is recorded).
 pub async fn publish_loop(site: Arc<Site>, shutdown: CancellationToken) {
     let every = site.config.publish.every;
-    let mut gateways = Gateways::new(&site.config);
+    // One sync at a time, beside the publishes: a slow gateway never delays the site.
+    let gateways = Arc::new(tokio::sync::Mutex::new(Gateways::new(&site.config)));
     let env = notify::process_env();
     loop {
         let started = Instant::now();
@@ -524,9 +525,21 @@ pub async fn publish_loop(site: Arc<Site>, shutdown: CancellationToken) {
             Ok(for_sync) => {
                 tracing::debug!(took = ?started.elapsed(), "published");
                 if let Some(feed) = for_sync {
-                    tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        () = gateways.sync(&site.config, &feed, &env) => {}
+                    match Arc::clone(&gateways).try_lock_owned() {
+                        Ok(mut gateways) => {
+                            let (config, env, stop) =
+                                (Arc::clone(&site.config), env.clone(), shutdown.clone());
+                            tokio::spawn(async move {
+                                tokio::select! {
+                                    () = stop.cancelled() => {}
+                                    () = gateways.sync(&config, &feed, &env) => {}
+                                }
+                            });
+                        }
+                        Err(_) => tracing::warn!(
+                            "the last gateway sync is still running; this publish's weights \
+                             wait for the next"
+                        ),
                     }
                 }
             }
