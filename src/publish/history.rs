@@ -225,20 +225,23 @@ impl Runs {
         })?;
         self.minutes.settle(now_ms);
         // Read after the runs: a run written in between is in both, and taken once.
-        let mut latest = HashMap::new();
-        for target in &config.targets {
-            latest.insert(
-                target.id.clone(),
-                Arc::new(
-                    store
-                        .latest_results(&target.id, LAST_RUNS)?
-                        .iter()
-                        .map(|record| LatestRun::of(record, &mut self.names))
-                        .collect(),
-                ),
-            );
-        }
-        self.latest = Arc::new(latest);
+        let ids: Vec<&str> = config.targets.iter().map(|t| t.id.as_str()).collect();
+        let mut latest: HashMap<String, Vec<LatestRun>> = ids
+            .iter()
+            .map(|id| ((*id).to_owned(), Vec::new()))
+            .collect();
+        let names = &mut self.names;
+        store.each_latest_results(&ids, LAST_RUNS, &mut |record| {
+            if let Some(runs) = latest.get_mut(&record.target) {
+                runs.push(LatestRun::of(&record, names));
+            }
+        })?;
+        self.latest = Arc::new(
+            latest
+                .into_iter()
+                .map(|(id, runs)| (id, Arc::new(runs)))
+                .collect(),
+        );
         self.seen = Some(seen);
         Ok(())
     }

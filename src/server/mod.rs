@@ -226,15 +226,17 @@ impl Site {
             return;
         }
         *last = Some(publisher);
+        let work = match (self.config.publish.out.is_some(), self.syncing) {
+            (true, true) => "writes [publish] out and syncs the gateways",
+            (true, false) => "writes [publish] out",
+            _ => "syncs the gateways",
+        };
         if publisher {
-            tracing::info!(
-                "this daemon holds the publisher lock: it writes [publish] out and syncs the \
-                 gateways"
-            );
+            tracing::info!("this daemon holds the publisher lock: it {work}");
         } else {
             tracing::info!(
-                "another daemon holds the publisher lock and writes the site and syncs the \
-                 gateways; this one serves the site and stands by"
+                "another daemon holds the publisher lock and {work}; this one serves what it \
+                 can and stands by"
             );
         }
     }

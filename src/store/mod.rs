@@ -375,6 +375,24 @@ pub trait Backend: Send {
     /// The latest `limit` results of `target`, newest first.
     fn latest_results(&self, target: &str, limit: usize) -> Result<Vec<ResultRecord>, StoreError>;
 
+    /// Hands `each` the latest `limit` results of each of `targets`, a target's together and
+    /// newest first, the targets in the order given. One read a target by default; a
+    /// backend across a network overrides it with one read for all (PostgreSQL: a
+    /// publisher's start at 1,000 targets made 1,000 round trips).
+    fn each_latest_results(
+        &self,
+        targets: &[&str],
+        limit: usize,
+        each: &mut dyn FnMut(ResultRecord),
+    ) -> Result<(), StoreError> {
+        for target in targets {
+            for record in self.latest_results(target, limit)? {
+                each(record);
+            }
+        }
+        Ok(())
+    }
+
     /// Number of stored results.
     fn result_count(&self) -> Result<u64, StoreError> {
         self.result_count_since(i64::MIN)

@@ -680,6 +680,26 @@ impl Backend for Postgres {
         Ok(out.into_iter().map(|(record, _)| record).collect())
     }
 
+    fn each_latest_results(
+        &self,
+        targets: &[&str],
+        limit: usize,
+        each: &mut dyn FnMut(ResultRecord),
+    ) -> Result<(), StoreError> {
+        self.each_record(
+            &format!(
+                "SELECT {} FROM unnest($1::text[]) WITH ORDINALITY AS t(id, n)
+                 CROSS JOIN LATERAL
+                   (SELECT * FROM results WHERE target = t.id
+                    ORDER BY ts_ms DESC, run_id DESC LIMIT $2) r
+                 ORDER BY t.n, r.ts_ms DESC, r.run_id DESC",
+                *record::COLUMNS
+            ),
+            &[&targets, &limit_of(limit)],
+            &mut |record, _| each(record),
+        )
+    }
+
     fn result_count_since(&self, since_ms: i64) -> Result<u64, StoreError> {
         self.call(async |pool: &Pool| {
             let client = pool.get().await.map_err(Failure::pool)?;
