@@ -4,7 +4,8 @@
 //! windows' figures, which drop as runs leave the window.
 //!
 //! The store's writer counts a run once its transaction committed, the same moment it logs
-//! it as `recorded`, so a counted run is a stored run.
+//! it as `recorded`, so a counted run is a stored run. The gateway syncs count what they did
+//! here too.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -36,6 +37,25 @@ pub struct RunCounters {
     state: Mutex<Counts>,
     /// What befell runs besides being recorded.
     pub daemon: DaemonCounts,
+    /// What each `[[sync]]` gateway's syncs did, by its name.
+    syncs: Mutex<BTreeMap<String, SyncCounts>>,
+}
+
+/// What one gateway's syncs did since the process started (the held groups: at the last).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SyncCounts {
+    /// Syncs that read the gateway and went through their changes.
+    pub syncs: u64,
+    /// Syncs that could not read the gateway (unreachable, refused, malformed).
+    pub failures: u64,
+    /// Changes the gateway made, by action (`create`, `update`, `delete`).
+    pub changes: BTreeMap<&'static str, u64>,
+    /// Changes the gateway refused or that could not be made.
+    pub refused: u64,
+    /// Groups held at their last weights by the last sync.
+    pub held: u64,
+    /// Unix ms of the last sync in which every change was made; 0 before one.
+    pub last_success_ms: i64,
 }
 
 /// What the daemon counts besides recorded runs: ticks it skipped, pauses, runs it abandoned
@@ -85,6 +105,23 @@ impl RunCounters {
         *counts.runs.entry(key).or_default() += 1;
         let last = counts.last_run_ms.entry(record.target.clone()).or_default();
         *last = (*last).max(record.ts.ms());
+    }
+
+    /// Updates the counts of the gateway `name` with `note`.
+    pub fn note_sync(&self, name: &str, note: impl FnOnce(&mut SyncCounts)) {
+        let mut syncs = self
+            .syncs
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        note(syncs.entry(name.to_owned()).or_default());
+    }
+
+    /// A copy of every gateway's sync counts.
+    pub fn syncs(&self) -> BTreeMap<String, SyncCounts> {
+        self.syncs
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clone()
     }
 
     /// A copy of the counters and of each target's latest run (unix ms).

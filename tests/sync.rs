@@ -467,6 +467,23 @@ async fn the_daemon_keeps_the_proxy_at_the_feeds_weights_publish_by_publish() {
             !hooks.lock().unwrap().is_empty()
         });
     });
+    let metrics_url = format!("http://127.0.0.1:{port}/metrics");
+    let metrics_show = |line: &str| {
+        let metrics_url = metrics_url.clone();
+        let line = line.to_owned();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let text = common::get_text(&metrics_url).await;
+                if text.lines().any(|l| l == line) {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "/metrics lacks {line}:\n{text}");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    };
+    metrics_show("sonde_sync_held_groups{sync=\"proxy\"} 1").await;
     let alert = hooks.lock().unwrap()[0].clone();
     assert_eq!(alert["event"], "trigger", "{alert}");
     assert_eq!(alert["cause"], "sync", "{alert}");
@@ -496,6 +513,22 @@ async fn the_daemon_keeps_the_proxy_at_the_feeds_weights_publish_by_publish() {
     for id in ["by-hand-1", "by-hand-2"] {
         assert_eq!(after[id], manual_before[id], "{id} was left alone");
     }
+    metrics_show("sonde_sync_held_groups{sync=\"proxy\"} 0").await;
+    metrics_show("sonde_sync_changes_total{sync=\"proxy\",action=\"create\"} 2").await;
+    metrics_show("sonde_sync_failures_total{sync=\"proxy\"} 0").await;
+    let text = common::get_text(&metrics_url).await;
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .expect("Prometheus text exposition");
+    let syncs = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "sonde_sync_runs_total" && s.labels.get("sync") == Some("proxy"))
+        .expect("sonde_sync_runs_total");
+    assert!(
+        matches!(syncs.value, prometheus_parse::Value::Counter(n) if n >= 3.0),
+        "{:?}",
+        syncs.value
+    );
     let changes = daemon.lines("gateway changed");
     assert!(changes.len() >= 4, "{}", daemon.text());
     assert!(changes.iter().all(|c| c["status"] == 200), "{changes:?}");

@@ -13,7 +13,10 @@
 //!   is left out), runs per outcome and spend over 30 days; states, weights, availability and
 //!   fidelity over the feed's window. They drop as runs leave the window, as gauges may.
 //!
-//! Plus `sonde_build_info` and each target's `sonde_last_run_timestamp_seconds`.
+//! Plus `sonde_build_info` and each target's `sonde_last_run_timestamp_seconds`; with
+//! `[[sync]]`, each gateway's syncs by `sync` name: `sonde_sync_runs_total`,
+//! `_failures_total`, `_refused_total`, `_changes_total{action}`, and the gauges
+//! `sonde_sync_held_groups` and `sonde_sync_last_success_timestamp_seconds`.
 //!
 //! A fleet: the target gauges above are global (every counted location merged, the state by
 //! quorum); the same figures as each location sees them carry a `location` label under
@@ -29,7 +32,9 @@ use std::sync::atomic::Ordering;
 use super::feed::{Feed, FeedTarget};
 use crate::aggregate::health::State;
 use crate::aggregate::{Percentiles, TargetStats, Window};
-use crate::counters::{DaemonCounts, RunCounters};
+use std::collections::BTreeMap;
+
+use crate::counters::{DaemonCounts, RunCounters, SyncCounts};
 use crate::result::Outcome;
 
 /// The `Content-Type` of the exposition.
@@ -124,6 +129,73 @@ fn daemon_counts(out: &mut String, counts: &DaemonCounts) {
     }
 }
 
+/// What each `[[sync]]` gateway's syncs did; nothing without one.
+fn sync_counts(out: &mut String, syncs: &BTreeMap<String, SyncCounts>) {
+    if syncs.is_empty() {
+        return;
+    }
+    let family = |out: &mut String,
+                  name: &str,
+                  kind: &str,
+                  help: &str,
+                  value: &dyn Fn(&SyncCounts) -> Option<String>| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (sync, counts) in syncs {
+            if let Some(value) = value(counts) {
+                let _ = writeln!(out, "{name}{{sync=\"{}\"}} {value}", label(sync));
+            }
+        }
+    };
+    family(
+        out,
+        "sonde_sync_runs_total",
+        "counter",
+        "Syncs that read the gateway and went through their changes.",
+        &|c| Some(c.syncs.to_string()),
+    );
+    family(
+        out,
+        "sonde_sync_failures_total",
+        "counter",
+        "Syncs that could not read the gateway (unreachable, a refused key, not a model list).",
+        &|c| Some(c.failures.to_string()),
+    );
+    family(
+        out,
+        "sonde_sync_refused_total",
+        "counter",
+        "Changes the gateway refused or that could not be made.",
+        &|c| Some(c.refused.to_string()),
+    );
+    family(
+        out,
+        "sonde_sync_held_groups",
+        "gauge",
+        "Route groups the last sync held at their last weights, since every deployment would have been at 0.",
+        &|c| Some(c.held.to_string()),
+    );
+    family(
+        out,
+        "sonde_sync_last_success_timestamp_seconds",
+        "gauge",
+        "When a sync last read the gateway and had every change made.",
+        &|c| (c.last_success_ms > 0).then(|| format!("{:.3}", c.last_success_ms as f64 / 1000.0)),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP sonde_sync_changes_total Changes the gateway made, by action.\n# TYPE sonde_sync_changes_total counter"
+    );
+    for (sync, counts) in syncs {
+        for (action, n) in &counts.changes {
+            let _ = writeln!(
+                out,
+                "sonde_sync_changes_total{{sync=\"{}\",action=\"{action}\"}} {n}",
+                label(sync)
+            );
+        }
+    }
+}
+
 /// The exposition for `stats` and `feed`, with the daemon's `counters` when it has them.
 pub fn render(stats: &[TargetStats], feed: &Feed, counters: Option<&RunCounters>) -> String {
     let mut out = String::new();
@@ -153,6 +225,7 @@ pub fn render(stats: &[TargetStats], feed: &Feed, counters: Option<&RunCounters>
     }
     if let Some(counters) = counters {
         daemon_counts(&mut out, &counters.daemon);
+        sync_counts(&mut out, &counters.syncs());
     }
     let month: Vec<(&str, &crate::aggregate::WindowStats)> = stats
         .iter()

@@ -519,7 +519,10 @@ pub async fn serve(
 pub async fn publish_loop(site: Arc<Site>, shutdown: CancellationToken) {
     let every = site.config.publish.every;
     // One sync at a time, beside the publishes: a slow gateway never delays the site.
-    let gateways = Arc::new(tokio::sync::Mutex::new(Gateways::new(&site.config)));
+    let gateways = Arc::new(tokio::sync::Mutex::new(Gateways::new(
+        &site.config,
+        site.counters.clone(),
+    )));
     let env = notify::process_env();
     loop {
         let started = Instant::now();

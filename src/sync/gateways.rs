@@ -7,7 +7,10 @@
 //! the resolve is sent once.
 
 use crate::aggregate::alerting::Event;
+use std::sync::Arc;
+
 use crate::config::{Alert, Config};
+use crate::counters::{RunCounters, SyncCounts};
 use crate::notify::{self, Env};
 use crate::publish::feed::Feed;
 use crate::publish::gateway;
@@ -23,11 +26,13 @@ pub struct Gateways {
     alerts: Vec<Alert>,
     /// This daemon's location, on its notifications.
     location: String,
+    /// Where what each sync did is counted, for `/metrics`.
+    counters: Option<Arc<RunCounters>>,
 }
 
 impl Gateways {
-    /// The gateways of `config`.
-    pub fn new(config: &Config) -> Gateways {
+    /// The gateways of `config`, counting what they do in `counters`.
+    pub fn new(config: &Config, counters: Option<Arc<RunCounters>>) -> Gateways {
         Gateways {
             syncers: config.sync.iter().cloned().map(Syncer::new).collect(),
             alerts: config
@@ -37,6 +42,7 @@ impl Gateways {
                 .cloned()
                 .collect(),
             location: config.prober.location.clone(),
+            counters,
         }
     }
 
@@ -47,13 +53,31 @@ impl Gateways {
         let deployments = gateway::deployments(config, feed);
         for syncer in &mut self.syncers {
             let name = syncer.config().name.clone();
+            let note = |note: &dyn Fn(&mut SyncCounts)| {
+                if let Some(counters) = &self.counters {
+                    counters.note_sync(&name, note);
+                }
+            };
             let report = match syncer.sync(&deployments, false).await {
                 Ok(report) => report,
                 Err(err) => {
+                    note(&|counts| counts.failures += 1);
                     tracing::error!(sync = %name, error = %err, "gateway sync failed; tried again after the next publish");
                     continue;
                 }
             };
+            let now = now_ms();
+            note(&|counts| {
+                counts.syncs += 1;
+                for applied in report.applied.iter().filter(|a| a.ok()) {
+                    *counts.changes.entry(applied.change.action()).or_default() += 1;
+                }
+                counts.refused += report.failed() as u64;
+                counts.held = report.plan.held.len() as u64;
+                if report.failed() == 0 {
+                    counts.last_success_ms = now;
+                }
+            });
             tracing::info!(
                 sync = %name,
                 changes = report.applied.len(),
@@ -63,7 +87,6 @@ impl Gateways {
                 conflicts = report.plan.conflicts.len(),
                 "gateway synced"
             );
-            let now = now_ms();
             for event in syncer.hold_events(&report.plan.held, now) {
                 let told = tell(&self.alerts, &self.location, &name, &event, now, env).await;
                 if told && event.event == Event::Trigger {

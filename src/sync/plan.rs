@@ -82,6 +82,15 @@ impl Change {
         }
     }
 
+    /// `create`, `update` or `delete`.
+    pub fn action(&self) -> &'static str {
+        match self {
+            Change::Create(_) => "create",
+            Change::Update { .. } => "update",
+            Change::Delete { .. } => "delete",
+        }
+    }
+
     /// The order class: raising (0), lowering (1), deleting (2).
     fn stage(&self) -> u8 {
         match self {

@@ -268,6 +268,18 @@ pub fn http() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// GETs `url` and returns its body as text.
+pub async fn get_text(url: &str) -> String {
+    http()
+        .get(url)
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("body")
+}
+
 /// GETs `url` and parses its body as JSON.
 pub async fn get_json(http: &reqwest::Client, url: &str) -> serde_json::Value {
     let body = http
