@@ -540,3 +540,46 @@ async fn the_daemon_keeps_the_proxy_at_the_feeds_weights_publish_by_publish() {
     let mut daemon = daemon;
     common::terminate(daemon.process()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_answering_garbage_or_cut_short_is_a_clear_error_not_a_hang() {
+    use common::After;
+    let store = scripted_store(
+        "http://127.0.0.1:9/v1",
+        &["fast"],
+        &[common::Plays::Up(100.0)],
+    );
+    let head = |length: usize| {
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {length}\r\n\r\n"
+        )
+        .into_bytes()
+    };
+    let html = b"<html>not a model list</html>".to_vec();
+    let garbage = common::raw_server(vec![(0, head(html.len())), (0, html)], After::Close).await;
+    let cut = common::raw_server(
+        vec![(0, head(1000)), (0, b"{\"data\": [".to_vec())],
+        After::Close,
+    )
+    .await;
+    let stranger = common::greeting_server(b"SSH-2.0-OpenSSH_9.6\r\n").await;
+    for (addr, says) in [
+        (garbage, "did not answer a LiteLLM model list"),
+        (cut, "no whole answer from"),
+        (stranger, "no whole answer from"),
+    ] {
+        let started = Instant::now();
+        let output = Command::new(env!("CARGO_BIN_EXE_sonde"))
+            .args(["sync", "litellm", "--url", &format!("http://{addr}")])
+            .args(["--key-env", "LITELLM_KEY"])
+            .current_dir(store.path())
+            .env("LITELLM_KEY", MASTER_KEY)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{text}");
+        assert!(text.contains(says), "{says:?} in {text}");
+        assert!(!text.contains(MASTER_KEY), "{text}");
+        assert!(started.elapsed() < Duration::from_secs(20), "{text}");
+    }
+}

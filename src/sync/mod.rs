@@ -41,8 +41,8 @@ pub enum SyncError {
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
-    /// The gateway did not answer.
-    #[error("cannot reach {url}: {why}")]
+    /// The gateway could not be reached, or its answer was cut short or not HTTP.
+    #[error("no whole answer from {url}: {why}")]
     Unreachable {
         /// What was asked.
         url: String,
