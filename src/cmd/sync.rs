@@ -81,10 +81,10 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
 fn print(report: &Report, dry_run: bool) {
     let line = |change: &Change, outcome: &str| {
         let (action, weight, from) = describe(change);
-        let weights = match change {
-            Change::Delete { .. } => String::new(),
-            _ if from >= 0.0 => format!(" weight {from} -> {weight}"),
-            _ => format!(" weight {weight}"),
+        let weights = match (change, from) {
+            (Change::Delete { .. }, _) => String::new(),
+            (_, Some(from)) => format!(" weight {from} -> {weight}"),
+            (_, None) => format!(" weight {weight}"),
         };
         println!("{action} {}{weights}{outcome}", change.id());
     };

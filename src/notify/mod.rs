@@ -151,12 +151,7 @@ async fn read(
 /// The HTTP client notifications are sent with: no redirects followed, a receiver's
 /// timeout.
 pub fn client() -> Result<reqwest::Client, reqwest::Error> {
-    crate::runner::transport::install_crypto();
-    reqwest::Client::builder()
-        .timeout(TIMEOUT)
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("sonde/", env!("CARGO_PKG_VERSION")))
-        .build()
+    crate::runner::transport::plain_client(TIMEOUT)
 }
 
 /// POSTs one notification (as `id`) to `alert`'s receiver; the error says why it was not

@@ -132,6 +132,17 @@ pub fn client(provider: &Provider) -> Result<reqwest::Client, reqwest::Error> {
         .build()
 }
 
+/// A client for sonde's own calls out (alert receivers, gateways' admin APIs): no redirect
+/// followed, sonde's user agent, `timeout` for each request.
+pub fn plain_client(timeout: std::time::Duration) -> Result<reqwest::Client, reqwest::Error> {
+    install_crypto();
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("sonde/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
 /// The error text of a redirect sonde did not follow: the status and the origin it led to
 /// (scheme, host, port: never the path or query, which may carry tokens).
 pub fn redirect_refusal(response: &reqwest::Response) -> String {

@@ -68,12 +68,7 @@ struct InfoEntry {
 impl Client {
     /// A client of the proxy at `base` (`http://litellm:4000`) with the admin key `key`.
     pub fn new(base: reqwest::Url, key: Secret) -> Result<Client, SyncError> {
-        crate::runner::transport::install_crypto();
-        let http = reqwest::Client::builder()
-            .timeout(TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("sonde/", env!("CARGO_PKG_VERSION")))
-            .build()
+        let http = crate::runner::transport::plain_client(TIMEOUT)
             .map_err(|err| SyncError::Client(sanitize::with_causes(&err.without_url())))?;
         Ok(Client { http, base, key })
     }

@@ -203,8 +203,8 @@ impl Syncer {
         // made, so a group never loses weight it was to gain first.
         let mut failed_groups: Vec<String> = Vec::new();
         for change in changes {
-            let group = group_of(&change).to_owned();
-            let answer = if failed_groups.contains(&group) && stage_lowers(&change) {
+            let group = change.group().to_owned();
+            let answer = if failed_groups.contains(&group) && change.lowers() {
                 Err("not made: an earlier change of its group failed".to_owned())
             } else {
                 client.apply(&change).await.map_err(|err| err.to_string())
@@ -309,28 +309,11 @@ pub fn hold_alerts(
         .collect()
 }
 
-/// The group a change concerns (where the deployment is, or goes).
-fn group_of(change: &Change) -> &str {
-    match change {
-        Change::Create(d) | Change::Update { deployment: d, .. } => &d.group,
-        Change::Delete { group, .. } => group,
-    }
-}
-
-/// Whether `change` takes weight away.
-fn stage_lowers(change: &Change) -> bool {
-    match change {
-        Change::Create(_) => false,
-        Change::Update { deployment, from } => deployment.weight < from.unwrap_or(0.0),
-        Change::Delete { .. } => true,
-    }
-}
-
 /// Logs `done` with the proxy's answer.
 fn log(name: &str, done: &Applied) {
     let (action, weight, from) = describe(&done.change);
     let target = done.change.id();
-    let group = group_of(&done.change);
+    let group = done.change.group();
     match &done.answer {
         Ok(answer) if answer.ok() => tracing::info!(
             sync = %name, action, target, group, weight, from,
@@ -349,17 +332,17 @@ fn log(name: &str, done: &Applied) {
     }
 }
 
-/// A change as words and numbers: action, new weight, old weight (-1 when none).
-pub fn describe(change: &Change) -> (&'static str, f64, f64) {
+/// A change as words and numbers: action, new weight, old weight (an update's only).
+pub fn describe(change: &Change) -> (&'static str, f64, Option<f64>) {
     match change {
-        Change::Create(d) => ("create", d.weight, -1.0),
-        Change::Update { deployment, from } => ("update", deployment.weight, from.unwrap_or(-1.0)),
+        Change::Create(d) => ("create", d.weight, None),
+        Change::Update { deployment, from } => ("update", deployment.weight, *from),
         Change::Delete {
             why: Gone::Down, ..
-        } => ("delete (down)", 0.0, -1.0),
+        } => ("delete (down)", 0.0, None),
         Change::Delete {
             why: Gone::Unknown, ..
-        } => ("delete (no longer a target)", 0.0, -1.0),
+        } => ("delete (no longer a target)", 0.0, None),
     }
 }
 

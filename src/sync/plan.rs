@@ -91,13 +91,30 @@ impl Change {
         }
     }
 
+    /// The route group the deployment is in once the change is made (a deletion's: the one
+    /// it leaves).
+    pub fn group(&self) -> &str {
+        match self {
+            Change::Create(d) | Change::Update { deployment: d, .. } => &d.group,
+            Change::Delete { group, .. } => group,
+        }
+    }
+
+    /// Whether it takes weight away: a lowered weight or a deletion.
+    pub fn lowers(&self) -> bool {
+        match self {
+            Change::Create(_) => false,
+            Change::Update { deployment, from } => deployment.weight < from.unwrap_or(0.0),
+            Change::Delete { .. } => true,
+        }
+    }
+
     /// The order class: raising (0), lowering (1), deleting (2).
     fn stage(&self) -> u8 {
         match self {
-            Change::Create(_) => 0,
-            Change::Update { deployment, from } if deployment.weight >= from.unwrap_or(0.0) => 0,
-            Change::Update { .. } => 1,
             Change::Delete { .. } => 2,
+            change if change.lowers() => 1,
+            _ => 0,
         }
     }
 }
@@ -198,68 +215,46 @@ fn differs(deployment: &Deployment, now: &Listed, min_change: f64) -> bool {
 /// Takes out the changes of every group they would leave without a deployment of weight
 /// above 0, and records the group as held.
 fn hold_groups_left_empty(plan: &mut Plan, listed: &[Listed]) {
-    // Each deployment's (group, weight) after the plan, starting from the gateway's.
-    let mut after: BTreeMap<&str, (&str, f64)> = listed
-        .iter()
-        .map(|l| (l.id.as_str(), (l.group.as_str(), l.weight.unwrap_or(0.0))))
-        .collect();
-    let mut touched: BTreeSet<&str> = BTreeSet::new();
-    let group_of: HashMap<&str, &str> = listed
+    let was: HashMap<&str, &str> = listed
         .iter()
         .map(|l| (l.id.as_str(), l.group.as_str()))
         .collect();
+    // Each deployment's (group, weight) after the plan, starting from the gateway's.
+    let mut after: HashMap<&str, (&str, f64)> = listed
+        .iter()
+        .map(|l| (l.id.as_str(), (l.group.as_str(), l.weight.unwrap_or(0.0))))
+        .collect();
     for change in &plan.changes {
-        if let Some(group) = group_of.get(change.id()) {
-            touched.insert(group);
-        }
         match change {
-            Change::Create(deployment) | Change::Update { deployment, .. } => {
-                touched.insert(&deployment.group);
-                after.insert(&deployment.id, (&deployment.group, deployment.weight));
+            Change::Create(d) | Change::Update { deployment: d, .. } => {
+                after.insert(&d.id, (&d.group, d.weight));
             }
             Change::Delete { id, .. } => {
                 after.remove(id.as_str());
             }
         }
     }
-    let empty: BTreeSet<String> = touched
-        .into_iter()
-        .filter(|group| {
-            !after
-                .values()
-                .any(|(g, weight)| g == group && *weight > 0.0)
-        })
+    let empty: BTreeSet<String> = plan
+        .changes
+        .iter()
+        .flat_map(|change| touches(&was, change))
+        .flatten()
+        .filter(|group| !after.values().any(|(g, w)| g == group && *w > 0.0))
         .map(str::to_owned)
         .collect();
-    if empty.is_empty() {
-        return;
-    }
-    // A change's group: where the deployment was, else where it goes.
-    let group_of_change = |change: &Change| -> String {
-        match (group_of.get(change.id()), change) {
-            (Some(group), _) => (*group).to_owned(),
-            (None, Change::Create(d) | Change::Update { deployment: d, .. }) => d.group.clone(),
-            (None, Change::Delete { group, .. }) => group.clone(),
-        }
-    };
-    let mut held: BTreeMap<String, Vec<String>> =
-        empty.into_iter().map(|group| (group, Vec::new())).collect();
+    let mut held: BTreeMap<String, Vec<String>> = BTreeMap::new();
     plan.changes.retain(|change| {
-        let moved_to = match change {
-            Change::Update { deployment, .. } => Some(deployment.group.clone()),
-            _ => None,
+        let Some(group) = touches(&was, change)
+            .into_iter()
+            .flatten()
+            .find(|group| empty.contains(*group))
+        else {
+            return true;
         };
-        let group = std::iter::once(group_of_change(change))
-            .chain(moved_to)
-            .find(|group| held.contains_key(group));
-        let targets = group.and_then(|group| held.get_mut(&group));
-        match targets {
-            Some(targets) => {
-                targets.push(change.id().to_owned());
-                false
-            }
-            None => true,
-        }
+        held.entry(group.to_owned())
+            .or_default()
+            .push(change.id().to_owned());
+        false
     });
     plan.held = held
         .into_iter()
@@ -268,6 +263,12 @@ fn hold_groups_left_empty(plan: &mut Plan, listed: &[Listed]) {
             Held { group, targets }
         })
         .collect();
+}
+
+/// The groups `change` touches: where its deployment was (`was`, by id), then where it is
+/// once made.
+fn touches<'a>(was: &HashMap<&'a str, &'a str>, change: &'a Change) -> [Option<&'a str>; 2] {
+    [was.get(change.id()).copied(), Some(change.group())]
 }
 
 #[cfg(test)]

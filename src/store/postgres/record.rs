@@ -77,7 +77,6 @@ impl de::Error for Error {
 }
 
 /// The row's columns from `next` on, as a map of name to value.
-#[derive(Clone, Copy)]
 struct Fields<'a> {
     row: &'a Row,
     next: usize,
