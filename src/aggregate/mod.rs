@@ -224,11 +224,11 @@ pub struct WindowStats {
     pub rate_limited: u64,
     /// Runs per outcome.
     pub outcomes: BTreeMap<Outcome, u64>,
-    /// TTFT, ITL and speed over every probe; E2E is only comparable per probe.
+    /// TTFT, ITL and speed over every probe; E2E only when the window has one probe (E2E
+    /// is only comparable per probe: see [`WindowStats::busiest_probe`]).
     pub latency: Latency,
-    /// The same per probe, by name (a list of exactly its probes, not a map: a map's node
-    /// holds room for eleven, and most targets have one probe).
-    pub by_probe: Vec<(String, Latency)>,
+    /// The same per probe.
+    probes: Probes,
     /// Latest capability evidence in the window.
     pub capabilities: Capabilities,
     /// Substitution and streaming evidence in the window.
@@ -248,21 +248,43 @@ pub struct WindowStats {
     pub last_error: Option<(i64, String)>,
 }
 
+/// A window's figures per probe. Most targets have one probe, whose figures are the
+/// window's own: kept once (a publisher holds every target's windows twice while it
+/// publishes).
+#[derive(Debug, Clone)]
+enum Probes {
+    /// No probe ran in the window.
+    None,
+    /// One probe, by name: its figures are [`WindowStats::latency`].
+    One(Box<str>),
+    /// Several, by name (a list of exactly its probes, not a map: a map's node holds room
+    /// for eleven).
+    Several(Vec<(String, Latency)>),
+}
+
 impl WindowStats {
     /// The figures of `probe`'s runs, when it ran.
     pub fn probe(&self, probe: &str) -> Option<&Latency> {
-        self.by_probe
-            .iter()
-            .find_map(|(name, latency)| (name == probe).then_some(latency))
+        match &self.probes {
+            Probes::None => None,
+            Probes::One(name) => (**name == *probe).then_some(&self.latency),
+            Probes::Several(probes) => probes
+                .iter()
+                .find_map(|(name, latency)| (name == probe).then_some(latency)),
+        }
     }
 
     /// The figures of the probe with the most E2E samples (E2E is only comparable within a
     /// probe).
     pub fn busiest_probe(&self) -> Option<&Latency> {
-        self.by_probe
-            .iter()
-            .map(|(_, latency)| latency)
-            .max_by_key(|latency| latency.e2e_ms.count)
+        match &self.probes {
+            Probes::None => None,
+            Probes::One(_) => Some(&self.latency),
+            Probes::Several(probes) => probes
+                .iter()
+                .map(|(_, latency)| latency)
+                .max_by_key(|latency| latency.e2e_ms.count),
+        }
     }
 
     /// The figures of `window` from its merged rollups, one per probe; with `ttft_bound_us`
@@ -272,27 +294,34 @@ impl WindowStats {
         per_probe: &BTreeMap<String, RollupSum>,
         ttft_bound_us: Option<u64>,
     ) -> WindowStats {
-        let mut by_probe = Vec::with_capacity(per_probe.len());
-        by_probe.extend(
-            per_probe
-                .iter()
-                .map(|(probe, rollup)| (probe.clone(), Latency::of_sum(rollup))),
-        );
+        let mut named = per_probe.iter();
         // One probe (the usual case) is its own total: neither copied nor computed twice.
-        let mut probes = per_probe.values().zip(&by_probe);
-        let (all, mut latency): (Cow<'_, RollupSum>, Latency) = match (probes.next(), probes.next())
-        {
-            (Some((only, (_, latency))), None) => (Cow::Borrowed(only), latency.clone()),
-            _ => {
-                let mut all = RollupSum::default();
-                for rollup in per_probe.values() {
-                    all.append(rollup);
+        let (all, latency, probes): (Cow<'_, RollupSum>, Latency, Probes) =
+            match (named.next(), named.next()) {
+                (Some((name, only)), None) => (
+                    Cow::Borrowed(only),
+                    Latency::of_sum(only),
+                    Probes::One(name.as_str().into()),
+                ),
+                (first, _) => {
+                    let mut all = RollupSum::default();
+                    for rollup in per_probe.values() {
+                        all.append(rollup);
+                    }
+                    let mut latency = Latency::of_sum(&all);
+                    latency.e2e_ms = Percentiles::default();
+                    let probes = match first {
+                        None => Probes::None,
+                        Some(_) => Probes::Several(
+                            per_probe
+                                .iter()
+                                .map(|(probe, rollup)| (probe.clone(), Latency::of_sum(rollup)))
+                                .collect(),
+                        ),
+                    };
+                    (Cow::Owned(all), latency, probes)
                 }
-                let latency = Latency::of_sum(&all);
-                (Cow::Owned(all), latency)
-            }
-        };
-        latency.e2e_ms = Percentiles::default();
+            };
         let scalars = all.scalars();
         let ttft_us = all.ttft_us();
         WindowStats {
@@ -303,7 +332,7 @@ impl WindowStats {
             availability: scalars.availability(),
             rate_limited: scalars.count(Outcome::RateLimited),
             latency,
-            by_probe,
+            probes,
             capabilities: scalars.capabilities,
             ttft_within: ttft_bound_us.map(|bound| (ttft_us.count_up_to(bound), ttft_us.len())),
             cost_usd: scalars.cost_usd,

@@ -239,7 +239,10 @@ impl Runs {
         self.latest = Arc::new(
             latest
                 .into_iter()
-                .map(|(id, runs)| (id, Arc::new(runs)))
+                .map(|(id, mut runs)| {
+                    runs.shrink_to_fit();
+                    (id, Arc::new(runs))
+                })
                 .collect(),
         );
         self.seen = Some(seen);
@@ -261,9 +264,17 @@ impl Runs {
             if runs.iter().any(|run| *run.run_id == *record.run_id) {
                 continue;
             }
-            runs.push(LatestRun::of(record, &mut self.names));
-            runs.sort_by(|a, b| (b.ts, &b.run_id).cmp(&(a.ts, &a.run_id)));
-            runs.truncate(LAST_RUNS);
+            let newer =
+                runs.partition_point(|run| (run.ts, &*run.run_id) > (record.ts, &*record.run_id));
+            if newer == LAST_RUNS {
+                continue;
+            }
+            // Room is made before the run goes in: a list copied from a snapshot has no
+            // spare room, and growing it would double it for good.
+            if runs.len() == LAST_RUNS {
+                runs.pop();
+            }
+            runs.insert(newer, LatestRun::of(record, &mut self.names));
         }
         for record in written.iter().filter(|r| r.ts.ms() >= hour_start) {
             self.minutes.add(record);
