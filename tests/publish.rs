@@ -403,13 +403,32 @@ async fn the_server_serves_the_site_fresh_feeds_and_metrics() {
     let dir = tempfile::tempdir().unwrap();
     let config = scripted_store(dir.path()).await;
     let site = Site::new(Arc::new(config.clone()));
-    site.refresh().await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
     tokio::spawn(server::serve(listener, Arc::clone(&site), shutdown.clone()));
     let http = common::http();
     let base = format!("http://{addr}");
+    site.refresh().await.unwrap();
+    let published = std::time::Instant::now();
+
+    // Just after a publish, its own figures are the fresh bodies: the feed of the
+    // publish's instant, not one computed again (past the second they may be reused, a
+    // slow machine computes afresh).
+    let feed = common::get_json(&http, &format!("{base}/feed.json")).await;
+    let metrics = http.get(format!("{base}/metrics")).send().await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    let index = http.get(format!("{base}/")).send().await.unwrap();
+    let index = index.text().await.unwrap();
+    let generated = index
+        .split("datetime=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap();
+    if published.elapsed() < Duration::from_millis(900) {
+        assert_eq!(feed["generated_at"], generated, "the publish's feed");
+    }
+    assert!(metrics.contains("sonde_target_state{"), "{metrics}");
 
     let index = http.get(format!("{base}/")).send().await.unwrap();
     assert_eq!(index.status(), 200);

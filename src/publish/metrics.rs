@@ -26,7 +26,7 @@
 //! `sonde_location_last_seen_timestamp_seconds`; `sonde_runs_total` carries the `location`
 //! of the daemon that counted.
 
-use std::fmt::Write as _;
+use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
 use super::feed::{Feed, FeedTarget};
@@ -53,7 +53,7 @@ fn label(value: &str) -> String {
 
 /// A distribution as quantile gauges named for its window, with its sample count.
 fn quantiles(
-    out: &mut String,
+    out: &mut dyn Write,
     name: &str,
     help: &str,
     per_unit: f64,
@@ -93,7 +93,7 @@ fn quantiles(
 }
 
 /// The daemon's counters of runs that left no record, and of pauses and waits.
-fn daemon_counts(out: &mut String, counts: &DaemonCounts) {
+fn daemon_counts(out: &mut dyn Write, counts: &DaemonCounts) {
     for (name, help, count) in [
         (
             "sonde_runs_lost_total",
@@ -130,11 +130,11 @@ fn daemon_counts(out: &mut String, counts: &DaemonCounts) {
 }
 
 /// What each `[[sync]]` gateway's syncs did; nothing without one.
-fn sync_counts(out: &mut String, syncs: &BTreeMap<String, SyncCounts>) {
+fn sync_counts(out: &mut dyn Write, syncs: &BTreeMap<String, SyncCounts>) {
     if syncs.is_empty() {
         return;
     }
-    let family = |out: &mut String,
+    let family = |out: &mut dyn Write,
                   name: &str,
                   kind: &str,
                   help: &str,
@@ -199,6 +199,18 @@ fn sync_counts(out: &mut String, syncs: &BTreeMap<String, SyncCounts>) {
 /// The exposition for `stats` and `feed`, with the daemon's `counters` when it has them.
 pub fn render(stats: &[TargetStats], feed: &Feed, counters: Option<&RunCounters>) -> String {
     let mut out = String::new();
+    render_into(&mut out, stats, feed, counters);
+    out
+}
+
+/// [`render`] written into `out` as it goes (a server compresses it as it comes: 35 MB
+/// plain at 5,000 targets).
+pub fn render_into(
+    out: &mut dyn Write,
+    stats: &[TargetStats],
+    feed: &Feed,
+    counters: Option<&RunCounters>,
+) {
     let _ = writeln!(
         out,
         "# HELP sonde_build_info The sonde that serves these metrics.\n# TYPE sonde_build_info gauge\nsonde_build_info{{version=\"{}\"}} 1",
@@ -224,8 +236,8 @@ pub fn render(stats: &[TargetStats], feed: &Feed, counters: Option<&RunCounters>
         }
     }
     if let Some(counters) = counters {
-        daemon_counts(&mut out, &counters.daemon);
-        sync_counts(&mut out, &counters.syncs());
+        daemon_counts(out, &counters.daemon);
+        sync_counts(out, &counters.syncs());
     }
     let month: Vec<(&str, &crate::aggregate::WindowStats)> = stats
         .iter()
@@ -256,7 +268,7 @@ pub fn render(stats: &[TargetStats], feed: &Feed, counters: Option<&RunCounters>
         .map(|(t, w)| (*t, &w.latency.ttft_ms))
         .collect();
     quantiles(
-        &mut out,
+        out,
         "sonde_ttft_seconds_30d",
         "Time to first token of successful streamed runs over 30 days, by quantile.",
         1000.0,
@@ -267,7 +279,7 @@ pub fn render(stats: &[TargetStats], feed: &Feed, counters: Option<&RunCounters>
         .filter_map(|(t, w)| w.busiest_probe().map(|l| (*t, &l.e2e_ms)))
         .collect();
     quantiles(
-        &mut out,
+        out,
         "sonde_e2e_seconds_30d",
         "End-to-end time of successful runs of each target's most frequent probe over 30 days.",
         1000.0,
@@ -278,7 +290,7 @@ pub fn render(stats: &[TargetStats], feed: &Feed, counters: Option<&RunCounters>
         .map(|(t, w)| (*t, &w.latency.tokens_per_s))
         .collect();
     quantiles(
-        &mut out,
+        out,
         "sonde_output_tokens_per_second_30d",
         "Decode speed of successful streamed runs over 30 days.",
         1.0,
@@ -451,14 +463,13 @@ pub fn render(stats: &[TargetStats], feed: &Feed, counters: Option<&RunCounters>
             |t| t.streamed_rate,
         ),
     ];
-    target_gauges(&mut out, feed, &flags, |_| &feed.window);
-    quality(&mut out, feed);
-    slo(&mut out, feed);
-    out
+    target_gauges(out, feed, &flags, |_| &feed.window);
+    quality(out, feed);
+    slo(out, feed);
 }
 
 /// Each SLO's attained share and error budget left, over the SLO's own window.
-fn slo(out: &mut String, feed: &Feed) {
+fn slo(out: &mut dyn Write, feed: &Feed) {
     let objectives = |t: &FeedTarget| {
         let slo = t.slo.as_ref()?;
         Some(
@@ -503,7 +514,7 @@ fn slo(out: &mut String, feed: &Feed) {
 /// One gauge per target for each of `gauges` (name, help, value), labelled with the target
 /// and the window its value covers.
 fn target_gauges<'a>(
-    out: &mut String,
+    out: &mut dyn Write,
     feed: &'a Feed,
     gauges: &[(&str, &str, Gauge)],
     window: impl Fn(&'a FeedTarget) -> &'a str,
@@ -524,7 +535,7 @@ fn target_gauges<'a>(
 }
 
 /// The quality canary's gauges, over `[quality] window` (each target's `quality.window`).
-fn quality(out: &mut String, feed: &Feed) {
+fn quality(out: &mut dyn Write, feed: &Feed) {
     let _ = writeln!(
         out,
         "# HELP sonde_quality_right_ratio Quality canary answers right / answers, by family (exact, tools).\n# TYPE sonde_quality_right_ratio gauge"

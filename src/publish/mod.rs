@@ -53,6 +53,8 @@ use points::{DayPoint, HourPoint, Series};
 pub const BAR_DAYS: i64 = 90;
 /// Days the hourly charts and the heatmap cover.
 pub const HEATMAP_DAYS: i64 = 28;
+/// Where the routing feed is in the site.
+pub const FEED_PATH: &str = "feed.json";
 /// Runs listed on a target's page.
 pub const LAST_RUNS: usize = 50;
 /// Incidents listed on `incidents.html`, the newest of the bar's days: a flapping fleet
@@ -189,7 +191,7 @@ pub fn each_shared_file(
     page::shared_pages(config, snapshot, feed, sink)?;
     badge::files(feed, sink)?;
     sink("incidents.xml".into(), atom::incidents(config, snapshot))?;
-    sink("feed.json".into(), feed_json(feed)?)
+    sink(FEED_PATH.into(), feed_json(feed)?)
 }
 
 /// [`each_shared_file`]'s files, in memory.
@@ -232,8 +234,15 @@ pub fn write_site_from(
 
 /// `feed.json`'s bytes; a feed that does not serialize is an error, never an empty feed.
 pub fn feed_json(feed: &feed::Feed) -> Result<Vec<u8>, PublishError> {
-    serde_json::to_vec_pretty(feed).map_err(|source| PublishError::Serialize {
-        file: "feed.json",
+    let mut json = Vec::new();
+    write_feed_json(feed, &mut json)?;
+    Ok(json)
+}
+
+/// [`feed_json`] written into `out` as it goes.
+pub fn write_feed_json(feed: &feed::Feed, out: impl std::io::Write) -> Result<(), PublishError> {
+    serde_json::to_writer_pretty(out, feed).map_err(|source| PublishError::Serialize {
+        file: FEED_PATH,
         source,
     })
 }
