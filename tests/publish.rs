@@ -725,7 +725,8 @@ async fn target_pages_alone_and_written_one_by_one_are_the_built_sites() {
         &snapshot,
         &feed,
         &files[results_csv::PATH],
-        &mut |path, bytes| {
+        &mut |path, file| {
+            let bytes = file.into_bytes(&path)?;
             kept.insert(path, bytes);
             Ok(())
         },

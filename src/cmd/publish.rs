@@ -91,9 +91,9 @@ fn site(out: Option<PathBuf>, config: &Config, protected: &Protected) -> anyhow:
     let csv = results_csv::render(&store, now)?;
     let mut index_len = 0;
     let written =
-        publish::write_site_from(&out, config, &snapshot, &feed, &csv, &mut |path, bytes| {
+        publish::write_site_from(&out, config, &snapshot, &feed, &csv, &mut |path, file| {
             if path == "index.html" {
-                index_len = bytes.len();
+                index_len = file.into_bytes(&path)?.len();
             }
             Ok(())
         })?;

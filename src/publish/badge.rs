@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::feed::{Feed, FeedTarget};
 use super::text::slug;
-use super::{PublishError, Sink};
+use super::{PublishError, Sink, SiteFile};
 use crate::aggregate::health::State;
 
 /// Pixels per character of the badge's 11 px Verdana, on average, and the padding.
@@ -112,8 +112,14 @@ pub fn headline(feed: &Feed) -> (String, State) {
 pub fn files(feed: &Feed, sink: &mut Sink<'_>) -> Result<(), PublishError> {
     for target in &feed.targets {
         let (svg, endpoint) = render(&target.id, words(target.state), target.state)?;
-        sink(format!("badge/{}.svg", slug(&target.id)), svg)?;
-        sink(format!("badge/{}.json", slug(&target.id)), endpoint)?;
+        sink(
+            format!("badge/{}.svg", slug(&target.id)),
+            SiteFile::Bytes(svg),
+        )?;
+        sink(
+            format!("badge/{}.json", slug(&target.id)),
+            SiteFile::Bytes(endpoint),
+        )?;
     }
     for group in feed.groups.keys() {
         let members: Vec<&FeedTarget> = feed.targets.iter().filter(|t| &t.group == group).collect();
@@ -125,15 +131,20 @@ pub fn files(feed: &Feed, sink: &mut Sink<'_>) -> Result<(), PublishError> {
         };
         let message = format!("{up} of {} up", members.len());
         let (svg, endpoint) = render(group, &message, state)?;
-        sink(format!("badge/g/{}.svg", slug(group)), svg)?;
-        sink(format!("badge/g/{}.json", slug(group)), endpoint)?;
+        sink(format!("badge/g/{}.svg", slug(group)), SiteFile::Bytes(svg))?;
+        sink(
+            format!("badge/g/{}.json", slug(group)),
+            SiteFile::Bytes(endpoint),
+        )?;
     }
     let (fill, _) = colors(worst(&feed.targets));
     sink(
         "favicon.svg".into(),
-        format!(
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 16 16\"><circle cx=\"8\" cy=\"8\" r=\"7\" fill=\"{fill}\"/></svg>"
-        )
-        .into_bytes(),
+        SiteFile::Bytes(
+            format!(
+                "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 16 16\"><circle cx=\"8\" cy=\"8\" r=\"7\" fill=\"{fill}\"/></svg>"
+            )
+            .into_bytes(),
+        ),
     )
 }

@@ -174,8 +174,56 @@ pub fn build(config: &Config, snapshot: &Snapshot) -> Result<Files, PublishError
     Ok(files)
 }
 
-/// Takes each file of a site as it is rendered: its path in the site and its bytes.
-pub type Sink<'a> = dyn FnMut(String, Vec<u8>) -> Result<(), PublishError> + 'a;
+/// Takes each file of a site as it is rendered: its path in the site and the file.
+pub type Sink<'a> = dyn FnMut(String, SiteFile<'_>) -> Result<(), PublishError> + 'a;
+
+/// One file of the site as a [`Sink`] takes it.
+pub enum SiteFile<'a> {
+    /// Its bytes.
+    Bytes(Vec<u8>),
+    /// A page not yet rendered: a sink that compresses what it keeps renders it straight
+    /// into its compressed form, so the plain page is never held whole (`index.html` of
+    /// 5,000 targets is 16 MB).
+    Page(&'a dyn askama::DynTemplate),
+}
+
+impl SiteFile<'_> {
+    /// Its bytes, a page rendered whole; `path` names it in an error.
+    pub fn into_bytes(self, path: &str) -> Result<Vec<u8>, PublishError> {
+        match self {
+            SiteFile::Bytes(bytes) => Ok(bytes),
+            SiteFile::Page(page) => page
+                .dyn_render()
+                .map(String::into_bytes)
+                .map_err(|source| rendering(path, source)),
+        }
+    }
+
+    /// Written into `out`, a page as it is rendered; `path` names it in an error.
+    pub fn write_into<W: std::fmt::Write + std::io::Write>(
+        self,
+        path: &str,
+        out: &mut W,
+    ) -> Result<(), PublishError> {
+        match self {
+            SiteFile::Bytes(bytes) => out.write_all(&bytes).map_err(|source| PublishError::Io {
+                path: path.into(),
+                source,
+            }),
+            SiteFile::Page(page) => page
+                .dyn_render_into(out)
+                .map_err(|source| rendering(path, source)),
+        }
+    }
+}
+
+/// The error of the page at `path` failing to render.
+fn rendering(path: &str, source: askama::Error) -> PublishError {
+    PublishError::Render {
+        page: path.to_owned(),
+        source,
+    }
+}
 
 /// Renders every file of the site but the targets' pages (`t/`), which are most of its
 /// bytes (a server renders those when asked, [`target_page`]; a writer one by one,
@@ -190,8 +238,11 @@ pub fn each_shared_file(
 ) -> Result<(), PublishError> {
     page::shared_pages(config, snapshot, feed, sink)?;
     badge::files(feed, sink)?;
-    sink("incidents.xml".into(), atom::incidents(config, snapshot))?;
-    sink(FEED_PATH.into(), feed_json(feed)?)
+    sink(
+        "incidents.xml".into(),
+        SiteFile::Bytes(atom::incidents(config, snapshot)),
+    )?;
+    sink(FEED_PATH.into(), SiteFile::Bytes(feed_json(feed)?))
 }
 
 /// [`each_shared_file`]'s files, in memory.
@@ -201,7 +252,8 @@ pub fn build_shared(
     feed: &feed::Feed,
 ) -> Result<Files, PublishError> {
     let mut files = Files::new();
-    each_shared_file(config, snapshot, feed, &mut |path, bytes| {
+    each_shared_file(config, snapshot, feed, &mut |path, file| {
+        let bytes = file.into_bytes(&path)?;
         files.insert(path, bytes);
         Ok(())
     })?;
@@ -222,9 +274,10 @@ pub fn write_site_from(
 ) -> Result<Written, PublishError> {
     let writer = SiteWriter::begin(out)?;
     writer.file(results_csv::PATH, results_csv)?;
-    each_shared_file(config, snapshot, feed, &mut |path, bytes| {
+    each_shared_file(config, snapshot, feed, &mut |path, file| {
+        let bytes = file.into_bytes(&path)?;
         writer.file(&path, &bytes)?;
-        keep(path, bytes)
+        keep(path, SiteFile::Bytes(bytes))
     })?;
     page::each_target_page(config, snapshot, feed, &|(relative, bytes)| {
         writer.file(&relative, &bytes)

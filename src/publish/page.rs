@@ -11,7 +11,7 @@ use super::latest::LatestRun;
 use super::markup::{self, Compared};
 use super::quality_page;
 use super::text::{ms, number, percent, short_when, slug, state_text, target_path, when};
-use super::{INCIDENTS_LISTED, PublishError, Sink, Snapshot};
+use super::{INCIDENTS_LISTED, PublishError, Sink, SiteFile, Snapshot};
 use crate::aggregate::Window;
 use crate::aggregate::health::IncidentKind;
 use crate::aggregate::slo::SloStatus;
@@ -511,11 +511,7 @@ pub fn shared_pages(
                 })
                 .collect(),
         };
-        let html = page.render().map_err(|source| PublishError::Render {
-            page: group.name.clone(),
-            source,
-        })?;
-        sink(group.href.clone(), html.into_bytes())?;
+        sink(group.href.clone(), SiteFile::Page(&page))?;
     }
     let history = IncidentsPage {
         title: config.publish.title.clone(),
@@ -530,11 +526,7 @@ pub fn shared_pages(
         older: snapshot.incidents.len().saturating_sub(INCIDENTS_LISTED),
         fleet: snapshot.locations.len() > 1,
     };
-    let html = history.render().map_err(|source| PublishError::Render {
-        page: "incidents".into(),
-        source,
-    })?;
-    sink("incidents.html".into(), html.into_bytes())?;
+    sink("incidents.html".into(), SiteFile::Page(&history))?;
     let (banner, overall) = super::badge::headline(feed);
     let index = IndexPage {
         banner,
@@ -548,11 +540,7 @@ pub fn shared_pages(
         groups,
         summary,
     };
-    let html = index.render().map_err(|source| PublishError::Render {
-        page: "index".into(),
-        source,
-    })?;
-    sink("index.html".into(), html.into_bytes())
+    sink("index.html".into(), SiteFile::Page(&index))
 }
 
 /// Renders every target's page, one share of the targets per core, and hands each page to

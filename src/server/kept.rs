@@ -74,16 +74,6 @@ impl Body {
 }
 
 impl KeptFile {
-    /// `plain` kept compressed (plain when small).
-    pub fn compressed(plain: Vec<u8>) -> KeptFile {
-        if plain.len() < COMPRESS_FROM {
-            return KeptFile::plain(plain);
-        }
-        let mut writer = KeptWriter::new();
-        writer.add(&plain);
-        writer.finish()
-    }
-
     /// `plain` kept as it is (without the spare room its growth left).
     pub fn plain(plain: Vec<u8>) -> KeptFile {
         KeptFile {
@@ -276,6 +266,13 @@ mod tests {
     use super::*;
     use axum::http::HeaderValue;
 
+    /// `plain` as kept when written whole.
+    fn kept(plain: &[u8]) -> KeptFile {
+        let mut writer = KeptWriter::new();
+        writer.add(plain);
+        writer.finish()
+    }
+
     /// What a client gets of `body`.
     fn sent(body: Body) -> Vec<u8> {
         let len = body.len;
@@ -296,7 +293,7 @@ mod tests {
         let page: Vec<u8> = (0..20_000)
             .flat_map(|i| format!("<tr>{i}</tr>").into_bytes())
             .collect();
-        let kept = KeptFile::compressed(page.clone());
+        let kept = kept(&page);
         let gzip = kept.body(true);
         assert!(gzip.gzipped);
         assert!(
@@ -322,7 +319,7 @@ mod tests {
         let page: Vec<u8> = (0..5_000)
             .flat_map(|i| format!("line {i}\n").into_bytes())
             .collect();
-        let whole = KeptFile::compressed(page.clone());
+        let whole = kept(&page);
         for piece in [1, 7, 1000, 1024, 4096] {
             let mut writer = KeptWriter::new();
             for chunk in page.chunks(piece) {
@@ -349,7 +346,7 @@ mod tests {
 
     #[test]
     fn a_small_file_is_kept_plain() {
-        let kept = KeptFile::compressed(b"<svg/>".to_vec());
+        let kept = kept(b"<svg/>");
         let body = kept.body(true);
         assert!(!body.gzipped);
         assert_eq!(&body.bytes[..], b"<svg/>");

@@ -217,9 +217,11 @@ impl Site {
             let feed = snapshot.feed(&site.config);
             // Each file is compressed as it comes: the plain site is never held whole.
             let mut files = BTreeMap::new();
-            let keep = &mut |path, body| {
+            let keep = &mut |path: String, file: publish::SiteFile<'_>| {
                 if site.served {
-                    files.insert(path, KeptFile::compressed(body));
+                    let mut kept = KeptWriter::new();
+                    file.write_into(&path, &mut kept)?;
+                    files.insert(path, kept.finish());
                 }
                 Ok(())
             };
