@@ -4,7 +4,9 @@
 # `target/sonde-bench-publish.db`), re-rendering every 10 s for DURATION seconds (default
 # 120), while a client fetches `/feed.json` and `/metrics` every second and `/results.csv`
 # (read from the store when asked for) every ten: peak RSS and RSS at
-# the end (from /proc), CPU seconds, and how long each publish took (the server's debug log).
+# the end (from /proc), the high-water mark once the first publish (a cold read of
+# everything) is done, CPU seconds, and how long each publish took (the server's debug
+# log).
 # SONDE_BENCH_TARGETS=500 serves the 500-target store instead
 # (`SONDE_BENCH_PUBLISH_TARGETS=500 cargo bench --bench publish` generates it).
 # SONDE_BENCH_STORE=PATH serves another store of that fleet, e.g.

@@ -185,6 +185,9 @@ pub enum SiteFile<'a> {
     /// into its compressed form, so the plain page is never held whole (`index.html` of
     /// 5,000 targets is 16 MB).
     Page(&'a dyn askama::DynTemplate),
+    /// The routing feed, serialized where it goes, as a page is rendered (13 MB at 5,000
+    /// targets).
+    Feed(&'a feed::Feed),
 }
 
 impl SiteFile<'_> {
@@ -196,6 +199,7 @@ impl SiteFile<'_> {
                 .dyn_render()
                 .map(String::into_bytes)
                 .map_err(|source| rendering(path, source)),
+            SiteFile::Feed(feed) => feed_json(feed),
         }
     }
 
@@ -213,6 +217,7 @@ impl SiteFile<'_> {
             SiteFile::Page(page) => page
                 .dyn_render_into(out)
                 .map_err(|source| rendering(path, source)),
+            SiteFile::Feed(feed) => write_feed_json(feed, out),
         }
     }
 }
@@ -242,7 +247,7 @@ pub fn each_shared_file(
         "incidents.xml".into(),
         SiteFile::Bytes(atom::incidents(config, snapshot)),
     )?;
-    sink(FEED_PATH.into(), SiteFile::Bytes(feed_json(feed)?))
+    sink(FEED_PATH.into(), SiteFile::Feed(feed))
 }
 
 /// [`each_shared_file`]'s files, in memory.
