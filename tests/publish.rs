@@ -425,7 +425,7 @@ async fn the_server_serves_the_site_fresh_feeds_and_metrics() {
         .nth(1)
         .and_then(|rest| rest.split('"').next())
         .unwrap();
-    if published.elapsed() < Duration::from_millis(900) {
+    if published.elapsed() < Duration::from_millis(500) {
         assert_eq!(feed["generated_at"], generated, "the publish's feed");
     }
     assert!(metrics.contains("sonde_target_state{"), "{metrics}");
