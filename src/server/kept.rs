@@ -141,79 +141,90 @@ impl ContentHash {
     }
 }
 
-/// A file being written into the form it is kept in: its first [`COMPRESS_FROM`] bytes held
-/// plain (a smaller file is kept so), then everything compressed as it comes.
+/// A file being written into the form it is kept in: gathered plain a block at a time and
+/// compressed block by block (a serializer writes a few bytes at a time, and each call into
+/// the compressor costs more than the copy), so only a block is ever held plain; a file
+/// smaller than [`COMPRESS_FROM`] is kept plain.
 pub struct KeptWriter {
     hash: ContentHash,
-    /// The bytes before compression starts.
-    head: Vec<u8>,
-    /// Once the file reached [`COMPRESS_FROM`] bytes.
+    /// The bytes written since the last block was compressed.
+    block: Vec<u8>,
+    /// Once a block was compressed.
     encoder: Option<GzEncoder<Vec<u8>>>,
 }
+
+/// How much is gathered before it is compressed.
+const BLOCK: usize = 64 * 1024;
 
 impl KeptWriter {
     /// An empty file.
     pub fn new() -> KeptWriter {
         KeptWriter {
             hash: ContentHash::default(),
-            head: Vec::new(),
+            block: Vec::new(),
             encoder: None,
         }
     }
 
     /// Appends `bytes` to the file.
     pub fn add(&mut self, bytes: &[u8]) {
+        if self.block.len() + bytes.len() > BLOCK {
+            let block = std::mem::take(&mut self.block);
+            self.compress(&block);
+            self.block = block;
+            self.block.clear();
+            if bytes.len() >= BLOCK {
+                self.compress(bytes);
+                return;
+            }
+        }
+        self.block.extend_from_slice(bytes);
+    }
+
+    /// Hashes and compresses `bytes`, the next of the file.
+    fn compress(&mut self, bytes: &[u8]) {
         self.hash.add(bytes);
-        if let Some(encoder) = &mut self.encoder {
-            encode(encoder, bytes);
-            return;
-        }
-        // Only the head is held plain: the rest of a large write goes straight to the
-        // encoder.
-        let (head, rest) = bytes.split_at(bytes.len().min(COMPRESS_FROM - self.head.len()));
-        self.head.extend_from_slice(head);
-        if self.head.len() == COMPRESS_FROM {
-            // Fast compression: a publish compresses every page each time; level 1 keeps
-            // most of the gain at a third of the default level's time.
-            let mut encoder = GzEncoder::new(Vec::new(), Compression::fast());
-            encode(&mut encoder, &std::mem::take(&mut self.head));
-            encode(&mut encoder, rest);
-            self.encoder = Some(encoder);
-        }
+        self.encoder
+            .get_or_insert_with(fast_encoder)
+            .write_all(bytes)
+            .expect("writing to memory does not fail");
     }
 
     /// The file as kept.
     pub fn finish(self) -> KeptFile {
-        let plain_len = self.hash.len;
-        let hash = self.hash.finish();
-        match self.encoder.map(GzEncoder::finish) {
-            None => KeptFile {
-                bytes: shrunk(self.head),
-                gzipped: false,
-                plain_len,
-                hash,
-            },
-            Some(gzip) => KeptFile {
-                bytes: shrunk(gzip.expect("writing to memory does not fail")),
-                gzipped: true,
-                plain_len,
-                hash,
-            },
+        let KeptWriter {
+            mut hash,
+            block,
+            encoder,
+        } = self;
+        if encoder.is_none() && block.len() < COMPRESS_FROM {
+            return KeptFile::plain(block);
+        }
+        let mut encoder = encoder.unwrap_or_else(fast_encoder);
+        hash.add(&block);
+        let gzip = encoder
+            .write_all(&block)
+            .and_then(|()| encoder.finish())
+            .expect("writing to memory does not fail");
+        KeptFile {
+            bytes: shrunk(gzip),
+            gzipped: true,
+            plain_len: hash.len,
+            hash: hash.finish(),
         }
     }
+}
+
+/// A compressor into memory at level 1: a publish compresses every page each time, and level
+/// 1 keeps most of the gain at a third of the default level's time.
+fn fast_encoder() -> GzEncoder<Vec<u8>> {
+    GzEncoder::new(Vec::new(), Compression::fast())
 }
 
 impl Default for KeptWriter {
     fn default() -> Self {
         KeptWriter::new()
     }
-}
-
-/// Compresses `bytes` into memory, which does not fail.
-fn encode(encoder: &mut GzEncoder<Vec<u8>>, bytes: &[u8]) {
-    encoder
-        .write_all(bytes)
-        .expect("writing to memory does not fail");
 }
 
 impl std::fmt::Write for KeptWriter {
@@ -316,11 +327,13 @@ mod tests {
 
     #[test]
     fn a_file_written_in_pieces_is_the_file_given_whole() {
-        let page: Vec<u8> = (0..5_000)
+        // Several blocks, written in pieces smaller than, across and larger than one.
+        let page: Vec<u8> = (0..40_000)
             .flat_map(|i| format!("line {i}\n").into_bytes())
             .collect();
+        assert!(page.len() > 4 * BLOCK);
         let whole = kept(&page);
-        for piece in [1, 7, 1000, 1024, 4096] {
+        for piece in [1, 7, 1000, 1024, 4096, BLOCK - 1, BLOCK + 1, 200_000] {
             let mut writer = KeptWriter::new();
             for chunk in page.chunks(piece) {
                 writer.add(chunk);
