@@ -270,12 +270,9 @@ impl<P: Point> Folding<P> {
         }
         let buckets = self.0.get_mut(target).expect("just inserted");
         let hour = Hour::of(bucket);
-        // Rows come bucket by bucket: the row folds into the last bucket or begins the next;
-        // one of an earlier bucket (no read gives one) still finds its place.
-        let at = match buckets.last() {
-            Some((last, _)) if *last <= hour => buckets.len() - usize::from(*last == hour),
-            _ => buckets.partition_point(|(b, _)| *b < hour),
-        };
+        // Rows come bucket by bucket, so a new bucket is most often the last; one of an
+        // earlier bucket still finds its place.
+        let at = buckets.partition_point(|(b, _)| *b < hour);
         if buckets.get(at).is_none_or(|(b, _)| *b != hour) {
             buckets.insert(at, (hour, P::Part::default()));
         }
