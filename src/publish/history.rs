@@ -261,11 +261,12 @@ impl Runs {
         let latest = Arc::make_mut(&mut self.latest);
         for record in &written {
             let runs = Arc::make_mut(latest.entry(record.target.clone()).or_default());
-            if runs.iter().any(|run| *run.run_id == *record.run_id) {
+            if runs.iter().any(|run| run.run_id.as_str() == record.run_id) {
                 continue;
             }
-            let newer =
-                runs.partition_point(|run| (run.ts, &*run.run_id) > (record.ts, &*record.run_id));
+            let newer = runs.partition_point(|run| {
+                (run.ts, run.run_id.as_str()) > (record.ts, record.run_id.as_str())
+            });
             if newer == LAST_RUNS {
                 continue;
             }

@@ -395,9 +395,9 @@ fn run_row(r: &LatestRun) -> RunRow {
         outcome: r.outcome.to_string(),
         ok: r.outcome == crate::result::Outcome::Ok,
         http: r.http_status.map_or("–".into(), |s| s.to_string()),
-        ttft: ms(r.ttft_ms),
-        e2e: ms(r.e2e_ms),
-        speed: number(r.tokens_per_s),
+        ttft: ms(r.ttft_ms()),
+        e2e: ms(r.e2e_ms()),
+        speed: number(r.tokens_per_s()),
         streamed: crate::capability::word(r.cap_streaming),
         served: match (&r.served_model, r.model_substituted) {
             (Some(model), true) => format!("≠ {model}"),
