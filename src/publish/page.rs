@@ -22,7 +22,6 @@ use crate::units::rfc3339;
 
 /// A capability badge: green when supported, struck through when not, grey when untested
 /// (the legend is on the page).
-#[derive(Clone)]
 struct Badge {
     name: &'static str,
     class: &'static str,
@@ -46,7 +45,6 @@ fn badges(flags: &Capabilities) -> Vec<Badge> {
 }
 
 /// One target's row on the index (and header of its page).
-#[derive(Clone)]
 struct Row {
     id: String,
     href: String,
@@ -259,25 +257,49 @@ fn location_rows(entry: &FeedTarget) -> Vec<LocationRow> {
 }
 
 /// A group of targets on the index.
-struct Group {
+struct Group<'a> {
     name: String,
     /// Its comparison page.
     href: String,
-    rows: Vec<Row>,
+    /// Its targets and their feed entries, in the feed's order.
+    members: Vec<(&'a Target, &'a FeedTarget)>,
+    /// What their rows are made from.
+    snapshot: &'a Snapshot,
     /// Its targets' figures, for the comparison page.
     compared: Vec<Compared>,
 }
 
+impl Group<'_> {
+    /// Its targets' rows, each made as the page is rendered (one at a time, not 5,000 rows
+    /// with their bars held together), their links prefixed with `prefix`.
+    fn rows_at<'r>(&'r self, prefix: &'r str) -> impl Iterator<Item = Row> + 'r {
+        self.members
+            .iter()
+            .map(move |(target, entry)| row(target, entry, self.snapshot, prefix))
+    }
+
+    /// Its rows as the index links them.
+    fn rows(&self) -> impl Iterator<Item = Row> + '_ {
+        self.rows_at("")
+    }
+}
+
 #[derive(Template)]
 #[template(path = "group.html")]
-struct GroupPage {
+struct GroupPage<'a> {
     title: String,
     refresh: String,
     generated: String,
-    name: String,
     window: String,
     charts: String,
-    rows: Vec<Row>,
+    group: &'a Group<'a>,
+}
+
+impl GroupPage<'_> {
+    /// Its group's rows, linking up from `g/`.
+    fn rows(&self) -> impl Iterator<Item = Row> + '_ {
+        self.group.rows_at("../")
+    }
 }
 
 /// An incident, for display.
@@ -343,14 +365,14 @@ struct IncidentsPage {
 
 #[derive(Template)]
 #[template(path = "index.html")]
-struct IndexPage {
+struct IndexPage<'a> {
     title: String,
     refresh: String,
     generated: String,
     generated_iso: String,
     window: String,
     open_incidents: Vec<IncidentView>,
-    groups: Vec<Group>,
+    groups: Vec<Group<'a>>,
     summary: String,
     /// The overall state in words, and its state's class.
     banner: String,
@@ -467,7 +489,6 @@ pub fn shared_pages(
             continue;
         };
         *counts.entry(state_text(entry.state).1).or_default() += 1;
-        let index_row = row(target, entry, snapshot, "");
         let compared = Compared {
             id: target.id.clone(),
             ttft: (entry.ttft_ms.p50, entry.ttft_ms.p95),
@@ -477,13 +498,14 @@ pub fn shared_pages(
         };
         match groups.iter_mut().find(|g| g.name == entry.group) {
             Some(group) => {
-                group.rows.push(index_row);
+                group.members.push((target, entry));
                 group.compared.push(compared);
             }
             None => groups.push(Group {
                 name: entry.group.clone(),
                 href: format!("g/{}.html", slug(&entry.group)),
-                rows: vec![index_row],
+                members: vec![(target, entry)],
+                snapshot,
                 compared: vec![compared],
             }),
         }
@@ -498,18 +520,9 @@ pub fn shared_pages(
             title: config.publish.title.clone(),
             refresh: refresh.clone(),
             generated: when(snapshot.now_ms),
-            name: group.name.clone(),
             window: feed.window.clone(),
             charts: markup::comparison(&group.compared),
-            rows: group
-                .rows
-                .iter()
-                .map(|r| Row {
-                    href: format!("../{}", r.href),
-                    days_href: format!("../{}", r.days_href),
-                    ..r.clone()
-                })
-                .collect(),
+            group,
         };
         sink(group.href.clone(), SiteFile::Page(&page))?;
     }
