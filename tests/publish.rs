@@ -687,6 +687,88 @@ async fn the_server_serves_the_site_fresh_feeds_and_metrics() {
     shutdown.cancel();
 }
 
+/// A publish sets the served figures aside before it makes its own (a publisher never
+/// holds two snapshots' figures): a target's page asked for meanwhile waits for the
+/// publish and is served from it; after a publish that failed, it is a 503 with
+/// `Retry-After` until the next one, while the rest of the site is still served. Fresh
+/// bodies computed for a poller replace the figures the pages are rendered from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_page_asked_for_during_a_publish_waits_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = scripted_store(dir.path()).await;
+    let out = dir.path().join("site");
+    config.publish.out = Some(out.clone());
+    let site = Site::new(Arc::new(config.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(server::serve(listener, Arc::clone(&site), shutdown.clone()));
+    let http = common::http();
+    site.refresh().await.unwrap();
+    let index = http.get(format!("http://{addr}/")).send().await.unwrap();
+    let index = index.text().await.unwrap();
+    let href = index
+        .split("href=\"")
+        .filter_map(|rest| rest.split_once("\">dead/gone</a>"))
+        .map(|(href, _)| href.to_owned())
+        .next()
+        .unwrap();
+    let page = format!("http://{addr}/{href}");
+
+    let publishing = {
+        let site = Arc::clone(&site);
+        tokio::spawn(async move {
+            for _ in 0..20 {
+                site.refresh().await.unwrap();
+            }
+        })
+    };
+    let mut asked = 0;
+    while !publishing.is_finished() {
+        let answer = http.get(&page).send().await.unwrap();
+        assert_eq!(answer.status(), 200, "asked during publishes");
+        assert!(answer.text().await.unwrap().contains("<h2>Windows</h2>"));
+        asked += 1;
+    }
+    publishing.await.unwrap();
+    assert!(asked > 0);
+
+    // The site's folder is no longer sonde's: the publish fails after it set the figures
+    // aside.
+    std::fs::remove_file(out.join(".sonde-site")).unwrap();
+    std::fs::write(out.join("mine.txt"), "the user's").unwrap();
+    assert!(site.refresh().await.is_err());
+    let answer = http.get(&page).send().await.unwrap();
+    assert_eq!(answer.status(), 503);
+    assert_eq!(
+        answer.headers()["retry-after"],
+        config.publish.every.as_secs().max(1).to_string()
+    );
+    let index = http.get(format!("http://{addr}/")).send().await.unwrap();
+    assert_eq!(index.status(), 200, "the rest of the site is still served");
+
+    std::fs::remove_dir_all(&out).unwrap();
+    site.refresh().await.unwrap();
+    assert_eq!(http.get(&page).send().await.unwrap().status(), 200);
+
+    // Bodies computed for a poller after the publish's have aged replace the served
+    // figures: the target's page is then as fresh as the feed.
+    let mut run = common::scripted(&config, 2, now_ms(), Outcome::ServerError, 0.0);
+    run.error = Some("fresh-marker".into());
+    write(&config, &config.prober.location, vec![run]);
+    let seen = |text: &str| text.contains("fresh-marker");
+    assert!(!seen(
+        &http.get(&page).send().await.unwrap().text().await.unwrap()
+    ));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let feed = common::get_json(&http, &format!("http://{addr}/feed.json")).await;
+    assert_ne!(feed["generated_at"], "", "{feed}");
+    assert!(seen(
+        &http.get(&page).send().await.unwrap().text().await.unwrap()
+    ));
+    shutdown.cancel();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn target_pages_alone_and_written_one_by_one_are_the_built_sites() {
     let dir = tempfile::tempdir().unwrap();

@@ -23,9 +23,8 @@ use super::points::{DayPoint, HourPoint, Points};
 use super::window_cache::WindowCache;
 use super::windows::{locations, summarize_from};
 use super::{BAR_DAYS, HEATMAP_DAYS, LAST_RUNS, Snapshot, joined};
-use crate::aggregate::quorum::LocationStatus;
+use crate::aggregate::Window;
 use crate::aggregate::rollup::Span;
-use crate::aggregate::{TargetStats, Window};
 use crate::config::Config;
 use crate::interned::Names;
 use crate::result::ResultRecord;
@@ -88,39 +87,17 @@ impl History {
         self.windows.bytes()
     }
 
-    /// Every target's windows and states at `now_ms` (`windows::summarize`), and the
-    /// fleet's locations, reading only what changed since the last call.
-    pub fn stats(
-        &mut self,
-        config: &Config,
-        store: &Store,
-        now_ms: i64,
-    ) -> Result<(Vec<TargetStats>, Vec<LocationStatus>), StoreError> {
-        let read = self.read_with(config, store, now_ms, false)?;
-        Ok((read.stats, read.locations))
-    }
-
-    /// The snapshot at `now_ms`, reading only what changed since the last call.
+    /// The snapshot at `now_ms`, reading only what changed since the last call. The store
+    /// is read in three at once, each on a handle of its own
+    /// ([`Backend::fork`](crate::store::Backend::fork)), since most of a periodic publish
+    /// is waiting for the store: the runs written since, the rollup windows, and the rest
+    /// (locations, states, the bar's days, the heatmap's hours and the incidents). Then the
+    /// windows are summed.
     pub(super) fn snapshot(
         &mut self,
         config: &Config,
         store: &Store,
         now_ms: i64,
-    ) -> Result<Snapshot, StoreError> {
-        self.read_with(config, store, now_ms, true)
-    }
-
-    /// Reads the store in three at once, each on a handle of its own
-    /// ([`Backend::fork`](crate::store::Backend::fork)), since most of a periodic
-    /// publish is waiting for the store: the runs written since, the rollup windows, and the
-    /// rest (locations, states and, with `points`, the bar's days, the heatmap's hours and
-    /// the incidents; without, the snapshot has none). Then sums the windows.
-    fn read_with(
-        &mut self,
-        config: &Config,
-        store: &Store,
-        now_ms: i64,
-        points: bool,
     ) -> Result<Snapshot, StoreError> {
         let (for_runs, for_windows) = (store.fork()?, store.fork()?);
         let History {
@@ -137,32 +114,25 @@ impl History {
             let rest = (|| {
                 let fleet = locations(store, now_ms)?;
                 let health = store.health()?;
-                let points = if points {
-                    Some((
-                        days.read(
-                            store,
-                            Span::Day.bucket_of(now_ms) - (BAR_DAYS - 1) * Span::Day.ms(),
-                            now_ms,
-                        )?,
-                        hours.read(
-                            store,
-                            Span::Hour.bucket_of(now_ms) - HEATMAP_DAYS * Span::Day.ms(),
-                            now_ms,
-                        )?,
-                        incidents(kept_incidents, store, now_ms)?,
-                    ))
-                } else {
-                    None
-                };
-                Ok::<_, StoreError>((fleet, health, points))
+                let daily = days.read(
+                    store,
+                    Span::Day.bucket_of(now_ms) - (BAR_DAYS - 1) * Span::Day.ms(),
+                    now_ms,
+                )?;
+                let hourly = hours.read(
+                    store,
+                    Span::Hour.bucket_of(now_ms) - HEATMAP_DAYS * Span::Day.ms(),
+                    now_ms,
+                )?;
+                let incidents = incidents(kept_incidents, store, now_ms)?;
+                Ok::<_, StoreError>((fleet, health, (daily, hourly, incidents)))
             })();
             (joined(ran), joined(refreshed), rest)
         });
         ran?;
         refreshed?;
-        let (fleet, health, points) = rest?;
+        let (fleet, health, (daily, hourly, incidents)) = rest?;
         let stats = summarize_from(config, now_ms, &fleet, &health, windows, &runs.minutes);
-        let (daily, hourly, incidents) = points.unwrap_or_default();
         Ok(Snapshot {
             now_ms,
             by_target: stats

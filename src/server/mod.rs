@@ -1,5 +1,6 @@
 //! The live server (axum): the published site from memory (gzip-compressed, `kept`; the
-//! targets' pages rendered when asked for, from the snapshot kept in their place),
+//! targets' pages rendered when asked for, from the figures kept in their place: one set
+//! at a time, replaced by each publish and each computation of the fresh bodies),
 //! `/feed.json` and `/metrics` fresh from the store (bodies older than a second are
 //! recomputed before one is served, by one computation however many clients ask at once,
 //! and both from it: a client polling both costs one reading of the store a second; a
@@ -19,7 +20,8 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::header::{
-    CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_NONE_MATCH, VARY,
+    CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_NONE_MATCH,
+    RETRY_AFTER, VARY,
 };
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -34,7 +36,7 @@ use crate::counters::RunCounters;
 use crate::notify;
 use crate::publish::feed::Feed;
 use crate::publish::history::History;
-use crate::publish::{self, PublishError, Snapshot, feed, metrics, results_csv};
+use crate::publish::{self, PublishError, Snapshot, metrics, results_csv};
 use crate::store::{Store, StoreError};
 use crate::sync::Gateways;
 use crate::units::now_ms;
@@ -83,26 +85,59 @@ impl Bodies {
 struct Published {
     /// Every file but the targets' pages (and `results.csv`, read when asked for).
     files: BTreeMap<String, KeptFile>,
-    /// What the targets' pages are rendered from, when asked for: kept instead of the pages,
-    /// which are most of a site's bytes and seldom read.
-    snapshot: Snapshot,
-    /// The feed of `snapshot`.
-    feed: Feed,
+    /// What the targets' pages and `/metrics` are rendered from, when asked for: kept
+    /// instead of the pages, which are most of a site's bytes and seldom read. Set aside
+    /// when the next publish begins (`None` until it ends), so a publisher never holds two
+    /// snapshots' figures: 30 MB at 5,000 targets.
+    figures: RwLock<Option<Arc<Figures>>>,
     /// When the publish ended.
     at: Instant,
     /// How long its figures may serve as the fresh bodies, as computed ones may.
     fresh_for: Duration,
 }
 
+/// A publish's figures: its snapshot and the feed made from it.
+struct Figures {
+    /// Every target's windows, states, points and last runs.
+    snapshot: Snapshot,
+    /// The feed of `snapshot`.
+    feed: Feed,
+}
+
 impl Published {
+    /// Its figures, unless the next publish has set them aside.
+    fn figures(&self) -> Option<Arc<Figures>> {
+        self.figures
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Takes its figures away: newer ones are being made.
+    fn set_figures_aside(&self) -> Option<Arc<Figures>> {
+        self.figures
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+
+    /// Serves `figures` from now on: fresher ones than its publish's.
+    fn set_figures(&self, figures: Figures) {
+        *self
+            .figures
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(figures));
+    }
+
     /// The fresh bodies from this publish: its `feed.json`, and `/metrics` from its
     /// figures, with no read of the store. Blocking: 35 MB of text at 5,000 targets.
     fn bodies(&self, counters: Option<&RunCounters>) -> Option<Bodies> {
+        let figures = self.figures()?;
         Some(Bodies {
             at: self.at,
             fresh_for: self.fresh_for,
             feed: self.files.get(publish::FEED_PATH)?.clone(),
-            metrics: metrics_body(&self.snapshot.stats, &self.feed, counters),
+            metrics: metrics_body(&figures.snapshot.stats, &figures.feed, counters),
         })
     }
 }
@@ -204,6 +239,9 @@ impl Site {
         let started = Instant::now();
         let site = Arc::clone(self);
         let published = tokio::task::spawn_blocking(move || -> Result<_, PublishError> {
+            // The served figures go before the new ones are made (unless a page still
+            // renders from them): a target's page asked for meanwhile waits for this publish.
+            drop(site.current().and_then(|served| served.set_figures_aside()));
             let (snapshot, publisher, csv) = site.read(|store| {
                 let snapshot =
                     Snapshot::load_with(&site.config, store, now_ms(), &mut site.history())?;
@@ -235,8 +273,7 @@ impl Site {
             let for_sync = (publisher && site.syncing).then(|| feed.clone());
             let published = site.served.then(|| Published {
                 files,
-                snapshot,
-                feed,
+                figures: RwLock::new(Some(Arc::new(Figures { snapshot, feed }))),
                 at: Instant::now(),
                 fresh_for: reuse_for(started.elapsed()),
             });
@@ -253,6 +290,14 @@ impl Site {
         drop(replaced);
         tokio::task::spawn_blocking(give_back_free_memory).await?;
         Ok(for_sync)
+    }
+
+    /// The site as last published, if it was.
+    fn current(&self) -> Option<Arc<Published>> {
+        self.published
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// The history kept between publishes; one left by a panicked computation may be half
@@ -315,24 +360,36 @@ impl Site {
     }
 
     /// The file at `path`: from memory, or a target's page rendered from the kept
-    /// snapshot (on a blocking thread: a page takes a fraction of a millisecond).
-    async fn file(&self, path: &str) -> Option<Result<KeptFile, PublishError>> {
-        let published = self.published.read().ok()?.clone()?;
+    /// figures (on a blocking thread: a page takes a fraction of a millisecond). A page
+    /// asked for while a publish has set the figures aside waits for that publish.
+    async fn file(&self, path: &str) -> Result<KeptFile, Unserved> {
+        let published = self.current().ok_or(Unserved::NotFound)?;
         if let Some(file) = published.files.get(path) {
-            return Some(Ok(file.clone()));
+            return Ok(file.clone());
         }
         if !path.starts_with("t/") {
-            return None;
+            return Err(Unserved::NotFound);
         }
+        let figures = match published.figures() {
+            Some(figures) => figures,
+            None => {
+                drop(self.computing.lock().await);
+                self.current()
+                    .and_then(|published| published.figures())
+                    .ok_or(Unserved::Unpublished)?
+            }
+        };
         let config = Arc::clone(&self.config);
         let path = path.to_owned();
         let rendered = tokio::task::spawn_blocking(move || {
-            publish::target_page(&config, &published.snapshot, &published.feed, &path)
+            publish::target_page(&config, &figures.snapshot, &figures.feed, &path)
         })
-        .await;
+        .await
+        .map_err(|err| Unserved::Failed(err.into()))?;
         match rendered {
-            Ok(page) => Some(page?.map(KeptFile::plain)),
-            Err(err) => Some(Err(err.into())),
+            Some(Ok(page)) => Ok(KeptFile::plain(page)),
+            Some(Err(err)) => Err(Unserved::Failed(err)),
+            None => Err(Unserved::NotFound),
         }
     }
 
@@ -380,7 +437,10 @@ impl Site {
         Ok(Bytes::from(body))
     }
 
-    /// Computes both bodies from the store, caches them and gives `which`'s.
+    /// Computes both bodies from the store, caches them and gives `which`'s. Their figures
+    /// replace the served ones (the targets' pages are rendered from them from then on):
+    /// set aside first, so that the server never holds two sets of every target's figures
+    /// (a page asked for meanwhile waits, as during a publish).
     async fn compute(self: &Arc<Site>, which: Fresh) -> Result<KeptFile, PublishError> {
         // The stale bodies are of no further use: not kept while the new ones are made.
         if let Ok(mut cached) = self.bodies.lock() {
@@ -389,17 +449,27 @@ impl Site {
         let site = Arc::clone(self);
         let bodies = tokio::task::spawn_blocking(move || -> Result<Bodies, PublishError> {
             let (started, now) = (Instant::now(), now_ms());
-            let (stats, locations) =
-                site.read(|store| site.history().stats(&site.config, store, now))?;
-            let feed = feed::build(&site.config, &stats, &locations, now);
+            let served = site.current();
+            drop(
+                served
+                    .as_ref()
+                    .and_then(|served| served.set_figures_aside()),
+            );
+            let snapshot = site
+                .read(|store| Snapshot::load_with(&site.config, store, now, &mut site.history()))?;
+            let feed = snapshot.feed(&site.config);
             let mut feed_body = KeptWriter::new();
             publish::write_feed_json(&feed, &mut feed_body)?;
-            Ok(Bodies {
+            let bodies = Bodies {
                 feed: feed_body.finish(),
-                metrics: metrics_body(&stats, &feed, site.counters.as_deref()),
+                metrics: metrics_body(&snapshot.stats, &feed, site.counters.as_deref()),
                 at: Instant::now(),
                 fresh_for: reuse_for(started.elapsed()),
-            })
+            };
+            if let Some(served) = served {
+                served.set_figures(Figures { snapshot, feed });
+            }
+            Ok(bodies)
         })
         .await??;
         Ok(self.keep(bodies, which))
@@ -468,17 +538,37 @@ async fn serve_file(site: &Site, path: &str, headers: &HeaderMap) -> Response {
             .into_response()
     };
     let file = match site.file(path).await {
-        Some(Ok(file)) => file,
-        Some(Err(err)) => return failed(&err),
-        None => {
+        Ok(file) => file,
+        Err(Unserved::Failed(err)) => return failed(&err),
+        Err(Unserved::NotFound) => {
             return (
                 StatusCode::NOT_FOUND,
                 "not found (the site appears after the first publish)",
             )
                 .into_response();
         }
+        Err(Unserved::Unpublished) => {
+            let retry = site.config.publish.every.as_secs().max(1).to_string();
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(RETRY_AFTER, retry)],
+                "the last publish failed: this page returns with the next one",
+            )
+                .into_response();
+        }
     };
     kept_response(&file, content_type(path), "public, max-age=30", headers)
+}
+
+/// Why a file was not served.
+enum Unserved {
+    /// No such file (or no publish yet).
+    NotFound,
+    /// A target's page, whose figures the last publish set aside and then failed to
+    /// replace.
+    Unpublished,
+    /// Rendering it failed.
+    Failed(PublishError),
 }
 
 /// `file` with its ETag (304 when the client has it) and `cache_control`; gzip to a client
