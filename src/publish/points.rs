@@ -107,24 +107,114 @@ impl Hour {
 /// Per target, per bucket, oldest first.
 type ByBucket<T> = HashMap<String, Vec<(Hour, T)>>;
 
-/// Per target, its closed buckets' figures, oldest first (shared with the snapshots
-/// published from them, not copied).
-type Kept<T> = HashMap<String, Arc<Vec<(Hour, T)>>>;
+/// A target's closed buckets' points, one slot per bucket from the first (a slot of a
+/// bucket without a point holds [`Point::none`]): a month of hours in 8 bytes an hour, not
+/// 12 with its hour beside it.
+#[derive(Debug, Clone)]
+struct Dense<T> {
+    /// The first slot's bucket.
+    first: Hour,
+    /// Hours from one slot's bucket to the next's.
+    step: u32,
+    slots: Vec<T>,
+}
+
+impl<T: Point> Dense<T> {
+    /// No buckets yet, a slot every `step` hours.
+    fn new(step: u32) -> Dense<T> {
+        Dense {
+            first: Hour(0),
+            step,
+            slots: Vec::new(),
+        }
+    }
+
+    /// The slot of `hour`, before the first when it is earlier (then `Err` with how many
+    /// slots earlier).
+    fn slot(&self, hour: Hour) -> Result<usize, usize> {
+        let from = |a: u32, b: u32| ((a - b) / self.step) as usize;
+        if hour >= self.first {
+            Ok(from(hour.0, self.first.0))
+        } else {
+            Err(from(self.first.0, hour.0))
+        }
+    }
+
+    /// Puts `point` in `hour`'s slot, growing the slots to fit, never doubling them: an
+    /// hour is appended to every target's month of hours each hour.
+    fn put(&mut self, hour: Hour, point: T) {
+        if self.slots.is_empty() {
+            self.first = hour;
+        }
+        let at = match self.slot(hour) {
+            Ok(at) => at,
+            Err(earlier) => {
+                self.slots
+                    .splice(0..0, std::iter::repeat_n(T::none(), earlier));
+                self.first = hour;
+                0
+            }
+        };
+        if at >= self.slots.len() {
+            self.slots.reserve_exact(at + 1 - self.slots.len());
+            self.slots.resize(at + 1, T::none());
+        }
+        self.slots[at] = point;
+    }
+
+    /// Empties the slot of `hour`, when it has one.
+    fn clear(&mut self, hour: Hour) {
+        if let Ok(at) = self.slot(hour)
+            && let Some(slot) = self.slots.get_mut(at)
+        {
+            *slot = T::none();
+        }
+    }
+
+    /// Drops the slots of buckets that begin before `first` (unix ms), and the empty ones
+    /// that then lead.
+    fn drop_before(&mut self, first: i64) {
+        let step_ms = i64::from(self.step) * Span::Hour.ms();
+        let old = usize::try_from((first - self.first.ms() + step_ms - 1).div_euclid(step_ms))
+            .unwrap_or(0)
+            .min(self.slots.len());
+        let leading = self.slots[old..]
+            .iter()
+            .take_while(|point| point.is_none())
+            .count();
+        self.slots.drain(..old + leading);
+        self.first = Hour(self.first.0 + self.step * (old + leading) as u32);
+    }
+
+    /// Its buckets with a point, oldest first.
+    fn iter(&self) -> impl DoubleEndedIterator<Item = (Hour, &T)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, point)| !point.is_none())
+            .map(|(i, point)| (Hour(self.first.0 + self.step * i as u32), point))
+    }
+}
+
+/// Per target, its closed buckets' figures (shared with the snapshots published from them,
+/// not copied).
+type Kept<T> = HashMap<String, Arc<Dense<T>>>;
 
 /// One target's figures per bucket, oldest first: the closed buckets' as a [`History`]
 /// keeps them (shared), then the open ones' read at the publish.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Series<T> {
-    closed: Arc<Vec<(Hour, T)>>,
+    closed: Option<Arc<Dense<T>>>,
     open: Vec<(Hour, T)>,
 }
 
-impl<T> Series<T> {
+impl<T: Point> Series<T> {
     /// Every bucket's start (unix ms) and its figures, oldest first.
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = (i64, &T)> {
         self.closed
             .iter()
-            .chain(&self.open)
+            .flat_map(|closed| closed.iter())
+            .chain(self.open.iter().map(|(hour, figures)| (*hour, figures)))
             .map(|(hour, figures)| (hour.ms(), figures))
     }
 }
@@ -132,7 +222,7 @@ impl<T> Series<T> {
 impl<T> Default for Series<T> {
     fn default() -> Self {
         Series {
-            closed: Arc::default(),
+            closed: None,
             open: Vec::new(),
         }
     }
@@ -145,7 +235,7 @@ fn series<T: Clone>(kept: &Kept<T>, open: ByBucket<T>) -> HashMap<String, Series
         .iter()
         .map(|(target, closed)| {
             let series = Series {
-                closed: Arc::clone(closed),
+                closed: Some(Arc::clone(closed)),
                 open: Vec::new(),
             };
             (target.clone(), series)
@@ -157,26 +247,28 @@ fn series<T: Clone>(kept: &Kept<T>, open: ByBucket<T>) -> HashMap<String, Series
     out
 }
 
-/// Appends to each target's kept buckets those of `later` (all after the kept ones). Grown
-/// to fit, not doubled: an hour is appended to every target's month of hours each hour.
-fn append<T: Clone>(kept: &mut Kept<T>, later: ByBucket<T>) {
-    for (target, buckets) in later {
-        let kept = Arc::make_mut(kept.entry(target).or_default());
-        kept.reserve_exact(buckets.len());
-        kept.extend(buckets);
+/// Puts each target's buckets of `new` among its kept ones, a slot every `step` hours.
+fn put<T: Point>(kept: &mut Kept<T>, new: ByBucket<T>, step: u32) {
+    for (target, buckets) in new {
+        let kept = kept
+            .entry(target)
+            .or_insert_with(|| Arc::new(Dense::new(step)));
+        let kept = Arc::make_mut(kept);
+        for (hour, point) in buckets {
+            kept.put(hour, point);
+        }
     }
 }
 
 /// Drops the kept buckets before `first` (copying a target's only when a snapshot still
 /// shares it and it has some to drop).
-fn drop_before<T: Clone>(kept: &mut Kept<T>, first: i64) {
+fn drop_before<T: Point>(kept: &mut Kept<T>, first: i64) {
     for buckets in kept.values_mut() {
-        let old = buckets.partition_point(|(b, _)| b.ms() < first);
-        if old > 0 {
-            Arc::make_mut(buckets).drain(..old);
+        if buckets.first.ms() < first {
+            Arc::make_mut(buckets).drop_before(first);
         }
     }
-    kept.retain(|_, buckets| !buckets.is_empty());
+    kept.retain(|_, buckets| !buckets.slots.is_empty());
 }
 
 /// A target's figure of one bucket, folded from the bucket's rows in the store's order (by
@@ -190,10 +282,23 @@ pub trait Point: Clone {
     fn fold(into: &mut Self::Part, part: &Self::Part);
     /// The point of a bucket's folded parts; `None`: the bucket shows none.
     fn of(folded: Self::Part) -> Option<Self>;
+    /// What a kept bucket without a point holds.
+    fn none() -> Self;
+    /// Whether this is [`Point::none`].
+    fn is_none(&self) -> bool;
 }
 
 impl Point for DayPoint {
     type Part = DayPoint;
+
+    fn none() -> DayPoint {
+        DayPoint::default()
+    }
+
+    /// A day with a point counted runs.
+    fn is_none(&self) -> bool {
+        *self == DayPoint::default()
+    }
 
     fn part(scalars: &Scalars) -> DayPoint {
         let mut point = DayPoint::default();
@@ -235,6 +340,18 @@ impl Point for HourPoint {
 
     fn of(folded: Self::Part) -> Option<HourPoint> {
         folded.map(|(_, point)| point)
+    }
+
+    fn none() -> HourPoint {
+        HourPoint {
+            ttft_p50_ms: f32::NAN,
+            ttft_p95_ms: f32::NAN,
+        }
+    }
+
+    /// A point's median is never NaN: it is a measured TTFT.
+    fn is_none(&self) -> bool {
+        self.ttft_p50_ms.is_nan()
     }
 }
 
@@ -366,14 +483,16 @@ impl<P: Point> Points<P> {
                 }
             },
         )?;
-        append(&mut self.closed, closed.points());
+        let step = self.step();
+        put(&mut self.closed, closed.points(), step);
         // The buckets that closed since the last read: folded from their rows.
         let from_now = (open_from, String::new(), String::new(), String::new());
         let still_open = self.open.split_off(&from_now);
         let closing = std::mem::replace(&mut self.open, still_open);
-        append(
+        put(
             &mut self.closed,
             Folding::new().add_rows(closing.iter()).points(),
+            step,
         );
         self.open_from = open_from;
         if !late.is_empty() {
@@ -402,27 +521,23 @@ impl<P: Point> Points<P> {
                 rows.add(head.bucket, head.target, &P::part(&scalars));
             }
         })?;
-        let mut points = rows.points();
-        for (target, kept) in &mut self.closed {
+        for kept in self.closed.values_mut() {
             if kept.iter().any(|(hour, _)| late.contains(&hour.ms())) {
-                Arc::make_mut(kept).retain(|(hour, _)| !late.contains(&hour.ms()));
-            }
-            if let Some(new) = points.remove(target) {
-                insert(kept, new);
+                let kept = Arc::make_mut(kept);
+                for &bucket in late {
+                    kept.clear(Hour::of(bucket));
+                }
             }
         }
-        for (target, new) in points {
-            insert(self.closed.entry(target).or_default(), new);
-        }
+        let step = self.step();
+        put(&mut self.closed, rows.points(), step);
         Ok(())
     }
-}
 
-/// Adds `new` points to a target's `kept` ones, in bucket order.
-fn insert<P: Clone>(kept: &mut Arc<Vec<(Hour, P)>>, new: Vec<(Hour, P)>) {
-    let kept = Arc::make_mut(kept);
-    kept.extend(new);
-    kept.sort_by_key(|(hour, _)| *hour);
+    /// Hours from one bucket to the next.
+    fn step(&self) -> u32 {
+        u32::try_from(self.span.ms() / Span::Hour.ms()).unwrap_or(1)
+    }
 }
 
 #[cfg(test)]
@@ -437,6 +552,46 @@ mod tests {
                 ttft_p95_ms: f32::NAN,
             },
         ))
+    }
+
+    #[test]
+    fn kept_points_take_a_slot_per_bucket_and_show_only_those_with_a_point() {
+        let point = |p50: f32| part(1, p50).unwrap().1;
+        let shown = |dense: &Dense<HourPoint>| -> Vec<(u32, f64)> {
+            dense
+                .iter()
+                .map(|(hour, p)| (hour.0, p.ttft_p50_ms()))
+                .collect()
+        };
+        let mut hours = Dense::new(1);
+        hours.put(Hour(10), point(1.0));
+        hours.put(Hour(13), point(2.0));
+        hours.put(Hour(8), point(3.0));
+        assert_eq!(shown(&hours), [(8, 3.0), (10, 1.0), (13, 2.0)]);
+        assert_eq!(hours.slots.len(), 6, "a slot per hour from the first");
+        hours.clear(Hour(10));
+        hours.clear(Hour(40));
+        assert_eq!(shown(&hours), [(8, 3.0), (13, 2.0)]);
+        // A bound inside an hour drops that hour too (it began before), and the empty
+        // slots that then lead.
+        hours.drop_before(Hour(8).ms() + 1);
+        assert_eq!((hours.first, hours.slots.len()), (Hour(13), 1));
+        assert_eq!(shown(&hours), [(13, 2.0)]);
+
+        let day = DayPoint {
+            attempts: 2,
+            ok: 1,
+            failures: 1,
+            quality: Quality::default(),
+        };
+        let mut days = Dense::new(24);
+        days.put(Hour(48), day.clone());
+        days.put(Hour(96), day.clone());
+        assert_eq!(days.slots.len(), 3);
+        let starts: Vec<u32> = days.iter().map(|(hour, _)| hour.0).collect();
+        assert_eq!(starts, [48, 96], "the empty day between is not shown");
+        days.drop_before(Hour(49).ms());
+        assert_eq!(days.first, Hour(96));
     }
 
     #[test]
