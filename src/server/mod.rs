@@ -87,8 +87,9 @@ struct Published {
     files: BTreeMap<String, KeptFile>,
     /// What the targets' pages and `/metrics` are rendered from, when asked for: kept
     /// instead of the pages, which are most of a site's bytes and seldom read. Set aside
-    /// when the next publish begins (`None` until it ends), so a publisher never holds two
-    /// snapshots' figures: 30 MB at 5,000 targets.
+    /// when a publish or a computation of the fresh bodies begins (`None` until it ends),
+    /// so a server never holds two sets of every target's figures: about 35 MB at 5,000
+    /// targets.
     figures: RwLock<Option<Arc<Figures>>>,
     /// When the publish ended.
     at: Instant,
@@ -105,7 +106,7 @@ struct Figures {
 }
 
 impl Published {
-    /// Its figures, unless the next publish has set them aside.
+    /// Its figures, unless newer ones are being made.
     fn figures(&self) -> Option<Arc<Figures>> {
         self.figures
             .read()
@@ -114,7 +115,7 @@ impl Published {
     }
 
     /// Takes its figures away: newer ones are being made.
-    fn set_figures_aside(&self) -> Option<Arc<Figures>> {
+    fn take_figures(&self) -> Option<Arc<Figures>> {
         self.figures
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -239,9 +240,7 @@ impl Site {
         let started = Instant::now();
         let site = Arc::clone(self);
         let published = tokio::task::spawn_blocking(move || -> Result<_, PublishError> {
-            // The served figures go before the new ones are made (unless a page still
-            // renders from them): a target's page asked for meanwhile waits for this publish.
-            drop(site.current().and_then(|served| served.set_figures_aside()));
+            site.set_figures_aside();
             let (snapshot, publisher, csv) = site.read(|store| {
                 let snapshot =
                     Snapshot::load_with(&site.config, store, now_ms(), &mut site.history())?;
@@ -298,6 +297,15 @@ impl Site {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+    }
+
+    /// Lets the served figures go before newer ones are made (once no page renders from
+    /// them any more): a target's page asked for meanwhile waits for the new ones. Returns
+    /// the site as last published.
+    fn set_figures_aside(&self) -> Option<Arc<Published>> {
+        let served = self.current();
+        drop(served.as_ref().and_then(|served| served.take_figures()));
+        served
     }
 
     /// The history kept between publishes; one left by a panicked computation may be half
@@ -361,7 +369,7 @@ impl Site {
 
     /// The file at `path`: from memory, or a target's page rendered from the kept
     /// figures (on a blocking thread: a page takes a fraction of a millisecond). A page
-    /// asked for while a publish has set the figures aside waits for that publish.
+    /// asked for while newer figures are made waits for them.
     async fn file(&self, path: &str) -> Result<KeptFile, Unserved> {
         let published = self.current().ok_or(Unserved::NotFound)?;
         if let Some(file) = published.files.get(path) {
@@ -449,12 +457,7 @@ impl Site {
         let site = Arc::clone(self);
         let bodies = tokio::task::spawn_blocking(move || -> Result<Bodies, PublishError> {
             let (started, now) = (Instant::now(), now_ms());
-            let served = site.current();
-            drop(
-                served
-                    .as_ref()
-                    .and_then(|served| served.set_figures_aside()),
-            );
+            let served = site.set_figures_aside();
             let snapshot = site
                 .read(|store| Snapshot::load_with(&site.config, store, now, &mut site.history()))?;
             let feed = snapshot.feed(&site.config);
@@ -552,7 +555,8 @@ async fn serve_file(site: &Site, path: &str, headers: &HeaderMap) -> Response {
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
                 [(RETRY_AFTER, retry)],
-                "the last publish failed: this page returns with the next one",
+                "the figures could not be made (the store could not be read, or the site \
+                 written): this page returns with the next publish",
             )
                 .into_response();
         }
@@ -564,8 +568,8 @@ async fn serve_file(site: &Site, path: &str, headers: &HeaderMap) -> Response {
 enum Unserved {
     /// No such file (or no publish yet).
     NotFound,
-    /// A target's page, whose figures the last publish set aside and then failed to
-    /// replace.
+    /// A target's page, whose figures the last publish or computation set aside and then
+    /// failed to replace.
     Unpublished,
     /// Rendering it failed.
     Failed(PublishError),
