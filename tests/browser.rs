@@ -20,7 +20,7 @@ use base64::Engine;
 use serde_json::{Value, json};
 use sonde::config::Config;
 use sonde::runner::{Runner, Scheduled};
-use sonde::server::{self, Site};
+use sonde::server::Site;
 use sonde::store::Store;
 use sonde::store::writer::import;
 use tokio_util::sync::CancellationToken;
@@ -119,10 +119,7 @@ async fn served_site(dir: &Path) -> (String, CancellationToken) {
     .unwrap();
     let site = Site::new(Arc::new(config));
     site.refresh().await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(server::serve(listener, site, shutdown.clone()));
+    let (addr, shutdown) = common::serve_site(site).await;
     // The simulator must outlive the runs only; the site is served from the store.
     drop(sim);
     (format!("http://{addr}/"), shutdown)

@@ -15,11 +15,10 @@ use sonde::publish::windows::{locations, summarize};
 use sonde::publish::{self, Snapshot, feed, gateway, metrics, results_csv};
 use sonde::result::Outcome;
 use sonde::runner::{Runner, Scheduled};
-use sonde::server::{self, Site};
+use sonde::server::Site;
 use sonde::store::Store;
 use sonde::store::writer::import;
 use sonde::units::now_ms;
-use tokio_util::sync::CancellationToken;
 
 const EVIL: &str = "<script>alert(1)</script>";
 const KEY: &str = "sk-publish-test-KEYHEAD0123456789-keytail-zyxwvu";
@@ -403,10 +402,7 @@ async fn the_server_serves_the_site_fresh_feeds_and_metrics() {
     let dir = tempfile::tempdir().unwrap();
     let config = scripted_store(dir.path()).await;
     let site = Site::new(Arc::new(config.clone()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(server::serve(listener, Arc::clone(&site), shutdown.clone()));
+    let (addr, shutdown) = common::serve_site(Arc::clone(&site)).await;
     let http = common::http();
     let base = format!("http://{addr}");
     site.refresh().await.unwrap();
@@ -699,10 +695,7 @@ async fn a_target_page_asked_for_during_a_publish_waits_for_it() {
     let out = dir.path().join("site");
     config.publish.out = Some(out.clone());
     let site = Site::new(Arc::new(config.clone()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(server::serve(listener, Arc::clone(&site), shutdown.clone()));
+    let (addr, shutdown) = common::serve_site(Arc::clone(&site)).await;
     let http = common::http();
     site.refresh().await.unwrap();
     let index = http.get(format!("http://{addr}/")).send().await.unwrap();

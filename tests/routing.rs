@@ -14,11 +14,10 @@ use sonde::config::Config;
 use sonde::publish::windows::{locations, summarize};
 use sonde::publish::{self, Snapshot, feed, gateway};
 use sonde::result::{Outcome, ResultRecord};
-use sonde::server::{self, Site};
+use sonde::server::Site;
 use sonde::store::Store;
 use sonde::store::writer::import;
 use sonde::units::now_ms;
-use tokio_util::sync::CancellationToken;
 
 /// Four providers of one route group that requires tools: `honest`, `swapper` (answers with
 /// another model), `buffer` (fake streaming) and `notools` (refused the tools probe).
@@ -236,10 +235,8 @@ async fn a_poll_after_an_idle_gap_sees_a_state_change() {
     let dir = tempfile::tempdir().unwrap();
     let config = scripted(dir.path(), "");
     let site = Site::new(Arc::new(config.clone()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/feed.json", listener.local_addr().unwrap());
-    let shutdown = CancellationToken::new();
-    tokio::spawn(server::serve(listener, site, shutdown.clone()));
+    let (addr, shutdown) = common::serve_site(site).await;
+    let url = format!("http://{addr}/feed.json");
     let http = common::http();
     let state = |feed: &serde_json::Value| {
         feed["targets"]

@@ -263,6 +263,17 @@ pub fn free_port() -> u16 {
 }
 
 /// A plain HTTP client for talking to servers under test.
+/// Serves `site` on a free port of 127.0.0.1 until the returned token is cancelled.
+pub async fn serve_site(
+    site: std::sync::Arc<sonde::server::Site>,
+) -> (SocketAddr, tokio_util::sync::CancellationToken) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(sonde::server::serve(listener, site, shutdown.clone()));
+    (addr, shutdown)
+}
+
 pub fn http() -> reqwest::Client {
     sonde::runner::transport::install_crypto();
     reqwest::Client::new()
