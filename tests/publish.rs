@@ -763,6 +763,77 @@ async fn a_target_page_asked_for_during_a_publish_waits_for_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_is_ready_from_the_first_publish_until_three_intervals_pass_without_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = scripted_store(dir.path()).await;
+    let out = dir.path().join("site");
+    config.publish.out = Some(out.clone());
+    config.publish.every = Duration::from_secs(1);
+    let site = Site::new(Arc::new(config));
+    let (addr, shutdown) = common::serve_site(Arc::clone(&site)).await;
+    let http = common::http();
+    let readyz = || async {
+        let answer = http
+            .get(format!("http://{addr}/readyz"))
+            .send()
+            .await
+            .unwrap();
+        let retry = answer.headers().get("retry-after").cloned();
+        let status = answer.status().as_u16();
+        (status, answer.text().await.unwrap(), retry)
+    };
+    let healthz = http
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(healthz.status(), 200, "alive before the first publish");
+
+    let (status, text, retry) = readyz().await;
+    assert_eq!(
+        (status, retry.unwrap()),
+        (503, "1".parse().unwrap()),
+        "{text}"
+    );
+    assert!(
+        text.contains("the first publish is still reading the store"),
+        "{text}"
+    );
+
+    site.refresh().await.unwrap();
+    let (status, text, _) = readyz().await;
+    assert_eq!((status, text.as_str()), (200, "ready: published 0 s ago"));
+
+    // Publishes fail (the site's folder is no longer sonde's): one late publish keeps the
+    // server in rotation, three intervals without one take it out.
+    std::fs::remove_file(out.join(".sonde-site")).unwrap();
+    std::fs::write(out.join("mine.txt"), "the user's").unwrap();
+    assert!(site.refresh().await.is_err());
+    let (status, text, _) = readyz().await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.ends_with("; 1 failed since"), "{text}");
+    tokio::time::sleep(Duration::from_millis(3_200)).await;
+    assert!(site.refresh().await.is_err());
+    let (status, text, retry) = readyz().await;
+    assert_eq!(
+        (status, retry.unwrap()),
+        (503, "1".parse().unwrap()),
+        "{text}"
+    );
+    assert!(
+        text.starts_with("not ready: the site was last published ")
+            && text.contains(" s ago; 2 failed since (more than 3 s"),
+        "{text}"
+    );
+
+    std::fs::remove_dir_all(&out).unwrap();
+    site.refresh().await.unwrap();
+    let (status, text, _) = readyz().await;
+    assert_eq!((status, text.as_str()), (200, "ready: published 0 s ago"));
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn target_pages_alone_and_written_one_by_one_are_the_built_sites() {
     let dir = tempfile::tempdir().unwrap();
     let config = scripted_store(dir.path()).await;

@@ -5,13 +5,15 @@
 //! recomputed before one is served, by one computation however many clients ask at once,
 //! and both from it: a client polling both costs one reading of the store a second; a
 //! publish's own figures serve while as fresh, and no computation runs beside a publish),
-//! `/results.csv` read from the store when asked for, `/healthz`. Read-only: it opens the
-//! store read-only and never writes.
+//! `/results.csv` read from the store when asked for, `/healthz` (the process answers) and
+//! `/readyz` (its site is fresh: `ready.rs`). Read-only: it opens the store read-only and
+//! never writes.
 //!
 //! [`publish_loop`] re-renders the site every `publish.every` (and writes it to
 //! `publish.out` when set), for the daemon, `sonde serve` and `sonde demo` alike.
 
 mod kept;
+mod ready;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -41,6 +43,7 @@ use crate::store::{Store, StoreError};
 use crate::sync::Gateways;
 use crate::units::now_ms;
 use kept::{KeptFile, KeptWriter, accepts_gzip};
+use ready::Readiness;
 
 /// How long `/feed.json` and `/metrics` may be reused, at least.
 const FRESH_FOR: Duration = Duration::from_secs(1);
@@ -193,6 +196,8 @@ pub struct Site {
     /// What is kept of the store between publishes and feed computations, so each reads
     /// only what changed (`publish::history`).
     history: Mutex<History>,
+    /// What the publishes have done, for `/readyz`.
+    readiness: Mutex<Readiness>,
 }
 
 impl std::fmt::Debug for Site {
@@ -228,6 +233,7 @@ impl Site {
             reader: Mutex::new(None),
             publisher: Mutex::new(None),
             history: Mutex::new(History::new()),
+            readiness: Mutex::new(Readiness::new()),
         })
     }
 
@@ -236,6 +242,25 @@ impl Site {
     /// fleet writes the site; every one serves it). Returns the feed when this daemon holds
     /// the lock and has gateways to sync: the lock's holder alone drives them.
     pub async fn refresh(self: &Arc<Site>) -> Result<Option<Feed>, PublishError> {
+        let published = self.publish().await;
+        self.readiness
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .publish_ended(Instant::now(), published.is_ok());
+        published
+    }
+
+    /// `Ok` with what makes this server ready for traffic, or `Err` with why not: its
+    /// first publish has not ended, or no publish has succeeded for three intervals.
+    pub fn readiness(&self) -> Result<String, String> {
+        self.readiness
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .at(Instant::now(), self.config.publish.every)
+    }
+
+    /// [`Site::refresh`]'s work.
+    async fn publish(self: &Arc<Site>) -> Result<Option<Feed>, PublishError> {
         let _computing = self.computing.lock().await;
         let started = Instant::now();
         let site = Arc::clone(self);
@@ -499,11 +524,28 @@ pub fn router(site: Arc<Site>) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
         .route("/feed.json", get(feed_json))
         .route("/metrics", get(metrics_text))
         .route("/results.csv", get(results_csv_file))
         .route("/{*path}", get(static_file))
         .with_state(site)
+}
+
+/// `Retry-After` for an answer that the next publish may change.
+fn retry_after(site: &Site) -> [(axum::http::HeaderName, String); 1] {
+    [(
+        RETRY_AFTER,
+        site.config.publish.every.as_secs().max(1).to_string(),
+    )]
+}
+
+/// 200 while the site is fresh, else 503 with `Retry-After: publish.every` and why.
+async fn readyz(State(site): State<Arc<Site>>) -> Response {
+    match site.readiness() {
+        Ok(ready) => ready.into_response(),
+        Err(not) => (StatusCode::SERVICE_UNAVAILABLE, retry_after(&site), not).into_response(),
+    }
 }
 
 async fn index(State(site): State<Arc<Site>>, headers: HeaderMap) -> Response {
@@ -551,10 +593,9 @@ async fn serve_file(site: &Site, path: &str, headers: &HeaderMap) -> Response {
                 .into_response();
         }
         Err(Unserved::Unpublished) => {
-            let retry = site.config.publish.every.as_secs().max(1).to_string();
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
-                [(RETRY_AFTER, retry)],
+                retry_after(site),
                 "the figures could not be made (the store could not be read, or the site \
                  written): this page returns with the next publish",
             )

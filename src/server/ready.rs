@@ -1,0 +1,120 @@
+//! Readiness (`/readyz`): whether this server has a site fresh enough to be sent traffic.
+//! `/healthz` says the process answers; a load balancer in front of several daemons (a
+//! fleet serving behind one address) needs to know more: a daemon just started reads the
+//! store whole before its first publish (about a minute at 10 locations × 1,000 targets),
+//! and one whose publishes keep failing serves an ever older site.
+
+use std::time::{Duration, Instant};
+
+/// How many publish intervals the site may age before the server stops calling itself
+/// ready: one late or failed publish is not a reason to leave a load balancer's rotation,
+/// three in a row are.
+const STALE_AFTER_PUBLISHES: u32 = 3;
+
+/// What the server's publishes have done since it started.
+#[derive(Debug)]
+pub(super) struct Readiness {
+    /// When the server was made: the first publish is awaited from here.
+    started: Instant,
+    /// When the last successful publish ended; `None` before the first.
+    published: Option<Instant>,
+    /// Publishes that failed since the last successful one.
+    failed: u32,
+}
+
+impl Readiness {
+    /// A server that has not published yet.
+    pub(super) fn new() -> Readiness {
+        Readiness {
+            started: Instant::now(),
+            published: None,
+            failed: 0,
+        }
+    }
+
+    /// Notes a publish that ended at `at`, or failed.
+    pub(super) fn publish_ended(&mut self, at: Instant, ok: bool) {
+        if ok {
+            self.published = Some(at);
+            self.failed = 0;
+        } else {
+            self.failed += 1;
+        }
+    }
+
+    /// `Ok` with what makes the server ready at `now`, or `Err` with why not, for a site
+    /// published every `every`.
+    pub(super) fn at(&self, now: Instant, every: Duration) -> Result<String, String> {
+        let stale_after = every * STALE_AFTER_PUBLISHES;
+        let Some(published) = self.published else {
+            let waited = now.saturating_duration_since(self.started).as_secs();
+            return Err(match self.failed {
+                0 => format!(
+                    "not ready: the first publish is still reading the store ({waited} s so far)"
+                ),
+                n => format!(
+                    "not ready: no publish has succeeded yet ({n} failed in {waited} s; the daemon's log says why)"
+                ),
+            });
+        };
+        let age = now.saturating_duration_since(published);
+        let failed = match self.failed {
+            0 => String::new(),
+            n => format!("; {n} failed since"),
+        };
+        if age > stale_after {
+            return Err(format!(
+                "not ready: the site was last published {} s ago{failed} (more than {} s: \
+                 {STALE_AFTER_PUBLISHES} × publish.every); the daemon's log says why",
+                age.as_secs(),
+                stale_after.as_secs()
+            ));
+        }
+        Ok(format!("ready: published {} s ago{failed}", age.as_secs()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_from_the_first_publish_until_three_intervals_pass_without_one() {
+        let every = Duration::from_secs(60);
+        let mut readiness = Readiness::new();
+        let start = readiness.started;
+        let waiting = readiness.at(start + Duration::from_secs(5), every);
+        assert!(
+            waiting
+                .unwrap_err()
+                .contains("first publish is still reading")
+        );
+        readiness.publish_ended(start + Duration::from_secs(7), false);
+        let failing = readiness.at(start + Duration::from_secs(8), every);
+        assert!(failing.unwrap_err().contains("1 failed in 8 s"));
+
+        readiness.publish_ended(start + Duration::from_secs(10), true);
+        let ready = readiness
+            .at(start + Duration::from_secs(70), every)
+            .unwrap();
+        assert_eq!(ready, "ready: published 60 s ago");
+        readiness.publish_ended(start + Duration::from_secs(80), false);
+        let late = readiness
+            .at(start + Duration::from_secs(190), every)
+            .unwrap();
+        assert_eq!(late, "ready: published 180 s ago; 1 failed since");
+        let stale = readiness.at(start + Duration::from_secs(191), every);
+        assert!(
+            stale
+                .unwrap_err()
+                .contains("last published 181 s ago; 1 failed since")
+        );
+
+        readiness.publish_ended(start + Duration::from_secs(200), true);
+        assert!(
+            readiness
+                .at(start + Duration::from_secs(200), every)
+                .is_ok()
+        );
+    }
+}
