@@ -763,7 +763,7 @@ async fn a_target_page_asked_for_during_a_publish_waits_for_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readyz_is_ready_from_the_first_publish_until_three_intervals_pass_without_one() {
+async fn readyz_and_the_site_wait_for_the_first_publish_and_readyz_drops_after_three_intervals() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = scripted_store(dir.path()).await;
     let out = dir.path().join("site");
@@ -799,10 +799,40 @@ async fn readyz_is_ready_from_the_first_publish_until_three_intervals_pass_witho
         text.contains("the first publish is still reading the store"),
         "{text}"
     );
+    // Until then the site's pages say so, rather than a 404 (pollers of the feed and the
+    // metrics are told so while the first publish reads: the server's own tests).
+    for path in ["", "index.html", "t/anything.html"] {
+        let answer = http
+            .get(format!("http://{addr}/{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 503, "/{path}");
+        assert_eq!(answer.headers()["retry-after"], "1", "/{path}");
+        let text = answer.text().await.unwrap();
+        assert!(
+            text.starts_with("not ready: the first publish"),
+            "/{path}: {text}"
+        );
+    }
 
     site.refresh().await.unwrap();
     let (status, text, _) = readyz().await;
     assert_eq!((status, text.as_str()), (200, "ready: published 0 s ago"));
+    for path in ["", "feed.json", "metrics"] {
+        let answer = http
+            .get(format!("http://{addr}/{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200, "/{path}");
+    }
+    let missing = http
+        .get(format!("http://{addr}/nothing.html"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
 
     // Publishes fail (the site's folder is no longer sonde's): one late publish keeps the
     // server in rotation, three intervals without one take it out.

@@ -242,10 +242,9 @@ impl Site {
     /// fleet writes the site; every one serves it). Returns the feed when this daemon holds
     /// the lock and has gateways to sync: the lock's holder alone drives them.
     pub async fn refresh(self: &Arc<Site>) -> Result<Option<Feed>, PublishError> {
+        self.readiness_now().publish_began();
         let published = self.publish().await;
-        self.readiness
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.readiness_now()
             .publish_ended(Instant::now(), published.is_ok());
         published
     }
@@ -253,10 +252,15 @@ impl Site {
     /// `Ok` with what makes this server ready for traffic, or `Err` with why not: its
     /// first publish has not ended, or no publish has succeeded for three intervals.
     pub fn readiness(&self) -> Result<String, String> {
+        self.readiness_now()
+            .at(Instant::now(), self.config.publish.every)
+    }
+
+    /// What the publishes have done, locked.
+    fn readiness_now(&self) -> std::sync::MutexGuard<'_, Readiness> {
         self.readiness
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .at(Instant::now(), self.config.publish.every)
     }
 
     /// [`Site::refresh`]'s work.
@@ -396,7 +400,7 @@ impl Site {
     /// figures (on a blocking thread: a page takes a fraction of a millisecond). A page
     /// asked for while newer figures are made waits for them.
     async fn file(&self, path: &str) -> Result<KeptFile, Unserved> {
-        let published = self.current().ok_or(Unserved::NotFound)?;
+        let published = self.current().ok_or(Unserved::NotYet)?;
         if let Some(file) = published.files.get(path) {
             return Ok(file.clone());
         }
@@ -585,13 +589,8 @@ async fn serve_file(site: &Site, path: &str, headers: &HeaderMap) -> Response {
     let file = match site.file(path).await {
         Ok(file) => file,
         Err(Unserved::Failed(err)) => return failed(&err),
-        Err(Unserved::NotFound) => {
-            return (
-                StatusCode::NOT_FOUND,
-                "not found (the site appears after the first publish)",
-            )
-                .into_response();
-        }
+        Err(Unserved::NotFound) => return (StatusCode::NOT_FOUND, "not found").into_response(),
+        Err(Unserved::NotYet) => return not_yet(site),
         Err(Unserved::Unpublished) => {
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -607,8 +606,10 @@ async fn serve_file(site: &Site, path: &str, headers: &HeaderMap) -> Response {
 
 /// Why a file was not served.
 enum Unserved {
-    /// No such file (or no publish yet).
+    /// No such file.
     NotFound,
+    /// No publish has succeeded yet.
+    NotYet,
     /// A target's page, whose figures the last publish or computation set aside and then
     /// failed to replace.
     Unpublished,
@@ -657,18 +658,32 @@ async fn results_csv_file(State(site): State<Arc<Site>>) -> Response {
 }
 
 /// A fresh body, not to be kept by clients without asking again (`no-cache`: a poller
-/// sending its ETag back gets a 304 while the figures are unchanged); 503 when the store
-/// cannot be read.
+/// sending its ETag back gets a 304 while the figures are unchanged); 503 before the first
+/// publish and when the store cannot be read.
 async fn fresh_response(
     site: &Arc<Site>,
     which: Fresh,
     content_type: &'static str,
     headers: &HeaderMap,
 ) -> Response {
+    if site.readiness_now().first_under_way() {
+        // A poller would otherwise wait on the first publish, a cold read of the store
+        // that takes about a minute at 10 locations × 1,000 targets.
+        return not_yet(site);
+    }
     match site.fresh(which).await {
         Ok(file) => kept_response(&file, content_type, "no-cache", headers),
         Err(err) => unreadable(&err),
     }
+}
+
+/// 503 before the first publish has succeeded, with `Retry-After` and why (as `/readyz`).
+fn not_yet(site: &Site) -> Response {
+    let why = site
+        .readiness()
+        .err()
+        .unwrap_or_else(|| "not published yet".into());
+    (StatusCode::SERVICE_UNAVAILABLE, retry_after(site), why).into_response()
 }
 
 /// 503: the store cannot be read.
@@ -755,6 +770,36 @@ pub async fn publish_loop(site: Arc<Site>, shutdown: CancellationToken) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn pollers_are_told_to_come_back_while_the_first_publish_reads() {
+        let config = Config::parse(
+            std::path::Path::new("sonde.toml"),
+            "[publish]\nevery = \"7s\"\n[store]\npath = \"/nonexistent/sonde.db\"\n\
+             [[providers]]\nname = \"p\"\nkind = \"openai\"\n\
+             base_url = \"http://127.0.0.1:9/v1\"\n[[providers.models]]\nid = \"m\"\n",
+        )
+        .unwrap();
+        let site = Site::new(Arc::new(config));
+        site.readiness_now().publish_began();
+        for which in [Fresh::Feed, Fresh::Metrics] {
+            let answer = fresh_response(&site, which, "text/plain", &HeaderMap::new()).await;
+            assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(answer.headers()[RETRY_AFTER], "7");
+            let body = axum::body::to_bytes(answer.into_body(), 1 << 16).await.unwrap();
+            let body = String::from_utf8(body.to_vec()).unwrap();
+            assert!(
+                body.starts_with("not ready: the first publish is still reading the store"),
+                "{body}"
+            );
+        }
+        // Once it has ended (here it failed: no store), a poller gets what reading the
+        // store gives, not a wait or a refusal.
+        site.readiness_now().publish_ended(Instant::now(), false);
+        let answer = fresh_response(&site, Fresh::Feed, "text/plain", &HeaderMap::new()).await;
+        let body = axum::body::to_bytes(answer.into_body(), 1 << 16).await.unwrap();
+        assert!(String::from_utf8_lossy(&body).starts_with("the store cannot be read"));
+    }
 
     #[test]
     fn bodies_are_reused_a_second_or_twice_their_computation() {

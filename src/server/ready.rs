@@ -20,6 +20,8 @@ pub(super) struct Readiness {
     published: Option<Instant>,
     /// Publishes that failed since the last successful one.
     failed: u32,
+    /// Whether a publish is under way.
+    publishing: bool,
 }
 
 impl Readiness {
@@ -29,11 +31,24 @@ impl Readiness {
             started: Instant::now(),
             published: None,
             failed: 0,
+            publishing: false,
         }
+    }
+
+    /// Notes that a publish began.
+    pub(super) fn publish_began(&mut self) {
+        self.publishing = true;
+    }
+
+    /// Whether the first publish is under way: a request for what it makes would wait
+    /// for a cold read of the whole store.
+    pub(super) fn first_under_way(&self) -> bool {
+        self.publishing && self.published.is_none()
     }
 
     /// Notes a publish that ended at `at`, or failed.
     pub(super) fn publish_ended(&mut self, at: Instant, ok: bool) {
+        self.publishing = false;
         if ok {
             self.published = Some(at);
             self.failed = 0;
@@ -83,6 +98,9 @@ mod tests {
         let every = Duration::from_secs(60);
         let mut readiness = Readiness::new();
         let start = readiness.started;
+        assert!(!readiness.first_under_way());
+        readiness.publish_began();
+        assert!(readiness.first_under_way());
         let waiting = readiness.at(start + Duration::from_secs(5), every);
         assert!(
             waiting
@@ -90,10 +108,14 @@ mod tests {
                 .contains("first publish is still reading")
         );
         readiness.publish_ended(start + Duration::from_secs(7), false);
+        assert!(!readiness.first_under_way());
         let failing = readiness.at(start + Duration::from_secs(8), every);
         assert!(failing.unwrap_err().contains("1 failed in 8 s"));
 
+        readiness.publish_began();
         readiness.publish_ended(start + Duration::from_secs(10), true);
+        readiness.publish_began();
+        assert!(!readiness.first_under_way(), "one has ended");
         let ready = readiness
             .at(start + Duration::from_secs(70), every)
             .unwrap();
