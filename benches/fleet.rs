@@ -13,7 +13,9 @@
 //! for the last 24 hours and daily rollups for 30 days (540,000 rows), each folded by the
 //! writer's own `SparseRollup::add_run` from synthetic runs (60 a rollup hour, 1,440 a day) and written
 //! through the store's copy path; a state per target and location; every location's
-//! heartbeat, fresh. (The heatmap's 28 days of hourly rollups are left out: one day of them.)
+//! heartbeat, fresh. The heatmap's 28 days of hourly rollups are left out (one day of them)
+//! unless `SONDE_BENCH_FLEET_HEATMAP=1`: they are most of a cold publish's reading, and
+//! writing them takes the bench about 6 minutes more.
 //!
 //! `cargo bench --bench fleet` (needs PostgreSQL's server binaries, as the tests do; it starts
 //! its own server in a temporary folder). `SONDE_BENCH_FLEET_LOCATIONS` and
@@ -35,7 +37,7 @@ use sonde::aggregate::sparse::SparseRollup;
 use sonde::config::{Config, StoreBackend, StoreConfig};
 use sonde::publish::history::History;
 use sonde::publish::windows::summarize;
-use sonde::publish::{self, Snapshot};
+use sonde::publish::{self, HEATMAP_DAYS, Snapshot};
 use sonde::result::ResultRecord;
 use sonde::store::{Copied, Heartbeat, RollupRow, Store, TargetAt};
 
@@ -58,6 +60,7 @@ fn run(config: &Config, t: usize, l: usize, at: i64, minute: i64) -> ResultRecor
 
 /// Writes the fleet's 30 days into `store`; returns the rows written.
 fn generate(store: &mut Store, config: &Config, locations: usize, now: i64) -> u64 {
+    let hours = if heatmap() { HEATMAP_DAYS * 24 } else { 24 };
     let hour = Span::Hour.ms();
     let day = Span::Day.ms();
     let mut written = 0u64;
@@ -88,7 +91,7 @@ fn generate(store: &mut Store, config: &Config, locations: usize, now: i64) -> u
                 location: location.clone(),
                 rollup: rollup.clone(),
             };
-            for h in 0..24 {
+            for h in 0..hours {
                 let bucket = Span::Hour.bucket_of(now) - h * hour;
                 page.rollups
                     .push(rollup_row(Span::Hour, bucket, &hour_rollup));
@@ -158,6 +161,13 @@ fn next_minute(store: &mut Store, config: &Config, locations: usize, at: i64, mi
         });
     }
     store.copy(&page).expect("copy a minute");
+}
+
+/// Whether the heatmap's 28 days of hourly rollups are written (`SONDE_BENCH_FLEET_HEATMAP=1`:
+/// 6.72 M rows more, what a month of the fleet really leaves) rather than the `24h`
+/// window's 24 hours alone.
+fn heatmap() -> bool {
+    std::env::var("SONDE_BENCH_FLEET_HEATMAP").is_ok_and(|v| v == "1")
 }
 
 /// The bucket whose turn the kept publishes cross: an hour, or a day with

@@ -658,8 +658,8 @@ async fn results_csv_file(State(site): State<Arc<Site>>) -> Response {
 }
 
 /// A fresh body, not to be kept by clients without asking again (`no-cache`: a poller
-/// sending its ETag back gets a 304 while the figures are unchanged); 503 before the first
-/// publish and when the store cannot be read.
+/// sending its ETag back gets a 304 while the figures are unchanged); 503 while the first
+/// publish reads and when the store cannot be read.
 async fn fresh_response(
     site: &Arc<Site>,
     which: Fresh,
@@ -786,7 +786,9 @@ mod tests {
             let answer = fresh_response(&site, which, "text/plain", &HeaderMap::new()).await;
             assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
             assert_eq!(answer.headers()[RETRY_AFTER], "7");
-            let body = axum::body::to_bytes(answer.into_body(), 1 << 16).await.unwrap();
+            let body = axum::body::to_bytes(answer.into_body(), 1 << 16)
+                .await
+                .unwrap();
             let body = String::from_utf8(body.to_vec()).unwrap();
             assert!(
                 body.starts_with("not ready: the first publish is still reading the store"),
@@ -797,7 +799,9 @@ mod tests {
         // store gives, not a wait or a refusal.
         site.readiness_now().publish_ended(Instant::now(), false);
         let answer = fresh_response(&site, Fresh::Feed, "text/plain", &HeaderMap::new()).await;
-        let body = axum::body::to_bytes(answer.into_body(), 1 << 16).await.unwrap();
+        let body = axum::body::to_bytes(answer.into_body(), 1 << 16)
+            .await
+            .unwrap();
         assert!(String::from_utf8_lossy(&body).starts_with("the store cannot be read"));
     }
 
