@@ -734,11 +734,22 @@ pub async fn publish_loop(site: Arc<Site>, shutdown: CancellationToken) {
         site.counters.clone(),
     )));
     let env = notify::process_env();
+    let mut published_once = false;
     loop {
         let started = Instant::now();
         match site.refresh().await {
             Ok(for_sync) => {
-                tracing::debug!(took = ?started.elapsed(), "published");
+                if published_once {
+                    tracing::debug!(took = ?started.elapsed(), "published");
+                } else {
+                    // The first reads the store whole: what a restart costs before this
+                    // server is ready, worth seeing in the log.
+                    tracing::info!(
+                        took = ?started.elapsed(),
+                        "first publish done: the site is served and /readyz is ready"
+                    );
+                    published_once = true;
+                }
                 if let Some(feed) = for_sync {
                     match Arc::clone(&gateways).try_lock_owned() {
                         Ok(mut gateways) => {
