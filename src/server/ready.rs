@@ -68,7 +68,7 @@ impl Readiness {
                     "not ready: the first publish is still reading the store ({waited} s so far)"
                 ),
                 n => format!(
-                    "not ready: no publish has succeeded yet ({n} failed in {waited} s; the daemon's log says why)"
+                    "not ready: no publish has succeeded yet ({n} failed in {waited} s; sonde's log says why)"
                 ),
             });
         };
@@ -80,7 +80,7 @@ impl Readiness {
         if age > stale_after {
             return Err(format!(
                 "not ready: the site was last published {} s ago{failed} (more than {} s: \
-                 {STALE_AFTER_PUBLISHES} × publish.every); the daemon's log says why",
+                 {STALE_AFTER_PUBLISHES} × publish.every); sonde's log says why",
                 age.as_secs(),
                 stale_after.as_secs()
             ));
