@@ -58,6 +58,17 @@ pub struct SyncCounts {
     pub last_success_ms: i64,
 }
 
+/// What a server's publishes did since it started, for `/metrics`: a Prometheus rule can
+/// tell a site that stopped being published (`time() - …timestamp_seconds`) or publishes
+/// that fail.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PublishCounts {
+    /// Unix ms when the last successful publish ended; 0 before one.
+    pub last_success_ms: i64,
+    /// Publishes that failed.
+    pub failures: u64,
+}
+
 /// What the daemon counts besides recorded runs: ticks it skipped, pauses, runs it abandoned
 /// or lost, and waits on the writer. Lost and abandoned runs have no record, so these are
 /// the only trace of them in `/metrics`.

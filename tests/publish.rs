@@ -860,6 +860,20 @@ async fn readyz_and_the_site_wait_for_the_first_publish_and_readyz_drops_after_t
     site.refresh().await.unwrap();
     let (status, text, _) = readyz().await;
     assert_eq!((status, text.as_str()), (200, "ready: published 0 s ago"));
+    // /metrics shows the same for a Prometheus rule: the failures, and when the site
+    // was last published.
+    let metrics = common::get_text(&format!("http://{addr}/metrics")).await;
+    let value = |name: &str| -> f64 {
+        let line = metrics.lines().find(|l| l.starts_with(&format!("{name} ")));
+        let line = line.unwrap_or_else(|| panic!("no {name}: {metrics}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(value("sonde_publish_failures_total"), 2.0);
+    let published = value("sonde_publish_last_success_timestamp_seconds");
+    assert!(
+        (now_ms() as f64 / 1000.0 - published).abs() < 2.0,
+        "{published}"
+    );
     shutdown.cancel();
 }
 

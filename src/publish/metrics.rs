@@ -16,7 +16,9 @@
 //! Plus `sonde_build_info` and each target's `sonde_last_run_timestamp_seconds`; with
 //! `[[sync]]`, each gateway's syncs by `sync` name: `sonde_sync_runs_total`,
 //! `_failures_total`, `_refused_total`, `_changes_total{action}`, and the gauges
-//! `sonde_sync_held_groups` and `sonde_sync_last_success_timestamp_seconds`.
+//! `sonde_sync_held_groups` and `sonde_sync_last_success_timestamp_seconds`; from a server,
+//! its publishes of the site: `sonde_publish_failures_total` and
+//! `sonde_publish_last_success_timestamp_seconds`.
 //!
 //! A fleet: the target gauges above are global (every counted location merged, the state by
 //! quorum); the same figures as each location sees them carry a `location` label under
@@ -34,7 +36,7 @@ use crate::aggregate::health::State;
 use crate::aggregate::{Percentiles, TargetStats, Window};
 use std::collections::BTreeMap;
 
-use crate::counters::{DaemonCounts, RunCounters, SyncCounts};
+use crate::counters::{DaemonCounts, PublishCounts, RunCounters, SyncCounts};
 use crate::result::Outcome;
 
 /// The `Content-Type` of the exposition.
@@ -129,6 +131,25 @@ fn daemon_counts(out: &mut dyn Write, counts: &DaemonCounts) {
     }
 }
 
+/// What the serving process's publishes did.
+fn publish_counts(out: &mut dyn Write, counts: &PublishCounts) {
+    let _ = writeln!(
+        out,
+        "# HELP sonde_publish_failures_total Publishes of the site that failed, since the process started.\n\
+         # TYPE sonde_publish_failures_total counter\nsonde_publish_failures_total {}",
+        counts.failures
+    );
+    if counts.last_success_ms > 0 {
+        let _ = writeln!(
+            out,
+            "# HELP sonde_publish_last_success_timestamp_seconds When a publish of the site last succeeded.\n\
+             # TYPE sonde_publish_last_success_timestamp_seconds gauge\n\
+             sonde_publish_last_success_timestamp_seconds {:.3}",
+            counts.last_success_ms as f64 / 1000.0
+        );
+    }
+}
+
 /// What each `[[sync]]` gateway's syncs did; nothing without one.
 fn sync_counts(out: &mut dyn Write, syncs: &BTreeMap<String, SyncCounts>) {
     if syncs.is_empty() {
@@ -199,7 +220,7 @@ fn sync_counts(out: &mut dyn Write, syncs: &BTreeMap<String, SyncCounts>) {
 /// The exposition for `stats` and `feed`, with the daemon's `counters` when it has them.
 pub fn render(stats: &[TargetStats], feed: &Feed, counters: Option<&RunCounters>) -> String {
     let mut out = String::new();
-    render_into(&mut out, stats, feed, counters);
+    render_into(&mut out, stats, feed, counters, None);
     out
 }
 
@@ -210,12 +231,16 @@ pub fn render_into(
     stats: &[TargetStats],
     feed: &Feed,
     counters: Option<&RunCounters>,
+    publishes: Option<&PublishCounts>,
 ) {
     let _ = writeln!(
         out,
         "# HELP sonde_build_info The sonde that serves these metrics.\n# TYPE sonde_build_info gauge\nsonde_build_info{{version=\"{}\"}} 1",
         env!("CARGO_PKG_VERSION")
     );
+    if let Some(publishes) = publishes {
+        publish_counts(out, publishes);
+    }
     let last_runs = counters.map(|c| c.snapshot());
     if let Some((runs, _)) = &last_runs {
         let _ = writeln!(

@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::aggregate::TargetStats;
 use crate::config::Config;
-use crate::counters::RunCounters;
+use crate::counters::{PublishCounts, RunCounters};
 use crate::notify;
 use crate::publish::feed::Feed;
 use crate::publish::history::History;
@@ -135,13 +135,13 @@ impl Published {
 
     /// The fresh bodies from this publish: its `feed.json`, and `/metrics` from its
     /// figures, with no read of the store. Blocking: 35 MB of text at 5,000 targets.
-    fn bodies(&self, counters: Option<&RunCounters>) -> Option<Bodies> {
+    fn bodies(&self, counters: Option<&RunCounters>, publishes: &PublishCounts) -> Option<Bodies> {
         let figures = self.figures()?;
         Some(Bodies {
             at: self.at,
             fresh_for: self.fresh_for,
             feed: self.files.get(publish::FEED_PATH)?.clone(),
-            metrics: metrics_body(&figures.snapshot.stats, &figures.feed, counters),
+            metrics: metrics_body(&figures.snapshot.stats, &figures.feed, counters, publishes),
         })
     }
 }
@@ -160,9 +160,14 @@ fn give_back_free_memory() {
 }
 
 /// `/metrics` compressed as it is written.
-fn metrics_body(stats: &[TargetStats], feed: &Feed, counters: Option<&RunCounters>) -> KeptFile {
+fn metrics_body(
+    stats: &[TargetStats],
+    feed: &Feed,
+    counters: Option<&RunCounters>,
+    publishes: &PublishCounts,
+) -> KeptFile {
     let mut body = KeptWriter::new();
-    metrics::render_into(&mut body, stats, feed, counters);
+    metrics::render_into(&mut body, stats, feed, counters, Some(publishes));
     body.finish()
 }
 
@@ -453,9 +458,11 @@ impl Site {
         }
         let published = self.published.read().ok().and_then(|p| p.clone());
         if let Some(published) = published.filter(|p| p.at.elapsed() < p.fresh_for) {
-            let counters = self.counters.clone();
-            let bodies =
-                tokio::task::spawn_blocking(move || published.bodies(counters.as_deref())).await?;
+            let (counters, publishes) = (self.counters.clone(), self.readiness_now().counts());
+            let bodies = tokio::task::spawn_blocking(move || {
+                published.bodies(counters.as_deref(), &publishes)
+            })
+            .await?;
             if let Some(bodies) = bodies {
                 return Ok(self.keep(bodies, which));
             }
@@ -494,7 +501,12 @@ impl Site {
             publish::write_feed_json(&feed, &mut feed_body)?;
             let bodies = Bodies {
                 feed: feed_body.finish(),
-                metrics: metrics_body(&snapshot.stats, &feed, site.counters.as_deref()),
+                metrics: metrics_body(
+                    &snapshot.stats,
+                    &feed,
+                    site.counters.as_deref(),
+                    &site.readiness_now().counts(),
+                ),
                 at: Instant::now(),
                 fresh_for: reuse_for(started.elapsed()),
             };

@@ -6,6 +6,9 @@
 
 use std::time::{Duration, Instant};
 
+use crate::counters::PublishCounts;
+use crate::units::now_ms;
+
 /// How many publish intervals the site may age before the server stops calling itself
 /// ready: one late or failed publish is not a reason to leave a load balancer's rotation,
 /// three in a row are.
@@ -22,6 +25,8 @@ pub(super) struct Readiness {
     failed: u32,
     /// Whether a publish is under way.
     publishing: bool,
+    /// What `/metrics` shows of the publishes.
+    counts: PublishCounts,
 }
 
 impl Readiness {
@@ -32,7 +37,13 @@ impl Readiness {
             published: None,
             failed: 0,
             publishing: false,
+            counts: PublishCounts::default(),
         }
+    }
+
+    /// What `/metrics` shows of the publishes.
+    pub(super) fn counts(&self) -> PublishCounts {
+        self.counts
     }
 
     /// Notes that a publish began.
@@ -52,8 +63,10 @@ impl Readiness {
         if ok {
             self.published = Some(at);
             self.failed = 0;
+            self.counts.last_success_ms = now_ms();
         } else {
             self.failed += 1;
+            self.counts.failures += 1;
         }
     }
 
