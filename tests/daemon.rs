@@ -453,13 +453,7 @@ async fn the_daemons_run_counters_only_grow_and_carry_their_labels() {
     let counters = daemon.await.unwrap().unwrap();
     assert!(first.contains_key("sim/a#ok"), "{text}");
     // The counters of what left no record are exposed too, and grow with the daemon's own.
-    let counter = |name: &str| -> u64 {
-        let line = text
-            .lines()
-            .find(|l| l.split(' ').next() == Some(name))
-            .unwrap_or_else(|| panic!("no {name}: {text}"));
-        line.rsplit(' ').next().unwrap().parse().unwrap()
-    };
+    let counter = |name: &str| -> u64 { common::metric(&text, name) };
     let pauses = counter("sonde_rate_limit_pauses_total");
     assert!(pauses >= 1, "{text}");
     assert!(pauses <= counters.daemon.rate_limit_pauses.load(Ordering::Relaxed));

@@ -683,6 +683,44 @@ async fn the_server_serves_the_site_fresh_feeds_and_metrics() {
     shutdown.cancel();
 }
 
+/// A served site writing its publishes to a folder of its own.
+struct Served {
+    /// Its config.
+    config: Config,
+    /// Its `[publish] out`.
+    out: std::path::PathBuf,
+    /// The site.
+    site: Arc<Site>,
+    /// Where it is served.
+    addr: std::net::SocketAddr,
+    /// Stops the server.
+    shutdown: tokio_util::sync::CancellationToken,
+}
+
+/// [`scripted_store`]'s history served, publishing to `out` in `dir`, its config changed
+/// by `tweak` first; nothing published yet.
+async fn served_publishing(dir: &Path, tweak: impl FnOnce(&mut Config)) -> Served {
+    let mut config = scripted_store(dir).await;
+    let out = dir.join("site");
+    config.publish.out = Some(out.clone());
+    tweak(&mut config);
+    let site = Site::new(Arc::new(config.clone()));
+    let (addr, shutdown) = common::serve_site(Arc::clone(&site)).await;
+    Served {
+        config,
+        out,
+        site,
+        addr,
+        shutdown,
+    }
+}
+
+/// Makes the site's folder `out` the user's (no longer sonde's): publishes to it fail.
+fn make_the_users(out: &Path) {
+    std::fs::remove_file(out.join(".sonde-site")).unwrap();
+    std::fs::write(out.join("mine.txt"), "the user's").unwrap();
+}
+
 /// A publish sets the served figures aside before it makes its own (a publisher never
 /// holds two snapshots' figures): a target's page asked for meanwhile waits for the
 /// publish and is served from it; after a publish that failed, it is a 503 with
@@ -691,11 +729,13 @@ async fn the_server_serves_the_site_fresh_feeds_and_metrics() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_page_asked_for_during_a_publish_waits_for_it() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = scripted_store(dir.path()).await;
-    let out = dir.path().join("site");
-    config.publish.out = Some(out.clone());
-    let site = Site::new(Arc::new(config.clone()));
-    let (addr, shutdown) = common::serve_site(Arc::clone(&site)).await;
+    let Served {
+        config,
+        out,
+        site,
+        addr,
+        shutdown,
+    } = served_publishing(dir.path(), |_| {}).await;
     let http = common::http();
     site.refresh().await.unwrap();
     let index = http.get(format!("http://{addr}/")).send().await.unwrap();
@@ -728,8 +768,7 @@ async fn a_target_page_asked_for_during_a_publish_waits_for_it() {
 
     // The site's folder is no longer sonde's: the publish fails after it set the figures
     // aside.
-    std::fs::remove_file(out.join(".sonde-site")).unwrap();
-    std::fs::write(out.join("mine.txt"), "the user's").unwrap();
+    make_the_users(&out);
     assert!(site.refresh().await.is_err());
     let answer = http.get(&page).send().await.unwrap();
     assert_eq!(answer.status(), 503);
@@ -765,12 +804,16 @@ async fn a_target_page_asked_for_during_a_publish_waits_for_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_and_the_site_wait_for_the_first_publish_and_readyz_drops_after_three_intervals() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = scripted_store(dir.path()).await;
-    let out = dir.path().join("site");
-    config.publish.out = Some(out.clone());
-    config.publish.every = Duration::from_secs(1);
-    let site = Site::new(Arc::new(config));
-    let (addr, shutdown) = common::serve_site(Arc::clone(&site)).await;
+    let Served {
+        out,
+        site,
+        addr,
+        shutdown,
+        ..
+    } = served_publishing(dir.path(), |config| {
+        config.publish.every = Duration::from_secs(1)
+    })
+    .await;
     let http = common::http();
     let readyz = || async {
         let answer = http
@@ -836,8 +879,7 @@ async fn readyz_and_the_site_wait_for_the_first_publish_and_readyz_drops_after_t
 
     // Publishes fail (the site's folder is no longer sonde's): one late publish keeps the
     // server in rotation, three intervals without one take it out.
-    std::fs::remove_file(out.join(".sonde-site")).unwrap();
-    std::fs::write(out.join("mine.txt"), "the user's").unwrap();
+    make_the_users(&out);
     assert!(site.refresh().await.is_err());
     let (status, text, _) = readyz().await;
     assert_eq!(status, 200, "{text}");
@@ -863,11 +905,7 @@ async fn readyz_and_the_site_wait_for_the_first_publish_and_readyz_drops_after_t
     // /metrics shows the same for a Prometheus rule: the failures, and when the site
     // was last published.
     let metrics = common::get_text(&format!("http://{addr}/metrics")).await;
-    let value = |name: &str| -> f64 {
-        let line = metrics.lines().find(|l| l.starts_with(&format!("{name} ")));
-        let line = line.unwrap_or_else(|| panic!("no {name}: {metrics}"));
-        line.rsplit(' ').next().unwrap().parse().unwrap()
-    };
+    let value = |name: &str| -> f64 { common::metric(&metrics, name) };
     assert_eq!(value("sonde_publish_failures_total"), 2.0);
     let published = value("sonde_publish_last_success_timestamp_seconds");
     assert!(

@@ -16,7 +16,7 @@ mod kept;
 mod ready;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -111,26 +111,17 @@ struct Figures {
 impl Published {
     /// Its figures, unless newer ones are being made.
     fn figures(&self) -> Option<Arc<Figures>> {
-        self.figures
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        read(&self.figures).clone()
     }
 
     /// Takes its figures away: newer ones are being made.
     fn take_figures(&self) -> Option<Arc<Figures>> {
-        self.figures
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
+        write(&self.figures).take()
     }
 
     /// Serves `figures` from now on: fresher ones than its publish's.
     fn set_figures(&self, figures: Figures) {
-        *self
-            .figures
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(figures));
+        *write(&self.figures) = Some(Arc::new(figures));
     }
 
     /// The fresh bodies from this publish: its `feed.json`, and `/metrics` from its
@@ -157,6 +148,22 @@ fn give_back_free_memory() {
     unsafe {
         libc::malloc_trim(0);
     }
+}
+
+/// `lock` held for reading. A panic while it was held (a request's) leaves its value
+/// whole: each change to what the server guards so is one assignment or take.
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// `lock` held for writing (see [`read`]).
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// `mutex` held (see [`read`]).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// `/metrics` compressed as it is written.
@@ -247,25 +254,16 @@ impl Site {
     /// fleet writes the site; every one serves it). Returns the feed when this daemon holds
     /// the lock and has gateways to sync: the lock's holder alone drives them.
     pub async fn refresh(self: &Arc<Site>) -> Result<Option<Feed>, PublishError> {
-        self.readiness_now().publish_began();
+        lock(&self.readiness).publish_began();
         let published = self.publish().await;
-        self.readiness_now()
-            .publish_ended(Instant::now(), published.is_ok());
+        lock(&self.readiness).publish_ended(Instant::now(), published.is_ok());
         published
     }
 
     /// `Ok` with what makes this server ready for traffic, or `Err` with why not: its
     /// first publish has not ended, or no publish has succeeded for three intervals.
     pub fn readiness(&self) -> Result<String, String> {
-        self.readiness_now()
-            .at(Instant::now(), self.config.publish.every)
-    }
-
-    /// What the publishes have done, locked.
-    fn readiness_now(&self) -> std::sync::MutexGuard<'_, Readiness> {
-        self.readiness
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.readiness).at(Instant::now(), self.config.publish.every)
     }
 
     /// [`Site::refresh`]'s work.
@@ -327,10 +325,7 @@ impl Site {
 
     /// The site as last published, if it was.
     fn current(&self) -> Option<Arc<Published>> {
-        self.published
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        read(&self.published).clone()
     }
 
     /// Lets the served figures go before newer ones are made (once no page renders from
@@ -357,10 +352,7 @@ impl Site {
         if self.config.publish.out.is_none() && !self.syncing {
             return;
         }
-        let mut last = self
-            .publisher
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut last = lock(&self.publisher);
         if *last == Some(publisher) {
             return;
         }
@@ -386,10 +378,7 @@ impl Site {
         &self,
         read: impl FnOnce(&Store) -> Result<T, E>,
     ) -> Result<T, E> {
-        let mut reader = self
-            .reader
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut reader = lock(&self.reader);
         let store = match reader.take() {
             Some(store) => store,
             None => Store::open_read_only(&self.config.store)?,
@@ -456,9 +445,9 @@ impl Site {
         if let Some(body) = self.cached(which) {
             return Ok(body);
         }
-        let published = self.published.read().ok().and_then(|p| p.clone());
+        let published = self.current();
         if let Some(published) = published.filter(|p| p.at.elapsed() < p.fresh_for) {
-            let (counters, publishes) = (self.counters.clone(), self.readiness_now().counts());
+            let (counters, publishes) = (self.counters.clone(), lock(&self.readiness).counts());
             let bodies = tokio::task::spawn_blocking(move || {
                 published.bodies(counters.as_deref(), &publishes)
             })
@@ -505,7 +494,7 @@ impl Site {
                     &snapshot.stats,
                     &feed,
                     site.counters.as_deref(),
-                    &site.readiness_now().counts(),
+                    &lock(&site.readiness).counts(),
                 ),
                 at: Instant::now(),
                 fresh_for: reuse_for(started.elapsed()),
@@ -678,9 +667,9 @@ async fn fresh_response(
     content_type: &'static str,
     headers: &HeaderMap,
 ) -> Response {
-    if site.readiness_now().first_under_way() {
+    if lock(&site.readiness).first_under_way() {
         // A poller would otherwise wait on the first publish, a cold read of the store
-        // that takes about a minute at 10 locations × 1,000 targets.
+        // that takes 40–50 s at 10 locations × 1,000 targets.
         return not_yet(site);
     }
     match site.fresh(which).await {
@@ -804,7 +793,7 @@ mod tests {
         )
         .unwrap();
         let site = Site::new(Arc::new(config));
-        site.readiness_now().publish_began();
+        lock(&site.readiness).publish_began();
         for which in [Fresh::Feed, Fresh::Metrics] {
             let answer = fresh_response(&site, which, "text/plain", &HeaderMap::new()).await;
             assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -820,7 +809,7 @@ mod tests {
         }
         // Once it has ended (here it failed: no store), a poller gets what reading the
         // store gives, not a wait or a refusal.
-        site.readiness_now().publish_ended(Instant::now(), false);
+        lock(&site.readiness).publish_ended(Instant::now(), false);
         let answer = fresh_response(&site, Fresh::Feed, "text/plain", &HeaderMap::new()).await;
         let body = axum::body::to_bytes(answer.into_body(), 1 << 16)
             .await

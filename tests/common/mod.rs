@@ -279,6 +279,18 @@ pub fn http() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// The value of the unlabelled sample `name` in a Prometheus exposition `text`.
+pub fn metric<T: std::str::FromStr>(text: &str, name: &str) -> T {
+    let line = text
+        .lines()
+        .find(|l| l.split(' ').next() == Some(name))
+        .unwrap_or_else(|| panic!("no {name}: {text}"));
+    let value = line.rsplit(' ').next().unwrap();
+    value
+        .parse()
+        .unwrap_or_else(|_| panic!("{name} is not a number: {line}"))
+}
+
 /// GETs `url` and returns its body as text.
 pub async fn get_text(url: &str) -> String {
     http()
