@@ -15,7 +15,7 @@ use common::daemon::Daemon;
 
 use sonde::aggregate::rollup::Span;
 use sonde::config::{Config, StoreBackend, StoreConfig};
-use sonde::publish::{self, Snapshot};
+use sonde::publish::{self, Snapshot, checkpoint};
 use sonde::result::{Outcome, ResultRecord};
 use sonde::runner::{Scheduled, not_sent};
 use sonde::store::writer::import;
@@ -310,13 +310,11 @@ fn both_backends_publish_the_same_site_from_the_same_history() {
 /// history sees the late run and a new one as a cold read does.
 fn a_rewritten_rollup_has_a_new_version(config: &Config, now: i64) {
     let mut kept = sonde::publish::history::History::new();
-    Snapshot::load_with(
-        config,
-        &Store::open_read_only(&config.store).unwrap(),
-        now,
-        &mut kept,
-    )
-    .unwrap();
+    let first = Store::open_read_only(&config.store).unwrap();
+    Snapshot::load_with(config, &first, now, &mut kept).unwrap();
+    // The publisher's checkpoint as it stands now, restored below after the writes.
+    checkpoint::save(config, &first, &kept).unwrap();
+    drop(first);
     let since = now - 30 * 3_600_000;
     // Every head (`after` None), or those written after a read: with what the read saw.
     let heads = |store: &Store, after: Option<&Seen>| {
@@ -445,6 +443,24 @@ fn a_rewritten_rollup_has_a_new_version(config: &Config, now: i64) {
     );
     let csv = String::from_utf8_lossy(&cold["results.csv"]).into_owned();
     assert!(csv.contains(&new_id), "{}: {csv}", store.describe());
+
+    // A publisher started now, from the checkpoint saved before the late and new runs.
+    let mut restored = checkpoint::restore(config, &store, later)
+        .unwrap()
+        .expect("a checkpoint");
+    let from_checkpoint = Snapshot::load_with(config, &store, later, &mut restored).unwrap();
+    let from_checkpoint = publish::build(config, &from_checkpoint).unwrap();
+    assert_eq!(
+        from_checkpoint.keys().collect::<Vec<_>>(),
+        warm.keys().collect::<Vec<_>>()
+    );
+    for (name, bytes) in &warm {
+        assert!(
+            bytes == &from_checkpoint[name],
+            "{name}: the restored publisher's differs from the kept one's ({})",
+            store.describe()
+        );
+    }
 }
 
 #[test]

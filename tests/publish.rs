@@ -12,7 +12,7 @@ use std::time::Duration;
 use sonde::aggregate::Window;
 use sonde::config::Config;
 use sonde::publish::windows::{locations, summarize};
-use sonde::publish::{self, Snapshot, feed, gateway, metrics, results_csv};
+use sonde::publish::{self, Snapshot, checkpoint, feed, gateway, metrics, results_csv};
 use sonde::result::Outcome;
 use sonde::runner::{Runner, Scheduled};
 use sonde::server::Site;
@@ -1087,6 +1087,20 @@ fn write(config: &Config, location: &str, records: Vec<sonde::result::ResultReco
 
 #[test]
 fn a_kept_history_publishes_what_a_cold_read_publishes() {
+    kept_history_against_cold_reads(false);
+}
+
+/// The same steps, the history saved as the store's checkpoint after each publish and
+/// restored from it before the next: what a publisher restarted at any moment publishes.
+#[test]
+fn a_history_restored_from_its_checkpoint_publishes_what_a_cold_read_publishes() {
+    kept_history_against_cold_reads(true);
+}
+
+/// Publishes from a kept history across late runs, another location, an hour's and a
+/// day's end, each against a cold read; `through_checkpoint`: the history goes through the
+/// store's checkpoint before each publish.
+fn kept_history_against_cold_reads(through_checkpoint: bool) {
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
         "[store]\npath = \"{}\"\n\n[publish]\nwindow = \"24h\"\n\n[prober]\nlocation = \"a\"\n\n\
@@ -1112,6 +1126,13 @@ fn a_kept_history_publishes_what_a_cold_read_publishes() {
     write(&config, "a", history);
     let publish = |kept: &mut sonde::publish::history::History, now: i64| {
         let store = Store::open_read_only(&config.store).unwrap();
+        if through_checkpoint && kept.at_ms().is_some() {
+            let bytes = checkpoint::save(&config, &store, kept).unwrap();
+            assert!(bytes > 1_000, "{bytes} bytes");
+            *kept = checkpoint::restore(&config, &store, now)
+                .unwrap()
+                .expect("the checkpoint just saved");
+        }
         let warm = Snapshot::load_with(&config, &store, now, kept).unwrap();
         let cold = Snapshot::load(&config, &store, now).unwrap();
         // Every figure to the last bit, the spend's float sum and the fields taken whole

@@ -47,7 +47,7 @@ pub fn minute_of(at_ms: i64) -> i64 {
 
 /// The windows every figure is published for. Each begins at a bucket's start: the
 /// current minute, five minutes, hour or day and the ones before it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Window {
     /// The current minute and the 4 before it (raw results).
     #[serde(rename = "5m")]

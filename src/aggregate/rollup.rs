@@ -31,7 +31,7 @@ pub type Count = u32;
 pub const TPS_SCALE: f64 = 100.0;
 
 /// The length of a rollup bucket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Span {
     /// One hour (UTC).
     Hour,

@@ -16,6 +16,7 @@
 use std::sync::LazyLock;
 
 use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
 
 use super::rollup::{self, Count, DecodeError, Rollup, Scalars, each_value};
 use crate::result::ResultRecord;
@@ -26,10 +27,11 @@ static SHAPE: LazyLock<Histogram<Count>> =
     LazyLock::new(|| Histogram::new(3).expect("3 significant digits is a valid histogram"));
 
 /// The non-zero counters of a histogram, by value.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sparse {
     /// The counters, indexes ascending, counts above zero, packed (see [`Packer`]): one
     /// encoding per histogram, so equal histograms have equal bytes.
+    #[serde(with = "serde_bytes")]
     packed: Box<[u8]>,
     /// Total count.
     len: u64,
@@ -353,7 +355,7 @@ impl Iterator for Counters<'_> {
 
 /// A rollup in sparse form: its scalars and its four distributions' non-zero counters. What
 /// windows are summed in (see the module's text).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SparseRollup {
     /// Counts, spend, capabilities, last ok and last error.
     pub scalars: Scalars,

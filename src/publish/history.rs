@@ -17,6 +17,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use super::latest::LatestRun;
 use super::minutes::Minutes;
 use super::points::{DayPoint, HourPoint, Points};
@@ -30,9 +32,12 @@ use crate::interned::Names;
 use crate::result::ResultRecord;
 use crate::store::{Incident, Seen, Store, StoreError};
 
-/// What a publisher keeps between publishes.
-#[derive(Debug)]
+/// What a publisher keeps between publishes; saved whole as its checkpoint
+/// (`publish::checkpoint`).
+#[derive(Debug, Serialize, Deserialize)]
 pub struct History {
+    /// The time of the last snapshot, unix ms; `None` before the first.
+    at_ms: Option<i64>,
     /// The rollup windows.
     windows: WindowCache,
     /// The heatmap's and TTFT chart's hours.
@@ -43,11 +48,13 @@ pub struct History {
     runs: Runs,
     /// The incidents of the bar's days as last read: shared with the snapshots while they
     /// do not change, so a publish does not hold a second copy beside its predecessor's.
+    /// Read whole at each publish, so not kept in a checkpoint.
+    #[serde(skip)]
     incidents: Arc<Vec<Incident>>,
 }
 
 /// The runs a publisher keeps between publishes.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct Runs {
     /// The last hour's runs folded per key and minute (the `5m` and `1h` windows').
     minutes: Minutes,
@@ -55,7 +62,8 @@ struct Runs {
     seen: Option<Seen>,
     /// Per target its last [`LAST_RUNS`] runs, newest first.
     latest: Arc<HashMap<String, Arc<Vec<LatestRun>>>>,
-    /// The names those runs share.
+    /// The names those runs share (made again when a checkpoint is restored).
+    #[serde(skip)]
     names: Names,
 }
 
@@ -69,11 +77,37 @@ impl History {
     /// An empty history: the first publish reads everything.
     pub fn new() -> History {
         History {
+            at_ms: None,
             windows: WindowCache::new(),
             hours: Points::new(Span::Hour),
             days: Points::new(Span::Day),
             runs: Runs::default(),
             incidents: Arc::default(),
+        }
+    }
+
+    /// The time of the last snapshot read, unix ms; `None` before the first (a new history,
+    /// which reads everything).
+    pub fn at_ms(&self) -> Option<i64> {
+        self.at_ms
+    }
+
+    /// Forgets the runs (the next snapshot reads the hour's whole): a checkpoint restored
+    /// long after it was taken would otherwise read every run written since at once.
+    pub(super) fn forget_runs(&mut self) {
+        self.runs = Runs::default();
+    }
+
+    /// Shares the names of the last runs again, as they were before a checkpoint was saved
+    /// (decoding gives each its own copy).
+    pub(super) fn share_names(&mut self) {
+        let Runs { latest, names, .. } = &mut self.runs;
+        for runs in Arc::make_mut(latest).values_mut() {
+            for run in Arc::make_mut(runs) {
+                run.probe = names.get(&run.probe);
+                run.location = names.get(&run.location);
+                run.served_model = run.served_model.as_deref().map(|model| names.get(model));
+            }
         }
     }
 
@@ -101,6 +135,7 @@ impl History {
     ) -> Result<Snapshot, StoreError> {
         let (for_runs, for_windows) = (store.fork()?, store.fork()?);
         let History {
+            at_ms,
             windows,
             hours,
             days,
@@ -132,6 +167,7 @@ impl History {
         ran?;
         refreshed?;
         let (fleet, health, (daily, hourly, incidents)) = rest?;
+        *at_ms = Some(now_ms);
         let stats = summarize_from(config, now_ms, &fleet, &health, windows, &runs.minutes);
         Ok(Snapshot {
             now_ms,

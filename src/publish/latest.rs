@@ -5,13 +5,15 @@
 
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use crate::interned::Names;
 use crate::result::{Outcome, ResultRecord};
 use crate::units::Timestamp;
 
 /// What the runs table shows of one run, in 128 bytes with its id (176 with a boxed id and
 /// optional figures of 16 bytes each; a publisher keeps 250,000 of them at 5,000 targets).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LatestRun {
     /// When it was scheduled.
     pub ts: Timestamp,
@@ -47,7 +49,7 @@ pub const PROBLEM_CHARS: usize = 120;
 
 /// A run's id in 24 bytes: one of up to 16 bytes (sonde's own ids are 16 hex digits) kept
 /// inline, a longer one boxed; a boxed id took 48.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RunId {
     /// Its bytes, the first `len` of them.
     Inline {
@@ -87,7 +89,7 @@ impl RunId {
 
 /// An optional figure in 8 bytes instead of 16: NaN stands for none (a measured figure is
 /// never NaN: the store keeps none).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct Figure(f64);
 
 impl Figure {

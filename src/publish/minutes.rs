@@ -11,6 +11,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use super::window_cache::Key;
 use crate::aggregate::sparse::SparseRollup;
 use crate::aggregate::sum::RollupSum;
@@ -19,7 +21,7 @@ use crate::result::ResultRecord;
 
 /// One key's runs: by minute while in the `5m` window, then by five minutes. Each bucket
 /// is shared with the windows read from it until they are dropped (a publish's).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct Buckets {
     /// Each minute's runs, by the minute's start.
     minutes: BTreeMap<i64, Arc<SparseRollup>>,
@@ -59,7 +61,7 @@ impl Buckets {
 }
 
 /// Per key, its runs of the last hour in buckets.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Minutes {
     by_key: HashMap<Key, Buckets>,
     /// Minutes before this were folded into their five minutes at the last settle.

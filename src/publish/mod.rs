@@ -16,6 +16,7 @@
 
 mod atom;
 mod badge;
+pub mod checkpoint;
 pub mod feed;
 pub mod gateway;
 pub mod history;

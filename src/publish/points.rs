@@ -14,6 +14,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
 use crate::aggregate::quality::Quality;
 use crate::aggregate::rollup::{Scalars, Span};
 use crate::result::Outcome;
@@ -22,7 +25,7 @@ use crate::store::{RollupHead, Seen, Store, StoreError};
 /// One hour of a target on the TTFT chart and heatmap: its busiest probe's figures, in 8
 /// bytes (a publisher keeps a month of them per target; the charts draw them to a pixel,
 /// and a TTFT in milliseconds keeps 7 significant digits in an `f32`).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct HourPoint {
     /// TTFT median, ms.
     ttft_p50_ms: f32,
@@ -46,7 +49,7 @@ impl HourPoint {
 /// show of every probe's and location's runs that day. A publisher keeps the bar's 90 days
 /// per target; the day's whole scalars (outcome map, latest error and served model) took
 /// ten times the room.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DayPoint {
     /// Runs of every outcome.
     attempts: u64,
@@ -89,7 +92,7 @@ impl DayPoint {
 
 /// A bucket's start in whole hours since the epoch (hours and days both begin on one): half
 /// the bytes of unix ms, beside each of a month of points per target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 struct Hour(u32);
 
 impl Hour {
@@ -110,7 +113,7 @@ type ByBucket<T> = HashMap<String, Vec<(Hour, T)>>;
 /// A target's closed buckets' points, one slot per bucket from the first (a slot of a
 /// bucket without a point holds [`Point::none`]): a month of hours in 8 bytes an hour, not
 /// 12 with its hour beside it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Dense<T> {
     /// The first slot's bucket.
     first: Hour,
@@ -273,9 +276,9 @@ fn drop_before<T: Point>(kept: &mut Kept<T>, first: i64) {
 
 /// A target's figure of one bucket, folded from the bucket's rows in the store's order (by
 /// probe, then location).
-pub trait Point: Clone {
+pub trait Point: Clone + Serialize + DeserializeOwned {
     /// What one row gives, and what a bucket's rows fold into.
-    type Part: Clone + Default;
+    type Part: Clone + Default + Serialize + DeserializeOwned;
     /// The part of a row with these scalars.
     fn part(scalars: &Scalars) -> Self::Part;
     /// Folds the next row's `part` into `into`.
@@ -422,7 +425,8 @@ impl<P: Point> Folding<P> {
 }
 
 /// One span's points: the closed buckets' kept, the open buckets' rows as last read.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(bound = "")]
 pub struct Points<P: Point> {
     span: Span,
     /// What the last read saw; `None`: the next reads every row of the range.

@@ -499,6 +499,14 @@ pub trait Backend: Send {
         limit: usize,
     ) -> Result<Vec<(i64, Notification)>, StoreError>;
 
+    /// The publisher's checkpoint as last saved, if one was (`publish::checkpoint`).
+    fn checkpoint(&self) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Saves the publisher's checkpoint over the last one, at `saved_ms`. Called by the
+    /// daemon holding the publisher lock, on a reading handle: a read-only SQLite handle
+    /// opens the file for this one write (the daemon's process holds the store's lock).
+    fn save_checkpoint(&self, saved_ms: i64, body: &[u8]) -> Result<(), StoreError>;
+
     /// Whether this process may write the published site: it takes (or still holds) the
     /// store's publisher lock, which one daemon of a fleet holds at a time. A store only
     /// one daemon can write (SQLite) always says yes.

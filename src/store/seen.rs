@@ -15,8 +15,11 @@
 //! Deletions are not rows: pruning past retention records the bound it deleted before,
 //! which the next read hands over, so a reader forgets exactly what the store deleted.
 
-/// A reader's place in the store's writes, as of one read.
-#[derive(Debug, Clone, PartialEq, Eq)]
+use serde::{Deserialize, Serialize};
+
+/// A reader's place in the store's writes, as of one read: kept with a publisher's
+/// checkpoint, since it means the same to any reader of the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Seen {
     /// The writes the read saw.
     pub(super) upto: Upto,
@@ -27,7 +30,7 @@ pub struct Seen {
 }
 
 /// The writes a read saw, in the backend's terms.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) enum Upto {
     /// SQLite: the write counter's value.
     Counter(i64),

@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use serde::{Deserialize, Serialize};
+
 use crate::aggregate::rollup::{Scalars, TAKEN};
 use crate::aggregate::sparse::SparseRollup;
 
@@ -16,7 +18,7 @@ fn stamp() -> u64 {
 }
 
 /// A bucket in a closed sum.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub(super) struct Summed {
     /// The bucket.
     pub(super) bucket: i64,
@@ -29,7 +31,7 @@ pub(super) struct Summed {
 
 /// The closed buckets of one window and key, summed. Changed only through its methods,
 /// which give it a new stamp.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub(super) struct Closed {
     /// Each bucket in the sum, ascending.
     pub(super) buckets: Vec<Summed>,
@@ -41,7 +43,8 @@ pub(super) struct Closed {
     pub(super) sum: Arc<SparseRollup>,
     /// Per field taken whole ([`TAKEN`]): the newest bucket holding the sum's value of it.
     from: [Option<i64>; TAKEN],
-    /// This state's [`stamp`].
+    /// This state's [`stamp`]; a new one when restored, as no merge made before is kept.
+    #[serde(skip, default = "stamp")]
     pub(super) stamp: u64,
 }
 

@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use serde::{Deserialize, Serialize};
+
 use super::Key;
 use crate::aggregate::rollup::Span;
 use crate::store::{Seen, Store, StoreError};
@@ -11,7 +13,7 @@ use crate::store::{Seen, Store, StoreError};
 pub(super) type Written = HashMap<Key, Vec<(i64, i64)>>;
 
 /// One span's rollup heads in the windows as of the last read.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub(super) struct Heads {
     /// What the last read saw; `None`: every head is read.
     seen: Option<Seen>,

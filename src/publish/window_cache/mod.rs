@@ -40,6 +40,8 @@ mod span;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use serde::{Deserialize, Serialize};
+
 use self::span::SpanCache;
 use super::joined;
 use crate::aggregate::Window;
@@ -50,7 +52,7 @@ use crate::result::ResultRecord;
 use crate::store::{RollupHead, RollupKey, Store, StoreError};
 
 /// A rollup's target, location and probe.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Key {
     /// Target id.
     pub target: String,
@@ -103,15 +105,18 @@ struct Merged {
 type MergedKey = (Window, String, String);
 
 /// Every window's closed sums, by window and key, and the current buckets as last read.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct WindowCache {
     /// Per span (hours, then days: [`SPANS`]) its windows.
     spans: [SpanCache; 2],
     /// The sums of a target's locations merged since the last refresh
-    /// ([`WindowCache::merged`], called for many targets at once).
+    /// ([`WindowCache::merged`], called for many targets at once). Not kept in a
+    /// checkpoint: merged again from the sums.
+    #[serde(skip)]
     merged: Mutex<HashMap<MergedKey, Merged>>,
     /// Those merged before it: one is taken again while the sums it merged are unchanged,
     /// and the others are dropped at the next refresh.
+    #[serde(skip)]
     merged_before: Mutex<HashMap<MergedKey, Merged>>,
 }
 

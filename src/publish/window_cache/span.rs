@@ -5,6 +5,8 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use super::closed::{Closed, Summed};
 use super::heads::Heads;
 use super::{Key, windows_of};
@@ -14,7 +16,7 @@ use crate::aggregate::sparse::SparseRollup;
 use crate::store::{RollupHead, RollupKey, Store, StoreError};
 
 /// A key's current bucket as last read.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub(super) struct Current {
     /// Its rows added (one, unless runs were written ahead of the clock).
     pub(super) rollup: Arc<SparseRollup>,
@@ -31,7 +33,7 @@ impl Current {
 }
 
 /// One span's windows and what they were read from.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub(super) struct SpanCache {
     /// The span.
     span: Span,

@@ -875,6 +875,33 @@ impl Backend for Postgres {
         })
     }
 
+    fn checkpoint(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        self.call(async |pool: &Pool| {
+            let client = pool.get().await.map_err(Failure::pool)?;
+            let row = client
+                .query_opt("SELECT body FROM checkpoint WHERE id = 1", &[])
+                .await
+                .map_err(Failure::Db)?;
+            row.map(|row| row.try_get(0).map_err(Failure::Db))
+                .transpose()
+        })
+    }
+
+    fn save_checkpoint(&self, saved_ms: i64, body: &[u8]) -> Result<(), StoreError> {
+        self.call(async |pool: &Pool| {
+            let client = pool.get().await.map_err(Failure::pool)?;
+            client
+                .execute(
+                    "INSERT INTO checkpoint (id, saved_ms, body) VALUES (1, $1, $2) \
+                     ON CONFLICT (id) DO UPDATE SET saved_ms = $1, body = $2",
+                    &[&saved_ms, &body],
+                )
+                .await
+                .map_err(Failure::Db)?;
+            Ok(())
+        })
+    }
+
     fn heartbeats(&self) -> Result<Vec<Heartbeat>, StoreError> {
         self.call(async |pool: &Pool| {
             let client = pool.get().await.map_err(Failure::pool)?;

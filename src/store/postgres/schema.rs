@@ -200,6 +200,17 @@ CREATE TABLE pruned (results_before BIGINT NOT NULL, rollups_before BIGINT NOT N
 INSERT INTO pruned VALUES (-9223372036854775808, -9223372036854775808);
 "#;
 
+/// The publisher's checkpoint (`publish::checkpoint`): one row, replaced as a whole. Its
+/// body is already compact, so PostgreSQL stores it out of line without compressing it.
+const V7: &str = r#"
+CREATE TABLE checkpoint (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    saved_ms BIGINT NOT NULL,
+    body BYTEA NOT NULL
+);
+ALTER TABLE checkpoint ALTER COLUMN body SET STORAGE EXTERNAL;
+"#;
+
 /// The schema version that gave rows a location.
 pub const LOCATIONS_VERSION: i32 = 2;
 
@@ -208,7 +219,7 @@ pub const LOCATIONS_VERSION: i32 = 2;
 pub const LOCATED_TABLES: &[&str] = &["results", "rollups", "spend", "target_state", "incidents"];
 
 /// Every migration, oldest first; migration `n` (from 1) brings the schema to version `n`.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
 
 /// The version this build writes and reads.
 pub const LATEST: i32 = MIGRATIONS.len() as i32;

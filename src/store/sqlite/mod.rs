@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OpenFlags, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::seen::Upto;
 use super::{
@@ -630,6 +630,35 @@ impl Backend for Sqlite {
             }
         }
         Ok(out)
+    }
+
+    fn checkpoint(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        self.conn
+            .query_row("SELECT body FROM checkpoint WHERE id = 1", [], |row| {
+                row.get(0)
+            })
+            .optional()
+            .map_err(|source| self.err(source))
+    }
+
+    fn save_checkpoint(&self, saved_ms: i64, body: &[u8]) -> Result<(), StoreError> {
+        let save = |conn: &Connection| {
+            conn.execute(
+                "INSERT OR REPLACE INTO checkpoint (id, saved_ms, body) VALUES (1, ?1, ?2)",
+                params![saved_ms, body],
+            )
+        };
+        if self._lock.is_some() {
+            return save(&self.conn)
+                .map(drop)
+                .map_err(|source| self.err(source));
+        }
+        let conn = Connection::open_with_flags(&self.path, OpenFlags::SQLITE_OPEN_READ_WRITE)
+            .map_err(|source| self.err(source))?;
+        conn.execute_batch("PRAGMA busy_timeout = 5000;")
+            .and_then(|()| save(&conn))
+            .map(drop)
+            .map_err(|source| self.err(source))
     }
 
     fn heartbeats(&self) -> Result<Vec<Heartbeat>, StoreError> {

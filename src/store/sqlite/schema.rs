@@ -241,6 +241,15 @@ CREATE TABLE pruned (results_before INTEGER NOT NULL, rollups_before INTEGER NOT
 INSERT INTO pruned VALUES (-9223372036854775808, -9223372036854775808);
 "#;
 
+/// The publisher's checkpoint (`publish::checkpoint`): one row, replaced as a whole.
+const V8: &str = r#"
+CREATE TABLE checkpoint (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    saved_ms INTEGER NOT NULL,
+    body BLOB NOT NULL
+);
+"#;
+
 /// The schema version that gave rows a location.
 pub const LOCATIONS_VERSION: i64 = 3;
 
@@ -249,7 +258,7 @@ pub const LOCATIONS_VERSION: i64 = 3;
 pub const LOCATED_TABLES: &[&str] = &["results", "rollups", "spend", "target_state", "incidents"];
 
 /// Every migration, oldest first; migration `n` (from 1) brings the schema to version `n`.
-const ALL: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
+const ALL: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
 
 /// The version this build writes and reads.
 pub const LATEST: i64 = ALL.len() as i64;
