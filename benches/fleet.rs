@@ -37,7 +37,7 @@ use sonde::aggregate::sparse::SparseRollup;
 use sonde::config::{Config, StoreBackend, StoreConfig};
 use sonde::publish::history::History;
 use sonde::publish::windows::summarize;
-use sonde::publish::{self, HEATMAP_DAYS, Snapshot};
+use sonde::publish::{self, HEATMAP_DAYS, Snapshot, checkpoint};
 use sonde::result::ResultRecord;
 use sonde::store::{Copied, Heartbeat, RollupRow, Store, TargetAt};
 
@@ -326,5 +326,29 @@ fn kept_publishes(reader: &Store, config: &Config, locations: usize, now: i64) {
         each.join(", "),
         history.counters(),
         history.counter_bytes() as f64 / (1024.0 * 1024.0)
+    );
+
+    // The publisher dies after its last publish; another starts from its checkpoint a
+    // minute later.
+    let started = Instant::now();
+    let bytes = checkpoint::save(config, reader, &history).expect("save the checkpoint");
+    let saved = started.elapsed();
+    drop(history);
+    let at = now + (minutes + 1) * 60_000;
+    next_minute(&mut writer, config, locations, at, 60 + minutes + 1);
+    let started = Instant::now();
+    let mut restored = checkpoint::restore(config, reader, at + 30_000)
+        .expect("restore the checkpoint")
+        .expect("a checkpoint");
+    let restoring = started.elapsed();
+    let first = publish_at(at + 30_000, &mut restored);
+    println!(
+        "its checkpoint: {:.1} MiB, saved in {:.0} ms; a publisher started from it a minute \
+         later: restored in {:.0} ms, its first publish {:.0} ms ({:.0} ms in all)",
+        bytes as f64 / (1024.0 * 1024.0),
+        saved.as_secs_f64() * 1000.0,
+        restoring.as_secs_f64() * 1000.0,
+        first.as_secs_f64() * 1000.0,
+        (restoring + first).as_secs_f64() * 1000.0
     );
 }

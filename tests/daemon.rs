@@ -479,3 +479,56 @@ async fn the_daemons_run_counters_only_grow_and_carry_their_labels() {
     );
     assert!(text.contains("sonde_last_run_timestamp_seconds{target=\"sim/a\"}"));
 }
+
+/// The daemon saves its history as the store's checkpoint after its first publish; a
+/// publisher started later (`sonde publish` here) restores it and reads only what was
+/// written since.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_saves_a_checkpoint_that_a_later_publish_restores() {
+    let sim = common::simulator(SCENARIO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[store]\npath = \"sonde.db\"\n\n[publish]\nout = \"site\"\nevery = \"1s\"\n\n\
+         [schedules]\nping = \"every 1s\"\n\n[[providers]]\nname = \"sim\"\nkind = \"openai\"\n\
+         base_url = \"{}\"\nrpm = 100\nrate_window = \"1s\"\n\
+         [[providers.models]]\nid = \"m0\"\nprobes = [\"ping\"]\n\
+         [[providers.models]]\nid = \"m1\"\nprobes = [\"ping\"]\n",
+        sim.base_url()
+    );
+    let path = dir.path().join("sonde.toml");
+    std::fs::write(&path, text).unwrap();
+    let config = Config::load(&path).unwrap();
+    let started = sonde::units::now_ms();
+    run_for(config.clone(), Duration::from_secs(3)).await;
+
+    let store = Store::open_read_only(&config.store).unwrap();
+    let restored = sonde::publish::checkpoint::restore(&config, &store, sonde::units::now_ms())
+        .unwrap()
+        .expect("the daemon saved a checkpoint");
+    let saved_at = restored.at_ms().unwrap();
+    assert!(
+        saved_at >= started,
+        "saved by this run: {saved_at} < {started}"
+    );
+
+    let output = Command::new(env!("CARGO_BIN_EXE_sonde"))
+        .args(["publish", "--out", "again"])
+        .current_dir(dir.path())
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("restored the publisher's checkpoint"),
+        "{stderr}"
+    );
+    let feed: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("again/feed.json")).unwrap())
+            .unwrap();
+    let targets = feed["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 2, "{feed}");
+    for target in targets {
+        assert_eq!(target["state"], "healthy", "{target}");
+    }
+}

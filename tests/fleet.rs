@@ -292,8 +292,25 @@ async fn when_the_publishing_daemon_dies_another_publishes_within_two_intervals(
             std::thread::sleep(Duration::from_millis(50));
         }
         println!("took over in {} ms", killed.elapsed().as_millis());
+
+        // A daemon started now starts from the publishers' checkpoint, not a cold read.
+        daemons.push(fleet.start(&fleet.config("p3", &body)));
+        let started = Instant::now();
+        while daemons[1]
+            .lines("restored the publisher's checkpoint")
+            .is_empty()
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the new daemon restored no checkpoint: {}",
+                daemons[1].text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     });
-    common::terminate(daemons.remove(0).process()).await;
+    for mut daemon in daemons {
+        common::terminate(daemon.process()).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1309,3 +1309,57 @@ fn a_kept_history_forgets_what_the_store_pruned() {
         "windows and weights are a cold read's"
     );
 }
+
+/// A checkpoint that does not fit — saved for other targets, or damaged — is left with
+/// its reason, and the publisher reads the store whole.
+#[test]
+fn a_checkpoint_that_does_not_fit_is_left_and_the_store_read_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = |models: &str| {
+        format!(
+            "[store]\npath = \"{}\"\n\n[prober]\nlocation = \"a\"\n\n\
+             [[providers]]\nname = \"p\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\n\
+             {models}",
+            dir.path().join("sonde.db").display()
+        )
+    };
+    let two = "[[providers.models]]\nid = \"m0\"\n[[providers.models]]\nid = \"m1\"\n";
+    let config = Config::parse(&dir.path().join("sonde.toml"), &text(two)).unwrap();
+    let now = now_ms();
+    write(&config, "a", runs(&config, 0, now - 3_600_000, now, 60_000));
+    let store = Store::open_read_only(&config.store).unwrap();
+    assert!(
+        checkpoint::restore(&config, &store, now).unwrap().is_none(),
+        "no checkpoint yet"
+    );
+    let mut kept = sonde::publish::history::History::new();
+    Snapshot::load_with(&config, &store, now, &mut kept).unwrap();
+    checkpoint::save(&config, &store, &kept).unwrap();
+
+    let one = "[[providers.models]]\nid = \"m0\"\n";
+    let fewer = Config::parse(&dir.path().join("sonde.toml"), &text(one)).unwrap();
+    let Err(err) = checkpoint::restore(&fewer, &store, now) else {
+        panic!("a checkpoint of other targets was restored");
+    };
+    assert!(err.to_string().contains("other targets"), "{err}");
+
+    let bytes = checkpoint::encode(&config, &kept).unwrap();
+    store
+        .save_checkpoint(now, &bytes[..bytes.len() / 2])
+        .unwrap();
+    let Err(err) = checkpoint::restore(&config, &store, now) else {
+        panic!("half a checkpoint was restored");
+    };
+    assert!(
+        err.to_string().contains("; the store is read whole"),
+        "{err}"
+    );
+    let mut fresh = sonde::publish::history::History::new();
+    let restoring = Snapshot::load_restoring(&config, &store, now, &mut fresh).unwrap();
+    let cold = Snapshot::load(&config, &store, now).unwrap();
+    assert_eq!(
+        publish::build(&config, &restoring).unwrap(),
+        publish::build(&config, &cold).unwrap(),
+        "read whole"
+    );
+}

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use sonde::config::Config;
 use sonde::owned_dir::{self, Protected, SITE_MARKER};
+use sonde::publish::history::History;
 use sonde::publish::{self, Snapshot, gateway, results_csv};
 use sonde::store::Store;
 
@@ -86,7 +87,7 @@ fn site(out: Option<PathBuf>, config: &Config, protected: &Protected) -> anyhow:
     let store = Store::open_read_only(&config.store)?;
     let now = chrono::Utc::now().timestamp_millis();
     let started = std::time::Instant::now();
-    let snapshot = Snapshot::load(config, &store, now)?;
+    let snapshot = Snapshot::load_restoring(config, &store, now, &mut History::new())?;
     let feed = snapshot.feed(config);
     let csv = results_csv::render(&store, now)?;
     let mut index_len = 0;

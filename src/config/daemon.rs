@@ -31,6 +31,10 @@ const PUBLISH_EVERY_RANGE: RangeInclusive<Duration> =
 /// How often a page may ask to be reloaded: every 5 s to once a day.
 const REFRESH_RANGE: RangeInclusive<Duration> =
     Duration::from_secs(5)..=Duration::from_secs(86_400);
+/// How often the publisher may save its checkpoint: never (zero) to once a day.
+const CHECKPOINT_RANGE: RangeInclusive<Duration> = Duration::ZERO..=Duration::from_secs(86_400);
+/// How often the publisher saves its checkpoint by default.
+const DEFAULT_CHECKPOINT: Duration = Duration::from_secs(300);
 /// What the health timers (hold, relapse window) may be: zero to a day.
 const HEALTH_TIMER_RANGE: RangeInclusive<Duration> = Duration::ZERO..=Duration::from_secs(86_400);
 /// Longest retention: a century of days.
@@ -92,6 +96,8 @@ pub(super) struct RawPublish {
     weights: Option<Spanned<WeightParams>>,
     #[serde(default)]
     refresh: Option<RawDuration>,
+    #[serde(default)]
+    checkpoint: Option<RawDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -157,6 +163,9 @@ pub struct PublishConfig {
     pub weights: WeightParams,
     /// When set, every page asks the browser to reload it this often (a wall display).
     pub refresh: Option<Duration>,
+    /// How often the daemon holding the publisher lock saves its checkpoint
+    /// (`publish::checkpoint`); `None` (`checkpoint = "0s"`): never.
+    pub checkpoint: Option<Duration>,
 }
 
 /// The live server.
@@ -699,6 +708,15 @@ pub(super) fn publish(
                 Duration::from_secs(60),
             )
         }),
+        checkpoint: Some(duration(
+            source,
+            errors,
+            "publish.checkpoint",
+            raw.checkpoint,
+            CHECKPOINT_RANGE,
+            DEFAULT_CHECKPOINT,
+        ))
+        .filter(|every| !every.is_zero()),
     }
 }
 

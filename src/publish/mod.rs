@@ -129,6 +129,19 @@ impl Snapshot {
         Snapshot::load_with(config, store, now_ms, &mut History::new())
     }
 
+    /// [`Snapshot::load_with`], a new `history` first restored from the store's checkpoint
+    /// when it has one that fits ([`checkpoint`]): what was written since it is read, not
+    /// the whole store.
+    pub fn load_restoring(
+        config: &Config,
+        store: &Store,
+        now_ms: i64,
+        history: &mut History,
+    ) -> Result<Snapshot, StoreError> {
+        checkpoint::restore_into(config, store, now_ms, history);
+        Snapshot::load_with(config, store, now_ms, history)
+    }
+
     /// [`Snapshot::load`] reading only what changed since `history` last read the store
     /// (all of it the first time).
     pub fn load_with(

@@ -38,7 +38,7 @@ use crate::counters::{PublishCounts, RunCounters};
 use crate::notify;
 use crate::publish::feed::Feed;
 use crate::publish::history::History;
-use crate::publish::{self, PublishError, Snapshot, metrics, results_csv};
+use crate::publish::{self, PublishError, Snapshot, checkpoint, metrics, results_csv};
 use crate::store::{Store, StoreError};
 use crate::sync::Gateways;
 use crate::units::now_ms;
@@ -208,6 +208,8 @@ pub struct Site {
     /// What is kept of the store between publishes and feed computations, so each reads
     /// only what changed (`publish::history`).
     history: Mutex<History>,
+    /// When the history was last saved as the store's checkpoint, by this daemon.
+    checkpointed: Mutex<Option<Instant>>,
     /// What the publishes have done, for `/readyz`.
     readiness: Mutex<Readiness>,
 }
@@ -245,6 +247,7 @@ impl Site {
             reader: Mutex::new(None),
             publisher: Mutex::new(None),
             history: Mutex::new(History::new()),
+            checkpointed: Mutex::new(None),
             readiness: Mutex::new(Readiness::new()),
         })
     }
@@ -274,10 +277,10 @@ impl Site {
         let published = tokio::task::spawn_blocking(move || -> Result<_, PublishError> {
             site.set_figures_aside();
             let (snapshot, publisher, csv) = site.read(|store| {
-                let snapshot =
-                    Snapshot::load_with(&site.config, store, now_ms(), &mut site.history())?;
-                let publisher = (site.config.publish.out.is_some() || site.syncing)
-                    && store.publisher_lock()?;
+                let snapshot = site.snapshot(store, now_ms())?;
+                let publisher =
+                    (site.config.publish.out.is_some() || site.syncing || site.checkpointing())
+                        && store.publisher_lock()?;
                 let csv = (publisher && site.config.publish.out.is_some())
                     .then(|| results_csv::render(store, snapshot.now_ms))
                     .transpose()?;
@@ -302,16 +305,17 @@ impl Site {
             }
             site.announce_publisher(publisher);
             let for_sync = (publisher && site.syncing).then(|| feed.clone());
+            let checkpoint_due = publisher && site.checkpoint_due();
             let published = site.served.then(|| Published {
                 files,
                 figures: RwLock::new(Some(Arc::new(Figures { snapshot, feed }))),
                 at: Instant::now(),
                 fresh_for: reuse_for(started.elapsed()),
             });
-            Ok((published, for_sync))
+            Ok((published, for_sync, checkpoint_due))
         })
         .await??;
-        let (published, for_sync) = published;
+        let (published, for_sync, checkpoint_due) = published;
         let replaced = match (published, self.published.write()) {
             (Some(published), Ok(mut current)) => current.replace(Arc::new(published)),
             _ => None,
@@ -320,7 +324,50 @@ impl Site {
         // with them the publish's own scratch: the pages they held go back to the system.
         drop(replaced);
         tokio::task::spawn_blocking(give_back_free_memory).await?;
+        if checkpoint_due {
+            let site = Arc::clone(self);
+            tokio::task::spawn_blocking(move || site.save_checkpoint()).await?;
+        }
         Ok(for_sync)
+    }
+
+    /// The snapshot at `now_ms` from the kept history, which a new one first restores from
+    /// the store's checkpoint (`publish::checkpoint`).
+    fn snapshot(&self, store: &Store, now_ms: i64) -> Result<Snapshot, StoreError> {
+        Snapshot::load_restoring(&self.config, store, now_ms, &mut self.history())
+    }
+
+    /// Whether this is a daemon that saves the checkpoint when it holds the publisher
+    /// lock: `sonde serve` saves none, and `publish.checkpoint = "0s"` turns it off.
+    fn checkpointing(&self) -> bool {
+        self.counters.is_some() && self.config.publish.checkpoint.is_some()
+    }
+
+    /// Whether the daemon, holding the publisher lock, saves its checkpoint after this
+    /// publish: it saved none yet, or `publish.checkpoint` has passed since.
+    fn checkpoint_due(&self) -> bool {
+        let Some(every) = self
+            .config
+            .publish
+            .checkpoint
+            .filter(|_| self.checkpointing())
+        else {
+            return false;
+        };
+        lock(&self.checkpointed).is_none_or(|at| at.elapsed() >= every)
+    }
+
+    /// Saves the kept history as the store's checkpoint; a failure is logged, and the
+    /// next publish tries again.
+    fn save_checkpoint(&self) {
+        let started = Instant::now();
+        match self.read(|store| checkpoint::save(&self.config, store, &self.history())) {
+            Ok(bytes) => {
+                *lock(&self.checkpointed) = Some(started);
+                tracing::debug!(bytes, took = ?started.elapsed(), "saved the publisher's checkpoint");
+            }
+            Err(err) => tracing::warn!(error = %err, "saving the publisher's checkpoint failed"),
+        }
     }
 
     /// The site as last published, if it was.
@@ -349,18 +396,23 @@ impl Site {
 
     /// Logs when this daemon starts or stops writing the site.
     fn announce_publisher(&self, publisher: bool) {
-        if self.config.publish.out.is_none() && !self.syncing {
+        let duties = [
+            (self.config.publish.out.is_some(), "writes [publish] out"),
+            (self.syncing, "syncs the gateways"),
+            (self.checkpointing(), "saves the publisher's checkpoint"),
+        ];
+        let duties: Vec<&str> = duties.iter().filter(|d| d.0).map(|d| d.1).collect();
+        let Some((last_duty, others)) = duties.split_last() else {
             return;
-        }
+        };
         let mut last = lock(&self.publisher);
         if *last == Some(publisher) {
             return;
         }
         *last = Some(publisher);
-        let work = match (self.config.publish.out.is_some(), self.syncing) {
-            (true, true) => "writes [publish] out and syncs the gateways",
-            (true, false) => "writes [publish] out",
-            _ => "syncs the gateways",
+        let work = match others {
+            [] => (*last_duty).to_owned(),
+            _ => format!("{} and {last_duty}", others.join(", ")),
         };
         if publisher {
             tracing::info!("this daemon holds the publisher lock: it {work}");
@@ -483,8 +535,7 @@ impl Site {
         let bodies = tokio::task::spawn_blocking(move || -> Result<Bodies, PublishError> {
             let (started, now) = (Instant::now(), now_ms());
             let served = site.set_figures_aside();
-            let snapshot = site
-                .read(|store| Snapshot::load_with(&site.config, store, now, &mut site.history()))?;
+            let snapshot = site.read(|store| site.snapshot(store, now))?;
             let feed = snapshot.feed(&site.config);
             let mut feed_body = KeptWriter::new();
             publish::write_feed_json(&feed, &mut feed_body)?;
