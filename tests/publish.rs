@@ -1343,7 +1343,7 @@ fn a_checkpoint_that_does_not_fit_is_left_and_the_store_read_whole() {
     };
     assert!(err.to_string().contains("other targets"), "{err}");
 
-    let bytes = checkpoint::encode(&config, &kept).unwrap();
+    let bytes = checkpoint::encode(&config, &kept).unwrap().bytes;
     store
         .save_checkpoint(now, &bytes[..bytes.len() / 2])
         .unwrap();

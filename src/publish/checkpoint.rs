@@ -89,12 +89,30 @@ fn targets(config: &Config) -> u64 {
     stable_hash(&ids.join("\n"))
 }
 
+/// A history encoded as a checkpoint, to be saved.
+#[derive(Debug)]
+pub struct Encoded {
+    /// The history's last snapshot, unix ms.
+    pub at_ms: i64,
+    /// The checkpoint's bytes.
+    pub bytes: Vec<u8>,
+}
+
+impl Encoded {
+    /// Saves it as the store's checkpoint (no lock on the history is needed any more);
+    /// returns its size in bytes.
+    pub fn save(&self, store: &Store) -> Result<usize, StoreError> {
+        store.save_checkpoint(self.at_ms, &self.bytes)?;
+        Ok(self.bytes.len())
+    }
+}
+
 /// `history` as a checkpoint's bytes: a [`Header`], then the history deflated as it is
 /// encoded (never held whole plain). Both are MessagePack, each struct as an array of its
 /// fields: names were half the bytes, since a fleet's history holds millions of small
 /// structs. A field left out when empty is the last of its struct and has a default, so
 /// the shorter array still decodes.
-pub fn encode(config: &Config, history: &History) -> Result<Vec<u8>, CheckpointError> {
+pub fn encode(config: &Config, history: &History) -> Result<Encoded, CheckpointError> {
     let at_ms = history.at_ms().ok_or(CheckpointError::Unread)?;
     let header = Header {
         format: FORMAT,
@@ -106,7 +124,8 @@ pub fn encode(config: &Config, history: &History) -> Result<Vec<u8>, CheckpointE
     rmp_serde::encode::write(&mut deflated, history)?;
     // Deflating into memory: the only error is the allocator's, which aborts first.
     let finished = deflated.flush().and_then(|()| deflated.finish());
-    finished.map_err(|err| rmp_serde::encode::Error::Syntax(err.to_string()).into())
+    let bytes = finished.map_err(|err| rmp_serde::encode::Error::Syntax(err.to_string()))?;
+    Ok(Encoded { at_ms, bytes })
 }
 
 /// The history saved in `bytes`, for `config` at `now_ms`; its runs left when older than
@@ -136,12 +155,10 @@ pub fn decode(config: &Config, bytes: &[u8], now_ms: i64) -> Result<History, Che
     Ok(history)
 }
 
-/// Saves `history` as the store's checkpoint, at its last snapshot's time. Returns its size
-/// in bytes.
+/// Saves `history` as the store's checkpoint ([`encode`], then [`Encoded::save`]). Returns
+/// its size in bytes.
 pub fn save(config: &Config, store: &Store, history: &History) -> Result<usize, CheckpointError> {
-    let bytes = encode(config, history)?;
-    store.save_checkpoint(history.at_ms().unwrap_or_default(), &bytes)?;
-    Ok(bytes.len())
+    Ok(encode(config, history)?.save(store)?)
 }
 
 /// The history of the store's checkpoint, when it has one that fits `config`; `Ok(None)`

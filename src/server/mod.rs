@@ -346,22 +346,17 @@ impl Site {
     /// Whether the daemon, holding the publisher lock, saves its checkpoint after this
     /// publish: it saved none yet, or `publish.checkpoint` has passed since.
     fn checkpoint_due(&self) -> bool {
-        let Some(every) = self
-            .config
-            .publish
-            .checkpoint
-            .filter(|_| self.checkpointing())
-        else {
-            return false;
-        };
-        lock(&self.checkpointed).is_none_or(|at| at.elapsed() >= every)
+        let due = |every| lock(&self.checkpointed).is_none_or(|at| at.elapsed() >= every);
+        self.checkpointing() && self.config.publish.checkpoint.is_some_and(due)
     }
 
-    /// Saves the kept history as the store's checkpoint; a failure is logged, and the
-    /// next publish tries again.
+    /// Saves the kept history as the store's checkpoint, the history locked only while it
+    /// is encoded; a failure is logged, and the next publish tries again.
     fn save_checkpoint(&self) {
         let started = Instant::now();
-        match self.read(|store| checkpoint::save(&self.config, store, &self.history())) {
+        let saved = checkpoint::encode(&self.config, &self.history())
+            .and_then(|encoded| Ok(self.read(|store| encoded.save(store))?));
+        match saved {
             Ok(bytes) => {
                 *lock(&self.checkpointed) = Some(started);
                 tracing::debug!(bytes, took = ?started.elapsed(), "saved the publisher's checkpoint");
