@@ -7,6 +7,10 @@
 //! hour (the `24h` window moves: the one publish an hour that looks at every key), marked
 //! in what the bench prints; `SONDE_BENCH_FLEET_TURN=day` ends it before a day begins
 //! instead (`24h`, `7d` and `30d` all move: the one publish a day that costs the most).
+//! Last, that publisher saves its checkpoint (`publish::checkpoint`) and another starts
+//! from it a minute of runs later, as a restarted daemon or one taking the publisher lock
+//! over does: the checkpoint's size, the save, the restore and that publisher's first
+//! publish.
 //!
 //! What is stored is what 30 days of the fleet leaves, without writing 432 M raw results:
 //! the last hour's raw results (600,000: the `5m` and `1h` windows read them), hourly rollups

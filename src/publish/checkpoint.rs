@@ -12,7 +12,7 @@
 //! when it is older than [`RUNS_FOR_MS`], since the runs written since would be read in one
 //! piece, while the hour's read whole are folded one at a time.
 
-use std::io::{Read, Write};
+use std::io::{BufWriter, Read};
 
 use flate2::Compression;
 use flate2::read::DeflateDecoder;
@@ -120,10 +120,15 @@ pub fn encode(config: &Config, history: &History) -> Result<Encoded, CheckpointE
         targets: targets(config),
         at_ms,
     };
-    let mut deflated = DeflateEncoder::new(rmp_serde::to_vec(&header)?, Compression::fast());
-    rmp_serde::encode::write(&mut deflated, history)?;
+    let deflated = DeflateEncoder::new(rmp_serde::to_vec(&header)?, Compression::fast());
+    // The encoder writes a value at a time, a few bytes each: deflated a buffer at a time.
+    let mut buffered = BufWriter::with_capacity(1 << 16, deflated);
+    rmp_serde::encode::write(&mut buffered, history)?;
     // Deflating into memory: the only error is the allocator's, which aborts first.
-    let finished = deflated.flush().and_then(|()| deflated.finish());
+    let finished = buffered
+        .into_inner()
+        .map_err(std::io::IntoInnerError::into_error)
+        .and_then(DeflateEncoder::finish);
     let bytes = finished.map_err(|err| rmp_serde::encode::Error::Syntax(err.to_string()))?;
     Ok(Encoded { at_ms, bytes })
 }

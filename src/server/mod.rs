@@ -208,7 +208,7 @@ pub struct Site {
     /// What is kept of the store between publishes and feed computations, so each reads
     /// only what changed (`publish::history`).
     history: Mutex<History>,
-    /// When the history was last saved as the store's checkpoint, by this daemon.
+    /// When this daemon began its last save of the history as the store's checkpoint.
     checkpointed: Mutex<Option<Instant>>,
     /// What the publishes have done, for `/readyz`.
     readiness: Mutex<Readiness>,
@@ -325,8 +325,9 @@ impl Site {
         drop(replaced);
         tokio::task::spawn_blocking(give_back_free_memory).await?;
         if checkpoint_due {
+            // Not waited for: pollers and the next publish need not wait for the write.
             let site = Arc::clone(self);
-            tokio::task::spawn_blocking(move || site.save_checkpoint()).await?;
+            tokio::task::spawn_blocking(move || site.save_checkpoint());
         }
         Ok(for_sync)
     }
@@ -344,24 +345,39 @@ impl Site {
     }
 
     /// Whether the daemon, holding the publisher lock, saves its checkpoint after this
-    /// publish: it saved none yet, or `publish.checkpoint` has passed since.
+    /// publish: it began none yet, or `publish.checkpoint` has passed since it began the
+    /// last. Marks it begun, so that a slow save is not begun again meanwhile.
     fn checkpoint_due(&self) -> bool {
-        let due = |every| lock(&self.checkpointed).is_none_or(|at| at.elapsed() >= every);
-        self.checkpointing() && self.config.publish.checkpoint.is_some_and(due)
+        let Some(every) = self
+            .config
+            .publish
+            .checkpoint
+            .filter(|_| self.checkpointing())
+        else {
+            return false;
+        };
+        let mut begun = lock(&self.checkpointed);
+        let due = begun.is_none_or(|at| at.elapsed() >= every);
+        if due {
+            *begun = Some(Instant::now());
+        }
+        due
     }
 
     /// Saves the kept history as the store's checkpoint, the history locked only while it
-    /// is encoded; a failure is logged, and the next publish tries again.
+    /// is encoded; after a failure, logged, the next publish tries again.
     fn save_checkpoint(&self) {
         let started = Instant::now();
         let saved = checkpoint::encode(&self.config, &self.history())
             .and_then(|encoded| Ok(self.read(|store| encoded.save(store))?));
         match saved {
             Ok(bytes) => {
-                *lock(&self.checkpointed) = Some(started);
                 tracing::debug!(bytes, took = ?started.elapsed(), "saved the publisher's checkpoint");
             }
-            Err(err) => tracing::warn!(error = %err, "saving the publisher's checkpoint failed"),
+            Err(err) => {
+                *lock(&self.checkpointed) = None;
+                tracing::warn!(error = %err, "saving the publisher's checkpoint failed");
+            }
         }
     }
 
