@@ -482,7 +482,8 @@ async fn the_daemons_run_counters_only_grow_and_carry_their_labels() {
 
 /// The daemon saves its history as the store's checkpoint after its first publish; a
 /// publisher started later (`sonde publish` here) restores it and reads only what was
-/// written since.
+/// written since. (Three seconds of runs may be too few for a state: the figures are
+/// checked, not the state.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_saves_a_checkpoint_that_a_later_publish_restores() {
     let sim = common::simulator(SCENARIO).await;
@@ -529,6 +530,9 @@ async fn the_daemon_saves_a_checkpoint_that_a_later_publish_restores() {
     let targets = feed["targets"].as_array().unwrap();
     assert_eq!(targets.len(), 2, "{feed}");
     for target in targets {
-        assert_eq!(target["state"], "healthy", "{target}");
+        // Its runs, read from the checkpoint and the store since: the simulator answers
+        // every ping.
+        assert!(target["samples"].as_u64().unwrap() >= 1, "{target}");
+        assert_eq!(target["availability"], 1.0, "{target}");
     }
 }

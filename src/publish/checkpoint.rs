@@ -24,7 +24,9 @@ use crate::config::Config;
 use crate::scheduler::stable_hash;
 use crate::store::{Store, StoreError};
 
-/// The layout of [`History`] this build writes and reads; raised whenever it changes.
+/// The layout of [`History`] this build writes and reads; raised whenever a field in its
+/// tree is added, removed, moved or retyped: structs are written as arrays of their fields,
+/// so a moved field of the same type would decode as the other one.
 const FORMAT: u32 = 1;
 
 /// How old a checkpoint's runs may be and still be restored: a fleet of 10,000 targets

@@ -278,9 +278,7 @@ impl Site {
             site.set_figures_aside();
             let (snapshot, publisher, csv) = site.read(|store| {
                 let snapshot = site.snapshot(store, now_ms())?;
-                let publisher =
-                    (site.config.publish.out.is_some() || site.syncing || site.checkpointing())
-                        && store.publisher_lock()?;
+                let publisher = site.takes_publisher_lock() && store.publisher_lock()?;
                 let csv = (publisher && site.config.publish.out.is_some())
                     .then(|| results_csv::render(store, snapshot.now_ms))
                     .transpose()?;
@@ -342,6 +340,16 @@ impl Site {
     /// lock: `sonde serve` saves none, and `publish.checkpoint = "0s"` turns it off.
     fn checkpointing(&self) -> bool {
         self.counters.is_some() && self.config.publish.checkpoint.is_some()
+    }
+
+    /// Whether this daemon asks for the publisher lock: to write `[publish] out` or sync
+    /// gateways, or, on a store only one daemon writes (SQLite, where the lock is always
+    /// its), to save the checkpoint. A fleet daemon that only serves never takes the lock
+    /// from one that writes the site.
+    fn takes_publisher_lock(&self) -> bool {
+        self.config.publish.out.is_some()
+            || self.syncing
+            || (self.checkpointing() && self.config.store.file().is_some())
     }
 
     /// Whether the daemon, holding the publisher lock, saves its checkpoint after this
@@ -413,7 +421,8 @@ impl Site {
             (self.checkpointing(), "saves the publisher's checkpoint"),
         ];
         let duties: Vec<&str> = duties.iter().filter(|d| d.0).map(|d| d.1).collect();
-        let Some((last_duty, others)) = duties.split_last() else {
+        let Some((last_duty, others)) = duties.split_last().filter(|_| self.takes_publisher_lock())
+        else {
             return;
         };
         let mut last = lock(&self.publisher);
