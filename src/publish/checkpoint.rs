@@ -9,7 +9,7 @@
 //! publisher would have made: the same bytes as a cold read's. One that does not fit is
 //! left and the store read whole: another format or version of sonde, other targets in the
 //! config, or bytes that do not decode. Its runs (the last hour's, per minute) are left
-//! when it is older than [`RUNS_FOR_MS`], since the runs written since would be read in one
+//! when it is older than 15 minutes, since the runs written since would be read in one
 //! piece, while the hour's read whole are folded one at a time.
 
 use std::io::{BufWriter, Read};
@@ -31,7 +31,7 @@ const FORMAT: u32 = 1;
 
 /// How old a checkpoint's runs may be and still be restored: a fleet of 10,000 targets
 /// probed once a minute writes 150,000 runs in that time.
-pub const RUNS_FOR_MS: i64 = 15 * 60_000;
+const RUNS_FOR_MS: i64 = 15 * 60_000;
 
 /// Why a checkpoint was not saved or not restored.
 #[derive(Debug, thiserror::Error)]
