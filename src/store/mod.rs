@@ -503,7 +503,7 @@ pub trait Backend: Send {
     fn checkpoint(&self) -> Result<Option<Vec<u8>>, StoreError>;
 
     /// Saves the publisher's checkpoint over the last one, at `saved_ms`. Called by the
-    /// daemon holding the publisher lock, on a reading handle: a read-only SQLite handle
+    /// daemon holding the checkpoint lock, on a reading handle: a read-only SQLite handle
     /// opens the file for this one write (the daemon's process holds the store's lock).
     fn save_checkpoint(&self, saved_ms: i64, body: &[u8]) -> Result<(), StoreError>;
 
@@ -511,6 +511,14 @@ pub trait Backend: Send {
     /// store's publisher lock, which one daemon of a fleet holds at a time. A store only
     /// one daemon can write (SQLite) always says yes.
     fn publisher_lock(&self) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    /// Whether this process saves the publisher's checkpoint: it takes (or still holds)
+    /// the store's checkpoint lock, which one daemon of a fleet holds at a time, apart from
+    /// the publisher lock, so a fleet whose daemons only serve keeps a checkpoint too. A
+    /// store only one daemon can write (SQLite) always says yes.
+    fn checkpoint_lock(&self) -> Result<bool, StoreError> {
         Ok(true)
     }
 

@@ -1,19 +1,22 @@
 //! What probers sharing one PostgreSQL store share: the publisher lock (one daemon of the
-//! fleet writes the published site), each provider's request rate (leases, re-divided as
+//! fleet writes the published site), the checkpoint lock (one daemon saves the
+//! publisher's checkpoint, whether or not it writes the site), each provider's request rate (leases, re-divided as
 //! probers come and go) and its monthly budget (reservations, checked against every
 //! location's spend in one transaction). Times are the database's clock, so probers' clocks
 //! need not agree.
 
 use std::time::Duration;
 
-use tokio_postgres::Transaction;
+use tokio_postgres::{Client, Transaction};
 
 use super::{Failure, Postgres};
 use crate::result::ResultRecord;
 use crate::store::{FleetLimits, LEASE_SEEN, LEASE_TTL, RateShare, SharedReservation, StoreError};
 
 /// The publisher's advisory lock: one publishing daemon per store.
-const PUBLISHER_LOCK: i64 = 0x736f_6e64_655f_7075; // "sonde_pu"
+pub(super) const PUBLISHER_LOCK: i64 = 0x736f_6e64_655f_7075; // "sonde_pu"
+/// The checkpoint's advisory lock: one daemon per store saves the publisher's checkpoint.
+pub(super) const CHECKPOINT_LOCK: i64 = 0x736f_6e64_655f_636b; // "sonde_ck"
 /// The class of the budget's advisory transaction locks (with the provider's hash).
 const BUDGET_LOCK: i32 = 0x6275_6467; // "budg"
 /// The database's clock in unix ms.
@@ -24,12 +27,16 @@ fn ms(duration: Duration) -> i64 {
 }
 
 impl Postgres {
-    /// Takes the publisher lock on a session of its own, or says it is still held: the
-    /// session is checked with a query each time, so a lock lost with its connection is
-    /// noticed, and taken again only if no other daemon took it meanwhile.
-    pub(super) fn hold_publisher_lock(&self) -> Result<bool, StoreError> {
-        let mut held = self
-            .publisher
+    /// Takes the advisory lock `key` on a session of its own, kept in `session`, or says
+    /// it is still held: the session is checked with a query each time, so a lock lost
+    /// with its connection is noticed, and taken again only if no other daemon took it
+    /// meanwhile.
+    pub(super) fn hold_lock(
+        &self,
+        session: &std::sync::Mutex<Option<Client>>,
+        key: i64,
+    ) -> Result<bool, StoreError> {
+        let mut held = session
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let runtime = self.runtime()?;
@@ -46,7 +53,7 @@ impl Postgres {
             let (client, connection) = config.connect(tls).await.map_err(Failure::Db)?;
             tokio::spawn(connection);
             let locked: bool = client
-                .query_one("SELECT pg_try_advisory_lock($1)", &[&PUBLISHER_LOCK])
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
                 .await
                 .and_then(|row| row.try_get(0))
                 .map_err(Failure::Db)?;

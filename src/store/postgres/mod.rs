@@ -86,6 +86,8 @@ pub struct Postgres {
     writer: Option<Client>,
     /// The session holding the publisher lock, once taken.
     publisher: std::sync::Mutex<Option<Client>>,
+    /// The session holding the checkpoint lock, once taken.
+    checkpointer: std::sync::Mutex<Option<Client>>,
     access: Access,
     /// `postgresql://host:port/database`, for messages.
     name: String,
@@ -141,6 +143,7 @@ impl Postgres {
             tls,
             writer: None,
             publisher: std::sync::Mutex::new(None),
+            checkpointer: std::sync::Mutex::new(None),
             access: access.clone(),
             name,
             url: url.clone(),
@@ -504,6 +507,7 @@ impl Backend for Postgres {
             tls: self.tls.clone(),
             writer: None,
             publisher: std::sync::Mutex::new(None),
+            checkpointer: std::sync::Mutex::new(None),
             access: Access::Reader,
             name: self.name.clone(),
             url: self.url.clone(),
@@ -954,7 +958,11 @@ impl Backend for Postgres {
     }
 
     fn publisher_lock(&self) -> Result<bool, StoreError> {
-        self.hold_publisher_lock()
+        self.hold_lock(&self.publisher, fleet::PUBLISHER_LOCK)
+    }
+
+    fn checkpoint_lock(&self) -> Result<bool, StoreError> {
+        self.hold_lock(&self.checkpointer, fleet::CHECKPOINT_LOCK)
     }
 
     fn into_fleet_limits(self: Box<Self>) -> Option<Arc<dyn FleetLimits>> {
