@@ -480,6 +480,24 @@ async fn the_daemons_run_counters_only_grow_and_carry_their_labels() {
     assert!(text.contains("sonde_last_run_timestamp_seconds{target=\"sim/a\"}"));
 }
 
+/// `<dir>/sonde.toml`, written and loaded: a SQLite store, a site published every second
+/// into `site`, and `models` of the simulator at `base_url` pinged every second.
+fn publishing_config(dir: &std::path::Path, base_url: &str, models: &[&str]) -> Config {
+    let mut text = format!(
+        "[store]\npath = \"sonde.db\"\n\n[publish]\nout = \"site\"\nevery = \"1s\"\n\n\
+         [schedules]\nping = \"every 1s\"\n\n[[providers]]\nname = \"sim\"\nkind = \"openai\"\n\
+         base_url = \"{base_url}\"\nrpm = 100\nrate_window = \"1s\"\n"
+    );
+    for model in models {
+        text.push_str(&format!(
+            "[[providers.models]]\nid = \"{model}\"\nprobes = [\"ping\"]\n"
+        ));
+    }
+    let path = dir.join("sonde.toml");
+    std::fs::write(&path, text).unwrap();
+    Config::load(&path).unwrap()
+}
+
 /// The daemon saves its history as the store's checkpoint after its first publish; a
 /// publisher started later (`sonde publish` here) restores it and reads only what was
 /// written since. (Three seconds of runs may be too few for a state: the figures are
@@ -488,22 +506,12 @@ async fn the_daemons_run_counters_only_grow_and_carry_their_labels() {
 async fn the_daemon_saves_a_checkpoint_that_a_later_publish_restores() {
     let sim = common::simulator(SCENARIO).await;
     let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "[store]\npath = \"sonde.db\"\n\n[publish]\nout = \"site\"\nevery = \"1s\"\n\n\
-         [schedules]\nping = \"every 1s\"\n\n[[providers]]\nname = \"sim\"\nkind = \"openai\"\n\
-         base_url = \"{}\"\nrpm = 100\nrate_window = \"1s\"\n\
-         [[providers.models]]\nid = \"m0\"\nprobes = [\"ping\"]\n\
-         [[providers.models]]\nid = \"m1\"\nprobes = [\"ping\"]\n",
-        sim.base_url()
-    );
-    let path = dir.path().join("sonde.toml");
-    std::fs::write(&path, text).unwrap();
-    let config = Config::load(&path).unwrap();
+    let config = publishing_config(dir.path(), &sim.base_url(), &["m0", "m1"]);
     let started = sonde::units::now_ms();
     run_for(config.clone(), Duration::from_secs(3)).await;
 
     let store = Store::open_read_only(&config.store).unwrap();
-    let restored = sonde::publish::checkpoint::restore(&config, &store, sonde::units::now_ms())
+    let restored = sonde::publish::checkpoint::restore(&store, sonde::units::now_ms())
         .unwrap()
         .expect("the daemon saved a checkpoint");
     let saved_at = restored.at_ms().unwrap();
@@ -535,4 +543,63 @@ async fn the_daemon_saves_a_checkpoint_that_a_later_publish_restores() {
         assert!(target["samples"].as_u64().unwrap() >= 1, "{target}");
         assert_eq!(target["availability"], 1.0, "{target}");
     }
+}
+
+/// After an upgrade: the daemon finds the checkpoint of another sonde in this layout,
+/// publishes from it at once while it reads the store whole in the background, then
+/// publishes from what it read and saves the checkpoint as its own again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_upgrade_the_daemon_bridges_the_old_checkpoint_then_saves_its_own() {
+    let sim = common::simulator(SCENARIO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = publishing_config(dir.path(), &sim.base_url(), &["m0"]);
+    run_for(config.clone(), Duration::from_secs(3)).await;
+
+    // The checkpoint as another version in this layout left it.
+    let store = Store::open_read_only(&config.store).unwrap();
+    let bytes = store
+        .checkpoint()
+        .unwrap()
+        .expect("the daemon saved a checkpoint");
+    let (patched, other) = common::checkpoint::as_saved_by_another_version(&bytes);
+    let patched_at = sonde::units::now_ms();
+    store.save_checkpoint(patched_at, &patched).unwrap();
+    let restored = sonde::publish::checkpoint::restore(&store, patched_at)
+        .unwrap()
+        .unwrap();
+    assert_eq!(restored.other_version(), Some(other.as_str()));
+
+    let child = Command::new(env!("CARGO_BIN_EXE_sonde"))
+        .args(["run"])
+        .current_dir(dir.path())
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let output = common::terminate(child).await;
+    let log = String::from_utf8(output.stderr).unwrap();
+    let bridged = log
+        .find("restored the checkpoint of another sonde in this layout")
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(log.contains(&format!("saved_by=\"{other}\"")), "{log}");
+    let read = log
+        .find("read the store whole: the next publish is from this version's own history")
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(bridged < read, "{log}");
+    assert!(
+        !log.contains("saving the publisher's checkpoint failed"),
+        "{log}"
+    );
+
+    let own = sonde::publish::checkpoint::restore(&store, sonde::units::now_ms())
+        .unwrap()
+        .expect("a checkpoint");
+    assert_eq!(
+        own.other_version(),
+        None,
+        "saved as this version's own:\n{log}"
+    );
+    assert!(own.at_ms().unwrap() > patched_at, "{log}");
 }

@@ -2,7 +2,7 @@
 //! three locations as separate `sonde run` processes. One location that sees a target fail
 //! makes it `partial`, all three make it `down`; a prober killed with `kill -9` goes `stale`
 //! and stops counting; when the publishing daemon is killed another publishes within two
-//! intervals; three probers sharing a provider never pass its rate limit or its budget
+//! intervals; daemons that only serve keep a checkpoint; three probers sharing a provider never pass its rate limit or its budget
 //! together.
 
 mod common;
@@ -304,6 +304,78 @@ async fn when_the_publishing_daemon_dies_another_publishes_within_two_intervals(
                 started.elapsed() < Duration::from_secs(20),
                 "the new daemon restored no checkpoint: {}",
                 daemons[1].text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    for mut daemon in daemons {
+        common::terminate(daemon.process()).await;
+    }
+}
+
+/// Daemons that only serve (no `[publish] out`, no gateways) never take the publisher lock,
+/// but one of them holds the checkpoint lock and saves the checkpoint; when it is killed,
+/// another takes the lock over and saves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_of_daemons_that_only_serve_keeps_a_checkpoint() {
+    let Some(cluster) = common::postgres::start("fleet_serving") else {
+        return;
+    };
+    let sim = common::simulator(SCENARIO).await;
+    let fleet = Fleet::new(&cluster, "serving");
+    let body = |port: u16| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[publish]\nevery = \"1s\"\n\n\
+             [schedules]\nping = \"every 1s\"\n\n\
+             [[providers]]\nname = \"sim\"\nkind = \"openai\"\nbase_url = \"{}\"\n\
+             rpm = 100\nrate_window = \"1s\"\n[[providers.models]]\nid = \"x\"\nprobes = [\"ping\"]\n",
+            sim.base_url()
+        )
+    };
+    let folders = ["s1", "s2"].map(|location| fleet.config(location, &body(common::free_port())));
+    let config = load(&folders[0]);
+    let mut daemons: Vec<Daemon> = folders.iter().map(|f| fleet.start(f)).collect();
+    tokio::task::block_in_place(|| {
+        let holds = |d: &Daemon| !d.lines("this daemon holds the checkpoint lock").is_empty();
+        let stands_by = |d: &Daemon| {
+            !d.lines("another daemon holds the checkpoint lock")
+                .is_empty()
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !(daemons.iter().any(holds) && daemons.iter().any(stands_by)) {
+            assert!(
+                Instant::now() < deadline,
+                "no daemon took the checkpoint lock"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // The store exists once a daemon published from it.
+        let store = Store::open_read_only(&config.store).unwrap();
+        while store.checkpoint().unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "no checkpoint saved by a serving fleet"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(daemons.iter().filter(|d| holds(d)).count(), 1);
+        for daemon in &daemons {
+            assert!(
+                daemon.lines("publisher lock").is_empty(),
+                "a daemon that only serves asked for the publisher lock: {}",
+                daemon.text()
+            );
+        }
+        let saver = daemons.iter().position(holds).unwrap();
+        let mut dead = daemons.remove(saver).process();
+        dead.kill().unwrap();
+        dead.wait().unwrap();
+        let killed = Instant::now();
+        while !holds(&daemons[0]) {
+            assert!(
+                killed.elapsed() < Duration::from_secs(20),
+                "no daemon took the checkpoint lock over: {}",
+                daemons[0].text()
             );
             std::thread::sleep(Duration::from_millis(50));
         }

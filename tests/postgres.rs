@@ -313,7 +313,7 @@ fn a_rewritten_rollup_has_a_new_version(config: &Config, now: i64) {
     let first = Store::open_read_only(&config.store).unwrap();
     Snapshot::load_with(config, &first, now, &mut kept).unwrap();
     // The publisher's checkpoint as it stands now, restored below after the writes.
-    checkpoint::save(config, &first, &kept).unwrap();
+    checkpoint::save(&first, &kept).unwrap();
     drop(first);
     let since = now - 30 * 3_600_000;
     // Every head (`after` None), or those written after a read: with what the read saw.
@@ -445,7 +445,7 @@ fn a_rewritten_rollup_has_a_new_version(config: &Config, now: i64) {
     assert!(csv.contains(&new_id), "{}: {csv}", store.describe());
 
     // A publisher started now, from the checkpoint saved before the late and new runs.
-    let mut restored = checkpoint::restore(config, &store, later)
+    let mut restored = checkpoint::restore(&store, later)
         .unwrap()
         .expect("a checkpoint");
     let from_checkpoint = Snapshot::load_with(config, &store, later, &mut restored).unwrap();

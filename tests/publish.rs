@@ -1127,9 +1127,9 @@ fn kept_history_against_cold_reads(through_checkpoint: bool) {
     let publish = |kept: &mut sonde::publish::history::History, now: i64| {
         let store = Store::open_read_only(&config.store).unwrap();
         if through_checkpoint && kept.at_ms().is_some() {
-            let bytes = checkpoint::save(&config, &store, kept).unwrap();
+            let bytes = checkpoint::save(&store, kept).unwrap();
             assert!(bytes > 1_000, "{bytes} bytes");
-            *kept = checkpoint::restore(&config, &store, now)
+            *kept = checkpoint::restore(&store, now)
                 .unwrap()
                 .expect("the checkpoint just saved");
         }
@@ -1310,44 +1310,101 @@ fn a_kept_history_forgets_what_the_store_pruned() {
     );
 }
 
-/// A checkpoint that does not fit — saved for other targets, or damaged — is left with
-/// its reason, and the publisher reads the store whole.
+/// The config of a store in `dir` with `models` (each a `[[providers.models]]` table).
+fn config_with(dir: &std::path::Path, models: &[&str]) -> Config {
+    let mut text = format!(
+        "[store]\npath = \"{}\"\n\n[prober]\nlocation = \"a\"\n\n\
+         [[providers]]\nname = \"p\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\n",
+        dir.join("sonde.db").display()
+    );
+    for model in models {
+        text.push_str(&format!("[[providers.models]]\nid = \"{model}\"\n"));
+    }
+    Config::parse(&dir.join("sonde.toml"), &text).unwrap()
+}
+
+/// A checkpoint saved under a config is restored under one with a target more and one
+/// fewer: the target that joined has its last runs read then — merged with those of its
+/// runs the history took in as written since, before it was in the config — and every
+/// file is a cold read's under the new config.
 #[test]
-fn a_checkpoint_that_does_not_fit_is_left_and_the_store_read_whole() {
+fn a_checkpoint_restored_for_other_targets_publishes_what_a_cold_read_does() {
     let dir = tempfile::tempdir().unwrap();
-    let text = |models: &str| {
-        format!(
-            "[store]\npath = \"{}\"\n\n[prober]\nlocation = \"a\"\n\n\
-             [[providers]]\nname = \"p\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\n\
-             {models}",
-            dir.path().join("sonde.db").display()
-        )
-    };
-    let two = "[[providers.models]]\nid = \"m0\"\n[[providers.models]]\nid = \"m1\"\n";
-    let config = Config::parse(&dir.path().join("sonde.toml"), &text(two)).unwrap();
+    let all = config_with(dir.path(), &["m0", "m1", "m2"]);
+    let before = config_with(dir.path(), &["m0", "m1"]);
+    let after = config_with(dir.path(), &["m0", "m2"]);
+    let now = now_ms() / 60_000 * 60_000;
+    // An hour of every target's runs, m2's from another location (not in `before`).
+    write(
+        &all,
+        "a",
+        runs(&all, 0, now - 3_600_000, now - 600_000, 60_000),
+    );
+    write(
+        &all,
+        "a",
+        runs(&all, 1, now - 3_600_000, now - 600_000, 60_000),
+    );
+    write(
+        &all,
+        "b",
+        runs(&all, 2, now - 3_600_000, now - 600_000, 60_000),
+    );
+    let store = Store::open_read_only(&all.store).unwrap();
+    let mut kept = sonde::publish::history::History::new();
+    Snapshot::load_with(&before, &store, now - 540_000, &mut kept).unwrap();
+    // Three more of m2's runs, taken in as written since.
+    write(
+        &all,
+        "b",
+        runs(&all, 2, now - 600_000, now - 420_000, 60_000),
+    );
+    Snapshot::load_with(&before, &store, now - 360_000, &mut kept).unwrap();
+    checkpoint::save(&store, &kept).unwrap();
+    write(
+        &all,
+        "a",
+        runs(&all, 0, now - 300_000, now - 120_000, 60_000),
+    );
+
+    let mut restored = checkpoint::restore(&store, now).unwrap().expect("saved");
+    let warm = Snapshot::load_with(&after, &store, now, &mut restored).unwrap();
+    let cold = Snapshot::load(&after, &store, now).unwrap();
+    let listed = |snapshot: &Snapshot| snapshot.latest.get("p/m2").map_or(0, |runs| runs.len());
+    assert_eq!(
+        listed(&cold),
+        sonde::publish::LAST_RUNS,
+        "m2 has more runs than listed"
+    );
+    assert_eq!(listed(&warm), listed(&cold), "m2's older runs were read");
+    assert_eq!(format!("{:?}", warm.stats), format!("{:?}", cold.stats));
+    assert_eq!(
+        publish::build(&after, &warm).unwrap(),
+        publish::build(&after, &cold).unwrap(),
+        "the site of the new config"
+    );
+}
+
+/// A checkpoint cut in half is left with its reason, and the publisher reads the store
+/// whole.
+#[test]
+fn a_damaged_checkpoint_is_left_and_the_store_read_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with(dir.path(), &["m0", "m1"]);
     let now = now_ms();
     write(&config, "a", runs(&config, 0, now - 3_600_000, now, 60_000));
     let store = Store::open_read_only(&config.store).unwrap();
     assert!(
-        checkpoint::restore(&config, &store, now).unwrap().is_none(),
+        checkpoint::restore(&store, now).unwrap().is_none(),
         "no checkpoint yet"
     );
     let mut kept = sonde::publish::history::History::new();
     Snapshot::load_with(&config, &store, now, &mut kept).unwrap();
-    checkpoint::save(&config, &store, &kept).unwrap();
-
-    let one = "[[providers.models]]\nid = \"m0\"\n";
-    let fewer = Config::parse(&dir.path().join("sonde.toml"), &text(one)).unwrap();
-    let Err(err) = checkpoint::restore(&fewer, &store, now) else {
-        panic!("a checkpoint of other targets was restored");
-    };
-    assert!(err.to_string().contains("other targets"), "{err}");
-
-    let bytes = checkpoint::encode(&config, &kept).unwrap().bytes;
+    let bytes = checkpoint::encode(&kept).unwrap().bytes;
     store
         .save_checkpoint(now, &bytes[..bytes.len() / 2])
         .unwrap();
-    let Err(err) = checkpoint::restore(&config, &store, now) else {
+    let Err(err) = checkpoint::restore(&store, now) else {
         panic!("half a checkpoint was restored");
     };
     assert!(
@@ -1355,11 +1412,72 @@ fn a_checkpoint_that_does_not_fit_is_left_and_the_store_read_whole() {
         "{err}"
     );
     let mut fresh = sonde::publish::history::History::new();
-    let restoring = Snapshot::load_restoring(&config, &store, now, &mut fresh).unwrap();
+    let restoring = Snapshot::load_restoring(
+        &config,
+        &store,
+        now,
+        &mut fresh,
+        checkpoint::OtherVersion::Bridge,
+    )
+    .unwrap();
     let cold = Snapshot::load(&config, &store, now).unwrap();
     assert_eq!(
         publish::build(&config, &restoring).unwrap(),
         publish::build(&config, &cold).unwrap(),
         "read whole"
     );
+}
+
+/// Another version's checkpoint in this layout: `sonde publish` leaves it and reads the
+/// store whole; a server publishes from it (what that version would have), marked, and it
+/// is never saved as this version's; the store read whole is what replaces it.
+#[test]
+fn another_versions_checkpoint_is_bridged_by_a_server_and_left_by_a_publish() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with(dir.path(), &["m0", "m1"]);
+    let now = now_ms();
+    write(
+        &config,
+        "a",
+        runs(&config, 0, now - 7_200_000, now - 60_000, 60_000),
+    );
+    let store = Store::open_read_only(&config.store).unwrap();
+    let mut kept = sonde::publish::history::History::new();
+    Snapshot::load_with(&config, &store, now - 60_000, &mut kept).unwrap();
+    let (bytes, other) =
+        common::checkpoint::as_saved_by_another_version(&checkpoint::encode(&kept).unwrap().bytes);
+    store.save_checkpoint(now - 60_000, &bytes).unwrap();
+    write(&config, "a", runs(&config, 1, now - 60_000, now, 20_000));
+    let cold = publish::build(&config, &Snapshot::load(&config, &store, now).unwrap()).unwrap();
+
+    let mut left = sonde::publish::history::History::new();
+    let leave = checkpoint::OtherVersion::Leave;
+    let snapshot = Snapshot::load_restoring(&config, &store, now, &mut left, leave).unwrap();
+    assert_eq!(left.other_version(), None, "read whole");
+    assert_eq!(publish::build(&config, &snapshot).unwrap(), cold);
+
+    let mut bridged = sonde::publish::history::History::new();
+    let bridge = checkpoint::OtherVersion::Bridge;
+    let snapshot = Snapshot::load_restoring(&config, &store, now, &mut bridged, bridge).unwrap();
+    assert_eq!(bridged.other_version(), Some(other.as_str()));
+    assert_eq!(
+        publish::build(&config, &snapshot).unwrap(),
+        cold,
+        "the same sums, read by the same code"
+    );
+    let Err(err) = checkpoint::save(&store, &bridged) else {
+        panic!("a bridged history was saved");
+    };
+    assert!(
+        err.to_string()
+            .contains(&format!("sonde {other}'s checkpoint")),
+        "{err}"
+    );
+
+    let whole = sonde::publish::history::History::read_whole(&config, &store, now).unwrap();
+    assert_eq!(whole.other_version(), None);
+    assert_eq!(whole.at_ms(), Some(now));
+    checkpoint::save(&store, &whole).unwrap();
+    let own = checkpoint::restore(&store, now).unwrap().expect("saved");
+    assert_eq!(own.other_version(), None, "this version's own again");
 }

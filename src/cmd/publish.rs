@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use sonde::config::Config;
 use sonde::owned_dir::{self, Protected, SITE_MARKER};
 use sonde::publish::history::History;
-use sonde::publish::{self, Snapshot, gateway, results_csv};
+use sonde::publish::{self, Snapshot, checkpoint, gateway, results_csv};
 use sonde::store::Store;
 
 /// What to publish.
@@ -87,7 +87,13 @@ fn site(out: Option<PathBuf>, config: &Config, protected: &Protected) -> anyhow:
     let store = Store::open_read_only(&config.store)?;
     let now = chrono::Utc::now().timestamp_millis();
     let started = std::time::Instant::now();
-    let snapshot = Snapshot::load_restoring(config, &store, now, &mut History::new())?;
+    let snapshot = Snapshot::load_restoring(
+        config,
+        &store,
+        now,
+        &mut History::new(),
+        checkpoint::OtherVersion::Leave,
+    )?;
     let feed = snapshot.feed(config);
     let csv = results_csv::render(&store, now)?;
     let mut index_len = 0;

@@ -6,9 +6,11 @@
 //! It holds exactly what the publisher kept, with the store's own record of what each part
 //! had read ([`Seen`](crate::store::Seen): SQLite's write counter or PostgreSQL's snapshot,
 //! which mean the same to any reader of the store), so the publishes after it are those the
-//! publisher would have made: the same bytes as a cold read's. One that does not fit is
-//! left and the store read whole: another format or version of sonde, other targets in the
-//! config, or bytes that do not decode. Its runs (the last hour's, per minute) are left
+//! publisher would have made: the same bytes as a cold read's. A config with other targets
+//! keeps it: a target that joined has its last runs read then, alone (a history keeps each
+//! target's; the windows, points and hour's runs are the store's whatever the config). One
+//! that does not fit is left and the store read whole: another format or version of sonde,
+//! or bytes that do not decode. Its runs (the last hour's, per minute) are left
 //! when it is older than 15 minutes, since the runs written since would be read in one
 //! piece, while the hour's read whole are folded one at a time.
 
@@ -20,14 +22,12 @@ use flate2::write::DeflateEncoder;
 use serde::{Deserialize, Serialize};
 
 use super::history::History;
-use crate::config::Config;
-use crate::scheduler::stable_hash;
 use crate::store::{Store, StoreError};
 
 /// The layout of [`History`] this build writes and reads; raised whenever a field in its
 /// tree is added, removed, moved or retyped: structs are written as arrays of their fields,
 /// so a moved field of the same type would decode as the other one.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
 /// How old a checkpoint's runs may be and still be restored: a fleet of 10,000 targets
 /// probed once a minute writes 150,000 runs in that time.
@@ -60,11 +60,16 @@ pub enum CheckpointError {
         /// Its layout.
         format: u32,
     },
-    /// It was saved for other targets than the config's.
+    /// The history was restored from another version's checkpoint: saving it would label
+    /// that version's sums as this one's.
     #[error(
-        "the checkpoint was saved for other targets than the config's; the store is read whole"
+        "the history is sonde {sonde}'s checkpoint, published from until the store is read \
+         whole; it is not saved as this version's"
     )]
-    Targets,
+    Bridged {
+        /// The version that saved it.
+        sonde: String,
+    },
     /// The history has read nothing yet: there is nothing to save.
     #[error("nothing to save: no publish has read the store yet")]
     Unread,
@@ -77,18 +82,8 @@ struct Header {
     format: u32,
     /// The sonde version that saved it.
     sonde: String,
-    /// [`targets`] of the config it was saved with.
-    targets: u64,
     /// The history's last snapshot, unix ms.
     at_ms: i64,
-}
-
-/// A fingerprint of the config's targets: a history keeps each one's last runs, so one
-/// saved for other targets is left.
-fn targets(config: &Config) -> u64 {
-    let mut ids: Vec<&str> = config.targets.iter().map(|t| t.id.as_str()).collect();
-    ids.sort_unstable();
-    stable_hash(&ids.join("\n"))
 }
 
 /// A history encoded as a checkpoint, to be saved.
@@ -109,17 +104,40 @@ impl Encoded {
     }
 }
 
+/// What a publisher does with a checkpoint saved by another version of sonde in this
+/// build's layout (one in another layout is always left).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtherVersion {
+    /// Leaves it and reads the store whole: `sonde publish`, whose one publish must be
+    /// this version's own.
+    Leave,
+    /// Publishes from it while the store is read whole in the background, then from what
+    /// was read (a server: ready within seconds after an upgrade instead of after a
+    /// month's cold read). It is never saved again as this version's.
+    Bridge,
+}
+
 /// `history` as a checkpoint's bytes: a [`Header`], then the history deflated as it is
 /// encoded (never held whole plain). Both are MessagePack, each struct as an array of its
 /// fields: names were half the bytes, since a fleet's history holds millions of small
 /// structs. A field left out when empty is the last of its struct and has a default, so
-/// the shorter array still decodes.
-pub fn encode(config: &Config, history: &History) -> Result<Encoded, CheckpointError> {
+/// the shorter array still decodes. A history restored from another version's checkpoint
+/// is not encoded: it would be saved as this version's.
+pub fn encode(history: &History) -> Result<Encoded, CheckpointError> {
+    if let Some(sonde) = history.other_version() {
+        return Err(CheckpointError::Bridged {
+            sonde: sonde.to_owned(),
+        });
+    }
+    encode_as(history, env!("CARGO_PKG_VERSION"))
+}
+
+/// [`encode`] with `sonde` as the version that saved it.
+fn encode_as(history: &History, sonde: &str) -> Result<Encoded, CheckpointError> {
     let at_ms = history.at_ms().ok_or(CheckpointError::Unread)?;
     let header = Header {
         format: FORMAT,
-        sonde: env!("CARGO_PKG_VERSION").to_owned(),
-        targets: targets(config),
+        sonde: sonde.to_owned(),
         at_ms,
     };
     let deflated = DeflateEncoder::new(rmp_serde::to_vec(&header)?, Compression::fast());
@@ -135,20 +153,18 @@ pub fn encode(config: &Config, history: &History) -> Result<Encoded, CheckpointE
     Ok(Encoded { at_ms, bytes })
 }
 
-/// The history saved in `bytes`, for `config` at `now_ms`; its runs left when older than
-/// [`RUNS_FOR_MS`].
-pub fn decode(config: &Config, bytes: &[u8], now_ms: i64) -> Result<History, CheckpointError> {
+/// The history saved in `bytes`, at `now_ms`; its runs left when older than
+/// [`RUNS_FOR_MS`]. One saved by another version of sonde in this layout decodes, and
+/// says so ([`History::other_version`]).
+pub fn decode(bytes: &[u8], now_ms: i64) -> Result<History, CheckpointError> {
     let mut reader = rmp_serde::Deserializer::new(bytes);
     let header = Header::deserialize(&mut reader)?;
     let deflated = reader.into_inner();
-    if header.format != FORMAT || header.sonde != env!("CARGO_PKG_VERSION") {
+    if header.format != FORMAT {
         return Err(CheckpointError::Version {
             sonde: header.sonde,
             format: header.format,
         });
-    }
-    if header.targets != targets(config) {
-        return Err(CheckpointError::Targets);
     }
     let mut plain = Vec::new();
     DeflateDecoder::new(deflated)
@@ -159,42 +175,61 @@ pub fn decode(config: &Config, bytes: &[u8], now_ms: i64) -> Result<History, Che
         history.forget_runs();
     }
     history.share_names();
+    if header.sonde != env!("CARGO_PKG_VERSION") {
+        history.set_other_version(header.sonde);
+    }
     Ok(history)
 }
 
 /// Saves `history` as the store's checkpoint ([`encode`], then [`Encoded::save`]). Returns
 /// its size in bytes.
-pub fn save(config: &Config, store: &Store, history: &History) -> Result<usize, CheckpointError> {
-    Ok(encode(config, history)?.save(store)?)
+pub fn save(store: &Store, history: &History) -> Result<usize, CheckpointError> {
+    Ok(encode(history)?.save(store)?)
 }
 
-/// The history of the store's checkpoint, when it has one that fits `config`; `Ok(None)`
-/// when it has none.
-pub fn restore(
-    config: &Config,
-    store: &Store,
-    now_ms: i64,
-) -> Result<Option<History>, CheckpointError> {
+/// The history of the store's checkpoint ([`decode`]); `Ok(None)` when it has none.
+pub fn restore(store: &Store, now_ms: i64) -> Result<Option<History>, CheckpointError> {
     match store.checkpoint()? {
-        Some(bytes) => decode(config, &bytes, now_ms).map(Some),
+        Some(bytes) => decode(&bytes, now_ms).map(Some),
         None => Ok(None),
     }
 }
 
-/// [`restore`] into `history` when it is new (it has read nothing), logging why a
-/// checkpoint was left; a history that has read keeps what it read.
-pub fn restore_into(config: &Config, store: &Store, now_ms: i64, history: &mut History) {
+/// [`restore`] into `history` when it is new (it has read nothing), one saved by another
+/// version as `other` says; logs why a checkpoint was left. A history that has read keeps
+/// what it read.
+pub fn restore_into(store: &Store, now_ms: i64, history: &mut History, other: OtherVersion) {
     if history.at_ms().is_some() {
         return;
     }
     let started = std::time::Instant::now();
-    match restore(config, store, now_ms) {
+    let restored = restore(store, now_ms).and_then(|restored| match restored {
+        Some(h) if other == OtherVersion::Leave && h.other_version().is_some() => {
+            Err(CheckpointError::Version {
+                sonde: h.other_version().unwrap_or_default().to_owned(),
+                format: FORMAT,
+            })
+        }
+        restored => Ok(restored),
+    });
+    match restored {
         Ok(Some(restored)) => {
-            tracing::info!(
-                took = ?started.elapsed(),
-                saved_at = restored.at_ms().unwrap_or_default(),
-                "restored the publisher's checkpoint: reading what was written since"
-            );
+            let saved_at = restored.at_ms().unwrap_or_default();
+            let took = started.elapsed();
+            match restored.other_version() {
+                None => tracing::info!(
+                    ?took,
+                    saved_at,
+                    "restored the publisher's checkpoint: reading what was written since"
+                ),
+                Some(sonde) => tracing::info!(
+                    ?took,
+                    saved_at,
+                    saved_by = sonde,
+                    "restored the checkpoint of another sonde in this layout: publishing from \
+                     it while the store is read whole"
+                ),
+            }
             *history = restored;
         }
         Ok(None) => {}
@@ -225,10 +260,57 @@ mod tests {
 
     #[test]
     fn a_history_that_read_nothing_is_not_saved() {
-        let config = Config::parse(std::path::Path::new("sonde.toml"), "").unwrap();
         assert!(matches!(
-            encode(&config, &History::new()),
+            encode(&History::new()),
             Err(CheckpointError::Unread)
         ));
+    }
+
+    /// A history of an empty SQLite store, read whole (it has read, so it is saved).
+    fn read_history() -> History {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::config::Config::parse(
+            std::path::Path::new("sonde.toml"),
+            "[store]\npath = \"sonde.db\"\n",
+        )
+        .unwrap();
+        let mut store_config = config.store.clone();
+        store_config.backend = crate::config::StoreBackend::Sqlite {
+            path: dir.path().join("sonde.db"),
+        };
+        let store = Store::open(&store_config, "here").unwrap();
+        History::read_whole(&config, &store, 1_000_000).unwrap()
+    }
+
+    #[test]
+    fn another_versions_checkpoint_in_this_layout_is_marked_and_never_saved_again() {
+        let history = read_history();
+        let bytes = encode_as(&history, "0.0.1").unwrap().bytes;
+        let restored = decode(&bytes, 1_000_000).unwrap();
+        assert_eq!(restored.other_version(), Some("0.0.1"));
+        assert_eq!(restored.at_ms(), Some(1_000_000));
+        let Err(CheckpointError::Bridged { sonde }) = encode(&restored) else {
+            panic!("a bridged history was encoded");
+        };
+        assert_eq!(sonde, "0.0.1");
+        let own = decode(&encode(&history).unwrap().bytes, 1_000_000).unwrap();
+        assert_eq!(own.other_version(), None);
+    }
+
+    #[test]
+    fn a_checkpoint_in_another_layout_is_left() {
+        let header = Header {
+            format: FORMAT + 1,
+            sonde: "9.9.9".into(),
+            at_ms: 0,
+        };
+        let bytes = rmp_serde::to_vec(&header).unwrap();
+        let Err(err) = decode(&bytes, 0) else {
+            panic!("another layout decoded");
+        };
+        let text = err.to_string();
+        let saved = format!("sonde 9.9.9 (layout {})", FORMAT + 1);
+        assert!(text.contains(&saved), "{text}");
+        assert!(text.ends_with("the store is read whole"), "{text}");
     }
 }

@@ -21,16 +21,18 @@ use serde::{Deserialize, Serialize};
 
 use super::latest::LatestRun;
 use super::minutes::Minutes;
-use super::points::{DayPoint, HourPoint, Points};
+use super::points::{DayPoint, HourPoint, Points, Series};
 use super::window_cache::WindowCache;
 use super::windows::{locations, summarize_from};
 use super::{BAR_DAYS, HEATMAP_DAYS, LAST_RUNS, Snapshot, joined};
 use crate::aggregate::Window;
+use crate::aggregate::health::TargetHealth;
+use crate::aggregate::quorum::LocationStatus;
 use crate::aggregate::rollup::Span;
 use crate::config::Config;
 use crate::interned::Names;
 use crate::result::ResultRecord;
-use crate::store::{Incident, Seen, Store, StoreError};
+use crate::store::{Incident, Seen, Store, StoreError, TargetAt};
 
 /// What a publisher keeps between publishes; saved whole as its checkpoint
 /// (`publish::checkpoint`).
@@ -51,6 +53,20 @@ pub struct History {
     /// Read whole at each publish, so not kept in a checkpoint.
     #[serde(skip)]
     incidents: Arc<Vec<Incident>>,
+    /// The sonde version whose checkpoint this was restored from, when another than this
+    /// one (`checkpoint::OtherVersion::Bridge`): published from, never saved.
+    #[serde(skip)]
+    other_version: Option<String>,
+}
+
+/// What a snapshot reads beside what a [`History`] keeps: the fleet's locations, the
+/// targets' states, the bar's days, the heatmap's hours and the incidents.
+struct Read {
+    fleet: Vec<LocationStatus>,
+    health: HashMap<TargetAt, TargetHealth>,
+    daily: HashMap<String, Series<DayPoint>>,
+    hourly: HashMap<String, Series<HourPoint>>,
+    incidents: Arc<Vec<Incident>>,
 }
 
 /// The runs a publisher keeps between publishes.
@@ -62,6 +78,10 @@ struct Runs {
     seen: Option<Seen>,
     /// Per target its last [`LAST_RUNS`] runs, newest first.
     latest: Arc<HashMap<String, Arc<Vec<LatestRun>>>>,
+    /// The targets whose last runs were read from the store, sorted: every other target in
+    /// `latest` holds only the runs written since (a fleet location's target that is not
+    /// in this config), so one that joins the config has its older runs read then.
+    read_for: Vec<String>,
     /// The names those runs share (made again when a checkpoint is restored).
     #[serde(skip)]
     names: Names,
@@ -83,7 +103,28 @@ impl History {
             days: Points::new(Span::Day),
             runs: Runs::default(),
             incidents: Arc::default(),
+            other_version: None,
         }
+    }
+
+    /// A history of everything the store holds at `now_ms`, read whole: what replaces one
+    /// restored from another version's checkpoint.
+    pub fn read_whole(config: &Config, store: &Store, now_ms: i64) -> Result<History, StoreError> {
+        let mut history = History::new();
+        history.read(config, store, now_ms)?;
+        Ok(history)
+    }
+
+    /// The sonde version whose checkpoint this was restored from, when another than this
+    /// one: a server publishes from it while it reads the store whole
+    /// ([`History::read_whole`]), and never saves it.
+    pub fn other_version(&self) -> Option<&str> {
+        self.other_version.as_deref()
+    }
+
+    /// Marks this history as restored from `sonde`'s checkpoint.
+    pub(super) fn set_other_version(&mut self, sonde: String) {
+        self.other_version = Some(sonde);
     }
 
     /// The time of the last snapshot read, unix ms; `None` before the first (a new history,
@@ -133,6 +174,33 @@ impl History {
         store: &Store,
         now_ms: i64,
     ) -> Result<Snapshot, StoreError> {
+        let read = self.read(config, store, now_ms)?;
+        let stats = summarize_from(
+            config,
+            now_ms,
+            &read.fleet,
+            &read.health,
+            &self.windows,
+            &self.runs.minutes,
+        );
+        Ok(Snapshot {
+            now_ms,
+            by_target: stats
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.target.clone(), i))
+                .collect(),
+            stats,
+            locations: read.fleet,
+            daily: read.daily,
+            hourly: read.hourly,
+            incidents: read.incidents,
+            latest: Arc::clone(&self.runs.latest),
+        })
+    }
+
+    /// Reads what changed since the last read, at `now_ms`: [`History::snapshot`]'s reads.
+    fn read(&mut self, config: &Config, store: &Store, now_ms: i64) -> Result<Read, StoreError> {
         let (for_runs, for_windows) = (store.fork()?, store.fork()?);
         let History {
             at_ms,
@@ -141,6 +209,7 @@ impl History {
             days,
             runs,
             incidents: kept_incidents,
+            other_version: _,
         } = self;
         let (advancing, refreshing) = (&mut *runs, &mut *windows);
         let (ran, refreshed, rest) = std::thread::scope(|scope| {
@@ -160,29 +229,21 @@ impl History {
                     now_ms,
                 )?;
                 let incidents = incidents(kept_incidents, store, now_ms)?;
-                Ok::<_, StoreError>((fleet, health, (daily, hourly, incidents)))
+                Ok::<_, StoreError>(Read {
+                    fleet,
+                    health,
+                    daily,
+                    hourly,
+                    incidents,
+                })
             })();
             (joined(ran), joined(refreshed), rest)
         });
         ran?;
         refreshed?;
-        let (fleet, health, (daily, hourly, incidents)) = rest?;
+        let read = rest?;
         *at_ms = Some(now_ms);
-        let stats = summarize_from(config, now_ms, &fleet, &health, windows, &runs.minutes);
-        Ok(Snapshot {
-            now_ms,
-            by_target: stats
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (s.target.clone(), i))
-                .collect(),
-            stats,
-            locations: fleet,
-            daily,
-            hourly,
-            incidents,
-            latest: Arc::clone(&runs.latest),
-        })
+        Ok(read)
     }
 }
 
@@ -200,12 +261,33 @@ fn incidents(
     Ok(Arc::clone(kept))
 }
 
+/// Puts `record` among a target's last `runs` (newest first, at most [`LAST_RUNS`]) in its
+/// place, unless it is there already or older than all of a full list.
+fn insert_run(runs: &mut Vec<LatestRun>, record: &ResultRecord, names: &mut Names) {
+    if runs.iter().any(|run| run.run_id.as_str() == record.run_id) {
+        return;
+    }
+    let newer = runs
+        .partition_point(|run| (run.ts, run.run_id.as_str()) > (record.ts, record.run_id.as_str()));
+    if newer == LAST_RUNS {
+        return;
+    }
+    // Room is made before the run goes in: a list copied from a snapshot has no spare
+    // room, and growing it would double it for good.
+    if runs.len() == LAST_RUNS {
+        runs.pop();
+    }
+    runs.insert(newer, LatestRun::of(record, names));
+}
+
 impl Runs {
     /// Reads the runs written since the last read (late ones too), or the hour's whole at
     /// the first read and when a run came too late to be summed as a cold read sums it.
     fn advance(&mut self, config: &Config, store: &Store, now_ms: i64) -> Result<(), StoreError> {
         let hour_start = Window::H1.start(now_ms);
         if let Some(after) = self.seen.take() {
+            // Before the runs written since: a run in both is taken once.
+            self.read_latest(config, store, false)?;
             let mut written = Vec::new();
             let seen = store.each_result_written(i64::MIN, Some(&after), &mut |record| {
                 written.push(record);
@@ -231,27 +313,55 @@ impl Runs {
         })?;
         self.minutes.settle(now_ms);
         // Read after the runs: a run written in between is in both, and taken once.
-        let ids: Vec<&str> = config.targets.iter().map(|t| t.id.as_str()).collect();
-        let mut latest: HashMap<String, Vec<LatestRun>> = ids
+        self.read_latest(config, store, true)?;
+        self.seen = Some(seen);
+        Ok(())
+    }
+
+    /// Reads the last runs of the config's targets whose runs were not read yet (`whole`:
+    /// of every one, after the hour's runs were read whole), each merged with what was
+    /// written since: a checkpoint restored for a config with a target more reads that
+    /// target's runs alone, and then holds what a cold read would.
+    fn read_latest(
+        &mut self,
+        config: &Config,
+        store: &Store,
+        whole: bool,
+    ) -> Result<(), StoreError> {
+        if whole {
+            self.latest = Arc::default();
+            self.read_for.clear();
+        }
+        let ids: Vec<&str> = config
+            .targets
             .iter()
-            .map(|id| ((*id).to_owned(), Vec::new()))
+            .map(|t| t.id.as_str())
+            .filter(|id| {
+                self.read_for
+                    .binary_search_by(|r| r.as_str().cmp(id))
+                    .is_err()
+            })
             .collect();
-        let names = &mut self.names;
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut read: HashMap<&str, Vec<ResultRecord>> =
+            ids.iter().map(|id| (*id, Vec::new())).collect();
         store.each_latest_results(&ids, LAST_RUNS, &mut |record| {
-            if let Some(runs) = latest.get_mut(&record.target) {
-                runs.push(LatestRun::of(&record, names));
+            if let Some(runs) = read.get_mut(record.target.as_str()) {
+                runs.push(record);
             }
         })?;
-        self.latest = Arc::new(
-            latest
-                .into_iter()
-                .map(|(id, mut runs)| {
-                    runs.shrink_to_fit();
-                    (id, Arc::new(runs))
-                })
-                .collect(),
-        );
-        self.seen = Some(seen);
+        let latest = Arc::make_mut(&mut self.latest);
+        for (id, records) in read {
+            let runs = Arc::make_mut(latest.entry(id.to_owned()).or_default());
+            for record in records {
+                insert_run(runs, &record, &mut self.names);
+            }
+            runs.shrink_to_fit();
+        }
+        self.read_for.extend(ids.into_iter().map(str::to_owned));
+        self.read_for.sort_unstable();
         Ok(())
     }
 
@@ -267,21 +377,7 @@ impl Runs {
         let latest = Arc::make_mut(&mut self.latest);
         for record in &written {
             let runs = Arc::make_mut(latest.entry(record.target.clone()).or_default());
-            if runs.iter().any(|run| run.run_id.as_str() == record.run_id) {
-                continue;
-            }
-            let newer = runs.partition_point(|run| {
-                (run.ts, run.run_id.as_str()) > (record.ts, record.run_id.as_str())
-            });
-            if newer == LAST_RUNS {
-                continue;
-            }
-            // Room is made before the run goes in: a list copied from a snapshot has no
-            // spare room, and growing it would double it for good.
-            if runs.len() == LAST_RUNS {
-                runs.pop();
-            }
-            runs.insert(newer, LatestRun::of(record, &mut self.names));
+            insert_run(runs, record, &mut self.names);
         }
         for record in written.iter().filter(|r| r.ts.ms() >= hour_start) {
             self.minutes.add(record);

@@ -130,15 +130,16 @@ impl Snapshot {
     }
 
     /// [`Snapshot::load_with`], a new `history` first restored from the store's checkpoint
-    /// when it has one that fits ([`checkpoint`]): what was written since it is read, not
-    /// the whole store.
+    /// when it has one that fits ([`checkpoint`]; one of another version as `other` says):
+    /// what was written since it is read, not the whole store.
     pub fn load_restoring(
         config: &Config,
         store: &Store,
         now_ms: i64,
         history: &mut History,
+        other: checkpoint::OtherVersion,
     ) -> Result<Snapshot, StoreError> {
-        checkpoint::restore_into(config, store, now_ms, history);
+        checkpoint::restore_into(store, now_ms, history, other);
         Snapshot::load_with(config, store, now_ms, history)
     }
 

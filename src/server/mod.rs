@@ -12,6 +12,7 @@
 //! [`publish_loop`] re-renders the site every `publish.every` (and writes it to
 //! `publish.out` when set), for the daemon, `sonde serve` and `sonde demo` alike.
 
+mod bridge;
 mod kept;
 mod ready;
 
@@ -42,6 +43,7 @@ use crate::publish::{self, PublishError, Snapshot, checkpoint, metrics, results_
 use crate::store::{Store, StoreError};
 use crate::sync::Gateways;
 use crate::units::now_ms;
+use bridge::Bridge;
 use kept::{KeptFile, KeptWriter, accepts_gzip};
 use ready::Readiness;
 
@@ -166,6 +168,24 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Logs that this daemon holds the `name` lock and so does `work`, or that another does,
+/// when `held` changed since `last`.
+fn announce(last: &Mutex<Option<bool>>, held: bool, name: &str, work: &str) {
+    let mut last = lock(last);
+    if *last == Some(held) {
+        return;
+    }
+    *last = Some(held);
+    if held {
+        tracing::info!("this daemon holds the {name} lock: it {work}");
+    } else {
+        tracing::info!(
+            "another daemon holds the {name} lock and {work}; this one serves what it can and \
+             stands by"
+        );
+    }
+}
+
 /// `/metrics` compressed as it is written.
 fn metrics_body(
     stats: &[TargetStats],
@@ -205,9 +225,13 @@ pub struct Site {
     /// Whether this daemon held the publisher lock at the last refresh (`None` before the
     /// first), to log only changes.
     publisher: Mutex<Option<bool>>,
+    /// The same of the checkpoint lock.
+    checkpointer: Mutex<Option<bool>>,
     /// What is kept of the store between publishes and feed computations, so each reads
     /// only what changed (`publish::history`).
     history: Mutex<History>,
+    /// The store read whole behind a history restored from another version's checkpoint.
+    bridge: Bridge,
     /// When this daemon began its last save of the history as the store's checkpoint.
     checkpointed: Mutex<Option<Instant>>,
     /// What the publishes have done, for `/readyz`.
@@ -246,7 +270,9 @@ impl Site {
             counters,
             reader: Mutex::new(None),
             publisher: Mutex::new(None),
+            checkpointer: Mutex::new(None),
             history: Mutex::new(History::new()),
+            bridge: Bridge::default(),
             checkpointed: Mutex::new(None),
             readiness: Mutex::new(Readiness::new()),
         })
@@ -276,13 +302,14 @@ impl Site {
         let site = Arc::clone(self);
         let published = tokio::task::spawn_blocking(move || -> Result<_, PublishError> {
             site.set_figures_aside();
-            let (snapshot, publisher, csv) = site.read(|store| {
+            let (snapshot, publisher, checkpointer, csv) = site.read(|store| {
                 let snapshot = site.snapshot(store, now_ms())?;
                 let publisher = site.takes_publisher_lock() && store.publisher_lock()?;
+                let checkpointer = site.checkpointing() && store.checkpoint_lock()?;
                 let csv = (publisher && site.config.publish.out.is_some())
                     .then(|| results_csv::render(store, snapshot.now_ms))
                     .transpose()?;
-                Ok::<_, PublishError>((snapshot, publisher, csv))
+                Ok::<_, PublishError>((snapshot, publisher, checkpointer, csv))
             })?;
             let feed = snapshot.feed(&site.config);
             // Each file is compressed as it comes: the plain site is never held whole.
@@ -302,8 +329,9 @@ impl Site {
                 _ => publish::each_shared_file(&site.config, &snapshot, &feed, keep)?,
             }
             site.announce_publisher(publisher);
+            site.announce_checkpointer(checkpointer);
             let for_sync = (publisher && site.syncing).then(|| feed.clone());
-            let checkpoint_due = publisher && site.checkpoint_due();
+            let checkpoint_due = checkpointer && site.checkpoint_due();
             let published = site.served.then(|| Published {
                 files,
                 figures: RwLock::new(Some(Arc::new(Figures { snapshot, feed }))),
@@ -331,28 +359,36 @@ impl Site {
     }
 
     /// The snapshot at `now_ms` from the kept history, which a new one first restores from
-    /// the store's checkpoint (`publish::checkpoint`).
+    /// the store's checkpoint (`publish::checkpoint`). One restored from another version's
+    /// checkpoint is published from while the store is read whole in the background, and
+    /// replaced by what was read once it is ([`Bridge`]).
     fn snapshot(&self, store: &Store, now_ms: i64) -> Result<Snapshot, StoreError> {
-        Snapshot::load_restoring(&self.config, store, now_ms, &mut self.history())
+        let mut history = self.history();
+        if let Some(read) = self.bridge.take() {
+            *history = read;
+        }
+        let other = checkpoint::OtherVersion::Bridge;
+        let snapshot = Snapshot::load_restoring(&self.config, store, now_ms, &mut history, other)?;
+        if history.other_version().is_some() {
+            self.bridge.begin(&self.config, store);
+        }
+        Ok(snapshot)
     }
 
-    /// Whether this is a daemon that saves the checkpoint when it holds the publisher
+    /// Whether this is a daemon that saves the checkpoint when it holds the checkpoint
     /// lock: `sonde serve` saves none, and `publish.checkpoint = "0s"` turns it off.
     fn checkpointing(&self) -> bool {
         self.counters.is_some() && self.config.publish.checkpoint.is_some()
     }
 
     /// Whether this daemon asks for the publisher lock: to write `[publish] out` or sync
-    /// gateways, or, on a store only one daemon writes (SQLite, where the lock is always
-    /// its), to save the checkpoint. A fleet daemon that only serves never takes the lock
-    /// from one that writes the site.
+    /// gateways. A fleet daemon that only serves never takes the lock from one that
+    /// writes the site (the checkpoint has a lock of its own).
     fn takes_publisher_lock(&self) -> bool {
-        self.config.publish.out.is_some()
-            || self.syncing
-            || (self.checkpointing() && self.config.store.file().is_some())
+        self.config.publish.out.is_some() || self.syncing
     }
 
-    /// Whether the daemon, holding the publisher lock, saves its checkpoint after this
+    /// Whether the daemon, holding the checkpoint lock, saves its checkpoint after this
     /// publish: it began none yet, or `publish.checkpoint` has passed since it began the
     /// last. Marks it begun, so that a slow save is not begun again meanwhile.
     fn checkpoint_due(&self) -> bool {
@@ -364,6 +400,10 @@ impl Site {
         else {
             return false;
         };
+        // A history restored from another version's checkpoint is not saved as this one's.
+        if self.history().other_version().is_some() {
+            return false;
+        }
         let mut begun = lock(&self.checkpointed);
         let due = begun.is_none_or(|at| at.elapsed() >= every);
         if due {
@@ -376,7 +416,7 @@ impl Site {
     /// is encoded; after a failure, logged, the next publish tries again.
     fn save_checkpoint(&self) {
         let started = Instant::now();
-        let saved = checkpoint::encode(&self.config, &self.history())
+        let saved = checkpoint::encode(&self.history())
             .and_then(|encoded| Ok(self.read(|store| encoded.save(store))?));
         match saved {
             Ok(bytes) => {
@@ -413,34 +453,26 @@ impl Site {
         })
     }
 
-    /// Logs when this daemon starts or stops writing the site.
+    /// Logs when this daemon takes or loses the publisher lock, with what it does then.
     fn announce_publisher(&self, publisher: bool) {
         let duties = [
             (self.config.publish.out.is_some(), "writes [publish] out"),
             (self.syncing, "syncs the gateways"),
-            (self.checkpointing(), "saves the publisher's checkpoint"),
         ];
         let duties: Vec<&str> = duties.iter().filter(|d| d.0).map(|d| d.1).collect();
-        let Some((last_duty, others)) = duties.split_last().filter(|_| self.takes_publisher_lock())
-        else {
-            return;
+        let work = match duties.split_last() {
+            Some((last, [])) => (*last).to_owned(),
+            Some((last, others)) => format!("{} and {last}", others.join(", ")),
+            None => return,
         };
-        let mut last = lock(&self.publisher);
-        if *last == Some(publisher) {
-            return;
-        }
-        *last = Some(publisher);
-        let work = match others {
-            [] => (*last_duty).to_owned(),
-            _ => format!("{} and {last_duty}", others.join(", ")),
-        };
-        if publisher {
-            tracing::info!("this daemon holds the publisher lock: it {work}");
-        } else {
-            tracing::info!(
-                "another daemon holds the publisher lock and {work}; this one serves what it \
-                 can and stands by"
-            );
+        announce(&self.publisher, publisher, "publisher", &work);
+    }
+
+    /// Logs when this daemon takes or loses the checkpoint lock.
+    fn announce_checkpointer(&self, checkpointer: bool) {
+        if self.checkpointing() {
+            let work = "saves the publisher's checkpoint";
+            announce(&self.checkpointer, checkpointer, "checkpoint", work);
         }
     }
 

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod checkpoint;
 pub mod daemon;
 pub mod installed;
 pub mod postgres;
