@@ -9,8 +9,10 @@
 //! publisher would have made: the same bytes as a cold read's. A config with other targets
 //! keeps it: a target that joined has its last runs read then, alone (a history keeps each
 //! target's; the windows, points and hour's runs are the store's whatever the config). One
-//! that does not fit is left and the store read whole: another format or version of sonde,
-//! or bytes that do not decode. Its runs (the last hour's, per minute) are left
+//! saved by another version of sonde in this layout is marked ([`OtherVersion`]): a server
+//! publishes from it while it reads the store whole, `sonde publish` leaves it. One that
+//! does not fit is left and the store read whole: another layout, or bytes that do not
+//! decode. Its runs (the last hour's, per minute) are left
 //! when it is older than 15 minutes, since the runs written since would be read in one
 //! piece, while the hour's read whole are folded one at a time.
 
@@ -75,8 +77,10 @@ pub enum CheckpointError {
     Unread,
 }
 
-/// What a checkpoint says of itself, before the history.
-#[derive(Debug, Serialize, Deserialize)]
+/// What a checkpoint says of itself, before the history. Its layout and version come
+/// first in every layout, so a checkpoint of any layout is told apart by them; the fields
+/// after are this layout's (`at_ms` is 0 in another's).
+#[derive(Debug, Serialize)]
 struct Header {
     /// [`FORMAT`] when saved.
     format: u32,
@@ -84,6 +88,45 @@ struct Header {
     sonde: String,
     /// The history's last snapshot, unix ms.
     at_ms: i64,
+}
+
+impl<'de> Deserialize<'de> for Header {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Header, D::Error> {
+        /// Reads the layout and version, then this layout's fields or, in another, passes
+        /// over whatever follows.
+        struct Fields;
+
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = Header;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a checkpoint's header: its layout, version and fields")
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Header, A::Error> {
+                use serde::de::{Error, IgnoredAny};
+                let missing = |field| A::Error::custom(format!("the header has no {field}"));
+                let format: u32 = seq.next_element()?.ok_or_else(|| missing("layout"))?;
+                let sonde: String = seq.next_element()?.ok_or_else(|| missing("version"))?;
+                let at_ms = if format == FORMAT {
+                    seq.next_element()?.ok_or_else(|| missing("time"))?
+                } else {
+                    while seq.next_element::<IgnoredAny>()?.is_some() {}
+                    0
+                };
+                Ok(Header {
+                    format,
+                    sonde,
+                    at_ms,
+                })
+            }
+        }
+
+        deserializer.deserialize_seq(Fields)
+    }
 }
 
 /// A history encoded as a checkpoint, to be saved.
@@ -295,6 +338,17 @@ mod tests {
         assert_eq!(sonde, "0.0.1");
         let own = decode(&encode(&history).unwrap().bytes, 1_000_000).unwrap();
         assert_eq!(own.other_version(), None);
+    }
+
+    #[test]
+    fn the_first_layouts_checkpoint_is_left_with_its_layout_named() {
+        // Layout 1's header had the config's targets before the time.
+        let bytes = rmp_serde::to_vec(&(1u32, "0.1.0", 77u64, 5i64)).unwrap();
+        let Err(err) = decode(&bytes, 0) else {
+            panic!("layout 1 decoded");
+        };
+        let text = err.to_string();
+        assert!(text.contains("(layout 1)"), "{text}");
     }
 
     #[test]
