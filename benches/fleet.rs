@@ -10,7 +10,9 @@
 //! Last, that publisher saves its checkpoint (`publish::checkpoint`) and another starts
 //! from it a minute of runs later, as a restarted daemon or one taking the publisher lock
 //! over does: the checkpoint's size, the save, the restore and that publisher's first
-//! publish.
+//! publish; the same with 20 targets more in the config; and from the checkpoint as
+//! another version of sonde in this layout saved it (after an upgrade), with the read of
+//! the whole store that replaces it.
 //!
 //! What is stored is what 30 days of the fleet leaves, without writing 432 M raw results:
 //! the last hour's raw results (600,000: the `5m` and `1h` windows read them), hourly rollups
@@ -32,6 +34,8 @@ mod common;
 #[path = "../tests/common/postgres.rs"]
 #[allow(dead_code)]
 mod server;
+#[path = "../tests/common/checkpoint.rs"]
+mod stored;
 
 use std::time::{Duration, Instant};
 
@@ -44,6 +48,7 @@ use sonde::publish::windows::summarize;
 use sonde::publish::{self, HEATMAP_DAYS, Snapshot, checkpoint};
 use sonde::result::ResultRecord;
 use sonde::store::{Copied, Heartbeat, RollupRow, Store, TargetAt};
+use stored::as_saved_by_another_version;
 
 fn count(var: &str, default: usize) -> usize {
     std::env::var(var)
@@ -285,13 +290,13 @@ fn cold_reads(reader: &Store, config: &Config, locations: usize, now: i64) {
 /// everything, each later one what the minute since changed.
 fn kept_publishes(reader: &Store, config: &Config, locations: usize, now: i64) {
     let mut history = History::new();
-    let publish_at = |at: i64, history: &mut History| {
+    let publish_at = |config: &Config, at: i64, history: &mut History| {
         let started = Instant::now();
         let snapshot = Snapshot::load_with(config, reader, at, history).expect("snapshot");
         publish::build(config, &snapshot).expect("build");
         started.elapsed()
     };
-    let first = publish_at(now, &mut history);
+    let first = publish_at(config, now, &mut history);
     let mut writer = Store::open(&config.store, "loc-00").expect("open store");
     let minutes = count("SONDE_BENCH_FLEET_MINUTES", 5).max(1) as i64;
     let turn = turn();
@@ -301,7 +306,7 @@ fn kept_publishes(reader: &Store, config: &Config, locations: usize, now: i64) {
             let at = now + minute * 60_000;
             next_minute(&mut writer, config, locations, at, 60 + minute);
             buckets.push(turn.bucket_of(at + 30_000));
-            publish_at(at + 30_000, &mut history)
+            publish_at(config, at + 30_000, &mut history)
         })
         .collect();
     let each: Vec<String> = periodic
@@ -335,17 +340,22 @@ fn kept_publishes(reader: &Store, config: &Config, locations: usize, now: i64) {
     // The publisher dies after its last publish; another starts from its checkpoint a
     // minute later.
     let started = Instant::now();
-    let bytes = checkpoint::save(config, reader, &history).expect("save the checkpoint");
+    let encoded = checkpoint::encode(&history).expect("encode the checkpoint");
+    let bytes = encoded.save(reader).expect("save the checkpoint");
     let saved = started.elapsed();
     drop(history);
     let at = now + (minutes + 1) * 60_000;
     next_minute(&mut writer, config, locations, at, 60 + minutes + 1);
-    let started = Instant::now();
-    let mut restored = checkpoint::restore(config, reader, at + 30_000)
-        .expect("restore the checkpoint")
-        .expect("a checkpoint");
-    let restoring = started.elapsed();
-    let first = publish_at(at + 30_000, &mut restored);
+    let restart = |config: &Config| {
+        let started = Instant::now();
+        let mut restored = checkpoint::restore(reader, at + 30_000)
+            .expect("restore the checkpoint")
+            .expect("a checkpoint");
+        let restoring = started.elapsed();
+        let first = publish_at(config, at + 30_000, &mut restored);
+        (restoring, first, restored)
+    };
+    let (restoring, first, _) = restart(config);
     println!(
         "its checkpoint: {:.1} MiB, saved in {:.0} ms; a publisher started from it a minute \
          later: restored in {:.0} ms, its first publish {:.0} ms ({:.0} ms in all)",
@@ -354,5 +364,40 @@ fn kept_publishes(reader: &Store, config: &Config, locations: usize, now: i64) {
         restoring.as_secs_f64() * 1000.0,
         first.as_secs_f64() * 1000.0,
         (restoring + first).as_secs_f64() * 1000.0
+    );
+
+    // The same restart with 20 targets more in the config (one more model a provider).
+    let more = Config {
+        targets: common::fleet_config(config.targets.len() + 20).targets,
+        ..config.clone()
+    };
+    let (restoring, first, _) = restart(&more);
+    println!(
+        "with 20 targets more in the config: restored in {:.0} ms, its first publish {:.0} ms \
+         ({:.0} ms in all)",
+        restoring.as_secs_f64() * 1000.0,
+        first.as_secs_f64() * 1000.0,
+        (restoring + first).as_secs_f64() * 1000.0
+    );
+
+    // After an upgrade: the checkpoint as another version in this layout saved it, published
+    // from while the store is read whole behind it (`History::read_whole`, on a thread of
+    // its own in a server).
+    let (patched, _) = as_saved_by_another_version(&encoded.bytes);
+    reader
+        .save_checkpoint(encoded.at_ms, &patched)
+        .expect("save the older checkpoint");
+    let (restoring, first, bridged) = restart(config);
+    assert!(bridged.other_version().is_some());
+    let started = Instant::now();
+    History::read_whole(config, reader, at + 30_000).expect("read the store whole");
+    let whole = started.elapsed();
+    println!(
+        "from another version's checkpoint (after an upgrade): restored in {:.0} ms, its first \
+         publish {:.0} ms ({:.0} ms in all); the store read whole behind it in {:.0} ms",
+        restoring.as_secs_f64() * 1000.0,
+        first.as_secs_f64() * 1000.0,
+        (restoring + first).as_secs_f64() * 1000.0,
+        whole.as_secs_f64() * 1000.0
     );
 }
