@@ -28,7 +28,9 @@ use crate::store::{Store, StoreError};
 
 /// The layout of [`History`] this build writes and reads; raised whenever a field in its
 /// tree is added, removed, moved or retyped: structs are written as arrays of their fields,
-/// so a moved field of the same type would decode as the other one.
+/// so a moved field of the same type would decode as the other one, and another version's
+/// checkpoint of the same FORMAT is published from. A test fingerprints the tree as serde
+/// sees it and fails until a changed one has a FORMAT of its own.
 const FORMAT: u32 = 2;
 
 /// How old a checkpoint's runs may be and still be restored: a fleet of 10,000 targets
@@ -299,6 +301,65 @@ mod tests {
         scalars.failures = 3;
         let back: Scalars = rmp_serde::from_slice(&rmp_serde::to_vec(&scalars).unwrap()).unwrap();
         assert_eq!(back.failures, 3);
+    }
+
+    /// History's layout as serde sees it: every struct in its tree with its fields' names
+    /// and types, in order.
+    fn layout() -> String {
+        use serde_reflection::{Samples, Tracer, TracerConfig};
+        // A time is read from RFC 3339 text: the text the tracer offers must be one.
+        let epoch = "1970-01-01T00:00:00Z";
+        let config = TracerConfig::default()
+            .default_borrowed_str_value(epoch)
+            .default_string_value(epoch.to_owned());
+        let mut tracer = Tracer::new(config);
+        tracer
+            .trace_type::<History>(&Samples::new())
+            .expect("History traces");
+        // Each enum is traced apart, so every variant is known.
+        let traced = [
+            tracer
+                .trace_simple_type::<crate::quality::Judgement>()
+                .err(),
+            tracer.trace_simple_type::<crate::quality::Kind>().err(),
+            tracer.trace_simple_type::<crate::result::Outcome>().err(),
+            tracer
+                .trace_simple_type::<super::super::latest::RunId>()
+                .err(),
+            tracer
+                .trace_simple_type::<crate::aggregate::rollup::Span>()
+                .err(),
+            tracer.trace_simple_type::<crate::store::Upto>().err(),
+            tracer.trace_simple_type::<crate::aggregate::Window>().err(),
+        ];
+        assert!(traced.iter().all(Option::is_none), "{traced:?}");
+        let registry = tracer.registry().expect("every type in History traced");
+        serde_json::to_string(&registry).expect("a registry is JSON")
+    }
+
+    /// Every layout [`FORMAT`] has named, with the fingerprint of [`layout`] then, oldest
+    /// first. Layout 1 had the config's targets in its header and no `read_for`.
+    const LAYOUTS: [(u32, u64); 1] = [(2, 0x1268_edca_a03c_87c4)];
+
+    /// A change to History's tree fails this until FORMAT is raised and the new layout is
+    /// added to [`LAYOUTS`]: a checkpoint of another version is published from when its
+    /// FORMAT is this one's, so a layout changed under the same FORMAT would be misread.
+    #[test]
+    fn the_layout_is_the_one_format_names() {
+        let layout = layout();
+        let fingerprint = crate::scheduler::stable_hash(&layout);
+        let (format, named) = LAYOUTS[LAYOUTS.len() - 1];
+        assert!(
+            LAYOUTS
+                .windows(2)
+                .all(|w| w[0].0 < w[1].0 && w[0].1 != w[1].1)
+        );
+        assert_eq!(
+            (FORMAT, fingerprint),
+            (format, named),
+            "History's layout is not the one FORMAT {FORMAT} names: raise FORMAT and add \
+             (FORMAT, {fingerprint:#x}) to LAYOUTS\n{layout}"
+        );
     }
 
     #[test]

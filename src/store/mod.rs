@@ -32,6 +32,9 @@ use crate::aggregate::sparse::SparseRollup;
 use crate::config::{StoreBackend, StoreConfig};
 use crate::result::ResultRecord;
 pub use seen::Seen;
+/// What a `Seen` holds, named for the checkpoint's layout test.
+#[cfg(test)]
+pub(crate) use seen::Upto;
 
 /// What can go wrong with the store.
 #[derive(Debug, Error)]

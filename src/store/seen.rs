@@ -31,7 +31,7 @@ pub struct Seen {
 
 /// The writes a read saw, in the backend's terms.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(super) enum Upto {
+pub(crate) enum Upto {
     /// SQLite: the write counter's value.
     Counter(i64),
     /// PostgreSQL: the read's snapshot as `pg_snapshot` text (`xmin:xmax:xip,…`).
