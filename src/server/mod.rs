@@ -168,9 +168,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Logs that this daemon holds the `name` lock and so does `work`, or that another does,
-/// when `held` changed since `last`.
-fn announce(last: &Mutex<Option<bool>>, held: bool, name: &str, work: &str) {
+/// Logs that this daemon holds the `name` lock and so does `work`, or that another does
+/// and this one does `meanwhile`, when `held` changed since `last`.
+fn announce(last: &Mutex<Option<bool>>, held: bool, name: &str, work: &str, meanwhile: &str) {
     let mut last = lock(last);
     if *last == Some(held) {
         return;
@@ -179,10 +179,7 @@ fn announce(last: &Mutex<Option<bool>>, held: bool, name: &str, work: &str) {
     if held {
         tracing::info!("this daemon holds the {name} lock: it {work}");
     } else {
-        tracing::info!(
-            "another daemon holds the {name} lock and {work}; this one serves what it can and \
-             stands by"
-        );
+        tracing::info!("another daemon holds the {name} lock and {work}; this one {meanwhile}");
     }
 }
 
@@ -465,14 +462,22 @@ impl Site {
             Some((last, others)) => format!("{} and {last}", others.join(", ")),
             None => return,
         };
-        announce(&self.publisher, publisher, "publisher", &work);
+        let meanwhile = "serves what it can and stands by";
+        announce(&self.publisher, publisher, "publisher", &work, meanwhile);
     }
 
     /// Logs when this daemon takes or loses the checkpoint lock.
     fn announce_checkpointer(&self, checkpointer: bool) {
         if self.checkpointing() {
             let work = "saves the publisher's checkpoint";
-            announce(&self.checkpointer, checkpointer, "checkpoint", work);
+            let meanwhile = "stands by to take it over";
+            announce(
+                &self.checkpointer,
+                checkpointer,
+                "checkpoint",
+                work,
+                meanwhile,
+            );
         }
     }
 
