@@ -345,20 +345,21 @@ impl Runs {
         if ids.is_empty() {
             return Ok(());
         }
-        let mut read: HashMap<&str, Vec<ResultRecord>> =
-            ids.iter().map(|id| (*id, Vec::new())).collect();
+        let Runs { latest, names, .. } = self;
+        let latest = Arc::make_mut(latest);
+        for id in &ids {
+            latest.entry((*id).to_owned()).or_default();
+        }
+        // Each run kept as it comes, never the records of every target at once.
         store.each_latest_results(&ids, LAST_RUNS, &mut |record| {
-            if let Some(runs) = read.get_mut(record.target.as_str()) {
-                runs.push(record);
+            if let Some(runs) = latest.get_mut(&record.target) {
+                insert_run(Arc::make_mut(runs), &record, names);
             }
         })?;
-        let latest = Arc::make_mut(&mut self.latest);
-        for (id, records) in read {
-            let runs = Arc::make_mut(latest.entry(id.to_owned()).or_default());
-            for record in records {
-                insert_run(runs, &record, &mut self.names);
+        for id in &ids {
+            if let Some(runs) = latest.get_mut(*id) {
+                Arc::make_mut(runs).shrink_to_fit();
             }
-            runs.shrink_to_fit();
         }
         self.read_for.extend(ids.into_iter().map(str::to_owned));
         self.read_for.sort_unstable();
