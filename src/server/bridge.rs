@@ -6,8 +6,11 @@
 //! figures they publish are this version's own once the read is done (a minute at 10
 //! locations × 1,000 targets).
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+use super::lock;
 
 use crate::config::Config;
 use crate::publish::history::History;
@@ -33,9 +36,9 @@ pub(super) struct Bridge {
     state: Arc<Mutex<State>>,
 }
 
-/// `mutex` locked: a panicked read leaves it `Reading`, which only stops a second read.
-fn lock(mutex: &Mutex<State>) -> MutexGuard<'_, State> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+/// Logs that the read could not begin (the next publish tries again).
+fn not_begun(err: &dyn std::fmt::Display) {
+    tracing::warn!(error = %err, "could not begin reading the store whole behind the restored checkpoint; the next publish tries again");
 }
 
 impl Bridge {
@@ -49,10 +52,7 @@ impl Bridge {
         }
         let store = match store.fork() {
             Ok(store) => store,
-            Err(err) => {
-                tracing::warn!(error = %err, "reading the store whole behind the restored checkpoint");
-                return;
-            }
+            Err(err) => return not_begun(&err),
         };
         *state = State::Reading;
         let (shared, config) = (Arc::clone(&self.state), Arc::clone(config));
@@ -60,22 +60,29 @@ impl Bridge {
             .name("sonde-read-whole".into())
             .spawn(move || {
                 let started = Instant::now();
-                let read = History::read_whole(&config, &store, now_ms());
+                // A panicking read (a bug) is one more failure, not a read forever under way.
+                let read = catch_unwind(AssertUnwindSafe(|| {
+                    History::read_whole(&config, &store, now_ms())
+                }));
                 let mut state = lock(&shared);
                 match read {
-                    Ok(history) => {
+                    Ok(Ok(history)) => {
                         tracing::info!(took = ?started.elapsed(), "read the store whole: the next publish is from this version's own history");
                         *state = State::Read(Box::new(history));
                     }
-                    Err(err) => {
+                    Ok(Err(err)) => {
                         tracing::warn!(error = %err, "reading the store whole behind the restored checkpoint failed; the next publish tries again");
+                        *state = State::Idle;
+                    }
+                    Err(_) => {
+                        tracing::error!("reading the store whole behind the restored checkpoint panicked; the next publish tries again");
                         *state = State::Idle;
                     }
                 }
             });
         if let Err(err) = spawned {
-            tracing::warn!(error = %err, "reading the store whole behind the restored checkpoint");
             *state = State::Idle;
+            not_begun(&err);
         }
     }
 
