@@ -26,43 +26,66 @@ fn ms(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// A session kept for an advisory lock, holding it or trying for it again at each call: a
+/// daemon standing by opens no new connection per try (two a publish would fill a server
+/// logging its connections).
+pub(super) struct LockSession {
+    /// The session.
+    client: Client,
+    /// Whether it holds the lock.
+    holds: bool,
+}
+
+/// Tries for the advisory lock `key` on `client`'s session.
+async fn try_lock(client: &Client, key: i64) -> Result<bool, tokio_postgres::Error> {
+    client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+        .await
+        .and_then(|row| row.try_get(0))
+}
+
 impl Postgres {
     /// Takes the advisory lock `key` on a session of its own, kept in `session`, or says
-    /// it is still held: the session is checked with a query each time, so a lock lost
-    /// with its connection is noticed, and taken again only if no other daemon took it
-    /// meanwhile.
+    /// it is still held: a holding session is checked with a query each time, so a lock
+    /// lost with its connection is noticed, and taken again only if no other daemon took
+    /// it meanwhile; a session that does not hold it tries again, and a dead one is
+    /// replaced.
     pub(super) fn hold_lock(
         &self,
-        session: &std::sync::Mutex<Option<Client>>,
+        session: &std::sync::Mutex<Option<LockSession>>,
         key: i64,
     ) -> Result<bool, StoreError> {
-        let mut held = session
+        let mut kept = session
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let runtime = self.runtime()?;
         let _context = runtime.enter();
-        if let Some(client) = held.as_ref() {
-            let alive = futures_executor::block_on(client.simple_query("SELECT 1")).is_ok();
-            if alive {
-                return Ok(true);
+        if let Some(kept_session) = kept.as_mut() {
+            let client = &kept_session.client;
+            let answer = if kept_session.holds {
+                futures_executor::block_on(client.simple_query("SELECT 1")).map(|_| true)
+            } else {
+                futures_executor::block_on(try_lock(client, key))
+            };
+            match answer {
+                Ok(holds) => {
+                    kept_session.holds = holds;
+                    return Ok(holds);
+                }
+                Err(_) => *kept = None,
             }
-            *held = None;
         }
         let (config, tls) = (self.config.clone(), self.tls.clone());
-        let taken = futures_executor::block_on(async move {
+        let opened = futures_executor::block_on(async move {
             let (client, connection) = config.connect(tls).await.map_err(Failure::Db)?;
             tokio::spawn(connection);
-            let locked: bool = client
-                .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
-                .await
-                .and_then(|row| row.try_get(0))
-                .map_err(Failure::Db)?;
-            Ok(locked.then_some(client))
+            let holds = try_lock(&client, key).await.map_err(Failure::Db)?;
+            Ok(LockSession { client, holds })
         })
         .map_err(|failure| self.error(failure))?;
-        let locked = taken.is_some();
-        *held = taken;
-        Ok(locked)
+        let holds = opened.holds;
+        *kept = Some(opened);
+        Ok(holds)
     }
 }
 

@@ -84,10 +84,10 @@ pub struct Postgres {
     tls: MakeRustlsConnect,
     /// The writer's session, holding [`WRITER_LOCK`]; `None` for a reader, or after it broke.
     writer: Option<Client>,
-    /// The session holding the publisher lock, once taken.
-    publisher: std::sync::Mutex<Option<Client>>,
-    /// The session holding the checkpoint lock, once taken.
-    checkpointer: std::sync::Mutex<Option<Client>>,
+    /// The session holding or trying for the publisher lock, once opened.
+    publisher: std::sync::Mutex<Option<fleet::LockSession>>,
+    /// The session holding or trying for the checkpoint lock, once opened.
+    checkpointer: std::sync::Mutex<Option<fleet::LockSession>>,
     access: Access,
     /// `postgresql://host:port/database`, for messages.
     name: String,
