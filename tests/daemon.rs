@@ -482,20 +482,16 @@ async fn the_daemons_run_counters_only_grow_and_carry_their_labels() {
 
 /// `<dir>/sonde.toml`, written and loaded: a SQLite store, a site published every second
 /// into `site`, and `models` of the simulator at `base_url` pinged every second.
-fn publishing_config(dir: &std::path::Path, base_url: &str, models: &[&str]) -> Config {
-    let mut text = format!(
-        "[store]\npath = \"sonde.db\"\n\n[publish]\nout = \"site\"\nevery = \"1s\"\n\n\
-         [schedules]\nping = \"every 1s\"\n\n[[providers]]\nname = \"sim\"\nkind = \"openai\"\n\
-         base_url = \"{base_url}\"\nrpm = 100\nrate_window = \"1s\"\n"
-    );
-    for model in models {
-        text.push_str(&format!(
-            "[[providers.models]]\nid = \"{model}\"\nprobes = [\"ping\"]\n"
-        ));
-    }
-    let path = dir.join("sonde.toml");
-    std::fs::write(&path, text).unwrap();
-    Config::load(&path).unwrap()
+fn publishing_config(dir: &Path, base_url: &str, models: &[&str]) -> Config {
+    // `[publish]` follows the schedules, before the providers.
+    let schedules = "ping = \"every 1s\"\n\n[publish]\nout = \"site\"\nevery = \"1s\"";
+    write_config(
+        dir,
+        base_url,
+        "rpm = 100\nrate_window = \"1s\"",
+        models,
+        schedules,
+    )
 }
 
 /// The daemon saves its history as the store's checkpoint after its first publish; a

@@ -12,9 +12,9 @@
 //! saved by another version of sonde in this layout is marked ([`OtherVersion`]): a server
 //! publishes from it while it reads the store whole, `sonde publish` leaves it. One that
 //! does not fit is left and the store read whole: another layout, or bytes that do not
-//! decode. Its runs (the last hour's, per minute) are left
-//! when it is older than 15 minutes, since the runs written since would be read in one
-//! piece, while the hour's read whole are folded one at a time.
+//! decode. Its runs (the last hour's, per minute) are left when it is older than 15
+//! minutes, since the runs written since would be read in one piece, while the hour's read
+//! whole are folded one at a time.
 
 use std::io::{BufWriter, Read};
 
@@ -248,14 +248,14 @@ pub fn restore_into(store: &Store, now_ms: i64, history: &mut History, other: Ot
         return;
     }
     let started = std::time::Instant::now();
-    let restored = restore(store, now_ms).and_then(|restored| match restored {
-        Some(h) if other == OtherVersion::Leave && h.other_version().is_some() => {
-            Err(CheckpointError::Version {
-                sonde: h.other_version().unwrap_or_default().to_owned(),
+    let restored = restore(store, now_ms).and_then(|restored| {
+        match restored.as_ref().and_then(History::other_version) {
+            Some(sonde) if other == OtherVersion::Leave => Err(CheckpointError::Version {
+                sonde: sonde.to_owned(),
                 format: FORMAT,
-            })
+            }),
+            _ => Ok(restored),
         }
-        restored => Ok(restored),
     });
     match restored {
         Ok(Some(restored)) => {
@@ -373,16 +373,13 @@ mod tests {
     /// A history of an empty SQLite store, read whole (it has read, so it is saved).
     fn read_history() -> History {
         let dir = tempfile::tempdir().unwrap();
-        let config = crate::config::Config::parse(
-            std::path::Path::new("sonde.toml"),
-            "[store]\npath = \"sonde.db\"\n",
-        )
-        .unwrap();
-        let mut store_config = config.store.clone();
-        store_config.backend = crate::config::StoreBackend::Sqlite {
-            path: dir.path().join("sonde.db"),
-        };
-        let store = Store::open(&store_config, "here").unwrap();
+        let text = format!(
+            "[store]\npath = \"{}\"\n",
+            dir.path().join("sonde.db").display()
+        );
+        let config =
+            crate::config::Config::parse(std::path::Path::new("sonde.toml"), &text).unwrap();
+        let store = Store::open(&config.store, "here").unwrap();
         History::read_whole(&config, &store, 1_000_000).unwrap()
     }
 

@@ -1,8 +1,8 @@
 //! What probers sharing one PostgreSQL store share: the publisher lock (one daemon of the
-//! fleet writes the published site), the checkpoint lock (one daemon saves the
-//! publisher's checkpoint, whether or not it writes the site), each provider's request rate (leases, re-divided as
-//! probers come and go) and its monthly budget (reservations, checked against every
-//! location's spend in one transaction). Times are the database's clock, so probers' clocks
+//! fleet writes the published site), the checkpoint lock (one daemon saves the publisher's
+//! checkpoint, whether or not it writes the site), each provider's request rate (leases,
+//! re-divided as probers come and go) and its monthly budget (reservations, checked against
+//! every location's spend in one transaction). Times are the database's clock, so probers' clocks
 //! need not agree.
 
 use std::time::Duration;
