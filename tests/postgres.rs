@@ -13,13 +13,15 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use common::daemon::Daemon;
 
+use sonde::aggregate::rollup::PointScalars;
 use sonde::aggregate::rollup::Span;
+use sonde::aggregate::sparse::SparseRollup;
 use sonde::config::{Config, StoreBackend, StoreConfig};
 use sonde::publish::{self, Snapshot, checkpoint};
 use sonde::result::{Outcome, ResultRecord};
 use sonde::runner::{Scheduled, not_sent};
 use sonde::store::writer::import;
-use sonde::store::{Seen, Store};
+use sonde::store::{Batch, Copied, RollupHead, RollupRow, Seen, Store, points_of_rollups};
 use sonde::units::now_ms;
 
 /// Providers and models of the scripted history: two hosts of one group, and a third
@@ -461,6 +463,173 @@ fn a_rewritten_rollup_has_a_new_version(config: &Config, now: i64) {
             store.describe()
         );
     }
+}
+
+/// Every row's head and point scalars of `span` from `since`, as `store` reads them for the
+/// charts (`packed`: a first read, from PostgreSQL's packed points) or from the rows.
+fn points(store: &Store, span: Span, since: i64, packed: bool) -> Vec<(String, PointScalars)> {
+    let mut rows = Vec::new();
+    let mut each = |head: RollupHead<'_>, point: PointScalars| {
+        let head = format!(
+            "{} {} {} {} v{}",
+            head.bucket, head.target, head.probe, head.location, head.version
+        );
+        rows.push((head, point));
+    };
+    if packed {
+        store.each_rollup_point_written(span, since, None, &mut each)
+    } else {
+        points_of_rollups(&**store, span, since, None, &mut each)
+    }
+    .unwrap();
+    rows
+}
+
+/// PostgreSQL's first read of the charts' scalars comes from a row per location and closed
+/// bucket, and hands over exactly what reading every rollup row gives, in the same order:
+/// after an import (packed whole), a late run, a copy into a packed bucket, a copied
+/// location nothing packed yet, its writer packing a day of hours a batch, and pruning.
+#[test]
+fn packed_points_read_as_the_rollups_rows_do() {
+    let Some(cluster) = common::postgres::start("packed_points") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let var = "SONDE_TEST_PACKED_URL";
+    // SAFETY: set before any thread of this test reads the environment; the variable is
+    // this test's own.
+    unsafe { std::env::set_var(var, cluster.database("packed")) };
+    let config = config(dir.path(), &postgres_store(var));
+    let now = now_ms();
+    let records = history(&config, now);
+    let us_east: Vec<ResultRecord> = records
+        .iter()
+        .filter(|r| r.ts.ms() > now - 2 * 86_400_000)
+        .map(|r| {
+            let mut r = r.clone();
+            r.location = "us-east".into();
+            r.run_id = format!("us-{}", r.run_id);
+            r
+        })
+        .collect();
+    for (location, records) in [("eu-west", records), ("us-east", us_east)] {
+        let store = Store::open(&config.store, location).unwrap();
+        import(store, &config, records).unwrap();
+    }
+    let since = now - 4 * 86_400_000;
+    let same = |what: &str| {
+        let store = Store::open_read_only(&config.store).unwrap();
+        for span in [Span::Hour, Span::Day] {
+            let packed = points(&store, span, since, true);
+            let rows = points(&store, span, since, false);
+            assert!(!rows.is_empty());
+            assert!(rows.iter().any(|(_, p)| p.ttft_p50_ms.is_some()));
+            assert_eq!(packed.len(), rows.len(), "{what}: {span:?}");
+            for (packed, row) in packed.iter().zip(&rows) {
+                assert_eq!(packed, row, "{what}: {span:?}");
+            }
+        }
+    };
+    let count = |sql: &str| cluster.psql("packed", sql).trim().parse::<u64>().unwrap();
+    // 3 days of eu-west's hours and 2 of us-east's, but the current hour's.
+    let packed_hours = count("SELECT count(*) FROM points WHERE span = 'hour'");
+    assert!(
+        (5 * 24 - 4..=5 * 24 + 2).contains(&packed_hours),
+        "{packed_hours}"
+    );
+    same("imported");
+
+    let hour = |ago: i64| Span::Hour.bucket_of(now - ago * 3_600_000);
+    let body_of = |bucket: i64| {
+        cluster.psql(
+            "packed",
+            &format!(
+                "SELECT md5(body) FROM points WHERE span = 'hour' AND location = 'us-east' AND bucket = {bucket}"
+            ),
+        )
+    };
+    let before = body_of(hour(30));
+    let mut late = common::scripted(&config, 0, now - 30 * 3_600_000, Outcome::Timeout, 0.0);
+    late.location = "us-east".into();
+    import(
+        Store::open(&config.store, "us-east").unwrap(),
+        &config,
+        vec![late],
+    )
+    .unwrap();
+    assert_ne!(
+        body_of(hour(30)),
+        before,
+        "the late run's hour is packed again"
+    );
+    same("a late run");
+
+    // A copy: a new target's row in one of eu-west's packed hours, and a location whose
+    // rows were copied in but nothing packed.
+    let mut copier = Store::open(&config.store, "ap-south").unwrap();
+    let row = |location: &str, target: &str, bucket: i64| {
+        let mut run = common::scripted(&config, 1, bucket + 60_000, Outcome::Ok, 120.0);
+        run.location = location.into();
+        run.target = target.into();
+        let mut rollup = SparseRollup::default();
+        rollup.add_run(&run, run.ts.ms());
+        RollupRow {
+            span: Span::Hour,
+            bucket,
+            target: target.into(),
+            probe: run.probe.clone(),
+            location: location.into(),
+            rollup,
+        }
+    };
+    let rollups = (40..70)
+        .map(|ago| row("ap-south", "delta/llama", hour(ago)))
+        .chain([row("eu-west", "delta/llama", hour(50))])
+        .collect();
+    copier
+        .copy(&Copied {
+            rollups,
+            ..Copied::default()
+        })
+        .unwrap();
+    let bound = || {
+        count(
+            "SELECT (before - (SELECT min(bucket) FROM rollups WHERE location = 'ap-south' AND span = 'hour')) / 3600000 FROM packed WHERE span = 'hour' AND location = 'ap-south'",
+        )
+    };
+    assert_eq!(
+        cluster
+            .psql(
+                "packed",
+                "SELECT before FROM packed WHERE span = 'hour' AND location = 'ap-south'"
+            )
+            .trim(),
+        i64::MIN.to_string(),
+        "a copied location is registered with nothing packed"
+    );
+    same("copied");
+    // Its writer packs a day of hours a batch, a heartbeat's batch too.
+    copier.write(&Batch::default()).unwrap();
+    assert_eq!(bound(), 24);
+    same("a day of ap-south's hours packed");
+    copier.write(&Batch::default()).unwrap();
+    assert_eq!(bound(), 48);
+    copier.write(&Batch::default()).unwrap();
+    assert_eq!(
+        count("SELECT count(*) FROM points WHERE span = 'hour' AND location = 'ap-south'"),
+        30
+    );
+    same("ap-south's hours packed");
+
+    let pruned_before = hour(48);
+    copier.prune(i64::MIN, pruned_before).unwrap();
+    assert_eq!(
+        count(&format!(
+            "SELECT count(*) FROM points WHERE bucket < {pruned_before}"
+        )),
+        0
+    );
+    same("pruned");
 }
 
 #[test]

@@ -154,6 +154,26 @@ pub struct Scalars {
     pub quality: Quality,
 }
 
+/// What the uptime bar, the daily table, the TTFT chart and the heatmap read of a rollup
+/// (`publish::points`): a few of its [`Scalars`], small enough that a month of a fleet's
+/// hourly rows can be kept packed, one row per location and bucket (the PostgreSQL
+/// store's `points`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PointScalars {
+    /// Runs of every outcome.
+    pub attempts: u64,
+    /// `ok` runs.
+    pub ok: u64,
+    /// Provider faults.
+    pub failures: u64,
+    /// TTFT median of the bucket, ms.
+    pub ttft_p50_ms: Option<f64>,
+    /// TTFT 95th percentile of the bucket, ms.
+    pub ttft_p95_ms: Option<f64>,
+    /// The quality canary's judgements.
+    pub quality: Quality,
+}
+
 impl Scalars {
     /// Counts one run, finished at unix ms `at_ms`.
     pub fn add(&mut self, record: &ResultRecord, at_ms: i64) {
@@ -241,6 +261,18 @@ impl Scalars {
             flag(2),
             flag(3),
         ]
+    }
+
+    /// What the charts read of these scalars.
+    pub fn point(&self) -> PointScalars {
+        PointScalars {
+            attempts: self.attempts(),
+            ok: self.count(Outcome::Ok),
+            failures: self.failures,
+            ttft_p50_ms: self.ttft_p50_ms,
+            ttft_p95_ms: self.ttft_p95_ms,
+            quality: self.quality.clone(),
+        }
     }
 
     /// Runs counted, of every outcome.

@@ -18,8 +18,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::aggregate::quality::Quality;
-use crate::aggregate::rollup::{Scalars, Span};
-use crate::result::Outcome;
+use crate::aggregate::rollup::{PointScalars, Span};
 use crate::store::{RollupHead, Seen, Store, StoreError};
 
 /// One hour of a target on the TTFT chart and heatmap: its busiest probe's figures, in 8
@@ -71,9 +70,9 @@ impl DayPoint {
     }
 
     /// Counts a rollup's runs in.
-    fn add(&mut self, scalars: &Scalars) {
-        self.attempts += scalars.attempts();
-        self.ok += scalars.count(Outcome::Ok);
+    fn add(&mut self, scalars: &PointScalars) {
+        self.attempts += scalars.attempts;
+        self.ok += scalars.ok;
         self.failures += scalars.failures;
         self.quality.merge(&scalars.quality);
     }
@@ -83,7 +82,7 @@ impl DayPoint {
         self.attempts
     }
 
-    /// ok ÷ (ok + provider faults), as [`Scalars::availability`]; `None` without either.
+    /// ok ÷ (ok + provider faults), as [`Scalars::availability`](crate::aggregate::rollup::Scalars::availability); `None` without either.
     pub fn availability(&self) -> Option<f64> {
         let counted = self.ok + self.failures;
         (counted > 0).then(|| self.ok as f64 / counted as f64)
@@ -280,7 +279,7 @@ pub trait Point: Clone + Serialize + DeserializeOwned {
     /// What one row gives, and what a bucket's rows fold into.
     type Part: Clone + Default + Serialize + DeserializeOwned;
     /// The part of a row with these scalars.
-    fn part(scalars: &Scalars) -> Self::Part;
+    fn part(scalars: &PointScalars) -> Self::Part;
     /// Folds the next row's `part` into `into`.
     fn fold(into: &mut Self::Part, part: &Self::Part);
     /// The point of a bucket's folded parts; `None`: the bucket shows none.
@@ -303,7 +302,7 @@ impl Point for DayPoint {
         *self == DayPoint::default()
     }
 
-    fn part(scalars: &Scalars) -> DayPoint {
+    fn part(scalars: &PointScalars) -> DayPoint {
         let mut point = DayPoint::default();
         point.add(scalars);
         point
@@ -322,9 +321,9 @@ impl Point for HourPoint {
     /// The row's `ok` runs and figures; `None` without a streamed run.
     type Part = Option<(u32, HourPoint)>;
 
-    fn part(scalars: &Scalars) -> Self::Part {
+    fn part(scalars: &PointScalars) -> Self::Part {
         let p50 = scalars.ttft_p50_ms?;
-        let ok = u32::try_from(scalars.count(Outcome::Ok)).unwrap_or(u32::MAX);
+        let ok = u32::try_from(scalars.ok).unwrap_or(u32::MAX);
         let point = HourPoint {
             ttft_p50_ms: p50 as f32,
             ttft_p95_ms: scalars.ttft_p95_ms.map_or(f32::NAN, |ms| ms as f32),
@@ -473,7 +472,7 @@ impl<P: Point> Points<P> {
         };
         let (mut closed, mut late) = (Folding::<P>::new(), HashSet::new());
         let open = &mut self.open;
-        let seen = store.each_rollup_scalars_written(
+        let seen = store.each_rollup_point_written(
             self.span,
             first,
             after.as_ref(),
@@ -520,7 +519,7 @@ impl<P: Point> Points<P> {
     ) -> Result<(), StoreError> {
         let from = late.iter().copied().min().unwrap_or(open_from);
         let mut rows = Folding::<P>::new();
-        store.each_rollup_scalars_written(self.span, from, None, &mut |head, scalars| {
+        store.each_rollup_point_written(self.span, from, None, &mut |head, scalars| {
             if late.contains(&head.bucket) && head.bucket < open_from {
                 rows.add(head.bucket, head.target, &P::part(&scalars));
             }

@@ -39,7 +39,8 @@ where
 }
 
 /// Copies every row of `from` into `to`, giving rows written before stores had locations to
-/// `unlocated`; `progress` hears the results copied so far.
+/// `unlocated`, then packs `to`'s closed buckets (`Backend::pack`); `progress` hears the
+/// results copied so far.
 pub fn copy(
     from: &Store,
     to: &mut Store,
@@ -122,5 +123,6 @@ pub fn copy(
     counts.incidents = rest.incidents.len() as u64;
     counts.locations = rest.heartbeats.len() as u64;
     to.copy(&rest)?;
+    to.pack(crate::units::now_ms())?;
     Ok(counts)
 }

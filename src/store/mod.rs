@@ -27,7 +27,7 @@ use thiserror::Error;
 
 use crate::aggregate::alerting::Notification;
 use crate::aggregate::health::{IncidentKind, State, TargetHealth, Transition};
-use crate::aggregate::rollup::{DecodeError, Scalars, Span};
+use crate::aggregate::rollup::{DecodeError, PointScalars, Scalars, Span};
 use crate::aggregate::sparse::SparseRollup;
 use crate::config::{StoreBackend, StoreConfig};
 use crate::result::ResultRecord;
@@ -170,10 +170,28 @@ pub type RollupKey<'k> = (i64, &'k str, &'k str, &'k str);
 /// What [`Backend::each_rollup_scalars_written`] hands each row to: its head and scalars.
 pub type EachScalars<'f> = dyn FnMut(RollupHead<'_>, Scalars) + 'f;
 
+/// What [`Backend::each_rollup_point_written`] hands each row to: its head and what the
+/// charts read of its scalars.
+pub type EachPoint<'f> = dyn FnMut(RollupHead<'_>, PointScalars) + 'f;
+
 /// What [`Backend::rollups_at`] hands each stored row to, before its histograms are
 /// decoded.
 pub type EachStored<'f> =
     dyn FnMut(RollupHead<'_>, StoredRollup<'_>) -> Result<(), DecodeError> + 'f;
+
+/// [`Backend::each_rollup_point_written`] read from the rollups' own rows: every backend's
+/// unless it keeps the points packed, and the reference a packed read must equal.
+pub fn points_of_rollups<B: Backend + ?Sized>(
+    store: &B,
+    span: Span,
+    since_bucket: i64,
+    after: Option<&Seen>,
+    each: &mut EachPoint<'_>,
+) -> Result<Seen, StoreError> {
+    store.each_rollup_scalars_written(span, since_bucket, after, &mut |head, scalars| {
+        each(head, scalars.point());
+    })
+}
 
 /// A stored rollup as read, before its histograms are decoded.
 #[derive(Debug)]
@@ -457,6 +475,29 @@ pub trait Backend: Send {
         after: Option<&Seen>,
         each: &mut EachScalars<'_>,
     ) -> Result<Seen, StoreError>;
+
+    /// [`Backend::each_rollup_scalars_written`], each row's scalars as the charts read them
+    /// ([`PointScalars`]), in the same order: what the bar, the daily table and the heatmap
+    /// are folded from. PostgreSQL reads most of a first read (`after` `None`) from its
+    /// packed points ([`Backend::pack`]) rather than from a month of rows.
+    fn each_rollup_point_written(
+        &self,
+        span: Span,
+        since_bucket: i64,
+        after: Option<&Seen>,
+        each: &mut EachPoint<'_>,
+    ) -> Result<Seen, StoreError> {
+        points_of_rollups(self, span, since_bucket, after, each)
+    }
+
+    /// Packs the charts' scalars of every location's closed buckets (before the current
+    /// hour or day at `now_ms`) where the store keeps them packed, so that a first read of
+    /// them reads a row per location and bucket: what `sonde store migrate` does after a
+    /// copy (a writer packs its own location's as it writes). Nothing for SQLite, whose
+    /// reads of a single node's rollups need none.
+    fn pack(&mut self, _now_ms: i64) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     /// One stored rollup of one location.
     fn rollup(

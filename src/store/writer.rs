@@ -148,8 +148,8 @@ impl Writer {
 /// Writes `records` through the same folding as the daemon's writer, synchronously, in
 /// batches: for importing results (another prober's, or generated ones for benchmarks).
 /// Each location in them gets a heartbeat at its latest run, with `config`'s shortest
-/// schedule; a record without a location is `config`'s prober's. Returns how many were
-/// written.
+/// schedule; a record without a location is `config`'s prober's. Then every location's
+/// closed buckets are packed (`Backend::pack`). Returns how many were written.
 pub fn import(
     store: Store,
     config: &Config,
@@ -184,6 +184,8 @@ pub fn import(
         state.alert_budget = budget;
         state.keep(batch);
     }
+    // Every location's closed buckets, not only the writer's.
+    state.store.pack(crate::units::now_ms())?;
     Ok(count)
 }
 

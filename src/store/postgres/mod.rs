@@ -13,6 +13,7 @@
 //! and its I/O never runs on the probing runtime.
 
 mod fleet;
+mod points;
 mod record;
 mod rows;
 mod schema;
@@ -31,9 +32,9 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::seen::Upto;
 use super::{
-    Backend, Batch, Copied, EachScalars, EachStored, FleetLimits, Heartbeat, Incident,
+    Backend, Batch, Copied, EachPoint, EachScalars, EachStored, FleetLimits, Heartbeat, Incident,
     ROLLUP_COLUMNS, ROLLUP_ORDER, RollupHead, RollupKey, RollupRow, Seen, Spend, Store, StoreError,
-    StoredRollup, TargetAt,
+    StoredRollup, TargetAt, points_of_rollups,
 };
 use crate::aggregate::alerting::Notification;
 use crate::aggregate::health::{IncidentKind, State, TargetHealth, Transition};
@@ -246,18 +247,19 @@ impl Postgres {
     }
 
     /// Runs `work` in one transaction of the writer's session.
-    fn transaction(
+    fn transaction<T>(
         &mut self,
-        work: impl AsyncFnOnce(&tokio_postgres::Transaction<'_>) -> Result<(), Failure>,
-    ) -> Result<(), StoreError> {
+        work: impl AsyncFnOnce(&tokio_postgres::Transaction<'_>) -> Result<T, Failure>,
+    ) -> Result<T, StoreError> {
         let runtime = self.runtime()?;
         let context = runtime.handle().clone();
         let client = self.writer()?;
         let _context = context.enter();
         let done = futures_executor::block_on(async move {
             let tx = client.transaction().await.map_err(Failure::Db)?;
-            work(&tx).await?;
-            tx.commit().await.map_err(Failure::Db)
+            let done = work(&tx).await?;
+            tx.commit().await.map_err(Failure::Db)?;
+            Ok(done)
         });
         done.map_err(|failure| {
             if self.writer.as_ref().is_some_and(Client::is_closed) {
@@ -515,9 +517,15 @@ impl Backend for Postgres {
     }
 
     fn write(&mut self, batch: &Batch) -> Result<(), StoreError> {
+        let location = match &self.access {
+            Access::Writer(location) => location.clone(),
+            Access::Reader => return Err(self.failed("this store was opened read-only")),
+        };
+        let now_ms = crate::units::now_ms();
         self.transaction(async |tx| {
             rows::insert_results(tx, &batch.results).await?;
             rows::upsert_rollups(tx, &batch.rollups).await?;
+            points::written(tx, &batch.rollups, Some((&location, now_ms))).await?;
             rows::put_spend(
                 tx,
                 "INSERT INTO spend (provider, month, location, usd, tokens)
@@ -543,6 +551,7 @@ impl Backend for Postgres {
         self.transaction(async |tx| {
             rows::insert_results(tx, &copied.results).await?;
             rows::upsert_rollups(tx, &copied.rollups).await?;
+            points::written(tx, &copied.rollups, None).await?;
             rows::put_spend(
                 tx,
                 "INSERT INTO spend (provider, month, location, usd, tokens)
@@ -837,6 +846,29 @@ impl Backend for Postgres {
         })
     }
 
+    fn each_rollup_point_written(
+        &self,
+        span: Span,
+        since_bucket: i64,
+        after: Option<&Seen>,
+        each: &mut EachPoint<'_>,
+    ) -> Result<Seen, StoreError> {
+        if after.is_some() {
+            return points_of_rollups(self, span, since_bucket, after, each);
+        }
+        self.read_written(None, async |tx, _| {
+            points::read(tx, span, since_bucket, each).await
+        })
+    }
+
+    fn pack(&mut self, now_ms: i64) -> Result<(), StoreError> {
+        for span in [Span::Hour, Span::Day] {
+            // A transaction per step: a month of a fleet's hours is millions of rows.
+            while !self.transaction(async |tx| points::advance_all(tx, span, now_ms).await)? {}
+        }
+        Ok(())
+    }
+
     fn month_spend(&self, month: &str) -> Result<HashMap<String, (f64, u64)>, StoreError> {
         let rows = self.spend_rows(
             "SELECT provider, month, '', SUM(usd), SUM(tokens)::bigint FROM spend
@@ -1024,6 +1056,12 @@ impl Backend for Postgres {
                 )
                 .await
                 .map_err(Failure::Db)?;
+            tx.execute(
+                "DELETE FROM points WHERE bucket < $1",
+                &[&rollups_before_ms],
+            )
+            .await
+            .map_err(Failure::Db)?;
             tx.execute(
                 "DELETE FROM outbox WHERE sent_ms < $1",
                 &[&results_before_ms],

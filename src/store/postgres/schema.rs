@@ -211,6 +211,27 @@ CREATE TABLE checkpoint (
 ALTER TABLE checkpoint ALTER COLUMN body SET STORAGE EXTERNAL;
 "#;
 
+/// Packed points (`postgres/points.rs`): per span, bucket and location the charts' scalars
+/// of its rollups in one row, below each location's bound in `packed`. The locations
+/// already written are registered with nothing packed; their writers pack as they write.
+const V8: &str = r#"
+CREATE TABLE points (
+    span TEXT COLLATE "C" NOT NULL,
+    bucket BIGINT NOT NULL,
+    location TEXT COLLATE "C" NOT NULL,
+    body BYTEA NOT NULL,
+    PRIMARY KEY (span, bucket, location)
+);
+CREATE TABLE packed (
+    span TEXT COLLATE "C" NOT NULL,
+    location TEXT COLLATE "C" NOT NULL,
+    before BIGINT NOT NULL,
+    PRIMARY KEY (span, location)
+);
+INSERT INTO packed (span, location, before)
+    SELECT DISTINCT span, location, -9223372036854775808 FROM rollups;
+"#;
+
 /// The schema version that gave rows a location.
 pub const LOCATIONS_VERSION: i32 = 2;
 
@@ -219,7 +240,7 @@ pub const LOCATIONS_VERSION: i32 = 2;
 pub const LOCATED_TABLES: &[&str] = &["results", "rollups", "spend", "target_state", "incidents"];
 
 /// Every migration, oldest first; migration `n` (from 1) brings the schema to version `n`.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
 
 /// The version this build writes and reads.
 pub const LATEST: i32 = MIGRATIONS.len() as i32;
