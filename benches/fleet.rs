@@ -17,11 +17,12 @@
 //! What is stored is what 30 days of the fleet leaves, without writing 432 M raw results:
 //! the last hour's raw results (600,000: the `5m` and `1h` windows read them), hourly rollups
 //! for the last 24 hours and daily rollups for 30 days (540,000 rows), each folded by the
-//! writer's own `SparseRollup::add_run` from synthetic runs (60 a rollup hour, 1,440 a day) and written
-//! through the store's copy path; a state per target and location; every location's
-//! heartbeat, fresh. The heatmap's 28 days of hourly rollups are left out (one day of them)
-//! unless `SONDE_BENCH_FLEET_HEATMAP=1`: they are most of a cold publish's reading, and
-//! writing them takes the bench about 6 minutes more.
+//! writer's own `SparseRollup::add_run` from synthetic runs (60 a rollup hour, 1,440 a day)
+//! and written through the store's copy path, then the closed buckets' points packed as
+//! `sonde store migrate` packs them (a fleet's writers pack theirs as they write); a state per
+//! target and location; every location's heartbeat, fresh. The heatmap's 28 days of hourly
+//! rollups are left out (one day of them) unless `SONDE_BENCH_FLEET_HEATMAP=1`: they are most
+//! of a cold publish's reading, and writing them takes the bench about 6 minutes more.
 //!
 //! `cargo bench --bench fleet` (needs PostgreSQL's server binaries, as the tests do; it starts
 //! its own server in a temporary folder). `SONDE_BENCH_FLEET_LOCATIONS` and
@@ -223,10 +224,14 @@ fn main() {
     let mut store = Store::open(&config.store, "loc-00").expect("open store");
     let started = Instant::now();
     let rows = generate(&mut store, &config, locations, now);
+    let written = started.elapsed();
+    // What `sonde store migrate` does after its copy, and a fleet's writers as they write.
+    store.pack(now).expect("pack");
     println!(
-        "{locations} locations × {} targets: {rows} rows written in {:.1} s",
+        "{locations} locations × {} targets: {rows} rows written in {:.1} s, their closed buckets' points packed in {:.1} s",
         config.targets.len(),
-        started.elapsed().as_secs_f64()
+        written.as_secs_f64(),
+        (started.elapsed() - written).as_secs_f64()
     );
     drop(store);
     // What autovacuum has done to a month-old store: statistics, and the visibility map
