@@ -5,7 +5,8 @@
 //!   the store's writer does per run and span;
 //! - `window_aggregation`: the 30-day window of one target, 30 daily rollups of 1,440 runs
 //!   each merged (in sparse form, as windows are summed), then every percentile — what
-//!   `summarize` does per target and window;
+//!   `summarize` does per target and window; and one of those days' stored blobs decoded,
+//!   what a cold read does to every rollup it reads;
 //! - `weights`: the feed of 200 targets in 10 groups, weight formula included, from their
 //!   window stats;
 //! - `page_rendering`: the whole site (index, 200 target pages, feed, metrics) from a snapshot
@@ -76,6 +77,16 @@ fn aggregation(c: &mut Criterion) {
                 window.add(day);
             }
             Latency::of(&window)
+        })
+    });
+    // What a cold read does to every stored rollup (540,000 for a month of a fleet of
+    // 10 × 1,000 targets): a day's four V2 deflate blobs back into sparse form.
+    let stored = &days[0];
+    let blobs = stored.blobs();
+    group.bench_function("a_daily_rollups_blobs_decoded", |b| {
+        b.iter(|| {
+            SparseRollup::from_parts(stored.scalars.clone(), blobs.each_ref().map(Vec::as_slice))
+                .expect("decodes")
         })
     });
     group.finish();

@@ -34,9 +34,9 @@ use crate::interned::Names;
 use crate::result::ResultRecord;
 use crate::store::{Incident, Seen, Store, StoreError, TargetAt};
 
-/// What a publisher keeps between publishes; saved whole as its checkpoint
-/// (`publish::checkpoint`).
-#[derive(Debug, Serialize, Deserialize)]
+/// What a publisher keeps between publishes; saved as its checkpoint
+/// (`publish::checkpoint`), each of the parts [`History::parts`] names apart.
+#[derive(Debug)]
 pub struct History {
     /// The time of the last snapshot, unix ms; `None` before the first.
     at_ms: Option<i64>,
@@ -51,13 +51,19 @@ pub struct History {
     /// The incidents of the bar's days as last read: shared with the snapshots while they
     /// do not change, so a publish does not hold a second copy beside its predecessor's.
     /// Read whole at each publish, so not kept in a checkpoint.
-    #[serde(skip)]
     incidents: Arc<Vec<Incident>>,
     /// The sonde version whose checkpoint this was restored from, when another than this
     /// one (`checkpoint::OtherVersion::Bridge`): published from, never saved.
-    #[serde(skip)]
     other_version: Option<String>,
 }
+
+/// A history's parts as a checkpoint keeps them ([`History::parts`]).
+pub(super) type Parts<'a> = (
+    &'a WindowCache,
+    &'a Points<HourPoint>,
+    &'a Points<DayPoint>,
+    &'a Runs,
+);
 
 /// What a snapshot reads beside what a [`History`] keeps: the fleet's locations, the
 /// targets' states, the bar's days, the heatmap's hours and the incidents.
@@ -71,7 +77,7 @@ struct Read {
 
 /// The runs a publisher keeps between publishes.
 #[derive(Debug, Default, Serialize, Deserialize)]
-struct Runs {
+pub(super) struct Runs {
     /// The last hour's runs folded per key and minute (the `5m` and `1h` windows').
     minutes: Minutes,
     /// What the last read of runs saw; `None`: the next reads the hour's runs whole.
@@ -113,6 +119,29 @@ impl History {
         let mut history = History::new();
         history.read(config, store, now_ms)?;
         Ok(history)
+    }
+
+    /// What a checkpoint keeps of it, in parts it encodes and decodes apart (on every core
+    /// at once): the rollup windows, the hours' points, the days' points and the runs.
+    pub(super) fn parts(&self) -> Parts<'_> {
+        (&self.windows, &self.hours, &self.days, &self.runs)
+    }
+
+    /// The history a checkpoint kept: its last snapshot at `at_ms`, and the
+    /// [`History::parts`] it saved.
+    pub(super) fn from_parts(
+        at_ms: i64,
+        (windows, hours, days, runs): (WindowCache, Points<HourPoint>, Points<DayPoint>, Runs),
+    ) -> History {
+        History {
+            at_ms: Some(at_ms),
+            windows,
+            hours,
+            days,
+            runs,
+            incidents: Arc::default(),
+            other_version: None,
+        }
     }
 
     /// The sonde version whose checkpoint this was restored from, when another than this
