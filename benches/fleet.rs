@@ -10,9 +10,10 @@
 //! Last, that publisher saves its checkpoint (`publish::checkpoint`) and another starts
 //! from it a minute of runs later, as a restarted daemon or one taking the publisher lock
 //! over does: the checkpoint's size, the save, the restore and that publisher's first
-//! publish; the same with 20 targets more in the config; and from the checkpoint as
-//! another version of sonde in this layout saved it (after an upgrade), with the read of
-//! the whole store that replaces it.
+//! publish; the same with 20 targets more in the config; from the checkpoint as another
+//! version of sonde in this layout saved it (after an upgrade), with the read of the whole
+//! store that replaces it; and from one whose runs, then window sums, are in another layout
+//! (an upgrade that changed that part: read whole, the others restored).
 //!
 //! What is stored is what 30 days of the fleet leaves, without writing 432 M raw results:
 //! the last hour's raw results (600,000: the `5m` and `1h` windows read them), hourly rollups
@@ -49,7 +50,7 @@ use sonde::publish::windows::summarize;
 use sonde::publish::{self, HEATMAP_DAYS, Snapshot, checkpoint};
 use sonde::result::ResultRecord;
 use sonde::store::{Copied, Heartbeat, RollupRow, Store, TargetAt};
-use stored::as_saved_by_another_version;
+use stored::{as_saved_by_another_version, with_a_part_in_another_layout};
 
 fn count(var: &str, default: usize) -> usize {
     std::env::var(var)
@@ -405,4 +406,21 @@ fn kept_publishes(reader: &Store, config: &Config, locations: usize, now: i64) {
         (restoring + first).as_secs_f64() * 1000.0,
         whole.as_secs_f64() * 1000.0
     );
+
+    // After an upgrade that changed what a publisher keeps in one part: that part is left
+    // and read whole at the first publish, the others restored.
+    for (at, part) in [(3, "runs"), (0, "window sums")] {
+        let left = with_a_part_in_another_layout(&encoded.bytes, at);
+        reader
+            .save_checkpoint(encoded.at_ms, &left)
+            .expect("save the checkpoint");
+        let (restoring, first, _) = restart(config);
+        println!(
+            "after an upgrade that changed the {part}' layout (that part read whole): restored \
+             in {:.0} ms, its first publish {:.0} ms ({:.0} ms in all)",
+            restoring.as_secs_f64() * 1000.0,
+            first.as_secs_f64() * 1000.0,
+            (restoring + first).as_secs_f64() * 1000.0
+        );
+    }
 }

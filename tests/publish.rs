@@ -1385,22 +1385,29 @@ fn a_checkpoint_restored_for_other_targets_publishes_what_a_cold_read_does() {
     );
 }
 
+/// A store in `dir` with an hour of runs of `m0` (the config lists `m0` and `m1`), and the
+/// checkpoint's bytes of a history that read it, not saved: (config, store, now, bytes).
+fn an_hour_checkpointed(dir: &Path) -> (Config, Store, i64, Vec<u8>) {
+    let config = config_with(dir, &["m0", "m1"]);
+    let now = now_ms();
+    write(&config, "a", runs(&config, 0, now - 3_600_000, now, 60_000));
+    let store = Store::open_read_only(&config.store).unwrap();
+    let mut kept = sonde::publish::history::History::new();
+    Snapshot::load_with(&config, &store, now, &mut kept).unwrap();
+    let bytes = checkpoint::encode(&kept).unwrap().bytes;
+    (config, store, now, bytes)
+}
+
 /// A checkpoint cut in half is left with its reason, and the publisher reads the store
 /// whole.
 #[test]
 fn a_damaged_checkpoint_is_left_and_the_store_read_whole() {
     let dir = tempfile::tempdir().unwrap();
-    let config = config_with(dir.path(), &["m0", "m1"]);
-    let now = now_ms();
-    write(&config, "a", runs(&config, 0, now - 3_600_000, now, 60_000));
-    let store = Store::open_read_only(&config.store).unwrap();
+    let (config, store, now, bytes) = an_hour_checkpointed(dir.path());
     assert!(
         checkpoint::restore(&store, now).unwrap().is_none(),
         "no checkpoint yet"
     );
-    let mut kept = sonde::publish::history::History::new();
-    Snapshot::load_with(&config, &store, now, &mut kept).unwrap();
-    let bytes = checkpoint::encode(&kept).unwrap().bytes;
     store
         .save_checkpoint(now, &bytes[..bytes.len() / 2])
         .unwrap();
@@ -1426,6 +1433,32 @@ fn a_damaged_checkpoint_is_left_and_the_store_read_whole() {
         publish::build(&config, &cold).unwrap(),
         "read whole"
     );
+}
+
+/// A checkpoint whose runs were saved in another layout of that part: the other parts are
+/// restored and the runs read whole. The runs' bytes are damaged too, so decoding them
+/// instead of leaving them would fail the restore.
+#[test]
+fn a_checkpoint_part_in_another_layout_is_left_and_the_rest_restored() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, store, now, bytes) = an_hour_checkpointed(dir.path());
+    let at_ms = now;
+    let runs_left = common::checkpoint::with_a_part_in_another_layout(&bytes, 3);
+    store.save_checkpoint(at_ms, &runs_left).unwrap();
+
+    let mut restored = checkpoint::restore(&store, now)
+        .expect("the other parts restore")
+        .expect("a checkpoint");
+    assert_eq!(restored.at_ms(), Some(at_ms));
+    let later = now + 30_000;
+    write(&config, "a", runs(&config, 1, now, later, 10_000));
+    let from_parts = Snapshot::load_with(&config, &store, later, &mut restored).unwrap();
+    let cold = Snapshot::load(&config, &store, later).unwrap();
+    assert_eq!(
+        publish::build(&config, &from_parts).unwrap(),
+        publish::build(&config, &cold).unwrap()
+    );
+    assert!(!from_parts.latest.is_empty(), "the runs were read whole");
 }
 
 /// Another version's checkpoint in this layout: `sonde publish` leaves it and reads the

@@ -18,7 +18,9 @@
 //!
 //! The history's parts (the rollup windows, the hours' and days' points, the runs) are
 //! deflated apart and inflated and decoded on every core at once: a restore was most of a
-//! restarted publisher's first second.
+//! restarted publisher's first second. Each part has a layout of its own ([`PARTS`]): an
+//! upgrade that changed what a publisher keeps in one part leaves that part, which the
+//! next publish reads whole, and restores the others.
 
 use std::io::{BufWriter, Read};
 
@@ -33,12 +35,9 @@ use super::history::History;
 use super::joined;
 use crate::store::{Store, StoreError};
 
-/// The layout of a checkpoint this build writes and reads: the header, the parts
-/// ([`History::parts`]) and their trees; raised whenever a field in them is added, removed,
-/// moved or retyped: structs are written as arrays of their fields, so a moved field of
-/// the same type would decode as the other one, and another version's checkpoint of the
-/// same FORMAT is published from. A test fingerprints the trees as serde sees them and
-/// fails until a changed one has a FORMAT of its own.
+/// The layout of a checkpoint this build writes and reads: the [`Header`] and the array of
+/// the parts ([`History::parts`]), each deflated; raised when either changes. What is in
+/// each part has a layout of its own ([`PARTS`]).
 const FORMAT: u32 = 3;
 
 /// How old a checkpoint's runs may be and still be restored: a fleet of 10,000 targets
@@ -87,9 +86,23 @@ pub enum CheckpointError {
     Unread,
 }
 
+/// Each part of a history ([`History::parts`], in its order): its name in the log, and its
+/// layout, raised whenever a field in its tree is added, removed, moved or retyped:
+/// structs are written as arrays of their fields, so a moved field of the same type would
+/// decode as the other one. A test fingerprints each tree as serde sees it and fails until
+/// a changed one has a number of its own. A checkpoint's part in another layout is left
+/// and read whole, the other parts restored: an upgrade that changed one part reads only it
+/// again.
+const PARTS: [(&str, u32); 4] = [
+    ("window sums", 1),
+    ("hours' points", 1),
+    ("days' points", 1),
+    ("runs", 1),
+];
+
 /// What a checkpoint says of itself, before the history. Its layout and version come
 /// first in every layout, so a checkpoint of any layout is told apart by them; the fields
-/// after are this layout's (`at_ms` is 0 in another's).
+/// after are this layout's (`at_ms` is 0 and `parts` empty in another's).
 #[derive(Debug, Serialize)]
 struct Header {
     /// [`FORMAT`] when saved.
@@ -98,6 +111,8 @@ struct Header {
     sonde: String,
     /// The history's last snapshot, unix ms.
     at_ms: i64,
+    /// Each part's layout ([`PARTS`]) when saved.
+    parts: Vec<u32>,
 }
 
 impl<'de> Deserialize<'de> for Header {
@@ -121,16 +136,21 @@ impl<'de> Deserialize<'de> for Header {
                 let missing = |field| A::Error::custom(format!("the header has no {field}"));
                 let format: u32 = seq.next_element()?.ok_or_else(|| missing("layout"))?;
                 let sonde: String = seq.next_element()?.ok_or_else(|| missing("version"))?;
-                let at_ms = if format == FORMAT {
-                    seq.next_element()?.ok_or_else(|| missing("time"))?
+                let (at_ms, parts) = if format == FORMAT {
+                    let at_ms = seq.next_element()?.ok_or_else(|| missing("time"))?;
+                    let parts = seq
+                        .next_element()?
+                        .ok_or_else(|| missing("parts' layouts"))?;
+                    (at_ms, parts)
                 } else {
                     while seq.next_element::<IgnoredAny>()?.is_some() {}
-                    0
+                    (0, Vec::new())
                 };
                 Ok(Header {
                     format,
                     sonde,
                     at_ms,
+                    parts,
                 })
             }
         }
@@ -194,6 +214,7 @@ fn encode_as(history: &History, sonde: &str) -> Result<Encoded, CheckpointError>
         format: FORMAT,
         sonde: sonde.to_owned(),
         at_ms,
+        parts: PARTS.iter().map(|(_, layout)| *layout).collect(),
     };
     let (windows, hours, days, runs) = history.parts();
     let parts = std::thread::scope(|scope| {
@@ -226,13 +247,29 @@ fn deflated<T: Serialize>(part: &T) -> Result<Vec<u8>, rmp_serde::encode::Error>
     finished.map_err(|err| rmp_serde::encode::Error::Syntax(err.to_string()))
 }
 
-/// A part [`deflated`] gave, inflated and decoded.
-fn inflated<T: DeserializeOwned>(part: &[u8]) -> Result<T, CheckpointError> {
+/// The part at `at` of [`PARTS`], saved in `layout`: inflated and decoded when that is
+/// this build's layout of it, else left (`None`, logged) to be read whole.
+fn inflated<T: DeserializeOwned>(
+    at: usize,
+    layout: Option<u32>,
+    part: &[u8],
+) -> Result<Option<T>, CheckpointError> {
+    let (name, ours) = PARTS[at];
+    if layout != Some(ours) {
+        tracing::warn!(
+            part = name,
+            saved = ?layout,
+            this = ours,
+            "the checkpoint's part was saved in another layout: it is read whole, the other \
+             parts restored"
+        );
+        return Ok(None);
+    }
     let mut plain = Vec::new();
     DeflateDecoder::new(part)
         .read_to_end(&mut plain)
         .map_err(CheckpointError::Inflate)?;
-    Ok(rmp_serde::from_slice(&plain)?)
+    Ok(Some(rmp_serde::from_slice(&plain)?))
 }
 
 /// The history saved in `bytes`, at `now_ms`; its runs left when older than
@@ -248,11 +285,12 @@ pub fn decode(bytes: &[u8], now_ms: i64) -> Result<History, CheckpointError> {
         });
     }
     let [windows, hours, days, runs]: [ByteBuf; 4] = Deserialize::deserialize(&mut reader)?;
+    let layout = |at: usize| header.parts.get(at).copied();
     let parts = std::thread::scope(|scope| {
-        let windows = scope.spawn(|| inflated(&windows));
-        let hours = scope.spawn(|| inflated(&hours));
-        let days = scope.spawn(|| inflated(&days));
-        let runs = inflated(&runs);
+        let windows = scope.spawn(|| inflated(0, layout(0), &windows));
+        let hours = scope.spawn(|| inflated(1, layout(1), &hours));
+        let days = scope.spawn(|| inflated(2, layout(2), &days));
+        let runs = inflated(3, layout(3), &runs);
         (joined(windows), joined(hours), joined(days), runs)
     });
     let mut history = History::from_parts(header.at_ms, (parts.0?, parts.1?, parts.2?, parts.3?));
@@ -343,9 +381,9 @@ mod tests {
         assert_eq!(back.failures, 3);
     }
 
-    /// The layout of a history's parts as serde sees it: every struct in their trees with
-    /// its fields' names and types, in order.
-    fn layout() -> String {
+    /// The layouts of a history's parts as serde sees them, in [`PARTS`] order: every
+    /// struct and enum in each part's tree with its fields' or variants' names and types.
+    fn layouts() -> Vec<String> {
         use super::super::history::Runs;
         use super::super::points::{DayPoint, HourPoint, Points};
         use super::super::window_cache::WindowCache;
@@ -385,33 +423,86 @@ mod tests {
         ];
         assert!(traced.iter().all(Option::is_none), "{traced:?}");
         let registry = tracer.registry().expect("every type in the parts traced");
-        serde_json::to_string(&registry).expect("a registry is JSON")
+        let registry = serde_json::to_value(&registry).expect("a registry is JSON");
+        let roots: [&[&str]; 4] = [
+            &["WindowCache"],
+            &["Points"],
+            &["Points", "DayPoint"],
+            &["Runs"],
+        ];
+        roots
+            .iter()
+            .map(|roots| {
+                let reached = reachable(&registry, roots);
+                serde_json::to_string(&reached).expect("JSON")
+            })
+            .collect()
     }
 
-    /// Every layout [`FORMAT`] has named, with the fingerprint of [`layout`] then, oldest
-    /// first. Layout 1 had the config's targets in its header and no `read_for`; layout 2
-    /// was the history deflated whole, one stream (its fingerprint left `DayPoint` out).
-    const LAYOUTS: [(u32, u64); 2] = [(2, 0x1268_edca_a03c_87c4), (3, 0x9df6_f299_3413_5002)];
+    /// The containers of `registry` (by name) that `roots` name or reach.
+    fn reachable(
+        registry: &serde_json::Value,
+        roots: &[&str],
+    ) -> std::collections::BTreeMap<String, serde_json::Value> {
+        /// Pushes every type name in `format` onto `names`.
+        fn names_in(format: &serde_json::Value, names: &mut Vec<String>) {
+            match format {
+                serde_json::Value::Object(fields) => {
+                    for (key, value) in fields {
+                        match value.as_str() {
+                            Some(name) if key == "TYPENAME" => names.push(name.to_owned()),
+                            _ => names_in(value, names),
+                        }
+                    }
+                }
+                serde_json::Value::Array(items) => items.iter().for_each(|f| names_in(f, names)),
+                _ => {}
+            }
+        }
+        let mut reached = std::collections::BTreeMap::new();
+        let mut names: Vec<String> = roots.iter().map(|root| (*root).to_owned()).collect();
+        while let Some(name) = names.pop() {
+            if reached.contains_key(&name) {
+                continue;
+            }
+            let format = registry.get(&name).expect("a traced name").clone();
+            names_in(&format, &mut names);
+            reached.insert(name, format);
+        }
+        reached
+    }
 
-    /// A change to the tree of a history's parts fails this until FORMAT is raised and the new layout is
-    /// added to [`LAYOUTS`]: a checkpoint of another version is published from when its
-    /// FORMAT is this one's, so a layout changed under the same FORMAT would be misread.
+    /// Every layout each part ([`PARTS`]) has had, with the fingerprint of its tree then,
+    /// oldest first. Before parts (checkpoint layouts 1 and 2) the history was deflated
+    /// whole, one stream, and one number named it all.
+    const LAYOUTS: [&[(u32, u64)]; 4] = [
+        &[(1, 0xc9fd_7659_3cd1_3022)],
+        &[(1, 0x7cce_eff9_09c1_5156)],
+        &[(1, 0x73bd_128d_aec4_1df2)],
+        &[(1, 0x14a2_4926_cc2d_e01d)],
+    ];
+
+    /// A change to a part's tree fails this until that part's layout in [`PARTS`] is raised
+    /// and the new one added to [`LAYOUTS`]: a part in the layout this build names is
+    /// decoded, so a layout changed under the same number would be misread.
     #[test]
-    fn the_layout_is_the_one_format_names() {
-        let layout = layout();
-        let fingerprint = crate::scheduler::stable_hash(&layout);
-        let (format, named) = LAYOUTS[LAYOUTS.len() - 1];
-        assert!(
-            LAYOUTS
-                .windows(2)
-                .all(|w| w[0].0 < w[1].0 && w[0].1 != w[1].1)
-        );
-        assert_eq!(
-            (FORMAT, fingerprint),
-            (format, named),
-            "The history's parts' layout is not the one FORMAT {FORMAT} names: raise FORMAT and add \
-             (FORMAT, {fingerprint:#x}) to LAYOUTS\n{layout}"
-        );
+    fn each_parts_layout_is_the_one_its_number_names() {
+        for (((name, layout), fingerprints), tree) in PARTS.iter().zip(LAYOUTS).zip(layouts()) {
+            let fingerprint = crate::scheduler::stable_hash(&tree);
+            let (number, named) = fingerprints[fingerprints.len() - 1];
+            assert!(
+                fingerprints
+                    .windows(2)
+                    .all(|w| w[0].0 < w[1].0 && w[0].1 != w[1].1)
+            );
+            assert_eq!(
+                (*layout, fingerprint),
+                (number, named),
+                "the layout of the part {name:?} is not the one its number {layout} names: \
+                 raise it in PARTS and add ({}, {fingerprint:#x}) to its LAYOUTS\n{tree}",
+                layout + 1
+            );
+        }
     }
 
     #[test]
@@ -467,6 +558,7 @@ mod tests {
             format: FORMAT + 1,
             sonde: "9.9.9".into(),
             at_ms: 0,
+            parts: Vec::new(),
         };
         let bytes = rmp_serde::to_vec(&header).unwrap();
         let Err(err) = decode(&bytes, 0) else {

@@ -65,6 +65,15 @@ pub(super) type Parts<'a> = (
     &'a Runs,
 );
 
+/// A history's parts as a checkpoint restores them ([`History::from_parts`]): `None` for
+/// a part left (saved in another layout).
+pub(super) type Restored = (
+    Option<WindowCache>,
+    Option<Points<HourPoint>>,
+    Option<Points<DayPoint>>,
+    Option<Runs>,
+);
+
 /// What a snapshot reads beside what a [`History`] keeps: the fleet's locations, the
 /// targets' states, the bar's days, the heatmap's hours and the incidents.
 struct Read {
@@ -128,17 +137,16 @@ impl History {
     }
 
     /// The history a checkpoint kept: its last snapshot at `at_ms`, and the
-    /// [`History::parts`] it saved.
-    pub(super) fn from_parts(
-        at_ms: i64,
-        (windows, hours, days, runs): (WindowCache, Points<HourPoint>, Points<DayPoint>, Runs),
-    ) -> History {
+    /// [`History::parts`] it saved; a part left (`None`: saved in another layout) is new,
+    /// and read whole at the next snapshot.
+    pub(super) fn from_parts(at_ms: i64, (windows, hours, days, runs): Restored) -> History {
+        let new = History::new();
         History {
             at_ms: Some(at_ms),
-            windows,
-            hours,
-            days,
-            runs,
+            windows: windows.unwrap_or(new.windows),
+            hours: hours.unwrap_or(new.hours),
+            days: days.unwrap_or(new.days),
+            runs: runs.unwrap_or(new.runs),
             incidents: Arc::default(),
             other_version: None,
         }

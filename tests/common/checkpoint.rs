@@ -18,3 +18,22 @@ pub fn as_saved_by_another_version(bytes: &[u8]) -> (Vec<u8>, String) {
     patched[at..at + this.len()].copy_from_slice(other.as_bytes());
     (patched, other)
 }
+
+/// `bytes`, a checkpoint saved by this build, as a build whose layout of the part at `at`
+/// (in `History::parts` order) is another would have saved it: that part's layout number
+/// raised in the header, and the part's bytes garbage, so that decoding it instead of
+/// leaving it fails.
+pub fn with_a_part_in_another_layout(bytes: &[u8], at: usize) -> Vec<u8> {
+    // The header (layout, version, time, each part's layout), then the parts.
+    let mut reader = rmp_serde::Deserializer::new(bytes);
+    let (format, sonde, at_ms, mut layouts): (u32, String, i64, Vec<u32>) =
+        serde::Deserialize::deserialize(&mut reader).expect("a header");
+    let mut parts: Vec<serde_bytes::ByteBuf> =
+        serde::Deserialize::deserialize(&mut reader).expect("the parts");
+    assert_eq!((layouts.len(), parts.len()), (4, 4));
+    layouts[at] += 1;
+    parts[at] = serde_bytes::ByteBuf::from(vec![0xff; 64]);
+    let mut changed = rmp_serde::to_vec(&(format, sonde, at_ms, layouts)).expect("encodes");
+    rmp_serde::encode::write(&mut changed, &parts).expect("encodes");
+    changed
+}
