@@ -192,8 +192,8 @@ pub enum OtherVersion {
 
 /// `history` as a checkpoint's bytes: a [`Header`], then an array of the history's parts
 /// ([`History::parts`]), each deflated as it is encoded (never held whole plain), all at
-/// once: a part is inflated and decoded apart too, on every core, which halves a restore
-/// on two. All of it is MessagePack, each struct as an array of its fields: names were
+/// once: a part is inflated and decoded apart too, on every core (a restore in 0.6× the
+/// time on two). All of it is MessagePack, each struct as an array of its fields: names were
 /// half the bytes, since a fleet's history holds millions of small structs. A field left
 /// out when empty is the last of its struct and has a default, so the shorter array still
 /// decodes. A history restored from another version's checkpoint is not encoded: it would
