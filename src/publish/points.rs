@@ -82,7 +82,9 @@ impl DayPoint {
         self.attempts
     }
 
-    /// ok ÷ (ok + provider faults), as [`Scalars::availability`](crate::aggregate::rollup::Scalars::availability); `None` without either.
+    /// ok ÷ (ok + provider faults), as
+    /// [`Scalars::availability`](crate::aggregate::rollup::Scalars::availability); `None`
+    /// without either.
     pub fn availability(&self) -> Option<f64> {
         let counted = self.ok + self.failures;
         (counted > 0).then(|| self.ok as f64 / counted as f64)

@@ -369,17 +369,20 @@ pub(super) async fn read(
         held.push((row.try_get(1).map_err(Failure::Db)?, rows));
     }
     hand_over(bucket, &mut held, &mut loose, each);
-    for (bucket, target, probe, location, version, point) in loose {
-        let head = RollupHead {
-            bucket,
-            target: &target,
-            probe: &probe,
-            location: &location,
-            version,
-        };
-        each(head, point);
-    }
+    loose.for_each(|row| hand_loose(row, each));
     Ok(())
+}
+
+/// Hands `each` a row read from `rollups`.
+fn hand_loose((bucket, target, probe, location, version, point): Loose, each: &mut EachPoint<'_>) {
+    let head = RollupHead {
+        bucket,
+        target: &target,
+        probe: &probe,
+        location: &location,
+        version,
+    };
+    each(head, point);
 }
 
 /// Hands `each` the rows of the buckets before `bucket` in `loose`, then `bucket`'s: its
@@ -397,15 +400,7 @@ fn hand_over(
     let mut mine = Vec::new();
     while let Some(row) = loose.next_if(|row| row.0 <= bucket) {
         if row.0 < bucket {
-            let (b, target, probe, location, version, point) = row;
-            let head = RollupHead {
-                bucket: b,
-                target: &target,
-                probe: &probe,
-                location: &location,
-                version,
-            };
-            each(head, point);
+            hand_loose(row, each);
         } else {
             mine.push(row);
         }
