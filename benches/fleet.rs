@@ -37,6 +37,7 @@ mod common;
 #[allow(dead_code)]
 mod server;
 #[path = "../tests/common/checkpoint.rs"]
+#[allow(dead_code)]
 mod stored;
 
 use std::time::{Duration, Instant};

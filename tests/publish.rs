@@ -1461,6 +1461,39 @@ fn a_checkpoint_part_in_another_layout_is_left_and_the_rest_restored() {
     assert!(!from_parts.latest.is_empty(), "the runs were read whole");
 }
 
+/// A checkpoint with one part damaged in the store, in its own layout: bytes that do not
+/// inflate, or that inflate to something other than the part. That part is left and read
+/// whole, the others restored, for each part in turn; what is published is a cold read's.
+#[test]
+fn a_damaged_checkpoint_part_is_left_and_the_rest_restored() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let (config, store, now, bytes) = an_hour_checkpointed(dir.path());
+    let mut not_the_part = flate2::write::DeflateEncoder::new(Vec::new(), Default::default());
+    let plain = rmp_serde::to_vec(&("damaged", [1, 2, 3])).unwrap();
+    not_the_part.write_all(&plain).unwrap();
+    let not_the_part = not_the_part.finish().unwrap();
+    let later = now + 30_000;
+    write(&config, "a", runs(&config, 1, now, later, 10_000));
+    let cold = publish::build(&config, &Snapshot::load(&config, &store, later).unwrap()).unwrap();
+    for at in 0..4 {
+        for damage in [vec![0xff; 64], not_the_part.clone()] {
+            let damaged = common::checkpoint::with_a_part_damaged(&bytes, at, damage);
+            store.save_checkpoint(now, &damaged).unwrap();
+            let mut restored = checkpoint::restore(&store, now)
+                .unwrap_or_else(|err| panic!("part {at} damaged failed the restore: {err}"))
+                .expect("a checkpoint");
+            assert_eq!(restored.at_ms(), Some(now));
+            let snapshot = Snapshot::load_with(&config, &store, later, &mut restored).unwrap();
+            assert_eq!(
+                publish::build(&config, &snapshot).unwrap(),
+                cold,
+                "part {at} damaged"
+            );
+        }
+    }
+}
+
 /// Another version's checkpoint in this layout: `sonde publish` leaves it and reads the
 /// store whole; a server publishes from it (what that version would have), marked, and it
 /// is never saved as this version's; the store read whole is what replaces it.

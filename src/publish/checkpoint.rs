@@ -11,8 +11,8 @@
 //! target's; the windows, points and hour's runs are the store's whatever the config). One
 //! saved by another version of sonde in this layout is marked ([`OtherVersion`]): a server
 //! publishes from it while it reads the store whole, `sonde publish` leaves it. One that
-//! does not fit is left and the store read whole: another layout, or bytes that do not
-//! decode. Its runs (the last hour's, per minute) are left when it is older than 15
+//! does not fit is left and the store read whole: another layout of the checkpoint, or a
+//! header or array of parts that does not decode. Its runs (the last hour's, per minute) are left when it is older than 15
 //! minutes, since the runs written since would be read in one piece, while the hour's read
 //! whole are folded one at a time.
 //!
@@ -20,7 +20,8 @@
 //! deflated apart and inflated and decoded on every core at once: a restore was most of a
 //! restarted publisher's first second. Each part has a layout of its own ([`PARTS`]): an
 //! upgrade that changed what a publisher keeps in one part leaves that part, which the
-//! next publish reads whole, and restores the others.
+//! next publish reads whole, and restores the others. A part whose bytes are damaged is
+//! left the same way: each part holds what it read to, so the others stand alone.
 
 use std::io::{BufWriter, Read};
 
@@ -53,10 +54,8 @@ pub enum CheckpointError {
     /// The history did not encode (a bug: every field of it does).
     #[error("encoding the checkpoint: {0}")]
     Encode(#[from] rmp_serde::encode::Error),
-    /// The history did not inflate: damaged or cut bytes.
-    #[error("the checkpoint does not inflate ({0}); the store is read whole")]
-    Inflate(std::io::Error),
-    /// The bytes did not decode: left by another build, or damaged.
+    /// The header or the array of parts did not decode: left by another build, damaged or
+    /// cut. (A part that does not is left alone: [`PartError`].)
     #[error("the checkpoint does not decode ({0}); the store is read whole")]
     Decode(#[from] rmp_serde::decode::Error),
     /// It was saved by another version of sonde, or in another layout.
@@ -99,6 +98,26 @@ const PARTS: [(&str, u32); 4] = [
     ("days' points", 1),
     ("runs", 1),
 ];
+
+/// Why one part of a checkpoint was not restored: it is left, read whole at the next
+/// publish, and the other parts restored (each has its own `Seen`).
+#[derive(Debug, thiserror::Error)]
+enum PartError {
+    /// Saved in another layout of the part (an upgrade changed what it keeps).
+    #[error("it was saved in layout {saved:?} of it, this build's is {this}")]
+    Layout {
+        /// Its layout when saved (`None`: the header lists fewer parts).
+        saved: Option<u32>,
+        /// This build's ([`PARTS`]).
+        this: u32,
+    },
+    /// Its bytes do not inflate: damaged.
+    #[error("it does not inflate ({0})")]
+    Inflate(std::io::Error),
+    /// Its bytes inflate but do not decode: damaged.
+    #[error("it does not decode ({0})")]
+    Decode(#[from] rmp_serde::decode::Error),
+}
 
 /// What a checkpoint says of itself, before the history. Its layout and version come
 /// first in every layout, so a checkpoint of any layout is told apart by them; the fields
@@ -248,28 +267,31 @@ fn deflated<T: Serialize>(part: &T) -> Result<Vec<u8>, rmp_serde::encode::Error>
 }
 
 /// The part at `at` of [`PARTS`], saved in `layout`: inflated and decoded when that is
-/// this build's layout of it, else left (`None`, logged) to be read whole.
-fn inflated<T: DeserializeOwned>(
-    at: usize,
-    layout: Option<u32>,
-    part: &[u8],
-) -> Result<Option<T>, CheckpointError> {
-    let (name, ours) = PARTS[at];
-    if layout != Some(ours) {
-        tracing::warn!(
-            part = name,
-            saved = ?layout,
-            this = ours,
-            "the checkpoint's part was saved in another layout: it is read whole, the other \
-             parts restored"
-        );
-        return Ok(None);
-    }
-    let mut plain = Vec::new();
-    DeflateDecoder::new(part)
-        .read_to_end(&mut plain)
-        .map_err(CheckpointError::Inflate)?;
-    Ok(Some(rmp_serde::from_slice(&plain)?))
+/// this build's layout of it and its bytes are whole, else left (`None`, logged at WARN
+/// with why) to be read whole while the other parts are restored.
+fn inflated<T: DeserializeOwned>(at: usize, layout: Option<u32>, part: &[u8]) -> Option<T> {
+    let (name, this) = PARTS[at];
+    let decoded = if layout == Some(this) {
+        let mut plain = Vec::new();
+        DeflateDecoder::new(part)
+            .read_to_end(&mut plain)
+            .map_err(PartError::Inflate)
+            .and_then(|_| Ok(rmp_serde::from_slice(&plain)?))
+    } else {
+        Err(PartError::Layout {
+            saved: layout,
+            this,
+        })
+    };
+    decoded
+        .inspect_err(|err| {
+            tracing::warn!(
+                part = name,
+                reason = %err,
+                "the checkpoint's part was left: it is read whole, the other parts restored"
+            );
+        })
+        .ok()
 }
 
 /// The history saved in `bytes`, at `now_ms`; its runs left when older than
@@ -293,7 +315,7 @@ pub fn decode(bytes: &[u8], now_ms: i64) -> Result<History, CheckpointError> {
         let runs = inflated(3, layout(3), &runs);
         (joined(windows), joined(hours), joined(days), runs)
     });
-    let mut history = History::from_parts(header.at_ms, (parts.0?, parts.1?, parts.2?, parts.3?));
+    let mut history = History::from_parts(header.at_ms, parts);
     if now_ms - header.at_ms > RUNS_FOR_MS {
         history.forget_runs();
     }

@@ -66,7 +66,7 @@ pub(super) type Parts<'a> = (
 );
 
 /// A history's parts as a checkpoint restores them ([`History::from_parts`]): `None` for
-/// a part left (saved in another layout).
+/// a part left (saved in another layout, or damaged).
 pub(super) type Restored = (
     Option<WindowCache>,
     Option<Points<HourPoint>>,
@@ -137,7 +137,7 @@ impl History {
     }
 
     /// The history a checkpoint kept: its last snapshot at `at_ms`, and the
-    /// [`History::parts`] it saved; a part left (`None`: saved in another layout) is new,
+    /// [`History::parts`] it saved; a part left (`None`: another layout, or damaged) is new,
     /// and read whole at the next snapshot.
     pub(super) fn from_parts(at_ms: i64, (windows, hours, days, runs): Restored) -> History {
         let new = History::new();

@@ -24,6 +24,18 @@ pub fn as_saved_by_another_version(bytes: &[u8]) -> (Vec<u8>, String) {
 /// raised in the header, and the part's bytes garbage, so that decoding it instead of
 /// leaving it fails.
 pub fn with_a_part_in_another_layout(bytes: &[u8], at: usize) -> Vec<u8> {
+    with_a_part_replaced(bytes, at, 1, vec![0xff; 64])
+}
+
+/// `bytes`, a checkpoint saved by this build, with the part at `at` (in `History::parts`
+/// order) replaced by `part`, in the same layout: a part damaged in the store.
+pub fn with_a_part_damaged(bytes: &[u8], at: usize, part: Vec<u8>) -> Vec<u8> {
+    with_a_part_replaced(bytes, at, 0, part)
+}
+
+/// `bytes` with the part at `at` replaced by `part` and its layout number raised by
+/// `raised`.
+fn with_a_part_replaced(bytes: &[u8], at: usize, raised: u32, part: Vec<u8>) -> Vec<u8> {
     // The header (layout, version, time, each part's layout), then the parts.
     let mut reader = rmp_serde::Deserializer::new(bytes);
     let (format, sonde, at_ms, mut layouts): (u32, String, i64, Vec<u32>) =
@@ -31,8 +43,8 @@ pub fn with_a_part_in_another_layout(bytes: &[u8], at: usize) -> Vec<u8> {
     let mut parts: Vec<serde_bytes::ByteBuf> =
         serde::Deserialize::deserialize(&mut reader).expect("the parts");
     assert_eq!((layouts.len(), parts.len()), (4, 4));
-    layouts[at] += 1;
-    parts[at] = serde_bytes::ByteBuf::from(vec![0xff; 64]);
+    layouts[at] += raised;
+    parts[at] = serde_bytes::ByteBuf::from(part);
     let mut changed = rmp_serde::to_vec(&(format, sonde, at_ms, layouts)).expect("encodes");
     rmp_serde::encode::write(&mut changed, &parts).expect("encodes");
     changed
