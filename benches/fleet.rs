@@ -243,7 +243,7 @@ fn main() {
     if std::env::var_os("SONDE_BENCH_FLEET_KEPT_ONLY").is_none_or(|v| v != "1") {
         cold_reads(&reader, &config, locations, now);
     }
-    kept_publishes(&reader, &config, locations, now);
+    kept_publishes(&cluster, &reader, &config, locations, now);
 }
 
 /// Every window and a whole publish read cold (nothing kept), and the store's reads they
@@ -295,7 +295,13 @@ fn cold_reads(reader: &Store, config: &Config, locations: usize, now: i64) {
 
 /// The publishes of a publisher that keeps its history between them: its first reads
 /// everything, each later one what the minute since changed.
-fn kept_publishes(reader: &Store, config: &Config, locations: usize, now: i64) {
+fn kept_publishes(
+    cluster: &server::Cluster,
+    reader: &Store,
+    config: &Config,
+    locations: usize,
+    now: i64,
+) {
     let mut history = History::new();
     let publish_at = |config: &Config, at: i64, history: &mut History| {
         let started = Instant::now();
@@ -346,10 +352,24 @@ fn kept_publishes(reader: &Store, config: &Config, locations: usize, now: i64) {
 
     // The publisher dies after its last publish; another starts from its checkpoint a
     // minute later.
+    let lsn = || cluster.psql("fleet", "SELECT pg_current_wal_insert_lsn()");
+    let wal_before = lsn();
     let started = Instant::now();
     let encoded = checkpoint::encode(&history).expect("encode the checkpoint");
     let bytes = encoded.save(reader).expect("save the checkpoint");
     let saved = started.elapsed();
+    // The writers are idle meanwhile: this is the save's WAL.
+    let wal: f64 = cluster
+        .psql(
+            "fleet",
+            &format!(
+                "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '{}')",
+                wal_before.trim()
+            ),
+        )
+        .trim()
+        .parse()
+        .expect("a WAL distance");
     drop(history);
     let at = now + (minutes + 1) * 60_000;
     next_minute(&mut writer, config, locations, at, 60 + minutes + 1);
@@ -364,10 +384,12 @@ fn kept_publishes(reader: &Store, config: &Config, locations: usize, now: i64) {
     };
     let (restoring, first, _) = restart(config);
     println!(
-        "its checkpoint: {:.1} MiB, saved in {:.0} ms; a publisher started from it a minute \
-         later: restored in {:.0} ms, its first publish {:.0} ms ({:.0} ms in all)",
+        "its checkpoint: {:.1} MiB, saved in {:.0} ms, {:.0} KiB of WAL; a publisher started \
+         from it a minute later: restored in {:.0} ms, its first publish {:.0} ms ({:.0} ms in \
+         all)",
         bytes as f64 / (1024.0 * 1024.0),
         saved.as_secs_f64() * 1000.0,
+        wal / 1024.0,
         restoring.as_secs_f64() * 1000.0,
         first.as_secs_f64() * 1000.0,
         (restoring + first).as_secs_f64() * 1000.0

@@ -755,6 +755,83 @@ fn stored_ids(url: &str) -> Vec<String> {
         .collect()
 }
 
+/// The checkpoint is a cache kept out of PostgreSQL's WAL: a 4 MiB save writes a few KiB of
+/// it, where a logged table writes the whole body again. A crash of the server empties it
+/// (the next publisher reads the store whole) while every stored run stays.
+#[test]
+fn the_checkpoint_is_kept_out_of_the_wal_and_a_crash_empties_it() {
+    let Some(cluster) = common::postgres::start("the_checkpoint_is_kept_out_of_the_wal") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let var = "SONDE_TEST_CHECKPOINT_URL";
+    // SAFETY: set before any thread of this test reads the environment; the variable is
+    // this test's own.
+    unsafe { std::env::set_var(var, cluster.database("checkpointed")) };
+    let config = config(dir.path(), &postgres_store(var));
+    let now = now_ms();
+    let records = history(&config, now);
+    let count = records.len() as u64;
+    let writer = Store::open(&config.store, &config.prober.location).unwrap();
+    assert_eq!(import(writer, &config, records).unwrap(), count);
+    let store = Store::open_read_only(&config.store).unwrap();
+
+    let wal_since = |lsn: &str| -> u64 {
+        let sql = format!("SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '{lsn}')::bigint");
+        cluster.psql("checkpointed", &sql).trim().parse().unwrap()
+    };
+    let size = 4 << 20;
+    // Bytes that do not compress, as a deflated checkpoint's.
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let body: Vec<u8> = (0..size)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    for _ in 0..2 {
+        let before = cluster.psql("checkpointed", "SELECT pg_current_wal_insert_lsn()");
+        store.save_checkpoint(now, &body).unwrap();
+        let wal = wal_since(before.trim());
+        assert!(
+            wal < size as u64 / 64,
+            "a {size}-byte checkpoint wrote {wal} bytes of WAL"
+        );
+    }
+    assert_eq!(store.checkpoint().unwrap().as_deref(), Some(&body[..]));
+    let mut kept = sonde::publish::history::History::new();
+    Snapshot::load_with(&config, &store, now, &mut kept).unwrap();
+    checkpoint::save(&store, &kept).unwrap();
+    assert!(checkpoint::restore(&store, now).unwrap().is_some());
+    drop(store);
+
+    cluster.stop();
+    cluster.start_again();
+    let store = Store::open_read_only(&config.store).unwrap();
+    assert!(
+        store.checkpoint().unwrap().is_none(),
+        "a crash empties the checkpoint"
+    );
+    assert_eq!(store.result_count().unwrap(), count, "every run stays");
+    let cold = publish::build(&config, &Snapshot::load(&config, &store, now).unwrap()).unwrap();
+    let mut fresh = sonde::publish::history::History::new();
+    let snapshot = Snapshot::load_restoring(
+        &config,
+        &store,
+        now,
+        &mut fresh,
+        checkpoint::OtherVersion::Bridge,
+    )
+    .unwrap();
+    assert_eq!(
+        publish::build(&config, &snapshot).unwrap(),
+        cold,
+        "read whole"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_of_postgres_and_a_kill_9_lose_no_recorded_run() {
     let Some(cluster) = common::postgres::start("a_restart_of_postgres_and_a_kill_9") else {
