@@ -71,6 +71,16 @@ fn postgres_store(var: &str) -> String {
     format!("[store]\nurl_env = \"{var}\"\nretention_days = 400\nrollup_retention_days = 400\n")
 }
 
+/// A new database `name` on `cluster`, its URL in a variable of the test's own
+/// (`SONDE_TEST_<NAME>_URL`): the `[store]` table that selects it.
+fn postgres_database(cluster: &common::postgres::Cluster, name: &str) -> String {
+    let var = format!("SONDE_TEST_{}_URL", name.to_uppercase());
+    // SAFETY: set before any thread of the test reads the environment; the variable is
+    // the test's own.
+    unsafe { std::env::set_var(&var, cluster.database(name)) };
+    postgres_store(&var)
+}
+
 /// Three days of runs every 10 minutes per target and probe, ending `now`: latencies that
 /// vary, errors of several kinds, an hour's outage of gamma, substitution and a fake
 /// stream from gamma for a while, ITL gaps, tokens and cost.
@@ -179,10 +189,7 @@ fn both_backends_publish_the_same_site_from_the_same_history() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let var = "SONDE_TEST_EQUIVALENCE_URL";
-    // SAFETY: set before any thread of this test reads the environment; the variable is
-    // this test's own.
-    unsafe { std::env::set_var(var, cluster.database("equivalence")) };
+    let store = postgres_database(&cluster, "equivalence");
     // An alert, so the outage's notifications go to each backend's outbox.
     let alert = "[[alerts]]\nname = \"hook\"\nkind = \"webhook\"\nurl_env = \"HOOK\"\n";
     let sqlite = config(
@@ -191,7 +198,7 @@ fn both_backends_publish_the_same_site_from_the_same_history() {
             "[store]\npath = \"sonde.db\"\nretention_days = 400\nrollup_retention_days = 400\n{alert}"
         ),
     );
-    let postgres = config(dir.path(), &format!("{}{alert}", postgres_store(var)));
+    let postgres = config(dir.path(), &format!("{store}{alert}"));
     let now = now_ms();
     let records = history(&sqlite, now);
     let count = records.len() as u64;
@@ -495,11 +502,7 @@ fn packed_points_read_as_the_rollups_rows_do() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let var = "SONDE_TEST_PACKED_URL";
-    // SAFETY: set before any thread of this test reads the environment; the variable is
-    // this test's own.
-    unsafe { std::env::set_var(var, cluster.database("packed")) };
-    let config = config(dir.path(), &postgres_store(var));
+    let config = config(dir.path(), &postgres_database(&cluster, "packed"));
     let now = now_ms();
     let records = history(&config, now);
     let us_east: Vec<ResultRecord> = records
@@ -764,11 +767,7 @@ fn the_checkpoint_is_kept_out_of_the_wal_and_a_crash_empties_it() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let var = "SONDE_TEST_CHECKPOINT_URL";
-    // SAFETY: set before any thread of this test reads the environment; the variable is
-    // this test's own.
-    unsafe { std::env::set_var(var, cluster.database("checkpointed")) };
-    let config = config(dir.path(), &postgres_store(var));
+    let config = config(dir.path(), &postgres_database(&cluster, "checkpointed"));
     let now = now_ms();
     let records = history(&config, now);
     let count = records.len() as u64;
@@ -816,17 +815,8 @@ fn the_checkpoint_is_kept_out_of_the_wal_and_a_crash_empties_it() {
     );
     assert_eq!(store.result_count().unwrap(), count, "every run stays");
     let cold = publish::build(&config, &Snapshot::load(&config, &store, now).unwrap()).unwrap();
-    let mut fresh = sonde::publish::history::History::new();
-    let snapshot = Snapshot::load_restoring(
-        &config,
-        &store,
-        now,
-        &mut fresh,
-        checkpoint::OtherVersion::Bridge,
-    )
-    .unwrap();
     assert_eq!(
-        publish::build(&config, &snapshot).unwrap(),
+        common::published_afresh(&config, &store, now),
         cold,
         "read whole"
     );

@@ -1418,18 +1418,9 @@ fn a_damaged_checkpoint_is_left_and_the_store_read_whole() {
         err.to_string().contains("; the store is read whole"),
         "{err}"
     );
-    let mut fresh = sonde::publish::history::History::new();
-    let restoring = Snapshot::load_restoring(
-        &config,
-        &store,
-        now,
-        &mut fresh,
-        checkpoint::OtherVersion::Bridge,
-    )
-    .unwrap();
     let cold = Snapshot::load(&config, &store, now).unwrap();
     assert_eq!(
-        publish::build(&config, &restoring).unwrap(),
+        common::published_afresh(&config, &store, now),
         publish::build(&config, &cold).unwrap(),
         "read whole"
     );

@@ -19,6 +19,21 @@ use sonde::simulator::{RunningSimulator, Scenario, Simulator};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+/// The site a publisher starting afresh at `now` builds from `store`: it restores the
+/// store's checkpoint where one fits (another version's too, as a server does), else reads
+/// the store whole.
+pub fn published_afresh(
+    config: &Config,
+    store: &sonde::store::Store,
+    now: i64,
+) -> sonde::publish::Files {
+    use sonde::publish::{Snapshot, build, checkpoint, history::History};
+    let mut fresh = History::new();
+    let bridge = checkpoint::OtherVersion::Bridge;
+    let snapshot = Snapshot::load_restoring(config, store, now, &mut fresh, bridge).unwrap();
+    build(config, &snapshot).unwrap()
+}
+
 /// Starts the simulator with scenario text on a free loopback port.
 pub async fn simulator(scenario: &str) -> RunningSimulator {
     let scenario = Scenario::parse(Path::new("scenario.toml"), scenario).expect("test scenario");
