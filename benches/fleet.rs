@@ -13,7 +13,9 @@
 //! publish; the same with 20 targets more in the config; from the checkpoint as another
 //! version of sonde in this layout saved it (after an upgrade), with the read of the whole
 //! store that replaces it; and from one whose runs, then window sums, are in another layout
-//! (an upgrade that changed that part: read whole, the others restored).
+//! (an upgrade that changed that part: read whole, the others restored). Before all that,
+//! the uptime bar's incidents read whole (a publisher's first read) and then only those
+//! written since (each later publish's).
 //!
 //! What is stored is what 30 days of the fleet leaves, without writing 432 M raw results:
 //! the last hour's raw results (600,000: the `5m` and `1h` windows read them), hourly rollups
@@ -30,7 +32,10 @@
 //! `SONDE_BENCH_FLEET_TARGETS` scale it down (10 and 1,000 by default);
 //! `SONDE_BENCH_FLEET_MINUTES` sets how many periodic publishes the kept publisher makes
 //! (5), and `SONDE_BENCH_FLEET_KEPT_ONLY=1` skips the cold reads (most of the bench's
-//! time) to measure only the kept publisher.
+//! time) to measure only the kept publisher. `SONDE_BENCH_FLEET_INCIDENTS` sets how many
+//! incidents (ten minutes down each) every target had in every location over the uptime
+//! bar's 90 days (5: 50,000 at this scale, a fleet with flaky free tiers among its
+//! providers).
 
 mod common;
 #[path = "../tests/common/postgres.rs"]
@@ -42,15 +47,16 @@ mod stored;
 
 use std::time::{Duration, Instant};
 
-use sonde::aggregate::health::{State, TargetHealth};
+use sonde::aggregate::health::{IncidentKind, State, TargetHealth};
 use sonde::aggregate::rollup::Span;
 use sonde::aggregate::sparse::SparseRollup;
 use sonde::config::{Config, StoreBackend, StoreConfig};
 use sonde::publish::history::History;
 use sonde::publish::windows::summarize;
-use sonde::publish::{self, HEATMAP_DAYS, Snapshot, checkpoint};
+use sonde::publish::{self, BAR_DAYS, HEATMAP_DAYS, Snapshot, checkpoint};
 use sonde::result::ResultRecord;
-use sonde::store::{Copied, Heartbeat, RollupRow, Store, TargetAt};
+use sonde::scheduler::stable_hash;
+use sonde::store::{Copied, Heartbeat, Incident, RollupRow, Store, TargetAt};
 use stored::{as_saved_by_another_version, with_a_part_in_another_layout};
 
 fn count(var: &str, default: usize) -> usize {
@@ -126,6 +132,7 @@ fn generate(store: &mut Store, config: &Config, locations: usize, now: i64) -> u
                     ..TargetHealth::default()
                 },
             ));
+            page.incidents.extend(incidents(target, &location, now));
             flush(&mut page, store, false);
         }
         page.heartbeats.push(Heartbeat {
@@ -136,6 +143,27 @@ fn generate(store: &mut Store, config: &Config, locations: usize, now: i64) -> u
     }
     flush(&mut page, store, true);
     written
+}
+
+/// `target`'s incidents in `location` before `now`: `SONDE_BENCH_FLEET_INCIDENTS` of them,
+/// spread over the uptime bar's days, each ten minutes down.
+fn incidents(target: &str, location: &str, now: i64) -> Vec<Incident> {
+    let per = count("SONDE_BENCH_FLEET_INCIDENTS", 5) as i64;
+    let days = (BAR_DAYS - 1) * Span::Day.ms();
+    (0..per)
+        .map(|i| {
+            let start_ms = now - days + i * days / per + stable_hash(target) as i64 % 60_000;
+            Incident {
+                kind: IncidentKind::Health,
+                target: target.into(),
+                location: location.into(),
+                state: State::Down,
+                cause: "timeout: no answer within 30 s".into(),
+                start_ms,
+                end_ms: Some(start_ms + 600_000),
+            }
+        })
+        .collect()
 }
 
 /// Writes one more minute of the fleet at `at` (untimed): a run per target and location,
@@ -240,10 +268,43 @@ fn main() {
     // that lets the publisher's walk of rollup heads read the index alone.
     cluster.psql("fleet", "VACUUM ANALYZE");
     let reader = Store::open_read_only(&config.store).expect("open for reading");
+    incident_reads(&reader, now);
     if std::env::var_os("SONDE_BENCH_FLEET_KEPT_ONLY").is_none_or(|v| v != "1") {
         cold_reads(&reader, &config, locations, now);
     }
     kept_publishes(&cluster, &reader, &config, locations, now);
+}
+
+/// The incidents of the uptime bar's days read whole (what every publish read before a
+/// publisher kept them, and what its first still reads), then those written since that
+/// read (what each later publish reads), a few times each.
+fn incident_reads(reader: &Store, now: i64) {
+    let since = now - BAR_DAYS * Span::Day.ms();
+    let mut whole = Vec::new();
+    let mut since_last = Vec::new();
+    let mut count = 0;
+    for _ in 0..3 {
+        let started = Instant::now();
+        count = 0;
+        let seen = reader
+            .each_incident_written(since, None, &mut |_, _| count += 1)
+            .expect("read the incidents");
+        whole.push(started.elapsed().as_secs_f64() * 1000.0);
+        let started = Instant::now();
+        reader
+            .each_incident_written(since, Some(&seen), &mut |_, _| {})
+            .expect("read the incidents written since");
+        since_last.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    let ms = |times: &[f64]| {
+        let times: Vec<String> = times.iter().map(|t| format!("{t:.1}")).collect();
+        times.join(", ")
+    };
+    println!(
+        "the bar's {count} incidents: read whole in {} ms; those written since in {} ms",
+        ms(&whole),
+        ms(&since_last)
+    );
 }
 
 /// Every window and a whole publish read cold (nothing kept), and the store's reads they

@@ -758,6 +758,18 @@ fn stored_ids(url: &str) -> Vec<String> {
         .collect()
 }
 
+/// A publisher keeping its incidents reads only those opened or changed since its last
+/// read (the transaction ids every update sets) and publishes what a cold read does.
+#[test]
+fn kept_incidents_publish_what_a_cold_read_does() {
+    let Some(cluster) = common::postgres::start("kept_incidents") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &postgres_database(&cluster, "incidents"));
+    common::kept_incidents_against_cold_reads(&config);
+}
+
 /// The checkpoint is a cache kept out of PostgreSQL's WAL: a 4 MiB save writes a few KiB of
 /// it, where a logged table writes the whole body again. A crash of the server empties it
 /// (the next publisher reads the store whole) while every stored run stays.

@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::incidents::KeptIncidents;
 use super::latest::LatestRun;
 use super::minutes::Minutes;
 use super::points::{DayPoint, HourPoint, Points, Series};
@@ -48,10 +49,9 @@ pub struct History {
     days: Points<DayPoint>,
     /// The runs: the last hour's per minute, and each target's last.
     runs: Runs,
-    /// The incidents of the bar's days as last read: shared with the snapshots while they
-    /// do not change, so a publish does not hold a second copy beside its predecessor's.
-    /// Read whole at each publish, so not kept in a checkpoint.
-    incidents: Arc<Vec<Incident>>,
+    /// The incidents of the bar's days, kept from one read to the next. Not kept in a
+    /// checkpoint: a history restored reads them whole once.
+    incidents: KeptIncidents,
     /// The sonde version whose checkpoint this was restored from, when another than this
     /// one (`checkpoint::OtherVersion::Bridge`): published from, never saved.
     other_version: Option<String>,
@@ -117,7 +117,7 @@ impl History {
             hours: Points::new(Span::Hour),
             days: Points::new(Span::Day),
             runs: Runs::default(),
-            incidents: Arc::default(),
+            incidents: KeptIncidents::default(),
             other_version: None,
         }
     }
@@ -147,7 +147,7 @@ impl History {
             hours: hours.unwrap_or(new.hours),
             days: days.unwrap_or(new.days),
             runs: runs.unwrap_or(new.runs),
-            incidents: Arc::default(),
+            incidents: KeptIncidents::default(),
             other_version: None,
         }
     }
@@ -265,7 +265,7 @@ impl History {
                     Span::Hour.bucket_of(now_ms) - HEATMAP_DAYS * Span::Day.ms(),
                     now_ms,
                 )?;
-                let incidents = incidents(kept_incidents, store, now_ms)?;
+                let incidents = kept_incidents.read(store, now_ms - BAR_DAYS * Span::Day.ms())?;
                 Ok::<_, StoreError>(Read {
                     fleet,
                     health,
@@ -282,20 +282,6 @@ impl History {
         *at_ms = Some(now_ms);
         Ok(read)
     }
-}
-
-/// The incidents of the bar's days, newest first: `kept`, the last read's, while the store
-/// holds the same.
-fn incidents(
-    kept: &mut Arc<Vec<Incident>>,
-    store: &Store,
-    now_ms: i64,
-) -> Result<Arc<Vec<Incident>>, StoreError> {
-    let incidents = store.incidents(now_ms - BAR_DAYS * Span::Day.ms())?;
-    if incidents != **kept {
-        *kept = Arc::new(incidents);
-    }
-    Ok(Arc::clone(kept))
 }
 
 /// Puts `record` among a target's last `runs` (newest first, at most [`LAST_RUNS`]) in its

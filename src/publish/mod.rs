@@ -20,6 +20,7 @@ pub mod checkpoint;
 pub mod feed;
 pub mod gateway;
 pub mod history;
+mod incidents;
 pub mod latest;
 mod markup;
 pub mod metrics;

@@ -164,6 +164,15 @@ const ROLLUP_COLUMNS: &str =
 /// The one order rollups are read in, whatever the backend (text compared byte by byte).
 const ROLLUP_ORDER: &str = "ORDER BY bucket, target, probe, location";
 
+/// The columns every read of an incident selects, its row id first, in the order the
+/// backends' row readers take them.
+const INCIDENT_COLUMNS: &str = "id, target, state, cause, start_ms, end_ms, location, kind";
+
+/// The one order incidents are read in, whatever the backend (text compared byte by byte):
+/// newest first, the row id last so that no two are tied.
+const INCIDENT_ORDER: &str =
+    "ORDER BY start_ms DESC, target DESC, location DESC, kind DESC, id DESC";
+
 /// A rollup's bucket, target, probe and location: the key of one row of a span.
 pub type RollupKey<'k> = (i64, &'k str, &'k str, &'k str);
 
@@ -529,8 +538,20 @@ pub trait Backend: Send {
     /// Every stored state of every target in every location.
     fn health(&self) -> Result<HashMap<TargetAt, TargetHealth>, StoreError>;
 
-    /// Incidents that were open at or after `since_ms`, newest first.
+    /// Incidents that were open at or after `since_ms`, newest first (by start, then target,
+    /// location, kind and row id, all descending; text byte by byte).
     fn incidents(&self, since_ms: i64) -> Result<Vec<Incident>, StoreError>;
+
+    /// Hands `each` the incidents, with their row ids, that were opened or changed (closed,
+    /// reopened, made worse) after `after`, whenever they ended; or, when `None`, every one
+    /// open at or after `since_ms`, in [`Backend::incidents`]' order. Returns what this read
+    /// saw, taken in its snapshot: a publisher keeping the incidents reads only the new.
+    fn each_incident_written(
+        &self,
+        since_ms: i64,
+        after: Option<&Seen>,
+        each: &mut dyn FnMut(i64, Incident),
+    ) -> Result<Seen, StoreError>;
 
     /// Every location that ever wrote, with its last heartbeat, by name.
     fn heartbeats(&self) -> Result<Vec<Heartbeat>, StoreError>;

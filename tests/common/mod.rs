@@ -34,6 +34,81 @@ pub fn published_afresh(
     build(config, &snapshot).unwrap()
 }
 
+/// Incidents opened, closed and copied between the publishes of a kept history, each
+/// publish against a cold read at the same time: the same incidents in the same order and
+/// the same site, on `config`'s store (two targets or more, written as its location).
+/// A closed incident and one that ends off the bar's days are seen by the kept history.
+pub fn kept_incidents_against_cold_reads(config: &Config) {
+    use sonde::aggregate::health::{IncidentKind, State};
+    use sonde::publish::{Snapshot, build, history::History};
+    use sonde::store::{Copied, Incident, Store};
+    let (minute, day) = (60_000, 86_400_000);
+    let t = sonde::units::now_ms() / minute * minute;
+    let runs = |index: usize, from: i64, n: i64, outcome: Outcome| -> Vec<ResultRecord> {
+        (0..n)
+            .map(|k| scripted(config, index, from + k * minute, outcome, 200.0))
+            .collect()
+    };
+    let write = |records: Vec<ResultRecord>| {
+        let store = Store::open(&config.store, &config.prober.location).unwrap();
+        sonde::store::writer::import(store, config, records).unwrap();
+    };
+    let mut kept = History::new();
+    let mut publish = |at: i64, what: &str| {
+        let store = Store::open_read_only(&config.store).unwrap();
+        let warm = Snapshot::load_with(config, &store, at, &mut kept).unwrap();
+        let cold = Snapshot::load(config, &store, at).unwrap();
+        assert_eq!(warm.incidents, cold.incidents, "{what}");
+        assert!(
+            build(config, &warm).unwrap() == build(config, &cold).unwrap(),
+            "{what}: the sites differ"
+        );
+        warm.incidents
+    };
+    // m0 up, then down: an incident opens.
+    let mut history = runs(0, t - 180 * minute, 5, Outcome::Ok);
+    history.extend(runs(1, t - 180 * minute, 5, Outcome::Ok));
+    history.extend(runs(0, t - 175 * minute, 4, Outcome::ServerError));
+    write(history);
+    let first = publish(t - 170 * minute, "read whole");
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first[0].end_ms, None, "open");
+
+    // m0 back for more than an hour (its incident closes), then m1 down (another opens).
+    write(runs(0, t - 170 * minute, 70, Outcome::Ok));
+    write(runs(1, t - 100 * minute, 4, Outcome::ServerError));
+    let second = publish(t - 95 * minute, "one closed, one opened");
+    assert_eq!(second.len(), 2, "{second:?}");
+    assert!(second[1].end_ms.is_some(), "m0's closed: {second:?}");
+
+    // Copied in (a store migrated): one of the bar's days, one older.
+    let copied = |start_ms: i64| Incident {
+        kind: IncidentKind::Health,
+        target: config.targets[0].id.as_str().into(),
+        location: "elsewhere".into(),
+        state: State::Degraded,
+        cause: "copied".into(),
+        start_ms,
+        end_ms: Some(start_ms + 10 * minute),
+    };
+    let mut copier = Store::open(&config.store, "elsewhere").unwrap();
+    let incidents = vec![copied(t - 50 * day), copied(t - 200 * day)];
+    copier
+        .copy(&Copied {
+            incidents,
+            ..Copied::default()
+        })
+        .unwrap();
+    drop(copier);
+    let third = publish(t - 90 * minute, "copied");
+    assert_eq!(third.len(), 3, "{third:?}");
+
+    // Ninety days on, only m1's open incident is on the bar.
+    let fourth = publish(t + 90 * day - 100 * minute, "ended before the bar's days");
+    assert_eq!(fourth.len(), 1, "{fourth:?}");
+    assert_eq!(fourth[0].end_ms, None);
+}
+
 /// Starts the simulator with scenario text on a free loopback port.
 pub async fn simulator(scenario: &str) -> RunningSimulator {
     let scenario = Scenario::parse(Path::new("scenario.toml"), scenario).expect("test scenario");

@@ -32,9 +32,10 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::seen::Upto;
 use super::{
-    Backend, Batch, Copied, EachPoint, EachScalars, EachStored, FleetLimits, Heartbeat, Incident,
-    ROLLUP_COLUMNS, ROLLUP_ORDER, RollupHead, RollupKey, RollupRow, Seen, Spend, Store, StoreError,
-    StoredRollup, TargetAt, points_of_rollups,
+    Backend, Batch, Copied, EachPoint, EachScalars, EachStored, FleetLimits, Heartbeat,
+    INCIDENT_COLUMNS, INCIDENT_ORDER, Incident, ROLLUP_COLUMNS, ROLLUP_ORDER, RollupHead,
+    RollupKey, RollupRow, Seen, Spend, Store, StoreError, StoredRollup, TargetAt,
+    points_of_rollups,
 };
 use crate::aggregate::alerting::Notification;
 use crate::aggregate::health::{IncidentKind, State, TargetHealth, Transition};
@@ -394,7 +395,7 @@ impl Postgres {
             let (written_after, params): (_, Vec<&(dyn ToSql + Sync)>) = match &after {
                 None => (String::new(), vec![&span, &since_bucket]),
                 Some(snapshot) => (
-                    format!("AND {WRITTEN_AFTER_3}"),
+                    format!("AND {}", written_after("$3")),
                     vec![&span, &since_bucket, snapshot],
                 ),
             };
@@ -460,13 +461,49 @@ impl Postgres {
     }
 }
 
-/// A row written by a transaction the snapshot in parameter `$2` (`$3`), as text, did not
-/// see: one that had not committed when that read began.
-const WRITTEN_AFTER_2: &str = "xact >= pg_snapshot_xmin($2::text::pg_snapshot)
-    AND NOT pg_visible_in_snapshot(xact, $2::text::pg_snapshot)";
-/// [`WRITTEN_AFTER_2`] with the snapshot in `$3`.
-const WRITTEN_AFTER_3: &str = "xact >= pg_snapshot_xmin($3::text::pg_snapshot)
-    AND NOT pg_visible_in_snapshot(xact, $3::text::pg_snapshot)";
+/// A row written by a transaction the snapshot in `param` (`$n`), as text, did not see: one
+/// that had not committed when that read began.
+fn written_after(param: &str) -> String {
+    format!(
+        "xact >= pg_snapshot_xmin({param}::text::pg_snapshot)
+         AND NOT pg_visible_in_snapshot(xact, {param}::text::pg_snapshot)"
+    )
+}
+
+/// The incidents open at or after `$1`, in their one order: through the index on their end
+/// (and the open ones' `NULL`s in it), not every incident ever written.
+fn open_since_sql() -> String {
+    format!(
+        "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE end_ms IS NULL OR end_ms >= $1 \
+         {INCIDENT_ORDER}"
+    )
+}
+
+/// Hands `each` the incidents a `SELECT {INCIDENT_COLUMNS} FROM incidents …` query on
+/// `client` returns, in its order, with their row ids.
+async fn each_incident_on(
+    client: &impl tokio_postgres::GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+    each: &mut dyn FnMut(i64, Incident),
+) -> Result<(), Failure> {
+    let rows = client.query(sql, params).await.map_err(Failure::Db)?;
+    let mut names = Names::new();
+    for row in &rows {
+        let mut text = |at| Ok::<_, Failure>(names.get(row.try_get(at).map_err(Failure::Db)?));
+        let incident = Incident {
+            target: text(1)?,
+            state: State::from_name(row.try_get(2).map_err(Failure::Db)?),
+            cause: text(3)?,
+            start_ms: row.try_get(4).map_err(Failure::Db)?,
+            end_ms: row.try_get(5).map_err(Failure::Db)?,
+            location: text(6)?,
+            kind: IncidentKind::from_name(row.try_get(7).map_err(Failure::Db)?),
+        };
+        each(row.try_get(0).map_err(Failure::Db)?, incident);
+    }
+    Ok(())
+}
 
 /// Hands `each` the results a `SELECT {record::COLUMNS} FROM results r …` query on
 /// `client` returns, in its order, with their unix ms, one at a time as they arrive.
@@ -649,9 +686,10 @@ impl Backend for Postgres {
                     each_record_on(
                         tx,
                         &format!(
-                            "SELECT {} FROM results r WHERE ts_ms >= $1 AND {WRITTEN_AFTER_2}
+                            "SELECT {} FROM results r WHERE ts_ms >= $1 AND {}
                              ORDER BY ts_ms, run_id",
-                            *record::COLUMNS
+                            *record::COLUMNS,
+                            written_after("$2")
                         ),
                         &[&since_ms, &snapshot],
                         each,
@@ -1004,33 +1042,30 @@ impl Backend for Postgres {
     fn incidents(&self, since_ms: i64) -> Result<Vec<Incident>, StoreError> {
         self.call(async |pool: &Pool| {
             let client = pool.get().await.map_err(Failure::pool)?;
-            let rows = client
-                .query(
-                    "SELECT target, state, cause, start_ms, end_ms, location, kind FROM incidents
-                     WHERE end_ms IS NULL OR end_ms >= $1
-                     ORDER BY start_ms DESC, target DESC, location DESC, kind DESC",
-                    &[&since_ms],
-                )
-                .await
-                .map_err(Failure::Db)?;
-            let mut names = Names::new();
-            let mut text = |row: &tokio_postgres::Row, at| {
-                Ok::<_, Failure>(names.get(row.try_get(at).map_err(Failure::Db)?))
-            };
-            // Read into the room it takes (a collected `Result` list grows by doubling).
-            let mut incidents = Vec::with_capacity(rows.len());
-            for row in &rows {
-                incidents.push(Incident {
-                    kind: IncidentKind::from_name(row.try_get(6).map_err(Failure::Db)?),
-                    target: text(row, 0)?,
-                    state: State::from_name(row.try_get(1).map_err(Failure::Db)?),
-                    cause: text(row, 2)?,
-                    start_ms: row.try_get(3).map_err(Failure::Db)?,
-                    end_ms: row.try_get(4).map_err(Failure::Db)?,
-                    location: text(row, 5)?,
-                });
-            }
+            let mut incidents = Vec::new();
+            let each = &mut |_, incident| incidents.push(incident);
+            each_incident_on(&**client, &open_since_sql(), &[&since_ms], each).await?;
+            // Kept in the room they take, not a doubling list's.
+            incidents.shrink_to_fit();
             Ok(incidents)
+        })
+    }
+
+    fn each_incident_written(
+        &self,
+        since_ms: i64,
+        after: Option<&Seen>,
+        each: &mut dyn FnMut(i64, Incident),
+    ) -> Result<Seen, StoreError> {
+        self.read_written(after, async |tx, after| match after {
+            None => each_incident_on(tx, &open_since_sql(), &[&since_ms], each).await,
+            Some(snapshot) => {
+                let sql = format!(
+                    "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE {}",
+                    written_after("$1")
+                );
+                each_incident_on(tx, &sql, &[&snapshot], each).await
+            }
         })
     }
 
@@ -1089,7 +1124,8 @@ async fn write_transition(
     t: &Transition,
 ) -> Result<(), tokio_postgres::Error> {
     let kind = t.kind.as_str();
-    let close = "UPDATE incidents SET end_ms = $2
+    // Every row changed takes this transaction's id, as an inserted one does.
+    let close = "UPDATE incidents SET end_ms = $2, xact = pg_current_xact_id()
                  WHERE target = $1 AND location = $3 AND kind = $4 AND end_ms IS NULL";
     if !t.to.is_bad() {
         tx.execute(close, &[&t.target, &t.at_ms, &t.location, &kind])
@@ -1098,7 +1134,8 @@ async fn write_transition(
     }
     let continued = if t.from.is_bad() {
         tx.execute(
-            "UPDATE incidents SET state = CASE WHEN $2::text = 'down' THEN 'down' ELSE state END
+            "UPDATE incidents SET state = CASE WHEN $2::text = 'down' THEN 'down' ELSE state END,
+                xact = pg_current_xact_id()
              WHERE target = $1 AND location = $3 AND kind = $4 AND end_ms IS NULL",
             &[&t.target, &t.to.as_str(), &t.location, &kind],
         )
@@ -1106,7 +1143,8 @@ async fn write_transition(
     } else if t.reopens {
         tx.execute(
             "UPDATE incidents SET end_ms = NULL,
-                state = CASE WHEN $2::text = 'down' THEN 'down' ELSE state END
+                state = CASE WHEN $2::text = 'down' THEN 'down' ELSE state END,
+                xact = pg_current_xact_id()
              WHERE id = (SELECT MAX(id) FROM incidents
                          WHERE target = $1 AND location = $3 AND kind = $4)",
             &[&t.target, &t.to.as_str(), &t.location, &kind],

@@ -239,6 +239,17 @@ INSERT INTO packed (span, location, before)
 /// the store whole, which is what it holds.
 const V9: &str = "ALTER TABLE checkpoint SET UNLOGGED;";
 
+/// Incidents carry the id of the transaction that opened or last changed them (every
+/// update sets it), so a publisher reads only those its last snapshot did not see; the
+/// first read, of the open ones and those that ended since a time, goes through an index
+/// instead of every incident ever written.
+const V10: &str = r#"
+ALTER TABLE incidents ADD COLUMN xact xid8 NOT NULL DEFAULT '0';
+ALTER TABLE incidents ALTER COLUMN xact SET DEFAULT pg_current_xact_id();
+CREATE INDEX incidents_by_xact ON incidents (xact);
+CREATE INDEX incidents_by_end ON incidents (end_ms);
+"#;
+
 /// The schema version that gave rows a location.
 pub const LOCATIONS_VERSION: i32 = 2;
 
@@ -247,7 +258,7 @@ pub const LOCATIONS_VERSION: i32 = 2;
 pub const LOCATED_TABLES: &[&str] = &["results", "rollups", "spend", "target_state", "incidents"];
 
 /// Every migration, oldest first; migration `n` (from 1) brings the schema to version `n`.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10];
 
 /// The version this build writes and reads.
 pub const LATEST: i32 = MIGRATIONS.len() as i32;

@@ -12,9 +12,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::seen::Upto;
 use super::{
-    Backend, Batch, Copied, EachScalars, EachStored, Heartbeat, Incident, ROLLUP_COLUMNS,
-    ROLLUP_ORDER, RollupHead, RollupKey, RollupRow, Seen, Spend, Store, StoreError, StoredRollup,
-    TargetAt,
+    Backend, Batch, Copied, EachScalars, EachStored, Heartbeat, INCIDENT_COLUMNS, INCIDENT_ORDER,
+    Incident, ROLLUP_COLUMNS, ROLLUP_ORDER, RollupHead, RollupKey, RollupRow, Seen, Spend, Store,
+    StoreError, StoredRollup, TargetAt,
 };
 use crate::aggregate::alerting::Notification;
 use crate::aggregate::health::{IncidentKind, State, TargetHealth, Transition};
@@ -208,6 +208,34 @@ impl Sqlite {
             .transpose()
     }
 
+    /// Hands `each` the incidents a `SELECT {INCIDENT_COLUMNS} FROM incidents …` query with
+    /// one parameter returns, in its order, with their row ids.
+    fn each_incident(
+        &self,
+        sql: &str,
+        param: i64,
+        each: &mut dyn FnMut(i64, Incident),
+    ) -> Result<(), StoreError> {
+        let e = |source| self.err(source);
+        let mut statement = self.conn.prepare_cached(sql).map_err(e)?;
+        let mut rows = statement.query([param]).map_err(e)?;
+        let mut names = Names::new();
+        while let Some(row) = rows.next().map_err(e)? {
+            let mut text = |at| Ok::<_, rusqlite::Error>(names.get(&row.get::<_, String>(at)?));
+            let incident = Incident {
+                target: text(1).map_err(e)?,
+                state: State::from_name(&row.get::<_, String>(2).map_err(e)?),
+                cause: text(3).map_err(e)?,
+                start_ms: row.get(4).map_err(e)?,
+                end_ms: row.get(5).map_err(e)?,
+                location: text(6).map_err(e)?,
+                kind: IncidentKind::from_name(&row.get::<_, String>(7).map_err(e)?),
+            };
+            each(row.get(0).map_err(e)?, incident);
+        }
+        Ok(())
+    }
+
     /// The results a `SELECT * FROM results …` query returns, in its order, with their
     /// unix ms.
     fn records(
@@ -313,8 +341,11 @@ impl Backend for Sqlite {
         let path = self.path.clone();
         let e = |source| sqlite(&path, source);
         let tx = self.conn.transaction().map_err(e)?;
-        let version =
-            next_version(&tx, !batch.results.is_empty() || !batch.rollups.is_empty()).map_err(e)?;
+        let version = next_version(
+            &tx,
+            !batch.results.is_empty() || !batch.rollups.is_empty() || !batch.transitions.is_empty(),
+        )
+        .map_err(e)?;
         insert_results(&tx, &path, &batch.results, version)?;
         upsert_rollups(&tx, &batch.rollups, version).map_err(e)?;
         put_spend(
@@ -328,7 +359,7 @@ impl Backend for Sqlite {
         .map_err(e)?;
         upsert_states(&tx, &batch.health).map_err(e)?;
         for transition in &batch.transitions {
-            write_transition(&tx, transition).map_err(e)?;
+            write_transition(&tx, transition, version).map_err(e)?;
         }
         put_heartbeats(&tx, &batch.heartbeats).map_err(e)?;
         put_outbox(&tx, &batch.notifications, &batch.delivered).map_err(e)?;
@@ -339,8 +370,11 @@ impl Backend for Sqlite {
         let path = self.path.clone();
         let e = |source| sqlite(&path, source);
         let tx = self.conn.transaction().map_err(e)?;
-        let version =
-            next_version(&tx, !rows.results.is_empty() || !rows.rollups.is_empty()).map_err(e)?;
+        let version = next_version(
+            &tx,
+            !rows.results.is_empty() || !rows.rollups.is_empty() || !rows.incidents.is_empty(),
+        )
+        .map_err(e)?;
         insert_results(&tx, &path, &rows.results, version)?;
         upsert_rollups(&tx, &rows.rollups, version).map_err(e)?;
         put_spend(
@@ -353,8 +387,9 @@ impl Backend for Sqlite {
         {
             let mut incident = tx
                 .prepare_cached(
-                    "INSERT INTO incidents (target, state, cause, start_ms, end_ms, location, kind)
-                     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE NOT EXISTS
+                    "INSERT INTO incidents
+                        (target, state, cause, start_ms, end_ms, location, kind, version)
+                     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 WHERE NOT EXISTS
                         (SELECT 1 FROM incidents
                          WHERE target = ?1 AND location = ?6 AND start_ms = ?4 AND kind = ?7)",
                 )
@@ -368,7 +403,8 @@ impl Backend for Sqlite {
                         row.start_ms,
                         row.end_ms,
                         row.location,
-                        row.kind.as_str()
+                        row.kind.as_str(),
+                        version
                     ])
                     .map_err(e)?;
             }
@@ -709,8 +745,7 @@ impl Backend for Sqlite {
     }
 
     fn incidents(&self, since_ms: i64) -> Result<Vec<Incident>, StoreError> {
-        // Counted first so the list is read into the room it takes: a publisher reads tens
-        // of thousands at each publish, and a doubling list would hold up to twice that.
+        // Counted first so the list is read into the room it takes.
         let count: i64 = self
             .conn
             .query_row(
@@ -719,36 +754,34 @@ impl Backend for Sqlite {
                 |row| row.get(0),
             )
             .map_err(|source| self.err(source))?;
-        let mut statement = self
-            .conn
-            .prepare(
-                "SELECT target, state, cause, start_ms, end_ms, location, kind FROM incidents
-                 WHERE end_ms IS NULL OR end_ms >= ?1
-                 ORDER BY start_ms DESC, target DESC, location DESC, kind DESC",
-            )
-            .map_err(|source| self.err(source))?;
-        let mut names = Names::new();
-        let mut text = |row: &rusqlite::Row<'_>, at| {
-            Ok::<_, rusqlite::Error>(names.get(&row.get::<_, String>(at)?))
-        };
-        let rows = statement
-            .query_map([since_ms], |row| {
-                Ok(Incident {
-                    kind: IncidentKind::from_name(&row.get::<_, String>(6)?),
-                    target: text(row, 0)?,
-                    state: State::from_name(&row.get::<_, String>(1)?),
-                    cause: text(row, 2)?,
-                    start_ms: row.get(3)?,
-                    end_ms: row.get(4)?,
-                    location: text(row, 5)?,
-                })
-            })
-            .map_err(|source| self.err(source))?;
         let mut incidents = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
-        for row in rows {
-            incidents.push(row.map_err(|source| self.err(source))?);
-        }
+        self.each_incident(&open_since_sql(), since_ms, &mut |_, incident| {
+            incidents.push(incident);
+        })?;
         Ok(incidents)
+    }
+
+    fn each_incident_written(
+        &self,
+        since_ms: i64,
+        after: Option<&Seen>,
+        each: &mut dyn FnMut(i64, Incident),
+    ) -> Result<Seen, StoreError> {
+        let read = self.read_snapshot()?;
+        let seen = self.seen()?;
+        match self.written_after(after)? {
+            None => self.each_incident(&open_since_sql(), since_ms, each)?,
+            Some(version) => self.each_incident(
+                &format!(
+                    "SELECT {INCIDENT_COLUMNS} FROM incidents INDEXED BY incidents_by_version
+                     WHERE version > ?1"
+                ),
+                version,
+                each,
+            )?,
+        }
+        read.finish().map_err(|source| self.err(source))?;
+        Ok(seen)
     }
 
     fn prune(
@@ -779,7 +812,7 @@ impl Backend for Sqlite {
 }
 
 /// The transaction's value of the store's write counter, taken when it `writes` rows a
-/// reader asks for by it (results, rollups); 0 otherwise. Only one process writes a SQLite
+/// reader asks for by it (results, rollups, incidents); 0 otherwise. Only one process writes a SQLite
 /// store, so the counter, one row, grows in commit order.
 fn next_version(tx: &rusqlite::Transaction<'_>, writes: bool) -> rusqlite::Result<i64> {
     if !writes {
@@ -787,6 +820,14 @@ fn next_version(tx: &rusqlite::Transaction<'_>, writes: bool) -> rusqlite::Resul
     }
     tx.prepare_cached("UPDATE rollup_version SET n = n + 1 RETURNING n")?
         .query_row([], |row| row.get(0))
+}
+
+/// The incidents open at or after `?1`, in their one order.
+fn open_since_sql() -> String {
+    format!(
+        "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE end_ms IS NULL OR end_ms >= ?1 \
+         {INCIDENT_ORDER}"
+    )
 }
 
 /// The results written since a read (`?2`, its counter) from `?1`: through the version's
@@ -967,22 +1008,27 @@ fn upsert_states(
 /// Opens, continues, updates or closes the target's incident for one state change: a fall
 /// from good opens an incident (or reopens the last one, on a relapse), a change between
 /// degraded and down keeps the open one (its state is the worst seen), a recovery closes it.
-fn write_transition(tx: &rusqlite::Transaction<'_>, t: &Transition) -> rusqlite::Result<()> {
+/// Each row written takes the transaction's `version`.
+fn write_transition(
+    tx: &rusqlite::Transaction<'_>,
+    t: &Transition,
+    version: i64,
+) -> rusqlite::Result<()> {
     let kind = t.kind.as_str();
-    let close = "UPDATE incidents SET end_ms = ?2
+    let close = "UPDATE incidents SET end_ms = ?2, version = ?5
                  WHERE target = ?1 AND location = ?3 AND kind = ?4 AND end_ms IS NULL";
     if !t.to.is_bad() {
-        tx.execute(close, params![t.target, t.at_ms, t.location, kind])?;
+        tx.execute(close, params![t.target, t.at_ms, t.location, kind, version])?;
         return Ok(());
     }
-    let worst = "state = CASE WHEN ?2 = 'down' THEN 'down' ELSE state END";
+    let worst = "state = CASE WHEN ?2 = 'down' THEN 'down' ELSE state END, version = ?5";
     let continued = if t.from.is_bad() {
         tx.execute(
             &format!(
                 "UPDATE incidents SET {worst}
                  WHERE target = ?1 AND location = ?3 AND kind = ?4 AND end_ms IS NULL"
             ),
-            params![t.target, t.to.as_str(), t.location, kind],
+            params![t.target, t.to.as_str(), t.location, kind, version],
         )?
     } else if t.reopens {
         tx.execute(
@@ -990,17 +1036,25 @@ fn write_transition(tx: &rusqlite::Transaction<'_>, t: &Transition) -> rusqlite:
                 "UPDATE incidents SET end_ms = NULL, {worst} WHERE id = \
                  (SELECT MAX(id) FROM incidents WHERE target = ?1 AND location = ?3 AND kind = ?4)"
             ),
-            params![t.target, t.to.as_str(), t.location, kind],
+            params![t.target, t.to.as_str(), t.location, kind, version],
         )?
     } else {
         0
     };
     if continued == 0 {
-        tx.execute(close, params![t.target, t.at_ms, t.location, kind])?;
+        tx.execute(close, params![t.target, t.at_ms, t.location, kind, version])?;
         tx.execute(
-            "INSERT INTO incidents (target, state, cause, start_ms, location, kind)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![t.target, t.to.as_str(), t.cause, t.at_ms, t.location, kind],
+            "INSERT INTO incidents (target, state, cause, start_ms, location, kind, version)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                t.target,
+                t.to.as_str(),
+                t.cause,
+                t.at_ms,
+                t.location,
+                kind,
+                version
+            ],
         )?;
     }
     Ok(())

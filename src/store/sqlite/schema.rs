@@ -250,6 +250,13 @@ CREATE TABLE checkpoint (
 );
 "#;
 
+/// Incidents carry the write counter's value of the transaction that opened or last
+/// changed them, so a publisher reads only those written since its last read.
+const V9: &str = r#"
+ALTER TABLE incidents ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX incidents_by_version ON incidents (version);
+"#;
+
 /// The schema version that gave rows a location.
 pub const LOCATIONS_VERSION: i64 = 3;
 
@@ -258,7 +265,7 @@ pub const LOCATIONS_VERSION: i64 = 3;
 pub const LOCATED_TABLES: &[&str] = &["results", "rollups", "spend", "target_state", "incidents"];
 
 /// Every migration, oldest first; migration `n` (from 1) brings the schema to version `n`.
-const ALL: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
+const ALL: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9];
 
 /// The version this build writes and reads.
 pub const LATEST: i64 = ALL.len() as i64;
