@@ -759,7 +759,9 @@ fn stored_ids(url: &str) -> Vec<String> {
 }
 
 /// A publisher keeping its incidents reads only those opened or changed since its last
-/// read (the transaction ids every update sets) and publishes what a cold read does.
+/// read (the transaction id the table's trigger sets on every update) and publishes what a
+/// cold read does, after an update by a prober that does not know the column too (one of
+/// the version before, while a fleet is upgraded).
 #[test]
 fn kept_incidents_publish_what_a_cold_read_does() {
     let Some(cluster) = common::postgres::start("kept_incidents") else {
@@ -768,6 +770,23 @@ fn kept_incidents_publish_what_a_cold_read_does() {
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), &postgres_database(&cluster, "incidents"));
     common::kept_incidents_against_cold_reads(&config);
+
+    let now = now_ms();
+    let mut kept = sonde::publish::history::History::new();
+    let before = common::incidents_kept_and_cold(&config, &mut kept, now, "read whole");
+    let open = before
+        .iter()
+        .find(|i| i.end_ms.is_none())
+        .expect("one open");
+    cluster.psql(
+        "incidents",
+        &format!(
+            "UPDATE incidents SET end_ms = {now} WHERE target = '{}' AND end_ms IS NULL",
+            open.target
+        ),
+    );
+    let after = common::incidents_kept_and_cold(&config, &mut kept, now + 1, "closed by another");
+    assert!(after.iter().all(|i| i.end_ms.is_some()), "{after:?}");
 }
 
 /// The checkpoint is a cache kept out of PostgreSQL's WAL: a 4 MiB save writes a few KiB of

@@ -40,7 +40,7 @@ pub fn published_afresh(
 /// A closed incident and one that ends off the bar's days are seen by the kept history.
 pub fn kept_incidents_against_cold_reads(config: &Config) {
     use sonde::aggregate::health::{IncidentKind, State};
-    use sonde::publish::{Snapshot, build, history::History};
+    use sonde::publish::history::History;
     use sonde::store::{Copied, Incident, Store};
     let (minute, day) = (60_000, 86_400_000);
     let t = sonde::units::now_ms() / minute * minute;
@@ -54,17 +54,7 @@ pub fn kept_incidents_against_cold_reads(config: &Config) {
         sonde::store::writer::import(store, config, records).unwrap();
     };
     let mut kept = History::new();
-    let mut publish = |at: i64, what: &str| {
-        let store = Store::open_read_only(&config.store).unwrap();
-        let warm = Snapshot::load_with(config, &store, at, &mut kept).unwrap();
-        let cold = Snapshot::load(config, &store, at).unwrap();
-        assert_eq!(warm.incidents, cold.incidents, "{what}");
-        assert!(
-            build(config, &warm).unwrap() == build(config, &cold).unwrap(),
-            "{what}: the sites differ"
-        );
-        warm.incidents
-    };
+    let mut publish = |at: i64, what: &str| incidents_kept_and_cold(config, &mut kept, at, what);
     // m0 up, then down: an incident opens.
     let mut history = runs(0, t - 180 * minute, 5, Outcome::Ok);
     history.extend(runs(1, t - 180 * minute, 5, Outcome::Ok));
@@ -107,6 +97,26 @@ pub fn kept_incidents_against_cold_reads(config: &Config) {
     let fourth = publish(t + 90 * day - 100 * minute, "ended before the bar's days");
     assert_eq!(fourth.len(), 1, "{fourth:?}");
     assert_eq!(fourth[0].end_ms, None);
+}
+
+/// The incidents `kept` publishes at `at`, after checking that they and the whole site are
+/// what a cold read of `config`'s store publishes then (`what` says which step failed).
+pub fn incidents_kept_and_cold(
+    config: &Config,
+    kept: &mut sonde::publish::history::History,
+    at: i64,
+    what: &str,
+) -> std::sync::Arc<Vec<sonde::store::Incident>> {
+    use sonde::publish::{Snapshot, build};
+    let store = sonde::store::Store::open_read_only(&config.store).unwrap();
+    let warm = Snapshot::load_with(config, &store, at, kept).unwrap();
+    let cold = Snapshot::load(config, &store, at).unwrap();
+    assert_eq!(warm.incidents, cold.incidents, "{what}");
+    assert!(
+        build(config, &warm).unwrap() == build(config, &cold).unwrap(),
+        "{what}: the sites differ"
+    );
+    warm.incidents
 }
 
 /// Starts the simulator with scenario text on a free loopback port.

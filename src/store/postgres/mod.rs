@@ -1124,8 +1124,9 @@ async fn write_transition(
     t: &Transition,
 ) -> Result<(), tokio_postgres::Error> {
     let kind = t.kind.as_str();
-    // Every row changed takes this transaction's id, as an inserted one does.
-    let close = "UPDATE incidents SET end_ms = $2, xact = pg_current_xact_id()
+    // Every row changed takes this transaction's id (the table's trigger sets it), as an
+    // inserted one does.
+    let close = "UPDATE incidents SET end_ms = $2
                  WHERE target = $1 AND location = $3 AND kind = $4 AND end_ms IS NULL";
     if !t.to.is_bad() {
         tx.execute(close, &[&t.target, &t.at_ms, &t.location, &kind])
@@ -1134,8 +1135,7 @@ async fn write_transition(
     }
     let continued = if t.from.is_bad() {
         tx.execute(
-            "UPDATE incidents SET state = CASE WHEN $2::text = 'down' THEN 'down' ELSE state END,
-                xact = pg_current_xact_id()
+            "UPDATE incidents SET state = CASE WHEN $2::text = 'down' THEN 'down' ELSE state END
              WHERE target = $1 AND location = $3 AND kind = $4 AND end_ms IS NULL",
             &[&t.target, &t.to.as_str(), &t.location, &kind],
         )
@@ -1143,8 +1143,7 @@ async fn write_transition(
     } else if t.reopens {
         tx.execute(
             "UPDATE incidents SET end_ms = NULL,
-                state = CASE WHEN $2::text = 'down' THEN 'down' ELSE state END,
-                xact = pg_current_xact_id()
+                state = CASE WHEN $2::text = 'down' THEN 'down' ELSE state END
              WHERE id = (SELECT MAX(id) FROM incidents
                          WHERE target = $1 AND location = $3 AND kind = $4)",
             &[&t.target, &t.to.as_str(), &t.location, &kind],

@@ -239,15 +239,25 @@ INSERT INTO packed (span, location, before)
 /// the store whole, which is what it holds.
 const V9: &str = "ALTER TABLE checkpoint SET UNLOGGED;";
 
-/// Incidents carry the id of the transaction that opened or last changed them (every
-/// update sets it), so a publisher reads only those its last snapshot did not see; the
-/// first read, of the open ones and those that ended since a time, goes through an index
-/// instead of every incident ever written.
+/// Incidents carry the id of the transaction that opened or last changed them, so a
+/// publisher reads only those its last snapshot did not see. A trigger sets it on every
+/// update, whoever makes it: a prober of the version before, still running while a fleet
+/// is upgraded, closes incidents without knowing the column. The first read, of the open
+/// ones and those that ended since a time, goes through an index instead of every incident
+/// ever written.
 const V10: &str = r#"
 ALTER TABLE incidents ADD COLUMN xact xid8 NOT NULL DEFAULT '0';
 ALTER TABLE incidents ALTER COLUMN xact SET DEFAULT pg_current_xact_id();
 CREATE INDEX incidents_by_xact ON incidents (xact);
 CREATE INDEX incidents_by_end ON incidents (end_ms);
+CREATE FUNCTION incident_written() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.xact := pg_current_xact_id();
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER incident_written BEFORE UPDATE ON incidents
+    FOR EACH ROW EXECUTE FUNCTION incident_written();
 "#;
 
 /// The schema version that gave rows a location.
