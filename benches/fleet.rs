@@ -413,24 +413,11 @@ fn kept_publishes(
 
     // The publisher dies after its last publish; another starts from its checkpoint a
     // minute later.
-    let lsn = || cluster.psql("fleet", "SELECT pg_current_wal_insert_lsn()");
-    let wal_before = lsn();
     let started = Instant::now();
     let encoded = checkpoint::encode(&history).expect("encode the checkpoint");
-    let bytes = encoded.save(reader).expect("save the checkpoint");
-    let saved = started.elapsed();
     // The writers are idle meanwhile: this is the save's WAL.
-    let wal: f64 = cluster
-        .psql(
-            "fleet",
-            &format!(
-                "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '{}')",
-                wal_before.trim()
-            ),
-        )
-        .trim()
-        .parse()
-        .expect("a WAL distance");
+    let (bytes, wal) = cluster.wal_written(|| encoded.save(reader).expect("save the checkpoint"));
+    let saved = started.elapsed();
     drop(history);
     let at = now + (minutes + 1) * 60_000;
     next_minute(&mut writer, config, locations, at, 60 + minutes + 1);
@@ -450,7 +437,7 @@ fn kept_publishes(
          all)",
         bytes as f64 / (1024.0 * 1024.0),
         saved.as_secs_f64() * 1000.0,
-        wal / 1024.0,
+        wal as f64 / 1024.0,
         restoring.as_secs_f64() * 1000.0,
         first.as_secs_f64() * 1000.0,
         (restoring + first).as_secs_f64() * 1000.0

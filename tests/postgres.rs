@@ -806,10 +806,6 @@ fn the_checkpoint_is_kept_out_of_the_wal_and_a_crash_empties_it() {
     assert_eq!(import(writer, &config, records).unwrap(), count);
     let store = Store::open_read_only(&config.store).unwrap();
 
-    let wal_since = |lsn: &str| -> u64 {
-        let sql = format!("SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '{lsn}')::bigint");
-        cluster.psql("checkpointed", &sql).trim().parse().unwrap()
-    };
     let size = 4 << 20;
     // Bytes that do not compress, as a deflated checkpoint's.
     let mut state = 0x9e37_79b9_7f4a_7c15_u64;
@@ -822,9 +818,7 @@ fn the_checkpoint_is_kept_out_of_the_wal_and_a_crash_empties_it() {
         })
         .collect();
     for _ in 0..2 {
-        let before = cluster.psql("checkpointed", "SELECT pg_current_wal_insert_lsn()");
-        store.save_checkpoint(now, &body).unwrap();
-        let wal = wal_since(before.trim());
+        let ((), wal) = cluster.wal_written(|| store.save_checkpoint(now, &body).unwrap());
         assert!(
             wal < size as u64 / 64,
             "a {size}-byte checkpoint wrote {wal} bytes of WAL"

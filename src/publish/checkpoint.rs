@@ -12,9 +12,9 @@
 //! saved by another version of sonde in this layout is marked ([`OtherVersion`]): a server
 //! publishes from it while it reads the store whole, `sonde publish` leaves it. One that
 //! does not fit is left and the store read whole: another layout of the checkpoint, or a
-//! header or array of parts that does not decode. Its runs (the last hour's, per minute) are left when it is older than 15
-//! minutes, since the runs written since would be read in one piece, while the hour's read
-//! whole are folded one at a time.
+//! header or array of parts that does not decode. Its runs (the last hour's, per minute)
+//! are left when it is older than 15 minutes, since the runs written since would be read
+//! in one piece, while the hour's read whole are folded one at a time.
 //!
 //! The history's parts (the rollup windows, the hours' and days' points, the runs) are
 //! deflated apart and inflated and decoded on every core at once: a restore was most of a

@@ -199,6 +199,23 @@ impl Cluster {
         dir.join("ca.pem")
     }
 
+    /// What `during` returns, and the bytes of WAL the server wrote meanwhile (all of its
+    /// writers', so the others should be idle).
+    pub fn wal_written<T>(&self, during: impl FnOnce() -> T) -> (T, u64) {
+        let lsn = self.psql("postgres", "SELECT pg_current_wal_insert_lsn()");
+        let out = during();
+        let sql = format!(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '{}')::bigint",
+            lsn.trim()
+        );
+        let bytes = self
+            .psql("postgres", &sql)
+            .trim()
+            .parse()
+            .expect("a WAL distance");
+        (out, bytes)
+    }
+
     /// Runs `sql` with psql in database `db` as the server's superuser; its output, one
     /// unaligned row a line.
     pub fn psql(&self, db: &str, sql: &str) -> String {

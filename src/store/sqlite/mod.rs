@@ -745,19 +745,12 @@ impl Backend for Sqlite {
     }
 
     fn incidents(&self, since_ms: i64) -> Result<Vec<Incident>, StoreError> {
-        // Counted first so the list is read into the room it takes.
-        let count: i64 = self
-            .conn
-            .query_row(
-                "SELECT count(*) FROM incidents WHERE end_ms IS NULL OR end_ms >= ?1",
-                [since_ms],
-                |row| row.get(0),
-            )
-            .map_err(|source| self.err(source))?;
-        let mut incidents = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+        let mut incidents = Vec::new();
         self.each_incident(&open_since_sql(), since_ms, &mut |_, incident| {
             incidents.push(incident);
         })?;
+        // Kept in the room they take, not a doubling list's.
+        incidents.shrink_to_fit();
         Ok(incidents)
     }
 
