@@ -21,7 +21,7 @@ use sonde::publish::{self, Snapshot, checkpoint};
 use sonde::result::{Outcome, ResultRecord};
 use sonde::runner::{Scheduled, not_sent};
 use sonde::store::writer::import;
-use sonde::store::{Batch, Copied, RollupHead, RollupRow, Seen, Store, points_of_rollups};
+use sonde::store::{Batch, Copied, Prune, RollupHead, RollupRow, Seen, Store, points_of_rollups};
 use sonde::units::now_ms;
 
 /// Providers and models of the scripted history: two hosts of one group, and a third
@@ -625,7 +625,13 @@ fn packed_points_read_as_the_rollups_rows_do() {
     same("ap-south's hours packed");
 
     let pruned_before = hour(48);
-    copier.prune(i64::MIN, pruned_before).unwrap();
+    copier
+        .prune(&Prune {
+            results_before_ms: i64::MIN,
+            rollups_before_ms: pruned_before,
+            incidents_before_ms: i64::MIN,
+        })
+        .unwrap();
     assert_eq!(
         count(&format!(
             "SELECT count(*) FROM points WHERE bucket < {pruned_before}"

@@ -16,8 +16,8 @@ use sonde::publish::{self, Snapshot, checkpoint, feed, gateway, metrics, results
 use sonde::result::Outcome;
 use sonde::runner::{Runner, Scheduled};
 use sonde::server::Site;
-use sonde::store::Store;
 use sonde::store::writer::import;
+use sonde::store::{Prune, Store};
 use sonde::units::now_ms;
 
 const EVIL: &str = "<script>alert(1)</script>";
@@ -1284,8 +1284,14 @@ fn a_kept_history_forgets_what_the_store_pruned() {
     assert!(!first.latest["p/m1"].is_empty(), "m1's old runs are listed");
 
     let mut writer = Store::open(&config.store, "a").unwrap();
-    let (results, rollups) = writer.prune(now - 3 * day, now - 3 * day).unwrap();
-    assert!(results > 0 && rollups > 0);
+    let pruned = writer
+        .prune(&Prune {
+            results_before_ms: now - 3 * day,
+            rollups_before_ms: now - 3 * day,
+            incidents_before_ms: i64::MIN,
+        })
+        .unwrap();
+    assert!(pruned.results > 0 && pruned.rollups > 0);
     drop(writer);
     let later = now + 60_000;
     let warm = Snapshot::load_with(&config, &store, later, &mut kept).unwrap();

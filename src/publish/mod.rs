@@ -53,6 +53,8 @@ use points::{DayPoint, HourPoint, Series};
 
 /// Days the uptime bar covers.
 pub const BAR_DAYS: i64 = 90;
+// The store prunes an ended incident only once it is off every publisher's bar.
+const _: () = assert!(crate::store::INCIDENTS_KEPT_DAYS > BAR_DAYS);
 /// Days the hourly charts and the heatmap cover.
 pub const HEATMAP_DAYS: i64 = 28;
 /// Where the routing feed is in the site.

@@ -593,14 +593,51 @@ pub trait Backend: Send {
         None
     }
 
-    /// Deletes raw results older than `results_before_ms` and rollups whose bucket began
-    /// before `rollups_before_ms`, and records those bounds for readers ([`Seen`]); returns
-    /// how many of each.
-    fn prune(
-        &mut self,
-        results_before_ms: i64,
-        rollups_before_ms: i64,
-    ) -> Result<(usize, usize), StoreError>;
+    /// Deletes what lies before `bounds` and records the results' and rollups' bounds for
+    /// readers ([`Seen`]); returns how many of each were deleted.
+    fn prune(&mut self, bounds: &Prune) -> Result<Pruned, StoreError>;
+}
+
+/// Days an ended incident is kept at least, whatever the rollups' retention: the uptime
+/// bar's 90 days (`publish::BAR_DAYS`) and one more, so that a publisher whose clock is
+/// behind the pruning writer's still finds every incident of its bar's first day.
+pub const INCIDENTS_KEPT_DAYS: i64 = 91;
+
+/// What [`Backend::prune`] deletes: every row from before its bound, unix ms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prune {
+    /// Raw results run before it (and outbox rows sent before it).
+    pub results_before_ms: i64,
+    /// Rollups (and packed points) whose bucket began before it.
+    pub rollups_before_ms: i64,
+    /// Incidents that ended before it; one still open is never deleted.
+    pub incidents_before_ms: i64,
+}
+
+impl Prune {
+    /// The bounds of `store`'s retention at `now_ms`: results after `retention_days`,
+    /// rollups after `rollup_retention_days`, ended incidents with the rollups (the days
+    /// they are shown on) but never within [`INCIDENTS_KEPT_DAYS`].
+    pub fn at(store: &StoreConfig, now_ms: i64) -> Prune {
+        let days_ago = |days: i64| now_ms - days * Span::Day.ms();
+        let rollups_before_ms = days_ago(i64::from(store.rollup_retention_days));
+        Prune {
+            results_before_ms: days_ago(i64::from(store.retention_days)),
+            rollups_before_ms,
+            incidents_before_ms: rollups_before_ms.min(days_ago(INCIDENTS_KEPT_DAYS)),
+        }
+    }
+}
+
+/// How many rows a [`Backend::prune`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Raw results.
+    pub results: usize,
+    /// Rollups.
+    pub rollups: usize,
+    /// Ended incidents.
+    pub incidents: usize,
 }
 
 /// How often a prober renews its rate leases.
@@ -728,5 +765,25 @@ impl Store {
                 postgres::Access::Reader,
             )?),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ended_incidents_are_pruned_with_the_rollups_but_never_on_a_bar() {
+        let day = Span::Day.ms();
+        let now = 1_000 * day;
+        let mut store = StoreConfig::default();
+        let bounds = Prune::at(&store, now);
+        assert_eq!(bounds.results_before_ms, now - 30 * day);
+        assert_eq!(bounds.rollups_before_ms, now - 400 * day);
+        assert_eq!(bounds.incidents_before_ms, now - 400 * day);
+        store.rollup_retention_days = 30;
+        let bounds = Prune::at(&store, now);
+        assert_eq!(bounds.rollups_before_ms, now - 30 * day);
+        assert_eq!(bounds.incidents_before_ms, now - INCIDENTS_KEPT_DAYS * day);
     }
 }

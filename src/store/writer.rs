@@ -31,7 +31,9 @@ use crate::aggregate::sparse::SparseRollup;
 use crate::config::{Alert, Config, HealthConfig, QualityConfig, Slo, StoreConfig};
 use crate::counters::RunCounters;
 use crate::result::ResultRecord;
-use crate::store::{Batch, Heartbeat, RollupRow, Spend, Store, StoreError, TargetAt};
+use crate::store::{
+    Batch, Heartbeat, Prune, Pruned, RollupRow, Spend, Store, StoreError, TargetAt,
+};
 use crate::units::{month_of, now_ms};
 
 /// Most runs in one transaction.
@@ -590,13 +592,14 @@ impl State {
             return;
         }
         self.last_prune = Some(Instant::now());
-        let day = Span::Day.ms();
-        let now = now_ms();
-        let results_before = now - i64::from(self.store_config.retention_days) * day;
-        let rollups_before = now - i64::from(self.store_config.rollup_retention_days) * day;
-        match self.store.prune(results_before, rollups_before) {
-            Ok((results, rollups)) if results + rollups > 0 => {
-                tracing::info!(results, rollups, "pruned past retention");
+        match self.store.prune(&Prune::at(&self.store_config, now_ms())) {
+            Ok(pruned) if pruned != Pruned::default() => {
+                let Pruned {
+                    results,
+                    rollups,
+                    incidents,
+                } = pruned;
+                tracing::info!(results, rollups, incidents, "pruned past retention");
             }
             Ok(_) => {}
             Err(err) => tracing::error!(error = %err, "pruning the store failed"),

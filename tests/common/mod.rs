@@ -37,11 +37,12 @@ pub fn published_afresh(
 /// Incidents opened, closed and copied between the publishes of a kept history, each
 /// publish against a cold read at the same time: the same incidents in the same order and
 /// the same site, on `config`'s store (two targets or more, written as its location).
-/// A closed incident and one that ends off the bar's days are seen by the kept history.
+/// A closed incident and one that ends off the bar's days are seen by the kept history;
+/// those pruned past the rollups' retention were off its bar.
 pub fn kept_incidents_against_cold_reads(config: &Config) {
     use sonde::aggregate::health::{IncidentKind, State};
     use sonde::publish::history::History;
-    use sonde::store::{Copied, Incident, Store};
+    use sonde::store::{Copied, Incident, Prune, Store};
     let (minute, day) = (60_000, 86_400_000);
     let t = sonde::units::now_ms() / minute * minute;
     let runs = |index: usize, from: i64, n: i64, outcome: Outcome| -> Vec<ResultRecord> {
@@ -97,6 +98,20 @@ pub fn kept_incidents_against_cold_reads(config: &Config) {
     let fourth = publish(t + 90 * day - 100 * minute, "ended before the bar's days");
     assert_eq!(fourth.len(), 1, "{fourth:?}");
     assert_eq!(fourth[0].end_ms, None);
+
+    // Past the rollups' retention, pruning deletes every ended incident and leaves the open
+    // one: the bar, kept or read cold, is what it was.
+    let later = t + i64::from(config.store.rollup_retention_days) * day + day;
+    let unpruned = publish(later, "before pruning");
+    let mut writer = Store::open(&config.store, &config.prober.location).unwrap();
+    let pruned = writer.prune(&Prune::at(&config.store, later)).unwrap();
+    assert_eq!(pruned.incidents, 3, "m0's and the two copied");
+    assert_eq!(
+        writer.incidents(i64::MIN).unwrap().as_slice(),
+        &unpruned[..]
+    );
+    drop(writer);
+    assert_eq!(publish(later, "pruned"), unpruned);
 }
 
 /// The incidents `kept` publishes at `at`, after checking that they and the whole site are

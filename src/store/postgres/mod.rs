@@ -33,8 +33,8 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use super::seen::Upto;
 use super::{
     Backend, Batch, Copied, EachPoint, EachScalars, EachStored, FleetLimits, Heartbeat,
-    INCIDENT_COLUMNS, INCIDENT_ORDER, Incident, ROLLUP_COLUMNS, ROLLUP_ORDER, RollupHead,
-    RollupKey, RollupRow, Seen, Spend, Store, StoreError, StoredRollup, TargetAt,
+    INCIDENT_COLUMNS, INCIDENT_ORDER, Incident, Prune, Pruned, ROLLUP_COLUMNS, ROLLUP_ORDER,
+    RollupHead, RollupKey, RollupRow, Seen, Spend, Store, StoreError, StoredRollup, TargetAt,
     points_of_rollups,
 };
 use crate::aggregate::alerting::Notification;
@@ -1069,13 +1069,14 @@ impl Backend for Postgres {
         })
     }
 
-    fn prune(
-        &mut self,
-        results_before_ms: i64,
-        rollups_before_ms: i64,
-    ) -> Result<(usize, usize), StoreError> {
-        let mut counts = (0, 0);
+    fn prune(&mut self, bounds: &Prune) -> Result<Pruned, StoreError> {
+        let mut counts = Pruned::default();
         let counted = &mut counts;
+        let Prune {
+            results_before_ms,
+            rollups_before_ms,
+            incidents_before_ms,
+        } = *bounds;
         self.transaction(async move |tx| {
             let results = tx
                 .execute(
@@ -1097,6 +1098,13 @@ impl Backend for Postgres {
             )
             .await
             .map_err(Failure::Db)?;
+            let incidents = tx
+                .execute(
+                    "DELETE FROM incidents WHERE end_ms < $1",
+                    &[&incidents_before_ms],
+                )
+                .await
+                .map_err(Failure::Db)?;
             tx.execute(
                 "DELETE FROM outbox WHERE sent_ms < $1",
                 &[&results_before_ms],
@@ -1110,7 +1118,11 @@ impl Backend for Postgres {
             )
             .await
             .map_err(Failure::Db)?;
-            *counted = (results as usize, rollups as usize);
+            *counted = Pruned {
+                results: results as usize,
+                rollups: rollups as usize,
+                incidents: incidents as usize,
+            };
             Ok(())
         })?;
         Ok(counts)

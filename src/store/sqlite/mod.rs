@@ -13,8 +13,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use super::seen::Upto;
 use super::{
     Backend, Batch, Copied, EachScalars, EachStored, Heartbeat, INCIDENT_COLUMNS, INCIDENT_ORDER,
-    Incident, ROLLUP_COLUMNS, ROLLUP_ORDER, RollupHead, RollupKey, RollupRow, Seen, Spend, Store,
-    StoreError, StoredRollup, TargetAt,
+    Incident, Prune, Pruned, ROLLUP_COLUMNS, ROLLUP_ORDER, RollupHead, RollupKey, RollupRow, Seen,
+    Spend, Store, StoreError, StoredRollup, TargetAt,
 };
 use crate::aggregate::alerting::Notification;
 use crate::aggregate::health::{IncidentKind, State, TargetHealth, Transition};
@@ -777,19 +777,26 @@ impl Backend for Sqlite {
         Ok(seen)
     }
 
-    fn prune(
-        &mut self,
-        results_before_ms: i64,
-        rollups_before_ms: i64,
-    ) -> Result<(usize, usize), StoreError> {
+    fn prune(&mut self, bounds: &Prune) -> Result<Pruned, StoreError> {
         let path = self.path.clone();
         let e = |source| sqlite(&path, source);
         let tx = self.conn.transaction().map_err(e)?;
+        let Prune {
+            results_before_ms,
+            rollups_before_ms,
+            incidents_before_ms,
+        } = *bounds;
         let results = tx
             .execute("DELETE FROM results WHERE ts_ms < ?1", [results_before_ms])
             .map_err(e)?;
         let rollups = tx
             .execute("DELETE FROM rollups WHERE bucket < ?1", [rollups_before_ms])
+            .map_err(e)?;
+        let incidents = tx
+            .execute(
+                "DELETE FROM incidents WHERE end_ms < ?1",
+                [incidents_before_ms],
+            )
             .map_err(e)?;
         tx.execute("DELETE FROM outbox WHERE sent_ms < ?1", [results_before_ms])
             .map_err(e)?;
@@ -800,7 +807,11 @@ impl Backend for Sqlite {
         )
         .map_err(e)?;
         tx.commit().map_err(e)?;
-        Ok((results, rollups))
+        Ok(Pruned {
+            results,
+            rollups,
+            incidents,
+        })
     }
 }
 
