@@ -10,10 +10,12 @@
 //! Last, that publisher saves its checkpoint (`publish::checkpoint`) and another starts
 //! from it a minute of runs later, as a restarted daemon or one taking the publisher lock
 //! over does: the checkpoint's size, the save, the restore and that publisher's first
-//! publish; the same with 20 targets more in the config; from the checkpoint as another
-//! version of sonde in this layout saved it (after an upgrade), with the read of the whole
-//! store that replaces it; and from one whose runs, then window sums, are in another layout
-//! (an upgrade that changed that part: read whole, the others restored). Before all that,
+//! publish (the median of three); the same with 20 targets more in the config; from the
+//! checkpoint as another version of sonde in this layout saved it (after an upgrade), with
+//! the read of the whole store that replaces it; and from one whose incidents, runs, then
+//! window sums are in another layout (an upgrade that changed that part: read whole, the
+//! others restored; the incidents read whole are what every restart cost before they were
+//! a part). Before all that,
 //! the uptime bar's incidents read whole (a publisher's first read) and then only those
 //! written since (each later publish's).
 //!
@@ -430,11 +432,22 @@ fn kept_publishes(
         let first = publish_at(config, at + 30_000, &mut restored);
         (restoring, first, restored)
     };
-    let (restoring, first, _) = restart(config);
+    // The restart whose whole time is the median of three, from the same checkpoint.
+    let median_restart = |config: &Config| {
+        let mut restarts: Vec<(Duration, Duration)> = (0..3)
+            .map(|_| {
+                let (restoring, first, _) = restart(config);
+                (restoring, first)
+            })
+            .collect();
+        restarts.sort_by_key(|(restoring, first)| *restoring + *first);
+        restarts[1]
+    };
+    let (restoring, first) = median_restart(config);
     println!(
         "its checkpoint: {:.1} MiB, saved in {:.0} ms, {:.0} KiB of WAL; a publisher started \
-         from it a minute later: restored in {:.0} ms, its first publish {:.0} ms ({:.0} ms in \
-         all)",
+         from it a minute later (the median of three): restored in {:.0} ms, its first publish \
+         {:.0} ms ({:.0} ms in all)",
         bytes as f64 / (1024.0 * 1024.0),
         saved.as_secs_f64() * 1000.0,
         wal as f64 / 1024.0,
@@ -479,16 +492,18 @@ fn kept_publishes(
     );
 
     // After an upgrade that changed what a publisher keeps in one part: that part is left
-    // and read whole at the first publish, the others restored.
-    for (at, part) in [(3, "runs"), (0, "window sums")] {
+    // and read whole at the first publish, the others restored. With the incidents left,
+    // it is a restart as the versions before they were a part of the checkpoint made it.
+    for (at, part) in [(4, "incidents"), (3, "runs"), (0, "window sums")] {
         let left = with_a_part_in_another_layout(&encoded.bytes, at);
         reader
             .save_checkpoint(encoded.at_ms, &left)
             .expect("save the checkpoint");
-        let (restoring, first, _) = restart(config);
+        let (restoring, first) = median_restart(config);
         println!(
-            "after an upgrade that changed the {part}' layout (that part read whole): restored \
-             in {:.0} ms, its first publish {:.0} ms ({:.0} ms in all)",
+            "after an upgrade that changed the {part}' layout (that part read whole; the \
+             median of three): restored in {:.0} ms, its first publish {:.0} ms ({:.0} ms in \
+             all)",
             restoring.as_secs_f64() * 1000.0,
             first.as_secs_f64() * 1000.0,
             (restoring + first).as_secs_f64() * 1000.0

@@ -1410,6 +1410,46 @@ fn an_hour_checkpointed(dir: &Path) -> (Config, Store, i64, Vec<u8>) {
     (config, store, now, bytes)
 }
 
+/// The checkpoint keeps the incidents: a publisher restored from it reads only those
+/// written since (a change the store's readers are not told of, made behind them, is not
+/// seen), while one saved before they were a part of it (four parts) restores the others
+/// and reads them whole.
+#[test]
+fn the_checkpoint_keeps_the_incidents_and_one_saved_before_them_reads_them_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, store, now, bytes) = an_hour_checkpointed(dir.path());
+    let cold = Snapshot::load(&config, &store, now).unwrap();
+    assert!(!cold.incidents.is_empty(), "the hour has incidents");
+    let db = rusqlite::Connection::open(dir.path().join("sonde.db")).unwrap();
+    db.execute("UPDATE incidents SET cause = 'changed behind'", [])
+        .unwrap();
+    let later = now + 30_000;
+    let restored_from = |bytes: &[u8]| {
+        store.save_checkpoint(now, bytes).unwrap();
+        let mut restored = checkpoint::restore(&store, now)
+            .expect("restores")
+            .expect("a checkpoint");
+        Snapshot::load_with(&config, &store, later, &mut restored).unwrap()
+    };
+    let causes = |snapshot: &Snapshot| -> Vec<String> {
+        let causes = snapshot.incidents.iter().map(|i| i.cause.to_string());
+        causes.collect()
+    };
+    let kept = restored_from(&bytes);
+    assert_eq!(kept.incidents, cold.incidents, "kept in the checkpoint");
+    let before_them = restored_from(&common::checkpoint::without_the_last_part(&bytes));
+    assert!(
+        causes(&before_them).iter().all(|c| c == "changed behind"),
+        "read whole: {:?}",
+        causes(&before_them)
+    );
+    let cold = Snapshot::load(&config, &store, later).unwrap();
+    assert_eq!(
+        publish::build(&config, &before_them).unwrap(),
+        publish::build(&config, &cold).unwrap()
+    );
+}
+
 /// A checkpoint cut in half is left with its reason, and the publisher reads the store
 /// whole.
 #[test]
@@ -1479,7 +1519,7 @@ fn a_damaged_checkpoint_part_is_left_and_the_rest_restored() {
     let later = now + 30_000;
     write(&config, "a", runs(&config, 1, now, later, 10_000));
     let cold = publish::build(&config, &Snapshot::load(&config, &store, later).unwrap()).unwrap();
-    for at in 0..4 {
+    for at in 0..5 {
         for damage in [vec![0xff; 64], not_the_part.clone()] {
             let damaged = common::checkpoint::with_a_part_damaged(&bytes, at, damage);
             store.save_checkpoint(now, &damaged).unwrap();

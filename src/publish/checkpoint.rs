@@ -16,12 +16,13 @@
 //! are left when it is older than 15 minutes, since the runs written since would be read
 //! in one piece, while the hour's read whole are folded one at a time.
 //!
-//! The history's parts (the rollup windows, the hours' and days' points, the runs) are
-//! deflated apart and inflated and decoded on every core at once: a restore was most of a
-//! restarted publisher's first second. Each part has a layout of its own ([`PARTS`]): an
-//! upgrade that changed what a publisher keeps in one part leaves that part, which the
-//! next publish reads whole, and restores the others. A part whose bytes are damaged is
-//! left the same way: each part holds what it read to, so the others stand alone.
+//! The history's parts (the rollup windows, the hours' and days' points, the runs, the
+//! incidents) are deflated apart and inflated and decoded on every core at once: a restore
+//! was most of a restarted publisher's first second. Each part has a layout of its own
+//! ([`PARTS`]): an upgrade that changed what a publisher keeps in one part leaves that
+//! part, which the next publish reads whole, and restores the others. A part whose bytes
+//! are damaged is left the same way, and so is one a checkpoint saved before the part was
+//! added lacks: each part holds what it read to, so the others stand alone.
 
 use std::io::{BufWriter, Read};
 
@@ -92,11 +93,12 @@ pub enum CheckpointError {
 /// a changed one has a number of its own. A checkpoint's part in another layout is left
 /// and read whole, the other parts restored: an upgrade that changed one part reads only it
 /// again.
-const PARTS: [(&str, u32); 4] = [
+const PARTS: [(&str, u32); 5] = [
     ("window sums", 1),
     ("hours' points", 1),
     ("days' points", 1),
     ("runs", 1),
+    ("incidents", 1),
 ];
 
 /// Why one part of a checkpoint was not restored: it is left, read whole at the next
@@ -104,13 +106,16 @@ const PARTS: [(&str, u32); 4] = [
 #[derive(Debug, thiserror::Error)]
 enum PartError {
     /// Saved in another layout of the part (an upgrade changed what it keeps).
-    #[error("it was saved in layout {saved:?} of it, this build's is {this}")]
+    #[error("it was saved in layout {saved} of it, this build's is {this}")]
     Layout {
-        /// Its layout when saved (`None`: the header lists fewer parts).
-        saved: Option<u32>,
+        /// Its layout when saved.
+        saved: u32,
         /// This build's ([`PARTS`]).
         this: u32,
     },
+    /// The checkpoint has no such part: a build before the part was added saved it.
+    #[error("the checkpoint has none: it was saved by a build before the part")]
+    Absent,
     /// Its bytes do not inflate: damaged.
     #[error("it does not inflate ({0})")]
     Inflate(std::io::Error),
@@ -235,13 +240,20 @@ fn encode_as(history: &History, sonde: &str) -> Result<Encoded, CheckpointError>
         at_ms,
         parts: PARTS.iter().map(|(_, layout)| *layout).collect(),
     };
-    let (windows, hours, days, runs) = history.parts();
+    let (windows, hours, days, runs, incidents) = history.parts();
     let parts = std::thread::scope(|scope| {
         let windows = scope.spawn(|| deflated(windows));
         let hours = scope.spawn(|| deflated(hours));
         let days = scope.spawn(|| deflated(days));
+        let incidents = scope.spawn(|| deflated(incidents));
         let runs = deflated(runs);
-        [joined(windows), joined(hours), joined(days), runs]
+        [
+            joined(windows),
+            joined(hours),
+            joined(days),
+            runs,
+            joined(incidents),
+        ]
     });
     let parts: Vec<ByteBuf> = parts
         .into_iter()
@@ -266,22 +278,24 @@ fn deflated<T: Serialize>(part: &T) -> Result<Vec<u8>, rmp_serde::encode::Error>
     finished.map_err(|err| rmp_serde::encode::Error::Syntax(err.to_string()))
 }
 
-/// The part at `at` of [`PARTS`], saved in `layout`: inflated and decoded when that is
-/// this build's layout of it and its bytes are whole, else left (`None`, logged at WARN
-/// with why) to be read whole while the other parts are restored.
-fn inflated<T: DeserializeOwned>(at: usize, layout: Option<u32>, part: &[u8]) -> Option<T> {
+/// The part at `at` of [`PARTS`], saved in `layout` (`None` for either: the checkpoint has
+/// no such part): inflated and decoded when that is this build's layout of it and its
+/// bytes are whole, else left (`None`, logged at WARN with why) to be read whole while the
+/// other parts are restored.
+fn inflated<T: DeserializeOwned>(
+    (at, layout, part): (usize, Option<u32>, Option<&ByteBuf>),
+) -> Option<T> {
     let (name, this) = PARTS[at];
-    let decoded = if layout == Some(this) {
-        let mut plain = Vec::new();
-        DeflateDecoder::new(part)
-            .read_to_end(&mut plain)
-            .map_err(PartError::Inflate)
-            .and_then(|_| Ok(rmp_serde::from_slice(&plain)?))
-    } else {
-        Err(PartError::Layout {
-            saved: layout,
-            this,
-        })
+    let decoded = match (layout, part) {
+        (Some(layout), Some(part)) if layout == this => {
+            let mut plain = Vec::new();
+            DeflateDecoder::new(part.as_slice())
+                .read_to_end(&mut plain)
+                .map_err(PartError::Inflate)
+                .and_then(|_| Ok(rmp_serde::from_slice(&plain)?))
+        }
+        (Some(saved), Some(_)) => Err(PartError::Layout { saved, this }),
+        _ => Err(PartError::Absent),
     };
     decoded
         .inspect_err(|err| {
@@ -306,14 +320,22 @@ pub fn decode(bytes: &[u8], now_ms: i64) -> Result<History, CheckpointError> {
             format: header.format,
         });
     }
-    let [windows, hours, days, runs]: [ByteBuf; 4] = Deserialize::deserialize(&mut reader)?;
-    let layout = |at: usize| header.parts.get(at).copied();
+    // A checkpoint saved before a part was added lacks it: that part is read whole.
+    let parts: Vec<ByteBuf> = Deserialize::deserialize(&mut reader)?;
+    let part = |at: usize| (at, header.parts.get(at).copied(), parts.get(at));
     let parts = std::thread::scope(|scope| {
-        let windows = scope.spawn(|| inflated(0, layout(0), &windows));
-        let hours = scope.spawn(|| inflated(1, layout(1), &hours));
-        let days = scope.spawn(|| inflated(2, layout(2), &days));
-        let runs = inflated(3, layout(3), &runs);
-        (joined(windows), joined(hours), joined(days), runs)
+        let windows = scope.spawn(|| inflated(part(0)));
+        let hours = scope.spawn(|| inflated(part(1)));
+        let days = scope.spawn(|| inflated(part(2)));
+        let incidents = scope.spawn(|| inflated(part(4)));
+        let runs = inflated(part(3));
+        (
+            joined(windows),
+            joined(hours),
+            joined(days),
+            runs,
+            joined(incidents),
+        )
     });
     let mut history = History::from_parts(header.at_ms, parts);
     if now_ms - header.at_ms > RUNS_FOR_MS {
@@ -407,6 +429,7 @@ mod tests {
     /// struct and enum in each part's tree with its fields' or variants' names and types.
     fn layouts() -> Vec<String> {
         use super::super::history::Runs;
+        use super::super::incidents::KeptIncidents;
         use super::super::points::{DayPoint, HourPoint, Points};
         use super::super::window_cache::WindowCache;
         use serde_reflection::{Samples, Tracer, TracerConfig};
@@ -425,6 +448,7 @@ mod tests {
             tracer.trace_type::<Points<DayPoint>>(&samples).err(),
             tracer.trace_type::<DayPoint>(&samples).err(),
             tracer.trace_type::<Runs>(&samples).err(),
+            tracer.trace_type::<KeptIncidents>(&samples).err(),
         ];
         assert!(parts.iter().all(Option::is_none), "{parts:?}");
         // Each enum is traced apart, so every variant is known.
@@ -442,15 +466,22 @@ mod tests {
                 .err(),
             tracer.trace_simple_type::<crate::store::Upto>().err(),
             tracer.trace_simple_type::<crate::aggregate::Window>().err(),
+            tracer
+                .trace_simple_type::<crate::aggregate::health::IncidentKind>()
+                .err(),
+            tracer
+                .trace_simple_type::<crate::aggregate::health::State>()
+                .err(),
         ];
         assert!(traced.iter().all(Option::is_none), "{traced:?}");
         let registry = tracer.registry().expect("every type in the parts traced");
         let registry = serde_json::to_value(&registry).expect("a registry is JSON");
-        let roots: [&[&str]; 4] = [
+        let roots: [&[&str]; 5] = [
             &["WindowCache"],
             &["Points"],
             &["Points", "DayPoint"],
             &["Runs"],
+            &["KeptIncidents"],
         ];
         roots
             .iter()
@@ -497,11 +528,12 @@ mod tests {
     /// Every layout each part ([`PARTS`]) has had, with the fingerprint of its tree then,
     /// oldest first. Before parts (checkpoint layouts 1 and 2) the history was deflated
     /// whole, one stream, and one number named it all.
-    const LAYOUTS: [&[(u32, u64)]; 4] = [
+    const LAYOUTS: [&[(u32, u64)]; 5] = [
         &[(1, 0xc9fd_7659_3cd1_3022)],
         &[(1, 0x7cce_eff9_09c1_5156)],
         &[(1, 0x73bd_128d_aec4_1df2)],
         &[(1, 0x14a2_4926_cc2d_e01d)],
+        &[(1, 0x77b9_41b1_4ba5_908d)],
     ];
 
     /// A change to a part's tree fails this until that part's layout in [`PARTS`] is raised

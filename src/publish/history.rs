@@ -49,8 +49,7 @@ pub struct History {
     days: Points<DayPoint>,
     /// The runs: the last hour's per minute, and each target's last.
     runs: Runs,
-    /// The incidents of the bar's days, kept from one read to the next. Not kept in a
-    /// checkpoint: a history restored reads them whole once.
+    /// The incidents of the bar's days, kept from one read to the next.
     incidents: KeptIncidents,
     /// The sonde version whose checkpoint this was restored from, when another than this
     /// one (`checkpoint::OtherVersion::Bridge`): published from, never saved.
@@ -63,6 +62,7 @@ pub(super) type Parts<'a> = (
     &'a Points<HourPoint>,
     &'a Points<DayPoint>,
     &'a Runs,
+    &'a KeptIncidents,
 );
 
 /// A history's parts as a checkpoint restores them ([`History::from_parts`]): `None` for
@@ -72,6 +72,7 @@ pub(super) type Restored = (
     Option<Points<HourPoint>>,
     Option<Points<DayPoint>>,
     Option<Runs>,
+    Option<KeptIncidents>,
 );
 
 /// What a snapshot reads beside what a [`History`] keeps: the fleet's locations, the
@@ -131,15 +132,25 @@ impl History {
     }
 
     /// What a checkpoint keeps of it, in parts it encodes and decodes apart (on every core
-    /// at once): the rollup windows, the hours' points, the days' points and the runs.
+    /// at once): the rollup windows, the hours' points, the days' points, the runs and the
+    /// incidents.
     pub(super) fn parts(&self) -> Parts<'_> {
-        (&self.windows, &self.hours, &self.days, &self.runs)
+        (
+            &self.windows,
+            &self.hours,
+            &self.days,
+            &self.runs,
+            &self.incidents,
+        )
     }
 
     /// The history a checkpoint kept: its last snapshot at `at_ms`, and the
     /// [`History::parts`] it saved; a part left (`None`: another layout, or damaged) is new,
     /// and read whole at the next snapshot.
-    pub(super) fn from_parts(at_ms: i64, (windows, hours, days, runs): Restored) -> History {
+    pub(super) fn from_parts(
+        at_ms: i64,
+        (windows, hours, days, runs, incidents): Restored,
+    ) -> History {
         let new = History::new();
         History {
             at_ms: Some(at_ms),
@@ -147,7 +158,7 @@ impl History {
             hours: hours.unwrap_or(new.hours),
             days: days.unwrap_or(new.days),
             runs: runs.unwrap_or(new.runs),
-            incidents: KeptIncidents::default(),
+            incidents: incidents.unwrap_or(new.incidents),
             other_version: None,
         }
     }
@@ -187,6 +198,7 @@ impl History {
                 run.served_model = run.served_model.as_deref().map(|model| names.get(model));
             }
         }
+        self.incidents.share_names(names);
     }
 
     /// Counters kept in the rollup windows' sums.

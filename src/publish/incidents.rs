@@ -7,10 +7,15 @@
 use std::cmp::Ordering;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
+use crate::interned::Names;
 use crate::store::{Incident, Seen, Store, StoreError};
 
-/// The incidents kept, newest first in the store's one order (`Backend::incidents`).
-#[derive(Debug, Default)]
+/// The incidents kept, newest first in the store's one order (`Backend::incidents`); a
+/// part of the publisher's checkpoint, so that a restarted publisher reads only those
+/// written since it was saved.
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub(super) struct KeptIncidents {
     /// The incidents, shared with the snapshots while they do not change, so a publish does
     /// not hold a second copy beside its predecessor's.
@@ -89,6 +94,16 @@ impl KeptIncidents {
         } else {
             Arc::make_mut(&mut self.list).insert(at, incident);
             self.ids.insert(at, id);
+        }
+    }
+
+    /// Makes the kept incidents' names `names`' shared copies (a checkpoint restores one
+    /// copy of each per incident).
+    pub(super) fn share_names(&mut self, names: &mut Names) {
+        for incident in Arc::make_mut(&mut self.list) {
+            incident.target = names.get(&incident.target);
+            incident.location = names.get(&incident.location);
+            incident.cause = names.get(&incident.cause);
         }
     }
 

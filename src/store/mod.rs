@@ -23,6 +23,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::aggregate::alerting::Notification;
@@ -262,7 +263,7 @@ pub struct Heartbeat {
 /// A period a target spent down or degraded, or with its answers drifted from its own past,
 /// as one location saw it. Its text is shared ([`crate::interned`]): a flapping fleet has
 /// tens of thousands in the 90 days a publisher reads, and a few dozen distinct names.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Incident {
     /// Availability or quality.
     pub kind: IncidentKind,

@@ -33,18 +33,38 @@ pub fn with_a_part_damaged(bytes: &[u8], at: usize, part: Vec<u8>) -> Vec<u8> {
     with_a_part_replaced(bytes, at, 0, part)
 }
 
+/// `bytes`, a checkpoint saved by this build, as a build before its last part (the
+/// incidents) was added would have saved it: the first four parts and their layouts.
+pub fn without_the_last_part(bytes: &[u8]) -> Vec<u8> {
+    edited(bytes, |layouts, parts| {
+        layouts.truncate(4);
+        parts.truncate(4);
+    })
+}
+
 /// `bytes` with the part at `at` replaced by `part` and its layout number raised by
 /// `raised`.
 fn with_a_part_replaced(bytes: &[u8], at: usize, raised: u32, part: Vec<u8>) -> Vec<u8> {
+    edited(bytes, |layouts, parts| {
+        layouts[at] += raised;
+        parts[at] = serde_bytes::ByteBuf::from(part);
+    })
+}
+
+/// `bytes` with the parts' layouts in the header and the parts themselves as `edit` leaves
+/// them.
+fn edited(
+    bytes: &[u8],
+    edit: impl FnOnce(&mut Vec<u32>, &mut Vec<serde_bytes::ByteBuf>),
+) -> Vec<u8> {
     // The header (layout, version, time, each part's layout), then the parts.
     let mut reader = rmp_serde::Deserializer::new(bytes);
     let (format, sonde, at_ms, mut layouts): (u32, String, i64, Vec<u32>) =
         serde::Deserialize::deserialize(&mut reader).expect("a header");
     let mut parts: Vec<serde_bytes::ByteBuf> =
         serde::Deserialize::deserialize(&mut reader).expect("the parts");
-    assert_eq!((layouts.len(), parts.len()), (4, 4));
-    layouts[at] += raised;
-    parts[at] = serde_bytes::ByteBuf::from(part);
+    assert_eq!((layouts.len(), parts.len()), (5, 5));
+    edit(&mut layouts, &mut parts);
     let mut changed = rmp_serde::to_vec(&(format, sonde, at_ms, layouts)).expect("encodes");
     rmp_serde::encode::write(&mut changed, &parts).expect("encodes");
     changed
