@@ -141,6 +141,7 @@ fn generate(store: &mut Store, config: &Config, locations: usize, now: i64) -> u
             location: format!("loc-{l:02}"),
             seen_ms: now,
             shortest_ms: 60_000,
+            retired_ms: None,
         });
     }
     flush(&mut page, store, true);
@@ -200,6 +201,7 @@ fn next_minute(store: &mut Store, config: &Config, locations: usize, at: i64, mi
             location,
             seen_ms: at,
             shortest_ms: 60_000,
+            retired_ms: None,
         });
     }
     store.copy(&page).expect("copy a minute");

@@ -36,7 +36,8 @@ enum Command {
     Publish(cmd::publish::Args),
     /// Serve the status page, feed.json and /metrics from the store.
     Serve(cmd::serve::Args),
-    /// Manage the store: `sonde store migrate` copies one store into another.
+    /// Manage the store: `sonde store migrate` copies one store into another, `sonde store
+    /// retire` takes a location out of the fleet.
     #[command(subcommand)]
     Store(cmd::store::Command),
     /// Bring a running gateway's deployments to the feed's weights (the daemon does it after

@@ -287,3 +287,51 @@ fn the_probe_table_says_who_answered_and_streams_only_where_a_probe_checks_it() 
         "{stdout}"
     );
 }
+
+/// `sonde store retire`: a location unknown to the store is an error listing those it
+/// has; one whose prober runs (holding the store's lock) is refused; one stopped is retired
+/// and says what that did.
+#[test]
+fn store_retire_names_what_it_did_and_refuses_a_running_prober() {
+    use sonde::result::Outcome;
+    use sonde::store::Store;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = "[store]\npath = \"sonde.db\"\n\n[prober]\nlocation = \"eu-west\"\n\n\
+                [[providers]]\nname = \"p\"\nkind = \"openai\"\n\
+                base_url = \"http://127.0.0.1:9/v1\"\n\
+                [[providers.models]]\nid = \"m0\"\n[[providers.models]]\nid = \"m1\"\n";
+    std::fs::write(dir.path().join("sonde.toml"), toml).unwrap();
+    let config = sonde::config::Config::load(&dir.path().join("sonde.toml")).unwrap();
+    let now = sonde::units::now_ms();
+    let records = (0..2).map(|index| common::scripted(&config, index, now, Outcome::Ok, 200.0));
+    let store = Store::open(&config.store, "eu-west").unwrap();
+    sonde::store::writer::import(store, &config, records.collect::<Vec<_>>()).unwrap();
+
+    let unknown = sonde(&["store", "retire", "us-east"], dir.path());
+    assert_eq!(unknown.status.code(), Some(1), "{}", text(&unknown));
+    assert!(
+        text(&unknown).contains("has no location \"us-east\" (its locations: eu-west)"),
+        "{}",
+        text(&unknown)
+    );
+    let running = Store::open(&config.store, "eu-west").unwrap();
+    let refused = sonde(&["store", "retire", "eu-west"], dir.path());
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        text(&refused).contains("eu-west's prober is running"),
+        "{}",
+        text(&refused)
+    );
+    drop(running);
+    let retired = sonde(&["store", "retire", "eu-west"], dir.path());
+    assert!(retired.status.success(), "{}", text(&retired));
+    assert_eq!(
+        String::from_utf8_lossy(&retired.stdout),
+        "retired eu-west: 0 open incidents closed, 2 target states forgotten; its runs stay \
+         until retention prunes them\n"
+    );
+    let reader = Store::open_read_only(&config.store).unwrap();
+    let beats = reader.heartbeats().unwrap();
+    assert_eq!(beats.len(), 1);
+    assert!(beats[0].retired_ms.is_some_and(|at| at >= now));
+}

@@ -795,6 +795,18 @@ fn kept_incidents_publish_what_a_cold_read_does() {
     assert!(after.iter().all(|i| i.end_ms.is_some()), "{after:?}");
 }
 
+/// A location retired on PostgreSQL: refused while its writer's session holds its advisory
+/// lock, then out of the fleet and back with its prober, kept and cold publishes alike.
+#[test]
+fn a_retired_location_leaves_the_fleet_and_comes_back_with_its_prober() {
+    let Some(cluster) = common::postgres::start("a_retired_location") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &postgres_database(&cluster, "retired"));
+    common::retired_location_against_cold_reads(&config);
+}
+
 /// The checkpoint is a cache kept out of PostgreSQL's WAL: a 4 MiB save writes a few KiB of
 /// it, where a logged table writes the whole body again. A crash of the server empties it
 /// (the next publisher reads the store whole) while every stored run stays.

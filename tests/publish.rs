@@ -1086,6 +1086,12 @@ fn write(config: &Config, location: &str, records: Vec<sonde::result::ResultReco
 }
 
 #[test]
+fn a_retired_location_leaves_the_fleet_and_comes_back_with_its_prober() {
+    let dir = tempfile::tempdir().unwrap();
+    common::retired_location_against_cold_reads(&config_with(dir.path(), &["m0", "m1"]));
+}
+
+#[test]
 fn kept_incidents_are_read_as_written_since_and_publish_what_a_cold_read_does() {
     let dir = tempfile::tempdir().unwrap();
     common::kept_incidents_against_cold_reads(&config_with(dir.path(), &["m0", "m1"]));

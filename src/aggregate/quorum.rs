@@ -4,7 +4,8 @@
 //! A location is *stale* once silent (no heartbeat) for three of its shortest schedules; it
 //! is shown, but left out of the quorum and of the global figures. When every location is
 //! stale (a fleet stopped, or an old store published), all of them count, as a single
-//! daemon's last figures do after it stops.
+//! daemon's last figures do after it stops. A *retired* location (`sonde store retire`: a
+//! prober taken out of service) is neither shown nor counted.
 //!
 //! The global state is the `quorum`-th worst state among the counted locations: down only
 //! when at least `quorum` of them see the target down; `partial` when some, but fewer, do (a
@@ -30,23 +31,26 @@ pub struct LocationStatus {
     pub stale: bool,
     /// Whether it counts in the quorum and the global figures.
     pub counted: bool,
+    /// Taken out of service: left out of every list, and never counted.
+    pub retired: bool,
 }
 
-/// Every location's status at `now_ms` from `(location, seen_ms, shortest_ms)`.
-pub fn statuses(heartbeats: &[(String, i64, i64)], now_ms: i64) -> Vec<LocationStatus> {
+/// Every location's status at `now_ms` from `(location, seen_ms, shortest_ms, retired)`.
+pub fn statuses(heartbeats: &[(String, i64, i64, bool)], now_ms: i64) -> Vec<LocationStatus> {
     let mut out: Vec<LocationStatus> = heartbeats
         .iter()
-        .map(|(location, seen_ms, shortest_ms)| LocationStatus {
+        .map(|(location, seen_ms, shortest_ms, retired)| LocationStatus {
             location: location.clone(),
             seen_ms: *seen_ms,
             shortest_ms: *shortest_ms,
-            stale: now_ms - seen_ms > STALE_AFTER_SCHEDULES * shortest_ms.max(&1),
+            stale: *retired || now_ms - seen_ms > STALE_AFTER_SCHEDULES * shortest_ms.max(&1),
             counted: false,
+            retired: *retired,
         })
         .collect();
     let any_fresh = out.iter().any(|status| !status.stale);
     for status in &mut out {
-        status.counted = !status.stale || !any_fresh;
+        status.counted = !status.retired && (!status.stale || !any_fresh);
     }
     out.sort_by(|a, b| a.location.cmp(&b.location));
     out
@@ -128,8 +132,8 @@ mod tests {
     #[test]
     fn a_silent_location_is_stale_and_counts_only_when_all_are() {
         let beats = [
-            ("a".to_owned(), 10_000, 1_000),
-            ("b".to_owned(), 2_000, 1_000),
+            ("a".to_owned(), 10_000, 1_000, false),
+            ("b".to_owned(), 2_000, 1_000, false),
         ];
         let now = statuses(&beats, 10_500);
         assert_eq!(
@@ -138,5 +142,20 @@ mod tests {
         );
         let later = statuses(&beats, 100_000);
         assert!(later.iter().all(|s| s.stale && s.counted));
+    }
+
+    #[test]
+    fn a_retired_location_never_counts_even_when_all_are_stale() {
+        let beats = [
+            ("a".to_owned(), 10_000, 1_000, false),
+            ("b".to_owned(), 10_000, 1_000, true),
+        ];
+        let now = statuses(&beats, 10_500);
+        let judged = |at: &[LocationStatus]| -> Vec<(bool, bool, bool)> {
+            at.iter().map(|s| (s.stale, s.counted, s.retired)).collect()
+        };
+        assert_eq!(judged(&now), [(false, true, false), (true, false, true)]);
+        let later = statuses(&beats, 100_000);
+        assert_eq!(judged(&later), [(true, true, false), (true, false, true)]);
     }
 }

@@ -1,12 +1,14 @@
 //! `sonde store migrate`: copies a store into another, e.g. the SQLite file a single daemon
-//! grew into the PostgreSQL database a fleet shares.
+//! grew into the PostgreSQL database a fleet shares. `sonde store retire`: takes a location
+//! out of the fleet's lists and figures.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use sonde::config::{ProberConfig, StoreBackend, StoreConfig, is_location};
-use sonde::store::Store;
+use sonde::config::{Config, ProberConfig, StoreBackend, StoreConfig, is_location};
 use sonde::store::migrate::{self, Counts};
+use sonde::store::{Retired, Store, StoreError};
+use sonde::units::now_ms;
 
 /// `sonde store …`.
 #[derive(Debug, clap::Subcommand)]
@@ -14,6 +16,21 @@ pub enum Command {
     /// Copy every row of one store into another, losing nothing; re-runnable (rows already
     /// copied are not copied twice). The daemon writing the destination must be stopped.
     Migrate(MigrateArgs),
+    /// Retire a location whose prober was taken out of service: the page, feed and
+    /// /metrics stop listing it and it counts in no figure; its open incidents are closed
+    /// and its targets' states forgotten. What it measured stays until retention prunes
+    /// it. Its prober must be stopped; one started again brings the location back.
+    Retire(RetireArgs),
+}
+
+/// Arguments of `sonde store retire`.
+#[derive(Debug, clap::Args)]
+pub struct RetireArgs {
+    /// The location to retire, as its prober's `[prober] location` named it.
+    location: String,
+    /// The config file (for its `[store]`).
+    #[arg(long, short, default_value = "sonde.toml")]
+    config: PathBuf,
 }
 
 /// Arguments of `sonde store migrate`.
@@ -40,7 +57,46 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     super::init_logging("warn");
     match command {
         Command::Migrate(args) => migrate(args),
+        Command::Retire(args) => retire(args),
     }
+}
+
+fn retire(args: RetireArgs) -> anyhow::Result<ExitCode> {
+    let RetireArgs { location, config } = args;
+    let config = Config::load(&config)?;
+    // Opened as the location's writer: its lock is held while its prober runs.
+    let mut store = match Store::open(&config.store, &location) {
+        Err(StoreError::Locked { store }) => anyhow::bail!(
+            "{location}'s prober is running (it holds {store}'s lock for {location}): stop it \
+             first"
+        ),
+        opened => opened?,
+    };
+    let Some(retired) = store.retire(now_ms())? else {
+        let known: Vec<String> = store
+            .heartbeats()?
+            .into_iter()
+            .map(|beat| beat.location)
+            .collect();
+        let known = if known.is_empty() {
+            "none yet".to_owned()
+        } else {
+            known.join(", ")
+        };
+        anyhow::bail!(
+            "{} has no location {location:?} (its locations: {known})",
+            store.describe()
+        );
+    };
+    let Retired {
+        incidents_closed,
+        states_forgotten,
+    } = retired;
+    println!(
+        "retired {location}: {incidents_closed} open incidents closed, {states_forgotten} \
+         target states forgotten; its runs stay until retention prunes them"
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn migrate(args: MigrateArgs) -> anyhow::Result<ExitCode> {

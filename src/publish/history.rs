@@ -240,7 +240,7 @@ impl History {
                 .map(|(i, s)| (s.target.clone(), i))
                 .collect(),
             stats,
-            locations: read.fleet,
+            locations: read.fleet.into_iter().filter(|s| !s.retired).collect(),
             daily: read.daily,
             hourly: read.hourly,
             incidents: read.incidents,

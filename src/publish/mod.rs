@@ -111,7 +111,7 @@ pub struct Snapshot {
     pub now_ms: i64,
     /// Windows and states of every configured target.
     pub stats: Vec<TargetStats>,
-    /// The fleet's locations, fresh and stale.
+    /// The fleet's locations, fresh and stale (not the retired).
     pub locations: Vec<LocationStatus>,
     /// Per target: daily scalars merged over probes, oldest first.
     pub daily: HashMap<String, Series<DayPoint>>,

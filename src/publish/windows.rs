@@ -32,12 +32,15 @@ fn add_into(probes: &mut PerProbe, probe: String, rollup: RollupSum) {
     probes.entry(probe).or_default().append(&rollup);
 }
 
-/// Every location that ever wrote to `store`, stale or fresh at `now_ms`.
+/// Every location that ever wrote to `store`, stale or fresh at `now_ms`, or retired.
 pub fn locations(store: &Store, now_ms: i64) -> Result<Vec<LocationStatus>, StoreError> {
-    let beats: Vec<(String, i64, i64)> = store
+    let beats: Vec<(String, i64, i64, bool)> = store
         .heartbeats()?
         .into_iter()
-        .map(|beat| (beat.location, beat.seen_ms, beat.shortest_ms))
+        .map(|beat| {
+            let retired = beat.retired_ms.is_some();
+            (beat.location, beat.seen_ms, beat.shortest_ms, retired)
+        })
         .collect();
     Ok(quorum::statuses(&beats, now_ms))
 }
@@ -108,15 +111,25 @@ pub(super) fn summarize_from(
             .or_default()
             .push((window, key.clone(), None));
     }
+    // A retired location is in no target's list, though its windows hold its runs until
+    // they age out (it counts in no global figure: `Summing::counts`).
+    let retired = |location: &str| {
+        fleet
+            .iter()
+            .any(|status| status.retired && status.location == location)
+    };
     let mut seen_by: HashMap<String, Vec<String>> = HashMap::new();
-    for at in health.keys() {
+    for at in health.keys().filter(|at| !retired(&at.location)) {
         seen_by
             .entry(at.target.clone())
             .or_default()
             .push(at.location.clone());
     }
     for (target, entries) in &by_target {
-        for (_, key, _) in entries.iter().filter(|(w, _, _)| *w == feed_window) {
+        for (_, key, _) in entries
+            .iter()
+            .filter(|(w, key, _)| *w == feed_window && !retired(&key.location))
+        {
             seen_by
                 .entry(target.clone())
                 .or_default()

@@ -258,6 +258,18 @@ pub struct Heartbeat {
     pub seen_ms: i64,
     /// Its shortest schedule, ms: it is stale once silent for three of them.
     pub shortest_ms: i64,
+    /// Unix ms it was retired ([`Backend::retire`]); `None` while in service. A heartbeat
+    /// its prober writes puts it back in service.
+    pub retired_ms: Option<i64>,
+}
+
+/// What retiring a location did ([`Backend::retire`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retired {
+    /// Its incidents that were open, closed at the retirement.
+    pub incidents_closed: usize,
+    /// Its targets' states, forgotten.
+    pub states_forgotten: usize,
 }
 
 /// A period a target spent down or degraded, or with its answers drifted from its own past,
@@ -597,6 +609,14 @@ pub trait Backend: Send {
     /// Deletes what lies before `bounds` and records the results' and rollups' bounds for
     /// readers ([`Seen`]); returns how many of each were deleted.
     fn prune(&mut self, bounds: &Prune) -> Result<Pruned, StoreError>;
+
+    /// Retires the location this handle writes as ([`Store::open`]: its lock refuses a
+    /// second writer, so a running prober of it refuses this), at `at_ms`, in one
+    /// transaction: marks its heartbeat retired, so publishers leave it out of the fleet's
+    /// lists and figures; closes its open incidents then; forgets its targets' states. What
+    /// it measured stays until retention prunes it. `Ok(None)` when it never wrote a
+    /// heartbeat.
+    fn retire(&mut self, at_ms: i64) -> Result<Option<Retired>, StoreError>;
 }
 
 /// Days an ended incident is kept at least, whatever the rollups' retention: the uptime

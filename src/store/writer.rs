@@ -179,6 +179,7 @@ pub fn import(
                     location: record.location.clone(),
                     seen_ms: *at,
                     shortest_ms: state.shortest_ms,
+                    retired_ms: None,
                 }),
             }
         }
@@ -407,6 +408,7 @@ impl State {
             location: self.location.clone(),
             seen_ms: now_ms(),
             shortest_ms: self.shortest_ms,
+            retired_ms: None,
         });
         batch
     }

@@ -114,6 +114,98 @@ pub fn kept_incidents_against_cold_reads(config: &Config) {
     assert_eq!(publish(later, "pruned"), unpruned);
 }
 
+/// Location `b` of `config`'s store (two targets or more, written as `a` and `b`) retired
+/// while `a` goes on: refused while `b`'s writer holds its lock, then gone from the
+/// fleet's list and every target's, counted in no figure, its open incident closed, and
+/// back once its prober writes again; each publish, kept and cold, the same.
+pub fn retired_location_against_cold_reads(config: &Config) {
+    use sonde::publish::history::History;
+    use sonde::store::{Batch, Retired, Store, StoreError};
+    let minute = 60_000;
+    let t = sonde::units::now_ms() / minute * minute;
+    let write = |location: &str, index: usize, from: i64, n: i64, outcome: Outcome| {
+        let mut config = config.clone();
+        config.prober.location = location.to_owned();
+        let records = (0..n).map(|k| scripted(&config, index, from + k * minute, outcome, 200.0));
+        let store = Store::open(&config.store, location).unwrap();
+        sonde::store::writer::import(store, &config, records.collect::<Vec<_>>()).unwrap();
+    };
+    // a sees both targets up; b sees m0 down (an incident opens) and m1 up.
+    write("a", 0, t - 30 * minute, 30, Outcome::Ok);
+    write("a", 1, t - 30 * minute, 30, Outcome::Ok);
+    write("b", 0, t - 30 * minute, 30, Outcome::ServerError);
+    write("b", 1, t - 30 * minute, 30, Outcome::Ok);
+    let mut kept = History::new();
+    let mut publish = |at: i64, what: &str| {
+        let store = Store::open_read_only(&config.store).unwrap();
+        let warm = sonde::publish::Snapshot::load_with(config, &store, at, &mut kept).unwrap();
+        let cold = sonde::publish::Snapshot::load(config, &store, at).unwrap();
+        let (warm_site, cold_site) = (
+            sonde::publish::build(config, &warm).unwrap(),
+            sonde::publish::build(config, &cold).unwrap(),
+        );
+        assert!(warm_site == cold_site, "{what}: the sites differ");
+        warm
+    };
+    let names = |snapshot: &sonde::publish::Snapshot| -> Vec<String> {
+        let listed = snapshot.locations.iter().map(|l| l.location.clone());
+        listed.collect()
+    };
+    let seen_from = |snapshot: &sonde::publish::Snapshot| -> Vec<String> {
+        let stats = snapshot.stats_of(&config.targets[0].id).unwrap();
+        stats.locations.iter().map(|l| l.location.clone()).collect()
+    };
+    let runs_counted = |snapshot: &sonde::publish::Snapshot| -> u64 {
+        let stats = snapshot.stats_of(&config.targets[0].id).unwrap();
+        let hour = stats.window(sonde::aggregate::Window::H1).unwrap();
+        hour.outcomes.values().sum()
+    };
+    let before = publish(t, "both in service");
+    assert_eq!(names(&before), ["a", "b"]);
+    assert_eq!(seen_from(&before), ["a", "b"]);
+    assert_eq!(runs_counted(&before), 60, "both locations' runs");
+    assert_eq!(before.incidents.len(), 1, "{:?}", before.incidents);
+    assert_eq!(before.incidents[0].end_ms, None);
+
+    // Refused while b's prober runs: its writer holds b's lock.
+    let mut running = Store::open(&config.store, "b").unwrap();
+    running.write(&Batch::default()).unwrap();
+    let refused = Store::open(&config.store, "b").and_then(|mut b| b.retire(t));
+    assert!(
+        matches!(refused, Err(StoreError::Locked { .. })),
+        "{refused:?}"
+    );
+    drop(running);
+    let mut nowhere = Store::open(&config.store, "nowhere").unwrap();
+    assert_eq!(nowhere.retire(t).unwrap(), None, "no such location");
+    drop(nowhere);
+    let mut b = Store::open(&config.store, "b").unwrap();
+    let retired = b.retire(t + minute).unwrap();
+    assert_eq!(
+        retired,
+        Some(Retired {
+            incidents_closed: 1,
+            states_forgotten: 2
+        })
+    );
+    drop(b);
+    let after = publish(t + 2 * minute, "b retired");
+    assert_eq!(names(&after), ["a"]);
+    assert_eq!(seen_from(&after), ["a"]);
+    assert_eq!(runs_counted(&after), 30, "a's runs only");
+    assert_eq!(
+        after.incidents[0].end_ms,
+        Some(t + minute),
+        "closed when retired"
+    );
+
+    // b's prober back in service.
+    write("b", 1, t + 2 * minute, 3, Outcome::Ok);
+    let back = publish(t + 5 * minute, "b back");
+    assert_eq!(names(&back), ["a", "b"]);
+    assert!(!back.locations[1].stale);
+}
+
 /// The incidents `kept` publishes at `at`, after checking that they and the whole site are
 /// what a cold read of `config`'s store publishes then (`what` says which step failed).
 pub fn incidents_kept_and_cold(

@@ -34,8 +34,8 @@ use super::seen::Upto;
 use super::{
     Backend, Batch, Copied, EachPoint, EachScalars, EachStored, FleetLimits, Heartbeat,
     INCIDENT_COLUMNS, INCIDENT_ORDER, Incident, Prune, Pruned, ROLLUP_COLUMNS, ROLLUP_ORDER,
-    RollupHead, RollupKey, RollupRow, Seen, Spend, Store, StoreError, StoredRollup, TargetAt,
-    points_of_rollups,
+    Retired, RollupHead, RollupKey, RollupRow, Seen, Spend, Store, StoreError, StoredRollup,
+    TargetAt, points_of_rollups,
 };
 use crate::aggregate::alerting::Notification;
 use crate::aggregate::health::{IncidentKind, State, TargetHealth, Transition};
@@ -981,7 +981,8 @@ impl Backend for Postgres {
             let client = pool.get().await.map_err(Failure::pool)?;
             let rows = client
                 .query(
-                    "SELECT location, seen_ms, shortest_ms FROM locations ORDER BY location",
+                    "SELECT location, seen_ms, shortest_ms, retired_ms FROM locations \
+                     ORDER BY location",
                     &[],
                 )
                 .await
@@ -992,6 +993,7 @@ impl Backend for Postgres {
                         location: row.try_get(0).map_err(Failure::Db)?,
                         seen_ms: row.try_get(1).map_err(Failure::Db)?,
                         shortest_ms: row.try_get(2).map_err(Failure::Db)?,
+                        retired_ms: row.try_get(3).map_err(Failure::Db)?,
                     })
                 })
                 .collect()
@@ -1126,6 +1128,43 @@ impl Backend for Postgres {
             Ok(())
         })?;
         Ok(counts)
+    }
+
+    fn retire(&mut self, at_ms: i64) -> Result<Option<Retired>, StoreError> {
+        let Access::Writer(location) = &self.access else {
+            return Err(
+                self.failed("opened read-only: a location is retired by a handle of its writer")
+            );
+        };
+        let location = location.clone();
+        self.transaction(async move |tx| {
+            let marked = tx
+                .execute(
+                    "UPDATE locations SET retired_ms = $2 WHERE location = $1",
+                    &[&location, &at_ms],
+                )
+                .await
+                .map_err(Failure::Db)?;
+            if marked == 0 {
+                return Ok(None);
+            }
+            // The table's trigger stamps each closed one with this transaction.
+            let incidents_closed = tx
+                .execute(
+                    "UPDATE incidents SET end_ms = $2 WHERE location = $1 AND end_ms IS NULL",
+                    &[&location, &at_ms],
+                )
+                .await
+                .map_err(Failure::Db)?;
+            let states_forgotten = tx
+                .execute("DELETE FROM target_state WHERE location = $1", &[&location])
+                .await
+                .map_err(Failure::Db)?;
+            Ok(Some(Retired {
+                incidents_closed: incidents_closed as usize,
+                states_forgotten: states_forgotten as usize,
+            }))
+        })
     }
 }
 

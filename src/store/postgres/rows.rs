@@ -110,18 +110,25 @@ pub(super) async fn put_outbox(
     Ok(())
 }
 
-/// Stores heartbeats, keeping the later one of each location.
+/// Stores heartbeats, keeping the later one of each location; each sets the location's
+/// retirement as it says (a prober's: back in service).
 pub(super) async fn put_heartbeats(
     tx: &Transaction<'_>,
     rows: &[Heartbeat],
 ) -> Result<(), Failure> {
     for row in rows {
         tx.execute(
-            "INSERT INTO locations (location, seen_ms, shortest_ms) VALUES ($1, $2, $3)
+            "INSERT INTO locations (location, seen_ms, shortest_ms, retired_ms)
+             VALUES ($1, $2, $3, $4)
              ON CONFLICT (location) DO UPDATE SET
                 seen_ms = GREATEST(locations.seen_ms, excluded.seen_ms),
-                shortest_ms = excluded.shortest_ms",
-            &[&row.location, &row.seen_ms, &row.shortest_ms],
+                shortest_ms = excluded.shortest_ms, retired_ms = excluded.retired_ms",
+            &[
+                &row.location,
+                &row.seen_ms,
+                &row.shortest_ms,
+                &row.retired_ms,
+            ],
         )
         .await
         .map_err(Failure::Db)?;

@@ -260,6 +260,9 @@ CREATE TRIGGER incident_written BEFORE UPDATE ON incidents
     FOR EACH ROW EXECUTE FUNCTION incident_written();
 "#;
 
+/// A location may be retired (`sonde store retire`): when, or `NULL` while in service.
+const V11: &str = "ALTER TABLE locations ADD COLUMN retired_ms BIGINT;";
+
 /// The schema version that gave rows a location.
 pub const LOCATIONS_VERSION: i32 = 2;
 
@@ -268,7 +271,7 @@ pub const LOCATIONS_VERSION: i32 = 2;
 pub const LOCATED_TABLES: &[&str] = &["results", "rollups", "spend", "target_state", "incidents"];
 
 /// Every migration, oldest first; migration `n` (from 1) brings the schema to version `n`.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11];
 
 /// The version this build writes and reads.
 pub const LATEST: i32 = MIGRATIONS.len() as i32;

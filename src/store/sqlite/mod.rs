@@ -13,8 +13,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use super::seen::Upto;
 use super::{
     Backend, Batch, Copied, EachScalars, EachStored, Heartbeat, INCIDENT_COLUMNS, INCIDENT_ORDER,
-    Incident, Prune, Pruned, ROLLUP_COLUMNS, ROLLUP_ORDER, RollupHead, RollupKey, RollupRow, Seen,
-    Spend, Store, StoreError, StoredRollup, TargetAt,
+    Incident, Prune, Pruned, ROLLUP_COLUMNS, ROLLUP_ORDER, Retired, RollupHead, RollupKey,
+    RollupRow, Seen, Spend, Store, StoreError, StoredRollup, TargetAt,
 };
 use crate::aggregate::alerting::Notification;
 use crate::aggregate::health::{IncidentKind, State, TargetHealth, Transition};
@@ -31,6 +31,8 @@ pub struct Sqlite {
     /// dies, even by `kill -9`, so a crashed daemon never leaves a stale lock. SQLite's own
     /// locks are `fcntl` locks, which do not interact with it.
     _lock: Option<File>,
+    /// The location whose writer opened it; `None` when opened read-only.
+    location: Option<String>,
 }
 
 impl Sqlite {
@@ -90,6 +92,7 @@ impl Sqlite {
             conn,
             path: path.to_owned(),
             _lock: Some(lock),
+            location: Some(location.to_owned()),
         })
     }
 
@@ -121,6 +124,7 @@ impl Sqlite {
             conn,
             path: path.to_owned(),
             _lock: None,
+            location: None,
         })
     }
 
@@ -700,7 +704,10 @@ impl Backend for Sqlite {
     fn heartbeats(&self) -> Result<Vec<Heartbeat>, StoreError> {
         let mut statement = self
             .conn
-            .prepare("SELECT location, seen_ms, shortest_ms FROM locations ORDER BY location")
+            .prepare(
+                "SELECT location, seen_ms, shortest_ms, retired_ms FROM locations \
+                 ORDER BY location",
+            )
             .map_err(|source| self.err(source))?;
         let rows = statement
             .query_map([], |row| {
@@ -708,6 +715,7 @@ impl Backend for Sqlite {
                     location: row.get(0)?,
                     seen_ms: row.get(1)?,
                     shortest_ms: row.get(2)?,
+                    retired_ms: row.get(3)?,
                 })
             })
             .map_err(|source| self.err(source))?;
@@ -813,6 +821,43 @@ impl Backend for Sqlite {
             incidents,
         })
     }
+
+    fn retire(&mut self, at_ms: i64) -> Result<Option<Retired>, StoreError> {
+        let path = self.path.clone();
+        let e = |source| sqlite(&path, source);
+        let Some(location) = self.location.clone() else {
+            return Err(e(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_READONLY),
+                Some("opened read-only: a location is retired by a handle of its writer".into()),
+            )));
+        };
+        let tx = self.conn.transaction().map_err(e)?;
+        let marked = tx
+            .execute(
+                "UPDATE locations SET retired_ms = ?2 WHERE location = ?1",
+                params![&location, at_ms],
+            )
+            .map_err(e)?;
+        if marked == 0 {
+            return Ok(None);
+        }
+        let version = next_version(&tx, true).map_err(e)?;
+        let incidents_closed = tx
+            .execute(
+                "UPDATE incidents SET end_ms = ?2, version = ?3
+                 WHERE location = ?1 AND end_ms IS NULL",
+                params![&location, at_ms, version],
+            )
+            .map_err(e)?;
+        let states_forgotten = tx
+            .execute("DELETE FROM target_state WHERE location = ?1", [&location])
+            .map_err(e)?;
+        tx.commit().map_err(e)?;
+        Ok(Some(Retired {
+            incidents_closed,
+            states_forgotten,
+        }))
+    }
 }
 
 /// The transaction's value of the store's write counter, taken when it `writes` rows a
@@ -909,7 +954,6 @@ fn put_spend(tx: &rusqlite::Transaction<'_>, sql: &str, rows: &[Spend]) -> rusql
     Ok(())
 }
 
-/// Stores heartbeats, keeping the later one of each location.
 /// Adds `notifications` to the outbox and marks the `delivered` ones (id, unix ms) sent.
 fn put_outbox(
     tx: &rusqlite::Transaction<'_>,
@@ -931,14 +975,23 @@ fn put_outbox(
     Ok(())
 }
 
+/// Stores heartbeats, keeping the later one of each location; each sets the location's
+/// retirement as it says (a prober's: back in service).
 fn put_heartbeats(tx: &rusqlite::Transaction<'_>, rows: &[Heartbeat]) -> rusqlite::Result<()> {
     let mut statement = tx.prepare_cached(
-        "INSERT INTO locations (location, seen_ms, shortest_ms) VALUES (?1, ?2, ?3)
+        "INSERT INTO locations (location, seen_ms, shortest_ms, retired_ms)
+         VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (location) DO UPDATE SET
-            seen_ms = MAX(seen_ms, excluded.seen_ms), shortest_ms = excluded.shortest_ms",
+            seen_ms = MAX(seen_ms, excluded.seen_ms), shortest_ms = excluded.shortest_ms,
+            retired_ms = excluded.retired_ms",
     )?;
     for row in rows {
-        statement.execute(params![row.location, row.seen_ms, row.shortest_ms])?;
+        statement.execute(params![
+            row.location,
+            row.seen_ms,
+            row.shortest_ms,
+            row.retired_ms
+        ])?;
     }
     Ok(())
 }

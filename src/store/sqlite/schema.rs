@@ -257,6 +257,9 @@ ALTER TABLE incidents ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX incidents_by_version ON incidents (version);
 "#;
 
+/// A location may be retired (`sonde store retire`): when, or `NULL` while in service.
+const V10: &str = "ALTER TABLE locations ADD COLUMN retired_ms INTEGER;";
+
 /// The schema version that gave rows a location.
 pub const LOCATIONS_VERSION: i64 = 3;
 
@@ -265,7 +268,7 @@ pub const LOCATIONS_VERSION: i64 = 3;
 pub const LOCATED_TABLES: &[&str] = &["results", "rollups", "spend", "target_state", "incidents"];
 
 /// Every migration, oldest first; migration `n` (from 1) brings the schema to version `n`.
-const ALL: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9];
+const ALL: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10];
 
 /// The version this build writes and reads.
 pub const LATEST: i64 = ALL.len() as i64;
