@@ -333,5 +333,5 @@ fn store_retire_names_what_it_did_and_refuses_a_running_prober() {
     let reader = Store::open_read_only(&config.store).unwrap();
     let beats = reader.heartbeats().unwrap();
     assert_eq!(beats.len(), 1);
-    assert!(beats[0].retired_ms.is_some_and(|at| at >= now));
+    assert!(beats[0].retired() && beats[0].retired_ms.is_some_and(|at| at >= now));
 }

@@ -38,7 +38,7 @@ pub fn locations(store: &Store, now_ms: i64) -> Result<Vec<LocationStatus>, Stor
         .heartbeats()?
         .into_iter()
         .map(|beat| {
-            let retired = beat.retired_ms.is_some();
+            let retired = beat.retired();
             (beat.location, beat.seen_ms, beat.shortest_ms, retired)
         })
         .collect();

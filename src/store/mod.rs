@@ -258,9 +258,17 @@ pub struct Heartbeat {
     pub seen_ms: i64,
     /// Its shortest schedule, ms: it is stale once silent for three of them.
     pub shortest_ms: i64,
-    /// Unix ms it was retired ([`Backend::retire`]); `None` while in service. A heartbeat
-    /// its prober writes puts it back in service.
+    /// Unix ms it was last retired ([`Backend::retire`]), if ever.
     pub retired_ms: Option<i64>,
+}
+
+impl Heartbeat {
+    /// Whether it is retired: not since written to. A heartbeat its prober writes after
+    /// the retirement, of any version of sonde, puts it back in service.
+    pub fn retired(&self) -> bool {
+        self.retired_ms
+            .is_some_and(|retired| retired >= self.seen_ms)
+    }
 }
 
 /// What retiring a location did ([`Backend::retire`]).
@@ -612,7 +620,8 @@ pub trait Backend: Send {
 
     /// Retires the location this handle writes as ([`Store::open`]: its lock refuses a
     /// second writer, so a running prober of it refuses this), at `at_ms`, in one
-    /// transaction: marks its heartbeat retired, so publishers leave it out of the fleet's
+    /// transaction: marks its heartbeat retired ([`Heartbeat::retired`], until its prober
+    /// writes again), so publishers leave it out of the fleet's
     /// lists and figures; closes its open incidents then; forgets its targets' states. What
     /// it measured stays until retention prunes it. `Ok(None)` when it never wrote a
     /// heartbeat.

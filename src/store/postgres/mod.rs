@@ -1140,7 +1140,7 @@ impl Backend for Postgres {
         self.transaction(async move |tx| {
             let marked = tx
                 .execute(
-                    "UPDATE locations SET retired_ms = $2 WHERE location = $1",
+                    "UPDATE locations SET retired_ms = GREATEST($2, seen_ms) WHERE location = $1",
                     &[&location, &at_ms],
                 )
                 .await

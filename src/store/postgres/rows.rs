@@ -110,8 +110,7 @@ pub(super) async fn put_outbox(
     Ok(())
 }
 
-/// Stores heartbeats, keeping the later one of each location; each sets the location's
-/// retirement as it says (a prober's: back in service).
+/// Stores heartbeats, keeping the later one of each location and its later retirement.
 pub(super) async fn put_heartbeats(
     tx: &Transaction<'_>,
     rows: &[Heartbeat],
@@ -122,7 +121,8 @@ pub(super) async fn put_heartbeats(
              VALUES ($1, $2, $3, $4)
              ON CONFLICT (location) DO UPDATE SET
                 seen_ms = GREATEST(locations.seen_ms, excluded.seen_ms),
-                shortest_ms = excluded.shortest_ms, retired_ms = excluded.retired_ms",
+                shortest_ms = excluded.shortest_ms,
+                retired_ms = GREATEST(locations.retired_ms, excluded.retired_ms)",
             &[
                 &row.location,
                 &row.seen_ms,

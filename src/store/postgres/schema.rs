@@ -260,7 +260,8 @@ CREATE TRIGGER incident_written BEFORE UPDATE ON incidents
     FOR EACH ROW EXECUTE FUNCTION incident_written();
 "#;
 
-/// A location may be retired (`sonde store retire`): when, or `NULL` while in service.
+/// A location may be retired (`sonde store retire`): when, or `NULL` if never; it is back
+/// in service once a heartbeat is later.
 const V11: &str = "ALTER TABLE locations ADD COLUMN retired_ms BIGINT;";
 
 /// The schema version that gave rows a location.

@@ -834,7 +834,7 @@ impl Backend for Sqlite {
         let tx = self.conn.transaction().map_err(e)?;
         let marked = tx
             .execute(
-                "UPDATE locations SET retired_ms = ?2 WHERE location = ?1",
+                "UPDATE locations SET retired_ms = MAX(?2, seen_ms) WHERE location = ?1",
                 params![&location, at_ms],
             )
             .map_err(e)?;
@@ -975,15 +975,15 @@ fn put_outbox(
     Ok(())
 }
 
-/// Stores heartbeats, keeping the later one of each location; each sets the location's
-/// retirement as it says (a prober's: back in service).
+/// Stores heartbeats, keeping the later one of each location and its later retirement.
 fn put_heartbeats(tx: &rusqlite::Transaction<'_>, rows: &[Heartbeat]) -> rusqlite::Result<()> {
     let mut statement = tx.prepare_cached(
         "INSERT INTO locations (location, seen_ms, shortest_ms, retired_ms)
          VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (location) DO UPDATE SET
             seen_ms = MAX(seen_ms, excluded.seen_ms), shortest_ms = excluded.shortest_ms,
-            retired_ms = excluded.retired_ms",
+            retired_ms = MAX(IFNULL(retired_ms, excluded.retired_ms),
+                             IFNULL(excluded.retired_ms, retired_ms))",
     )?;
     for row in rows {
         statement.execute(params![

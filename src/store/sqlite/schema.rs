@@ -257,7 +257,8 @@ ALTER TABLE incidents ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX incidents_by_version ON incidents (version);
 "#;
 
-/// A location may be retired (`sonde store retire`): when, or `NULL` while in service.
+/// A location may be retired (`sonde store retire`): when, or `NULL` if never; it is back
+/// in service once a heartbeat is later.
 const V10: &str = "ALTER TABLE locations ADD COLUMN retired_ms INTEGER;";
 
 /// The schema version that gave rows a location.
