@@ -92,9 +92,12 @@ fn retire(args: RetireArgs) -> anyhow::Result<ExitCode> {
         incidents_closed,
         states_forgotten,
     } = retired;
+    let plural = |n: usize| if n == 1 { "" } else { "s" };
     println!(
-        "retired {location}: {incidents_closed} open incidents closed, {states_forgotten} \
-         target states forgotten; its runs stay until retention prunes them"
+        "retired {location}: {incidents_closed} open incident{} closed, {states_forgotten} \
+         target state{} forgotten; its runs stay until retention prunes them",
+        plural(incidents_closed),
+        plural(states_forgotten)
     );
     Ok(ExitCode::SUCCESS)
 }
