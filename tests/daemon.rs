@@ -541,6 +541,32 @@ async fn the_daemon_saves_a_checkpoint_that_a_later_publish_restores() {
     }
 }
 
+/// A checkpoint gone from the store (a PostgreSQL crash empties its unlogged table) is saved
+/// again at the next publish, not `publish.checkpoint` (5 minutes) after the last save: a
+/// publisher starting meanwhile would read the store whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_gone_from_the_store_is_saved_again_at_the_next_publish() {
+    let sim = common::simulator(SCENARIO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = publishing_config(dir.path(), &sim.base_url(), &["m0"]);
+    let daemon = tokio::spawn(run_for(config.clone(), Duration::from_secs(8)));
+    let saved = || {
+        let store = Store::open_read_only(&config.store).ok()?;
+        store.checkpoint_saved_ms().ok().flatten()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(6);
+    while saved().is_none() {
+        assert!(std::time::Instant::now() < deadline, "no first save");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let db = rusqlite::Connection::open(dir.path().join("sonde.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(db.execute("DELETE FROM checkpoint", []).unwrap(), 1);
+    assert_eq!(saved(), None, "gone");
+    daemon.await.unwrap();
+    assert!(saved().is_some(), "the daemon saved it again");
+}
+
 /// After an upgrade: the daemon finds the checkpoint of another sonde in this layout,
 /// publishes from it at once while it reads the store whole in the background, then
 /// publishes from what it read and saves the checkpoint as its own again.

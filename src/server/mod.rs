@@ -302,7 +302,12 @@ impl Site {
             let (snapshot, publisher, checkpointer, csv) = site.read(|store| {
                 let snapshot = site.snapshot(store, now_ms())?;
                 let publisher = site.takes_publisher_lock() && store.publisher_lock()?;
-                let checkpointer = site.checkpointing() && store.checkpoint_lock()?;
+                // Holding the checkpoint lock: whether the store's checkpoint is gone.
+                let checkpointer = if site.checkpointing() && store.checkpoint_lock()? {
+                    Some(store.checkpoint_saved_ms()?.is_none())
+                } else {
+                    None
+                };
                 let csv = (publisher && site.config.publish.out.is_some())
                     .then(|| results_csv::render(store, snapshot.now_ms))
                     .transpose()?;
@@ -326,9 +331,9 @@ impl Site {
                 _ => publish::each_shared_file(&site.config, &snapshot, &feed, keep)?,
             }
             site.announce_publisher(publisher);
-            site.announce_checkpointer(checkpointer);
+            site.announce_checkpointer(checkpointer.is_some());
             let for_sync = (publisher && site.syncing).then(|| feed.clone());
-            let checkpoint_due = checkpointer && site.checkpoint_due();
+            let checkpoint_due = checkpointer.is_some_and(|gone| site.checkpoint_due(gone));
             let published = site.served.then(|| Published {
                 files,
                 figures: RwLock::new(Some(Arc::new(Figures { snapshot, feed }))),
@@ -387,8 +392,11 @@ impl Site {
 
     /// Whether the daemon, holding the checkpoint lock, saves its checkpoint after this
     /// publish: it began none yet, or `publish.checkpoint` has passed since it began the
-    /// last. Marks it begun, so that a slow save is not begun again meanwhile.
-    fn checkpoint_due(&self) -> bool {
+    /// last, or the store's is `gone` (a database crash empties PostgreSQL's, and a
+    /// publisher starting before the next save would read the store whole) and a publish
+    /// interval has passed since it began the last (which a save still under way has not
+    /// written yet). Marks it begun, so that a slow save is not begun again meanwhile.
+    fn checkpoint_due(&self, gone: bool) -> bool {
         let Some(every) = self
             .config
             .publish
@@ -402,7 +410,12 @@ impl Site {
             return false;
         }
         let mut begun = lock(&self.checkpointed);
-        let due = begun.is_none_or(|at| at.elapsed() >= every);
+        let again_after = if gone {
+            every.min(self.config.publish.every)
+        } else {
+            every
+        };
+        let due = begun.is_none_or(|at| at.elapsed() >= again_after);
         if due {
             *begun = Some(Instant::now());
         }

@@ -588,6 +588,10 @@ pub trait Backend: Send {
     /// The publisher's checkpoint as last saved, if one was (`publish::checkpoint`).
     fn checkpoint(&self) -> Result<Option<Vec<u8>>, StoreError>;
 
+    /// When the store's checkpoint was saved (unix ms), without reading it; `None` when it
+    /// holds none: never saved, or emptied since (on PostgreSQL, by a crash of the server).
+    fn checkpoint_saved_ms(&self) -> Result<Option<i64>, StoreError>;
+
     /// Saves the publisher's checkpoint over the last one, at `saved_ms`. Called by the
     /// daemon holding the checkpoint lock, on a reading handle: a read-only SQLite handle
     /// opens the file for this one write (the daemon's process holds the store's lock).

@@ -196,6 +196,20 @@ impl Postgres {
         futures_executor::block_on(query(&self.pool)).map_err(|failure| self.error(failure))
     }
 
+    /// The checkpoint row's `column`, if the store holds one.
+    fn checkpoint_column<T>(&self, column: &str) -> Result<Option<T>, StoreError>
+    where
+        T: for<'a> tokio_postgres::types::FromSql<'a>,
+    {
+        let sql = format!("SELECT {column} FROM checkpoint WHERE id = 1");
+        self.call(async |pool: &Pool| {
+            let client = pool.get().await.map_err(Failure::pool)?;
+            let row = client.query_opt(&sql, &[]).await.map_err(Failure::Db)?;
+            row.map(|row| row.try_get(0).map_err(Failure::Db))
+                .transpose()
+        })
+    }
+
     /// The writer's session, opened (lock taken, schema migrated) when it is missing or
     /// broke since the last call.
     fn writer(&mut self) -> Result<&mut Client, StoreError> {
@@ -950,15 +964,11 @@ impl Backend for Postgres {
     }
 
     fn checkpoint(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        self.call(async |pool: &Pool| {
-            let client = pool.get().await.map_err(Failure::pool)?;
-            let row = client
-                .query_opt("SELECT body FROM checkpoint WHERE id = 1", &[])
-                .await
-                .map_err(Failure::Db)?;
-            row.map(|row| row.try_get(0).map_err(Failure::Db))
-                .transpose()
-        })
+        self.checkpoint_column("body")
+    }
+
+    fn checkpoint_saved_ms(&self) -> Result<Option<i64>, StoreError> {
+        self.checkpoint_column("saved_ms")
     }
 
     fn save_checkpoint(&self, saved_ms: i64, body: &[u8]) -> Result<(), StoreError> {

@@ -96,6 +96,18 @@ impl Sqlite {
         })
     }
 
+    /// The checkpoint row's `column`, if the store holds one.
+    fn checkpoint_column<T: rusqlite::types::FromSql>(
+        &self,
+        column: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let sql = format!("SELECT {column} FROM checkpoint WHERE id = 1");
+        self.conn
+            .query_row(&sql, [], |row| row.get(0))
+            .optional()
+            .map_err(|source| self.err(source))
+    }
+
     /// Opens an existing store for reading, while a daemon may be writing it.
     pub fn open_read_only(path: &Path) -> Result<Sqlite, StoreError> {
         if !path.exists() {
@@ -673,12 +685,11 @@ impl Backend for Sqlite {
     }
 
     fn checkpoint(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        self.conn
-            .query_row("SELECT body FROM checkpoint WHERE id = 1", [], |row| {
-                row.get(0)
-            })
-            .optional()
-            .map_err(|source| self.err(source))
+        self.checkpoint_column("body")
+    }
+
+    fn checkpoint_saved_ms(&self) -> Result<Option<i64>, StoreError> {
+        self.checkpoint_column("saved_ms")
     }
 
     fn save_checkpoint(&self, saved_ms: i64, body: &[u8]) -> Result<(), StoreError> {
