@@ -834,6 +834,63 @@ fn a_retired_location_leaves_the_fleet_and_comes_back_with_its_prober() {
     common::retired_location_against_cold_reads(&config);
 }
 
+/// A store a newer sonde migrated: written and read as it is while the newer migrations
+/// leave this build's code working (the oldest writer the store records is no newer than
+/// this build's schema), as a fleet's probers of the version before go on during an
+/// upgrade; refused, by writers and readers alike, once one did not.
+#[test]
+fn a_newer_schema_is_written_while_it_allows_this_build_and_refused_once_it_does_not() {
+    let Some(cluster) = common::postgres::start("a_newer_schema") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &postgres_database(&cluster, "newer"));
+    drop(Store::open(&config.store, "a").unwrap());
+    let schema = || cluster.psql("newer", "SELECT version, oldest_writer FROM sonde_schema");
+    let (ours, oldest) = {
+        let text = schema();
+        let mut fields = text.trim().split('|').map(|f| f.parse::<i32>().unwrap());
+        (fields.next().unwrap(), fields.next().unwrap())
+    };
+    assert!(oldest < ours, "{ours} {oldest}");
+
+    // A newer sonde's migration that only added.
+    cluster.psql("newer", "UPDATE sonde_schema SET version = version + 1");
+    let mut writer = Store::open(&config.store, "a").expect("a newer schema this build may write");
+    let now = now_ms();
+    let run = common::scripted(&config, 0, now, sonde::result::Outcome::Ok, 100.0);
+    writer
+        .write(&Batch {
+            results: vec![(run, now)],
+            ..Batch::default()
+        })
+        .unwrap();
+    drop(writer);
+    let reader = Store::open_read_only(&config.store).expect("and read");
+    assert_eq!(reader.result_count().unwrap(), 1);
+    drop(reader);
+    assert_eq!(
+        schema().trim(),
+        format!("{}|{oldest}", ours + 1),
+        "left as it is"
+    );
+
+    // One that needs newer code.
+    cluster.psql("newer", "UPDATE sonde_schema SET oldest_writer = version");
+    let refused = |opened: Result<Store, sonde::store::StoreError>| {
+        let Err(err) = opened else {
+            panic!("a schema this build may not write was opened");
+        };
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("newer than this sonde's {ours}: upgrade sonde")),
+            "{text}"
+        );
+    };
+    refused(Store::open(&config.store, "a"));
+    refused(Store::open_read_only(&config.store));
+}
+
 /// The checkpoint is a cache kept out of PostgreSQL's WAL: a 4 MiB save writes a few KiB of
 /// it, where a logged table writes the whole body again. A crash of the server empties it
 /// (the next publisher reads the store whole) while every stored run stays.

@@ -157,18 +157,18 @@ impl Postgres {
             Access::Reader => {
                 let found = store.call(async |pool: &Pool| {
                     let client = pool.get().await.map_err(Failure::pool)?;
-                    schema::version(&**client).await.map_err(Failure::Text)
+                    schema::found(&**client).await.map_err(Failure::Text)
                 })?;
                 match found {
-                    None | Some(0) => {
+                    None | Some(schema::Found { version: 0, .. }) => {
                         return Err(StoreError::Setup(format!(
                             "{} holds no sonde store: run `sonde run` with this [store] first, or copy one in with `sonde store migrate`",
                             store.name
                         )));
                     }
-                    Some(version) if version != schema::LATEST => {
+                    Some(found) if !found.writable() => {
                         return Err(store.migration(super::schema_mismatch(
-                            version.into(),
+                            found.version.into(),
                             schema::LATEST.into(),
                         )));
                     }

@@ -264,6 +264,18 @@ CREATE TRIGGER incident_written BEFORE UPDATE ON incidents
 /// in service once a heartbeat is later.
 const V11: &str = "ALTER TABLE locations ADD COLUMN retired_ms BIGINT;";
 
+/// `sonde_schema` records the oldest schema version whose sonde may still write the store
+/// ([`OLDEST_WRITER`]), so that a fleet upgraded prober by prober keeps the probers of the
+/// version before writing when no migration since needs their code to change.
+const V12: &str = "ALTER TABLE sonde_schema ADD COLUMN oldest_writer INTEGER;";
+
+/// The oldest schema version whose sonde may read and write a store at [`LATEST`]: raised
+/// to a migration's own version when code of the version before cannot work with it (a
+/// column it must fill, a table or column it uses renamed or dropped); left when a migration
+/// only adds what older statements do not notice (a table, a column that is nullable or has
+/// a default, an index, a trigger). Migrations 11 and 12 each only add a nullable column.
+pub const OLDEST_WRITER: i32 = 10;
+
 /// The schema version that gave rows a location.
 pub const LOCATIONS_VERSION: i32 = 2;
 
@@ -272,13 +284,32 @@ pub const LOCATIONS_VERSION: i32 = 2;
 pub const LOCATED_TABLES: &[&str] = &["results", "rollups", "spend", "target_state", "incidents"];
 
 /// Every migration, oldest first; migration `n` (from 1) brings the schema to version `n`.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12];
 
 /// The version this build writes and reads.
 pub const LATEST: i32 = MIGRATIONS.len() as i32;
 
+/// A sonde store's schema, as `sonde_schema` records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Found {
+    /// Its version.
+    pub version: i32,
+    /// The oldest schema version whose sonde may write it; its own version where the store
+    /// records none (before migration 12).
+    pub oldest_writer: i32,
+}
+
+impl Found {
+    /// Whether this build reads and writes it as it is: it is at [`LATEST`], or newer but
+    /// only by migrations that code of this build's version may still write with.
+    pub fn writable(self) -> bool {
+        self.version == LATEST || (self.version > LATEST && self.oldest_writer <= LATEST)
+    }
+}
+
 /// Brings the schema to [`LATEST`] inside `tx`; returns the version it found (0 for a new
-/// store). An error when the database was written by a newer sonde.
+/// store). A schema a newer sonde migrated is left as it is when this build may write it
+/// ([`Found::writable`]), else an error.
 pub async fn migrate(tx: &Transaction<'_>) -> Result<i32, String> {
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
@@ -286,9 +317,13 @@ pub async fn migrate(tx: &Transaction<'_>) -> Result<i32, String> {
     tx.batch_execute("CREATE TABLE IF NOT EXISTS sonde_schema (version INTEGER NOT NULL)")
         .await
         .map_err(|err| err.to_string())?;
-    let current = version(tx).await?.unwrap_or(0);
+    let found = found(tx).await?;
+    let current = found.map_or(0, |found| found.version);
     if current > LATEST {
-        return Err(super::super::schema_mismatch(current.into(), LATEST.into()));
+        return match found {
+            Some(found) if found.writable() => Ok(current),
+            _ => Err(super::super::schema_mismatch(current.into(), LATEST.into())),
+        };
     }
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         tx.batch_execute(sql)
@@ -298,14 +333,17 @@ pub async fn migrate(tx: &Transaction<'_>) -> Result<i32, String> {
     tx.execute("DELETE FROM sonde_schema", &[])
         .await
         .map_err(|err| err.to_string())?;
-    tx.execute("INSERT INTO sonde_schema (version) VALUES ($1)", &[&LATEST])
-        .await
-        .map_err(|err| err.to_string())?;
+    tx.execute(
+        "INSERT INTO sonde_schema (version, oldest_writer) VALUES ($1, $2)",
+        &[&LATEST, &OLDEST_WRITER],
+    )
+    .await
+    .map_err(|err| err.to_string())?;
     Ok(current)
 }
 
-/// The stored schema version; `None` when no sonde store is in this database.
-pub async fn version(client: &impl tokio_postgres::GenericClient) -> Result<Option<i32>, String> {
+/// The stored schema; `None` when no sonde store is in this database.
+pub async fn found(client: &impl tokio_postgres::GenericClient) -> Result<Option<Found>, String> {
     let exists: bool = client
         .query_one("SELECT to_regclass('sonde_schema') IS NOT NULL", &[])
         .await
@@ -314,10 +352,25 @@ pub async fn version(client: &impl tokio_postgres::GenericClient) -> Result<Opti
     if !exists {
         return Ok(None);
     }
-    client
-        .query_opt("SELECT MAX(version) FROM sonde_schema", &[])
+    // Every column, by name: a store from before migration 12 has no `oldest_writer`.
+    let row = client
+        .query_opt(
+            "SELECT * FROM sonde_schema ORDER BY version DESC LIMIT 1",
+            &[],
+        )
         .await
-        .and_then(|row| row.map(|row| row.try_get(0)).transpose())
-        .map(Option::flatten)
-        .map_err(|err| err.to_string())
+        .map_err(|err| err.to_string())?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let version: i32 = row.try_get("version").map_err(|err| err.to_string())?;
+    let oldest_writer = row
+        .try_get::<_, Option<i32>>("oldest_writer")
+        .ok()
+        .flatten()
+        .unwrap_or(version);
+    Ok(Some(Found {
+        version,
+        oldest_writer,
+    }))
 }
