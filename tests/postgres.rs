@@ -837,7 +837,8 @@ fn a_retired_location_leaves_the_fleet_and_comes_back_with_its_prober() {
 /// A store a newer sonde migrated: written and read as it is while the newer migrations
 /// leave this build's code working (the oldest writer the store records is no newer than
 /// this build's schema), as a fleet's probers of the version before go on during an
-/// upgrade; refused, by writers and readers alike, once one did not.
+/// upgrade; refused, by writers and readers alike and by a writer's session already open,
+/// once one did not.
 #[test]
 fn a_newer_schema_is_written_while_it_allows_this_build_and_refused_once_it_does_not() {
     let Some(cluster) = common::postgres::start("a_newer_schema") else {
@@ -875,8 +876,20 @@ fn a_newer_schema_is_written_while_it_allows_this_build_and_refused_once_it_does
         "left as it is"
     );
 
-    // One that needs newer code.
+    // One that needs newer code, applied while a writer's session lasts: its next write is
+    // refused (the writer holds the runs), then new sessions are.
+    let mut lasting = Store::open(&config.store, "b").unwrap();
     cluster.psql("newer", "UPDATE sonde_schema SET oldest_writer = version");
+    let run = common::scripted(&config, 1, now, sonde::result::Outcome::Ok, 100.0);
+    let batch = Batch {
+        results: vec![(run, now)],
+        ..Batch::default()
+    };
+    let Err(err) = lasting.write(&batch) else {
+        panic!("a session wrote on a schema this build may not write");
+    };
+    assert!(err.to_string().contains("upgrade sonde"), "{err}");
+    drop(lasting);
     let refused = |opened: Result<Store, sonde::store::StoreError>| {
         let Err(err) = opened else {
             panic!("a schema this build may not write was opened");
@@ -889,6 +902,13 @@ fn a_newer_schema_is_written_while_it_allows_this_build_and_refused_once_it_does
     };
     refused(Store::open(&config.store, "a"));
     refused(Store::open_read_only(&config.store));
+    cluster.psql(
+        "newer",
+        &format!("UPDATE sonde_schema SET oldest_writer = {oldest}"),
+    );
+    let mut writer = Store::open(&config.store, "b").unwrap();
+    writer.write(&batch).unwrap();
+    assert_eq!(writer.result_count().unwrap(), 2, "nothing half written");
 }
 
 /// The checkpoint is a cache kept out of PostgreSQL's WAL: a 4 MiB save writes a few KiB of

@@ -261,7 +261,9 @@ impl Postgres {
         })
     }
 
-    /// Runs `work` in one transaction of the writer's session.
+    /// Runs `work` in one transaction of the writer's session, once the schema is one this
+    /// build may still write ([`schema::still_writable`]: a newer daemon may have migrated
+    /// it since the session began).
     fn transaction<T>(
         &mut self,
         work: impl AsyncFnOnce(&tokio_postgres::Transaction<'_>) -> Result<T, Failure>,
@@ -272,6 +274,9 @@ impl Postgres {
         let _context = context.enter();
         let done = futures_executor::block_on(async move {
             let tx = client.transaction().await.map_err(Failure::Db)?;
+            schema::still_writable(&tx)
+                .await
+                .map_err(Failure::Migration)?;
             let done = work(&tx).await?;
             tx.commit().await.map_err(Failure::Db)?;
             Ok(done)

@@ -352,6 +352,11 @@ pub async fn found(client: &impl tokio_postgres::GenericClient) -> Result<Option
     if !exists {
         return Ok(None);
     }
+    recorded(client).await
+}
+
+/// What `sonde_schema` records, in a database that has the table.
+async fn recorded(client: &impl tokio_postgres::GenericClient) -> Result<Option<Found>, String> {
     // Every column, by name: a store from before migration 12 has no `oldest_writer`.
     let row = client
         .query_opt(
@@ -373,4 +378,25 @@ pub async fn found(client: &impl tokio_postgres::GenericClient) -> Result<Option
         version,
         oldest_writer,
     }))
+}
+
+/// Waits in `tx` for a migration under way (it holds the migrations' lock, which each
+/// write transaction shares until it ends, so none runs half on either side of one), then
+/// checks that this build may still write the schema: a writer's session checks it when
+/// it connects, and a newer daemon may migrate the store while the session lasts. An error
+/// (the session's writes wait, held, until this build is upgraded) when it may not.
+pub async fn still_writable(tx: &Transaction<'_>) -> Result<(), String> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock_shared($1)",
+        &[&MIGRATION_LOCK],
+    )
+    .await
+    .map_err(|err| err.to_string())?;
+    match recorded(tx).await? {
+        Some(found) if found.writable() => Ok(()),
+        found => Err(super::super::schema_mismatch(
+            found.map_or(0, |found| found.version).into(),
+            LATEST.into(),
+        )),
+    }
 }
