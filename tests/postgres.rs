@@ -81,6 +81,19 @@ fn postgres_database(cluster: &common::postgres::Cluster, name: &str) -> String 
     postgres_store(&var)
 }
 
+/// A server started for the test `test` (`None`: PostgreSQL's tests are skipped), with a
+/// new database `name` on it, and the config, in a temporary folder kept with it, of a
+/// store there.
+fn with_a_database(
+    test: &str,
+    name: &str,
+) -> Option<(common::postgres::Cluster, tempfile::TempDir, Config)> {
+    let cluster = common::postgres::start(test)?;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &postgres_database(&cluster, name));
+    Some((cluster, dir, config))
+}
+
 /// Three days of runs every 10 minutes per target and probe, ending `now`: latencies that
 /// vary, errors of several kinds, an hour's outage of gamma, substitution and a fake
 /// stream from gamma for a while, ITL gaps, tokens and cost.
@@ -498,11 +511,9 @@ fn points(store: &Store, span: Span, since: i64, packed: bool) -> Vec<(String, P
 /// location nothing packed yet, its writer packing a day of hours a batch, and pruning.
 #[test]
 fn packed_points_read_as_the_rollups_rows_do() {
-    let Some(cluster) = common::postgres::start("packed_points") else {
+    let Some((cluster, _dir, config)) = with_a_database("packed_points", "packed") else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path(), &postgres_database(&cluster, "packed"));
     let now = now_ms();
     let records = history(&config, now);
     let us_east: Vec<ResultRecord> = records
@@ -797,11 +808,9 @@ fn stored_ids(url: &str) -> Vec<String> {
 /// the version before, while a fleet is upgraded).
 #[test]
 fn kept_incidents_publish_what_a_cold_read_does() {
-    let Some(cluster) = common::postgres::start("kept_incidents") else {
+    let Some((cluster, _dir, config)) = with_a_database("kept_incidents", "incidents") else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path(), &postgres_database(&cluster, "incidents"));
     common::kept_incidents_against_cold_reads(&config);
 
     let now = now_ms();
@@ -826,11 +835,9 @@ fn kept_incidents_publish_what_a_cold_read_does() {
 /// lock, then out of the fleet and back with its prober, kept and cold publishes alike.
 #[test]
 fn a_retired_location_leaves_the_fleet_and_comes_back_with_its_prober() {
-    let Some(cluster) = common::postgres::start("a_retired_location") else {
+    let Some((_cluster, _dir, config)) = with_a_database("a_retired_location", "retired") else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path(), &postgres_database(&cluster, "retired"));
     common::retired_location_against_cold_reads(&config);
 }
 
@@ -841,11 +848,9 @@ fn a_retired_location_leaves_the_fleet_and_comes_back_with_its_prober() {
 /// once one did not.
 #[test]
 fn a_newer_schema_is_written_while_it_allows_this_build_and_refused_once_it_does_not() {
-    let Some(cluster) = common::postgres::start("a_newer_schema") else {
+    let Some((cluster, _dir, config)) = with_a_database("a_newer_schema", "newer") else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path(), &postgres_database(&cluster, "newer"));
     drop(Store::open(&config.store, "a").unwrap());
     let schema = || cluster.psql("newer", "SELECT version, oldest_writer FROM sonde_schema");
     let (ours, oldest) = {
@@ -916,11 +921,11 @@ fn a_newer_schema_is_written_while_it_allows_this_build_and_refused_once_it_does
 /// (the next publisher reads the store whole) while every stored run stays.
 #[test]
 fn the_checkpoint_is_kept_out_of_the_wal_and_a_crash_empties_it() {
-    let Some(cluster) = common::postgres::start("the_checkpoint_is_kept_out_of_the_wal") else {
+    let Some((cluster, _dir, config)) =
+        with_a_database("the_checkpoint_is_kept_out_of_the_wal", "checkpointed")
+    else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path(), &postgres_database(&cluster, "checkpointed"));
     let now = now_ms();
     let records = history(&config, now);
     let count = records.len() as u64;

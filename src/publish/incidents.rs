@@ -1,8 +1,8 @@
 //! The incidents of the uptime bar's days that a publisher keeps between publishes: read
 //! whole at its first read, then only those opened or changed since (a flapping fleet
 //! writes hundreds of thousands in 90 days: at 10 locations × 1,000 targets, 200,000 read
-//! whole took 0.32–0.43 s of every publish, those written since about 1 ms), kept in the one order a whole read returns, so
-//! that what is published is a cold read's.
+//! whole took 0.32–0.43 s of every publish, those written since about 1 ms), kept in the
+//! one order a whole read returns, so that what is published is a cold read's.
 
 use std::cmp::Ordering;
 use std::sync::Arc;

@@ -560,8 +560,17 @@ pub trait Backend: Send {
     fn health(&self) -> Result<HashMap<TargetAt, TargetHealth>, StoreError>;
 
     /// Incidents that were open at or after `since_ms`, newest first (by start, then target,
-    /// location, kind and row id, all descending; text byte by byte).
-    fn incidents(&self, since_ms: i64) -> Result<Vec<Incident>, StoreError>;
+    /// location, kind and row id, all descending; text byte by byte): the whole read of
+    /// [`Backend::each_incident_written`], collected.
+    fn incidents(&self, since_ms: i64) -> Result<Vec<Incident>, StoreError> {
+        let mut incidents = Vec::new();
+        self.each_incident_written(since_ms, None, &mut |_, incident| {
+            incidents.push(incident);
+        })?;
+        // Kept in the room they take, not a doubling list's.
+        incidents.shrink_to_fit();
+        Ok(incidents)
+    }
 
     /// Hands `each` the incidents, with their row ids, that were opened or changed (closed,
     /// reopened, made worse) after `after`, whenever they ended; or, when `None`, every one

@@ -1056,18 +1056,6 @@ impl Backend for Postgres {
         Some(Arc::from(self as Box<dyn FleetLimits>))
     }
 
-    fn incidents(&self, since_ms: i64) -> Result<Vec<Incident>, StoreError> {
-        self.call(async |pool: &Pool| {
-            let client = pool.get().await.map_err(Failure::pool)?;
-            let mut incidents = Vec::new();
-            let each = &mut |_, incident| incidents.push(incident);
-            each_incident_on(&**client, &open_since_sql(), &[&since_ms], each).await?;
-            // Kept in the room they take, not a doubling list's.
-            incidents.shrink_to_fit();
-            Ok(incidents)
-        })
-    }
-
     fn each_incident_written(
         &self,
         since_ms: i64,

@@ -763,16 +763,6 @@ impl Backend for Sqlite {
             .collect()
     }
 
-    fn incidents(&self, since_ms: i64) -> Result<Vec<Incident>, StoreError> {
-        let mut incidents = Vec::new();
-        self.each_incident(&open_since_sql(), since_ms, &mut |_, incident| {
-            incidents.push(incident);
-        })?;
-        // Kept in the room they take, not a doubling list's.
-        incidents.shrink_to_fit();
-        Ok(incidents)
-    }
-
     fn each_incident_written(
         &self,
         since_ms: i64,
@@ -872,8 +862,8 @@ impl Backend for Sqlite {
 }
 
 /// The transaction's value of the store's write counter, taken when it `writes` rows a
-/// reader asks for by it (results, rollups, incidents); 0 otherwise. Only one process writes a SQLite
-/// store, so the counter, one row, grows in commit order.
+/// reader asks for by it (results, rollups, incidents); 0 otherwise. Only one process
+/// writes a SQLite store, so the counter, one row, grows in commit order.
 fn next_version(tx: &rusqlite::Transaction<'_>, writes: bool) -> rusqlite::Result<i64> {
     if !writes {
         return Ok(0);
