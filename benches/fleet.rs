@@ -142,6 +142,7 @@ fn generate(store: &mut Store, config: &Config, locations: usize, now: i64) -> u
             seen_ms: now,
             shortest_ms: 60_000,
             retired_ms: None,
+            silent_ms: None,
         });
     }
     flush(&mut page, store, true);
@@ -202,6 +203,7 @@ fn next_minute(store: &mut Store, config: &Config, locations: usize, at: i64, mi
             seen_ms: at,
             shortest_ms: 60_000,
             retired_ms: None,
+            silent_ms: None,
         });
     }
     store.copy(&page).expect("copy a minute");

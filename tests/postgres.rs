@@ -21,7 +21,9 @@ use sonde::publish::{self, Snapshot, checkpoint};
 use sonde::result::{Outcome, ResultRecord};
 use sonde::runner::{Scheduled, not_sent};
 use sonde::store::writer::import;
-use sonde::store::{Batch, Copied, Prune, RollupHead, RollupRow, Seen, Store, points_of_rollups};
+use sonde::store::{
+    Batch, Copied, Heartbeat, Prune, RollupHead, RollupRow, Seen, Store, points_of_rollups,
+};
 use sonde::units::now_ms;
 
 /// Providers and models of the scripted history: two hosts of one group, and a third
@@ -846,6 +848,106 @@ fn a_retired_location_leaves_the_fleet_and_comes_back_with_its_prober() {
 /// this build's schema), as a fleet's probers of the version before go on during an
 /// upgrade; refused, by writers and readers alike and by a writer's session already open,
 /// once one did not.
+#[test]
+fn a_location_is_judged_silent_on_the_databases_clock_whatever_its_probers_clock_says() {
+    let Some((cluster, _dir, config)) = with_a_database("judged_silent", "silent") else {
+        return;
+    };
+    let minute = 60_000;
+    let now = now_ms();
+    let beat = |location: &str, seen_ms: i64, silent_ms: Option<i64>| Batch {
+        heartbeats: vec![Heartbeat {
+            location: location.into(),
+            seen_ms,
+            shortest_ms: minute,
+            retired_ms: None,
+            silent_ms,
+        }],
+        ..Batch::default()
+    };
+    // Two probers whose clocks are 10 minutes off, each way, and a location imported with
+    // its runs (not heard by the store), its last run 5 minutes ago.
+    let mut behind = Store::open(&config.store, "behind").unwrap();
+    behind
+        .write(&beat("behind", now - 10 * minute, Some(0)))
+        .unwrap();
+    let mut ahead = Store::open(&config.store, "ahead").unwrap();
+    ahead
+        .write(&beat("ahead", now + 10 * minute, Some(0)))
+        .unwrap();
+    drop(ahead);
+    let mut imported = Store::open(&config.store, "imported").unwrap();
+    imported
+        .write(&beat("imported", now - 5 * minute, None))
+        .unwrap();
+    drop(imported);
+    let reader = Store::open_read_only(&config.store).unwrap();
+    let stale = || -> Vec<(String, bool)> {
+        let statuses = publish::windows::locations(&reader, now_ms()).unwrap();
+        statuses
+            .into_iter()
+            .map(|s| (s.location, s.stale))
+            .collect()
+    };
+    let judged = |ahead: bool, behind: bool| {
+        vec![
+            ("ahead".to_owned(), ahead),
+            ("behind".to_owned(), behind),
+            ("imported".to_owned(), true),
+        ]
+    };
+    // Judged on their probers' clocks (SQLite's rule, one clock there), behind would be
+    // stale and ahead fresh for 13 minutes after its prober died.
+    assert_eq!(stale(), judged(false, false), "both just heard");
+    let heard = |location: &str| {
+        let sql =
+            format!("SELECT heard_ms IS NOT NULL FROM locations WHERE location = '{location}'");
+        cluster.psql("silent", &sql).trim() == "t"
+    };
+    assert!(!heard("imported"));
+
+    // ahead's prober dies: 4 minutes (past 3 schedules) later on the database's clock.
+    cluster.psql(
+        "silent",
+        "UPDATE locations SET heard_ms = heard_ms - 240000 WHERE location = 'ahead'",
+    );
+    assert_eq!(stale(), judged(true, false), "ahead silent for 4 minutes");
+
+    // A prober of the version before writes behind's heartbeat, with its statement: the
+    // stamp is cleared, and behind is judged on its prober's clock again.
+    cluster.psql(
+        "silent",
+        &format!(
+            "INSERT INTO locations (location, seen_ms, shortest_ms, retired_ms) \
+             VALUES ('behind', {}, {minute}, NULL) \
+             ON CONFLICT (location) DO UPDATE SET \
+                seen_ms = GREATEST(locations.seen_ms, excluded.seen_ms), \
+                shortest_ms = excluded.shortest_ms, \
+                retired_ms = GREATEST(locations.retired_ms, excluded.retired_ms)",
+            now - 9 * minute
+        ),
+    );
+    assert!(!heard("behind"));
+    assert_eq!(stale(), judged(true, true), "an old prober's heartbeat");
+    // Its own prober again, its clock still behind the heartbeat stored: heard.
+    behind
+        .write(&beat("behind", now - 10 * minute, Some(0)))
+        .unwrap();
+    assert_eq!(stale(), judged(true, false), "heard again");
+    let beats = reader.heartbeats().unwrap();
+    assert_eq!(
+        beats[1].seen_ms,
+        now - 9 * minute,
+        "the later heartbeat kept"
+    );
+    assert!(
+        beats[1]
+            .silent_ms
+            .is_some_and(|ms| (0..minute).contains(&ms)),
+        "{beats:?}"
+    );
+}
+
 #[test]
 fn a_newer_schema_is_written_while_it_allows_this_build_and_refused_once_it_does_not() {
     let Some((cluster, _dir, config)) = with_a_database("a_newer_schema", "newer") else {

@@ -35,17 +35,34 @@ pub struct LocationStatus {
     pub retired: bool,
 }
 
-/// Every location's status at `now_ms` from `(location, seen_ms, shortest_ms, retired)`.
-pub fn statuses(heartbeats: &[(String, i64, i64, bool)], now_ms: i64) -> Vec<LocationStatus> {
-    let mut out: Vec<LocationStatus> = heartbeats
+/// What a publisher knows of one location's last heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heard {
+    /// Its name.
+    pub location: String,
+    /// Unix ms of its last heartbeat, on its prober's clock.
+    pub seen_ms: i64,
+    /// How long it has been silent, ms: on one clock for the whole fleet where the store
+    /// keeps one, else the publisher's now less `seen_ms`.
+    pub silent_ms: i64,
+    /// Its shortest schedule, ms.
+    pub shortest_ms: i64,
+    /// Taken out of service.
+    pub retired: bool,
+}
+
+/// Every location's status from its last heartbeat.
+pub fn statuses(heard: &[Heard]) -> Vec<LocationStatus> {
+    let mut out: Vec<LocationStatus> = heard
         .iter()
-        .map(|(location, seen_ms, shortest_ms, retired)| LocationStatus {
-            location: location.clone(),
-            seen_ms: *seen_ms,
-            shortest_ms: *shortest_ms,
-            stale: *retired || now_ms - seen_ms > STALE_AFTER_SCHEDULES * shortest_ms.max(&1),
+        .map(|heard| LocationStatus {
+            location: heard.location.clone(),
+            seen_ms: heard.seen_ms,
+            shortest_ms: heard.shortest_ms,
+            stale: heard.retired
+                || heard.silent_ms > STALE_AFTER_SCHEDULES * heard.shortest_ms.max(1),
             counted: false,
-            retired: *retired,
+            retired: heard.retired,
         })
         .collect();
     let any_fresh = out.iter().any(|status| !status.stale);
@@ -129,33 +146,56 @@ mod tests {
         assert_eq!(global_state(&[], 1), (Unknown, 0));
     }
 
+    /// Locations heard at `seen` (with `retired`), every 1,000 ms, judged at `now_ms` on
+    /// their own clock.
+    fn heard(beats: &[(&str, i64, bool)], now_ms: i64) -> Vec<LocationStatus> {
+        let heard: Vec<Heard> = beats
+            .iter()
+            .map(|&(location, seen_ms, retired)| Heard {
+                location: location.to_owned(),
+                seen_ms,
+                silent_ms: now_ms - seen_ms,
+                shortest_ms: 1_000,
+                retired,
+            })
+            .collect();
+        statuses(&heard)
+    }
+
     #[test]
     fn a_silent_location_is_stale_and_counts_only_when_all_are() {
-        let beats = [
-            ("a".to_owned(), 10_000, 1_000, false),
-            ("b".to_owned(), 2_000, 1_000, false),
-        ];
-        let now = statuses(&beats, 10_500);
+        let beats = [("a", 10_000, false), ("b", 2_000, false)];
+        let statuses = |now_ms| heard(&beats, now_ms);
+        let now = statuses(10_500);
         assert_eq!(
             now.iter().map(|s| (s.stale, s.counted)).collect::<Vec<_>>(),
             [(false, true), (true, false)]
         );
-        let later = statuses(&beats, 100_000);
+        let later = statuses(100_000);
         assert!(later.iter().all(|s| s.stale && s.counted));
+        // Silence is what is judged, not the prober's clock: at 10,500 on the store's
+        // clock, b's prober (its clock 8 s behind) was heard 500 ms ago.
+        let at = |location: &str, seen_ms| Heard {
+            location: location.into(),
+            seen_ms,
+            silent_ms: 500,
+            shortest_ms: 1_000,
+            retired: false,
+        };
+        let both = super::statuses(&[at("a", 10_000), at("b", 2_000)]);
+        assert!(both.iter().all(|s| !s.stale && s.counted), "{both:?}");
+        assert_eq!(both[1].seen_ms, 2_000, "shown as its prober stamped it");
     }
 
     #[test]
     fn a_retired_location_never_counts_even_when_all_are_stale() {
-        let beats = [
-            ("a".to_owned(), 10_000, 1_000, false),
-            ("b".to_owned(), 10_000, 1_000, true),
-        ];
-        let now = statuses(&beats, 10_500);
+        let beats = [("a", 10_000, false), ("b", 10_000, true)];
+        let now = heard(&beats, 10_500);
         let judged = |at: &[LocationStatus]| -> Vec<(bool, bool, bool)> {
             at.iter().map(|s| (s.stale, s.counted, s.retired)).collect()
         };
         assert_eq!(judged(&now), [(false, true, false), (true, false, true)]);
-        let later = statuses(&beats, 100_000);
+        let later = heard(&beats, 100_000);
         assert_eq!(judged(&later), [(true, true, false), (true, false, true)]);
     }
 }

@@ -14,7 +14,7 @@ use super::minutes::Minutes;
 use super::window_cache::{Key, WindowCache};
 use super::{joined, on_every_core};
 use crate::aggregate::health::{State, TargetHealth};
-use crate::aggregate::quorum::{self, LocationStatus};
+use crate::aggregate::quorum::{self, Heard, LocationStatus};
 use crate::aggregate::sum::RollupSum;
 use crate::aggregate::{LocationStats, TargetStats, Window, WindowStats};
 use crate::config::Config;
@@ -32,17 +32,22 @@ fn add_into(probes: &mut PerProbe, probe: String, rollup: RollupSum) {
     probes.entry(probe).or_default().append(&rollup);
 }
 
-/// Every location that ever wrote to `store`, stale or fresh at `now_ms`, or retired.
+/// Every location that ever wrote to `store`, stale or fresh at `now_ms`, or retired. A
+/// location is judged silent on the store's clock where it keeps one for the fleet
+/// (PostgreSQL), else by `now_ms` against its heartbeat's time.
 pub fn locations(store: &Store, now_ms: i64) -> Result<Vec<LocationStatus>, StoreError> {
-    let beats: Vec<(String, i64, i64, bool)> = store
+    let heard: Vec<Heard> = store
         .heartbeats()?
         .into_iter()
-        .map(|beat| {
-            let retired = beat.retired();
-            (beat.location, beat.seen_ms, beat.shortest_ms, retired)
+        .map(|beat| Heard {
+            retired: beat.retired(),
+            silent_ms: beat.silent_ms.unwrap_or(now_ms - beat.seen_ms),
+            location: beat.location,
+            seen_ms: beat.seen_ms,
+            shortest_ms: beat.shortest_ms,
         })
         .collect();
-    Ok(quorum::statuses(&beats, now_ms))
+    Ok(quorum::statuses(&heard))
 }
 
 /// Every window of every target in the store (and of each of `config`'s targets, with no

@@ -260,6 +260,14 @@ pub struct Heartbeat {
     pub shortest_ms: i64,
     /// Unix ms it was last retired ([`Backend::retire`]), if ever.
     pub retired_ms: Option<i64>,
+    /// How long the store has not heard its prober, ms on the store's own clock, where
+    /// the store keeps one (PostgreSQL: the database's, the same for every prober of a
+    /// fleet, so a prober whose clock is off is judged as one whose clock is right). When
+    /// written: `Some(0)` for a prober's own heartbeat, heard now; `None` for one copied or
+    /// imported with its runs. Read: `None` where the store keeps no clock (SQLite, whose
+    /// single node's clock `seen_ms` is on) or its prober was not heard since (a copy,
+    /// or a prober of a version before the column).
+    pub silent_ms: Option<i64>,
 }
 
 impl Heartbeat {

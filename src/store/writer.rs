@@ -180,6 +180,7 @@ pub fn import(
                     seen_ms: *at,
                     shortest_ms: state.shortest_ms,
                     retired_ms: None,
+                    silent_ms: None,
                 }),
             }
         }
@@ -409,6 +410,7 @@ impl State {
             seen_ms: now_ms(),
             shortest_ms: self.shortest_ms,
             retired_ms: None,
+            silent_ms: Some(0),
         });
         batch
     }

@@ -996,8 +996,9 @@ impl Backend for Postgres {
             let client = pool.get().await.map_err(Failure::pool)?;
             let rows = client
                 .query(
-                    "SELECT location, seen_ms, shortest_ms, retired_ms FROM locations \
-                     ORDER BY location",
+                    "SELECT location, seen_ms, shortest_ms, retired_ms, \
+                     (extract(epoch FROM clock_timestamp()) * 1000)::bigint - heard_ms \
+                     FROM locations ORDER BY location",
                     &[],
                 )
                 .await
@@ -1009,6 +1010,7 @@ impl Backend for Postgres {
                         seen_ms: row.try_get(1).map_err(Failure::Db)?,
                         shortest_ms: row.try_get(2).map_err(Failure::Db)?,
                         retired_ms: row.try_get(3).map_err(Failure::Db)?,
+                        silent_ms: row.try_get(4).map_err(Failure::Db)?,
                     })
                 })
                 .collect()

@@ -110,24 +110,29 @@ pub(super) async fn put_outbox(
     Ok(())
 }
 
-/// Stores heartbeats, keeping the later one of each location and its later retirement.
+/// Stores heartbeats, keeping the later one of each location and its later retirement; a
+/// prober's own (`silent_ms` set) is stamped heard on the database's clock, whatever its
+/// `seen_ms` (its prober's clock) says.
 pub(super) async fn put_heartbeats(
     tx: &Transaction<'_>,
     rows: &[Heartbeat],
 ) -> Result<(), Failure> {
     for row in rows {
         tx.execute(
-            "INSERT INTO locations (location, seen_ms, shortest_ms, retired_ms)
-             VALUES ($1, $2, $3, $4)
+            "INSERT INTO locations (location, seen_ms, shortest_ms, retired_ms, heard_ms)
+             VALUES ($1, $2, $3, $4,
+                CASE WHEN $5 THEN (extract(epoch FROM clock_timestamp()) * 1000)::bigint END)
              ON CONFLICT (location) DO UPDATE SET
                 seen_ms = GREATEST(locations.seen_ms, excluded.seen_ms),
                 shortest_ms = excluded.shortest_ms,
-                retired_ms = GREATEST(locations.retired_ms, excluded.retired_ms)",
+                retired_ms = GREATEST(locations.retired_ms, excluded.retired_ms),
+                heard_ms = COALESCE(excluded.heard_ms, locations.heard_ms)",
             &[
                 &row.location,
                 &row.seen_ms,
                 &row.shortest_ms,
                 &row.retired_ms,
+                &row.silent_ms.is_some(),
             ],
         )
         .await

@@ -269,11 +269,31 @@ const V11: &str = "ALTER TABLE locations ADD COLUMN retired_ms BIGINT;";
 /// version before writing when no migration since needs their code to change.
 const V12: &str = "ALTER TABLE sonde_schema ADD COLUMN oldest_writer INTEGER;";
 
+/// A location's heartbeat is stamped with the database's clock when its prober writes it
+/// (`heard_ms`), so that a fleet judges every prober's silence on one clock: a prober whose
+/// clock is behind no longer looks stale, nor one whose clock is ahead fresh after it
+/// died. A heartbeat that moves `seen_ms` without stamping (a prober of a version before,
+/// an import) clears the stamp, and its location is judged on `seen_ms` again.
+const V13: &str = r#"
+ALTER TABLE locations ADD COLUMN heard_ms BIGINT;
+CREATE FUNCTION location_heard() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.heard_ms IS NOT DISTINCT FROM OLD.heard_ms AND NEW.seen_ms > OLD.seen_ms THEN
+        NEW.heard_ms := NULL;
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER location_heard BEFORE UPDATE ON locations
+    FOR EACH ROW EXECUTE FUNCTION location_heard();
+"#;
+
 /// The oldest schema version whose sonde may read and write a store at [`LATEST`]: raised
 /// to a migration's own version when code of the version before cannot work with it (a
 /// column it must fill, a table or column it uses renamed or dropped); left when a migration
 /// only adds what older statements do not notice (a table, a column that is nullable or has
-/// a default, an index, a trigger). Migrations 11 and 12 each only add a nullable column.
+/// a default, an index, a trigger). Migrations 11 and 12 each only add a nullable column,
+/// 13 one and a trigger that keeps it right whoever writes.
 pub const OLDEST_WRITER: i32 = 10;
 
 /// The schema version that gave rows a location.
@@ -284,7 +304,7 @@ pub const LOCATIONS_VERSION: i32 = 2;
 pub const LOCATED_TABLES: &[&str] = &["results", "rollups", "spend", "target_state", "incidents"];
 
 /// Every migration, oldest first; migration `n` (from 1) brings the schema to version `n`.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12, V13];
 
 /// The version this build writes and reads.
 pub const LATEST: i32 = MIGRATIONS.len() as i32;

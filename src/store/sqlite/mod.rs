@@ -727,6 +727,7 @@ impl Backend for Sqlite {
                     seen_ms: row.get(1)?,
                     shortest_ms: row.get(2)?,
                     retired_ms: row.get(3)?,
+                    silent_ms: None,
                 })
             })
             .map_err(|source| self.err(source))?;
