@@ -189,6 +189,18 @@ pub type EachPoint<'f> = dyn FnMut(RollupHead<'_>, PointScalars) + 'f;
 pub type EachStored<'f> =
     dyn FnMut(RollupHead<'_>, StoredRollup<'_>) -> Result<(), DecodeError> + 'f;
 
+/// The rollup `read` hands to the reader it is given (the last, if several), decoded.
+pub(crate) fn one_rollup(
+    read: impl FnOnce(&mut EachStored<'_>) -> Result<(), StoreError>,
+) -> Result<Option<SparseRollup>, StoreError> {
+    let mut found = None;
+    read(&mut |_, stored| {
+        found = Some(SparseRollup::from_parts(stored.scalars, stored.blobs)?);
+        Ok(())
+    })?;
+    Ok(found)
+}
+
 /// [`Backend::each_rollup_point_written`] read from the rollups' own rows: every backend's
 /// unless it keeps the points packed, and the reference a packed read must equal.
 pub fn points_of_rollups<B: Backend + ?Sized>(
@@ -545,16 +557,7 @@ pub trait Backend: Send {
         at: &TargetAt,
         probe: &str,
     ) -> Result<Option<SparseRollup>, StoreError> {
-        let mut found = None;
-        self.rollups_at(
-            span,
-            &[(bucket, &at.target, probe, &at.location)],
-            &mut |_, stored| {
-                found = Some(SparseRollup::from_parts(stored.scalars, stored.blobs)?);
-                Ok(())
-            },
-        )?;
-        Ok(found)
+        one_rollup(|each| self.rollups_at(span, &[(bucket, &at.target, probe, &at.location)], each))
     }
 
     /// Spend per provider in `month` (`YYYY-MM`) by every location together: USD and

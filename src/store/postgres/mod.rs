@@ -40,6 +40,7 @@ use super::{
 use crate::aggregate::alerting::Notification;
 use crate::aggregate::health::{IncidentKind, State, TargetHealth, Transition};
 use crate::aggregate::rollup::Span;
+use crate::aggregate::sparse::SparseRollup;
 use crate::interned::Names;
 use crate::redact::Secret;
 use crate::result::ResultRecord;
@@ -857,6 +858,28 @@ impl Backend for Postgres {
             ],
             each,
         )
+    }
+
+    fn rollup(
+        &self,
+        span: Span,
+        bucket: i64,
+        at: &TargetAt,
+        probe: &str,
+    ) -> Result<Option<SparseRollup>, StoreError> {
+        // The primary key whole, not the keys' join: for a bucket newer than the table's
+        // statistics (every new hour and day, which the writer asks for once per key at
+        // its turn) PostgreSQL expects no row and reads the bucket's rows through the
+        // index, filtering them by the key, so the joined form cost a fleet's writer a read
+        // of every row written to the new bucket so far for each key it began.
+        let sql = format!(
+            "SELECT {ROLLUP_COLUMNS} FROM rollups
+             WHERE span = $1 AND bucket = $2 AND target = $3 COLLATE \"C\"
+                AND probe = $4 COLLATE \"C\" AND location = $5 COLLATE \"C\""
+        );
+        let key: [&(dyn ToSql + Sync); 5] =
+            [&span.as_str(), &bucket, &at.target, &probe, &at.location];
+        super::one_rollup(|each| self.rollup_rows(&sql, &key, each))
     }
 
     fn rollups_after(
