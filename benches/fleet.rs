@@ -7,6 +7,10 @@
 //! hour (the `24h` window moves: the one publish an hour that looks at every key), marked
 //! in what the bench prints; `SONDE_BENCH_FLEET_TURN=day` ends it before a day begins
 //! instead (`24h`, `7d` and `30d` all move: the one publish a day that costs the most).
+//! `SONDE_BENCH_FLEET_LEAD` sets how many whole minutes before that turn the history ends
+//! (2, and 45 s), to time the publishes that read ahead the buckets leaving the windows at
+//! the turn (each of the last 10 minutes a tenth of them): 11 and 14 minutes of publishes
+//! time all ten.
 //! Last, that publisher saves its checkpoint (`publish::checkpoint`) and another starts
 //! from it a minute of runs later, as a restarted daemon or one taking the publisher lock
 //! over does: the checkpoint's size, the save, the restore and that publisher's first
@@ -256,7 +260,8 @@ fn main() {
     // 2 min 45 s before an hour (or a day) begins: the kept publisher's third periodic
     // publish is the first of a new one, when its windows move and every key is looked at.
     let turn = turn();
-    let now = common::now_ms() / turn.ms() * turn.ms() - 165_000;
+    let lead = count("SONDE_BENCH_FLEET_LEAD", 2) as i64;
+    let now = common::now_ms() / turn.ms() * turn.ms() - lead * 60_000 - 45_000;
     let mut store = Store::open(&config.store, "loc-00").expect("open store");
     let started = Instant::now();
     let rows = generate(&mut store, &config, locations, now);
@@ -380,13 +385,15 @@ fn kept_publishes(
     let mut writer = Store::open(&config.store, "loc-00").expect("open store");
     let minutes = count("SONDE_BENCH_FLEET_MINUTES", 5).max(1) as i64;
     let turn = turn();
-    let mut buckets = Vec::new();
+    let (mut buckets, mut taken) = (Vec::new(), Vec::new());
     let mut periodic: Vec<Duration> = (1..=minutes)
         .map(|minute| {
             let at = now + minute * 60_000;
             next_minute(&mut writer, config, locations, at, 60 + minute);
             buckets.push(turn.bucket_of(at + 30_000));
-            publish_at(config, at + 30_000, &mut history)
+            let took = publish_at(config, at + 30_000, &mut history);
+            taken.push(history.taken_ahead());
+            took
         })
         .collect();
     let each: Vec<String> = periodic
@@ -394,10 +401,15 @@ fn kept_publishes(
         .enumerate()
         .map(|(i, t)| {
             let turned = i > 0 && buckets[i] != buckets[i - 1];
+            let ahead = taken[i];
             let mark = match (turned, turn) {
-                (false, _) => "",
-                (true, Span::Day) => " (a new day)",
-                (true, _) => " (a new hour)",
+                (false, _) => String::new(),
+                (true, Span::Day) => {
+                    format!(" (a new day; {ahead} buckets leaving taken from those read ahead)")
+                }
+                (true, _) => {
+                    format!(" (a new hour; {ahead} buckets leaving taken from those read ahead)")
+                }
             };
             format!("{:.0}{mark}", t.as_secs_f64() * 1000.0)
         })

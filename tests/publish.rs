@@ -1242,11 +1242,44 @@ fn kept_history_against_cold_reads(through_checkpoint: bool) {
     );
     assert!(of_locations > 0);
 
+    // The last minutes before the hour's and the day's end: each publish reads ahead a
+    // slice of the buckets that leave the windows then (the last reads them all).
+    let end = today + day;
+    for at in [end - 8 * 60_000, end - 60_000] {
+        write(
+            &config,
+            "a",
+            runs(&config, 1, at - 7 * 60_000, at, 2 * 60_000),
+        );
+        let (warm, cold, _) = publish(&mut kept, at);
+        assert_same_site(&warm, &cold, "reading ahead");
+    }
+    // Runs written late, after that, into two of those buckets: m0's day leaving `7d` and
+    // m1's hour leaving `24h`. They are read again at the turn, the two others taken from
+    // what was read ahead (kept between publishes, not in a checkpoint).
+    let late = vec![
+        common::scripted(
+            &config,
+            0,
+            today - 6 * day + 2 * hour + 7 * 60_000,
+            Outcome::Ok,
+            7_000.0,
+        ),
+        common::scripted(&config, 1, today + 31 * 60_000, Outcome::Ok, 6_000.0),
+    ];
+    write(&config, "a", late);
+
     // Past the day's end: the whole site is the cold one.
     let t2 = t0 + 2 * hour;
     write(&config, "a", runs(&config, 0, t1, t2, 5 * 60_000));
     let (warm, cold, _) = publish(&mut kept, t2);
     assert_same_site(&warm, &cold, "past the day's end");
+    let taken = if through_checkpoint { 0 } else { 2 };
+    assert_eq!(
+        kept.taken_ahead(),
+        taken,
+        "buckets subtracted from those read ahead"
+    );
 }
 
 /// Fails with `what` and the files that differ unless `warm` and `cold` are the same site.

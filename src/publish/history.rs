@@ -206,6 +206,13 @@ impl History {
         self.windows.counters()
     }
 
+    /// How many buckets leaving the rollup windows the last snapshot subtracted from those
+    /// read ahead in the publishes before it (at an hour's or a day's turn), rather than
+    /// reading them then.
+    pub fn taken_ahead(&self) -> usize {
+        self.windows.taken_ahead()
+    }
+
     /// The bytes those counters take.
     pub fn counter_bytes(&self) -> usize {
         self.windows.bytes()

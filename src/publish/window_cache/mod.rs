@@ -183,6 +183,12 @@ impl WindowCache {
         self.over_sums(SparseRollup::bytes)
     }
 
+    /// How many buckets leaving the windows the last refresh subtracted from those read
+    /// ahead in the publishes before it, rather than reading them then.
+    pub fn taken_ahead(&self) -> usize {
+        self.spans.iter().map(SpanCache::taken_ahead).sum()
+    }
+
     /// Reads what changed for the `24h`, `7d` and `30d` windows at `now_ms`; then
     /// [`WindowCache::keys`], [`WindowCache::whole`] and [`WindowCache::merged`] give them.
     /// The two spans are read at once, the hourly on a handle of its own
