@@ -946,6 +946,21 @@ fn a_location_is_judged_silent_on_the_databases_clock_whatever_its_probers_clock
             .is_some_and(|ms| (0..minute).contains(&ms)),
         "{beats:?}"
     );
+
+    // Retired, then its prober started again, its clock still 10 minutes behind the
+    // retirement's: back in service at its first heartbeat.
+    let listed = || -> Vec<String> {
+        let statuses = publish::windows::locations(&reader, now_ms()).unwrap();
+        let kept = statuses.into_iter().filter(|s| !s.retired);
+        kept.map(|s| s.location).collect()
+    };
+    behind.retire(now_ms()).unwrap().expect("retired");
+    assert!(!heard("behind"), "a retirement clears the stamp");
+    assert_eq!(listed(), ["ahead", "imported"]);
+    behind
+        .write(&beat("behind", now - 10 * minute, Some(0)))
+        .unwrap();
+    assert_eq!(listed(), ["ahead", "behind", "imported"]);
 }
 
 #[test]

@@ -284,10 +284,14 @@ pub struct Heartbeat {
 
 impl Heartbeat {
     /// Whether it is retired: not since written to. A heartbeat its prober writes after
-    /// the retirement, of any version of sonde, puts it back in service.
+    /// the retirement, of any version of sonde, puts it back in service: where the store
+    /// keeps its own clock, any one its prober stamped (a retirement clears the stamp),
+    /// whatever the prober's clock says; else one later on the prober's clock.
     pub fn retired(&self) -> bool {
-        self.retired_ms
-            .is_some_and(|retired| retired >= self.seen_ms)
+        self.silent_ms.is_none()
+            && self
+                .retired_ms
+                .is_some_and(|retired| retired >= self.seen_ms)
     }
 }
 

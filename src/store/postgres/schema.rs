@@ -273,12 +273,15 @@ const V12: &str = "ALTER TABLE sonde_schema ADD COLUMN oldest_writer INTEGER;";
 /// (`heard_ms`), so that a fleet judges every prober's silence on one clock: a prober whose
 /// clock is behind no longer looks stale, nor one whose clock is ahead fresh after it
 /// died. A heartbeat that moves `seen_ms` without stamping (a prober of a version before,
-/// an import) clears the stamp, and its location is judged on `seen_ms` again.
+/// an import) clears the stamp, and its location is judged on `seen_ms` again. So does a
+/// retirement, by any version: a stamp then says its prober wrote after it.
 const V13: &str = r#"
 ALTER TABLE locations ADD COLUMN heard_ms BIGINT;
 CREATE FUNCTION location_heard() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF NEW.heard_ms IS NOT DISTINCT FROM OLD.heard_ms AND NEW.seen_ms > OLD.seen_ms THEN
+    IF NEW.retired_ms IS DISTINCT FROM OLD.retired_ms THEN
+        NEW.heard_ms := NULL;
+    ELSIF NEW.heard_ms IS NOT DISTINCT FROM OLD.heard_ms AND NEW.seen_ms > OLD.seen_ms THEN
         NEW.heard_ms := NULL;
     END IF;
     RETURN NEW;
