@@ -7,6 +7,7 @@ mod schema;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
@@ -22,6 +23,10 @@ use crate::aggregate::rollup::{Scalars, Span};
 use crate::interned::Names;
 use crate::result::ResultRecord;
 pub use schema::RESULT_COLUMNS;
+/// How long a writer's lock held by another handle is asked for again before the store
+/// counts as another writer's: longer than a started process takes to exec.
+const LOCK_PATIENCE: Duration = Duration::from_millis(500);
+
 /// An open SQLite store.
 pub struct Sqlite {
     conn: Connection,
@@ -54,14 +59,25 @@ impl Sqlite {
             .write(true)
             .open(path)
             .map_err(io)?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(StoreError::Locked {
-                    store: path.display().to_string(),
-                });
+        // A process this one starts holds a copy of every descriptor from its fork until
+        // its exec closes them, and with it the lock of a handle just dropped: the lock is
+        // asked for again for a moment before it counts as another writer's.
+        let mut patience = LOCK_PATIENCE;
+        loop {
+            match lock.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) if !patience.is_zero() => {
+                    let nap = patience.min(Duration::from_millis(10));
+                    std::thread::sleep(nap);
+                    patience -= nap;
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(StoreError::Locked {
+                        store: path.display().to_string(),
+                    });
+                }
+                Err(std::fs::TryLockError::Error(source)) => return Err(io(source)),
             }
-            Err(std::fs::TryLockError::Error(source)) => return Err(io(source)),
         }
         let mut conn = Connection::open(path).map_err(|source| sqlite(path, source))?;
         conn.execute_batch(
@@ -1265,6 +1281,29 @@ mod tests {
             .map(Result::unwrap)
             .collect();
         assert_eq!(located, ["upgraded-here"]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_lock_just_released_is_taken_while_other_threads_start_processes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        drop(Sqlite::open(&path, "here").unwrap());
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            // Each started process holds a copy of the lock's descriptor until its exec.
+            for _ in 0..2 {
+                scope.spawn(|| {
+                    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                        let _ = std::process::Command::new("true").status();
+                    }
+                });
+            }
+            let refused =
+                (0..300).find_map(|round| Some((round, Sqlite::open(&path, "here").err()?)));
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            assert!(refused.is_none(), "{refused:?}");
+        });
     }
 
     #[cfg(unix)]
