@@ -381,9 +381,7 @@ impl SpanCache {
                     let (bucket, version) = (summed.bucket, summed.version);
                     let had = read_ahead(&self.ahead, key, bucket, version).is_some();
                     if !had && version_in(rows, bucket) == Some(version) {
-                        read.entry(key.clone())
-                            .or_insert_with(Vec::new)
-                            .push(bucket);
+                        read.entry(key.clone()).or_default().push(bucket);
                     }
                 }
             }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio_postgres::{Client, Transaction};
 
-use super::{Failure, Postgres};
+use super::{Failure, NOW_MS, Postgres};
 use crate::result::ResultRecord;
 use crate::store::{FleetLimits, LEASE_SEEN, LEASE_TTL, RateShare, SharedReservation, StoreError};
 
@@ -19,8 +19,6 @@ pub(super) const PUBLISHER_LOCK: i64 = 0x736f_6e64_655f_7075; // "sonde_pu"
 pub(super) const CHECKPOINT_LOCK: i64 = 0x736f_6e64_655f_636b; // "sonde_ck"
 /// The class of the budget's advisory transaction locks (with the provider's hash).
 const BUDGET_LOCK: i32 = 0x6275_6467; // "budg"
-/// The database's clock in unix ms.
-const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
 
 fn ms(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)

@@ -48,6 +48,8 @@ use crate::result::ResultRecord;
 /// The class of the writers' advisory locks (with the location's hash): one writer per
 /// location.
 const WRITER_LOCK: i32 = 0x736f_6e64; // "sond"
+/// The database's clock in unix ms: one clock for every prober of a fleet.
+const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
 /// Longest wait for a connection (new or from the pool) before the call fails.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections the pool keeps for readers: a publish reads on four at once (the runs, each
@@ -1019,9 +1021,10 @@ impl Backend for Postgres {
             let client = pool.get().await.map_err(Failure::pool)?;
             let rows = client
                 .query(
-                    "SELECT location, seen_ms, shortest_ms, retired_ms, \
-                     (extract(epoch FROM clock_timestamp()) * 1000)::bigint - heard_ms \
-                     FROM locations ORDER BY location",
+                    &format!(
+                        "SELECT location, seen_ms, shortest_ms, retired_ms, {NOW_MS} - heard_ms \
+                         FROM locations ORDER BY location"
+                    ),
                     &[],
                 )
                 .await

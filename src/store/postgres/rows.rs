@@ -6,7 +6,7 @@
 use serde_json::{Map, Value};
 use tokio_postgres::Transaction;
 
-use super::Failure;
+use super::{Failure, NOW_MS};
 use crate::aggregate::alerting::Notification;
 use crate::aggregate::health::TargetHealth;
 use crate::aggregate::rollup::Scalars;
@@ -117,16 +117,18 @@ pub(super) async fn put_heartbeats(
     tx: &Transaction<'_>,
     rows: &[Heartbeat],
 ) -> Result<(), Failure> {
+    let sql = format!(
+        "INSERT INTO locations (location, seen_ms, shortest_ms, retired_ms, heard_ms)
+         VALUES ($1, $2, $3, $4, CASE WHEN $5 THEN {NOW_MS} END)
+         ON CONFLICT (location) DO UPDATE SET
+            seen_ms = GREATEST(locations.seen_ms, excluded.seen_ms),
+            shortest_ms = excluded.shortest_ms,
+            retired_ms = GREATEST(locations.retired_ms, excluded.retired_ms),
+            heard_ms = COALESCE(excluded.heard_ms, locations.heard_ms)"
+    );
     for row in rows {
         tx.execute(
-            "INSERT INTO locations (location, seen_ms, shortest_ms, retired_ms, heard_ms)
-             VALUES ($1, $2, $3, $4,
-                CASE WHEN $5 THEN (extract(epoch FROM clock_timestamp()) * 1000)::bigint END)
-             ON CONFLICT (location) DO UPDATE SET
-                seen_ms = GREATEST(locations.seen_ms, excluded.seen_ms),
-                shortest_ms = excluded.shortest_ms,
-                retired_ms = GREATEST(locations.retired_ms, excluded.retired_ms),
-                heard_ms = COALESCE(excluded.heard_ms, locations.heard_ms)",
+            &sql,
             &[
                 &row.location,
                 &row.seen_ms,

@@ -23,6 +23,7 @@ use crate::aggregate::rollup::{Scalars, Span};
 use crate::interned::Names;
 use crate::result::ResultRecord;
 pub use schema::RESULT_COLUMNS;
+
 /// How long a writer's lock held by another handle is asked for again before the store
 /// counts as another writer's: longer than a started process takes to exec.
 const LOCK_PATIENCE: Duration = Duration::from_millis(500);
