@@ -494,6 +494,21 @@ fn publishing_config(dir: &Path, base_url: &str, models: &[&str]) -> Config {
     )
 }
 
+/// Runs `sonde publish` with `args` in `dir`, logging at INFO; asserts it succeeded and
+/// returns its standard output and error.
+fn publish_logged(dir: &Path, args: &[&str]) -> (String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_sonde"))
+        .arg("publish")
+        .args(args)
+        .current_dir(dir)
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{stderr}");
+    (String::from_utf8(output.stdout).unwrap(), stderr)
+}
+
 /// The daemon saves its history as the store's checkpoint after its first publish; a
 /// publisher started later (`sonde publish` here) restores it and reads only what was
 /// written since. (Three seconds of runs may be too few for a state: the figures are
@@ -516,14 +531,7 @@ async fn the_daemon_saves_a_checkpoint_that_a_later_publish_restores() {
         "saved by this run: {saved_at} < {started}"
     );
 
-    let output = Command::new(env!("CARGO_BIN_EXE_sonde"))
-        .args(["publish", "--out", "again"])
-        .current_dir(dir.path())
-        .env("RUST_LOG", "info")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
+    let (_, stderr) = publish_logged(dir.path(), &["--out", "again"]);
     assert!(
         stderr.contains("restored the publisher's checkpoint"),
         "{stderr}"
@@ -538,6 +546,65 @@ async fn the_daemon_saves_a_checkpoint_that_a_later_publish_restores() {
         // every ping.
         assert!(target["samples"].as_u64().unwrap() >= 1, "{target}");
         assert_eq!(target["availability"], 1.0, "{target}");
+    }
+
+    // A gateway's export, regenerated on a schedule, restores it too, and routes what the
+    // site's feed does.
+    let (yaml, stderr) = publish_logged(dir.path(), &["--format", "litellm"]);
+    assert!(
+        stderr.contains("restored the publisher's checkpoint"),
+        "{stderr}"
+    );
+    for target in targets {
+        let id = target["id"].as_str().unwrap();
+        assert!(yaml.contains(&format!("id: \"{id}\"")), "{id} in {yaml}");
+    }
+}
+
+/// A daemon that only probes keeps no checkpoint: a gateway's export regenerated on a
+/// schedule saves one, so that the next restores it instead of reading the store whole;
+/// with `publish.checkpoint = "0s"` none is saved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_keeps_the_checkpoint_when_no_daemon_does() {
+    let sim = common::simulator(SCENARIO).await;
+    for off in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let schedules = if off {
+            "ping = \"every 1s\"\n\n[publish]\ncheckpoint = \"0s\""
+        } else {
+            "ping = \"every 1s\""
+        };
+        let config = write_config(dir.path(), &sim.base_url(), "", &["m0"], schedules);
+        run_for(config.clone(), Duration::from_secs(2)).await;
+        let saved = || {
+            let store = Store::open_read_only(&config.store).unwrap();
+            store.checkpoint_saved_ms().unwrap()
+        };
+        assert_eq!(saved(), None, "the daemon publishes nothing");
+        let export = || {
+            let (yaml, stderr) = publish_logged(dir.path(), &["--format", "litellm"]);
+            assert!(yaml.contains("id: \"sim/m0\""), "{yaml}");
+            stderr
+        };
+        let first = export();
+        if off {
+            assert_eq!(saved(), None, "checkpoint = \"0s\": {first}");
+            continue;
+        }
+        assert!(
+            first.contains("saved the publisher's checkpoint: no daemon keeps one"),
+            "{first}"
+        );
+        assert!(saved().is_some());
+        let second = export();
+        assert!(
+            second.contains("restored the publisher's checkpoint"),
+            "{second}"
+        );
+        assert!(
+            !second.contains("saved the publisher's checkpoint"),
+            "{second}"
+        );
     }
 }
 

@@ -1033,6 +1033,62 @@ fn a_newer_schema_is_written_while_it_allows_this_build_and_refused_once_it_does
     assert_eq!(writer.result_count().unwrap(), 2, "nothing half written");
 }
 
+/// A one-shot command (`sonde publish`, an export, `sonde sync`) keeps the checkpoint only
+/// when no daemon does: not while another holds the checkpoint lock, then once it is free,
+/// and again only when the one it saved is older than `publish.checkpoint` and a publish
+/// interval. Each publish from it is a cold read's.
+#[test]
+fn a_one_shot_saves_the_checkpoint_only_when_no_daemon_keeps_it() {
+    let Some((_cluster, _dir, config)) =
+        with_a_database("a_one_shot_saves_the_checkpoint", "one_shot")
+    else {
+        return;
+    };
+    let now = now_ms();
+    let records = history(&config, now);
+    let writer = Store::open(&config.store, &config.prober.location).unwrap();
+    import(writer, &config, records).unwrap();
+    let keeping = Store::open_read_only(&config.store).unwrap();
+    assert!(
+        keeping.checkpoint_lock().unwrap(),
+        "a daemon takes the lock"
+    );
+    let store = Store::open_read_only(&config.store).unwrap();
+    let published = |at: i64| {
+        let snapshot = Snapshot::load_one_shot(&config, &store, at).unwrap();
+        let cold = Snapshot::load(&config, &store, at).unwrap();
+        assert_eq!(
+            publish::build(&config, &snapshot).unwrap(),
+            publish::build(&config, &cold).unwrap(),
+            "a one-shot's publish at {at} is a cold read's"
+        );
+    };
+
+    published(now);
+    assert_eq!(
+        store.checkpoint_saved_ms().unwrap(),
+        None,
+        "a daemon holds the checkpoint lock"
+    );
+    drop(keeping);
+    published(now);
+    assert_eq!(store.checkpoint_saved_ms().unwrap(), Some(now), "saved");
+    let every = config.publish.checkpoint.unwrap() + config.publish.every;
+    let kept_for = every.as_millis() as i64;
+    published(now + kept_for - 1);
+    assert_eq!(
+        store.checkpoint_saved_ms().unwrap(),
+        Some(now),
+        "restored, not saved again while fresh"
+    );
+    published(now + kept_for);
+    assert_eq!(
+        store.checkpoint_saved_ms().unwrap(),
+        Some(now + kept_for),
+        "saved again once older"
+    );
+}
+
 /// The checkpoint is a cache kept out of PostgreSQL's WAL: a 4 MiB save writes a few KiB of
 /// it, where a logged table writes the whole body again. A crash of the server empties it
 /// (the next publisher reads the store whole) while every stored run stays.

@@ -18,8 +18,8 @@ use std::io::IsTerminal;
 use anyhow::bail;
 use sonde::config::{Config, Target};
 use sonde::probe::Probe;
-use sonde::publish::feed::{self, Feed};
-use sonde::publish::windows;
+use sonde::publish::Snapshot;
+use sonde::publish::feed::Feed;
 use sonde::store::Store;
 use tracing_subscriber::EnvFilter;
 
@@ -52,13 +52,12 @@ pub fn init_logging_as(default: &str, format: LogFormat) {
     };
 }
 
-/// The feed as a cold read of the config's store gives it now.
-pub fn cold_feed(config: &Config) -> anyhow::Result<Feed> {
+/// The feed of the config's store now, as a one-shot command reads it
+/// ([`Snapshot::load_one_shot`]: from the store's checkpoint when it has one).
+pub fn feed_now(config: &Config) -> anyhow::Result<Feed> {
     let store = Store::open_read_only(&config.store)?;
     let now = chrono::Utc::now().timestamp_millis();
-    let stats = windows::summarize(&store, config, now)?;
-    let locations = windows::locations(&store, now)?;
-    Ok(feed::build(config, &stats, &locations, now))
+    Ok(Snapshot::load_one_shot(config, &store, now)?.feed(config))
 }
 
 /// A multi-threaded tokio runtime for one command.

@@ -6,8 +6,7 @@ use std::process::ExitCode;
 
 use sonde::config::Config;
 use sonde::owned_dir::{self, Protected, SITE_MARKER};
-use sonde::publish::history::History;
-use sonde::publish::{self, Snapshot, checkpoint, gateway, results_csv};
+use sonde::publish::{self, Snapshot, gateway, results_csv};
 use sonde::store::Store;
 
 /// What to publish.
@@ -56,7 +55,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     super::init_logging("warn");
     let config = Config::load(&args.config)?;
     let protected = Protected::new(&config.file, config.store.file());
-    let feed = || super::cold_feed(&config);
+    let feed = || super::feed_now(&config);
     let text = match args.format {
         Format::Site => return site(args.out, &config, &protected),
         Format::Litellm => gateway::litellm(&config, &feed()?),
@@ -87,13 +86,7 @@ fn site(out: Option<PathBuf>, config: &Config, protected: &Protected) -> anyhow:
     let store = Store::open_read_only(&config.store)?;
     let now = chrono::Utc::now().timestamp_millis();
     let started = std::time::Instant::now();
-    let snapshot = Snapshot::load_restoring(
-        config,
-        &store,
-        now,
-        &mut History::new(),
-        checkpoint::OtherVersion::Leave,
-    )?;
+    let snapshot = Snapshot::load_one_shot(config, &store, now)?;
     let feed = snapshot.feed(config);
     let csv = results_csv::render(&store, now)?;
     let mut index_len = 0;

@@ -54,7 +54,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         "--min-change must be at least 0 and below 1"
     );
     let config = Config::load(&args.config)?;
-    let feed = super::cold_feed(&config)?;
+    let feed = super::feed_now(&config)?;
     let deployments = gateway::deployments(&config, &feed);
     let mut syncer = Syncer::new(SyncConfig {
         name: "litellm".into(),

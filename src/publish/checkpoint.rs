@@ -35,6 +35,7 @@ use serde_bytes::ByteBuf;
 
 use super::history::History;
 use super::joined;
+use crate::config::PublishConfig;
 use crate::store::{Store, StoreError};
 
 /// The layout of a checkpoint this build writes and reads: the [`Header`] and the array of
@@ -352,6 +353,32 @@ pub fn decode(bytes: &[u8], now_ms: i64) -> Result<History, CheckpointError> {
 /// its size in bytes.
 pub fn save(store: &Store, history: &History) -> Result<usize, CheckpointError> {
     Ok(encode(history)?.save(store)?)
+}
+
+/// Saves `history`, a one-shot command's (`sonde publish`, its exports, `sonde sync`) just
+/// read, as the store's checkpoint when no daemon keeps one: `publish.checkpoint` is on,
+/// the store's is missing or older than that and a publish interval (a daemon keeping it
+/// saves one every `publish.checkpoint`), and this process takes the checkpoint lock (a
+/// fleet's daemon keeping it holds it). A fleet whose daemons only probe, its exports
+/// regenerated on a schedule, would otherwise read the store whole each time. Returns the
+/// size saved, or `None` when the store's was left as it is.
+pub fn save_unkept(
+    store: &Store,
+    history: &History,
+    publish: &PublishConfig,
+    now_ms: i64,
+) -> Result<Option<usize>, CheckpointError> {
+    let Some(every) = publish.checkpoint else {
+        return Ok(None);
+    };
+    let kept_for = crate::units::duration_ms(every + publish.every);
+    let kept = store
+        .checkpoint_saved_ms()?
+        .is_some_and(|saved| now_ms - saved < kept_for);
+    if kept || !store.checkpoint_lock()? {
+        return Ok(None);
+    }
+    save(store, history).map(Some)
 }
 
 /// The history of the store's checkpoint ([`decode`]); `Ok(None)` when it has none.

@@ -146,6 +146,33 @@ impl Snapshot {
         Snapshot::load_with(config, store, now_ms, history)
     }
 
+    /// The snapshot at `now_ms` as a one-shot command reads it (`sonde publish`, its
+    /// exports, `sonde sync`): from the store's checkpoint when it has one of this version
+    /// that fits, reading only what was written since, else from the store whole; then
+    /// saved as the store's checkpoint when no daemon keeps one
+    /// ([`checkpoint::save_unkept`]). A site or an export regenerated every few minutes
+    /// then costs what a periodic publish does, not a month's cold read each time.
+    pub fn load_one_shot(
+        config: &Config,
+        store: &Store,
+        now_ms: i64,
+    ) -> Result<Snapshot, StoreError> {
+        let mut history = History::new();
+        let other = checkpoint::OtherVersion::Leave;
+        let snapshot = Snapshot::load_restoring(config, store, now_ms, &mut history, other)?;
+        match checkpoint::save_unkept(store, &history, &config.publish, now_ms) {
+            Ok(Some(bytes)) => {
+                tracing::info!(
+                    bytes,
+                    "saved the publisher's checkpoint: no daemon keeps one"
+                );
+            }
+            Ok(None) => {}
+            Err(err) => tracing::warn!(error = %err, "saving the publisher's checkpoint failed"),
+        }
+        Ok(snapshot)
+    }
+
     /// [`Snapshot::load`] reading only what changed since `history` last read the store
     /// (all of it the first time).
     pub fn load_with(
