@@ -37,9 +37,13 @@ pub async fn renew(
                 continue;
             };
             let window = gate.window();
+            // Still sending within the lease: it keeps its age if it lapsed meanwhile.
+            let held = renewed
+                .get(provider)
+                .is_some_and(|at| at.elapsed() < trusted_for(window));
             let (store, name, here) = (Arc::clone(&shared), provider.clone(), location.clone());
             let leased =
-                tokio::task::spawn_blocking(move || store.lease_rate(&name, &here, window))
+                tokio::task::spawn_blocking(move || store.lease_rate(&name, &here, window, held))
                     .await
                     .map_err(|err| err.to_string())
                     .and_then(|leased| leased.map_err(|err| err.to_string()));

@@ -1360,14 +1360,19 @@ fn tls_with_a_private_ca_is_verified_and_required() {
     assert!(encrypted >= 2, "{encrypted} TLS sessions of the store");
 }
 
-#[test]
-fn a_released_lease_stops_counting_at_once_and_still_keeps_a_newcomer_waiting() {
-    let Some(cluster) = common::postgres::start("a_released_lease") else {
-        return;
-    };
-    let var = "SONDE_TEST_LEASE_URL";
+/// A server for `test` with a store in its database `db` (its URL in `var`), and the
+/// store's shared limits; `None` when PostgreSQL tests are skipped.
+fn fleet_limits(
+    test: &str,
+    var: &str,
+    db: &str,
+) -> Option<(
+    common::postgres::Cluster,
+    std::sync::Arc<dyn sonde::store::FleetLimits>,
+)> {
+    let cluster = common::postgres::start(test)?;
     // SAFETY: this test's own variable, set before any store reads it.
-    unsafe { std::env::set_var(var, cluster.database("leases")) };
+    unsafe { std::env::set_var(var, cluster.database(db)) };
     let config = StoreConfig {
         backend: StoreBackend::Postgres {
             url_env: var.into(),
@@ -1381,24 +1386,97 @@ fn a_released_lease_stops_counting_at_once_and_still_keeps_a_newcomer_waiting() 
         .unwrap()
         .into_fleet_limits()
         .expect("PostgreSQL coordinates a fleet");
+    Some((cluster, fleet))
+}
+
+#[test]
+fn a_released_lease_stops_counting_at_once_and_still_keeps_a_newcomer_waiting() {
+    let Some((_cluster, fleet)) =
+        fleet_limits("a_released_lease", "SONDE_TEST_LEASE_URL", "leases")
+    else {
+        return;
+    };
     let window = Duration::from_secs(60);
-    let first = fleet.lease_rate("shared", "a", window).unwrap();
+    let first = fleet.lease_rate("shared", "a", window, false).unwrap();
     assert_eq!((first.holders, first.active), (1, true), "{first:?}");
-    let second = fleet.lease_rate("shared", "b", window).unwrap();
+    let second = fleet.lease_rate("shared", "b", window, false).unwrap();
     assert_eq!((second.holders, second.rank), (2, 1), "{second:?}");
     assert!(!second.active, "b waits for a's sends to leave the window");
 
     fleet.release_rate("shared", "a").unwrap();
-    let after = fleet.lease_rate("shared", "b", window).unwrap();
+    let after = fleet.lease_rate("shared", "b", window, true).unwrap();
     assert_eq!(after.holders, 1, "a released its lease: {after:?}");
     assert!(
         !after.active,
         "a's last sends are still in the window: {after:?}"
     );
-    let newcomer = fleet.lease_rate("shared", "c", window).unwrap();
+    let newcomer = fleet.lease_rate("shared", "c", window, false).unwrap();
     assert_eq!(newcomer.holders, 2, "{newcomer:?}");
     assert!(!newcomer.active, "{newcomer:?}");
     // Releasing what one does not hold changes nothing.
     fleet.release_rate("other", "a").unwrap();
-    assert_eq!(fleet.lease_rate("shared", "c", window).unwrap().holders, 2);
+    assert_eq!(
+        fleet
+            .lease_rate("shared", "c", window, true)
+            .unwrap()
+            .holders,
+        2
+    );
+}
+
+/// The database away for longer than a lease lives (a failover): the leases lapse, and a
+/// prober that went on sending within its own keeps its age when it renews — it sends at
+/// once, as the others cannot have grown into its part yet —, where a restarted prober (or
+/// one back only after the others may have) waits as a newcomer does.
+#[test]
+fn a_lease_held_while_the_database_was_away_keeps_its_age() {
+    let Some((cluster, fleet)) = fleet_limits(
+        "a_lease_held_while_away",
+        "SONDE_TEST_HELD_LEASE_URL",
+        "held",
+    ) else {
+        return;
+    };
+    let window = Duration::from_secs(60);
+    let back = |location: &str, since_s: i64, renewed_s: i64| {
+        cluster.psql(
+            "held",
+            &format!(
+                "UPDATE rate_leases SET since_ms = since_ms - {since_s} * 1000, \
+                 renewed_ms = renewed_ms - {renewed_s} * 1000 WHERE location = '{location}'"
+            ),
+        );
+    };
+    for location in ["a", "b"] {
+        fleet.lease_rate("shared", location, window, false).unwrap();
+        back(location, 600, 0);
+    }
+    let a = fleet.lease_rate("shared", "a", window, true).unwrap();
+    assert_eq!((a.holders, a.active), (2, true), "{a:?}");
+
+    // The database away for 30 s: both leases lapsed.
+    back("a", 0, 30);
+    back("b", 0, 30);
+    let a = fleet.lease_rate("shared", "a", window, true).unwrap();
+    assert_eq!(
+        (a.holders, a.active),
+        (1, true),
+        "a sent within its lease: {a:?}"
+    );
+    let b = fleet.lease_rate("shared", "b", window, false).unwrap();
+    assert_eq!(
+        (b.holders, b.active),
+        (2, false),
+        "b's prober restarted meanwhile: a newcomer: {b:?}"
+    );
+
+    // a back only after the others could have grown into its part.
+    let kept = sonde::store::lease_kept_for(window).as_secs() as i64;
+    back("a", 0, kept + 1);
+    let a = fleet.lease_rate("shared", "a", window, true).unwrap();
+    assert!(
+        !a.active,
+        "a lease lapsed {}s ago starts again: {a:?}",
+        kept + 1
+    );
 }

@@ -707,16 +707,33 @@ pub const LEASE_TTL: Duration = Duration::from_secs(LEASE_RENEW.as_secs() * 3);
 /// by then, and what they sent at their larger share has left the window.
 pub const LEASE_SEEN: Duration = Duration::from_secs(LEASE_RENEW.as_secs() * 2);
 
+/// How long after its last renewal a lapsed lease whose prober held it throughout keeps
+/// its age for a limit counted over `window`: the others grow into a lapsed lease's part a
+/// window after they notice it lapsed ([`LEASE_TTL`] after its renewal), and hear of its
+/// renewal within one of their own, so that renewal must come a renewal before, and one
+/// more for the time their renewals take. Never shorter than [`LEASE_TTL`], for which
+/// every lease counts.
+pub fn lease_kept_for(window: Duration) -> Duration {
+    (LEASE_TTL + window)
+        .saturating_sub(LEASE_RENEW * 2)
+        .max(LEASE_TTL)
+}
+
 /// What probers sharing one store share: each provider's request rate, in leases, and its
 /// monthly budget, in reservations. Implemented by the PostgreSQL store.
 pub trait FleetLimits: Send + Sync {
     /// Renews `location`'s lease on `provider`'s rate limit, whose window is `window`, and
-    /// says how the limit is divided now.
+    /// says how the limit is divided now. `held`: this prober renewed the lease before and
+    /// has sent only within it since (it still trusts it, the database away meanwhile): a
+    /// lease that lapsed then keeps its age while the others, which take a lapsed lease's
+    /// part only a window after they notice, hear of it again before that
+    /// ([`lease_kept_for`]). A lapsed lease otherwise starts again, a newcomer's.
     fn lease_rate(
         &self,
         provider: &str,
         location: &str,
         window: Duration,
+        held: bool,
     ) -> Result<RateShare, StoreError>;
 
     /// Gives up `location`'s lease on `provider` at a graceful stop: the others count one

@@ -11,7 +11,9 @@ use tokio_postgres::{Client, Transaction};
 
 use super::{Failure, NOW_MS, Postgres};
 use crate::result::ResultRecord;
-use crate::store::{FleetLimits, LEASE_SEEN, LEASE_TTL, RateShare, SharedReservation, StoreError};
+use crate::store::{
+    FleetLimits, LEASE_SEEN, LEASE_TTL, RateShare, SharedReservation, StoreError, lease_kept_for,
+};
 
 /// The publisher's advisory lock: one publishing daemon per store.
 pub(super) const PUBLISHER_LOCK: i64 = 0x736f_6e64_655f_7075; // "sonde_pu"
@@ -93,12 +95,19 @@ impl FleetLimits for Postgres {
         provider: &str,
         location: &str,
         window: Duration,
+        held: bool,
     ) -> Result<RateShare, StoreError> {
         let (ttl, activation) = (ms(LEASE_TTL), ms(LEASE_SEEN + window));
         let recent = ms(LEASE_TTL + window);
+        let kept = if held {
+            ms(lease_kept_for(window))
+        } else {
+            ttl
+        };
         self.call(async |pool| {
             let client = pool.get().await.map_err(Failure::pool)?;
-            // A lease that had lapsed starts again: the others forgot it.
+            // A lease that had lapsed starts again: the others forgot it. One its prober
+            // held throughout keeps its age while the others cannot have grown into it.
             client
                 .execute(
                     &format!(
@@ -109,7 +118,7 @@ impl FleetLimits for Postgres {
                                 THEN excluded.since_ms ELSE rate_leases.since_ms END,
                             renewed_ms = excluded.renewed_ms"
                     ),
-                    &[&provider, &location, &ttl],
+                    &[&provider, &location, &kept],
                 )
                 .await
                 .map_err(Failure::Db)?;

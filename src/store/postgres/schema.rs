@@ -337,9 +337,13 @@ pub async fn migrate(tx: &Transaction<'_>) -> Result<i32, String> {
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
         .map_err(|err| err.to_string())?;
-    tx.batch_execute("CREATE TABLE IF NOT EXISTS sonde_schema (version INTEGER NOT NULL)")
-        .await
-        .map_err(|err| err.to_string())?;
+    // Without it the server's notice that the table exists was logged at every connection.
+    tx.batch_execute(
+        "SET LOCAL client_min_messages = warning;
+         CREATE TABLE IF NOT EXISTS sonde_schema (version INTEGER NOT NULL)",
+    )
+    .await
+    .map_err(|err| err.to_string())?;
     let found = found(tx).await?;
     let current = found.map_or(0, |found| found.version);
     if current > LATEST {
