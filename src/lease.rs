@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::limiter::Gate;
-use crate::store::{FleetLimits, LEASE_RENEW, LEASE_TTL};
+use crate::store::{FleetLimits, LEASE_RENEW, LEASE_SEEN, LEASE_TTL};
 
 /// Longest a prober keeps sending at its share on a lease it could not renew (the database
 /// away): the others forget the lease [`LEASE_TTL`] after its last renewal and take its part
@@ -52,14 +52,31 @@ pub async fn renew(
                     renewed.insert(provider.clone(), Instant::now());
                     let requests = gate.share(share.holders, share.rank, share.active);
                     let now = (share.holders, requests, share.active);
-                    if announced.insert(provider.clone(), now) != Some(now) {
+                    if announced.insert(provider.clone(), now) == Some(now) {
+                        continue;
+                    }
+                    if share.active {
                         tracing::info!(
                             provider = %provider,
                             probers = share.holders,
                             requests,
                             window = ?window,
-                            sending = share.active,
+                            sending = true,
                             "shared rate limit: this prober's share changed"
+                        );
+                    } else {
+                        // Said, so that a prober sending nothing for a minute after it
+                        // starts is not taken for a broken one.
+                        tracing::info!(
+                            provider = %provider,
+                            probers = share.holders,
+                            requests,
+                            window = ?window,
+                            sending = false,
+                            waits_at_most = ?(LEASE_SEEN + window),
+                            "shared rate limit: this prober's share changed; as a newcomer it \
+                             sends once what the others sent at their larger shares has left the \
+                             window"
                         );
                     }
                 }
