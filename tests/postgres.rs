@@ -1427,7 +1427,8 @@ fn a_released_lease_stops_counting_at_once_and_still_keeps_a_newcomer_waiting() 
 /// The database away for longer than a lease lives (a failover): the leases lapse, and a
 /// prober that went on sending within its own keeps its age when it renews — it sends at
 /// once, as the others cannot have grown into its part yet —, where a restarted prober (or
-/// one back only after the others may have) waits as a newcomer does.
+/// one back only after the others may have) waits as a newcomer does; so does a daemon
+/// restarted at once after a crash, its lease not lapsed.
 #[test]
 fn a_lease_held_while_the_database_was_away_keeps_its_age() {
     let Some((cluster, fleet)) = fleet_limits(
@@ -1479,4 +1480,12 @@ fn a_lease_held_while_the_database_was_away_keeps_its_age() {
         "a lease lapsed {}s ago starts again: {a:?}",
         kept + 1
     );
+
+    // b's daemon killed and started again at once: its lease has not lapsed, but the new
+    // process cannot know when the one before it last sent.
+    back("b", 600, 0);
+    let b = fleet.lease_rate("shared", "b", window, true).unwrap();
+    assert!(b.active, "{b:?}");
+    let b = fleet.lease_rate("shared", "b", window, false).unwrap();
+    assert!(!b.active, "a new process is a newcomer: {b:?}");
 }

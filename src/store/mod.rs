@@ -727,7 +727,9 @@ pub trait FleetLimits: Send + Sync {
     /// has sent only within it since (it still trusts it, the database away meanwhile): a
     /// lease that lapsed then keeps its age while the others, which take a lapsed lease's
     /// part only a window after they notice, hear of it again before that
-    /// ([`lease_kept_for`]). A lapsed lease otherwise starts again, a newcomer's.
+    /// ([`lease_kept_for`]). A lease not `held` starts again, a newcomer's, even one not
+    /// lapsed: a daemon restarted after a crash cannot know when the one before it last
+    /// sent.
     fn lease_rate(
         &self,
         provider: &str,

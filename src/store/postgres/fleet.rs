@@ -99,26 +99,25 @@ impl FleetLimits for Postgres {
     ) -> Result<RateShare, StoreError> {
         let (ttl, activation) = (ms(LEASE_TTL), ms(LEASE_SEEN + window));
         let recent = ms(LEASE_TTL + window);
-        let kept = if held {
-            ms(lease_kept_for(window))
-        } else {
-            ttl
-        };
+        let kept = ms(lease_kept_for(window));
         self.call(async |pool| {
             let client = pool.get().await.map_err(Failure::pool)?;
-            // A lease that had lapsed starts again: the others forgot it. One its prober
-            // held throughout keeps its age while the others cannot have grown into it.
+            // A lease starts again unless its prober held it throughout and the others
+            // cannot have grown into it yet. A process that did not hold it starts again
+            // even when it has not lapsed (its location's daemon restarted after a crash):
+            // it cannot know when the one before it last sent.
             client
                 .execute(
                     &format!(
                         "INSERT INTO rate_leases (provider, location, since_ms, renewed_ms)
                          SELECT $1, $2, now.ms, now.ms FROM (SELECT {NOW_MS} AS ms) now
                          ON CONFLICT (provider, location) DO UPDATE SET
-                            since_ms = CASE WHEN rate_leases.renewed_ms < excluded.renewed_ms - $3
+                            since_ms = CASE WHEN NOT $4
+                                    OR rate_leases.renewed_ms < excluded.renewed_ms - $3
                                 THEN excluded.since_ms ELSE rate_leases.since_ms END,
                             renewed_ms = excluded.renewed_ms"
                     ),
-                    &[&provider, &location, &kept],
+                    &[&provider, &location, &kept, &held],
                 )
                 .await
                 .map_err(Failure::Db)?;
