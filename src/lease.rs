@@ -55,30 +55,24 @@ pub async fn renew(
                     if announced.insert(provider.clone(), now) == Some(now) {
                         continue;
                     }
-                    if share.active {
-                        tracing::info!(
-                            provider = %provider,
-                            probers = share.holders,
-                            requests,
-                            window = ?window,
-                            sending = true,
-                            "shared rate limit: this prober's share changed"
-                        );
-                    } else {
-                        // Said, so that a prober sending nothing for a minute after it
-                        // starts is not taken for a broken one.
-                        tracing::info!(
-                            provider = %provider,
-                            probers = share.holders,
-                            requests,
-                            window = ?window,
-                            sending = false,
-                            waits_at_most = ?(LEASE_SEEN + window),
-                            "shared rate limit: this prober's share changed; as a newcomer it \
-                             sends once what the others sent at their larger shares has left the \
-                             window"
-                        );
-                    }
+                    // A newcomer says why it sends nothing, so that a prober quiet for a
+                    // minute after it starts is not taken for a broken one.
+                    let waits = (!share.active).then_some(LEASE_SEEN + window);
+                    tracing::info!(
+                        provider = %provider,
+                        probers = share.holders,
+                        requests,
+                        window = ?window,
+                        sending = share.active,
+                        waits_at_most = ?waits,
+                        "shared rate limit: this prober's share changed{}",
+                        if share.active {
+                            ""
+                        } else {
+                            "; as a newcomer it sends once what the others sent at their larger \
+                             shares has left the window"
+                        }
+                    );
                 }
                 Err(reason) => {
                     let trusted = renewed
